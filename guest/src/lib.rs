@@ -1,0 +1,2 @@
+//! The pupa guest.
+#![cfg_attr(not(test), no_std)]

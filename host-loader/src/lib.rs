@@ -1,0 +1,1 @@
+//! pupa host loader.

@@ -1,0 +1,1 @@
+//! Build and inspect pupa firmware images.

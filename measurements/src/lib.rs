@@ -1,0 +1,1 @@
+//! Launch measurements and evidence verification.

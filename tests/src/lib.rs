@@ -1,0 +1,1 @@
+//! Helpers for pupa end-to-end tests.
