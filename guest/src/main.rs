@@ -1,2 +1,134 @@
+//! The pupa firmware: entered from the reset vector (`arch/boot.s`), it sets up the CPU tables,
+//! the heap, the memory map, entropy and the clock, measures its own image and prints the boot
+//! banner. Built only for `x86_64-pupa.json` with the `firmware` feature (see `pupa-image`).
 #![no_std]
 #![no_main]
+#![feature(abi_x86_interrupt)]
+
+extern crate alloc;
+
+mod arch;
+mod platform;
+
+use pupa_guest::banner::BootReport;
+use pupa_guest::entropy::Entropy;
+use pupa_guest::memmap::{self, RegionKind};
+use pupa_guest::tee::{self, TeeKind};
+use pupa_guest::{exit_code, VERSION};
+use sha2::{Digest, Sha384};
+
+use arch::cpu::{self, cpuid, rdtsc};
+use platform::{exit, fw_cfg, heap, layout, pit, serial};
+
+/// Entry from the 64-bit boot stub. `boot_mode`: 0 = 16-bit reset vector, 1 = TDX 32-bit entry.
+#[no_mangle]
+pub extern "C" fn rust_main(boot_mode: u32) -> ! {
+    let t0 = rdtsc();
+    let tee = tee::detect(cpuid, || {
+        // SAFETY: only called when CPUID Fn8000_001F says SEV is supported, in which case
+        // SEV_STATUS exists (AMD APM Vol. 2 §15.34.10) and reading it has no side effect.
+        unsafe { cpu::rdmsr(tee::MSR_SEV_STATUS) }
+    });
+    if tee == TeeKind::Tdx {
+        arch::io::use_tdvmcall();
+    }
+    serial::init();
+    arch::interrupts::init();
+
+    let (heap_start, heap_end) = layout::early_heap();
+    // SAFETY: the early heap section is reserved by the linker script for exactly this use.
+    let mut heap_bytes = unsafe { heap::claim(heap_start, heap_end) };
+
+    let (map, map_source) = match tee {
+        TeeKind::Tdx => (read_td_hob(), "TD HOB"),
+        _ => (
+            fw_cfg::read_file("etc/e820")
+                .map_err(|e| boot_failure(format_args!("fw_cfg etc/e820: {e:?}")))
+                .and_then(|b| memmap::parse_e820(&b).map_err(|e| boot_failure(format_args!("etc/e820: {e}"))))
+                .unwrap_or_else(|never| never),
+            "fw_cfg etc/e820",
+        ),
+    };
+    if tee == TeeKind::None {
+        // On a plain VM all RAM is usable as is. Under SNP/TDX, memory outside the declared
+        // early RAM must first be validated/accepted by the TEE backend.
+        let early = layout::early_ram();
+        for (s, e) in memmap::usable_ram(&map, 0x10_0000, 1 << 32, &[early]) {
+            // SAFETY: E820 RAM outside early RAM, below 4 GiB (identity-mapped), unused.
+            heap_bytes += unsafe { heap::claim(s, e) };
+        }
+    }
+
+    let entropy = match Entropy::new(cpu::CpuRng::new()) {
+        Ok(e) => e,
+        Err(e) => boot_failure(format_args!("entropy: {e}")),
+    };
+    let tsc = match pit::calibrate() {
+        Some(t) => t,
+        None => boot_failure(format_args!("clock: neither CPUID 0x15 nor the PIT gave a TSC frequency")),
+    };
+    let rom = layout::rom();
+    let image_sha384: [u8; 48] = Sha384::digest(rom).into();
+
+    let report = BootReport {
+        version: VERSION,
+        image_sha384,
+        image_size: rom.len() as u64,
+        tee,
+        entered_32bit: boot_mode == 1,
+        memmap_source: map_source,
+        ram_bytes: memmap::total(&map, RegionKind::Ram),
+        unaccepted_bytes: memmap::total(&map, RegionKind::Unaccepted),
+        heap_bytes,
+        entropy: entropy.source(),
+        tsc,
+        boot_us: tsc.ticks_to_us(rdtsc().wrapping_sub(t0)),
+    };
+    println!("{report}");
+
+    #[cfg(feature = "fault-test")]
+    fault_test();
+
+    exit::power_off()
+}
+
+fn read_td_hob() -> alloc::vec::Vec<memmap::Region> {
+    // The TD_HOB section of the TDVF metadata (arch/boot.s): GPA 0x8000, 8 KiB.
+    const TD_HOB_GPA: usize = 0x8000;
+    const TD_HOB_SIZE: usize = 0x2000;
+    // SAFETY: under TDX the VMM adds the TD_HOB section as private memory before launch and
+    // nothing else uses it; it is identity-mapped.
+    let hob = unsafe { core::slice::from_raw_parts(TD_HOB_GPA as *const u8, TD_HOB_SIZE) };
+    memmap::parse_td_hob(hob).unwrap_or_else(|e| boot_failure(format_args!("TD HOB: {e}")))
+}
+
+fn boot_failure(why: core::fmt::Arguments) -> ! {
+    serial::emergency_println(format_args!("pupa: BOOT FAILURE: {why}"));
+    exit::fail(exit_code::BOOT_FAILURE)
+}
+
+/// Test-only: raise the exception named by the fw_cfg file `opt/pupa/fault` ("ud" or "pf"), so
+/// that tests can check the exception report.
+#[cfg(feature = "fault-test")]
+fn fault_test() {
+    match fw_cfg::read_file("opt/pupa/fault").as_deref() {
+        Ok(b"ud") => {
+            println!("pupa: fault-test: raising #UD");
+            // SAFETY: deliberately executes UD2; the #UD handler reports and exits.
+            unsafe { core::arch::asm!("ud2") };
+        }
+        Ok(b"pf") => {
+            println!("pupa: fault-test: raising #PF");
+            // SAFETY: deliberately reads an unmapped address (only 0..4 GiB is mapped); the #PF
+            // handler reports and exits.
+            unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
+        }
+        _ => {}
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    serial::emergency_println(format_args!("pupa: PANIC {info}"));
+    exit::fail(exit_code::PANIC)
+}

@@ -1,2 +1,55 @@
 //! pupa's compute kernels.
+//!
+//! CPU kernels (always built, `no_std` + `alloc`): GEMM with f32 accumulation over f32, bf16
+//! and f16 inputs, and FlashAttention-style attention forward. AVX-512 (with `vdpbf16ps` where
+//! present), AVX2+FMA and portable micro-kernels are selected at run time by [`detect`]
+//! (CPUID + XCR0 in the guest, `is_x86_feature_detected!` with `std`); callers may pass an
+//! [`Isa`] explicitly (checked against the CPU). Scratch is allocated once per call, never in
+//! the hot loops.
+//!
+//! With the `std` feature: a multi-threaded driver on rayon ([`matmul_parallel`],
+//! [`attention_parallel`]) and the `pupa-bench` binary. With `cuda`: the CUDA kernels.
+//!
+//! ```
+//! use pupa_kernels::{matmul, MatRef};
+//! let a = [1.0f32, 2.0, 3.0, 4.0]; // 2×2 row-major
+//! let b = [1.0f32, 0.0, 0.0, 1.0];
+//! let mut c = [f32::NAN; 4];
+//! matmul(MatRef::row_major(&a, 2, 2)?, MatRef::row_major(&b, 2, 2)?, &mut c)?;
+//! assert_eq!(c, [1.0, 2.0, 3.0, 4.0]);
+//! # Ok::<(), pupa_kernels::KernelError>(())
+//! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+
+extern crate alloc;
+
+pub mod attention;
+mod error;
+mod gemm;
+mod isa;
+mod mat;
+#[cfg(feature = "std")]
+mod parallel;
+pub mod reference;
+
+pub use attention::{attention, attention_with, AttnShape};
+pub use error::KernelError;
+#[cfg(target_arch = "x86_64")]
+pub use isa::detect_cpuid;
+pub use isa::{detect, Isa};
+pub use mat::{DType, Element, MatRef};
+#[cfg(feature = "std")]
+pub use parallel::{attention_parallel, matmul_parallel};
+
+/// `C = A · B` on the best ISA of this CPU. `c` is row-major `m × n`, contiguous
+/// (`c.len() ≥ m·n`); every element of it is written.
+pub fn matmul<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [f32]) -> Result<(), KernelError> {
+    let n = b.cols();
+    gemm::gemm(detect(), &a, &b, c, n.max(1))
+}
+
+/// `C = A · B` with an explicit [`Isa`] and C row stride `ldc ≥ n`. Fails with
+/// [`KernelError::IsaUnavailable`] if the CPU lacks `isa`.
+pub fn matmul_with<T: Element>(isa: Isa, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [f32], ldc: usize) -> Result<(), KernelError> {
+    gemm::gemm(isa, &a, &b, c, ldc)
+}

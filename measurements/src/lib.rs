@@ -1,1 +1,23 @@
-//! Launch measurements and evidence verification.
+//! Launch measurements of OVMF-format firmware, recomputed offline.
+//!
+//! - [`ovmf`]: the OVMF GUIDed footer table, SEV metadata (`ASEV`) and the TDVF descriptor.
+//! - [`snp`]: the AMD SEV-SNP launch digest (PAGE_INFO chain, VMSAs, kernel-hashes table).
+//! - [`tdx`]: the Intel TDX MRTD (MEM.PAGE.ADD / MR.EXTEND records), both orderings.
+//! - [`eventlog`]: RTMR replay from a CCEL / TCG crypto-agile event log.
+//! - [`manifest`]: the `"measurements"` object of `manifest.json` and its checker.
+//!
+//! Every parser here takes untrusted bytes and returns a specific error instead of panicking.
+
+pub mod eventlog;
+pub mod guid;
+pub mod hexfmt;
+pub mod manifest;
+pub mod ovmf;
+pub mod snp;
+pub mod tdx;
+
+pub use guid::Guid;
+pub use ovmf::{Firmware, OvmfError};
+
+/// A SHA-384 digest (launch digest, MRTD, RTMR).
+pub type Digest384 = [u8; 48];

@@ -1,0 +1,11 @@
+//! The machine: boot stub, CPU instructions, port I/O, descriptor tables, TDX calls.
+//!
+//! All `unsafe` of the firmware that touches the CPU lives in this module tree, in thin
+//! wrappers whose `// SAFETY:` comments say why each use is sound.
+
+core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
+
+pub mod cpu;
+pub mod interrupts;
+pub mod io;
+pub mod tdcall;

@@ -1,0 +1,72 @@
+//! QEMU's firmware configuration device, legacy I/O interface (QEMU docs/specs/fw_cfg.rst):
+//! selector port 0x510 (16-bit), data port 0x511 (8-bit), signature "QEMU" at key 0, the file
+//! directory at key 0x19 (big-endian `{u32 size, u16 select, u16 reserved, char name[56]}`).
+
+use alloc::vec::Vec;
+
+use crate::arch::io::{inb, outw};
+
+const PORT_SELECTOR: u16 = 0x510;
+const PORT_DATA: u16 = 0x511;
+const KEY_SIGNATURE: u16 = 0x0000;
+const KEY_FILE_DIR: u16 = 0x0019;
+/// Files bigger than this are refused (the host controls fw_cfg; the guest bounds what it takes).
+const MAX_FILE: u32 = 1 << 20;
+
+/// Why fw_cfg could not give a file.
+#[derive(Debug)]
+pub enum FwCfgError {
+    /// No "QEMU" signature: not QEMU, or the device is absent.
+    NotPresent,
+    NotFound,
+    TooLarge(u32),
+}
+
+fn select(key: u16) {
+    // SAFETY: writing the fw_cfg selector only chooses which item the data port reads.
+    unsafe { outw(PORT_SELECTOR, key) }
+}
+
+fn read(buf: &mut [u8]) {
+    for b in buf {
+        // SAFETY: reading the fw_cfg data port returns the next byte of the selected item.
+        *b = unsafe { inb(PORT_DATA) };
+    }
+}
+
+/// Whether the device answers with its signature.
+pub fn present() -> bool {
+    select(KEY_SIGNATURE);
+    let mut sig = [0u8; 4];
+    read(&mut sig);
+    &sig == b"QEMU"
+}
+
+/// Read a named file (e.g. `etc/e820`).
+pub fn read_file(name: &str) -> Result<Vec<u8>, FwCfgError> {
+    if !present() {
+        return Err(FwCfgError::NotPresent);
+    }
+    select(KEY_FILE_DIR);
+    let mut n = [0u8; 4];
+    read(&mut n);
+    let count = u32::from_be_bytes(n).min(4096);
+    for _ in 0..count {
+        let mut e = [0u8; 64];
+        read(&mut e);
+        let size = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+        let key = u16::from_be_bytes([e[4], e[5]]);
+        let fname = &e[8..];
+        let len = fname.iter().position(|&c| c == 0).unwrap_or(fname.len());
+        if &fname[..len] == name.as_bytes() {
+            if size > MAX_FILE {
+                return Err(FwCfgError::TooLarge(size));
+            }
+            select(key);
+            let mut out = alloc::vec![0u8; size as usize];
+            read(&mut out);
+            return Ok(out);
+        }
+    }
+    Err(FwCfgError::NotFound)
+}

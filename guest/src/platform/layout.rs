@@ -1,0 +1,37 @@
+//! The firmware's memory layout, from the linker script (guest/linker.ld).
+
+extern "C" {
+    static __early_ram_start: u8;
+    static __early_ram_end: u8;
+    static __heap_start: u8;
+    static __heap_end: u8;
+    static __rom_size: u8;
+}
+
+fn addr(sym: *const u8) -> u64 {
+    sym as u64
+}
+
+/// [start, end) of early RAM: declared in the SNP/TDX metadata, usable before acceptance.
+pub fn early_ram() -> (u64, u64) {
+    // Only the addresses of linker symbols are taken, never their contents.
+    (addr(&raw const __early_ram_start), addr(&raw const __early_ram_end))
+}
+
+/// [start, end) of the early heap (inside early RAM).
+pub fn early_heap() -> (u64, u64) {
+    (addr(&raw const __heap_start), addr(&raw const __heap_end))
+}
+
+/// The firmware image as mapped at the top of 4 GiB.
+pub fn rom() -> &'static [u8] {
+    // SAFETY: [__rom_start, 4 GiB) is the firmware ROM (or, under SNP/TDX, the measured private
+    // copy of it), identity-mapped and never written; __rom_size is an absolute symbol.
+    unsafe {
+        // The ROM ends at 4 GiB. (Its start, 0xFFFxxxxx, is not reachable with the small code
+        // model's sign-extended 32-bit absolute relocations, so it is computed from the size.)
+        let size = addr(&raw const __rom_size);
+        let start = (1u64 << 32) - size;
+        core::slice::from_raw_parts(start as *const u8, size as usize)
+    }
+}

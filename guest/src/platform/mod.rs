@@ -1,0 +1,8 @@
+//! Devices and services of the VM platform the firmware finds at boot.
+
+pub mod exit;
+pub mod fw_cfg;
+pub mod heap;
+pub mod layout;
+pub mod pit;
+pub mod serial;

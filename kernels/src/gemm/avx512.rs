@@ -1,0 +1,135 @@
+//! AVX-512 micro-kernels: an 8×48 register block (24 zmm accumulators, 3 B vectors, one
+//! broadcast), f32 FMA and bf16 `vdpbf16ps` (pairs of k per instruction, f32 accumulation).
+//!
+//! Hand-written: register blocking for this exact tile shape is what no crate exposes for a
+//! `no_std` guest.
+
+use core::arch::x86_64::*;
+
+/// Rows of the register block.
+pub(crate) const MR: usize = 8;
+/// Columns of the register block (three 16-lane vectors).
+pub(crate) const NR: usize = 48;
+
+#[inline(always)]
+fn tail_mask(cols: usize, nv: usize) -> __mmask16 {
+    let last = cols - (nv - 1) * 16;
+    if last >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << last) - 1) as __mmask16
+    }
+}
+
+/// Writes (or adds) the accumulators to `c`, only rows `< rows` and columns `< cols`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store<const NV: usize>(acc: &[[__m512; NV]; MR], c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    let mask = tail_mask(cols, NV);
+    for (i, row) in acc.iter().enumerate() {
+        if i < rows {
+            for (v, x) in row.iter().enumerate() {
+                let m = if v == NV - 1 { mask } else { 0xFFFF };
+                // SAFETY: the driver guarantees rows < rows, columns < cols lie inside C; the
+                // mask excludes the rest.
+                unsafe {
+                    let p = c.add(i * ldc + v * 16);
+                    let y = if accumulate { _mm512_add_ps(*x, _mm512_maskz_loadu_ps(m, p)) } else { *x };
+                    _mm512_mask_storeu_ps(p, m, y);
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn f32_block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: the packed B panel holds NR floats per k step, 64-byte aligned.
+            *x = unsafe { _mm512_load_ps(bp.add(v * 16)) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: the packed A panel holds MR floats per k step.
+            let ai = _mm512_set1_ps(unsafe { *ap.add(i) });
+            for (x, bvv) in row.iter_mut().zip(bv.iter()) {
+                *x = _mm512_fmadd_ps(ai, *bvv, *x);
+            }
+        }
+        // SAFETY: stays inside the panels (kc steps).
+        unsafe {
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { store::<NV>(&acc, c, ldc, rows, cols, accumulate) }
+}
+
+/// f32 micro-kernel: `C[rows × cols] (+)= Apanel · Bpanel` over `kc` k steps.
+///
+/// # Safety
+/// CPU supports AVX-512F and FMA; `a`/`b` point at packed panels of `kc` steps (B 64-byte
+/// aligned); `c` is valid for `rows ≤ MR` rows of stride `ldc` and `cols ≤ NR` columns.
+#[target_feature(enable = "avx512f,fma")]
+pub(crate) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        match cols.div_ceil(16) {
+            1 => f32_block::<1>(kc, a, b, c, ldc, rows, cols, accumulate),
+            2 => f32_block::<2>(kc, a, b, c, ldc, rows, cols, accumulate),
+            _ => f32_block::<3>(kc, a, b, c, ldc, rows, cols, accumulate),
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn bf16_block<const NV: usize>(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kp {
+        let mut bv = [_mm512_setzero_si512(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: the packed B panel holds NR pairs per k-pair step, 64-byte aligned.
+            *x = unsafe { _mm512_load_si512(bp.add(v * 16).cast()) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: the packed A panel holds MR pairs per k-pair step.
+            let ai: __m512bh = unsafe { core::mem::transmute(_mm512_set1_epi32(*ap.add(i) as i32)) };
+            for (x, bvv) in row.iter_mut().zip(bv.iter()) {
+                // SAFETY: __m512i and __m512bh are both 64-byte plain vectors.
+                let bb: __m512bh = unsafe { core::mem::transmute(*bvv) };
+                // Intel SDM Vol. 2 VDPBF16PS: x[l] += a[2l]·b[2l] + a[2l+1]·b[2l+1].
+                *x = _mm512_dpbf16_ps(*x, ai, bb);
+            }
+        }
+        // SAFETY: stays inside the panels (kp steps).
+        unsafe {
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { store::<NV>(&acc, c, ldc, rows, cols, accumulate) }
+}
+
+/// bf16 micro-kernel over `kp` packed k-pairs (f32 accumulation).
+///
+/// # Safety
+/// As [`kernel_f32`], plus the CPU supports AVX512_BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(crate) unsafe fn kernel_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        match cols.div_ceil(16) {
+            1 => bf16_block::<1>(kp, a, b, c, ldc, rows, cols, accumulate),
+            2 => bf16_block::<2>(kp, a, b, c, ldc, rows, cols, accumulate),
+            _ => bf16_block::<3>(kp, a, b, c, ldc, rows, cols, accumulate),
+        }
+    }
+}
