@@ -1,1 +1,3 @@
 //! pupa host loader.
+
+pub mod receipts;

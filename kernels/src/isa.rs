@@ -76,10 +76,8 @@ pub fn detect_uncached() -> Isa {
 #[cfg(target_arch = "x86_64")]
 pub fn detect_cpuid() -> Isa {
     use core::arch::x86_64::__cpuid_count;
-    // SAFETY: CPUID exists on every x86-64 CPU.
-    let max_leaf = unsafe { __cpuid_count(0, 0) }.eax;
-    // SAFETY: leaf 1 exists on every x86-64 CPU.
-    let l1 = unsafe { __cpuid_count(1, 0) };
+    let max_leaf = __cpuid_count(0, 0).eax;
+    let l1 = __cpuid_count(1, 0);
     let osxsave = l1.ecx & (1 << 27) != 0;
     let avx = l1.ecx & (1 << 28) != 0;
     let fma = l1.ecx & (1 << 12) != 0;
@@ -91,15 +89,15 @@ pub fn detect_cpuid() -> Isa {
     if xcr0 & 0b110 != 0b110 {
         return Isa::Portable; // the OS does not save YMM state
     }
-    // SAFETY: max_leaf >= 7 checked above.
-    let l7 = unsafe { __cpuid_count(7, 0) };
+    // Leaf 7 exists: max_leaf >= 7 checked above.
+    let l7 = __cpuid_count(7, 0);
     let avx2 = l7.ebx & (1 << 5) != 0;
     let avx512f = l7.ebx & (1 << 16) != 0;
     let zmm_state = xcr0 & 0b1110_0110 == 0b1110_0110;
     if avx512f && zmm_state {
         let bf16 = if l7.eax >= 1 {
-            // SAFETY: sub-leaf 1 exists (EAX of sub-leaf 0 is the highest sub-leaf).
-            unsafe { __cpuid_count(7, 1) }.eax & (1 << 5) != 0
+            // Sub-leaf 1 exists (EAX of sub-leaf 0 is the highest sub-leaf).
+            __cpuid_count(7, 1).eax & (1 << 5) != 0
         } else {
             false
         };

@@ -33,6 +33,7 @@ mod parallel;
 pub mod reference;
 
 pub use attention::{attention, attention_with, AttnShape};
+pub use reference::rel_l2_error;
 pub use error::KernelError;
 #[cfg(target_arch = "x86_64")]
 pub use isa::detect_cpuid;

@@ -4,9 +4,10 @@
 //! - `Matmul { m, n, k }`: `C[m×n] = A[m×k] · B[k×n]`, tensors `[A, B]`. `a_layout`/`b_layout`
 //!   say how A and B are stored (`RowMajor`: A as m rows of k; `ColMajor`: A as k rows of m,
 //!   i.e. Aᵀ row-major; likewise B). C is row-major.
-//! - `Attention { seq_q, seq_k, heads, kv_heads, dim, causal }`: tensors `[Q, K, V]`, Q as
-//!   `[heads][seq_q][dim]`, K and V as `[kv_heads][seq_k][dim]`; query head `h` uses KV head
-//!   `h / (heads / kv_heads)` (GQA). `O = softmax(Q·Kᵀ / √dim) · V`, O as `[heads][seq_q][dim]`.
+//! - `Attention { seq_q, seq_k, heads, kv_heads, dim, causal }`: tensors `[Q, K, V]` in
+//!   FlashAttention's layout: Q as `[seq_q][heads][dim]`, K and V as `[seq_k][kv_heads][dim]`;
+//!   query head `h` uses KV head `h / (heads / kv_heads)` (GQA). `O = softmax(Q·Kᵀ/√dim)·V`,
+//!   O as `[seq_q][heads][dim]`.
 //!   Causal masking is aligned bottom-right: query `i` sees keys `j ≤ i + seq_k − seq_q`
 //!   (the usual convention for decoding with a KV cache), and needs `seq_q ≤ seq_k`.
 //!
@@ -114,7 +115,7 @@ pub struct Job {
 /// The shape facts of a validated job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobShape {
-    /// Output dimensions (row-major): `[m, n]` or `[heads, seq_q, dim]`.
+    /// Output dimensions (row-major): `[m, n]` or `[seq_q, heads, dim]`.
     pub out_dims: [u32; 3],
     /// Number of meaningful entries of `out_dims` (2 or 3).
     pub out_rank: usize,
@@ -232,10 +233,10 @@ impl Job {
                 if causal && sq > sk {
                     return Err(JobError::CausalShape { seq_q, seq_k });
                 }
-                let q = mul(&[h, sq, d]);
-                let kv = mul(&[g, sk, d]);
+                let q = mul(&[sq, h, d]);
+                let kv = mul(&[sk, g, d]);
                 let shape = JobShape {
-                    out_dims: [heads, seq_q, dim],
+                    out_dims: [seq_q, heads, dim],
                     out_rank: 3,
                     out_elems: q,
                     flops: mul(&[4, h, sq, sk, d]),

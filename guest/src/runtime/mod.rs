@@ -1,0 +1,71 @@
+//! The guest runtime: keys, evidence, sealed jobs, receipts, and the per-connection session
+//! state machine — platform-independent, so the same code runs in the firmware and in a host
+//! process under `cargo test`.
+//!
+//! The platform provides three small traits: [`Entropy`] (may fail), [`Clock`] (monotonic ns)
+//! and [`Tee`] (a report over 64 bytes of REPORT_DATA; [`DevTee`] is the insecure software
+//! one). A [`Worker`] holds the guest's keys and state; each TCP connection gets a [`Session`]
+//! that turns received bytes into reply bytes without blocking:
+//!
+//! ```text
+//! loop {
+//!     for each connection c:
+//!         if c.session.wants_read() { c.socket.recv(|buf| c.session.receive(&mut worker, buf)) }
+//!         on EOF: c.session.peer_closed(&mut worker)
+//!         c.session.poll(&mut worker)            // timeouts; frames held back by backpressure
+//!         n = c.socket.send_slice(c.session.pending()); c.session.advance(n)
+//!         if c.session.should_close() { close c }
+//! }
+//! ```
+//!
+//! A client that stalls only holds its own buffer until its frame timeout; one that sends
+//! garbage gets a specific error frame and is closed; a bad job gets an error reply and the
+//! connection stays usable. No input makes this code panic: decoders are bounded and
+//! errors are values.
+//!
+//! Known limits: jobs run synchronously, so a long job delays the other connections' replies
+//! (never their correctness); the replay window holds the last [`Config::replay_capacity`]
+//! jobs; memory per connection is bounded by one frame (64 MiB for jobs), so the platform
+//! must cap the number of connections to fit its RAM.
+
+mod compute;
+mod dev;
+mod replay;
+mod session;
+mod worker;
+
+pub use compute::{execute, ComputeError};
+pub use dev::DevTee;
+pub use replay::ReplaySet;
+pub use session::Session;
+pub use worker::{Config, Worker, WorkerError};
+
+use pupa_protocol::evidence::TeeEvidence;
+
+/// A source of cryptographic randomness (RDSEED/RDRAND with health tests, TEE entropy).
+pub trait Entropy {
+    /// Fills `buf` with random bytes, or fails (the runtime then refuses the operation).
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyFailure>;
+}
+
+/// The entropy source could not deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("entropy source failed: {0}")]
+pub struct EntropyFailure(pub &'static str);
+
+/// A monotonic clock.
+pub trait Clock {
+    /// Nanoseconds since an arbitrary fixed point; never decreases.
+    fn now_ns(&self) -> u64;
+}
+
+/// What the TEE provides: a signed report over REPORT_DATA.
+pub trait Tee {
+    /// Produces the TEE evidence whose REPORT_DATA is `report_data`.
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeFailure>;
+}
+
+/// The TEE could not produce a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("TEE report failed: {0}")]
+pub struct TeeFailure(pub &'static str);

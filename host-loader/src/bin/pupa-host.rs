@@ -1,0 +1,227 @@
+//! `pupa-host`: the operator's tool. Subcommands: `receipts` (list, check, relay).
+//! (`run`, which boots the guest, comes with the VM launch code.)
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use pupa_host::receipts::policy::BatchPolicy;
+use pupa_host::receipts::relay::Relay;
+use pupa_host::receipts::store::ReceiptStore;
+use pupa_host::receipts::toncenter::TonApi;
+use pupa_host::receipts::validate::Validator;
+use pupa_host::receipts::{hex, parse_hex, parse_key, ReceiptError};
+use pupa_protocol::ton::{Domain, MsgAddressInt};
+
+#[derive(Parser)]
+#[command(name = "pupa-host", version, about = "pupa host loader")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Receipts: list them with their payout status, check one, relay them to TON.
+    #[command(subcommand)]
+    Receipts(ReceiptsCmd),
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCmd {
+    /// List stored receipts and per-channel payout status.
+    List {
+        /// The receipt database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Most receipts shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a payout BOC (hex or binary file) as the relay would before submitting it.
+    Check {
+        #[command(flatten)]
+        target: Target,
+        /// File with the payout BOC.
+        file: PathBuf,
+    },
+    /// Ingest receipts (one hex payout BOC per line of --input) and submit payouts.
+    Relay {
+        #[command(flatten)]
+        target: Target,
+        /// The receipt database.
+        #[arg(long)]
+        db: PathBuf,
+        /// toncenter-compatible API base, e.g. https://toncenter.com/api/v2
+        #[arg(long)]
+        api: String,
+        /// API key sent as X-API-Key.
+        #[arg(long, env = "TONCENTER_API_KEY")]
+        api_key: Option<String>,
+        /// Receipt input (appended to by the job relay).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Submit when at least this many nanoton are unpaid on a channel.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        threshold: u128,
+        /// Submit anything unpaid older than this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_delay_s: u64,
+        /// Resend an unconfirmed submission after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        resubmit_after_s: u64,
+        /// Pause between rounds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Input lines read per round.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Exit once the input is drained and every receipt is paid.
+        #[arg(long)]
+        until_paid: bool,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// The payment contract (raw `0:hex` or user-friendly).
+    #[arg(long)]
+    contract: String,
+    /// Network global id: -239 mainnet, -3 testnet.
+    #[arg(long, allow_hyphen_values = true)]
+    network: i32,
+    /// Guest keys (hex) this host runs; receipts from any other key are refused.
+    #[arg(long = "guest-key", required = true)]
+    guest_keys: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Receipt(#[from] ReceiptError),
+    #[error("bad --contract address: {0}")]
+    Contract(String),
+    #[error("bad --guest-key (want 64 hex characters): {0}")]
+    GuestKey(String),
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+}
+
+impl Target {
+    fn validator(&self) -> Result<Validator, CliError> {
+        let contract = MsgAddressInt::parse(&self.contract).map_err(|_| CliError::Contract(self.contract.clone()))?;
+        let guests = self
+            .guest_keys
+            .iter()
+            .map(|k| parse_key(k).ok_or_else(|| CliError::GuestKey(k.clone())))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        Ok(Validator { domain: Domain { network_id: self.network, contract }, guests })
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn ton(n: u128) -> String {
+    format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let Cmd::Receipts(cmd) = cli.cmd;
+    match cmd {
+        ReceiptsCmd::List { db, limit, json } => {
+            let store = ReceiptStore::open(&db)?;
+            let channels = store.channels()?;
+            let rows = store.list(limit)?;
+            if json {
+                let ch: Vec<_> = channels
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "guest_key": hex(&c.guest_key), "client_key": hex(&c.client_key),
+                            "latest_seq": c.latest_seq, "latest_price": c.latest_price.to_string(),
+                            "paid_seq": c.confirmed_seq, "paid": c.confirmed_paid.to_string(),
+                            "unpaid": c.latest_price.saturating_sub(c.confirmed_paid).to_string(),
+                            "submitted_seq": c.submitted_seq, "last_error": c.last_error,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "channels": ch, "receipts": rows }));
+                return Ok(());
+            }
+            println!("{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  error", "guest", "client", "seq", "cumulative TON", "paid seq", "paid TON", "unpaid TON");
+            for c in &channels {
+                println!(
+                    "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  {}",
+                    &hex(&c.guest_key)[..16],
+                    &hex(&c.client_key)[..16],
+                    c.latest_seq,
+                    ton(c.latest_price),
+                    c.confirmed_seq,
+                    ton(c.confirmed_paid),
+                    ton(c.latest_price.saturating_sub(c.confirmed_paid)),
+                    c.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("\n{:<18} {:<18} {:>8} {:>12} {:>16}  status", "guest", "client", "seq", "units", "cumulative TON");
+            for r in &rows {
+                println!("{:<18} {:<18} {:>8} {:>12} {:>16}  {}", &r.guest_key[..16], &r.client_key[..16], r.seq, r.units, ton(r.price), r.status);
+            }
+            Ok(())
+        }
+        ReceiptsCmd::Check { target, file } => {
+            let v = target.validator()?;
+            let raw = std::fs::read(&file).map_err(|e| CliError::Read(file.clone(), e))?;
+            let text = String::from_utf8_lossy(&raw);
+            let boc = parse_hex(text.trim()).unwrap_or(raw);
+            let p = v.check_boc(&boc)?;
+            let r = &p.receipt.receipt;
+            println!(
+                "ok: seq {} units {} cumulative {} TON (cap {} TON), guest {}, client {}",
+                r.seq, r.units, ton(r.price), ton(p.voucher.voucher.cap), hex(&r.guest_key), hex(&r.client_key)
+            );
+            Ok(())
+        }
+        ReceiptsCmd::Relay { target, db, api, api_key, input, threshold, max_delay_s, resubmit_after_s, interval_ms, batch, until_paid } => {
+            let mut relay = Relay {
+                store: ReceiptStore::open(&db)?,
+                validator: target.validator()?,
+                api: TonApi::new(&api, api_key),
+                policy: BatchPolicy { threshold, max_delay_s, resubmit_after_s },
+                ingest_batch: batch,
+            };
+            // The chain, not the database, says what was paid.
+            relay.sync(true)?;
+            loop {
+                let r = relay.tick(input.as_deref(), now())?;
+                for e in &r.rejected {
+                    eprintln!("rejected: {e}");
+                }
+                if r.ingested > 0 || r.submitted > 0 {
+                    eprintln!("ingested {} receipts, submitted {} payouts", r.ingested, r.submitted);
+                }
+                if until_paid && r.input_drained && r.all_paid {
+                    eprintln!("input drained and every receipt paid");
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(interval_ms));
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `pupa-image`: build the measured firmware image, or inspect any OVMF-format firmware.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pupa_image::build::{self, BuildOptions};
+use pupa_measurements::ovmf::Firmware;
+
+#[derive(Parser)]
+#[command(name = "pupa-image", version, about = "Build and inspect pupa firmware images")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the guest and write DIR/pupa.fd and DIR/manifest.json.
+    Build {
+        /// Output directory [default: <src>/target/pupa].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The pupa source tree [default: the one this tool was built from].
+        #[arg(long)]
+        src: Option<PathBuf>,
+        /// Cargo target directory for the guest [default: <src>/target].
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Extra guest features (test builds: fault-test).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// Do not compute the expected measurements.
+        #[arg(long)]
+        no_measurements: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the GUID table, SEV and TDVF metadata of an OVMF-format firmware file.
+    Inspect {
+        file: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pupa-image: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Build { out, src, target_dir, features, no_measurements, json } => {
+            let src = src.unwrap_or_else(build::default_src);
+            let out = out.unwrap_or_else(|| src.join("target/pupa"));
+            let opts = BuildOptions { src, out, target_dir, features, skip_measurements: no_measurements };
+            let r = build::build(&opts).map_err(|e| e.to_string())?;
+            if json {
+                let v = serde_json::json!({
+                    "image": r.image, "manifest": r.manifest, "sha384": r.sha384, "size": r.size,
+                });
+                println!("{v}");
+            } else {
+                println!("image     {}", r.image.display());
+                println!("manifest  {}", r.manifest.display());
+                println!("size      {} bytes ({} KiB)", r.size, r.size / 1024);
+                println!("sha384    {}", r.sha384);
+            }
+            Ok(())
+        }
+        Cmd::Inspect { file, json } => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let fw = Firmware::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+            if json {
+                println!("{}", inspect_json(&fw));
+            } else {
+                print!("{}", fw.describe());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn inspect_json(fw: &Firmware) -> serde_json::Value {
+    serde_json::json!({
+        "size": fw.len(),
+        "load_gpa": fw.load_gpa(),
+        "entries": fw.entries().iter().map(|e| serde_json::json!({
+            "guid": e.guid.to_string(), "offset": e.offset, "len": e.data.len(),
+        })).collect::<Vec<_>>(),
+        "sev": fw.sev_sections().map(|s| s.iter().map(|s| serde_json::json!({
+            "type": s.kind.name(), "gpa": s.gpa, "size": s.size,
+        })).collect::<Vec<_>>()),
+        "sev_es_reset_eip": fw.sev_es_reset_eip(),
+        "tdvf": fw.tdvf_sections().map(|s| s.iter().map(|s| serde_json::json!({
+            "type": s.kind.name(), "gpa": s.gpa, "mem_size": s.mem_size, "data_offset": s.data_offset,
+            "raw_size": s.raw_size, "mr_extend": s.mr_extend(), "page_aug": s.page_aug(),
+        })).collect::<Vec<_>>()),
+    })
+}

@@ -1,0 +1,83 @@
+//! Measured peak: a throughput loop of independent FMA (or `vdpbf16ps`) chains per thread,
+//! enough chains to hide the latency, no memory traffic.
+
+use pupa_kernels::Isa;
+use std::time::Instant;
+
+const ITERS: u64 = 20_000_000;
+
+/// GFLOP/s of `threads` threads running the widest multiply-add this ISA has.
+pub fn measure(isa: Isa, bf16: bool, threads: usize) -> f64 {
+    let flops_per_thread = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads).map(|_| s.spawn(move || one(isa, bf16))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(0.0)).collect::<Vec<_>>()
+    });
+    flops_per_thread.iter().sum()
+}
+
+fn one(isa: Isa, bf16: bool) -> f64 {
+    let t = Instant::now();
+    // SAFETY: each kernel is chosen only when `isa` (≤ detect()) includes its features.
+    let per_iter = unsafe {
+        #[cfg(target_arch = "x86_64")]
+        match isa {
+            Isa::Avx512Bf16 if bf16 => x86::dpbf16(ITERS),
+            Isa::Avx512 | Isa::Avx512Bf16 => x86::fma512(ITERS),
+            Isa::Avx2Fma => x86::fma256(ITERS),
+            Isa::Portable => return 0.0f64.max(f64::MIN_POSITIVE),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return f64::MIN_POSITIVE;
+    };
+    ITERS as f64 * per_iter / t.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+    use std::hint::black_box;
+
+    /// 12 chains × 16 lanes × 2 flops per iteration.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn fma512(iters: u64) -> f64 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let x = black_box(_mm512_set1_ps(1.000_000_1));
+        let y = black_box(_mm512_set1_ps(0.999_999_9));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        black_box(acc);
+        12.0 * 32.0
+    }
+
+    /// 12 chains × 16 lanes × 4 flops (two bf16 products and their sums) per iteration.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dpbf16(iters: u64) -> f64 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let x: __m512bh = black_box(unsafe { core::mem::transmute(_mm512_set1_epi16(0x3f80)) });
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbf16_ps(*a, x, x);
+            }
+        }
+        black_box(acc);
+        12.0 * 64.0
+    }
+
+    /// 12 chains × 8 lanes × 2 flops per iteration.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256(iters: u64) -> f64 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let x = black_box(_mm256_set1_ps(1.000_000_1));
+        let y = black_box(_mm256_set1_ps(0.999_999_9));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        black_box(acc);
+        12.0 * 16.0
+    }
+}
