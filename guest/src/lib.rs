@@ -15,6 +15,7 @@ pub mod clock;
 pub mod entropy;
 pub mod memmap;
 pub mod tee;
+pub mod virtqueue;
 
 /// The version printed in the boot banner and recorded in the manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

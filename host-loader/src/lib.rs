@@ -1,3 +1,4 @@
 //! pupa host loader.
 
+pub mod profile;
 pub mod receipts;

@@ -32,6 +32,8 @@ pub struct BuildOptions {
     pub features: Vec<String>,
     /// Skip computing the expected measurements (faster; the manifest then has none).
     pub skip_measurements: bool,
+    /// Build with this `CARGO_HOME` (the reproducibility check uses a fresh one).
+    pub cargo_home: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -103,6 +105,9 @@ pub fn compile_guest(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO_TARGET_DIR");
+    if let Some(home) = &opts.cargo_home {
+        cmd.env("CARGO_HOME", home);
+    }
     let status = cmd.status().map_err(BuildError::Spawn)?;
     if !status.success() {
         return Err(BuildError::Cargo(status));

@@ -61,7 +61,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Build { out, src, target_dir, features, no_measurements, json } => {
             let src = src.unwrap_or_else(build::default_src);
             let out = out.unwrap_or_else(|| src.join("target/pupa"));
-            let opts = BuildOptions { src, out, target_dir, features, skip_measurements: no_measurements };
+            let opts = BuildOptions { src, out, target_dir, features, skip_measurements: no_measurements, cargo_home: None };
             let r = build::build(&opts).map_err(|e| e.to_string())?;
             if json {
                 let v = serde_json::json!({

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Reference timings for pupa-bench: numpy (OpenBLAS) GEMM and numpy attention.
 
+With PUPA_BENCH_CLOCK=thread-cpu the calling thread's CPU time is measured (one thread).
 Invoked by `pupa-bench` (it sets OPENBLAS_NUM_THREADS and unsets OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE). Prints one JSON object: {"seconds": [...], "config": "..."}.
 
@@ -11,6 +12,7 @@ numpy has no bf16/f16 GEMM kernels: for those dtypes the inputs are rounded and 
 timed in f32 (what a user of numpy would get).
 """
 import json
+import os
 import sys
 import time
 
@@ -60,11 +62,12 @@ def main(argv):
         raise SystemExit(f"unknown benchmark {kind!r}")
     for _ in range(int(warm)):
         fn()
+    clock = time.thread_time if os.environ.get("PUPA_BENCH_CLOCK") == "thread-cpu" else time.perf_counter
     secs = []
     for _ in range(int(reps)):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        secs.append(time.perf_counter() - t)
+        secs.append(clock() - t)
     cfg = np.__version__
     try:
         cfg += " " + np.show_config(mode="dicts")["Build Dependencies"]["blas"].get("openblas configuration", "")

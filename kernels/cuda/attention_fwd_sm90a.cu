@@ -2,9 +2,12 @@
 // accumulation and f32 output O = softmax(scale * Q K^T [+ causal mask]) V, head dims 64 and 128,
 // multi-head and grouped-query (H query heads share H/Hkv key/value heads).
 //
-// Layouts (row-major, innermost last): Q, O [B*H, Sq, D]; K, V [B*Hkv, Sk, D]. Causal masking is
-// bottom-right aligned (query i sees keys j <= i + Sk - Sq, FlashAttention >= 2.1); a query row
-// that sees no key gets zeros.
+// Layouts (row-major, innermost last), those of pupa_kernels::attention and FlashAttention's
+// (seqlen, nheads, headdim): Q, O [Sq][H][D]; K, V [Sk][Hkv][D]; query head h reads key/value
+// head h / (H / Hkv). TMA sees each as a 3-D tensor (D, heads, seq) and loads (64, 1, 128) boxes.
+// Causal masking is bottom-right aligned (query i sees keys j <= i + Sk - Sq, FlashAttention
+// >= 2.1); a query row that sees no key gets zeros. Scale: softmax(scale * S) with scale_log2 =
+// scale * log2(e) passed in.
 //
 // Structure (one CTA per 128 query rows of one head, 384 threads):
 //   warpgroup 0     producer: one thread loads the Q tile once, then K and V tiles of BKV = 128
@@ -20,6 +23,9 @@
 // The whole bookkeeping is modelled on the CPU in kernels/src/cuda/model.rs (`attention_tiled`).
 #include "hopper.cuh"
 #include "wgmma_gen.cuh"
+
+// -inf without <math.h> (NVRTC compiles this file without system headers).
+#define NEG_INF __int_as_float(0xff800000u)
 
 namespace attn {
 constexpr int BM = 128, BKV = 128, STAGES = 2;
@@ -60,8 +66,8 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
 
   const int wg = threadIdx.x / 128;
   const int tid = threadIdx.x % 128;
-  const int bh = blockIdx.y;                                  // b * H + h
-  const int bh_kv = (bh / H) * Hkv + (bh % H) / (H / Hkv);    // b * Hkv + h / group
+  const int h = blockIdx.y;
+  const int h_kv = h / (H / Hkv);
   const int m0 = blockIdx.x * BM;
   // KV tiles this CTA needs: all of them, or (causal) up to the last key its last row sees.
   int n_tiles = (Sk + BKV - 1) / BKV;
@@ -85,16 +91,16 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
     setmaxnreg_dec<24>();
     if (tid == 0) {
       mbar_arrive_expect_tx(q_full, C::Q_BYTES);
-      for (int c = 0; c < C::CHUNKS; ++c) tma_load_3d(s_q + c * BM * 128, tq, q_full, 64 * c, m0, bh);
+      for (int c = 0; c < C::CHUNKS; ++c) tma_load_3d(s_q + c * BM * 128, tq, q_full, 64 * c, h, m0);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % STAGES;
         if (j >= STAGES) mbar_wait(&kv_empty[s], ((j / STAGES) - 1) & 1);
         mbar_arrive_expect_tx(&k_full[s], C::KV_BYTES);
         for (int c = 0; c < C::CHUNKS; ++c)
-          tma_load_3d(s_k + s * C::KV_BYTES + c * BKV * 128, tk, &k_full[s], 64 * c, j * BKV, bh_kv);
+          tma_load_3d(s_k + s * C::KV_BYTES + c * BKV * 128, tk, &k_full[s], 64 * c, h_kv, j * BKV);
         mbar_arrive_expect_tx(&v_full[s], C::KV_BYTES);
         for (int c = 0; c < C::CHUNKS; ++c)
-          tma_load_3d(s_v + s * C::KV_BYTES + c * BKV * 128, tv, &v_full[s], 64 * c, j * BKV, bh_kv);
+          tma_load_3d(s_v + s * C::KV_BYTES + c * BKV * 128, tv, &v_full[s], 64 * c, h_kv, j * BKV);
       }
     }
     return;
@@ -109,7 +115,7 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
   float o[D / 2];
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
-  float m_run[2] = {-INFINITY, -INFINITY};  // running max of scale_log2 * s, per owned row
+  float m_run[2] = {NEG_INF, NEG_INF};  // running max of scale_log2 * s, per owned row
   float l_run[2] = {0.0f, 0.0f};            // this thread's partial row sums of p
 
   mbar_wait(q_full, 0);
@@ -141,7 +147,7 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
       for (int i = 0; i < BKV / 2; ++i) {
         const int key = key0 + 8 * (i / 4) + (i % 2);
         const int row = row0 + 8 * ((i / 2) % 2);
-        if (key >= Sk || (causal && key > row + diag)) sc[i] = -INFINITY;
+        if (key >= Sk || (causal && key > row + diag)) sc[i] = NEG_INF;
       }
     }
 
@@ -150,14 +156,14 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
     float alpha[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      float mx = NEG_INF;
 #pragma unroll
       for (int i = 0; i < BKV / 2; ++i)
         if ((i / 2) % 2 == r) mx = fmaxf(mx, sc[i]);
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m_run[r], mx * scale_log2);
-      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far
+      const float m_use = m_new == NEG_INF ? 0.0f : m_new;  // a fully masked row so far
       alpha[r] = exp2f(m_run[r] - m_use);
       m_run[r] = m_new;
       float sum = 0.0f;
@@ -204,7 +210,6 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
   }
   const float inv0 = l_run[0] > 0.0f ? 1.0f / l_run[0] : 0.0f;
   const float inv1 = l_run[1] > 0.0f ? 1.0f / l_run[1] : 0.0f;
-  float* o_head = out + static_cast<size_t>(bh) * Sq * D;
 #pragma unroll
   for (int i = 0; i < D / 2; i += 2) {
     const int r = (i / 2) % 2;
@@ -212,7 +217,8 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
     const int col = 8 * (i / 4) + 2 * (lane % 4);
     if (row < Sq) {
       const float inv = r ? inv1 : inv0;
-      *reinterpret_cast<float2*>(o_head + static_cast<size_t>(row) * D + col) = make_float2(o[i] * inv, o[i + 1] * inv);
+      float* dst = out + (static_cast<unsigned long long>(row) * H + h) * D + col;
+      *reinterpret_cast<float2*>(dst) = make_float2(o[i] * inv, o[i + 1] * inv);
     }
   }
 }

@@ -102,7 +102,7 @@ extern "C" __global__ void __launch_bounds__(gemm::THREADS, 1)
     const int row = row_base + 8 * ((i / 2) % 2);
     const int col = col_base + 8 * (i / 4);
     if (row < M) {
-      float* dst = c + static_cast<size_t>(row) * N + col;
+      float* dst = c + static_cast<unsigned long long>(row) * N + col;
       if (col + 1 < N && (N % 2) == 0) {
         *reinterpret_cast<float2*>(dst) = make_float2(acc[i], acc[i + 1]);
       } else {

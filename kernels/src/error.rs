@@ -48,7 +48,9 @@ pub enum KernelError {
     #[error("invalid attention shape: {0}")]
     BadAttentionShape(&'static str),
     /// The caller asked for an instruction set this CPU (or its OS) does not enable.
-    #[error("instruction set {requested:?} requested but this CPU supports only up to {available:?}")]
+    #[error(
+        "instruction set {requested:?} requested but this CPU supports only up to {available:?}"
+    )]
     IsaUnavailable {
         /// what was asked for
         requested: crate::Isa,

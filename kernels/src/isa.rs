@@ -134,7 +134,10 @@ pub fn detect_uncached() -> Isa {
 pub(crate) fn check(requested: Isa) -> Result<(), crate::KernelError> {
     let available = detect();
     if requested > available {
-        Err(crate::KernelError::IsaUnavailable { requested, available })
+        Err(crate::KernelError::IsaUnavailable {
+            requested,
+            available,
+        })
     } else {
         Ok(())
     }

@@ -33,7 +33,6 @@ mod parallel;
 pub mod reference;
 
 pub use attention::{attention, attention_with, AttnShape};
-pub use reference::rel_l2_error;
 pub use error::KernelError;
 #[cfg(target_arch = "x86_64")]
 pub use isa::detect_cpuid;
@@ -41,16 +40,27 @@ pub use isa::{detect, Isa};
 pub use mat::{DType, Element, MatRef};
 #[cfg(feature = "std")]
 pub use parallel::{attention_parallel, matmul_parallel};
+pub use reference::rel_l2_error;
 
 /// `C = A · B` on the best ISA of this CPU. `c` is row-major `m × n`, contiguous
 /// (`c.len() ≥ m·n`); every element of it is written.
-pub fn matmul<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [f32]) -> Result<(), KernelError> {
+pub fn matmul<T: Element>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [f32],
+) -> Result<(), KernelError> {
     let n = b.cols();
     gemm::gemm(detect(), &a, &b, c, n.max(1))
 }
 
 /// `C = A · B` with an explicit [`Isa`] and C row stride `ldc ≥ n`. Fails with
 /// [`KernelError::IsaUnavailable`] if the CPU lacks `isa`.
-pub fn matmul_with<T: Element>(isa: Isa, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [f32], ldc: usize) -> Result<(), KernelError> {
+pub fn matmul_with<T: Element>(
+    isa: Isa,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<(), KernelError> {
     gemm::gemm(isa, &a, &b, c, ldc)
 }

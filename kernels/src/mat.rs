@@ -109,7 +109,13 @@ pub struct MatRef<'a, T> {
 
 impl<'a, T> MatRef<'a, T> {
     /// A view with explicit strides; checks that every element lies inside `data`.
-    pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self, KernelError> {
+    pub fn new(
+        data: &'a [T],
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+    ) -> Result<Self, KernelError> {
         let needed = if rows == 0 || cols == 0 {
             Some(0)
         } else {
@@ -119,7 +125,13 @@ impl<'a, T> MatRef<'a, T> {
                 .and_then(|x| x.checked_add(1))
         };
         match needed {
-            Some(n) if n <= data.len() => Ok(MatRef { data, rows, cols, rs, cs }),
+            Some(n) if n <= data.len() => Ok(MatRef {
+                data,
+                rows,
+                cols,
+                rs,
+                cs,
+            }),
             _ => Err(KernelError::MatrixOutOfBounds {
                 what: "view",
                 rows,
@@ -144,7 +156,13 @@ impl<'a, T> MatRef<'a, T> {
 
     /// The transposed view (no copy).
     pub fn t(self) -> Self {
-        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 
     /// Number of rows.
@@ -178,7 +196,17 @@ impl<'a, T> MatRef<'a, T> {
 
     /// Internal: the sub-view starting at `(i0, j0)` of size `rows × cols` (caller checked).
     pub(crate) fn sub(&self, i0: usize, j0: usize, rows: usize, cols: usize) -> Self {
-        let off = if rows == 0 || cols == 0 { 0 } else { i0 * self.rs + j0 * self.cs };
-        MatRef { data: &self.data[off..], rows, cols, rs: self.rs, cs: self.cs }
+        let off = if rows == 0 || cols == 0 {
+            0
+        } else {
+            i0 * self.rs + j0 * self.cs
+        };
+        MatRef {
+            data: &self.data[off..],
+            rows,
+            cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
     }
 }

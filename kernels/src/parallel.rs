@@ -3,7 +3,9 @@
 
 use rayon::prelude::*;
 
-use crate::attention::{q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch};
+use crate::attention::{
+    q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
+};
 use crate::gemm::{validate, with_kernel, GemmScratch, Kernel, KernelFn};
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
@@ -11,7 +13,13 @@ use crate::{Isa, KernelError};
 /// [`crate::matmul_with`] split over the threads of the current rayon pool (run it inside
 /// `ThreadPool::install` to choose the count). Rows of C are divided into one contiguous
 /// block per thread.
-pub fn matmul_parallel<T: Element>(isa: Isa, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [f32], ldc: usize) -> Result<(), KernelError> {
+pub fn matmul_parallel<T: Element>(
+    isa: Isa,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<(), KernelError> {
     crate::isa::check(isa)?;
     let (m, k, n) = validate(&a, &b, c, ldc)?;
     let threads = rayon::current_num_threads().max(1);
@@ -31,24 +39,53 @@ pub fn matmul_parallel<T: Element>(isa: Isa, a: MatRef<'_, T>, b: MatRef<'_, T>,
             let rows = m.div_ceil(self.threads).div_ceil(K::MR) * K::MR;
             let ldc = self.ldc;
             let (a, b) = (self.a, self.b);
-            self.c.par_chunks_mut(rows * ldc).enumerate().for_each(|(t, cblk)| {
-                let i0 = t * rows;
-                let mr = rows.min(m - i0);
-                let mut s = GemmScratch::new::<K>(mr, n, k);
-                crate::gemm::gemm_serial::<K, T>(&a.sub(i0, 0, mr, k), &b, cblk, ldc, &mut s);
-            });
+            self.c
+                .par_chunks_mut(rows * ldc)
+                .enumerate()
+                .for_each(|(t, cblk)| {
+                    let i0 = t * rows;
+                    let mr = rows.min(m - i0);
+                    let mut s = GemmScratch::new::<K>(mr, n, k);
+                    crate::gemm::gemm_serial::<K, T>(&a.sub(i0, 0, mr, k), &b, cblk, ldc, &mut s);
+                });
         }
     }
-    with_kernel::<T, ()>(isa, Run { a, b, c, ldc, threads });
+    with_kernel::<T, ()>(
+        isa,
+        Run {
+            a,
+            b,
+            c,
+            ldc,
+            threads,
+        },
+    );
     Ok(())
 }
 
 /// [`crate::attention_with`] over the threads of the current rayon pool: (head, query block)
 /// tiles are independent and write disjoint output rows.
-pub fn attention_parallel<T: Element>(isa: Isa, q: &[T], k: &[T], v: &[T], out: &mut [f32], shape: AttnShape, lse: Option<&mut [f32]>) -> Result<(), KernelError> {
+pub fn attention_parallel<T: Element>(
+    isa: Isa,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    shape: AttnShape,
+    lse: Option<&mut [f32]>,
+) -> Result<(), KernelError> {
     crate::isa::check(isa)?;
-    shape.validate(q.len(), k.len(), v.len(), out.len(), lse.as_ref().map(|l| l.len()))?;
-    let o = OutPtr { out: out.as_mut_ptr(), lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()) };
+    shape.validate(
+        q.len(),
+        k.len(),
+        v.len(),
+        out.len(),
+        lse.as_ref().map(|l| l.len()),
+    )?;
+    let o = OutPtr {
+        out: out.as_mut_ptr(),
+        lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()),
+    };
     struct Run<'x, T> {
         q: &'x [T],
         k: &'x [T],
@@ -71,6 +108,15 @@ pub fn attention_parallel<T: Element>(isa: Isa, q: &[T], k: &[T], v: &[T], out: 
             );
         }
     }
-    with_attn_kernel(isa, Run { q, k, v, sh: shape, o });
+    with_attn_kernel(
+        isa,
+        Run {
+            q,
+            k,
+            v,
+            sh: shape,
+            o,
+        },
+    );
     Ok(())
 }

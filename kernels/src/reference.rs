@@ -47,7 +47,11 @@ pub fn attention_f64<T: Element>(q: &[T], k: &[T], v: &[T], s: &AttnShape) -> (V
             let mut mx = f64::NEG_INFINITY;
             for (j, l) in logits.iter_mut().enumerate().take(limit) {
                 let kj = &k[(j * g + kvh) * d..][..d];
-                let dot: f64 = qi.iter().zip(kj).map(|(x, y)| x.to_f32() as f64 * y.to_f32() as f64).sum();
+                let dot: f64 = qi
+                    .iter()
+                    .zip(kj)
+                    .map(|(x, y)| x.to_f32() as f64 * y.to_f32() as f64)
+                    .sum();
                 *l = dot * scale;
                 mx = mx.max(*l);
             }
@@ -86,7 +90,11 @@ pub fn rel_l2_error(out: &[f32], reference: &[f64]) -> f64 {
         num += e * e;
         den += r * r;
     }
-    let err = if den > 0.0 { libm::sqrt(num / den) } else { libm::sqrt(num) };
+    let err = if den > 0.0 {
+        libm::sqrt(num / den)
+    } else {
+        libm::sqrt(num)
+    };
     if err.is_nan() {
         f64::INFINITY
     } else {

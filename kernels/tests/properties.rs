@@ -4,15 +4,24 @@
 
 use half::{bf16, f16};
 use pupa_kernels::reference::{attention_f64, matmul_f64};
-use pupa_kernels::{attention_with, detect, matmul_with, rel_l2_error, AttnShape, DType, Element, Isa, KernelError, MatRef};
+use pupa_kernels::{
+    attention_with, detect, matmul_with, rel_l2_error, AttnShape, DType, Element, Isa, KernelError,
+    MatRef,
+};
 
 /// SplitMix64 (Steele, Lea, Flood 2014): small, seedable, good enough for test data.
 struct Rng(u64);
 impl Rng {
     fn new() -> Self {
-        let seed = std::env::var("PUPA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed = std::env::var("PUPA_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
         eprintln!("PUPA_SEED={seed}");
         Rng(seed)
     }
@@ -44,7 +53,10 @@ impl Rng {
 }
 
 fn isas() -> Vec<Isa> {
-    [Isa::Portable, Isa::Avx2Fma, Isa::Avx512, Isa::Avx512Bf16].into_iter().filter(|&i| i <= detect()).collect()
+    [Isa::Portable, Isa::Avx2Fma, Isa::Avx512, Isa::Avx512Bf16]
+        .into_iter()
+        .filter(|&i| i <= detect())
+        .collect()
 }
 
 fn tol(d: DType, attention: bool) -> f64 {
@@ -85,7 +97,11 @@ fn check_gemm<T: Element>(rng: &mut Rng, isa: Isa, m: usize, n: usize, k: usize)
         }
     }
     let err = rel_l2_error(&got, &r);
-    assert!(err <= tol(T::DTYPE, false), "gemm {isa:?} {:?} {m}x{n}x{k} a=({ars},{acs}) b=({brs},{bcs}) ldc={ldc}: rel err {err:e}", T::DTYPE);
+    assert!(
+        err <= tol(T::DTYPE, false),
+        "gemm {isa:?} {:?} {m}x{n}x{k} a=({ars},{acs}) b=({brs},{bcs}) ldc={ldc}: rel err {err:e}",
+        T::DTYPE
+    );
 }
 
 #[test]
@@ -123,7 +139,14 @@ fn gemm_vectors_and_k_zero() {
         check_gemm::<bf16>(&mut rng, isa, 1, 53, 1);
         let a = [0f32; 0];
         let mut c = [f32::NAN; 6];
-        matmul_with(isa, MatRef::row_major(&a, 2, 0).unwrap(), MatRef::row_major(&a, 0, 3).unwrap(), &mut c, 3).unwrap();
+        matmul_with(
+            isa,
+            MatRef::row_major(&a, 2, 0).unwrap(),
+            MatRef::row_major(&a, 0, 3).unwrap(),
+            &mut c,
+            3,
+        )
+        .unwrap();
         assert_eq!(c, [0.0; 6], "k = 0 must write zeros");
     }
 }
@@ -137,13 +160,20 @@ fn check_attention<T: Element>(rng: &mut Rng, isa: Isa, sh: AttnShape, scale: f3
     attention_with(isa, &q, &k, &v, &mut out, sh, Some(&mut lse)).unwrap();
     let (ro, rl) = attention_f64(&q, &k, &v, &sh);
     let err = rel_l2_error(&out, &ro);
-    assert!(err <= tol(T::DTYPE, true), "attention {isa:?} {:?} {sh:?} scale {scale}: out rel err {err:e}", T::DTYPE);
+    assert!(
+        err <= tol(T::DTYPE, true),
+        "attention {isa:?} {:?} {sh:?} scale {scale}: out rel err {err:e}",
+        T::DTYPE
+    );
     for (i, (&g, &r)) in lse.iter().zip(&rl).enumerate() {
         if r == f64::NEG_INFINITY {
             assert_eq!(g, f32::NEG_INFINITY, "lse[{i}] of an empty row");
         } else {
             let e = (g as f64 - r).abs() / r.abs().max(1.0);
-            assert!(e <= 1e-4, "attention {isa:?} {sh:?}: lse[{i}] = {g}, want {r}");
+            assert!(
+                e <= 1e-4,
+                "attention {isa:?} {sh:?}: lse[{i}] = {g}, want {r}"
+            );
         }
     }
 }
@@ -158,8 +188,19 @@ fn random_shape(rng: &mut Rng) -> AttnShape {
         _ => rng.size(40),
     };
     let seq_q = rng.size(200);
-    let seq_k = if rng.below(2) == 0 { seq_q } else { rng.size(300) };
-    AttnShape { seq_q, seq_k, heads, kv_heads, dim, causal: rng.below(2) == 0 }
+    let seq_k = if rng.below(2) == 0 {
+        seq_q
+    } else {
+        rng.size(300)
+    };
+    AttnShape {
+        seq_q,
+        seq_k,
+        heads,
+        kv_heads,
+        dim,
+        causal: rng.below(2) == 0,
+    }
 }
 
 #[test]
@@ -183,7 +224,14 @@ fn attention_large_logits_are_stable() {
     for isa in isas() {
         for causal in [false, true] {
             // |q·k|/√d reaches ~1e4: entries of ±40 in dim 64 give dots up to 1e5 / 8.
-            let sh = AttnShape { seq_q: 77, seq_k: 131, heads: 2, kv_heads: 1, dim: 64, causal };
+            let sh = AttnShape {
+                seq_q: 77,
+                seq_k: 131,
+                heads: 2,
+                kv_heads: 1,
+                dim: 64,
+                causal,
+            };
             check_attention::<f32>(&mut rng, isa, sh, 40.0);
             check_attention::<bf16>(&mut rng, isa, sh, 40.0);
         }
@@ -193,9 +241,19 @@ fn attention_large_logits_are_stable() {
 #[test]
 fn attention_long_sequence_gqa() {
     let mut rng = Rng::new();
-    let sh = AttnShape { seq_q: 300, seq_k: 700, heads: 4, kv_heads: 2, dim: 128, causal: true };
+    let sh = AttnShape {
+        seq_q: 300,
+        seq_k: 700,
+        heads: 4,
+        kv_heads: 2,
+        dim: 128,
+        causal: true,
+    };
     check_attention::<f32>(&mut rng, detect(), sh, 1.0);
-    let sh = AttnShape { causal: false, ..sh };
+    let sh = AttnShape {
+        causal: false,
+        ..sh
+    };
     check_attention::<f16>(&mut rng, detect(), sh, 1.0);
 }
 
@@ -204,7 +262,14 @@ fn attention_rows_with_no_visible_key() {
     let mut rng = Rng::new();
     for isa in isas() {
         // Bottom-right causal with seq_q > seq_k: the first 5 queries see nothing.
-        let sh = AttnShape { seq_q: 20, seq_k: 15, heads: 1, kv_heads: 1, dim: 8, causal: true };
+        let sh = AttnShape {
+            seq_q: 20,
+            seq_k: 15,
+            heads: 1,
+            kv_heads: 1,
+            dim: 8,
+            causal: true,
+        };
         check_attention::<f32>(&mut rng, isa, sh, 1.0);
     }
 }
@@ -212,38 +277,91 @@ fn attention_rows_with_no_visible_key() {
 #[test]
 fn bad_input_gets_specific_errors() {
     let x = [0f32; 12];
-    assert!(matches!(MatRef::row_major(&x, 4, 4), Err(KernelError::MatrixOutOfBounds { .. })));
-    assert!(matches!(MatRef::new(&x, usize::MAX, 2, usize::MAX, 1), Err(KernelError::MatrixOutOfBounds { .. })));
+    assert!(matches!(
+        MatRef::row_major(&x, 4, 4),
+        Err(KernelError::MatrixOutOfBounds { .. })
+    ));
+    assert!(matches!(
+        MatRef::new(&x, usize::MAX, 2, usize::MAX, 1),
+        Err(KernelError::MatrixOutOfBounds { .. })
+    ));
     let a = MatRef::row_major(&x, 3, 4).unwrap();
     let mut c = [0f32; 16];
-    assert!(matches!(matmul_with(detect(), a, a, &mut c, 4), Err(KernelError::ShapeMismatch { .. })));
+    assert!(matches!(
+        matmul_with(detect(), a, a, &mut c, 4),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
     let mut short = [0f32; 8];
-    assert!(matches!(matmul_with(detect(), a, a.t(), &mut short, 3), Err(KernelError::BufferTooShort { .. })));
-    assert!(matches!(matmul_with(detect(), a, a.t(), &mut c, 2), Err(KernelError::BufferTooShort { .. })));
-    let sh = AttnShape { seq_q: 2, seq_k: 2, heads: 3, kv_heads: 2, dim: 2, causal: false };
+    assert!(matches!(
+        matmul_with(detect(), a, a.t(), &mut short, 3),
+        Err(KernelError::BufferTooShort { .. })
+    ));
+    assert!(matches!(
+        matmul_with(detect(), a, a.t(), &mut c, 2),
+        Err(KernelError::BufferTooShort { .. })
+    ));
+    let sh = AttnShape {
+        seq_q: 2,
+        seq_k: 2,
+        heads: 3,
+        kv_heads: 2,
+        dim: 2,
+        causal: false,
+    };
     let mut out = [0f32; 12];
-    assert!(matches!(attention_with(detect(), &x, &x, &x, &mut out, sh, None), Err(KernelError::BadAttentionShape(_))));
-    let sh = AttnShape { heads: 4, kv_heads: 2, ..sh };
-    assert!(matches!(attention_with(detect(), &x, &x, &x, &mut out, sh, None), Err(KernelError::BufferTooShort { what: "q", .. })));
-    let sh = AttnShape { heads: 2, kv_heads: 2, dim: 3, ..sh };
+    assert!(matches!(
+        attention_with(detect(), &x, &x, &x, &mut out, sh, None),
+        Err(KernelError::BadAttentionShape(_))
+    ));
+    let sh = AttnShape {
+        heads: 4,
+        kv_heads: 2,
+        ..sh
+    };
+    assert!(matches!(
+        attention_with(detect(), &x, &x, &x, &mut out, sh, None),
+        Err(KernelError::BufferTooShort { what: "q", .. })
+    ));
+    let sh = AttnShape {
+        heads: 2,
+        kv_heads: 2,
+        dim: 3,
+        ..sh
+    };
     let mut lse = [0f32; 3];
-    assert!(matches!(attention_with(detect(), &x, &x, &x, &mut out, sh, Some(&mut lse)), Err(KernelError::BufferTooShort { what: "lse", .. })));
+    assert!(matches!(
+        attention_with(detect(), &x, &x, &x, &mut out, sh, Some(&mut lse)),
+        Err(KernelError::BufferTooShort { what: "lse", .. })
+    ));
 }
 
 #[test]
 fn nan_never_passes() {
     assert_eq!(rel_l2_error(&[1.0, f32::NAN], &[1.0, 2.0]), f64::INFINITY);
-    assert_eq!(rel_l2_error(&[1.0, f32::INFINITY], &[1.0, 2.0]), f64::INFINITY);
+    assert_eq!(
+        rel_l2_error(&[1.0, f32::INFINITY], &[1.0, 2.0]),
+        f64::INFINITY
+    );
     assert_eq!(rel_l2_error(&[1.0], &[1.0, 2.0]), f64::INFINITY);
     assert!(rel_l2_error(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
     // NaN in an input shows in the output instead of being hidden by the softmax.
     let mut q = vec![0.5f32; 4 * 8];
     q[3] = f32::NAN;
     let mut out = vec![0f32; 4 * 8];
-    let sh = AttnShape { seq_q: 4, seq_k: 4, heads: 1, kv_heads: 1, dim: 8, causal: false };
+    let sh = AttnShape {
+        seq_q: 4,
+        seq_k: 4,
+        heads: 1,
+        kv_heads: 1,
+        dim: 8,
+        causal: false,
+    };
     for isa in isas() {
         attention_with(isa, &q, &q, &q, &mut out, sh, None).unwrap();
-        assert!(out[..8].iter().all(|x| x.is_nan()), "{isa:?}: NaN query row must give NaN");
+        assert!(
+            out[..8].iter().all(|x| x.is_nan()),
+            "{isa:?}: NaN query row must give NaN"
+        );
     }
 }
 

@@ -42,7 +42,9 @@ pub enum EventLogError {
         what: &'static str,
     },
     /// The first event is not a Spec ID event.
-    #[error("first event is not a TCG_EfiSpecIDEvent (\"Spec ID Event03\"); not a crypto-agile log")]
+    #[error(
+        "first event is not a TCG_EfiSpecIDEvent (\"Spec ID Event03\"); not a crypto-agile log"
+    )]
     NoSpecId,
     /// Too many algorithms or digests.
     #[error("at offset {offset:#x}: {count} {what} (more than {MAX_ALGS})")]
@@ -116,7 +118,11 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], EventLogError> {
         let rest = self.b.len() - self.at;
         if n > rest {
-            return Err(EventLogError::Truncated { offset: self.at, need: n - rest, what });
+            return Err(EventLogError::Truncated {
+                offset: self.at,
+                need: n - rest,
+                what,
+            });
         }
         let s = &self.b[self.at..self.at + n];
         self.at += n;
@@ -159,7 +165,11 @@ pub fn parse(bytes: &[u8]) -> Result<EventLog, EventLogError> {
     s.take(4 + 4, "Spec ID platform class and version")?;
     let nalg = s.u32("Spec ID algorithm count")?;
     if nalg > MAX_ALGS {
-        return Err(EventLogError::TooMany { offset: s.at, count: nalg, what: "algorithms" });
+        return Err(EventLogError::TooMany {
+            offset: s.at,
+            count: nalg,
+            what: "algorithms",
+        });
     }
     let mut algorithms = Vec::with_capacity(nalg as usize);
     for _ in 0..nalg {
@@ -180,15 +190,22 @@ pub fn parse(bytes: &[u8]) -> Result<EventLog, EventLogError> {
         let event_type = r.u32("event type")?;
         let count = r.u32("digest count")?;
         if count > MAX_ALGS {
-            return Err(EventLogError::TooMany { offset, count, what: "digests" });
+            return Err(EventLogError::TooMany {
+                offset,
+                count,
+                what: "digests",
+            });
         }
         let mut sha384 = None;
         for _ in 0..count {
             let alg = r.u16("digest algorithm")?;
-            let &(_, len) = algorithms
-                .iter()
-                .find(|(a, _)| *a == alg)
-                .ok_or(EventLogError::UnknownAlgorithm { event: events.len(), offset, alg })?;
+            let &(_, len) = algorithms.iter().find(|(a, _)| *a == alg).ok_or(
+                EventLogError::UnknownAlgorithm {
+                    event: events.len(),
+                    offset,
+                    alg,
+                },
+            )?;
             let d = r.take(usize::from(len), "digest")?;
             if alg == ALG_SHA384 {
                 sha384 = Some(d.try_into().expect("size checked to be 48"));
@@ -196,7 +213,13 @@ pub fn parse(bytes: &[u8]) -> Result<EventLog, EventLogError> {
         }
         let size = r.u32("event size")? as usize;
         let data = r.take(size, "event data")?.to_vec();
-        events.push(Event { mr_index, event_type, sha384, data, offset });
+        events.push(Event {
+            mr_index,
+            event_type,
+            sha384,
+            data,
+            offset,
+        });
     }
     Ok(EventLog { algorithms, events })
 }
@@ -209,7 +232,10 @@ pub fn replay_rtmrs(log: &EventLog) -> Result<[Digest384; 4], EventLogError> {
             continue;
         }
         if !(1..=4).contains(&e.mr_index) {
-            return Err(EventLogError::BadIndex { event: i, index: e.mr_index });
+            return Err(EventLogError::BadIndex {
+                event: i,
+                index: e.mr_index,
+            });
         }
         let d = e.sha384.ok_or(EventLogError::MissingSha384(i))?;
         let r = &mut rtmr[(e.mr_index - 1) as usize];

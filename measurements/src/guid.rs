@@ -68,7 +68,8 @@ impl FromStr for Guid {
         let d1 = u32::from_str_radix(parts[0], 16).map_err(|_| err())?;
         let d2 = u16::from_str_radix(parts[1], 16).map_err(|_| err())?;
         let d3 = u16::from_str_radix(parts[2], 16).map_err(|_| err())?;
-        let tail = crate::hexfmt::decode(&format!("{}{}", parts[3], parts[4])).map_err(|_| err())?;
+        let tail =
+            crate::hexfmt::decode(&format!("{}{}", parts[3], parts[4])).map_err(|_| err())?;
         let mut d4 = [0u8; 8];
         d4.copy_from_slice(&tail);
         Ok(Guid::from_fields(d1, d2, d3, d4))
@@ -146,8 +147,14 @@ mod tests {
             crate::hexfmt::encode(g.as_bytes()),
             "de82b596b21ff745baeaa366c55a082d"
         );
-        assert!("96b582de-1fb2-45f7-baea-a366c55a082".parse::<Guid>().is_err());
-        assert!("96b582de-1fb2-45f7-baea+a366c55a082d".parse::<Guid>().is_err());
-        assert!("g6b582de-1fb2-45f7-baea-a366c55a082d".parse::<Guid>().is_err());
+        assert!("96b582de-1fb2-45f7-baea-a366c55a082"
+            .parse::<Guid>()
+            .is_err());
+        assert!("96b582de-1fb2-45f7-baea+a366c55a082d"
+            .parse::<Guid>()
+            .is_err());
+        assert!("g6b582de-1fb2-45f7-baea-a366c55a082d"
+            .parse::<Guid>()
+            .is_err());
     }
 }

@@ -33,7 +33,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// Decodes hex (either case, optional `0x` prefix) into bytes.
 pub fn decode(s: &str) -> Result<Vec<u8>, HexError> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(HexError::OddLength(s.len()));
     }
     let digit = |i: usize, c: u8| -> Result<u8, HexError> {
@@ -51,7 +51,10 @@ pub fn decode(s: &str) -> Result<Vec<u8>, HexError> {
 /// Decodes exactly `N` bytes of hex.
 pub fn decode_array<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     let v = decode(s)?;
-    v.as_slice().try_into().map_err(|_| HexError::WrongLength { expected: N, got: v.len() })
+    v.as_slice().try_into().map_err(|_| HexError::WrongLength {
+        expected: N,
+        got: v.len(),
+    })
 }
 
 #[cfg(test)]

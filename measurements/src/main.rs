@@ -20,7 +20,11 @@ use pupa_measurements::{eventlog, manifest, Firmware};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "pupa-measure", version, about = "Recompute AMD SEV-SNP launch digests and Intel TDX MRTD/RTMRs of OVMF-format firmware, offline")]
+#[command(
+    name = "pupa-measure",
+    version,
+    about = "Recompute AMD SEV-SNP launch digests and Intel TDX MRTD/RTMRs of OVMF-format firmware, offline"
+)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
@@ -146,8 +150,16 @@ fn load_firmware(path: &Path) -> Result<Firmware, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Some(Cmd::Check { manifest, firmware, json }) => run_check(&manifest, &firmware, json),
-        Some(Cmd::Bench { firmware, runs, json }) => run_bench(&firmware, runs, json),
+        Some(Cmd::Check {
+            manifest,
+            firmware,
+            json,
+        }) => run_check(&manifest, &firmware, json),
+        Some(Cmd::Bench {
+            firmware,
+            runs,
+            json,
+        }) => run_bench(&firmware, runs, json),
         None => run_measure(&cli.measure),
     };
     match result {
@@ -162,21 +174,28 @@ fn main() -> ExitCode {
 fn snp_config(a: &MeasureArgs) -> Result<SnpConfig, String> {
     let vcpus = a.vcpus.ok_or("--tee snp needs --vcpus N")?;
     let vmm: VmmType = a.vmm_type.parse().map_err(|e| format!("{e}"))?;
-    let vcpu_sig = if let (Some(f), Some(m), Some(s)) = (a.vcpu_family, a.vcpu_model, a.vcpu_stepping) {
-        Some(u64::from(snp::cpu_sig(f, m, s)))
-    } else if let Some(sig) = a.vcpu_sig {
-        Some(sig)
-    } else if let Some(t) = &a.vcpu_type {
-        Some(u64::from(t.parse::<CpuType>().map_err(|e| e.to_string())?.sig()))
-    } else {
-        None
-    };
+    let vcpu_sig =
+        if let (Some(f), Some(m), Some(s)) = (a.vcpu_family, a.vcpu_model, a.vcpu_stepping) {
+            Some(u64::from(snp::cpu_sig(f, m, s)))
+        } else if let Some(sig) = a.vcpu_sig {
+            Some(sig)
+        } else if let Some(t) = &a.vcpu_type {
+            Some(u64::from(
+                t.parse::<CpuType>().map_err(|e| e.to_string())?.sig(),
+            ))
+        } else {
+            None
+        };
     let kernel_hashes = match &a.kernel {
         None => None,
         Some(k) => {
             let kernel = read(k, "kernel")?;
             let initrd = a.initrd.as_deref().map(|p| read(p, "initrd")).transpose()?;
-            Some(KernelHashes::new(&kernel, initrd.as_deref(), a.append.as_deref()))
+            Some(KernelHashes::new(
+                &kernel,
+                initrd.as_deref(),
+                a.append.as_deref(),
+            ))
         }
     };
     let ovmf_hash = a
@@ -185,32 +204,59 @@ fn snp_config(a: &MeasureArgs) -> Result<SnpConfig, String> {
         .map(hexfmt::decode_array::<48>)
         .transpose()
         .map_err(|e| format!("--snp-ovmf-hash: {e}"))?;
-    Ok(SnpConfig { vcpus, vcpu_sig, vmm, guest_features: a.guest_features, kernel_hashes, ovmf_hash })
+    Ok(SnpConfig {
+        vcpus,
+        vcpu_sig,
+        vmm,
+        guest_features: a.guest_features,
+        kernel_hashes,
+        ovmf_hash,
+    })
 }
 
 fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
     let path = a.firmware.as_deref().ok_or("missing FIRMWARE")?;
     let fw = load_firmware(path)?;
-    let mut rows: Vec<(String, String)> = vec![("firmware".into(), format!("{} ({} bytes)", path.display(), fw.len()))];
+    let mut rows: Vec<(String, String)> = vec![(
+        "firmware".into(),
+        format!("{} ({} bytes)", path.display(), fw.len()),
+    )];
     let (digest, mut obj) = match a.tee.ok_or("missing --tee snp|tdx")? {
         Tee::Snp => {
             let cfg = snp_config(a)?;
-            let (digest, vmsas) = snp::launch_digest_with_vmsas(&fw, &cfg).map_err(|e| e.to_string())?;
+            let (digest, vmsas) =
+                snp::launch_digest_with_vmsas(&fw, &cfg).map_err(|e| e.to_string())?;
             if let Some(dir) = &a.dump_vmsa {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 for (i, p) in vmsas.iter().enumerate() {
                     let f = dir.join(format!("vmsa{i}.bin"));
-                    std::fs::write(&f, &p[..]).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
+                    std::fs::write(&f, &p[..])
+                        .map_err(|e| format!("cannot write {}: {e}", f.display()))?;
                 }
             }
-            let sig = cfg.vcpu_sig.map(|s| format!("{s:#x}")).unwrap_or_else(|| "-".into());
+            let sig = cfg
+                .vcpu_sig
+                .map(|s| format!("{s:#x}"))
+                .unwrap_or_else(|| "-".into());
             rows.extend([
                 ("tee".into(), "SEV-SNP".into()),
                 ("vmm".into(), cfg.vmm.to_string()),
                 ("vcpus".into(), cfg.vcpus.to_string()),
                 ("vcpu sig".into(), sig.clone()),
-                ("guest features".into(), format!("{:#x}", cfg.guest_features)),
-                ("kernel hashes".into(), if cfg.kernel_hashes.is_some() { "yes" } else { "no" }.into()),
+                (
+                    "guest features".into(),
+                    format!("{:#x}", cfg.guest_features),
+                ),
+                (
+                    "kernel hashes".into(),
+                    if cfg.kernel_hashes.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .into(),
+                ),
             ]);
             let obj = json!({
                 "tee": "snp", "vmm_type": cfg.vmm, "vcpus": cfg.vcpus, "vcpu_sig": cfg.vcpu_sig,
@@ -223,14 +269,18 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
         Tee::Tdx => {
             let order: Order = a.order.parse().map_err(|e| format!("{e}"))?;
             let mrtd = tdx::mrtd(&fw, order).map_err(|e| e.to_string())?;
-            rows.extend([("tee".into(), "TDX".into()), ("order".into(), order.to_string())]);
+            rows.extend([
+                ("tee".into(), "TDX".into()),
+                ("order".into(), order.to_string()),
+            ]);
             rows.push(("MRTD".into(), hexfmt::encode(&mrtd)));
             let obj = json!({"tee": "tdx", "order": order, "mrtd": hexfmt::encode(&mrtd)});
             (mrtd, obj)
         }
     };
     if let Some(log) = &a.event_log {
-        let rtmrs = eventlog::replay(&read(log, "event log")?).map_err(|e| format!("{}: {e}", log.display()))?;
+        let rtmrs = eventlog::replay(&read(log, "event log")?)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
         let hexes: Vec<String> = rtmrs.iter().map(|r| hexfmt::encode(r)).collect();
         for (i, h) in hexes.iter().enumerate() {
             rows.push((format!("RTMR{i}"), h.clone()));
@@ -238,7 +288,10 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
         obj["rtmrs"] = json!(hexes);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&obj).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&obj).expect("serializable")
+        );
     } else if a.output_format == OutputFormat::Hex {
         println!("{}", hexfmt::encode(&digest));
     } else {
@@ -257,11 +310,18 @@ fn run_check(manifest_path: &Path, firmware: &Path, json: bool) -> Result<ExitCo
     let report = manifest::check(&text, &fw).map_err(|e| e.to_string())?;
     if json {
         let obj = json!({"all_match": report.all_match(), "rows": report.rows});
-        println!("{}", serde_json::to_string_pretty(&obj).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&obj).expect("serializable")
+        );
     } else {
         print!("{report}");
     }
-    Ok(if report.all_match() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.all_match() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -275,19 +335,26 @@ fn run_bench(path: &Path, runs: u32, json: bool) -> Result<ExitCode, String> {
     let mut results = Vec::new();
     type Job<'a> = Box<dyn Fn() -> Result<(), String> + 'a>;
     let jobs: Vec<(&str, Job)> = vec![
-        ("parse", Box::new(|| Firmware::parse(&bytes).map(drop).map_err(|e| e.to_string()))),
+        (
+            "parse",
+            Box::new(|| Firmware::parse(&bytes).map(drop).map_err(|e| e.to_string())),
+        ),
         (
             "parse + SNP digest (1 vCPU, EPYC-v4)",
             Box::new(|| {
                 let fw = Firmware::parse(&bytes).map_err(|e| e.to_string())?;
-                snp::launch_digest(&fw, &SnpConfig::new(1, CpuType::Epyc)).map(drop).map_err(|e| e.to_string())
+                snp::launch_digest(&fw, &SnpConfig::new(1, CpuType::Epyc))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }),
         ),
         (
             "parse + TDX MRTD (single)",
             Box::new(|| {
                 let fw = Firmware::parse(&bytes).map_err(|e| e.to_string())?;
-                tdx::mrtd(&fw, Order::Single).map(drop).map_err(|e| e.to_string())
+                tdx::mrtd(&fw, Order::Single)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }),
         ),
     ];
@@ -303,12 +370,24 @@ fn run_bench(path: &Path, runs: u32, json: bool) -> Result<ExitCode, String> {
             ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let (med, min, max) = median_min_max(ms);
-        results.push(json!({"what": name, "median_ms": med, "min_ms": min, "max_ms": max, "runs": runs}));
+        results.push(
+            json!({"what": name, "median_ms": med, "min_ms": min, "max_ms": max, "runs": runs}),
+        );
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&json!({"firmware_bytes": bytes.len(), "results": results})).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"firmware_bytes": bytes.len(), "results": results})
+            )
+            .expect("serializable")
+        );
     } else {
-        println!("firmware {} ({} bytes), {runs} runs each", path.display(), bytes.len());
+        println!(
+            "firmware {} ({} bytes), {runs} runs each",
+            path.display(),
+            bytes.len()
+        );
         for r in &results {
             match r.get("median_ms") {
                 Some(m) => println!(
@@ -318,7 +397,11 @@ fn run_bench(path: &Path, runs: u32, json: bool) -> Result<ExitCode, String> {
                     r["min_ms"].as_f64().unwrap_or(0.0),
                     r["max_ms"].as_f64().unwrap_or(0.0)
                 ),
-                None => println!("  {:<38} skipped: {}", r["what"].as_str().unwrap_or(""), r["skipped"]),
+                None => println!(
+                    "  {:<38} skipped: {}",
+                    r["what"].as_str().unwrap_or(""),
+                    r["skipped"]
+                ),
             }
         }
     }

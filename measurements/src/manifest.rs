@@ -80,11 +80,17 @@ pub enum ManifestError {
 /// guest features 0x1 (when the image has SEV metadata), and TDX MRTD in both orderings (when it
 /// has TDVF metadata).
 pub fn expected_measurements(fw: &Firmware) -> Result<ExpectedMeasurements, ManifestError> {
-    let mut out = ExpectedMeasurements { snp: Vec::new(), tdx: Vec::new() };
+    let mut out = ExpectedMeasurements {
+        snp: Vec::new(),
+        tdx: Vec::new(),
+    };
     if fw.sev_sections().is_some() {
         for cpu in DEFAULT_CPUS {
             for vcpus in DEFAULT_VCPUS {
-                let cfg = SnpConfig { guest_features: DEFAULT_GUEST_FEATURES, ..SnpConfig::new(vcpus, cpu) };
+                let cfg = SnpConfig {
+                    guest_features: DEFAULT_GUEST_FEATURES,
+                    ..SnpConfig::new(vcpus, cpu)
+                };
                 out.snp.push(SnpMeasurement {
                     vcpus,
                     vcpu_type: Some(cpu.to_string()),
@@ -98,7 +104,10 @@ pub fn expected_measurements(fw: &Firmware) -> Result<ExpectedMeasurements, Mani
     }
     if fw.tdvf_sections().is_some() {
         for order in [Order::Single, Order::TwoPass] {
-            out.tdx.push(TdxMeasurement { order, mrtd: hexfmt::encode(&tdx::mrtd(fw, order)?) });
+            out.tdx.push(TdxMeasurement {
+                order,
+                mrtd: hexfmt::encode(&tdx::mrtd(fw, order)?),
+            });
         }
     }
     if out.snp.is_empty() && out.tdx.is_empty() {
@@ -153,10 +162,15 @@ impl fmt::Display for CheckReport {
     }
 }
 
-fn field<'a>(v: &'a serde_json::Value, path: &[&str]) -> Result<&'a serde_json::Value, ManifestError> {
+fn field<'a>(
+    v: &'a serde_json::Value,
+    path: &[&str],
+) -> Result<&'a serde_json::Value, ManifestError> {
     let mut cur = v;
     for p in path {
-        cur = cur.get(p).ok_or_else(|| ManifestError::Format(format!("missing field {}", path.join("."))))?;
+        cur = cur
+            .get(p)
+            .ok_or_else(|| ManifestError::Format(format!("missing field {}", path.join("."))))?;
     }
     Ok(cur)
 }
@@ -164,8 +178,8 @@ fn field<'a>(v: &'a serde_json::Value, path: &[&str]) -> Result<&'a serde_json::
 /// Checks a manifest (JSON text) against a firmware image: its SHA-384 and size, and every
 /// listed measurement, recomputed with the profile the manifest states.
 pub fn check(manifest_json: &str, firmware: &[u8]) -> Result<CheckReport, ManifestError> {
-    let v: serde_json::Value =
-        serde_json::from_str(manifest_json).map_err(|e| ManifestError::Format(format!("not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(manifest_json)
+        .map_err(|e| ManifestError::Format(format!("not JSON: {e}")))?;
     let want_sha = field(&v, &["image", "sha384"])?
         .as_str()
         .ok_or_else(|| ManifestError::Format("image.sha384 is not a string".into()))?;
@@ -180,7 +194,9 @@ pub fn check(manifest_json: &str, firmware: &[u8]) -> Result<CheckReport, Manife
         actual: sha,
     });
     if let Some(size) = v.get("image").and_then(|i| i.get("size")) {
-        let want = size.as_u64().ok_or_else(|| ManifestError::Format("image.size is not a number".into()))?;
+        let want = size
+            .as_u64()
+            .ok_or_else(|| ManifestError::Format("image.size is not a number".into()))?;
         rows.push(CheckRow {
             what: "image size".into(),
             expected: want.to_string(),
@@ -199,9 +215,15 @@ pub fn check(manifest_json: &str, firmware: &[u8]) -> Result<CheckReport, Manife
             ovmf_hash: None,
         };
         let actual = hexfmt::encode(&snp::launch_digest(&fw, &cfg)?);
-        let label = m.vcpu_type.clone().unwrap_or_else(|| format!("sig {:#x}", m.vcpu_sig));
+        let label = m
+            .vcpu_type
+            .clone()
+            .unwrap_or_else(|| format!("sig {:#x}", m.vcpu_sig));
         rows.push(CheckRow {
-            what: format!("SNP {} vCPU {} {} features {:#x}", m.vcpus, label, m.vmm_type, m.guest_features),
+            what: format!(
+                "SNP {} vCPU {} {} features {:#x}",
+                m.vcpus, label, m.vmm_type, m.guest_features
+            ),
             matches: actual == m.digest.to_ascii_lowercase(),
             expected: m.digest.clone(),
             actual,

@@ -74,7 +74,10 @@ impl FromStr for Order {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TdxError {
     /// The image has no TDVF metadata.
-    #[error("firmware has no TDX metadata (OVMF table entry {})", crate::guid::TDX_METADATA_OFFSET)]
+    #[error(
+        "firmware has no TDX metadata (OVMF table entry {})",
+        crate::guid::TDX_METADATA_OFFSET
+    )]
     NoTdvfMetadata,
     /// Unknown `--order`.
     #[error("unknown MRTD order {0:?} (want single or twopass)")]
@@ -151,7 +154,9 @@ pub fn mrtd(fw: &Firmware, order: Order) -> Result<Digest384, TdxError> {
         let extend = |h: &mut Sha384, p: u64| {
             if s.mr_extend() {
                 for (i, chunk) in page_data(p).chunks_exact(MR_EXTEND_CHUNK).enumerate() {
-                    h.update(mr_extend_block(s.gpa + p * PAGE_SIZE + (i * MR_EXTEND_CHUNK) as u64));
+                    h.update(mr_extend_block(
+                        s.gpa + p * PAGE_SIZE + (i * MR_EXTEND_CHUNK) as u64,
+                    ));
                     h.update(chunk);
                 }
             }

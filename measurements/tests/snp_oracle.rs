@@ -23,7 +23,8 @@ fn offline() -> bool {
 
 /// Path to the installed `sev-snp-measure`, installing it if needed.
 fn oracle() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sev-snp-measure-{SSM_VERSION}"));
+    let venv =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sev-snp-measure-{SSM_VERSION}"));
     let bin = venv.join("bin/sev-snp-measure");
     if bin.exists() {
         return Ok(bin);
@@ -31,22 +32,41 @@ fn oracle() -> Result<PathBuf, String> {
     let run = |cmd: &mut Command| -> Result<(), String> {
         let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
         if !out.status.success() {
-            return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(())
     };
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("sev-snp-measure=={SSM_VERSION}")]))?;
-    if bin.exists() { Ok(bin) } else { Err("pip succeeded but sev-snp-measure is missing".into()) }
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        &format!("sev-snp-measure=={SSM_VERSION}"),
+    ]))?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err("pip succeeded but sev-snp-measure is missing".into())
+    }
 }
 
 fn firmware_list(tmp: &Path) -> Vec<PathBuf> {
     if let Ok(list) = std::env::var("PUPA_ORACLE_FIRMWARE") {
-        return list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+        return list
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
     }
     let mut v: Vec<PathBuf> = ["ovmf_AmdSev_suffix.bin", "ovmf_OvmfX64_suffix.bin"]
         .iter()
-        .map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(f))
+        .map(|f| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata")
+                .join(f)
+        })
         .collect();
     for p in ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF_CODE.fd"] {
         if Path::new(p).exists() {
@@ -70,14 +90,58 @@ fn matrix(with_kernel: Option<(&Path, &Path)>) -> Vec<Vec<String>> {
             add(&["--vcpus", n, "--vcpu-type", t, "--guest-features", "0x1"]);
         }
     }
-    add(&["--vcpus", "1", "--vcpu-type", "EPYC-Turin", "--guest-features", "0x21"]);
-    add(&["--vcpus", "3", "--vcpu-type", "EPYC-Turin", "--guest-features", "0x1"]);
-    add(&["--vcpus", "2", "--vcpu-type", "EPYC-Rome", "--guest-features", "0x5"]);
-    add(&["--vcpus", "16", "--vcpu-type", "EPYC", "--guest-features", "0x21"]);
-    add(&["--vcpus", "2", "--vcpu-sig", "0xA00F11", "--guest-features", "0x1"]);
+    add(&[
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC-Turin",
+        "--guest-features",
+        "0x21",
+    ]);
+    add(&[
+        "--vcpus",
+        "3",
+        "--vcpu-type",
+        "EPYC-Turin",
+        "--guest-features",
+        "0x1",
+    ]);
+    add(&[
+        "--vcpus",
+        "2",
+        "--vcpu-type",
+        "EPYC-Rome",
+        "--guest-features",
+        "0x5",
+    ]);
+    add(&[
+        "--vcpus",
+        "16",
+        "--vcpu-type",
+        "EPYC",
+        "--guest-features",
+        "0x21",
+    ]);
+    add(&[
+        "--vcpus",
+        "2",
+        "--vcpu-sig",
+        "0xA00F11",
+        "--guest-features",
+        "0x1",
+    ]);
     for n in ["1", "2", "4"] {
         for f in ["0x1", "0x21"] {
-            add(&["--vcpus", n, "--vcpu-type", "EPYC-v4", "--vmm-type", "ec2", "--guest-features", f]);
+            add(&[
+                "--vcpus",
+                n,
+                "--vcpu-type",
+                "EPYC-v4",
+                "--vmm-type",
+                "ec2",
+                "--guest-features",
+                f,
+            ]);
         }
     }
     for n in ["1", "2", "4"] {
@@ -85,7 +149,18 @@ fn matrix(with_kernel: Option<(&Path, &Path)>) -> Vec<Vec<String>> {
     }
     if let Some((k, i)) = with_kernel {
         let (k, i) = (k.to_str().unwrap(), i.to_str().unwrap());
-        add(&["--vcpus", "2", "--vcpu-type", "EPYC-Milan", "--kernel", k, "--initrd", i, "--append", "console=ttyS0 quiet"]);
+        add(&[
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--kernel",
+            k,
+            "--initrd",
+            i,
+            "--append",
+            "console=ttyS0 quiet",
+        ]);
         add(&["--vcpus", "1", "--vcpu-type", "EPYC-Genoa", "--kernel", k]);
     }
     m
@@ -94,7 +169,10 @@ fn matrix(with_kernel: Option<(&Path, &Path)>) -> Vec<Vec<String>> {
 fn stdout_of(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -107,7 +185,9 @@ fn sev_snp_measure_agrees_on_every_configuration() {
             eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
             return;
         }
-        Err(e) => panic!("cannot install sev-snp-measure {SSM_VERSION} (set PUPA_OFFLINE=1 to skip): {e}"),
+        Err(e) => {
+            panic!("cannot install sev-snp-measure {SSM_VERSION} (set PUPA_OFFLINE=1 to skip): {e}")
+        }
     };
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("snp_oracle");
     std::fs::create_dir_all(&tmp).unwrap();
@@ -119,9 +199,10 @@ fn sev_snp_measure_agrees_on_every_configuration() {
     let mut compared = 0;
     for fw in firmware_list(&tmp) {
         let parsed = pupa_measurements::Firmware::parse(&std::fs::read(&fw).unwrap()).unwrap();
-        let kernel_ok = parsed
-            .sev_sections()
-            .is_some_and(|s| s.iter().any(|x| x.kind == pupa_measurements::ovmf::SevSectionType::KernelHashes));
+        let kernel_ok = parsed.sev_sections().is_some_and(|s| {
+            s.iter()
+                .any(|x| x.kind == pupa_measurements::ovmf::SevSectionType::KernelHashes)
+        });
         let configs = matrix(kernel_ok.then_some((kernel.as_path(), initrd.as_path())));
         assert!(configs.len() >= 24);
         // Two workers: the oracle is a Python start-up per configuration.
@@ -136,11 +217,17 @@ fn sev_snp_measure_agrees_on_every_configuration() {
                             .iter()
                             .map(|args| {
                                 let theirs = stdout_of(
-                                    Command::new(ssm).args(["--mode", "snp", "--output-format", "hex", "--ovmf"]).arg(fw).args(args),
+                                    Command::new(ssm)
+                                        .args(["--mode", "snp", "--output-format", "hex", "--ovmf"])
+                                        .arg(fw)
+                                        .args(args),
                                 )
                                 .unwrap_or_else(|e| panic!("sev-snp-measure failed: {e}"));
                                 let mine = stdout_of(
-                                    Command::new(ours).arg(fw).args(["--tee", "snp", "--output-format", "hex"]).args(args),
+                                    Command::new(ours)
+                                        .arg(fw)
+                                        .args(["--tee", "snp", "--output-format", "hex"])
+                                        .args(args),
                                 )
                                 .unwrap_or_else(|e| panic!("pupa-measure failed: {e}"));
                                 (args.clone(), theirs, mine)
@@ -149,7 +236,10 @@ fn sev_snp_measure_agrees_on_every_configuration() {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         for (args, theirs, mine) in &results {
             assert_eq!(theirs.len(), 96, "oracle output {theirs:?}");
@@ -159,4 +249,66 @@ fn sev_snp_measure_agrees_on_every_configuration() {
         compared += results.len();
     }
     eprintln!("sev-snp-measure {SSM_VERSION} and pupa-measure agree on {compared} digests");
+}
+
+#[test]
+fn dumped_vmsas_are_byte_identical() {
+    let ssm = match oracle() {
+        Ok(p) => p,
+        Err(e) if offline() => {
+            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure VMSA comparison ({e})");
+            return;
+        }
+        Err(e) => {
+            panic!("cannot install sev-snp-measure {SSM_VERSION} (set PUPA_OFFLINE=1 to skip): {e}")
+        }
+    };
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("snp_oracle_vmsa");
+    let fw = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ovmf_AmdSev_suffix.bin");
+    for (i, vmm) in ["QEMU", "ec2", "gce"].iter().enumerate() {
+        let (theirs, mine) = (
+            root.join(format!("{i}/theirs")),
+            root.join(format!("{i}/mine")),
+        );
+        for d in [&theirs, &mine] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let args = [
+            "--vcpus",
+            "3",
+            "--vcpu-type",
+            "EPYC-Genoa",
+            "--vmm-type",
+            vmm,
+            "--guest-features",
+            "0x21",
+        ];
+        stdout_of(
+            Command::new(&ssm)
+                .current_dir(&theirs)
+                .args(["--mode", "snp", "--dump-vmsa", "--ovmf"])
+                .arg(&fw)
+                .args(args),
+        )
+        .unwrap();
+        stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_pupa-measure"))
+                .arg(&fw)
+                .args(["--tee", "snp"])
+                .args(args)
+                .arg("--dump-vmsa")
+                .arg(&mine),
+        )
+        .unwrap();
+        for n in 0..3 {
+            let f = format!("vmsa{n}.bin");
+            let (a, b) = (
+                std::fs::read(theirs.join(&f)).unwrap(),
+                std::fs::read(mine.join(&f)).unwrap(),
+            );
+            assert_eq!(a.len(), 4096);
+            assert!(a == b, "{vmm} {f} differs");
+        }
+    }
 }

@@ -21,7 +21,11 @@ fn empty_kernel(append: &str) -> Option<KernelHashes> {
 }
 
 fn cfg(vcpus: u32, features: u64, kernel: Option<KernelHashes>) -> SnpConfig {
-    SnpConfig { guest_features: features, kernel_hashes: kernel, ..SnpConfig::new(vcpus, CpuType::Epyc) }
+    SnpConfig {
+        guest_features: features,
+        kernel_hashes: kernel,
+        ..SnpConfig::new(vcpus, CpuType::Epyc)
+    }
 }
 
 fn digest(fw: &str, c: &SnpConfig) -> String {
@@ -43,8 +47,15 @@ fn seeded_with_ovmf_hash() {
         (0x1, "console=ttyS0 loglevel=7", "6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362f390ef83a92046c042e706363b4b08fa"),
     ];
     for (features, append, want) in cases {
-        let c = SnpConfig { ovmf_hash: seed, ..cfg(1, features, empty_kernel(append)) };
-        assert_eq!(digest(AMDSEV, &c), want, "features {features:#x} append {append:?}");
+        let c = SnpConfig {
+            ovmf_hash: seed,
+            ..cfg(1, features, empty_kernel(append))
+        };
+        assert_eq!(
+            digest(AMDSEV, &c),
+            want,
+            "features {features:#x} append {append:?}"
+        );
     }
 }
 
@@ -60,17 +71,28 @@ fn qemu_with_and_without_kernel() {
     ];
     for (vcpus, features, append, want) in cases {
         let c = cfg(vcpus, features, append.and_then(empty_kernel));
-        assert_eq!(digest(AMDSEV, &c), want, "{vcpus} vCPUs features {features:#x} append {append:?}");
+        assert_eq!(
+            digest(AMDSEV, &c),
+            want,
+            "{vcpus} vCPUs features {features:#x} append {append:?}"
+        );
     }
 }
 
 #[test]
 fn ec2_and_gce() {
-    let ec2 = |features| SnpConfig { vmm: VmmType::Ec2, ..cfg(1, features, empty_kernel("")) };
+    let ec2 = |features| SnpConfig {
+        vmm: VmmType::Ec2,
+        ..cfg(1, features, empty_kernel(""))
+    };
     assert_eq!(digest(AMDSEV, &ec2(0x21)), "0ce9ccc06bab55eebe8abc234f3df6514883977a68a591b71052498ab52b2f1aa415db338033946ef93aa8278c0d67fb");
     assert_eq!(digest(AMDSEV, &ec2(0x1)), "0883bd0eeb716e65b7b977a321c278d1e51b33b5c655fab985443bbcc65c086b9c15e8a0bd8811050dec7e24964e5056");
     // GCE is measured without a vCPU signature (its VMSAs use a fixed RDX).
-    let gce = |vcpus| SnpConfig { vmm: VmmType::Gce, vcpu_sig: None, ..cfg(vcpus, 0x1, empty_kernel("")) };
+    let gce = |vcpus| SnpConfig {
+        vmm: VmmType::Gce,
+        vcpu_sig: None,
+        ..cfg(vcpus, 0x1, empty_kernel(""))
+    };
     assert_eq!(digest(AMDSEV, &gce(1)), "5da7106cf14cf46b1725ebab123eb9e53bd46a1e9f400cd0c08e7827b04b688ea8b4e403c8404efed4397ea5d5d0722e");
     assert_eq!(digest(AMDSEV, &gce(4)), "5c5debf100fc339f90276e761ee1f1658d08922c3b20e2a2e6c7a6c3370b2452a15a00eae11886a93d6fd1e7ab81e29d");
 }
@@ -98,7 +120,16 @@ fn vmsa_dump_and_config_errors() {
     assert_eq!(&pages[1][0x3b0..0x3b8], &1u64.to_le_bytes());
     assert_eq!(pages[2], pages[1]);
 
-    let qemu_no_sig = SnpConfig { vcpu_sig: None, ..cfg(1, 1, None) };
-    assert_eq!(snp::launch_digest(&fw, &qemu_no_sig), Err(SnpError::MissingVcpuSig));
-    assert_eq!(snp::launch_digest(&fw, &cfg(0, 1, None)), Err(SnpError::BadVcpus(0)));
+    let qemu_no_sig = SnpConfig {
+        vcpu_sig: None,
+        ..cfg(1, 1, None)
+    };
+    assert_eq!(
+        snp::launch_digest(&fw, &qemu_no_sig),
+        Err(SnpError::MissingVcpuSig)
+    );
+    assert_eq!(
+        snp::launch_digest(&fw, &cfg(0, 1, None)),
+        Err(SnpError::BadVcpus(0))
+    );
 }

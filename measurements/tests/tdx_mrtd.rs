@@ -50,17 +50,24 @@ fn vmm_flow(img: &[u8], sections: &[Tdvf], two_pass: bool) -> Vec<Seamcall> {
             }
             let c = content(page);
             (0..16)
-                .map(|i| Seamcall::MrExtend { gpa: s.gpa + page * 4096 + i * 256, chunk: c[i as usize * 256..][..256].to_vec() })
+                .map(|i| Seamcall::MrExtend {
+                    gpa: s.gpa + page * 4096 + i * 256,
+                    chunk: c[i as usize * 256..][..256].to_vec(),
+                })
                 .collect()
         };
         if two_pass {
-            calls.extend(pages.iter().map(|&p| Seamcall::PageAdd { gpa: s.gpa + p * 4096 }));
+            calls.extend(pages.iter().map(|&p| Seamcall::PageAdd {
+                gpa: s.gpa + p * 4096,
+            }));
             for &p in &pages {
                 calls.extend(extends(p));
             }
         } else {
             for &p in &pages {
-                calls.push(Seamcall::PageAdd { gpa: s.gpa + p * 4096 });
+                calls.push(Seamcall::PageAdd {
+                    gpa: s.gpa + p * 4096,
+                });
                 calls.extend(extends(p));
             }
         }
@@ -96,19 +103,39 @@ fn check_both_orders(s: &Synth) {
     let secs = s.tdvf.as_ref().unwrap();
     let single = tdx::mrtd(&fw, Order::Single).unwrap();
     let two = tdx::mrtd(&fw, Order::TwoPass).unwrap();
-    assert_eq!(single, tdx_module_mrtd(&vmm_flow(&img, secs, false)), "single pass");
-    assert_eq!(two, tdx_module_mrtd(&vmm_flow(&img, secs, true)), "two pass");
+    assert_eq!(
+        single,
+        tdx_module_mrtd(&vmm_flow(&img, secs, false)),
+        "single pass"
+    );
+    assert_eq!(
+        two,
+        tdx_module_mrtd(&vmm_flow(&img, secs, true)),
+        "two pass"
+    );
     let extends_any = secs.iter().any(|s| s.attributes & 1 != 0);
-    let multi_page_extend = secs.iter().any(|s| s.attributes & 1 != 0 && s.mem_size > 4096);
+    let multi_page_extend = secs
+        .iter()
+        .any(|s| s.attributes & 1 != 0 && s.mem_size > 4096);
     if multi_page_extend {
-        assert_ne!(single, two, "orders must differ when a multi-page section is extended");
+        assert_ne!(
+            single, two,
+            "orders must differ when a multi-page section is extended"
+        );
     } else if !extends_any {
         assert_eq!(single, two, "without MR.EXTEND the orders coincide");
     }
 }
 
 fn t(data_offset: u32, raw_size: u32, gpa: u64, mem_size: u64, kind: u32, attributes: u32) -> Tdvf {
-    Tdvf { data_offset, raw_size, gpa, mem_size, kind, attributes }
+    Tdvf {
+        data_offset,
+        raw_size,
+        gpa,
+        mem_size,
+        kind,
+        attributes,
+    }
 }
 
 #[test]
@@ -129,7 +156,10 @@ fn several_layouts() {
             t(0, 0, 0x80_0000, 0x9000, 3, 0),
         ],
         // No section extended at all.
-        vec![t(0, 0x20000, top, 0x20000, 0, 0), t(0, 0, 0x10_0000, 0x1000, 2, 0)],
+        vec![
+            t(0, 0x20000, top, 0x20000, 0, 0),
+            t(0, 0, 0x10_0000, 0x1000, 2, 0),
+        ],
         // A PAGE.AUG TEMP_MEM section (not measured) between measured ones.
         vec![
             t(0, 0x20000, top, 0x20000, 0, 1),
@@ -137,12 +167,23 @@ fn several_layouts() {
             t(0, 0, 0x10_0000, 0x2000, 2, 0),
         ],
         // raw size smaller than memory size: the VMM still copies (and extends) mem_size bytes.
-        vec![t(0x1000, 0x1800, 0x40_0000, 0x3000, 0, 1), t(0, 0, 0x10_0000, 0x1000, 2, 0)],
+        vec![
+            t(0x1000, 0x1800, 0x40_0000, 0x3000, 0, 1),
+            t(0, 0, 0x10_0000, 0x1000, 2, 0),
+        ],
         // TEMP_MEM with MR.EXTEND: extended over zero memory.
-        vec![t(0, 0x4000, top, 0x4000, 0, 1), t(0, 0, 0x1000, 0x3000, 3, 1), t(0, 0, 0x10_0000, 0x1000, 2, 0)],
+        vec![
+            t(0, 0x4000, top, 0x4000, 0, 1),
+            t(0, 0, 0x1000, 0x3000, 3, 1),
+            t(0, 0, 0x10_0000, 0x1000, 2, 0),
+        ],
         // Single-page extended sections only: orders coincide page-wise but PAGE.ADD of the
         // next section still follows.
-        vec![t(0x3000, 0x1000, 0x9000, 0x1000, 0, 1), t(0x5000, 0x1000, 0x7000, 0x1000, 1, 1), t(0, 0, 0x10_0000, 0x1000, 2, 0)],
+        vec![
+            t(0x3000, 0x1000, 0x9000, 0x1000, 0, 1),
+            t(0x5000, 0x1000, 0x7000, 0x1000, 1, 1),
+            t(0, 0, 0x10_0000, 0x1000, 2, 0),
+        ],
     ];
     for (i, secs) in layouts.into_iter().enumerate() {
         let mut s = Synth::new(size);
@@ -159,11 +200,17 @@ fn content_and_gpa_are_measured() {
     // Flip one byte inside the BFV.
     let mut img = s.build();
     img[0x100] ^= 1;
-    assert_ne!(tdx::mrtd(&Firmware::parse(&img).unwrap(), Order::Single).unwrap(), base);
+    assert_ne!(
+        tdx::mrtd(&Firmware::parse(&img).unwrap(), Order::Single).unwrap(),
+        base
+    );
     // Move the TEMP_MEM section (not extended, only added).
     let mut moved = pupa_like(64 * 1024);
     moved.tdvf.as_mut().unwrap()[2].gpa = 0x1000;
-    assert_ne!(tdx::mrtd(&Firmware::parse(&moved.build()).unwrap(), Order::Single).unwrap(), base);
+    assert_ne!(
+        tdx::mrtd(&Firmware::parse(&moved.build()).unwrap(), Order::Single).unwrap(),
+        base
+    );
 }
 
 #[test]
@@ -171,19 +218,34 @@ fn rejects_what_cannot_be_measured() {
     let size = 64 * 1024;
     let mut s = Synth::new(size);
     // BFV claiming more memory than the file holds after its data offset.
-    s.tdvf = Some(vec![t(0x8000, 0x8000, 0x10_0000, 0x10000, 0, 1), t(0, 0, 0x20_0000, 0x1000, 2, 0)]);
+    s.tdvf = Some(vec![
+        t(0x8000, 0x8000, 0x10_0000, 0x10000, 0, 1),
+        t(0, 0, 0x20_0000, 0x1000, 2, 0),
+    ]);
     let fw = Firmware::parse(&s.build()).unwrap();
-    assert!(matches!(tdx::mrtd(&fw, Order::Single), Err(TdxError::DataOutOfFile { index: 0, .. })));
+    assert!(matches!(
+        tdx::mrtd(&fw, Order::Single),
+        Err(TdxError::DataOutOfFile { index: 0, .. })
+    ));
     // TD_HOB with MR.EXTEND: VMM-built content.
-    s.tdvf = Some(vec![t(0, 0x1000, 0x10_0000, 0x1000, 0, 1), t(0, 0, 0x20_0000, 0x1000, 2, 1)]);
+    s.tdvf = Some(vec![
+        t(0, 0x1000, 0x10_0000, 0x1000, 0, 1),
+        t(0, 0, 0x20_0000, 0x1000, 2, 1),
+    ]);
     let fw = Firmware::parse(&s.build()).unwrap();
     assert_eq!(tdx::mrtd(&fw, Order::Single), Err(TdxError::HobExtended(1)));
     // No TDVF metadata at all.
     let fw = Firmware::parse(&Synth::new(size).build()).unwrap();
-    assert_eq!(tdx::mrtd(&fw, Order::TwoPass), Err(TdxError::NoTdvfMetadata));
+    assert_eq!(
+        tdx::mrtd(&fw, Order::TwoPass),
+        Err(TdxError::NoTdvfMetadata)
+    );
     // MR.EXTEND together with PAGE.AUG is rejected by the parser.
     s.tdvf = Some(vec![t(0, 0x1000, 0x10_0000, 0x1000, 0, 3)]);
-    assert!(matches!(Firmware::parse(&s.build()), Err(OvmfError::BadTdvfSection { index: 0, .. })));
+    assert!(matches!(
+        Firmware::parse(&s.build()),
+        Err(OvmfError::BadTdvfSection { index: 0, .. })
+    ));
 }
 
 #[test]
@@ -200,11 +262,23 @@ fn debian_ovmf_if_installed() {
         .tdvf_sections()
         .unwrap()
         .iter()
-        .map(|s| t(s.data_offset, s.raw_size, s.gpa, s.mem_size, s.kind.code(), s.attributes))
+        .map(|s| {
+            t(
+                s.data_offset,
+                s.raw_size,
+                s.gpa,
+                s.mem_size,
+                s.kind.code(),
+                s.attributes,
+            )
+        })
         .collect();
     assert!(secs.len() >= 2);
     for two in [false, true] {
         let order = if two { Order::TwoPass } else { Order::Single };
-        assert_eq!(tdx::mrtd(&fw, order).unwrap(), tdx_module_mrtd(&vmm_flow(&img, &secs, two)));
+        assert_eq!(
+            tdx::mrtd(&fw, order).unwrap(),
+            tdx_module_mrtd(&vmm_flow(&img, &secs, two))
+        );
     }
 }

@@ -108,7 +108,8 @@ pub struct Job {
     pub reply_key: [u8; 32],
     /// AEAD to seal the result with.
     pub reply_aead: Aead,
-    /// The client's payment voucher (opaque here; defined with the TON receipts).
+    /// The client's payment voucher: empty, or the BOC of a TON `Signed PupaVoucher` cell
+    /// ([`crate::ton::SignedVoucher`]) naming this guest's receipt key.
     pub voucher: serde_bytes::ByteBuf,
 }
 

@@ -7,7 +7,7 @@
 //! | `Evidence` | guest → client | [`Evidence`] |
 //! | `SealedJob` | client → guest | [`SealedJob`]: replies are `SealedResult` then `Receipt`, or `Error` |
 //! | `SealedResult` | guest → client | [`SealedResult`] |
-//! | `Receipt` | guest → client | [`SignedReceipt`] |
+//! | `Receipt` | guest → client | [`ReceiptReply`] |
 //! | `Error` | guest → client | [`ErrorReply`] |
 //!
 //! A body must be exactly one postcard value: trailing bytes are an error. Postcard cannot
@@ -90,10 +90,23 @@ pub enum ErrorCode {
     Replay,
     /// The job's shape, tensors or sizes are invalid.
     InvalidJob,
+    /// The job's voucher is malformed, not signed by its client, names another guest, or
+    /// does not cover the job's price (or the guest requires one and there is none).
+    VoucherRefused,
     /// The guest failed internally (entropy, TEE) — retry later.
     Internal,
     /// Too many connections or too much pending output.
     Busy,
+}
+
+/// The receipts for one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptReply {
+    /// The guest's signed statement of this job's work, naming the client's reply key.
+    pub statement: SignedReceipt,
+    /// When the job carried a voucher: the BOC of the TON `Signed PupaReceipt` cell
+    /// ([`crate::ton::SignedReceipt`]) with the running totals for that voucher — the payable one.
+    pub ton: Option<serde_bytes::ByteBuf>,
 }
 
 /// An error reply.
@@ -131,8 +144,8 @@ pub enum Message {
     SealedJob(SealedJob),
     /// See [`SealedResult`].
     SealedResult(SealedResult),
-    /// See [`SignedReceipt`].
-    Receipt(SignedReceipt),
+    /// See [`ReceiptReply`].
+    Receipt(ReceiptReply),
     /// See [`ErrorReply`].
     Error(ErrorReply),
 }
@@ -256,6 +269,17 @@ impl SealedJob {
         let (enc, ciphertext) = seal::seal_raw(aead, guest_pk, &seal::job_info(guest_pk), &seal::job_aad(aead), &pt, ikm_e)
             .map_err(MsgError::Seal)?;
         Ok(SealedJob { recipient: *guest_pk, aead, enc, ciphertext })
+    }
+
+    /// Opens with the guest key pair, decrypting in place: the ciphertext buffer becomes the
+    /// plaintext, so a large job is not copied (the guest's path).
+    pub fn open_owned(self, guest: &seal::KeyPair) -> Result<Job, OpenError> {
+        if self.recipient != guest.pk {
+            return Err(OpenError::WrongRecipient);
+        }
+        let mut buf = self.ciphertext;
+        seal::open_in_place(self.aead, &guest.sk, &self.enc, &seal::job_info(&guest.pk), &seal::job_aad(self.aead), &mut buf)?;
+        decode_plain(&buf)
     }
 
     /// Opens with the guest key pair.

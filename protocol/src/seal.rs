@@ -191,6 +191,40 @@ pub fn open_raw(
     })
 }
 
+/// Bytes of the AEAD tag at the end of every ciphertext (`Nt`, RFC 9180 §7.3: 16 for both).
+pub const TAG_LEN: usize = 16;
+
+/// [`open_raw`] in place: `buf` holds `ciphertext ‖ tag` and is left holding the plaintext
+/// (no second copy of a large job). On error the contents of `buf` are unspecified.
+pub fn open_in_place(
+    aead: Aead,
+    sk_r: &[u8; KEY_LEN],
+    enc: &[u8; KEY_LEN],
+    info: &[u8],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), SealError> {
+    let Some(ct_len) = buf.len().checked_sub(TAG_LEN) else { return Err(SealError::OpenFailed) };
+    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_r).map_err(|_| SealError::BadKey)?;
+    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| SealError::BadKey)?;
+    let mode = OpModeR::Base;
+    let (ct, tag) = buf.split_at_mut(ct_len);
+    let r = match aead {
+        Aead::Aes256Gcm => hpke::aead::AeadTag::<AesGcm256>::from_bytes(tag).and_then(|t| {
+            hpke::single_shot_open_in_place_detached::<AesGcm256, HkdfSha256, X25519HkdfSha256>(&mode, &sk, &enc, info, ct, aad, &t)
+        }),
+        Aead::ChaCha20Poly1305 => hpke::aead::AeadTag::<ChaCha20Poly1305>::from_bytes(tag).and_then(|t| {
+            hpke::single_shot_open_in_place_detached::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(&mode, &sk, &enc, info, ct, aad, &t)
+        }),
+    };
+    r.map_err(|e| match e {
+        hpke::HpkeError::DecapError => SealError::BadKey,
+        _ => SealError::OpenFailed,
+    })?;
+    buf.truncate(ct_len);
+    Ok(())
+}
+
 /// `info` of a job sealed to `guest_pk`.
 pub fn job_info(guest_pk: &[u8; KEY_LEN]) -> Vec<u8> {
     [JOB_INFO, guest_pk].concat()

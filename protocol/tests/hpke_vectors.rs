@@ -2,7 +2,7 @@
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 with AES-256-GCM and with ChaCha20Poly1305 (A.2.1).
 //! Source: tests/data/SOURCE.
 
-use pupa_protocol::seal::{open_raw, seal_raw, Aead, KeyPair};
+use pupa_protocol::seal::{open_in_place, open_raw, seal_raw, Aead, KeyPair};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -72,6 +72,11 @@ fn seal_and_open_match_rfc_sequence_zero() {
         assert_eq!(ct, h(&e.ct));
         let pt = open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &h(&e.ct)).unwrap();
         assert_eq!(pt, h(&e.pt));
+        let mut buf = h(&e.ct);
+        open_in_place(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &mut buf).unwrap();
+        assert_eq!(buf, h(&e.pt));
+        let mut short = vec![0u8; 15];
+        assert!(open_in_place(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &mut short).is_err());
         // Later sequence numbers use another nonce: single-shot Open must refuse them.
         let e1 = &v.encryptions[1];
         assert!(open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e1.aad), &h(&e1.ct)).is_err());

@@ -3,7 +3,7 @@
 use pupa_protocol::evidence::{report_data, sign_dev, verify_dev, Evidence, EvidenceError, TeeEvidence};
 use pupa_protocol::frame::{Frame, FrameDecoder, Kind};
 use pupa_protocol::job::{DType, Job, JobError, JobResult, Layout, Op};
-use pupa_protocol::msg::{ErrorCode, ErrorReply, Hello, Message, MsgError, OpenError, SealedJob, SealedResult};
+use pupa_protocol::msg::{ErrorCode, ErrorReply, Hello, Message, MsgError, OpenError, ReceiptReply, SealedJob, SealedResult};
 use pupa_protocol::receipt::{job_hash, Receipt, ReceiptError};
 use pupa_protocol::seal::{Aead, KeyPair, SealError};
 use serde_bytes::ByteBuf;
@@ -71,6 +71,10 @@ fn job_seals_to_guest_and_result_to_client() {
         let sj = SealedJob::seal(&job, &guest.pk, aead, &[5; 32]).unwrap();
         assert_eq!(sj.enc, KeyPair::derive(&[5; 32]).pk, "enc is DeriveKeyPair(ikmE).pk");
         assert_eq!(sj.open(&guest).unwrap(), job);
+        assert_eq!(sj.clone().open_owned(&guest).unwrap(), job);
+        let mut bad = sj.clone();
+        bad.ciphertext.truncate(10);
+        assert_eq!(bad.open_owned(&guest), Err(OpenError::Seal(SealError::OpenFailed)));
 
         let other = KeyPair::derive(&[8; 32]);
         assert_eq!(sj.open(&other), Err(OpenError::WrongRecipient));
@@ -163,7 +167,10 @@ fn receipts_sign_and_verify() {
     let mut t = s;
     t.receipt.total_units = 11;
     assert_eq!(t.verify(&gk), Err(ReceiptError::BadSignature));
-    let back = Message::from_frame(&Frame { kind: Kind::Receipt, body: Message::Receipt(s).encode_body().unwrap() }).unwrap();
-    assert_eq!(back, Message::Receipt(s));
+    for ton in [None, Some(ByteBuf::from(vec![0xb5, 0xee]))] {
+        let m = Message::Receipt(ReceiptReply { statement: s, ton });
+        let back = Message::from_frame(&Frame { kind: Kind::Receipt, body: m.encode_body().unwrap() }).unwrap();
+        assert_eq!(back, m);
+    }
     assert_ne!(job_hash(&[2; 32], b"ct"), job_hash(&[2; 32], b"cu"));
 }

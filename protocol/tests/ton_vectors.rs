@@ -180,3 +180,16 @@ fn shared_subcells_are_deduplicated_in_boc() {
     assert_eq!(back.hash(), c.hash());
     assert!(boc.len() < 41 * 8 + 32);
 }
+
+#[test]
+fn non_canonical_coins_are_refused() {
+    // Coins 1 written as two bytes 0x0001.
+    let mut b = CellBuilder::new();
+    b.store_uint(2, 4).unwrap().store_uint(1, 16).unwrap();
+    let c = b.build().unwrap();
+    assert_eq!(CellSlice::new(&c).load_coins().unwrap_err(), TonError::NonCanonical);
+    let mut b = CellBuilder::new();
+    b.store_coins(1).unwrap();
+    let c = b.build().unwrap();
+    assert_eq!(CellSlice::new(&c).load_coins().unwrap(), 1);
+}

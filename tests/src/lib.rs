@@ -1,1 +1,141 @@
-//! Helpers for pupa end-to-end tests.
+//! Helpers for pupa's end-to-end tests: build the real image once per test process, boot it
+//! under QEMU (KVM when it actually works here, else TCG) and capture the serial console.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pupa_host::profile::{self, Accel, LaunchConfig, Network, Tee, Vmm};
+use pupa_image::build::{self, BuildOptions, BuildOutput};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn build_variant(name: &str, features: &[&str]) -> BuildOutput {
+    let ws = workspace();
+    let opts = BuildOptions {
+        src: ws.clone(),
+        out: ws.join("target").join(format!("pupa-test-{name}")),
+        // one target dir per variant: the guest binary's path does not depend on features
+        target_dir: Some(ws.join("target").join(format!("pupa-test-fw-{name}"))),
+        features: features.iter().map(|s| s.to_string()).collect(),
+        skip_measurements: false,
+        cargo_home: None,
+    };
+    build::build(&opts).unwrap_or_else(|e| panic!("building the {name} image failed: {e}"))
+}
+
+/// The production image (no test features), built once per test process.
+pub fn image() -> &'static BuildOutput {
+    static IMG: OnceLock<BuildOutput> = OnceLock::new();
+    IMG.get_or_init(|| build_variant("release", &[]))
+}
+
+/// The image with the test-only `fault-test` feature.
+pub fn fault_test_image() -> &'static BuildOutput {
+    static IMG: OnceLock<BuildOutput> = OnceLock::new();
+    IMG.get_or_init(|| build_variant("fault", &["fault-test"]))
+}
+
+/// KVM if a real boot under it works here, else TCG (decided once).
+pub fn accel() -> Accel {
+    static ACCEL: OnceLock<Accel> = OnceLock::new();
+    *ACCEL.get_or_init(|| {
+        if profile::kvm_works(&image().image, Duration::from_secs(10)) {
+            eprintln!("pupa-tests: KVM works, using it");
+            Accel::Kvm
+        } else {
+            eprintln!("pupa-tests: KVM unavailable or broken here, using TCG");
+            Accel::Tcg
+        }
+    })
+}
+
+/// What a boot produced.
+#[derive(Debug)]
+pub struct Boot {
+    /// The serial console, `\r` removed.
+    pub serial: String,
+    /// QEMU's exit status (`None` if killed at the timeout).
+    pub status: Option<i32>,
+    /// Wall time from spawning QEMU to its exit.
+    pub wall: Duration,
+}
+
+/// Boot `image` once, without network, and wait for QEMU to exit (or kill it at `timeout`).
+pub fn boot(image: &Path, accel: Accel, fw_cfg: &[(&str, &str)], timeout: Duration) -> Boot {
+    let cfg = LaunchConfig {
+        tee: Tee::None,
+        vmm: Vmm::Qemu,
+        image,
+        memory_mib: 256,
+        vcpus: 1,
+        accel,
+        network: Network::None,
+        debug_exit: true,
+        fw_cfg: fw_cfg.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+    };
+    let l = profile::command(&cfg);
+    let start = Instant::now();
+    let mut child = Command::new(&l.program)
+        .args(&l.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e} (install qemu-system-x86)", l.program));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait on qemu") {
+            break st.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let wall = start.elapsed();
+    let serial = reader.join().unwrap_or_default().replace('\r', "");
+    Boot { serial, status, wall }
+}
+
+/// QEMU's exit status for an isa-debug-exit `code`.
+pub fn debug_exit_status(code: u32) -> i32 {
+    ((code << 1) | 1) as i32
+}
+
+/// Copy the source tree (the files git tracks, plus untracked files it does not ignore) to
+/// `dst`: what a fresh clone of this checkout would hold.
+pub fn copy_source(dst: &Path) -> std::io::Result<usize> {
+    let ws = workspace();
+    let out = Command::new("git")
+        .current_dir(&ws)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other("git ls-files failed"));
+    }
+    let mut n = 0;
+    for rel in out.stdout.split(|&b| b == 0).filter(|p| !p.is_empty()) {
+        let rel = Path::new(std::str::from_utf8(rel).map_err(std::io::Error::other)?);
+        let from = ws.join(rel);
+        if !from.is_file() {
+            continue; // deleted in the work tree
+        }
+        let to = dst.join(rel);
+        std::fs::create_dir_all(to.parent().expect("a file has a parent"))?;
+        std::fs::copy(&from, &to)?;
+        n += 1;
+    }
+    Ok(n)
+}

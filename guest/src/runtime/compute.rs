@@ -30,10 +30,6 @@ fn run<T: Element>(job: &Job, shape: &JobShape, tensors: &[Vec<T>]) -> Result<Ve
     match (job.op, tensors) {
         (Op::Matmul { m, n, k, a_layout, b_layout }, [a, b]) => {
             let (m, n, k) = (m as usize, n as usize, k as usize);
-            let view = |d: &'_ [T], rows, cols, l: Layout| match l {
-                Layout::RowMajor => MatRef::row_major(d, rows, cols),
-                Layout::ColMajor => MatRef::col_major(d, rows, cols),
-            };
             pupa_kernels::matmul(view(a, m, k, a_layout)?, view(b, k, n, b_layout)?, &mut out)?;
         }
         (Op::Attention { seq_q, seq_k, heads, kv_heads, dim, causal }, [q, k, v]) => {
@@ -52,19 +48,33 @@ fn run<T: Element>(job: &Job, shape: &JobShape, tensors: &[Vec<T>]) -> Result<Ve
     Ok(out)
 }
 
+fn view<T: Element>(d: &[T], rows: usize, cols: usize, l: Layout) -> Result<MatRef<'_, T>, KernelError> {
+    match l {
+        Layout::RowMajor => MatRef::row_major(d, rows, cols),
+        Layout::ColMajor => MatRef::col_major(d, rows, cols),
+    }
+}
+
+/// Converts each tensor to elements, freeing its bytes as it goes (one tensor's bytes extra
+/// at a time, not a second copy of the job).
+fn take_all<T, const N: usize>(job: &mut Job, f: impl Fn([u8; N]) -> T + Copy) -> Vec<Vec<T>> {
+    job.tensors.iter_mut().map(|b| decode(&core::mem::take(b), f)).collect()
+}
+
 /// Runs a job that passed `Job::validate` (whose result is `shape`); returns the output as f32.
-pub fn execute(job: &Job, shape: &JobShape) -> Result<Vec<f32>, ComputeError> {
+/// The job's tensor bytes are consumed (left empty).
+pub fn execute(job: &mut Job, shape: &JobShape) -> Result<Vec<f32>, ComputeError> {
     match job.dtype {
         DType::F32 => {
-            let t: Vec<Vec<f32>> = job.tensors.iter().map(|b| decode(b, f32::from_le_bytes)).collect();
+            let t = take_all(job, f32::from_le_bytes);
             run(job, shape, &t)
         }
         DType::F16 => {
-            let t: Vec<Vec<f16>> = job.tensors.iter().map(|b| decode(b, |x| f16::from_bits(u16::from_le_bytes(x)))).collect();
+            let t = take_all(job, |x| f16::from_bits(u16::from_le_bytes(x)));
             run(job, shape, &t)
         }
         DType::Bf16 => {
-            let t: Vec<Vec<bf16>> = job.tensors.iter().map(|b| decode(b, |x| bf16::from_bits(u16::from_le_bytes(x)))).collect();
+            let t = take_all(job, |x| bf16::from_bits(u16::from_le_bytes(x)));
             run(job, shape, &t)
         }
     }

@@ -28,12 +28,14 @@
 //! jobs; memory per connection is bounded by one frame (64 MiB for jobs), so the platform
 //! must cap the number of connections to fit its RAM.
 
+mod billing;
 mod compute;
 mod dev;
 mod replay;
 mod session;
 mod worker;
 
+pub use billing::{price, Billing, Charge, VoucherError};
 pub use compute::{execute, ComputeError};
 pub use dev::DevTee;
 pub use replay::ReplaySet;

@@ -111,7 +111,7 @@ impl Session {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     self.compact_out();
-                    worker.handle_frame(&frame, &mut self.out);
+                    worker.handle_frame(frame, &mut self.out);
                 }
                 Ok(None) => break,
                 Err(e) => self.stream_error(&e),

@@ -6,7 +6,7 @@
 //! the encoded frame. Private keys never leave this struct.
 //!
 //! A sealed job goes: recipient check → replay check (its `enc`) → HPKE open → remember `enc`
-//! → `Job::validate` → kernels → seal the result to the job's reply key (fresh `ikmE`) →
+//! → `Job::validate` → voucher check (`billing`) → kernels → seal the result to the job's reply key (fresh `ikmE`) →
 //! advance that client's receipt ledger → sign the receipt. Each failure is a specific
 //! [`ErrorCode`] reply; the connection stays open.
 
@@ -18,10 +18,11 @@ use ed25519_dalek::SigningKey;
 use pupa_protocol::evidence::{report_data, Evidence};
 use pupa_protocol::frame::Frame;
 use pupa_protocol::job::JobResult;
-use pupa_protocol::msg::{ErrorCode, ErrorReply, Message, OpenError, SealedJob, SealedResult};
+use pupa_protocol::msg::{ErrorCode, ErrorReply, Message, OpenError, ReceiptReply, SealedJob, SealedResult};
 use pupa_protocol::receipt::{job_hash, Receipt};
 use pupa_protocol::seal::KeyPair;
 
+use super::billing::Billing;
 use super::compute::execute;
 use super::replay::ReplaySet;
 use super::{Clock, Entropy, EntropyFailure, Tee, TeeFailure};
@@ -38,6 +39,10 @@ pub struct Config {
     pub frame_timeout_ns: u64,
     /// A connection idle (no unfinished frame) for this long is closed.
     pub idle_timeout_ns: u64,
+    /// Price of work on TON vouchers, in nanotons per 10⁶ flops.
+    pub nanotons_per_mflop: u64,
+    /// Refuse jobs without a voucher.
+    pub require_voucher: bool,
 }
 
 impl Default for Config {
@@ -47,6 +52,8 @@ impl Default for Config {
             max_output_backlog: 1 << 20,
             frame_timeout_ns: 30_000_000_000,
             idle_timeout_ns: 300_000_000_000,
+            nanotons_per_mflop: 1,
+            require_voucher: false,
         }
     }
 }
@@ -83,6 +90,7 @@ pub struct Worker<T: Tee, E: Entropy, C: Clock> {
     boot_frame: Vec<u8>,
     replay: ReplaySet,
     ledgers: BTreeMap<[u8; 32], Ledger>,
+    billing: Billing,
     jobs_run: u64,
 }
 
@@ -109,6 +117,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             boot_frame,
             replay: ReplaySet::new(config.replay_capacity),
             ledgers: BTreeMap::new(),
+            billing: Billing::default(),
             jobs_run: 0,
         })
     }
@@ -148,8 +157,10 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
     }
 
     /// Appends the reply frames for one complete frame to `out`.
-    pub fn handle_frame(&mut self, frame: &Frame, out: &mut Vec<u8>) {
-        match Message::from_frame(frame) {
+    pub fn handle_frame(&mut self, frame: Frame, out: &mut Vec<u8>) {
+        let msg = Message::from_frame(&frame);
+        drop(frame); // a job's bytes now live in the decoded message only
+        match msg {
             Err(e) => push_error(out, ErrorCode::MalformedMessage, None, &format!("{e}")),
             Ok(Message::Hello(_)) => out.extend_from_slice(&self.boot_frame),
             Ok(Message::EvidenceRequest(r)) => match self.make_evidence(&r.nonce) {
@@ -159,16 +170,18 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
                 },
                 Err(e) => push_error(out, ErrorCode::Internal, None, &format!("{e}")),
             },
-            Ok(Message::SealedJob(sj)) => self.handle_job(&sj, out),
+            Ok(Message::SealedJob(sj)) => self.handle_job(sj, out),
             Ok(m) => push_error(out, ErrorCode::UnexpectedMessage, None, &format!("the guest does not accept {:?} frames", m.kind())),
         }
     }
 
-    fn handle_job(&mut self, sj: &SealedJob, out: &mut Vec<u8>) {
-        if self.replay.contains(&sj.enc) {
+    fn handle_job(&mut self, sj: SealedJob, out: &mut Vec<u8>) {
+        let enc = sj.enc;
+        if self.replay.contains(&enc) {
             return push_error(out, ErrorCode::Replay, None, "this sealed job was already received");
         }
-        let job = match sj.open(&self.hpke) {
+        let hash = job_hash(&enc, &sj.ciphertext);
+        let job = match sj.open_owned(&self.hpke) {
             Ok(j) => j,
             Err(OpenError::WrongRecipient) => {
                 return push_error(out, ErrorCode::WrongRecipient, None, "job is sealed to another guest key")
@@ -176,17 +189,23 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             Err(OpenError::Seal(e)) => return push_error(out, ErrorCode::OpenFailed, None, &format!("{e}")),
             Err(e) => {
                 // Authenticated but not a job: remember it all the same, it was opened.
-                self.replay.insert(sj.enc);
+                self.replay.insert(enc);
                 return push_error(out, ErrorCode::MalformedMessage, None, &format!("{e}"));
             }
         };
-        self.replay.insert(sj.enc);
+        self.replay.insert(enc);
         let id = Some(job.job_id);
         let shape = match job.validate() {
             Ok(s) => s,
             Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("{e}")),
         };
-        let values = match execute(&job, &shape) {
+        let (receipt_pk, cfg) = (self.receipt_public_key(), self.config);
+        let charge = match self.billing.check(&job.voucher, &receipt_pk, shape.flops, cfg.nanotons_per_mflop, cfg.require_voucher) {
+            Ok(c) => c,
+            Err(e) => return push_error(out, ErrorCode::VoucherRefused, id, &format!("{e}")),
+        };
+        let mut job = job;
+        let values = match execute(&mut job, &shape) {
             Ok(v) => v,
             Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("{e}")),
         };
@@ -205,7 +224,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         if let Err(e) = self.entropy.fill(&mut ikm) {
             return push_error(out, ErrorCode::Internal, id, &format!("{e}"));
         }
-        let sealed = match SealedResult::seal(&result, &self.hpke.pk, &job.reply_key, &sj.enc, job.reply_aead, &ikm) {
+        let sealed = match SealedResult::seal(&result, &self.hpke.pk, &job.reply_key, &enc, job.reply_aead, &ikm) {
             Ok(s) => s,
             Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("reply key: {e}")),
         };
@@ -213,20 +232,28 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             Ok(f) => f,
             Err(e) => return push_error(out, ErrorCode::Internal, id, &format!("result: {e}")),
         };
+        let ton = match &charge {
+            Some(c) => match self.billing.commit(c, &hash, &self.receipt_key) {
+                Ok(boc) => Some(serde_bytes::ByteBuf::from(boc)),
+                Err(e) => return push_error(out, ErrorCode::Internal, id, &format!("{e}")),
+            },
+            None => None,
+        };
+        let guest_key = self.receipt_public_key();
         let ledger = self.ledgers.entry(job.reply_key).or_default();
         ledger.seq = ledger.seq.saturating_add(1);
         ledger.total = ledger.total.saturating_add(shape.flops);
         let receipt = Receipt {
-            guest_key: self.receipt_public_key(),
+            guest_key,
             client_key: job.reply_key,
-            job_hash: job_hash(&sj.enc, &sj.ciphertext),
+            job_hash: hash,
             seq: ledger.seq,
             units: shape.flops,
             total_units: ledger.total,
         }
         .sign(&self.receipt_key);
         out.extend_from_slice(&result_frame);
-        match Message::Receipt(receipt).to_frame() {
+        match Message::Receipt(ReceiptReply { statement: receipt, ton }).to_frame() {
             Ok(f) => out.extend_from_slice(&f),
             Err(e) => push_error(out, ErrorCode::Internal, id, &format!("receipt: {e}")),
         }

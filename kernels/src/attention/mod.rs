@@ -40,24 +40,47 @@ pub struct AttnShape {
 
 impl AttnShape {
     /// Checks the shape and the lengths of the buffers (`lse_len` when an LSE output is given).
-    pub fn validate(&self, q_len: usize, k_len: usize, v_len: usize, out_len: usize, lse_len: Option<usize>) -> Result<(), KernelError> {
+    pub fn validate(
+        &self,
+        q_len: usize,
+        k_len: usize,
+        v_len: usize,
+        out_len: usize,
+        lse_len: Option<usize>,
+    ) -> Result<(), KernelError> {
         if self.heads == 0 || self.kv_heads == 0 || self.dim == 0 {
-            return Err(KernelError::BadAttentionShape("heads, kv_heads and dim must be non-zero"));
+            return Err(KernelError::BadAttentionShape(
+                "heads, kv_heads and dim must be non-zero",
+            ));
         }
         if self.heads % self.kv_heads != 0 {
-            return Err(KernelError::BadAttentionShape("heads must be a multiple of kv_heads"));
+            return Err(KernelError::BadAttentionShape(
+                "heads must be a multiple of kv_heads",
+            ));
         }
         let qn = mul3(self.seq_q, self.heads, self.dim)?;
         let kn = mul3(self.seq_k, self.kv_heads, self.dim)?;
-        let ln = self.seq_q.checked_mul(self.heads).ok_or(KernelError::BadAttentionShape("size overflows usize"))?;
-        for (what, needed, len) in [("q", qn, q_len), ("k", kn, k_len), ("v", kn, v_len), ("out", qn, out_len)] {
+        let ln = self
+            .seq_q
+            .checked_mul(self.heads)
+            .ok_or(KernelError::BadAttentionShape("size overflows usize"))?;
+        for (what, needed, len) in [
+            ("q", qn, q_len),
+            ("k", kn, k_len),
+            ("v", kn, v_len),
+            ("out", qn, out_len),
+        ] {
             if len < needed {
                 return Err(KernelError::BufferTooShort { what, needed, len });
             }
         }
         if let Some(len) = lse_len {
             if len < ln {
-                return Err(KernelError::BufferTooShort { what: "lse", needed: ln, len });
+                return Err(KernelError::BufferTooShort {
+                    what: "lse",
+                    needed: ln,
+                    len,
+                });
             }
         }
         Ok(())
@@ -77,7 +100,8 @@ impl AttnShape {
     /// FLOPs of the forward pass as conventionally counted (4·seq_q·seq_k·dim per head; half
     /// that when causal with seq_q = seq_k, approximately).
     pub fn flops(&self) -> f64 {
-        let full = 4.0 * self.seq_q as f64 * self.seq_k as f64 * self.dim as f64 * self.heads as f64;
+        let full =
+            4.0 * self.seq_q as f64 * self.seq_k as f64 * self.dim as f64 * self.heads as f64;
         if self.causal {
             full / 2.0
         } else {
@@ -87,7 +111,9 @@ impl AttnShape {
 }
 
 fn mul3(a: usize, b: usize, c: usize) -> Result<usize, KernelError> {
-    a.checked_mul(b).and_then(|x| x.checked_mul(c)).ok_or(KernelError::BadAttentionShape("size overflows usize"))
+    a.checked_mul(b)
+        .and_then(|x| x.checked_mul(c))
+        .ok_or(KernelError::BadAttentionShape("size overflows usize"))
 }
 
 /// An f32 kernel family plus its softmax strip.
@@ -96,25 +122,57 @@ pub(crate) trait AttnKernel: Kernel<P = f32> {
     ///
     /// # Safety
     /// As `softmax::strip_portable`, plus the CPU supports the family's ISA.
-    unsafe fn strip(s: *mut f32, rows: usize, stride: usize, m: *mut f32, l: *mut f32, alpha: *mut f32, c: f32);
+    unsafe fn strip(
+        s: *mut f32,
+        rows: usize,
+        stride: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+        c: f32,
+    );
 }
 
 impl AttnKernel for PortableF32 {
-    unsafe fn strip(s: *mut f32, rows: usize, stride: usize, m: *mut f32, l: *mut f32, alpha: *mut f32, c: f32) {
+    unsafe fn strip(
+        s: *mut f32,
+        rows: usize,
+        stride: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+        c: f32,
+    ) {
         // SAFETY: forwarded.
         unsafe { softmax::strip_portable(s, rows, stride, m, l, alpha, c) }
     }
 }
 #[cfg(target_arch = "x86_64")]
 impl AttnKernel for crate::gemm::Avx2F32 {
-    unsafe fn strip(s: *mut f32, rows: usize, stride: usize, m: *mut f32, l: *mut f32, alpha: *mut f32, c: f32) {
+    unsafe fn strip(
+        s: *mut f32,
+        rows: usize,
+        stride: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+        c: f32,
+    ) {
         // SAFETY: forwarded.
         unsafe { softmax::strip_portable(s, rows, stride, m, l, alpha, c) }
     }
 }
 #[cfg(target_arch = "x86_64")]
 impl AttnKernel for crate::gemm::Avx512F32 {
-    unsafe fn strip(s: *mut f32, rows: usize, stride: usize, m: *mut f32, l: *mut f32, alpha: *mut f32, c: f32) {
+    unsafe fn strip(
+        s: *mut f32,
+        rows: usize,
+        stride: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+        c: f32,
+    ) {
         // SAFETY: forwarded; selected only when AVX-512F is present.
         unsafe { softmax::strip_avx512(s, rows, stride, m, l, alpha, c) }
     }
@@ -183,7 +241,16 @@ pub(crate) fn q_blocks<K: Kernel>(seq_q: usize) -> usize {
 /// Inputs validated by [`AttnShape::validate`]; `o.out` valid for the whole output, `o.lse`
 /// null or valid for the whole LSE; no other thread writes this tile's elements; the CPU
 /// supports `K`'s ISA.
-pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], sh: &AttnShape, head: usize, qb: usize, o: OutPtr, ws: &mut TileScratch) {
+pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    sh: &AttnShape,
+    head: usize,
+    qb: usize,
+    o: OutPtr,
+    ws: &mut TileScratch,
+) {
     let (h, g, d) = (sh.heads, sh.kv_heads, sh.dim);
     let (mr, nr) = (K::MR, K::NR);
     let (brm, bcm) = (br::<K>(), bc::<K>());
@@ -195,7 +262,16 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], 
     let c = core::f32::consts::LOG2_E / libm::sqrtf(d as f32);
 
     let qt = ws.qt.view::<f32>(brp * d);
-    K::pack_b(&MatRef { data: &q[(q0 * h + head) * d..], rows: d, cols: br, rs: 1, cs: h * d }, qt);
+    K::pack_b(
+        &MatRef {
+            data: &q[(q0 * h + head) * d..],
+            rows: d,
+            cols: br,
+            rs: 1,
+            cs: h * d,
+        },
+        qt,
+    );
     let ot = ws.ot.view::<f32>(d * brp);
     ot.fill(0.0);
     let (m, l, alpha) = (&mut ws.m[..brp], &mut ws.l[..brp], &mut ws.alpha[..brp]);
@@ -209,7 +285,16 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], 
         let bc = bcm.min(kend - k0);
         let bcp = bc.div_ceil(mr) * mr;
         let kt = ws.kt.view::<f32>(bcp * d);
-        K::pack_a(&MatRef { data: &k[(k0 * g + kvh) * d..], rows: bc, cols: d, rs: g * d, cs: 1 }, kt);
+        K::pack_a(
+            &MatRef {
+                data: &k[(k0 * g + kvh) * d..],
+                rows: bc,
+                cols: d,
+                rs: g * d,
+                cs: 1,
+            },
+            kt,
+        );
         let s = ws.s.view::<f32>(bcp * brp);
         // Sᵀ = K·Qᵀ, written straight into NR-column panels (the packed-B layout of Pᵀ).
         for kp in 0..bcp / mr {
@@ -217,7 +302,16 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], 
                 // SAFETY: kt holds bcp/MR panels of d steps, qt holds qpanels panels of d
                 // steps; the destination MR×NR tile lies inside s (bcp·brp floats).
                 unsafe {
-                    K::run(d, kt[kp * mr * d..].as_ptr(), qt[qp * nr * d..].as_ptr(), s[qp * bcp * nr + kp * mr * nr..].as_mut_ptr(), nr, mr, nr, false);
+                    K::run(
+                        d,
+                        kt[kp * mr * d..].as_ptr(),
+                        qt[qp * nr * d..].as_ptr(),
+                        s[qp * bcp * nr + kp * mr * nr..].as_mut_ptr(),
+                        nr,
+                        mr,
+                        nr,
+                        false,
+                    );
                 }
             }
         }
@@ -241,7 +335,15 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], 
                 // SAFETY: the strip is bcp rows × 16 columns inside panel qp; m/l/alpha have
                 // brp ≥ j + 16 entries.
                 unsafe {
-                    K::strip(s[qp * bcp * nr + st * 16..].as_mut_ptr(), bcp, nr, m[j..].as_mut_ptr(), l[j..].as_mut_ptr(), alpha[j..].as_mut_ptr(), c);
+                    K::strip(
+                        s[qp * bcp * nr + st * 16..].as_mut_ptr(),
+                        bcp,
+                        nr,
+                        m[j..].as_mut_ptr(),
+                        l[j..].as_mut_ptr(),
+                        alpha[j..].as_mut_ptr(),
+                        c,
+                    );
                 }
             }
         }
@@ -253,14 +355,32 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], 
         // Oᵀ += Vᵀ·Pᵀ.
         let dpanels = d.div_ceil(mr);
         let vt = ws.vt.view::<f32>(dpanels * mr * bc);
-        K::pack_a(&MatRef { data: &v[(k0 * g + kvh) * d..], rows: d, cols: bc, rs: 1, cs: g * d }, vt);
+        K::pack_a(
+            &MatRef {
+                data: &v[(k0 * g + kvh) * d..],
+                rows: d,
+                cols: bc,
+                rs: 1,
+                cs: g * d,
+            },
+            vt,
+        );
         for dp in 0..dpanels {
             let rows = mr.min(d - dp * mr);
             for qp in 0..qpanels {
                 // SAFETY: vt panel dp has bc steps of MR; the Pᵀ panel qp has ≥ bc rows of
                 // NR; the Oᵀ tile (rows × NR at row dp·MR, column qp·NR, stride brp) is inside ot.
                 unsafe {
-                    K::run(bc, vt[dp * mr * bc..].as_ptr(), s[qp * bcp * nr..].as_ptr(), ot[dp * mr * brp + qp * nr..].as_mut_ptr(), brp, rows, nr, true);
+                    K::run(
+                        bc,
+                        vt[dp * mr * bc..].as_ptr(),
+                        s[qp * bcp * nr..].as_ptr(),
+                        ot[dp * mr * brp + qp * nr..].as_mut_ptr(),
+                        brp,
+                        rows,
+                        nr,
+                        true,
+                    );
                 }
             }
         }
@@ -276,7 +396,11 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(q: &[T], k: &[T], v: &[T], 
             *x = ot[dd * brp + j] * inv;
         }
         if !o.lse.is_null() {
-            let val = if l[j] > 0.0 { core::f32::consts::LN_2 * (m[j] + libm::log2f(l[j])) } else { f32::NEG_INFINITY };
+            let val = if l[j] > 0.0 {
+                core::f32::consts::LN_2 * (m[j] + libm::log2f(l[j]))
+            } else {
+                f32::NEG_INFINITY
+            };
             // SAFETY: element (head, qi) is inside lse and written only by this tile.
             unsafe { *o.lse.add(head * sh.seq_q + qi) = val };
         }
@@ -307,15 +431,39 @@ pub(crate) fn with_attn_kernel<R>(isa: Isa, f: impl AttnFn<R>) -> R {
 
 /// Attention forward on the best ISA of this CPU (see the module docs for layouts).
 /// Every element of `out` (and of `lse`, when given) is written.
-pub fn attention<T: Element>(q: &[T], k: &[T], v: &[T], out: &mut [f32], shape: AttnShape, lse: Option<&mut [f32]>) -> Result<(), KernelError> {
+pub fn attention<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    shape: AttnShape,
+    lse: Option<&mut [f32]>,
+) -> Result<(), KernelError> {
     attention_with(crate::detect(), q, k, v, out, shape, lse)
 }
 
 /// [`attention`] with an explicit [`Isa`] (checked against the CPU).
-pub fn attention_with<T: Element>(isa: Isa, q: &[T], k: &[T], v: &[T], out: &mut [f32], shape: AttnShape, lse: Option<&mut [f32]>) -> Result<(), KernelError> {
+pub fn attention_with<T: Element>(
+    isa: Isa,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    shape: AttnShape,
+    lse: Option<&mut [f32]>,
+) -> Result<(), KernelError> {
     crate::isa::check(isa)?;
-    shape.validate(q.len(), k.len(), v.len(), out.len(), lse.as_ref().map(|l| l.len()))?;
-    let o = OutPtr { out: out.as_mut_ptr(), lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()) };
+    shape.validate(
+        q.len(),
+        k.len(),
+        v.len(),
+        out.len(),
+        lse.as_ref().map(|l| l.len()),
+    )?;
+    let o = OutPtr {
+        out: out.as_mut_ptr(),
+        lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()),
+    };
     struct Run<'x, T> {
         q: &'x [T],
         k: &'x [T],
@@ -329,11 +477,22 @@ pub fn attention_with<T: Element>(isa: Isa, q: &[T], k: &[T], v: &[T], out: &mut
             for head in 0..self.sh.heads {
                 for qb in 0..q_blocks::<K>(self.sh.seq_q) {
                     // SAFETY: validated above; serial, so tiles cannot race; ISA checked.
-                    unsafe { tile::<K, T>(self.q, self.k, self.v, &self.sh, head, qb, self.o, &mut ws) };
+                    unsafe {
+                        tile::<K, T>(self.q, self.k, self.v, &self.sh, head, qb, self.o, &mut ws)
+                    };
                 }
             }
         }
     }
-    with_attn_kernel(isa, Run { q, k, v, sh: shape, o });
+    with_attn_kernel(
+        isa,
+        Run {
+            q,
+            k,
+            v,
+            sh: shape,
+            o,
+        },
+    );
     Ok(())
 }

@@ -31,7 +31,16 @@ pub(crate) fn exp2_scalar(x: f32) -> f32 {
 }
 
 /// `(ln 2)^k / k!` for k = 0..=7.
-const C: [f32; 8] = [1.0, 0.693_147_2, 0.240_226_5, 0.055_504_11, 0.009_618_129, 0.001_333_356, 0.000_154_035_3, 0.000_015_252_73];
+const C: [f32; 8] = [
+    1.0,
+    0.693_147_2,
+    0.240_226_5,
+    0.055_504_11,
+    0.009_618_129,
+    0.001_333_356,
+    0.000_154_035_3,
+    0.000_015_252_73,
+];
 
 #[inline(always)]
 fn poly(f: f32) -> f32 {
@@ -46,9 +55,23 @@ fn poly(f: f32) -> f32 {
 ///
 /// # Safety
 /// `s` holds `rows` rows of stride `stride` with 16 valid columns; `m`, `l`, `alpha` hold 16.
-pub(crate) unsafe fn strip_portable(s: *mut f32, rows: usize, stride: usize, m: *mut f32, l: *mut f32, alpha: *mut f32, c: f32) {
+pub(crate) unsafe fn strip_portable(
+    s: *mut f32,
+    rows: usize,
+    stride: usize,
+    m: *mut f32,
+    l: *mut f32,
+    alpha: *mut f32,
+    c: f32,
+) {
     // SAFETY: caller contract.
-    let (m, l, alpha) = unsafe { (&mut *m.cast::<[f32; 16]>(), &mut *l.cast::<[f32; 16]>(), &mut *alpha.cast::<[f32; 16]>()) };
+    let (m, l, alpha) = unsafe {
+        (
+            &mut *m.cast::<[f32; 16]>(),
+            &mut *l.cast::<[f32; 16]>(),
+            &mut *alpha.cast::<[f32; 16]>(),
+        )
+    };
     let mut mx = [f32::NEG_INFINITY; 16];
     for r in 0..rows {
         // SAFETY: row r < rows.
@@ -105,7 +128,15 @@ mod x86 {
     /// # Safety
     /// CPU has AVX-512F/FMA; pointers as for [`super::strip_portable`].
     #[target_feature(enable = "avx512f,fma")]
-    pub(crate) unsafe fn strip_avx512(s: *mut f32, rows: usize, stride: usize, m: *mut f32, l: *mut f32, alpha: *mut f32, c: f32) {
+    pub(crate) unsafe fn strip_avx512(
+        s: *mut f32,
+        rows: usize,
+        stride: usize,
+        m: *mut f32,
+        l: *mut f32,
+        alpha: *mut f32,
+        c: f32,
+    ) {
         // SAFETY (whole body): every pointer offset stays within the caller's rows × 16 strip
         // and the 16-element m, l, alpha arrays.
         unsafe {
@@ -155,7 +186,7 @@ mod x86 {
         }
     }
 }
-#[cfg(target_arch = "x86_64")]
-pub(crate) use x86::strip_avx512;
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use x86::exp2_avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::strip_avx512;

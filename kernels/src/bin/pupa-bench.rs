@@ -24,13 +24,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pupa_kernels::{attention_parallel, detect, matmul_parallel, AttnShape, Element, Isa, MatRef};
 use serde::Serialize;
 
-#[path = "pupa_bench/peak.rs"]
-mod peak;
 #[path = "pupa_bench/naive.rs"]
 mod naive;
+#[path = "pupa_bench/peak.rs"]
+mod peak;
 
 #[derive(Parser)]
-#[command(name = "pupa-bench", about = "Benchmark pupa's kernels against references")]
+#[command(
+    name = "pupa-bench",
+    about = "Benchmark pupa's kernels against references"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -129,6 +132,36 @@ struct Common {
     /// one JSON object per line and implementation instead of the table
     #[arg(long)]
     json: bool,
+    /// wall: elapsed time; thread-cpu: CPU time of the timing thread (with --threads 1 only;
+    /// excludes time descheduled by other processes on a shared machine)
+    #[arg(long, value_enum, default_value = "wall")]
+    clock: Clock,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Clock {
+    Wall,
+    ThreadCpu,
+}
+
+/// Seconds on `clock` (thread-cpu: `CLOCK_THREAD_CPUTIME_ID`, POSIX clock_gettime).
+fn now(clock: Clock) -> f64 {
+    match clock {
+        Clock::Wall => {
+            static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+            START.get_or_init(Instant::now).elapsed().as_secs_f64()
+        }
+        Clock::ThreadCpu => {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes one timespec through a valid pointer.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+        }
+    }
 }
 
 /// One measured implementation in one configuration (a `--json` line).
@@ -172,6 +205,9 @@ fn run(cli: Cli) -> Result<(), String> {
     if common.repeats == 0 || common.rounds == 0 {
         return Err("--repeats and --rounds must be at least 1".into());
     }
+    if common.clock == Clock::ThreadCpu && common.threads.iter().any(|&t| t != 1) {
+        return Err("--clock thread-cpu measures one thread: use it with --threads 1".into());
+    }
     if common.threads.contains(&0) {
         return Err("--threads must be at least 1".into());
     }
@@ -180,10 +216,16 @@ fn run(cli: Cli) -> Result<(), String> {
         Some(name) => [Isa::Portable, Isa::Avx2Fma, Isa::Avx512, Isa::Avx512Bf16]
             .into_iter()
             .find(|i| i.name() == name)
-            .ok_or_else(|| format!("unknown --isa {name:?} (portable, avx2, avx512, avx512bf16)"))?,
+            .ok_or_else(|| {
+                format!("unknown --isa {name:?} (portable, avx2, avx512, avx512bf16)")
+            })?,
     };
     if isa > detect() {
-        return Err(format!("--isa {} is not supported by this CPU (best: {})", isa.name(), detect().name()));
+        return Err(format!(
+            "--isa {} is not supported by this CPU (best: {})",
+            isa.name(),
+            detect().name()
+        ));
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/ref_numpy.py");
     let configs: Vec<(String, Vec<usize>)> = match &cli.cmd {
@@ -198,28 +240,83 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             v
         }
-        Cmd::Attention { seq, heads, kv_heads, dim, causal, .. } => {
-            seq.iter().map(|&s| (format!("seq{s} h{heads} kv{} d{dim}{}", kv_heads.unwrap_or(*heads), if *causal { " causal" } else { "" }), vec![s])).collect()
-        }
+        Cmd::Attention {
+            seq,
+            heads,
+            kv_heads,
+            dim,
+            causal,
+            ..
+        } => seq
+            .iter()
+            .map(|&s| {
+                (
+                    format!(
+                        "seq{s} h{heads} kv{} d{dim}{}",
+                        kv_heads.unwrap_or(*heads),
+                        if *causal { " causal" } else { "" }
+                    ),
+                    vec![s],
+                )
+            })
+            .collect(),
     };
     let total = (configs.len() * common.threads.len()) as u64;
-    let bar = if total > 1 && !common.json { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").map_err(|e| e.to_string())?);
+    let bar = if total > 1 && !common.json {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
     let mut peaks = std::collections::HashMap::new();
     for (label, dims) in &configs {
         for &threads in &common.threads {
             bar.set_message(format!("{label} t{threads}"));
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| e.to_string())?;
             let bf16_peak = common.dtype == Dt::Bf16 && isa == Isa::Avx512Bf16;
             let (peak, peak_source) = match common.peak {
                 Some(p) => (p, "given"),
-                None => (*peaks.entry((threads, bf16_peak)).or_insert_with(|| peak::measure(isa, bf16_peak, threads)), "measured"),
+                None => (
+                    *peaks
+                        .entry((threads, bf16_peak))
+                        .or_insert_with(|| peak::measure(isa, bf16_peak, threads)),
+                    "measured",
+                ),
             };
             let runs = match &cli.cmd {
-                Cmd::Matmul { .. } => bench_matmul(common, isa, &pool, threads, dims[0], dims[1], dims[2], &script)?,
-                Cmd::Attention { heads, kv_heads, dim, causal, .. } => {
-                    let sh = AttnShape { seq_q: dims[0], seq_k: dims[0], heads: *heads, kv_heads: kv_heads.unwrap_or(*heads), dim: *dim, causal: *causal };
-                    sh.validate(0, 0, 0, 0, None).or_else(|e| if matches!(e, pupa_kernels::KernelError::BufferTooShort { .. }) { Ok(()) } else { Err(e) }).map_err(|e| e.to_string())?;
+                Cmd::Matmul { .. } => bench_matmul(
+                    common, isa, &pool, threads, dims[0], dims[1], dims[2], &script,
+                )?,
+                Cmd::Attention {
+                    heads,
+                    kv_heads,
+                    dim,
+                    causal,
+                    ..
+                } => {
+                    let sh = AttnShape {
+                        seq_q: dims[0],
+                        seq_k: dims[0],
+                        heads: *heads,
+                        kv_heads: kv_heads.unwrap_or(*heads),
+                        dim: *dim,
+                        causal: *causal,
+                    };
+                    sh.validate(0, 0, 0, 0, None)
+                        .or_else(|e| {
+                            if matches!(e, pupa_kernels::KernelError::BufferTooShort { .. }) {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        })
+                        .map_err(|e| e.to_string())?;
                     bench_attention(common, isa, &pool, threads, sh, &script)?
                 }
             };
@@ -229,7 +326,11 @@ fn run(cli: Cli) -> Result<(), String> {
             for (name, gf, note, flops_note) in runs {
                 let med = median(&gf);
                 out.push(Run {
-                    bench: if matches!(cli.cmd, Cmd::Matmul { .. }) { "matmul" } else { "attention" },
+                    bench: if matches!(cli.cmd, Cmd::Matmul { .. }) {
+                        "matmul"
+                    } else {
+                        "attention"
+                    },
                     implementation: name,
                     backend: "cpu",
                     dtype: common.dtype,
@@ -267,17 +368,28 @@ fn print_runs(runs: &[Run], json: bool, isa: Isa) {
         "\n{} {} {} threads={} isa={} peak={:.1} GFLOP/s ({})",
         r0.bench,
         r0.shape,
-        serde_json::to_string(&r0.dtype).unwrap_or_default().trim_matches('"'),
+        serde_json::to_string(&r0.dtype)
+            .unwrap_or_default()
+            .trim_matches('"'),
         r0.threads,
         isa.name(),
         r0.peak_gflops,
         r0.peak_source
     );
-    println!("{:<16} {:>10} {:>10} {:>10} {:>7} {:>9}  note", "impl", "GFLOP/s", "min", "max", "%peak", "vs pupa");
+    println!(
+        "{:<16} {:>10} {:>10} {:>10} {:>7} {:>9}  note",
+        "impl", "GFLOP/s", "min", "max", "%peak", "vs pupa"
+    );
     for r in runs {
         println!(
             "{:<16} {:>10.1} {:>10.1} {:>10.1} {:>6.1}% {:>8.3}x  {}",
-            r.implementation, r.gflops, r.gflops_min, r.gflops_max, r.pct_of_peak, r.ratio_to_pupa, r.note
+            r.implementation,
+            r.gflops,
+            r.gflops_min,
+            r.gflops_max,
+            r.pct_of_peak,
+            r.ratio_to_pupa,
+            r.note
         );
     }
 }
@@ -297,15 +409,20 @@ fn median(x: &[f64]) -> f64 {
 }
 
 /// Times `f` `warmup + repeats` times and returns the timed seconds.
-fn time_it(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Vec<f64>, String> {
+fn time_it(
+    clock: Clock,
+    warmup: usize,
+    repeats: usize,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<Vec<f64>, String> {
     for _ in 0..warmup {
         f()?;
     }
     let mut secs = Vec::with_capacity(repeats);
     for _ in 0..repeats {
-        let t = Instant::now();
+        let t = now(clock);
         f()?;
-        secs.push(t.elapsed().as_secs_f64());
+        secs.push(now(clock) - t);
     }
     Ok(secs)
 }
@@ -322,7 +439,12 @@ fn random<T: Element>(n: usize, seed: u64) -> Vec<T> {
         .collect()
 }
 
-fn numpy(common: &Common, threads: usize, script: &PathBuf, args: &[String]) -> Result<Vec<f64>, String> {
+fn numpy(
+    common: &Common,
+    threads: usize,
+    script: &PathBuf,
+    args: &[String],
+) -> Result<Vec<f64>, String> {
     let out = Command::new(&common.python)
         .arg(script)
         .args(args)
@@ -332,30 +454,75 @@ fn numpy(common: &Common, threads: usize, script: &PathBuf, args: &[String]) -> 
         .env_remove("OPENBLAS_L2_SIZE")
         .env("OPENBLAS_NUM_THREADS", threads.to_string())
         .env("OMP_NUM_THREADS", threads.to_string())
+        .env(
+            "PUPA_BENCH_CLOCK",
+            if common.clock == Clock::ThreadCpu {
+                "thread-cpu"
+            } else {
+                "wall"
+            },
+        )
         .output()
-        .map_err(|e| format!("running {} {}: {e} (use --no-numpy to skip)", common.python, script.display()))?;
+        .map_err(|e| {
+            format!(
+                "running {} {}: {e} (use --no-numpy to skip)",
+                common.python,
+                script.display()
+            )
+        })?;
     if !out.status.success() {
-        return Err(format!("numpy reference failed (use --no-numpy to skip): {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "numpy reference failed (use --no-numpy to skip): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("numpy reference printed bad JSON: {e}"))?;
-    v["seconds"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).ok_or_else(|| "numpy reference: no seconds".into())
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("numpy reference printed bad JSON: {e}"))?;
+    v["seconds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .ok_or_else(|| "numpy reference: no seconds".into())
 }
 
 type Measured = Vec<(String, Vec<f64>, String, f64)>;
 
 /// Runs the timers interleaved for `rounds` rounds and converts seconds to GFLOP/s.
-fn interleave(common: &Common, flops: f64, mut timers: Vec<(String, String, Timer<'_>)>) -> Result<Measured, String> {
+fn interleave(
+    common: &Common,
+    flops: f64,
+    mut timers: Vec<(String, String, Timer<'_>)>,
+) -> Result<Measured, String> {
     let mut secs: Vec<Vec<f64>> = vec![vec![]; timers.len()];
     for _ in 0..common.rounds {
         for (i, (_, _, t)) in timers.iter_mut().enumerate() {
             secs[i].extend(t()?);
         }
     }
-    Ok(timers.into_iter().zip(secs).map(|((name, note, _), s)| (name, s.iter().map(|t| flops / t / 1e9).collect(), note, flops)).collect())
+    Ok(timers
+        .into_iter()
+        .zip(secs)
+        .map(|((name, note, _), s)| {
+            (
+                name,
+                s.iter().map(|t| flops / t / 1e9).collect(),
+                note,
+                flops,
+            )
+        })
+        .collect())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench_matmul(common: &Common, isa: Isa, pool: &rayon::ThreadPool, threads: usize, m: usize, n: usize, k: usize, script: &PathBuf) -> Result<Measured, String> {
+fn bench_matmul(
+    common: &Common,
+    isa: Isa,
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    script: &PathBuf,
+) -> Result<Measured, String> {
     match common.dtype {
         Dt::F32 => bench_matmul_t::<f32>(common, isa, pool, threads, m, n, k, script),
         Dt::F16 => bench_matmul_t::<f16>(common, isa, pool, threads, m, n, k, script),
@@ -364,7 +531,16 @@ fn bench_matmul(common: &Common, isa: Isa, pool: &rayon::ThreadPool, threads: us
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench_matmul_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::ThreadPool, threads: usize, m: usize, n: usize, k: usize, script: &PathBuf) -> Result<Measured, String> {
+fn bench_matmul_t<T: Element>(
+    common: &Common,
+    isa: Isa,
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    script: &PathBuf,
+) -> Result<Measured, String> {
     if m == 0 || n == 0 || k == 0 {
         return Err("--m, --n and --k must be at least 1".into());
     }
@@ -372,7 +548,7 @@ fn bench_matmul_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::ThreadPoo
     let a: Vec<T> = random(m * k, 1);
     let b: Vec<T> = random(k * n, 2);
     let mut c = vec![0f32; m * n];
-    let (w, r) = (common.warmup, common.repeats);
+    let (w, r, ck) = (common.warmup, common.repeats, common.clock);
     let mut timers: Vec<(String, String, Timer<'_>)> = vec![];
     let cref = &mut c;
     let (ar, br) = (&a, &b);
@@ -382,30 +558,65 @@ fn bench_matmul_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::ThreadPoo
         Box::new(move || {
             let av = MatRef::row_major(ar, m, k).map_err(|e| e.to_string())?;
             let bv = MatRef::row_major(br, k, n).map_err(|e| e.to_string())?;
-            time_it(w, r, || pool.install(|| matmul_parallel(isa, av, bv, cref, n)).map_err(|e| e.to_string()))
+            pool.install(|| {
+                time_it(ck, w, r, || {
+                    matmul_parallel(isa, av, bv, cref, n).map_err(|e| e.to_string())
+                })
+            })
         }),
     ));
     if !common.no_faer {
         let fa = faer::Mat::<f32>::from_fn(m, k, |i, j| a[i * k + j].to_f32());
         let fb = faer::Mat::<f32>::from_fn(k, n, |i, j| b[i * n + j].to_f32());
         let mut fc = faer::Mat::<f32>::zeros(m, n);
-        let par = if threads == 1 { faer::Par::Seq } else { faer::Par::rayon(threads) };
-        let note = if T::DTYPE == pupa_kernels::DType::F32 { String::from("faer 0.24") } else { String::from("faer 0.24, f32 on the same values") };
+        let par = if threads == 1 {
+            faer::Par::Seq
+        } else {
+            faer::Par::rayon(threads)
+        };
+        let note = if T::DTYPE == pupa_kernels::DType::F32 {
+            String::from("faer 0.24")
+        } else {
+            String::from("faer 0.24, f32 on the same values")
+        };
         timers.push((
             "faer".into(),
             note,
             Box::new(move || {
-                time_it(w, r, || {
-                    pool.install(|| faer::linalg::matmul::matmul(fc.as_mut(), faer::Accum::Replace, fa.as_ref(), fb.as_ref(), 1.0f32, par));
-                    Ok(())
+                pool.install(|| {
+                    time_it(ck, w, r, || {
+                        faer::linalg::matmul::matmul(
+                            fc.as_mut(),
+                            faer::Accum::Replace,
+                            fa.as_ref(),
+                            fb.as_ref(),
+                            1.0f32,
+                            par,
+                        );
+                        Ok(())
+                    })
                 })
             }),
         ));
     }
     if !common.no_numpy {
-        let args = vec!["matmul".into(), "f32".into(), m.to_string(), n.to_string(), k.to_string()];
-        let note = if T::DTYPE == pupa_kernels::DType::F32 { "numpy/OpenBLAS sgemm" } else { "numpy/OpenBLAS sgemm (no low-precision GEMM)" };
-        timers.push(("numpy-openblas".into(), note.into(), Box::new(move || numpy(common, threads, script, &args))));
+        let args = vec![
+            "matmul".into(),
+            "f32".into(),
+            m.to_string(),
+            n.to_string(),
+            k.to_string(),
+        ];
+        let note = if T::DTYPE == pupa_kernels::DType::F32 {
+            "numpy/OpenBLAS sgemm"
+        } else {
+            "numpy/OpenBLAS sgemm (no low-precision GEMM)"
+        };
+        timers.push((
+            "numpy-openblas".into(),
+            note.into(),
+            Box::new(move || numpy(common, threads, script, &args)),
+        ));
     }
     if common.naive || flops <= (1u64 << 31) as f64 {
         timers.push((
@@ -413,7 +624,7 @@ fn bench_matmul_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::ThreadPoo
             "triple loop, 1 run/round".into(),
             Box::new(move || {
                 let mut cn = vec![0f32; m * n];
-                time_it(0, 1, || {
+                time_it(ck, 0, 1, || {
                     naive::matmul(ar, br, &mut cn, m, n, k);
                     Ok(())
                 })
@@ -423,7 +634,14 @@ fn bench_matmul_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::ThreadPoo
     interleave(common, flops, timers)
 }
 
-fn bench_attention(common: &Common, isa: Isa, pool: &rayon::ThreadPool, threads: usize, sh: AttnShape, script: &PathBuf) -> Result<Measured, String> {
+fn bench_attention(
+    common: &Common,
+    isa: Isa,
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    sh: AttnShape,
+    script: &PathBuf,
+) -> Result<Measured, String> {
     match common.dtype {
         Dt::F32 => bench_attention_t::<f32>(common, isa, pool, threads, sh, script),
         Dt::F16 => bench_attention_t::<f16>(common, isa, pool, threads, sh, script),
@@ -431,7 +649,14 @@ fn bench_attention(common: &Common, isa: Isa, pool: &rayon::ThreadPool, threads:
     }
 }
 
-fn bench_attention_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::ThreadPool, threads: usize, sh: AttnShape, script: &PathBuf) -> Result<Measured, String> {
+fn bench_attention_t<T: Element>(
+    common: &Common,
+    isa: Isa,
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    sh: AttnShape,
+    script: &PathBuf,
+) -> Result<Measured, String> {
     if sh.seq_q == 0 {
         return Err("--seq must be at least 1".into());
     }
@@ -440,13 +665,19 @@ fn bench_attention_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::Thread
     let k: Vec<T> = random(sh.seq_k * sh.kv_heads * sh.dim, 4);
     let v: Vec<T> = random(sh.seq_k * sh.kv_heads * sh.dim, 5);
     let mut out = vec![0f32; sh.seq_q * sh.heads * sh.dim];
-    let (w, r) = (common.warmup, common.repeats);
+    let (w, r, ck) = (common.warmup, common.repeats, common.clock);
     let (qr, kr, vr) = (&q, &k, &v);
     let oref = &mut out;
     let mut timers: Vec<(String, String, Timer<'_>)> = vec![(
         "pupa".into(),
         format!("isa {}", isa.name()),
-        Box::new(move || time_it(w, r, || pool.install(|| attention_parallel(isa, qr, kr, vr, oref, sh, None)).map_err(|e| e.to_string()))),
+        Box::new(move || {
+            pool.install(|| {
+                time_it(ck, w, r, || {
+                    attention_parallel(isa, qr, kr, vr, oref, sh, None).map_err(|e| e.to_string())
+                })
+            })
+        }),
     )];
     if !common.no_numpy {
         let args = vec![
@@ -458,7 +689,11 @@ fn bench_attention_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::Thread
             sh.dim.to_string(),
             if sh.causal { "1".into() } else { "0".into() },
         ];
-        timers.push(("numpy-openblas".into(), "numpy: per head QKᵀ, softmax, PV in f32".into(), Box::new(move || numpy(common, threads, script, &args))));
+        timers.push((
+            "numpy-openblas".into(),
+            "numpy: per head QKᵀ, softmax, PV in f32".into(),
+            Box::new(move || numpy(common, threads, script, &args)),
+        ));
     }
     if common.naive || flops <= (1u64 << 31) as f64 {
         timers.push((
@@ -466,7 +701,7 @@ fn bench_attention_t<T: Element>(common: &Common, isa: Isa, pool: &rayon::Thread
             "scalar loops, 1 run/round".into(),
             Box::new(move || {
                 let mut on = vec![0f32; sh.seq_q * sh.heads * sh.dim];
-                time_it(0, 1, || {
+                time_it(ck, 0, 1, || {
                     naive::attention(qr, kr, vr, &mut on, &sh);
                     Ok(())
                 })

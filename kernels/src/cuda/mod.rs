@@ -18,4 +18,4 @@ pub mod model;
 pub mod source;
 
 pub use error::CudaError;
-pub use launch::{probe, CudaKernels};
+pub use launch::{compile_all_ptx, probe, CudaKernels};

@@ -21,7 +21,16 @@ fn lane_mask(valid: usize) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+unsafe fn block<const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
@@ -52,10 +61,18 @@ unsafe fn block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mu
                 unsafe {
                     let p = c.add(i * ldc + v * 8);
                     if v == NV - 1 && last < 8 {
-                        let y = if accumulate { _mm256_add_ps(*x, _mm256_maskload_ps(p, mask)) } else { *x };
+                        let y = if accumulate {
+                            _mm256_add_ps(*x, _mm256_maskload_ps(p, mask))
+                        } else {
+                            *x
+                        };
                         _mm256_maskstore_ps(p, mask, y);
                     } else {
-                        let y = if accumulate { _mm256_add_ps(*x, _mm256_loadu_ps(p)) } else { *x };
+                        let y = if accumulate {
+                            _mm256_add_ps(*x, _mm256_loadu_ps(p))
+                        } else {
+                            *x
+                        };
                         _mm256_storeu_ps(p, y);
                     }
                 }
@@ -69,7 +86,16 @@ unsafe fn block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mu
 /// # Safety
 /// CPU supports AVX2 and FMA; panels and `c` as for `avx512::kernel_f32`.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+pub(crate) unsafe fn kernel_f32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     // SAFETY: forwarded caller contract.
     unsafe {
         if cols <= 8 {

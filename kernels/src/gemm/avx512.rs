@@ -11,6 +11,21 @@ pub(crate) const MR: usize = 8;
 /// Columns of the register block (three 16-lane vectors).
 pub(crate) const NR: usize = 48;
 
+/// How many k steps ahead the B panel is prefetched (0: off).
+const PF_B: usize = 8;
+
+/// Brings the C tile towards L1 while the k loop runs (its rows are a page apart).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn prefetch_c<const NV: usize>(c: *mut f32, ldc: usize, rows: usize) {
+    for i in 0..rows {
+        for v in 0..NV {
+            // SAFETY: prefetch never faults.
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + v * 16).cast());
+        }
+    }
+}
+
 #[inline(always)]
 fn tail_mask(cols: usize, nv: usize) -> __mmask16 {
     let last = cols - (nv - 1) * 16;
@@ -24,7 +39,14 @@ fn tail_mask(cols: usize, nv: usize) -> __mmask16 {
 /// Writes (or adds) the accumulators to `c`, only rows `< rows` and columns `< cols`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store<const NV: usize>(acc: &[[__m512; NV]; MR], c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+unsafe fn store<const R: usize, const NV: usize>(
+    acc: &[[__m512; NV]; R],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     let mask = tail_mask(cols, NV);
     for (i, row) in acc.iter().enumerate() {
         if i < rows {
@@ -34,7 +56,11 @@ unsafe fn store<const NV: usize>(acc: &[[__m512; NV]; MR], c: *mut f32, ldc: usi
                 // mask excludes the rest.
                 unsafe {
                     let p = c.add(i * ldc + v * 16);
-                    let y = if accumulate { _mm512_add_ps(*x, _mm512_maskz_loadu_ps(m, p)) } else { *x };
+                    let y = if accumulate {
+                        _mm512_add_ps(*x, _mm512_maskz_loadu_ps(m, p))
+                    } else {
+                        *x
+                    };
                     _mm512_mask_storeu_ps(p, m, y);
                 }
             }
@@ -44,10 +70,26 @@ unsafe fn store<const NV: usize>(acc: &[[__m512; NV]; MR], c: *mut f32, ldc: usi
 
 #[inline]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn f32_block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+unsafe fn f32_block<const R: usize, const NRP: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    prefetch_c::<NV>(c, ldc, rows);
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
+        if PF_B > 0 {
+            for v in 0..NV {
+                // SAFETY: prefetch never faults; the address may lie past the panel.
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_B * NRP + v * 16).cast());
+            }
+        }
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             // SAFETY: the packed B panel holds NR floats per k step, 64-byte aligned.
@@ -62,12 +104,42 @@ unsafe fn f32_block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c:
         }
         // SAFETY: stays inside the panels (kc steps).
         unsafe {
-            ap = ap.add(MR);
-            bp = bp.add(NR);
+            ap = ap.add(R);
+            bp = bp.add(NRP);
         }
     }
     // SAFETY: forwarded caller contract.
-    unsafe { store::<NV>(&acc, c, ldc, rows, cols, accumulate) }
+    unsafe { store::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
+}
+
+/// Rows of the wide-K GEMM register block (12×32: 24 accumulators, 2 B vectors).
+pub(crate) const MR12: usize = 12;
+/// Columns of the 12-row block.
+pub(crate) const NR32: usize = 32;
+
+/// f32 micro-kernel with a 12×32 block (GEMM); contract as [`kernel_f32`] with MR12/NR32.
+///
+/// # Safety
+/// As [`kernel_f32`].
+#[target_feature(enable = "avx512f,fma")]
+pub(crate) unsafe fn kernel_f32_12x32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        if cols <= 16 {
+            f32_block::<MR12, NR32, 1>(kc, a, b, c, ldc, rows, cols, accumulate)
+        } else {
+            f32_block::<MR12, NR32, 2>(kc, a, b, c, ldc, rows, cols, accumulate)
+        }
+    }
 }
 
 /// f32 micro-kernel: `C[rows × cols] (+)= Apanel · Bpanel` over `kc` k steps.
@@ -76,20 +148,38 @@ unsafe fn f32_block<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c:
 /// CPU supports AVX-512F and FMA; `a`/`b` point at packed panels of `kc` steps (B 64-byte
 /// aligned); `c` is valid for `rows ≤ MR` rows of stride `ldc` and `cols ≤ NR` columns.
 #[target_feature(enable = "avx512f,fma")]
-pub(crate) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+pub(crate) unsafe fn kernel_f32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     // SAFETY: forwarded caller contract.
     unsafe {
         match cols.div_ceil(16) {
-            1 => f32_block::<1>(kc, a, b, c, ldc, rows, cols, accumulate),
-            2 => f32_block::<2>(kc, a, b, c, ldc, rows, cols, accumulate),
-            _ => f32_block::<3>(kc, a, b, c, ldc, rows, cols, accumulate),
+            1 => f32_block::<MR, NR, 1>(kc, a, b, c, ldc, rows, cols, accumulate),
+            2 => f32_block::<MR, NR, 2>(kc, a, b, c, ldc, rows, cols, accumulate),
+            _ => f32_block::<MR, NR, 3>(kc, a, b, c, ldc, rows, cols, accumulate),
         }
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn bf16_block<const NV: usize>(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+unsafe fn bf16_block<const NV: usize>(
+    kp: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kp {
@@ -100,7 +190,8 @@ unsafe fn bf16_block<const NV: usize>(kp: usize, a: *const u32, b: *const u32, c
         }
         for (i, row) in acc.iter_mut().enumerate() {
             // SAFETY: the packed A panel holds MR pairs per k-pair step.
-            let ai: __m512bh = unsafe { core::mem::transmute(_mm512_set1_epi32(*ap.add(i) as i32)) };
+            let ai: __m512bh =
+                unsafe { core::mem::transmute(_mm512_set1_epi32(*ap.add(i) as i32)) };
             for (x, bvv) in row.iter_mut().zip(bv.iter()) {
                 // SAFETY: __m512i and __m512bh are both 64-byte plain vectors.
                 let bb: __m512bh = unsafe { core::mem::transmute(*bvv) };
@@ -115,7 +206,7 @@ unsafe fn bf16_block<const NV: usize>(kp: usize, a: *const u32, b: *const u32, c
         }
     }
     // SAFETY: forwarded caller contract.
-    unsafe { store::<NV>(&acc, c, ldc, rows, cols, accumulate) }
+    unsafe { store::<MR, NV>(&acc, c, ldc, rows, cols, accumulate) }
 }
 
 /// bf16 micro-kernel over `kp` packed k-pairs (f32 accumulation).
@@ -123,7 +214,16 @@ unsafe fn bf16_block<const NV: usize>(kp: usize, a: *const u32, b: *const u32, c
 /// # Safety
 /// As [`kernel_f32`], plus the CPU supports AVX512_BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(crate) unsafe fn kernel_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+pub(crate) unsafe fn kernel_bf16(
+    kp: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     // SAFETY: forwarded caller contract.
     unsafe {
         match cols.div_ceil(16) {

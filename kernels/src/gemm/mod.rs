@@ -5,12 +5,12 @@
 //! first K block overwrites C, later ones add, so every element of C is written (no zeroing
 //! pass, poisoned outputs are overwritten).
 
-pub(crate) mod pack;
-pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+pub(crate) mod pack;
+pub(crate) mod portable;
 
 extern crate alloc;
 use alloc::vec::Vec;
@@ -19,15 +19,26 @@ use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
 
 /// K block size (even, so bf16 pairs never straddle blocks).
-const KC: usize = 256;
+const KC0: usize = 256;
 /// M block size (multiple of every MR).
-const MC: usize = 96;
+const MC0: usize = 96;
 /// N block size (multiple of every NR).
-const NC: usize = 1536;
+const NC0: usize = 1536;
+#[cfg(feature = "std")]
+fn tune(name: &str, d: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+#[cfg(not(feature = "std"))]
+fn tune(_: &str, d: usize) -> usize {
+    d
+}
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u32; 16]);
+pub(crate) struct Line([u32; 16]);
 
 /// Plain 4-byte element types that scratch buffers may be viewed as.
 pub(crate) trait Pod4: Copy + Default + 'static {}
@@ -35,20 +46,54 @@ impl Pod4 for f32 {}
 impl Pod4 for u32 {}
 
 /// A 64-byte aligned scratch buffer of 4-byte elements (a `Vec` of 64-byte lines), allocated
-/// once per call, outside the hot loops.
+/// once per call, outside the hot loops. With `std`, freed buffers are kept in a small
+/// per-thread pool, so repeated calls do not fault in fresh pages every time.
 pub(crate) struct AlignedBuf(Vec<Line>);
 
+#[cfg(feature = "std")]
+std::thread_local! {
+    static POOL: core::cell::RefCell<Vec<Vec<Line>>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
 impl AlignedBuf {
-    /// A zeroed buffer of at least `len` 4-byte elements.
+    /// A buffer of at least `len` 4-byte elements (zeroed when freshly allocated).
     pub(crate) fn new(len: usize) -> Self {
-        AlignedBuf(alloc::vec![Line([0; 16]); len.div_ceil(16).max(1)])
+        let lines = len.div_ceil(16).max(1);
+        #[cfg(feature = "std")]
+        {
+            let reused = POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                let i = p.iter().position(|v| v.len() >= lines)?;
+                Some(p.swap_remove(i))
+            });
+            if let Some(v) = reused {
+                return AlignedBuf(v);
+            }
+        }
+        AlignedBuf(alloc::vec![Line([0; 16]); lines])
     }
     /// The buffer as `len` elements of `P`.
     pub(crate) fn view<P: Pod4>(&mut self, len: usize) -> &mut [P] {
         assert!(len <= self.0.len() * 16, "scratch too small");
-        // SAFETY: Line is 64 bytes of u32, P is a 4-byte plain type (f32 or u32) for which
-        // every bit pattern is valid; the length is within the allocation.
+        // SAFETY: Line is 64 bytes of initialised u32, P is a 4-byte plain type (f32 or u32)
+        // for which every bit pattern is valid; the length is within the allocation.
         unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<P>(), len) }
+    }
+}
+
+#[cfg(feature = "std")]
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let v = core::mem::take(&mut self.0);
+        // Keep at most 8 buffers per thread; `try_with` because a thread-local may already be
+        // gone during thread exit.
+        let _ = POOL.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < 8 {
+                    p.push(v);
+                }
+            }
+        });
     }
 }
 
@@ -66,7 +111,16 @@ pub(crate) trait Kernel {
     ///
     /// # Safety
     /// See `avx512::kernel_f32`.
-    unsafe fn run(kp: usize, a: *const Self::P, b: *const Self::P, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool);
+    unsafe fn run(
+        kp: usize,
+        a: *const Self::P,
+        b: *const Self::P,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    );
     /// Packs A into MR-row panels.
     fn pack_a<T: Element>(a: &MatRef<'_, T>, dst: &mut [Self::P]);
     /// Packs B into NR-column panels.
@@ -102,6 +156,37 @@ f32_kernel!(PortableF32, portable,);
 f32_kernel!(Avx2F32, avx2, #[cfg(target_arch = "x86_64")]);
 f32_kernel!(Avx512F32, avx512, #[cfg(target_arch = "x86_64")]);
 
+/// AVX-512 f32 with the 12×32 block, for plain GEMM.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512F32Wide;
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Avx512F32Wide {
+    const MR: usize = avx512::MR12;
+    const NR: usize = avx512::NR32;
+    const KPACK: usize = 1;
+    type P = f32;
+    #[inline(always)]
+    unsafe fn run(
+        kp: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: forwarded; selected only after `isa::check` found AVX-512F.
+        unsafe { avx512::kernel_f32_12x32(kp, a, b, c, ldc, rows, cols, accumulate) }
+    }
+    fn pack_a<T: Element>(a: &MatRef<'_, T>, dst: &mut [f32]) {
+        pack::pack_a_f32(a, Self::MR, dst)
+    }
+    fn pack_b<T: Element>(b: &MatRef<'_, T>, dst: &mut [f32]) {
+        pack::pack_b_f32(b, Self::NR, dst)
+    }
+}
+
 /// AVX-512 bf16 kernel (`vdpbf16ps`).
 #[cfg(target_arch = "x86_64")]
 pub(crate) struct Avx512Bf16;
@@ -112,7 +197,16 @@ impl Kernel for Avx512Bf16 {
     const KPACK: usize = 2;
     type P = u32;
     #[inline(always)]
-    unsafe fn run(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    unsafe fn run(
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
         // SAFETY: forwarded; selected only after `isa::check` found AVX512_BF16.
         unsafe { avx512::kernel_bf16(kp, a, b, c, ldc, rows, cols, accumulate) }
     }
@@ -131,18 +225,40 @@ pub(crate) struct GemmScratch {
 }
 
 impl GemmScratch {
+    #[allow(non_snake_case)]
     pub(crate) fn new<K: Kernel>(m: usize, n: usize, k: usize) -> Self {
+        let (KC, MC, NC) = (
+            tune("PUPA_KC", KC0),
+            tune("PUPA_MC", MC0),
+            tune("PUPA_NC", NC0),
+        );
         let kc = KC.min(k).div_ceil(K::KPACK);
         let mc = MC.min(m).div_ceil(K::MR) * K::MR;
         let nc = NC.min(n).div_ceil(K::NR) * K::NR;
-        GemmScratch { a: AlignedBuf::new(mc * kc), b: AlignedBuf::new(nc * kc) }
+        GemmScratch {
+            a: AlignedBuf::new(mc * kc),
+            b: AlignedBuf::new(nc * kc),
+        }
     }
 }
 
 /// Serial blocked GEMM on already validated operands: `C[m×n] = A[m×k] · B[k×n]`, C row
 /// stride `ldc`. `c` must hold `(m-1)·ldc + n` elements; `k ≥ 1`.
-pub(crate) fn gemm_serial<K: Kernel, T: Element>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &mut [f32], ldc: usize, s: &mut GemmScratch) {
+#[allow(non_snake_case)]
+pub(crate) fn gemm_serial<K: Kernel, T: Element>(
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c: &mut [f32],
+    ldc: usize,
+    s: &mut GemmScratch,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (KC, MC, NC) = (
+        tune("PUPA_KC", KC0),
+        tune("PUPA_MC", MC0),
+        tune("PUPA_NC", NC0),
+    );
+    let ORDER = tune("PUPA_ORDER", 0);
     debug_assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n);
     let cptr = c.as_mut_ptr();
     for jc in (0..n).step_by(NC) {
@@ -158,18 +274,29 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(a: &MatRef<'_, T>, b: &MatRef<'
                 let mpan = mc.div_ceil(K::MR);
                 let apack = s.a.view::<K::P>(mpan * K::MR * kp);
                 K::pack_a(&a.sub(ic, pc, mc, kc), apack);
-                for ir in 0..mpan {
+                let tile = |ir: usize, jr: usize| {
                     let rows = K::MR.min(mc - ir * K::MR);
                     let ap = apack[ir * K::MR * kp..].as_ptr();
+                    let cols = K::NR.min(nc - jr * K::NR);
+                    let bp = bpack[jr * K::NR * kp..].as_ptr();
+                    // SAFETY: the panels hold kp steps; rows/cols of this tile lie inside
+                    // C because ic+ir·MR+rows ≤ m and jc+jr·NR+cols ≤ n, and the caller
+                    // checked c.len() ≥ (m-1)·ldc + n.
+                    unsafe {
+                        let cp = cptr.add((ic + ir * K::MR) * ldc + jc + jr * K::NR);
+                        K::run(kp, ap, bp, cp, ldc, rows, cols, pc > 0);
+                    }
+                };
+                if ORDER == 0 {
+                    for ir in 0..mpan {
+                        for jr in 0..npan {
+                            tile(ir, jr);
+                        }
+                    }
+                } else {
                     for jr in 0..npan {
-                        let cols = K::NR.min(nc - jr * K::NR);
-                        let bp = bpack[jr * K::NR * kp..].as_ptr();
-                        // SAFETY: the panels hold kp steps; rows/cols of this tile lie inside
-                        // C because ic+ir·MR+rows ≤ m and jc+jr·NR+cols ≤ n, and the caller
-                        // checked c.len() ≥ (m-1)·ldc + n.
-                        unsafe {
-                            let cp = cptr.add((ic + ir * K::MR) * ldc + jc + jr * K::NR);
-                            K::run(kp, ap, bp, cp, ldc, rows, cols, pc > 0);
+                        for ir in 0..mpan {
+                            tile(ir, jr);
                         }
                     }
                 }
@@ -184,6 +311,7 @@ pub(crate) fn with_kernel<T: Element, R>(isa: Isa, f: impl KernelFn<R>) -> R {
     {
         match isa {
             Isa::Avx512Bf16 if T::DTYPE == crate::DType::Bf16 => f.call::<Avx512Bf16>(),
+            Isa::Avx512Bf16 | Isa::Avx512 if tune("PUPA_WIDE", 0) == 1 => f.call::<Avx512F32Wide>(),
             Isa::Avx512Bf16 | Isa::Avx512 => f.call::<Avx512F32>(),
             Isa::Avx2Fma => f.call::<Avx2F32>(),
             Isa::Portable => f.call::<PortableF32>(),
@@ -202,25 +330,52 @@ pub(crate) trait KernelFn<R> {
 }
 
 /// Validates `a · b → c` and returns `(m, k, n)`.
-pub(crate) fn validate<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &[f32], ldc: usize) -> Result<(usize, usize, usize), KernelError> {
+pub(crate) fn validate<T>(
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c: &[f32],
+    ldc: usize,
+) -> Result<(usize, usize, usize), KernelError> {
     if a.cols != b.rows {
-        return Err(KernelError::ShapeMismatch { m: a.rows, ka: a.cols, kb: b.rows, n: b.cols });
+        return Err(KernelError::ShapeMismatch {
+            m: a.rows,
+            ka: a.cols,
+            kb: b.rows,
+            n: b.cols,
+        });
     }
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m > 0 && n > 0 {
         if ldc < n {
-            return Err(KernelError::BufferTooShort { what: "C row stride (ldc < n)", needed: n, len: ldc });
+            return Err(KernelError::BufferTooShort {
+                what: "C row stride (ldc < n)",
+                needed: n,
+                len: ldc,
+            });
         }
-        let needed = (m - 1).checked_mul(ldc).and_then(|x| x.checked_add(n)).unwrap_or(usize::MAX);
+        let needed = (m - 1)
+            .checked_mul(ldc)
+            .and_then(|x| x.checked_add(n))
+            .unwrap_or(usize::MAX);
         if c.len() < needed {
-            return Err(KernelError::BufferTooShort { what: "C", needed, len: c.len() });
+            return Err(KernelError::BufferTooShort {
+                what: "C",
+                needed,
+                len: c.len(),
+            });
         }
     }
     Ok((m, k, n))
 }
 
 /// Serial GEMM entry (validated); handles `k == 0` by writing zeros.
-pub(crate) fn gemm<T: Element>(isa: Isa, a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &mut [f32], ldc: usize) -> Result<(), KernelError> {
+pub(crate) fn gemm<T: Element>(
+    isa: Isa,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c: &mut [f32],
+    ldc: usize,
+) -> Result<(), KernelError> {
     crate::isa::check(isa)?;
     let (m, k, n) = validate(a, b, c, ldc)?;
     if m == 0 || n == 0 {

@@ -11,9 +11,23 @@ pub(crate) const NR: usize = 16;
 /// # Safety
 /// `a`/`b` point at packed panels of `kc` steps; `c` valid for `rows ≤ MR` rows of stride
 /// `ldc` and `cols ≤ NR` columns.
-pub(crate) unsafe fn kernel_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+pub(crate) unsafe fn kernel_f32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
     // SAFETY: caller contract: the panels hold kc·MR and kc·NR floats.
-    let (a, b) = unsafe { (core::slice::from_raw_parts(a, kc * MR), core::slice::from_raw_parts(b, kc * NR)) };
+    let (a, b) = unsafe {
+        (
+            core::slice::from_raw_parts(a, kc * MR),
+            core::slice::from_raw_parts(b, kc * NR),
+        )
+    };
     let mut acc = [[0f32; NR]; MR];
     for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for (row, &ai) in acc.iter_mut().zip(ak) {

@@ -68,7 +68,7 @@ impl LaunchDigest {
 
     /// Measures `data` (a page multiple) as NORMAL pages starting at `gpa`.
     pub fn normal_pages(&mut self, gpa: u64, data: &[u8]) {
-        debug_assert!(data.len() % 4096 == 0);
+        debug_assert!(data.len().is_multiple_of(4096));
         for (i, page) in data.chunks_exact(4096).enumerate() {
             let h: Digest384 = Sha384::digest(page).into();
             self.update(PageType::Normal, gpa + 4096 * i as u64, &h);

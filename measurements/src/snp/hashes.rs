@@ -11,10 +11,30 @@ use sha2::{Digest, Sha256};
 
 use crate::guid::Guid;
 
-const TABLE_HEADER: Guid = Guid::from_fields(0x9438d606, 0x4f22, 0x4cc9, [0xb4, 0x79, 0xa7, 0x93, 0xd4, 0x11, 0xfd, 0x21]);
-const KERNEL_ENTRY: Guid = Guid::from_fields(0x4de79437, 0xabd2, 0x427f, [0xb8, 0x35, 0xd5, 0xb1, 0x72, 0xd2, 0x04, 0x5b]);
-const INITRD_ENTRY: Guid = Guid::from_fields(0x44baf731, 0x3a2f, 0x4bd7, [0x9a, 0xf1, 0x41, 0xe2, 0x91, 0x69, 0x78, 0x1d]);
-const CMDLINE_ENTRY: Guid = Guid::from_fields(0x97d02dd8, 0xbd20, 0x4c94, [0xaa, 0x78, 0xe7, 0x71, 0x4d, 0x36, 0xab, 0x2a]);
+const TABLE_HEADER: Guid = Guid::from_fields(
+    0x9438d606,
+    0x4f22,
+    0x4cc9,
+    [0xb4, 0x79, 0xa7, 0x93, 0xd4, 0x11, 0xfd, 0x21],
+);
+const KERNEL_ENTRY: Guid = Guid::from_fields(
+    0x4de79437,
+    0xabd2,
+    0x427f,
+    [0xb8, 0x35, 0xd5, 0xb1, 0x72, 0xd2, 0x04, 0x5b],
+);
+const INITRD_ENTRY: Guid = Guid::from_fields(
+    0x44baf731,
+    0x3a2f,
+    0x4bd7,
+    [0x9a, 0xf1, 0x41, 0xe2, 0x91, 0x69, 0x78, 0x1d],
+);
+const CMDLINE_ENTRY: Guid = Guid::from_fields(
+    0x97d02dd8,
+    0xbd20,
+    0x4c94,
+    [0xaa, 0x78, 0xe7, 0x71, 0x4d, 0x36, 0xab, 0x2a],
+);
 
 const ENTRY_LEN: usize = 16 + 2 + 32;
 /// Unpadded table length.
@@ -50,9 +70,13 @@ impl KernelHashes {
         let mut t = [0u8; PADDED_LEN];
         t[..16].copy_from_slice(TABLE_HEADER.as_bytes());
         t[16..18].copy_from_slice(&(TABLE_LEN as u16).to_le_bytes());
-        for (i, (g, h)) in [(CMDLINE_ENTRY, &self.cmdline), (INITRD_ENTRY, &self.initrd), (KERNEL_ENTRY, &self.kernel)]
-            .into_iter()
-            .enumerate()
+        for (i, (g, h)) in [
+            (CMDLINE_ENTRY, &self.cmdline),
+            (INITRD_ENTRY, &self.initrd),
+            (KERNEL_ENTRY, &self.kernel),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let at = 18 + i * ENTRY_LEN;
             t[at..at + 16].copy_from_slice(g.as_bytes());

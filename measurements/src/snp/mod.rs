@@ -82,7 +82,13 @@ pub enum CpuType {
 
 impl CpuType {
     /// All types.
-    pub const ALL: [CpuType; 5] = [CpuType::Epyc, CpuType::Rome, CpuType::Milan, CpuType::Genoa, CpuType::Turin];
+    pub const ALL: [CpuType; 5] = [
+        CpuType::Epyc,
+        CpuType::Rome,
+        CpuType::Milan,
+        CpuType::Genoa,
+        CpuType::Turin,
+    ];
 
     /// The CPUID(1).EAX signature.
     pub fn sig(self) -> u32 {
@@ -115,9 +121,14 @@ impl FromStr for CpuType {
     fn from_str(s: &str) -> Result<Self, SnpError> {
         let l = s.to_ascii_lowercase();
         let t = match l.as_str() {
-            "epyc" | "epyc-v1" | "epyc-v2" | "epyc-v3" | "epyc-v4" | "epyc-ibpb" | "naples" => CpuType::Epyc,
-            "epyc-rome" | "epyc-rome-v1" | "epyc-rome-v2" | "epyc-rome-v3" | "epyc-rome-v4" | "rome" => CpuType::Rome,
-            "epyc-milan" | "epyc-milan-v1" | "epyc-milan-v2" | "epyc-milan-v3" | "milan" => CpuType::Milan,
+            "epyc" | "epyc-v1" | "epyc-v2" | "epyc-v3" | "epyc-v4" | "epyc-ibpb" | "naples" => {
+                CpuType::Epyc
+            }
+            "epyc-rome" | "epyc-rome-v1" | "epyc-rome-v2" | "epyc-rome-v3" | "epyc-rome-v4"
+            | "rome" => CpuType::Rome,
+            "epyc-milan" | "epyc-milan-v1" | "epyc-milan-v2" | "epyc-milan-v3" | "milan" => {
+                CpuType::Milan
+            }
             "epyc-genoa" | "epyc-genoa-v1" | "epyc-genoa-v2" | "genoa" => CpuType::Genoa,
             "epyc-turin" | "epyc-turin-v1" | "turin" => CpuType::Turin,
             _ => return Err(SnpError::UnknownCpu(s.to_owned())),
@@ -129,8 +140,16 @@ impl FromStr for CpuType {
 /// CPUID Fn0000_0001_EAX from family, model and stepping (AMD CPUID Specification,
 /// publication 25481, "CPUID Fn0000_0001_EAX Family, Model, Stepping Identifiers").
 pub fn cpu_sig(family: u32, model: u32, stepping: u32) -> u32 {
-    let (fam_lo, fam_hi) = if family > 0xf { (0xf, (family - 0xf) & 0xff) } else { (family, 0) };
-    (fam_hi << 20) | (((model >> 4) & 0xf) << 16) | (fam_lo << 8) | ((model & 0xf) << 4) | (stepping & 0xf)
+    let (fam_lo, fam_hi) = if family > 0xf {
+        (0xf, (family - 0xf) & 0xff)
+    } else {
+        (family, 0)
+    };
+    (fam_hi << 20)
+        | (((model >> 4) & 0xf) << 16)
+        | (fam_lo << 8)
+        | ((model & 0xf) << 4)
+        | (stepping & 0xf)
 }
 
 /// What to measure: the launch profile.
@@ -175,10 +194,16 @@ pub enum SnpError {
     #[error("unknown vCPU type {0:?} (want EPYC, EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, …)")]
     UnknownCpu(String),
     /// The image has no SEV metadata.
-    #[error("firmware has no SEV metadata (OVMF table entry {})", crate::guid::SEV_METADATA)]
+    #[error(
+        "firmware has no SEV metadata (OVMF table entry {})",
+        crate::guid::SEV_METADATA
+    )]
     NoSevMetadata,
     /// The image has no SEV-ES reset block.
-    #[error("firmware has no SEV-ES reset block (OVMF table entry {})", crate::guid::SEV_ES_RESET_BLOCK)]
+    #[error(
+        "firmware has no SEV-ES reset block (OVMF table entry {})",
+        crate::guid::SEV_ES_RESET_BLOCK
+    )]
     NoResetBlock,
     /// More than one vCPU but the AP reset address is 0.
     #[error("SEV-ES reset block gives AP reset address 0: cannot build VMSAs for {0} vCPUs")]
@@ -193,7 +218,10 @@ pub enum SnpError {
     #[error("kernel hashes given but the firmware has no SNP_KERNEL_HASHES metadata section")]
     NoKernelHashesSection,
     /// Hashes section present but no table location.
-    #[error("firmware has a SNP_KERNEL_HASHES section but no SEV hash table entry ({})", crate::guid::SEV_HASH_TABLE_RV)]
+    #[error(
+        "firmware has a SNP_KERNEL_HASHES section but no SEV hash table entry ({})",
+        crate::guid::SEV_HASH_TABLE_RV
+    )]
     NoHashTableEntry,
     /// The hashes section must be one page holding the table.
     #[error("SNP_KERNEL_HASHES section is {size:#x} bytes and the table sits at page offset {offset:#x}: the 176-byte table must fit in one 4 KiB section")]
@@ -217,11 +245,14 @@ pub fn launch_digest(fw: &Firmware, cfg: &SnpConfig) -> Result<Digest384, SnpErr
     launch_digest_with_vmsas(fw, cfg).map(|(d, _)| d)
 }
 
+/// One 4 KiB VMSA page.
+pub type VmsaPage = Box<[u8; 4096]>;
+
 /// The launch digest and the VMSA pages that went into it (one per vCPU), for `--dump-vmsa`.
 pub fn launch_digest_with_vmsas(
     fw: &Firmware,
     cfg: &SnpConfig,
-) -> Result<(Digest384, Vec<Box<[u8; 4096]>>), SnpError> {
+) -> Result<(Digest384, Vec<VmsaPage>), SnpError> {
     if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
         return Err(SnpError::BadVcpus(cfg.vcpus));
     }
@@ -234,7 +265,9 @@ pub fn launch_digest_with_vmsas(
         (VmmType::Qemu, None) => return Err(SnpError::MissingVcpuSig),
         (_, s) => s.unwrap_or(0),
     };
-    let has_hash_section = sections.iter().any(|s| s.kind == SevSectionType::KernelHashes);
+    let has_hash_section = sections
+        .iter()
+        .any(|s| s.kind == SevSectionType::KernelHashes);
     if cfg.kernel_hashes.is_some() && !has_hash_section {
         return Err(SnpError::NoKernelHashesSection);
     }
@@ -253,17 +286,26 @@ pub fn launch_digest_with_vmsas(
     for s in sections {
         let (gpa, size) = (u64::from(s.gpa), u64::from(s.size));
         match s.kind {
-            SevSectionType::SnpSecMem if cfg.vmm == VmmType::Gce => ld.empty_pages(PageType::Unmeasured, gpa, size),
-            SevSectionType::SnpSecMem | SevSectionType::SvsmCaa => ld.empty_pages(PageType::Zero, gpa, size),
+            SevSectionType::SnpSecMem if cfg.vmm == VmmType::Gce => {
+                ld.empty_pages(PageType::Unmeasured, gpa, size)
+            }
+            SevSectionType::SnpSecMem | SevSectionType::SvsmCaa => {
+                ld.empty_pages(PageType::Zero, gpa, size)
+            }
             SevSectionType::Secrets => ld.empty_pages(PageType::Secrets, gpa, 4096),
-            SevSectionType::Cpuid if cfg.vmm != VmmType::Ec2 => ld.empty_pages(PageType::Cpuid, gpa, 4096),
+            SevSectionType::Cpuid if cfg.vmm != VmmType::Ec2 => {
+                ld.empty_pages(PageType::Cpuid, gpa, 4096)
+            }
             SevSectionType::Cpuid => {}
             SevSectionType::KernelHashes => match &cfg.kernel_hashes {
                 None => ld.empty_pages(PageType::Zero, gpa, size),
                 Some(kh) => {
                     let table = fw.sev_hash_table().ok_or(SnpError::NoHashTableEntry)?;
                     let offset = table.gpa & 0xfff;
-                    let layout = SnpError::HashTableLayout { size: s.size, offset };
+                    let layout = SnpError::HashTableLayout {
+                        size: s.size,
+                        offset,
+                    };
                     if size != 4096 {
                         return Err(layout);
                     }
@@ -284,7 +326,11 @@ pub fn launch_digest_with_vmsas(
     let ap = (cfg.vcpus > 1).then(|| vmsa::build(ap_eip, cfg.guest_features, sig, cfg.vmm));
     let mut pages = Vec::with_capacity(cfg.vcpus as usize);
     for i in 0..cfg.vcpus {
-        let page = if i == 0 { &bsp } else { ap.as_ref().expect("built when vcpus > 1") };
+        let page = if i == 0 {
+            &bsp
+        } else {
+            ap.as_ref().expect("built when vcpus > 1")
+        };
         ld.vmsa_page(page);
         pages.push(page.clone());
     }

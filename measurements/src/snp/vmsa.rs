@@ -54,7 +54,15 @@ pub fn build(eip: u32, sev_features: u64, vcpu_sig: u64, vmm: VmmType) -> Box<[u
     // Per-VMM differences in reset state.
     let (cs_flags, ss_flags, tr_flags, rdx, mxcsr, fcw, g_pat) = match vmm {
         // KVM reset state; RDX holds the CPUID(1).EAX signature (x86 reset convention).
-        VmmType::Qemu => (0x9b, 0x93, 0x8b, vcpu_sig, 0x1f80u32, 0x37fu16, 0x0007_0406_0007_0406u64),
+        VmmType::Qemu => (
+            0x9b,
+            0x93,
+            0x8b,
+            vcpu_sig,
+            0x1f80u32,
+            0x37fu16,
+            0x0007_0406_0007_0406u64,
+        ),
         // EC2 marks the BSP's CS non-accessed and uses a fixed RDX.
         VmmType::Ec2 => {
             let cs = if eip == BSP_EIP { 0x9a } else { 0x9b };
@@ -65,7 +73,14 @@ pub fn build(eip: u32, sev_features: u64, vcpu_sig: u64, vmm: VmmType) -> Box<[u
     };
     let mut p = Box::new([0u8; 4096]);
     seg(&mut p, off::ES, 0, 0x93, 0xffff, 0);
-    seg(&mut p, off::CS, 0xf000, cs_flags, 0xffff, u64::from(eip & 0xffff_0000));
+    seg(
+        &mut p,
+        off::CS,
+        0xf000,
+        cs_flags,
+        0xffff,
+        u64::from(eip & 0xffff_0000),
+    );
     seg(&mut p, off::SS, 0, ss_flags, 0xffff, 0);
     seg(&mut p, off::DS, 0, 0x93, 0xffff, 0);
     seg(&mut p, off::FS, 0, 0x93, 0xffff, 0);

@@ -34,7 +34,14 @@ pub struct Synth {
 
 impl Synth {
     pub fn new(size: usize) -> Self {
-        Synth { size, entries: vec![], asev: None, tdvf: None, reset_eip: Some(0xfff0_1000), seed: 1 }
+        Synth {
+            size,
+            entries: vec![],
+            asev: None,
+            tdvf: None,
+            reset_eip: Some(0xfff0_1000),
+            seed: 1,
+        }
     }
 
     /// Builds the image. Metadata blocks go at fixed offsets from the end: ASEV at end−0x800,
@@ -107,11 +114,37 @@ impl Synth {
 /// TD_HOB, TEMP_MEM.
 pub fn pupa_like(size: usize) -> Synth {
     let mut s = Synth::new(size);
-    s.asev = Some(vec![(0x0080_0000, 0x9000, 1), (0x0080_9000, 0x1000, 2), (0x0080_a000, 0x1000, 3), (0x0080_b000, 0x5000, 1)]);
+    s.asev = Some(vec![
+        (0x0080_0000, 0x9000, 1),
+        (0x0080_9000, 0x1000, 2),
+        (0x0080_a000, 0x1000, 3),
+        (0x0080_b000, 0x5000, 1),
+    ]);
     s.tdvf = Some(vec![
-        Tdvf { data_offset: 0, raw_size: size as u32, gpa: (1u64 << 32) - size as u64, mem_size: size as u64, kind: 0, attributes: 1 },
-        Tdvf { data_offset: 0, raw_size: 0, gpa: 0x10_0000, mem_size: 0x2000, kind: 2, attributes: 0 },
-        Tdvf { data_offset: 0, raw_size: 0, gpa: 0, mem_size: 0xa_0000, kind: 3, attributes: 0 },
+        Tdvf {
+            data_offset: 0,
+            raw_size: size as u32,
+            gpa: (1u64 << 32) - size as u64,
+            mem_size: size as u64,
+            kind: 0,
+            attributes: 1,
+        },
+        Tdvf {
+            data_offset: 0,
+            raw_size: 0,
+            gpa: 0x10_0000,
+            mem_size: 0x2000,
+            kind: 2,
+            attributes: 0,
+        },
+        Tdvf {
+            data_offset: 0,
+            raw_size: 0,
+            gpa: 0,
+            mem_size: 0xa_0000,
+            kind: 3,
+            attributes: 0,
+        },
     ]);
     s
 }

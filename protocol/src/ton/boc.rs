@@ -227,7 +227,7 @@ pub fn from_boc_with_limits(bytes: &[u8], limits: BocLimits) -> Result<Vec<Arc<C
                 return Err(TonError::BocBadPadding);
             }
             let bits = 8 * len - 1 - last.trailing_zeros() as usize;
-            if bits % 8 == 0 {
+            if bits.is_multiple_of(8) {
                 // A whole byte of padding: d2 should have been even (non-canonical).
                 return Err(TonError::BocBadPadding);
             }
@@ -256,7 +256,7 @@ pub fn from_boc_with_limits(bytes: &[u8], limits: BocLimits) -> Result<Vec<Arc<C
             refs.push(built[j].clone().ok_or(TonError::BocBadRef)?);
         }
         let mut bytes = raw.data.to_vec();
-        if raw.bits % 8 != 0 {
+        if !raw.bits.is_multiple_of(8) {
             // Drop the completion tag before handing the bits to the cell.
             let last = bytes.len() - 1;
             bytes[last] &= 0xFFu8 << (8 - raw.bits % 8);

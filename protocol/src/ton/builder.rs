@@ -36,7 +36,7 @@ impl CellBuilder {
         if self.bits >= MAX_BITS {
             return Err(TonError::CellOverflow);
         }
-        if self.bits % 8 == 0 {
+        if self.bits.is_multiple_of(8) {
             self.data.push(0);
         }
         if bit {
@@ -204,10 +204,16 @@ impl<'a> CellSlice<'a> {
         Ok(out)
     }
 
-    /// Reads `Coins` (`VarUInteger 16`).
+    /// Reads `Coins` (`VarUInteger 16`) in its canonical (shortest) form only: a value
+    /// with a leading zero byte would re-encode to a different cell, so a signature over
+    /// the original could never be checked against the parsed value.
     pub fn load_coins(&mut self) -> Result<u128, TonError> {
         let len = self.load_uint(4)? as usize;
-        self.load_uint(8 * len)
+        let v = self.load_uint(8 * len)?;
+        if len > 0 && v >> (8 * (len - 1)) == 0 {
+            return Err(TonError::NonCanonical);
+        }
+        Ok(v)
     }
 
     /// Reads an `addr_std` without anycast; any other `MsgAddress` form is an error.

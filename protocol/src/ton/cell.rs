@@ -57,7 +57,7 @@ impl Cell {
             return Err(TonError::CellUnderflow);
         }
         data.truncate(nbytes);
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             // Clear the unused low bits of the last byte so equal cells compare equal.
             let keep = 0xFFu8 << (8 - bits % 8);
             data[nbytes - 1] &= keep;
@@ -119,7 +119,7 @@ impl Cell {
     /// bit follows the data, then zeros (tvm.pdf §3.1.4).
     pub(crate) fn padded_data(&self) -> Vec<u8> {
         let mut d = self.data.clone();
-        if self.bits % 8 != 0 {
+        if !self.bits.is_multiple_of(8) {
             let last = d.len() - 1;
             d[last] |= 0x80 >> (self.bits % 8);
         }

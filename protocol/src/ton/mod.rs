@@ -39,6 +39,9 @@ pub enum TonError {
     /// A value does not fit the field width.
     #[error("integer does not fit its field")]
     IntegerOverflow,
+    /// A value not in its shortest encoding (e.g. `Coins` with a leading zero byte).
+    #[error("non-canonical encoding")]
+    NonCanonical,
     /// Bits or references left over after a strict parse, or bytes after a BOC.
     #[error("trailing data after the expected fields")]
     TrailingData,

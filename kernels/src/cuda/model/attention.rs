@@ -20,12 +20,10 @@ pub const fn smem_bytes(d: usize) -> u32 {
     (1024 + BM * d * 2 + STAGES * 2 * BKV * d * 2 + (1 + 3 * STAGES) * 8) as u32
 }
 
-/// Shape of one attention call. Q and O are [batch*heads, seq_q, dim], K and V
-/// [batch*kv_heads, seq_k, dim], all row-major.
+/// Shape of one attention call, with the layouts of `pupa_kernels::attention` (and of
+/// FlashAttention): Q and O are `[seq_q][heads][dim]`, K and V `[seq_k][kv_heads][dim]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnShape {
-    /// Batch size.
-    pub batch: usize,
     /// Query heads.
     pub heads: usize,
     /// Key/value heads (divides `heads`; equal for MHA).
@@ -47,8 +45,13 @@ impl AttnShape {
         if !self.causal {
             return all;
         }
-        let last_key = (m0 + BM - 1).min(self.seq_q - 1) as i64 + self.seq_k as i64 - self.seq_q as i64;
-        if last_key < 0 { 0 } else { all.min(last_key as usize / BKV + 1) }
+        let last_key =
+            (m0 + BM - 1).min(self.seq_q - 1) as i64 + self.seq_k as i64 - self.seq_q as i64;
+        if last_key < 0 {
+            0
+        } else {
+            all.min(last_key as usize / BKV + 1)
+        }
     }
 }
 
@@ -73,18 +76,26 @@ pub fn attention_tiled(q: &[u16], k: &[u16], v: &[u16], sh: &AttnShape, scale: f
     let kv_bytes = (BKV * d * 2) as u32;
     let scale_log2 = scale * core::f32::consts::LOG2_E;
     let diag = sh.seq_k as i64 - sh.seq_q as i64;
-    let mut out = vec![f32::NAN; sh.batch * sh.heads * sh.seq_q * d];
-    for bh in 0..sh.batch * sh.heads {
-        let bh_kv = (bh / sh.heads) * sh.kv_heads + (bh % sh.heads) / (sh.heads / sh.kv_heads);
+    let mut out = vec![f32::NAN; sh.heads * sh.seq_q * d];
+    for h in 0..sh.heads {
+        let h_kv = h / (sh.heads / sh.kv_heads);
         for m0 in (0..sh.seq_q).step_by(BM) {
             let mut smem = Smem::new((q_bytes + 2 * STAGES as u32 * kv_bytes) as usize);
             for c in 0..d / 64 {
                 tma_load_box_sw128(&mut smem, (c * BM * 128) as u32, BM, |r, col| {
-                    if m0 + r < sh.seq_q { q[(bh * sh.seq_q + m0 + r) * d + 64 * c + col] } else { 0 }
+                    if m0 + r < sh.seq_q {
+                        q[((m0 + r) * sh.heads + h) * d + 64 * c + col]
+                    } else {
+                        0
+                    }
                 });
             }
             let mut st: Vec<RowState> = (0..2)
-                .map(|_| RowState { o: new_accum(d), m: vec![[f32::NEG_INFINITY; 2]; WARPGROUP], l: vec![[0.0; 2]; WARPGROUP] })
+                .map(|_| RowState {
+                    o: new_accum(d),
+                    m: vec![[f32::NEG_INFINITY; 2]; WARPGROUP],
+                    l: vec![[0.0; 2]; WARPGROUP],
+                })
                 .collect();
             for j in 0..sh.kv_tiles(m0) {
                 let s = (j % STAGES) as u32;
@@ -92,18 +103,29 @@ pub fn attention_tiled(q: &[u16], k: &[u16], v: &[u16], sh: &AttnShape, scale: f
                 let v_base = q_bytes + STAGES as u32 * kv_bytes + s * kv_bytes;
                 for (base, src) in [(k_base, k), (v_base, v)] {
                     for c in 0..d / 64 {
-                        tma_load_box_sw128(&mut smem, base + (c * BKV * 128) as u32, BKV, |r, col| {
-                            let key = j * BKV + r;
-                            if key < sh.seq_k { src[(bh_kv * sh.seq_k + key) * d + 64 * c + col] } else { 0 }
-                        });
+                        tma_load_box_sw128(
+                            &mut smem,
+                            base + (c * BKV * 128) as u32,
+                            BKV,
+                            |r, col| {
+                                let key = j * BKV + r;
+                                if key < sh.seq_k {
+                                    src[(key * sh.kv_heads + h_kv) * d + 64 * c + col]
+                                } else {
+                                    0
+                                }
+                            },
+                        );
                     }
                 }
                 for (cw, state) in st.iter_mut().enumerate() {
-                    consumer_tile(&smem, state, sh, cw, m0, j, k_base, v_base, scale_log2, diag);
+                    consumer_tile(
+                        &smem, state, sh, cw, m0, j, k_base, v_base, scale_log2, diag,
+                    );
                 }
             }
             for (cw, state) in st.iter().enumerate() {
-                store(&mut out, state, sh, bh, m0 + cw * 64);
+                store(&mut out, state, sh, h, m0 + cw * 64);
             }
         }
     }
@@ -112,7 +134,18 @@ pub fn attention_tiled(q: &[u16], k: &[u16], v: &[u16], sh: &AttnShape, scale: f
 
 /// One KV tile for one consumer warpgroup: S = Q K^T, mask, online softmax, O = alpha O + P V.
 #[allow(clippy::too_many_arguments)]
-fn consumer_tile(smem: &Smem, st: &mut RowState, sh: &AttnShape, cw: usize, m0: usize, j: usize, k_base: u32, v_base: u32, scale_log2: f32, diag: i64) {
+fn consumer_tile(
+    smem: &Smem,
+    st: &mut RowState,
+    sh: &AttnShape,
+    cw: usize,
+    m0: usize,
+    j: usize,
+    k_base: u32,
+    v_base: u32,
+    scale_log2: f32,
+    diag: i64,
+) {
     let d = sh.dim;
     let mut sc = new_accum(BKV);
     let q_base = (cw * 64 * 128) as u32;
@@ -123,7 +156,8 @@ fn consumer_tile(smem: &Smem, st: &mut RowState, sh: &AttnShape, cw: usize, m0: 
         wgmma_ss(smem, &mut sc, BKV, dq, dk, false, kk > 0);
     }
     let first_row = (m0 + cw * 64) as i64;
-    let edge = (j + 1) * BKV > sh.seq_k || (sh.causal && ((j + 1) * BKV) as i64 - 1 > first_row + diag);
+    let edge =
+        (j + 1) * BKV > sh.seq_k || (sh.causal && ((j + 1) * BKV) as i64 - 1 > first_row + diag);
     if edge {
         for (t, regs) in sc.iter_mut().enumerate() {
             for (i, x) in regs.iter_mut().enumerate() {
@@ -138,12 +172,21 @@ fn consumer_tile(smem: &Smem, st: &mut RowState, sh: &AttnShape, cw: usize, m0: 
     for r in 0..2 {
         let own: Vec<f32> = sc
             .iter()
-            .map(|regs| regs.iter().enumerate().filter(|(i, _)| (i / 2) % 2 == r).fold(f32::NEG_INFINITY, |m, (_, &x)| m.max(x)))
+            .map(|regs| {
+                regs.iter()
+                    .enumerate()
+                    .filter(|(i, _)| (i / 2) % 2 == r)
+                    .fold(f32::NEG_INFINITY, |m, (_, &x)| m.max(x))
+            })
             .collect();
         let mx = xor_combine(&xor_combine(&own, 1, f32::max), 2, f32::max);
         for t in 0..WARPGROUP {
             let m_new = st.m[t][r].max(mx[t] * scale_log2);
-            let m_use = if m_new == f32::NEG_INFINITY { 0.0 } else { m_new };
+            let m_use = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
             let alpha = (st.m[t][r] - m_use).exp2();
             st.m[t][r] = m_new;
             let mut sum = 0.0f32;
@@ -169,7 +212,7 @@ fn consumer_tile(smem: &Smem, st: &mut RowState, sh: &AttnShape, cw: usize, m0: 
 }
 
 /// Final quad reduction of l, normalisation and the bounds-checked store of one warpgroup's rows.
-fn store(out: &mut [f32], st: &RowState, sh: &AttnShape, bh: usize, first_row: usize) {
+fn store(out: &mut [f32], st: &RowState, sh: &AttnShape, h: usize, first_row: usize) {
     let d = sh.dim;
     let mut inv = vec![[0.0f32; 2]; WARPGROUP];
     for r in 0..2 {
@@ -184,7 +227,7 @@ fn store(out: &mut [f32], st: &RowState, sh: &AttnShape, bh: usize, first_row: u
             let (r, col) = wgmma_d(t, i);
             let row = first_row + r;
             if row < sh.seq_q {
-                out[(bh * sh.seq_q + row) * d + col] = o * inv[t][(i / 2) % 2];
+                out[(row * sh.heads + h) * d + col] = o * inv[t][(i / 2) % 2];
             }
         }
     }

@@ -23,7 +23,10 @@ pub const SMEM_BYTES: u32 = 1024 + STAGES as u32 * (A_BYTES + B_BYTES) + 2 * STA
 /// C (m x n, f32, row-major) = A (m x k, bf16 bits, row-major) x B^T with B given n x k, computed
 /// the way the CUDA kernel does. Elements the kernel would not write stay NaN.
 pub fn gemm_tiled(a: &[u16], b: &[u16], m: usize, n: usize, k: usize) -> Vec<f32> {
-    assert!(a.len() == m * k && b.len() == n * k, "model called with inconsistent shapes");
+    assert!(
+        a.len() == m * k && b.len() == n * k,
+        "model called with inconsistent shapes"
+    );
     let mut c = vec![f32::NAN; m * n];
     let ktiles = k.div_ceil(BK);
     for by in 0..m.div_ceil(BM) {
@@ -38,11 +41,19 @@ pub fn gemm_tiled(a: &[u16], b: &[u16], m: usize, n: usize, k: usize) -> Vec<f32
                 let k0 = kt * BK;
                 tma_load_box_sw128(&mut smem, sa, BM, |r, col| {
                     let (gr, gc) = (m0 + r, k0 + col);
-                    if gr < m && gc < k { a[gr * k + gc] } else { 0 }
+                    if gr < m && gc < k {
+                        a[gr * k + gc]
+                    } else {
+                        0
+                    }
                 });
                 tma_load_box_sw128(&mut smem, sb, BN, |r, col| {
                     let (gr, gc) = (n0 + r, k0 + col);
-                    if gr < n && gc < k { b[gr * k + gc] } else { 0 }
+                    if gr < n && gc < k {
+                        b[gr * k + gc]
+                    } else {
+                        0
+                    }
                 });
                 // Consumers: four k16 steps, 32 bytes apart inside the swizzle row.
                 for (cw, acc) in accs.iter_mut().enumerate() {

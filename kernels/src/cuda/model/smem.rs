@@ -23,7 +23,9 @@ pub struct Smem {
 impl Smem {
     /// `size` bytes, all set to 0xFF so a read of a never-written byte shows as a NaN bf16.
     pub fn new(size: usize) -> Self {
-        Smem { bytes: vec![0xFF; size] }
+        Smem {
+            bytes: vec![0xFF; size],
+        }
     }
 
     /// Stores one bf16 (little endian, as on the GPU).
@@ -43,7 +45,12 @@ impl Smem {
 /// swizzle allows) to `dst` (a multiple of [`SW128_ATOM`]): box element (r, c) lands at
 /// `sw128(dst + 128 r + 2 c)`. `fetch(r, c)` returns the global element, or 0 where the box is out
 /// of the tensor's bounds (TMA's zero fill, `CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE`).
-pub fn tma_load_box_sw128(smem: &mut Smem, dst: u32, rows: usize, fetch: impl Fn(usize, usize) -> u16) {
+pub fn tma_load_box_sw128(
+    smem: &mut Smem,
+    dst: u32,
+    rows: usize,
+    fetch: impl Fn(usize, usize) -> u16,
+) {
     debug_assert_eq!(dst % SW128_ATOM, 0);
     for r in 0..rows {
         for c in 0..64 {
@@ -102,5 +109,11 @@ pub fn kmajor_addr(desc: &Desc, mn: usize, k: usize) -> u32 {
 /// 128 bytes apart, 8-k groups SBO bytes apart, and each further 64 N elements LBO bytes on.
 pub fn mnmajor_addr(desc: &Desc, k: usize, n: usize) -> u32 {
     debug_assert!(desc.swizzle == 1 && desc.base_offset == 0 && k < 16);
-    sw128(desc.start + (n / 64) as u32 * desc.lbo + (k / 8) as u32 * desc.sbo + (k % 8) as u32 * 128 + 2 * (n % 64) as u32)
+    sw128(
+        desc.start
+            + (n / 64) as u32 * desc.lbo
+            + (k / 8) as u32 * desc.sbo
+            + (k % 8) as u32 * 128
+            + 2 * (n % 64) as u32,
+    )
 }

@@ -19,7 +19,11 @@ fn load_b(smem: &Smem, n: usize, desc_b: u64, trans_b: bool) -> Vec<f32> {
     let mut b = vec![0.0f32; 16 * n];
     for k in 0..16 {
         for j in 0..n {
-            let addr = if trans_b { mnmajor_addr(&db, k, j) } else { kmajor_addr(&db, j, k) };
+            let addr = if trans_b {
+                mnmajor_addr(&db, k, j)
+            } else {
+                kmajor_addr(&db, j, k)
+            };
             b[k * n + j] = bf16_bits_to_f32(smem.read_bf16(addr));
         }
     }
@@ -42,7 +46,15 @@ fn mma_into(acc: &mut Accum, a: &[f32], b: &[f32], n: usize, scale_d: bool) {
 }
 
 /// `wgmma.mma_async.m64nNk16.f32.bf16.bf16` with A and B in shared memory (A K-major).
-pub fn wgmma_ss(smem: &Smem, acc: &mut Accum, n: usize, desc_a: u64, desc_b: u64, trans_b: bool, scale_d: bool) {
+pub fn wgmma_ss(
+    smem: &Smem,
+    acc: &mut Accum,
+    n: usize,
+    desc_a: u64,
+    desc_b: u64,
+    trans_b: bool,
+    scale_d: bool,
+) {
     let da = decode_desc(desc_a);
     let mut a = vec![0.0f32; 64 * 16];
     for m in 0..64 {
@@ -56,7 +68,15 @@ pub fn wgmma_ss(smem: &Smem, acc: &mut Accum, n: usize, desc_a: u64, desc_b: u64
 
 /// `wgmma.mma_async.m64nNk16.f32.bf16.bf16` with A from registers: `a_regs[thread]` are the four
 /// bf16x2 registers of [`wgmma_a`].
-pub fn wgmma_rs(smem: &Smem, acc: &mut Accum, n: usize, a_regs: &[[u32; 4]], desc_b: u64, trans_b: bool, scale_d: bool) {
+pub fn wgmma_rs(
+    smem: &Smem,
+    acc: &mut Accum,
+    n: usize,
+    a_regs: &[[u32; 4]],
+    desc_b: u64,
+    trans_b: bool,
+    scale_d: bool,
+) {
     let mut a = vec![f32::NAN; 64 * 16];
     for (t, regs) in a_regs.iter().enumerate() {
         for e in 0..8 {
@@ -71,5 +91,11 @@ pub fn wgmma_rs(smem: &Smem, acc: &mut Accum, n: usize, a_regs: &[[u32; 4]], des
 
 /// Rounds every accumulator element to bf16 and back (helper for tests of the A-from-D reuse).
 pub fn round_accum_bf16(acc: &Accum) -> Accum {
-    acc.iter().map(|r| r.iter().map(|&x| bf16_bits_to_f32(f32_to_bf16_bits(x))).collect()).collect()
+    acc.iter()
+        .map(|r| {
+            r.iter()
+                .map(|&x| bf16_bits_to_f32(f32_to_bf16_bits(x)))
+                .collect()
+        })
+        .collect()
 }

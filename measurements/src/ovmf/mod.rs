@@ -17,7 +17,10 @@
 //!
 //! Everything is bounds-checked; malformed input yields an [`OvmfError`] naming the problem.
 
-use core::fmt;
+mod describe;
+mod error;
+
+pub use error::OvmfError;
 
 use crate::guid::{self, Guid};
 
@@ -32,176 +35,10 @@ pub const FOUR_GIB: u64 = 1 << 32;
 pub const TDVF_ATTR_MR_EXTEND: u32 = 1 << 0;
 /// TDVF section attribute: the pages are added after launch with TDH.MEM.PAGE.AUG (unmeasured).
 pub const TDVF_ATTR_PAGE_AUG: u32 = 1 << 1;
-
-/// What is wrong with a firmware image.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OvmfError {
-    /// Too small to hold the footer table.
-    #[error("firmware is {size} bytes: too small to hold an OVMF footer table")]
-    TooSmall {
-        /// File size.
-        size: usize,
-    },
-    /// The size is not a whole number of 4 KiB pages.
-    #[error("firmware size {size:#x} is not a multiple of 4 KiB")]
-    NotPageMultiple {
-        /// File size.
-        size: usize,
-    },
-    /// The image would not fit below 4 GiB.
-    #[error("firmware size {size:#x} does not fit below 4 GiB")]
-    TooLarge {
-        /// File size.
-        size: usize,
-    },
-    /// No footer GUID at end − 0x30.
-    #[error("no OVMF table footer: found GUID {found} at end-0x30, want {}", guid::OVMF_TABLE_FOOTER)]
-    NoFooter {
-        /// What sits where the footer GUID should be.
-        found: Guid,
-    },
-    /// The table length in the footer is impossible.
-    #[error("OVMF table length {len} is invalid (must be 18..={max})")]
-    BadTableLength {
-        /// Declared length.
-        len: usize,
-        /// Largest length that fits in the file.
-        max: usize,
-    },
-    /// An entry's length is smaller than its header or runs past the table start.
-    #[error("OVMF table entry {guid} at file offset {offset:#x} has length {len}, but only {remaining} bytes of table remain (minimum 18)")]
-    BadEntryLength {
-        /// Entry GUID.
-        guid: Guid,
-        /// File offset of the entry's length field.
-        offset: usize,
-        /// Declared length.
-        len: usize,
-        /// Table bytes left before this entry's end.
-        remaining: usize,
-    },
-    /// Bytes left at the start of the table that do not form an entry.
-    #[error("OVMF table has {0} stray bytes before its first entry")]
-    TrailingBytes(usize),
-    /// The same GUID appears twice (QEMU and sev-snp-measure would pick different copies).
-    #[error("OVMF table has two entries with GUID {0}")]
-    DuplicateEntry(Guid),
-    /// An entry's data is shorter than its format needs.
-    #[error("OVMF table entry {guid} ({name}) has {len} data bytes, needs at least {need}")]
-    EntryTooShort {
-        /// Entry GUID.
-        guid: Guid,
-        /// Its name.
-        name: &'static str,
-        /// Data length.
-        len: usize,
-        /// Needed.
-        need: usize,
-    },
-    /// A metadata block lies (partly) outside the file.
-    #[error("{what} block at offset-from-end {offset_from_end:#x} (length {len:#x}) lies outside the {size:#x}-byte file")]
-    OutOfFile {
-        /// Which block.
-        what: &'static str,
-        /// Offset from the end of the image, as stored.
-        offset_from_end: u64,
-        /// Block length needed.
-        len: u64,
-        /// File size.
-        size: usize,
-    },
-    /// Wrong 4-byte signature.
-    #[error("{what} block has signature {found:?}, want {want:?}")]
-    BadSignature {
-        /// Which block.
-        what: &'static str,
-        /// Found.
-        found: [u8; 4],
-        /// Wanted.
-        want: [u8; 4],
-    },
-    /// Unsupported version.
-    #[error("{what} block has version {version}, only 1 is defined")]
-    BadVersion {
-        /// Which block.
-        what: &'static str,
-        /// Found version.
-        version: u32,
-    },
-    /// The block's length field disagrees with its section count.
-    #[error("{what} block length {length:#x} does not match {count} sections (want {want:#x})")]
-    BadBlockLength {
-        /// Which block.
-        what: &'static str,
-        /// Declared length.
-        length: u32,
-        /// Declared section count.
-        count: u32,
-        /// Length the count implies.
-        want: u64,
-    },
-    /// A metadata block declares no sections.
-    #[error("{0} block declares no sections")]
-    NoSections(&'static str),
-    /// Unknown SEV section type.
-    #[error("SEV metadata section {index} has unknown type {kind:#x}")]
-    UnknownSevType {
-        /// Section index.
-        index: usize,
-        /// Type value.
-        kind: u32,
-    },
-    /// Unknown TDVF section type.
-    #[error("TDVF section {index} has unknown type {kind}")]
-    UnknownTdvfType {
-        /// Section index.
-        index: usize,
-        /// Type value.
-        kind: u32,
-    },
-    /// A section is empty, not page-aligned, or crosses 4 GiB (SEV) / wraps (TDX).
-    #[error("{what} section {index} (gpa {gpa:#x}, size {size:#x}) is {problem}")]
-    BadSection {
-        /// `SEV` or `TDVF`.
-        what: &'static str,
-        /// Section index.
-        index: usize,
-        /// Guest-physical start.
-        gpa: u64,
-        /// Size in guest memory.
-        size: u64,
-        /// What is wrong.
-        problem: &'static str,
-    },
-    /// Two sections claim the same guest memory.
-    #[error("{what} sections {a} and {b} overlap in guest memory")]
-    Overlap {
-        /// `SEV` or `TDVF`.
-        what: &'static str,
-        /// First section index.
-        a: usize,
-        /// Second section index.
-        b: usize,
-    },
-    /// A SEV section overlaps the firmware image itself (mapped below 4 GiB).
-    #[error("SEV section {index} (gpa {gpa:#x}) overlaps the firmware image at {load_gpa:#x}..4GiB")]
-    OverlapsFirmware {
-        /// Section index.
-        index: usize,
-        /// Its GPA.
-        gpa: u64,
-        /// Where the image is mapped.
-        load_gpa: u64,
-    },
-    /// A TDVF section violates a rule of the TDVF format.
-    #[error("TDVF section {index}: {problem}")]
-    BadTdvfSection {
-        /// Section index.
-        index: usize,
-        /// What is wrong.
-        problem: String,
-    },
-}
+/// Most guest memory the TDVF sections may declare in total. Real TDVF images declare a few
+/// MiB (OVMF: BFV+CFV of 2–4 MiB plus some MiB of TEMP_MEM); the bound keeps MRTD of a hostile
+/// image from hashing for hours (found by fuzzing: a 2^52-byte TEMP_MEM is "valid" otherwise).
+pub const MAX_TDVF_MEMORY: u64 = 1 << 30;
 
 /// One entry of the footer table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,14 +219,19 @@ impl Firmware {
         if size < 0x32 {
             return Err(OvmfError::TooSmall { size });
         }
-        if size as u64 % PAGE_SIZE != 0 {
+        if !(size as u64).is_multiple_of(PAGE_SIZE) {
             return Err(OvmfError::NotPageMultiple { size });
         }
         if size as u64 >= FOUR_GIB {
             return Err(OvmfError::TooLarge { size });
         }
         let entries = parse_table(bytes)?;
-        let mut fw = Firmware { data: bytes.to_vec(), entries, sev_sections: None, tdvf_sections: None };
+        let mut fw = Firmware {
+            data: bytes.to_vec(),
+            entries,
+            sev_sections: None,
+            tdvf_sections: None,
+        };
         for (g, name, need) in [
             (guid::SEV_ES_RESET_BLOCK, "SEV-ES reset block", 4),
             (guid::SEV_HASH_TABLE_RV, "SEV hash table", 8),
@@ -399,7 +241,12 @@ impl Firmware {
         ] {
             if let Some(d) = fw.entry(&g) {
                 if d.len() < need {
-                    return Err(OvmfError::EntryTooShort { guid: g, name, len: d.len(), need });
+                    return Err(OvmfError::EntryTooShort {
+                        guid: g,
+                        name,
+                        len: d.len(),
+                        need,
+                    });
                 }
             }
         }
@@ -434,7 +281,10 @@ impl Firmware {
     }
     /// Data of the entry with this GUID.
     pub fn entry(&self, g: &Guid) -> Option<&[u8]> {
-        self.entries.iter().find(|e| e.guid == *g).map(|e| e.data.as_slice())
+        self.entries
+            .iter()
+            .find(|e| e.guid == *g)
+            .map(|e| e.data.as_slice())
     }
     /// SEV metadata sections in table order, if the image carries an `ASEV` block.
     pub fn sev_sections(&self) -> Option<&[SevSection]> {
@@ -446,11 +296,17 @@ impl Firmware {
     }
     /// Location of the SEV kernel-hashes table, if declared (GPA 0 means "not supported").
     pub fn sev_hash_table(&self) -> Option<GpaRange> {
-        self.entry(&guid::SEV_HASH_TABLE_RV).map(|d| GpaRange { gpa: le32(d, 0), size: le32(d, 4) })
+        self.entry(&guid::SEV_HASH_TABLE_RV).map(|d| GpaRange {
+            gpa: le32(d, 0),
+            size: le32(d, 4),
+        })
     }
     /// Location of the SEV (launch-secret) block, if declared.
     pub fn sev_secret_block(&self) -> Option<GpaRange> {
-        self.entry(&guid::SEV_SECRET_BLOCK).map(|d| GpaRange { gpa: le32(d, 0), size: le32(d, 4) })
+        self.entry(&guid::SEV_SECRET_BLOCK).map(|d| GpaRange {
+            gpa: le32(d, 0),
+            size: le32(d, 4),
+        })
     }
     /// TDVF sections in table order, if the image carries a `TDVF` block.
     pub fn tdvf_sections(&self) -> Option<&[TdvfSection]> {
@@ -484,13 +340,22 @@ fn parse_table(b: &[u8]) -> Result<Vec<TableEntry>, OvmfError> {
         let g = Guid(b[hdr + 2..end].try_into().expect("16 bytes"));
         let remaining = end - start;
         if elen < ENTRY_HEADER || elen > remaining {
-            return Err(OvmfError::BadEntryLength { guid: g, offset: hdr, len: elen, remaining });
+            return Err(OvmfError::BadEntryLength {
+                guid: g,
+                offset: hdr,
+                len: elen,
+                remaining,
+            });
         }
         if entries.iter().any(|e| e.guid == g) {
             return Err(OvmfError::DuplicateEntry(g));
         }
         let data_at = end - elen;
-        entries.push(TableEntry { guid: g, data: b[data_at..hdr].to_vec(), offset: data_at });
+        entries.push(TableEntry {
+            guid: g,
+            data: b[data_at..hdr].to_vec(),
+            offset: data_at,
+        });
         end = data_at;
     }
     if end != start {
@@ -504,7 +369,12 @@ fn locate(b: &[u8], what: &'static str, off: u32, len: u64) -> Result<usize, Ovm
     let n = b.len() as u64;
     let off = u64::from(off);
     if off > n || off < len {
-        return Err(OvmfError::OutOfFile { what, offset_from_end: off, len, size: b.len() });
+        return Err(OvmfError::OutOfFile {
+            what,
+            offset_from_end: off,
+            len,
+            size: b.len(),
+        });
     }
     Ok((n - off) as usize)
 }
@@ -517,7 +387,11 @@ fn check_header(
 ) -> Result<(u32, u32), OvmfError> {
     let sig: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
     if &sig != want {
-        return Err(OvmfError::BadSignature { what, found: sig, want: *want });
+        return Err(OvmfError::BadSignature {
+            what,
+            found: sig,
+            want: *want,
+        });
     }
     let version = le32(b, at + 8);
     if version != 1 {
@@ -547,7 +421,12 @@ fn parse_sev(b: &[u8], off: u32) -> Result<Vec<SevSection>, OvmfError> {
     let want = 16 + 12 * u64::from(count);
     // edk2 sets Size to exactly the header plus descriptors.
     if u64::from(length) != want {
-        return Err(OvmfError::BadBlockLength { what: WHAT, length, count, want });
+        return Err(OvmfError::BadBlockLength {
+            what: WHAT,
+            length,
+            count,
+            want,
+        });
     }
     if ((b.len() - at) as u64) < want {
         return Err(OvmfError::OutOfFile {
@@ -565,7 +444,8 @@ fn parse_sev(b: &[u8], off: u32) -> Result<Vec<SevSection>, OvmfError> {
     for index in 0..count as usize {
         let d = at + 16 + 12 * index;
         let (gpa, size, kind) = (le32(b, d), le32(b, d + 4), le32(b, d + 8));
-        let kind = SevSectionType::from_u32(kind).ok_or(OvmfError::UnknownSevType { index, kind })?;
+        let kind =
+            SevSectionType::from_u32(kind).ok_or(OvmfError::UnknownSevType { index, kind })?;
         let bad = |problem| OvmfError::BadSection {
             what: "SEV",
             index,
@@ -584,15 +464,23 @@ fn parse_sev(b: &[u8], off: u32) -> Result<Vec<SevSection>, OvmfError> {
         }
         // sev-snp-measure measures one page for these whatever the size; QEMU hands the
         // whole range to the PSP. Only a one-page section is unambiguous.
-        if matches!(kind, SevSectionType::Secrets | SevSectionType::Cpuid) && u64::from(size) != PAGE_SIZE {
+        if matches!(kind, SevSectionType::Secrets | SevSectionType::Cpuid)
+            && u64::from(size) != PAGE_SIZE
+        {
             return Err(bad("a SECRETS/CPUID section that is not exactly one page"));
         }
         if u64::from(gpa) + u64::from(size) > load_gpa {
-            return Err(OvmfError::OverlapsFirmware { index, gpa: u64::from(gpa), load_gpa });
+            return Err(OvmfError::OverlapsFirmware {
+                index,
+                gpa: u64::from(gpa),
+                load_gpa,
+            });
         }
         out.push(SevSection { gpa, size, kind });
     }
-    if let Some((a, b)) = overlapping(&out, |s| (u64::from(s.gpa), u64::from(s.gpa) + u64::from(s.size))) {
+    if let Some((a, b)) = overlapping(&out, |s| {
+        (u64::from(s.gpa), u64::from(s.gpa) + u64::from(s.size))
+    }) {
         return Err(OvmfError::Overlap { what: "SEV", a, b });
     }
     Ok(out)
@@ -605,7 +493,12 @@ fn parse_tdvf(b: &[u8], off: u32) -> Result<Vec<TdvfSection>, OvmfError> {
     let (length, count) = check_header(b, at, WHAT, b"TDVF")?;
     let want = 16 + 32 * u64::from(count);
     if u64::from(length) != want {
-        return Err(OvmfError::BadBlockLength { what: WHAT, length, count, want });
+        return Err(OvmfError::BadBlockLength {
+            what: WHAT,
+            length,
+            count,
+            want,
+        });
     }
     if ((b.len() - at) as u64) < want {
         return Err(OvmfError::OutOfFile {
@@ -622,8 +515,10 @@ fn parse_tdvf(b: &[u8], off: u32) -> Result<Vec<TdvfSection>, OvmfError> {
     for index in 0..count as usize {
         let d = at + 16 + 32 * index;
         let kind_raw = le32(b, d + 24);
-        let kind = TdvfSectionType::from_u32(kind_raw)
-            .ok_or(OvmfError::UnknownTdvfType { index, kind: kind_raw })?;
+        let kind = TdvfSectionType::from_u32(kind_raw).ok_or(OvmfError::UnknownTdvfType {
+            index,
+            kind: kind_raw,
+        })?;
         let s = TdvfSection {
             data_offset: le32(b, d),
             raw_size: le32(b, d + 4),
@@ -632,114 +527,68 @@ fn parse_tdvf(b: &[u8], off: u32) -> Result<Vec<TdvfSection>, OvmfError> {
             kind,
             attributes: le32(b, d + 28),
         };
-        let bad = |problem| OvmfError::BadSection { what: "TDVF", index, gpa: s.gpa, size: s.mem_size, problem };
+        let bad = |problem| OvmfError::BadSection {
+            what: "TDVF",
+            index,
+            gpa: s.gpa,
+            size: s.mem_size,
+            problem,
+        };
         let rule = |problem: String| OvmfError::BadTdvfSection { index, problem };
         if s.mem_size == 0 {
             return Err(bad("empty"));
         }
-        if s.gpa % PAGE_SIZE != 0 || s.mem_size % PAGE_SIZE != 0 {
+        if !s.gpa.is_multiple_of(PAGE_SIZE) || !s.mem_size.is_multiple_of(PAGE_SIZE) {
             return Err(bad("not 4 KiB aligned"));
         }
-        if s.gpa.checked_add(s.mem_size).is_none_or(|end| end > 1 << 52) {
+        if s.gpa
+            .checked_add(s.mem_size)
+            .is_none_or(|end| end > 1 << 52)
+        {
             return Err(bad("beyond the 52-bit guest-physical space"));
         }
         if s.attributes & !(TDVF_ATTR_MR_EXTEND | TDVF_ATTR_PAGE_AUG) != 0 {
             return Err(rule(format!("unknown attribute bits {:#x}", s.attributes)));
         }
         if s.mr_extend() && s.page_aug() {
-            return Err(rule("MR.EXTEND and PAGE.AUG together (an AUGed page cannot be measured)".into()));
+            return Err(rule(
+                "MR.EXTEND and PAGE.AUG together (an AUGed page cannot be measured)".into(),
+            ));
         }
         if u64::from(s.raw_size) > s.mem_size {
-            return Err(rule(format!("raw size {:#x} exceeds memory size {:#x}", s.raw_size, s.mem_size)));
+            return Err(rule(format!(
+                "raw size {:#x} exceeds memory size {:#x}",
+                s.raw_size, s.mem_size
+            )));
         }
         if kind.has_file_data() {
             if s.raw_size == 0 {
                 return Err(rule(format!("{} section with raw size 0", kind.name())));
             }
             if u64::from(s.data_offset) % PAGE_SIZE != 0 {
-                return Err(rule(format!("data offset {:#x} is not 4 KiB aligned", s.data_offset)));
+                return Err(rule(format!(
+                    "data offset {:#x} is not 4 KiB aligned",
+                    s.data_offset
+                )));
             }
             // Whether data_offset + mem_size lies inside the file is checked where the bytes
             // are read (tdx::mrtd): truncated images (e.g. the last 4 KiB of an OVMF build, as
             // used in sev-snp-measure's fixtures) still parse for SNP and inspection.
         } else if s.raw_size != 0 {
-            return Err(rule(format!("{} section with raw size {:#x} (must be 0)", kind.name(), s.raw_size)));
+            return Err(rule(format!(
+                "{} section with raw size {:#x} (must be 0)",
+                kind.name(),
+                s.raw_size
+            )));
         }
         out.push(s);
+    }
+    let total: u64 = out.iter().map(|s| s.mem_size).sum();
+    if total > MAX_TDVF_MEMORY {
+        return Err(OvmfError::TdvfTooLarge { total });
     }
     if let Some((a, b)) = overlapping(&out, |s| (s.gpa, s.gpa + s.mem_size)) {
         return Err(OvmfError::Overlap { what: "TDVF", a, b });
     }
     Ok(out)
-}
-
-impl fmt::Debug for Firmware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Firmware")
-            .field("len", &self.data.len())
-            .field("entries", &self.entries)
-            .field("sev_sections", &self.sev_sections)
-            .field("tdvf_sections", &self.tdvf_sections)
-            .finish()
-    }
-}
-
-impl fmt::Display for Firmware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "size       {:#x} ({} KiB), mapped at {:#x}..4GiB", self.len(), self.len() / 1024, self.load_gpa())?;
-        writeln!(f, "\nOVMF footer table ({} entries)", self.entries.len())?;
-        writeln!(f, "  {:<38} {:<22} {:>6}  data", "GUID", "name", "offset")?;
-        for e in &self.entries {
-            let name = guid::known_name(&e.guid).unwrap_or("?");
-            let shown = &e.data[..e.data.len().min(16)];
-            let more = if e.data.len() > 16 { "…" } else { "" };
-            writeln!(f, "  {:<38} {:<22} {:>#6x}  {}{more}", e.guid.to_string(), name, e.offset, crate::hexfmt::encode(shown))?;
-        }
-        if let Some(eip) = self.sev_es_reset_eip() {
-            writeln!(f, "\nSEV-ES AP reset address {eip:#010x}")?;
-        }
-        if let Some(h) = self.sev_hash_table() {
-            writeln!(f, "SEV hash table          gpa {:#x} size {:#x}", h.gpa, h.size)?;
-        }
-        if let Some(s) = self.sev_secret_block() {
-            writeln!(f, "SEV secret block        gpa {:#x} size {:#x}", s.gpa, s.size)?;
-        }
-        match self.sev_sections() {
-            Some(secs) => {
-                writeln!(f, "\nSEV metadata (ASEV, {} sections)", secs.len())?;
-                writeln!(f, "  {:>2}  {:<18} {:>12} {:>10}", "#", "type", "gpa", "size")?;
-                for (i, s) in secs.iter().enumerate() {
-                    writeln!(f, "  {i:>2}  {:<18} {:>#12x} {:>#10x}", s.kind.name(), s.gpa, s.size)?;
-                }
-            }
-            None => writeln!(f, "\nSEV metadata: none")?,
-        }
-        match self.tdvf_sections() {
-            Some(secs) => {
-                writeln!(f, "\nTDX metadata (TDVF, {} sections)", secs.len())?;
-                writeln!(f, "  {:>2}  {:<9} {:>10} {:>10} {:>12} {:>10}  attributes", "#", "type", "data off", "raw size", "gpa", "mem size")?;
-                for (i, s) in secs.iter().enumerate() {
-                    let mut attrs = Vec::new();
-                    if s.mr_extend() {
-                        attrs.push("MR.EXTEND");
-                    }
-                    if s.page_aug() {
-                        attrs.push("PAGE.AUG");
-                    }
-                    writeln!(
-                        f,
-                        "  {i:>2}  {:<9} {:>#10x} {:>#10x} {:>#12x} {:>#10x}  {}",
-                        s.kind.name(),
-                        s.data_offset,
-                        s.raw_size,
-                        s.gpa,
-                        s.mem_size,
-                        if attrs.is_empty() { "-".to_string() } else { attrs.join("|") }
-                    )?;
-                }
-            }
-            None => writeln!(f, "\nTDX metadata: none")?,
-        }
-        Ok(())
-    }
 }

@@ -1,0 +1,242 @@
+//! A virtio split virtqueue, driver side (virtio 1.2 spec §2.7 "Split Virtqueues").
+//!
+//! The three areas (descriptor table, available ring, used ring) live in memory the device can
+//! read and write (under SNP/TDX: pages shared with the host). The queue only ever trusts the
+//! device for two things, and checks both: the used ring's index may advance by at most the
+//! number of buffers outstanding, and every used element must name a descriptor the driver
+//! actually made available — a malicious or buggy device gets [`QueueError`], not memory
+//! corruption.
+//!
+//! Addresses handed to the device are guest-physical; the caller guarantees that the memory
+//! stays valid and identity-mapped while a buffer is in flight.
+
+use core::sync::atomic::{fence, Ordering};
+
+/// Descriptor flags (§2.7.5).
+pub const VIRTQ_DESC_F_NEXT: u16 = 1;
+pub const VIRTQ_DESC_F_WRITE: u16 = 2;
+
+/// Bytes of each area for a queue of `size` entries (§2.7: alignments 16, 2, 4).
+pub const fn desc_bytes(size: u16) -> usize {
+    16 * size as usize
+}
+pub const fn avail_bytes(size: u16) -> usize {
+    6 + 2 * size as usize
+}
+pub const fn used_bytes(size: u16) -> usize {
+    6 + 8 * size as usize
+}
+
+/// The device broke the queue protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The used index moved further than the number of outstanding buffers.
+    UsedIndexJump { last: u16, now: u16 },
+    /// A used element names a descriptor that was not in flight.
+    BogusId(u32),
+    /// A used element reports more bytes than the buffer holds.
+    BogusLength { id: u16, len: u32, cap: u32 },
+}
+
+/// Driver side of one split virtqueue.
+pub struct SplitQueue {
+    size: u16,
+    desc: *mut u8,
+    avail: *mut u8,
+    used: *mut u8,
+    /// Capacity of each in-flight descriptor (0 = free).
+    in_flight: alloc::vec::Vec<u32>,
+    free: alloc::vec::Vec<u16>,
+    avail_idx: u16,
+    last_used: u16,
+}
+
+// SAFETY: the queue owns its areas exclusively (the device aside); moving it between contexts
+// is fine.
+unsafe impl Send for SplitQueue {}
+
+impl SplitQueue {
+    /// Set up a queue over zeroed areas.
+    ///
+    /// # Safety
+    /// `desc`, `avail` and `used` must point to zeroed, suitably aligned memory of at least
+    /// [`desc_bytes`], [`avail_bytes`], [`used_bytes`] for `size`, valid for the queue's
+    /// lifetime and used by nothing but this queue and the device.
+    pub unsafe fn new(size: u16, desc: *mut u8, avail: *mut u8, used: *mut u8) -> SplitQueue {
+        assert!(size.is_power_of_two(), "virtqueue size must be a power of two");
+        SplitQueue {
+            size,
+            desc,
+            avail,
+            used,
+            in_flight: alloc::vec![0; size as usize],
+            free: (0..size).rev().collect(),
+            avail_idx: 0,
+            last_used: 0,
+        }
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Free descriptors.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Make one buffer available: `writable` for device-written (receive) buffers.
+    /// Returns the descriptor id, or `None` if the queue is full.
+    pub fn push(&mut self, gpa: u64, len: u32, writable: bool) -> Option<u16> {
+        let id = self.free.pop()?;
+        let d = id as usize * 16;
+        // SAFETY: `id < size`, so the 16-byte descriptor lies inside the table (new's contract).
+        unsafe {
+            let p = self.desc.add(d);
+            (p as *mut u64).write_volatile(gpa.to_le());
+            (p.add(8) as *mut u32).write_volatile(len.to_le());
+            (p.add(12) as *mut u16).write_volatile(if writable { VIRTQ_DESC_F_WRITE } else { 0 }.to_le());
+            (p.add(14) as *mut u16).write_volatile(0);
+        }
+        self.in_flight[id as usize] = len.max(1);
+        let slot = (self.avail_idx % self.size) as usize;
+        // SAFETY: ring entry `slot < size` of the available ring (flags u16, idx u16, ring[]).
+        unsafe { (self.avail.add(4 + 2 * slot) as *mut u16).write_volatile(id.to_le()) };
+        // the device must see the descriptor and ring entry before the new index (§2.7.13)
+        fence(Ordering::SeqCst);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        // SAFETY: the idx field of the available ring.
+        unsafe { (self.avail.add(2) as *mut u16).write_volatile(self.avail_idx.to_le()) };
+        fence(Ordering::SeqCst);
+        Some(id)
+    }
+
+    /// Take one used buffer: `(descriptor id, bytes written by the device)`.
+    pub fn pop(&mut self) -> Result<Option<(u16, u32)>, QueueError> {
+        // SAFETY: the idx field of the used ring.
+        let now = u16::from_le(unsafe { (self.used.add(2) as *const u16).read_volatile() });
+        if now == self.last_used {
+            return Ok(None);
+        }
+        let outstanding = self.size as usize - self.free.len();
+        if now.wrapping_sub(self.last_used) as usize > outstanding {
+            return Err(QueueError::UsedIndexJump { last: self.last_used, now });
+        }
+        fence(Ordering::SeqCst);
+        let slot = (self.last_used % self.size) as usize;
+        // SAFETY: used element `slot < size`: {u32 id, u32 len} at 4 + 8 * slot.
+        let (id, len) = unsafe {
+            let p = self.used.add(4 + 8 * slot);
+            (u32::from_le((p as *const u32).read_volatile()), u32::from_le((p.add(4) as *const u32).read_volatile()))
+        };
+        if id >= self.size as u32 || self.in_flight[id as usize] == 0 {
+            return Err(QueueError::BogusId(id));
+        }
+        let cap = self.in_flight[id as usize];
+        if len > cap {
+            return Err(QueueError::BogusLength { id: id as u16, len, cap });
+        }
+        self.in_flight[id as usize] = 0;
+        self.free.push(id as u16);
+        self.last_used = self.last_used.wrapping_add(1);
+        Ok(Some((id as u16, len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queue memory plus a minimal device that consumes available buffers in order.
+    struct Fixture {
+        desc: std::vec::Vec<u64>,
+        avail: std::vec::Vec<u16>,
+        used: std::vec::Vec<u32>,
+        dev_avail: u16,
+        dev_used: u16,
+    }
+
+    impl Fixture {
+        fn new(size: u16) -> Self {
+            Fixture {
+                desc: vec![0; desc_bytes(size) / 8],
+                avail: vec![0; avail_bytes(size) / 2 + 1],
+                used: vec![0; used_bytes(size) / 4 + 1],
+                dev_avail: 0,
+                dev_used: 0,
+            }
+        }
+        fn queue(&mut self, size: u16) -> SplitQueue {
+            // SAFETY: the vectors are zeroed, large enough and outlive the queue in each test.
+            unsafe {
+                SplitQueue::new(
+                    size,
+                    self.desc.as_mut_ptr() as *mut u8,
+                    self.avail.as_mut_ptr() as *mut u8,
+                    self.used.as_mut_ptr() as *mut u8,
+                )
+            }
+        }
+        /// The device takes the next available buffer and reports `written` bytes (or a forged
+        /// id / length).
+        fn complete(&mut self, size: u16, forge_id: Option<u32>, written: Option<u32>) -> (u64, u32, u16) {
+            let avail_idx = self.avail[1];
+            assert_ne!(avail_idx, self.dev_avail, "nothing available");
+            let id = self.avail[2 + (self.dev_avail % size) as usize];
+            self.dev_avail = self.dev_avail.wrapping_add(1);
+            let (addr, len, flags) = (self.desc[id as usize * 2], self.desc[id as usize * 2 + 1] as u32, (self.desc[id as usize * 2 + 1] >> 32) as u16);
+            let slot = (self.dev_used % size) as usize;
+            self.used[1 + 2 * slot] = forge_id.unwrap_or(id as u32);
+            self.used[2 + 2 * slot] = written.unwrap_or(len);
+            self.dev_used = self.dev_used.wrapping_add(1);
+            self.used[0] = (self.dev_used as u32) << 16;
+            (addr, len, flags)
+        }
+    }
+
+    #[test]
+    fn round_trip_and_wraparound() {
+        let mut f = Fixture::new(4);
+        let mut q = f.queue(4);
+        for round in 0..20u64 {
+            let id = q.push(0x1000 * round, 100, round % 2 == 0).unwrap();
+            let (addr, len, flags) = f.complete(4, None, Some(60));
+            assert_eq!((addr, len), (0x1000 * round, 100));
+            assert_eq!(flags, if round % 2 == 0 { VIRTQ_DESC_F_WRITE } else { 0 });
+            assert_eq!(q.pop(), Ok(Some((id, 60))));
+            assert_eq!(q.pop(), Ok(None));
+        }
+        assert_eq!(q.free_count(), 4);
+    }
+
+    #[test]
+    fn full_queue_refuses_more() {
+        let mut f = Fixture::new(2);
+        let mut q = f.queue(2);
+        assert!(q.push(1, 1, true).is_some());
+        assert!(q.push(2, 1, true).is_some());
+        assert_eq!(q.push(3, 1, true), None);
+    }
+
+    #[test]
+    fn hostile_device_is_detected() {
+        let mut f = Fixture::new(4);
+        let mut q = f.queue(4);
+        q.push(0x1000, 64, true).unwrap();
+        f.complete(4, Some(3), None); // descriptor 3 was never made available
+        assert_eq!(q.pop(), Err(QueueError::BogusId(3)));
+
+        let mut f = Fixture::new(4);
+        let mut q = f.queue(4);
+        q.push(0x1000, 64, true).unwrap();
+        f.complete(4, None, Some(65)); // claims more bytes than the buffer holds
+        assert!(matches!(q.pop(), Err(QueueError::BogusLength { len: 65, cap: 64, .. })));
+
+        let mut f = Fixture::new(4);
+        let mut q = f.queue(4);
+        q.push(0x1000, 64, true).unwrap();
+        f.used[0] = 3 << 16; // used index jumps by 3 with one buffer outstanding
+        assert!(matches!(q.pop(), Err(QueueError::UsedIndexJump { last: 0, now: 3 })));
+    }
+}

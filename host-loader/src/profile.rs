@@ -1,0 +1,367 @@
+//! VM launch profiles: the exact command lines that boot the pupa image as VM firmware.
+//!
+//! One source of truth for `pupa-host run`, the tests and the scripts in `qemu/` (which are
+//! generated from here by `pupa-host profiles --write qemu/`). The plain profile runs on this
+//! development machine (KVM when it actually works, else TCG); the SNP and TDX profiles need
+//! hardware and a host kernel with the matching support, and were NOT executed here.
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Which TEE the VM is launched as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tee {
+    /// A plain VM (development; the guest serves insecure dev evidence).
+    None,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+}
+
+/// Which VMM launches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Vmm {
+    Qemu,
+    CloudHypervisor,
+}
+
+/// How QEMU executes guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// Guest networking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// No network device.
+    None,
+    /// QEMU user networking with the guest's service port forwarded from 127.0.0.1:`host_port`
+    /// (development profile).
+    UserForward { host_port: u16, guest_port: u16 },
+    /// A TAP device set up by the operator (production; see qemu/README.md).
+    Tap { ifname: String },
+}
+
+/// Everything a launch needs.
+#[derive(Clone, Debug)]
+pub struct LaunchConfig<'a> {
+    pub tee: Tee,
+    pub vmm: Vmm,
+    pub image: &'a Path,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub accel: Accel,
+    pub network: Network,
+    /// Add QEMU's isa-debug-exit device (tests: failure codes become exit statuses).
+    pub debug_exit: bool,
+    /// Extra `-fw_cfg name=...,string=...` items (tests).
+    pub fw_cfg: Vec<(String, String)>,
+}
+
+/// A generated command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Whether this profile has been executed on a machine like the development one.
+    pub executed_here: bool,
+}
+
+impl fmt::Display for Launch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.program)?;
+        for a in &self.args {
+            if a.contains([' ', '"', '{', '}']) {
+                write!(f, " \\\n    '{a}'")?;
+            } else if a.starts_with('-') {
+                write!(f, " \\\n    {a}")?;
+            } else {
+                write!(f, " {a}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The SNP C-bit position and the physical-address reduction of current EPYC parts (Milan,
+/// Genoa, Turin: CPUID Fn8000_001F EBX[5:0] = 51, EBX[11:6] = 1).
+const SNP_CBITPOS: u32 = 51;
+const SNP_REDUCED_PHYS_BITS: u32 = 1;
+
+/// Build the command line for a profile.
+pub fn command(cfg: &LaunchConfig) -> Launch {
+    match cfg.vmm {
+        Vmm::Qemu => qemu(cfg),
+        Vmm::CloudHypervisor => cloud_hypervisor(cfg),
+    }
+}
+
+fn qemu(cfg: &LaunchConfig) -> Launch {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |s: &str| a.push(s.to_string());
+    let mem = format!("{}M", cfg.memory_mib);
+    match cfg.tee {
+        Tee::None => {
+            push("-machine");
+            push("q35");
+            push("-accel");
+            push(if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" });
+            push("-cpu");
+            // TCG: `max` has RDRAND and AVX2/AVX-512; the vendor makes guests trust RDRAND.
+            push(if cfg.accel == Accel::Kvm { "host" } else { "max,vendor=GenuineIntel" });
+            push("-m");
+            push(&mem);
+        }
+        Tee::Snp => {
+            // QEMU >= 9.1 with a host kernel that has SNP support (upstream KVM 6.11+).
+            push("-machine");
+            push("q35,confidential-guest-support=sev0,memory-backend=ram0");
+            push("-accel");
+            push("kvm");
+            push("-cpu");
+            push("EPYC-v4");
+            push("-object");
+            a.push(format!("memory-backend-memfd,id=ram0,size={mem},share=true,prealloc=false"));
+            a.push("-object".into());
+            a.push(format!("sev-snp-guest,id=sev0,cbitpos={SNP_CBITPOS},reduced-phys-bits={SNP_REDUCED_PHYS_BITS}"));
+            a.push("-m".into());
+            a.push(mem.clone());
+        }
+        Tee::Tdx => {
+            // QEMU >= 10.1 with a host kernel that has TDX support (upstream KVM 6.16+); the
+            // quote service (QGS) listens on vsock port 4050 of the host.
+            push("-machine");
+            push("q35,kernel-irqchip=split,confidential-guest-support=tdx0,memory-backend=ram0");
+            push("-accel");
+            push("kvm");
+            push("-cpu");
+            push("host");
+            push("-object");
+            a.push(format!("memory-backend-memfd,id=ram0,size={mem}"));
+            a.push("-object".into());
+            a.push(r#"{"qom-type":"tdx-guest","id":"tdx0","quote-generation-socket":{"type":"vsock","cid":"2","port":"4050"}}"#.into());
+            a.push("-m".into());
+            a.push(mem.clone());
+        }
+    }
+    a.push("-smp".into());
+    a.push(cfg.vcpus.to_string());
+    a.push("-bios".into());
+    a.push(cfg.image.display().to_string());
+    for s in ["-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor", "none"] {
+        a.push(s.into());
+    }
+    match &cfg.network {
+        Network::None => {
+            a.push("-nic".into());
+            a.push("none".into());
+        }
+        Network::UserForward { host_port, guest_port } => {
+            a.push("-netdev".into());
+            a.push(format!("user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"));
+            a.push("-device".into());
+            a.push("virtio-net-pci,netdev=net0,disable-legacy=on,romfile=".into());
+        }
+        Network::Tap { ifname } => {
+            a.push("-netdev".into());
+            a.push(format!("tap,id=net0,ifname={ifname},script=no,downscript=no"));
+            a.push("-device".into());
+            a.push("virtio-net-pci,netdev=net0,disable-legacy=on,romfile=".into());
+        }
+    }
+    if cfg.debug_exit {
+        a.push("-device".into());
+        a.push("isa-debug-exit,iobase=0xf4,iosize=0x04".into());
+    }
+    for (name, value) in &cfg.fw_cfg {
+        a.push("-fw_cfg".into());
+        a.push(format!("name={name},string={value}"));
+    }
+    Launch { program: "qemu-system-x86_64".into(), args: a, executed_here: cfg.tee == Tee::None }
+}
+
+fn cloud_hypervisor(cfg: &LaunchConfig) -> Launch {
+    let mut a = vec![
+        "--firmware".to_string(),
+        cfg.image.display().to_string(),
+        "--cpus".into(),
+        format!("boot={}", cfg.vcpus),
+        "--memory".into(),
+        format!("size={}M", cfg.memory_mib),
+        "--serial".into(),
+        "tty".into(),
+        "--console".into(),
+        "off".into(),
+    ];
+    match cfg.tee {
+        Tee::None => {}
+        Tee::Tdx => {
+            a.push("--platform".into());
+            a.push("tdx=on".into());
+        }
+        Tee::Snp => {
+            // cloud-hypervisor supports SEV-SNP on the MSHV hypervisor only.
+            a.push("--platform".into());
+            a.push("sev_snp=on".into());
+        }
+    }
+    match &cfg.network {
+        Network::None => {}
+        Network::Tap { ifname } => {
+            a.push("--net".into());
+            a.push(format!("tap={ifname}"));
+        }
+        Network::UserForward { .. } => {
+            // cloud-hypervisor has no user-mode networking: use a TAP device.
+            a.push("--net".into());
+            a.push("tap=pupa0".into());
+        }
+    }
+    Launch { program: "cloud-hypervisor".into(), args: a, executed_here: false }
+}
+
+/// Whether KVM actually runs this image here: `/dev/kvm` opens and a KVM boot of `image`
+/// reaches `pupa: ready` within `timeout` (nested setups can fail at the first SSE
+/// instruction, which only a real boot shows).
+pub fn kvm_works(image: &Path, timeout: Duration) -> bool {
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return false;
+    }
+    let cfg = LaunchConfig {
+        tee: Tee::None,
+        vmm: Vmm::Qemu,
+        image,
+        memory_mib: 128,
+        vcpus: 1,
+        accel: Accel::Kvm,
+        network: Network::None,
+        debug_exit: true,
+        fw_cfg: vec![],
+    };
+    let l = command(&cfg);
+    let Ok(mut child) = Command::new(&l.program).args(&l.args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    }
+    out.contains("pupa: ready")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(tee: Tee, vmm: Vmm) -> LaunchConfig<'static> {
+        LaunchConfig {
+            tee,
+            vmm,
+            image: Path::new("pupa.fd"),
+            memory_mib: 256,
+            vcpus: 2,
+            accel: Accel::Tcg,
+            network: Network::UserForward { host_port: 7000, guest_port: 7000 },
+            debug_exit: false,
+            fw_cfg: vec![],
+        }
+    }
+
+    #[test]
+    fn plain_is_firmware_boot_with_forward() {
+        let l = command(&cfg(Tee::None, Vmm::Qemu));
+        let s = l.args.join(" ");
+        assert!(s.contains("-bios pupa.fd"));
+        assert!(s.contains("hostfwd=tcp:127.0.0.1:7000-:7000"));
+        assert!(s.contains("-accel tcg"));
+        assert!(l.executed_here);
+    }
+
+    #[test]
+    fn tee_profiles_name_their_objects_and_are_marked_unexecuted() {
+        let snp = command(&cfg(Tee::Snp, Vmm::Qemu));
+        assert!(snp.args.iter().any(|a| a.starts_with("sev-snp-guest,id=sev0,cbitpos=51")));
+        assert!(!snp.executed_here);
+        let tdx = command(&cfg(Tee::Tdx, Vmm::Qemu));
+        assert!(tdx.args.iter().any(|a| a.contains("\"qom-type\":\"tdx-guest\"")));
+        assert!(tdx.args.iter().any(|a| a.contains("kernel-irqchip=split")));
+        let ch = command(&cfg(Tee::Tdx, Vmm::CloudHypervisor));
+        assert_eq!(&ch.args[..2], &["--firmware".to_string(), "pupa.fd".to_string()]);
+        assert!(ch.args.contains(&"tdx=on".to_string()));
+    }
+}
+
+/// The launch scripts kept in `qemu/` (file name, contents), generated from [`command`] so that
+/// they cannot drift from what `pupa-host run` does. A test checks the committed copies.
+pub fn scripts() -> Vec<(String, String)> {
+    let image = Path::new("$IMAGE");
+    let base = |tee, vmm| LaunchConfig {
+        tee,
+        vmm,
+        image,
+        memory_mib: 256,
+        vcpus: 1,
+        accel: Accel::Kvm,
+        network: Network::UserForward { host_port: 7000, guest_port: 7000 },
+        debug_exit: false,
+        fw_cfg: vec![],
+    };
+    let mut plain_tcg = base(Tee::None, Vmm::Qemu);
+    plain_tcg.accel = Accel::Tcg;
+    let mut ch = base(Tee::None, Vmm::CloudHypervisor);
+    ch.network = Network::Tap { ifname: "pupa0".into() };
+    let mut ch_tdx = base(Tee::Tdx, Vmm::CloudHypervisor);
+    ch_tdx.network = Network::Tap { ifname: "pupa0".into() };
+    let profiles = [
+        ("qemu-plain-kvm.sh", base(Tee::None, Vmm::Qemu), "Plain VM under KVM (development). Executed on the development machine only where KVM works."),
+        ("qemu-plain-tcg.sh", plain_tcg, "Plain VM under TCG (development; no KVM needed). Executed by the tests on the development machine."),
+        ("qemu-snp.sh", base(Tee::Snp, Vmm::Qemu), "AMD SEV-SNP guest. NOT EXECUTED on the development machines: needs an SNP host (EPYC Milan or later, SNP-enabled firmware and kernel, QEMU >= 9.1)."),
+        ("qemu-tdx.sh", base(Tee::Tdx, Vmm::Qemu), "Intel TDX guest. NOT EXECUTED on the development machines: needs a TDX host (TDX module, KVM with TDX, QEMU >= 10.1, a QGS for quotes)."),
+        ("cloud-hypervisor.sh", ch, "Plain VM under cloud-hypervisor with a TAP device. NOT EXECUTED on the development machines (cloud-hypervisor is not installed there)."),
+        ("cloud-hypervisor-tdx.sh", ch_tdx, "TDX guest under cloud-hypervisor. NOT EXECUTED on the development machines: needs a TDX host."),
+    ];
+    profiles
+        .into_iter()
+        .map(|(name, cfg, what)| {
+            let l = command(&cfg);
+            let body = l.to_string().replace("'$IMAGE'", "\"$IMAGE\"").replace(" $IMAGE", " \"$IMAGE\"");
+            (
+                name.to_string(),
+                format!(
+                    "#!/bin/sh\n# {what}\n# Generated by `pupa-host profiles --write qemu/` from host-loader/src/profile.rs; do not edit.\n# Usage: {name} [IMAGE]   (default target/pupa/pupa.fd)\nset -eu\nIMAGE=\"${{1:-target/pupa/pupa.fd}}\"\nexec {body}\n"
+                ),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod script_tests {
+    /// The committed scripts in qemu/ are what the code generates.
+    #[test]
+    fn committed_scripts_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu");
+        for (name, body) in super::scripts() {
+            let committed = std::fs::read_to_string(dir.join(&name))
+                .unwrap_or_else(|e| panic!("qemu/{name}: {e}; run `pupa-host profiles --write qemu/`"));
+            assert_eq!(committed, body, "qemu/{name} is stale; run `pupa-host profiles --write qemu/`");
+        }
+    }
+}

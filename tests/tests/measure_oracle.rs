@@ -1,0 +1,92 @@
+//! pupa's own image against `sev-snp-measure` (PyPI): the SNP launch digest for 26 launch
+//! configurations, and every entry of the manifest, recomputed.
+//!
+//! Installs sev-snp-measure 0.0.13 in a venv under the cargo target dir. If that fails the
+//! test FAILS, unless `PUPA_OFFLINE=1` (then the oracle part is skipped with a message).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pupa_measurements::snp::{self, SnpConfig, VmmType};
+use pupa_measurements::{hexfmt, manifest, Firmware};
+use pupa_tests::image;
+
+const SSM_VERSION: &str = "0.0.13";
+
+fn sev_snp_measure() -> Result<PathBuf, String> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sev-snp-measure-{SSM_VERSION}"));
+    let bin = venv.join("bin/sev-snp-measure");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    for cmd in [
+        Command::new("python3").args(["-m", "venv"]).arg(&venv).output(),
+        Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("sev-snp-measure=={SSM_VERSION}")]).output(),
+    ] {
+        let out = cmd.map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    Ok(bin)
+}
+
+#[test]
+fn manifest_measurements_recompute() {
+    let img = image();
+    let text = std::fs::read_to_string(&img.manifest).unwrap();
+    let report = manifest::check(&text, &std::fs::read(&img.image).unwrap()).unwrap();
+    println!("{report}");
+    assert!(report.all_match());
+    // the default profiles: 12 SNP + 2 TDX + image hash and size
+    assert_eq!(report.rows.len(), 16, "{report}");
+}
+
+#[test]
+fn sev_snp_measure_agrees_on_pupa_image() {
+    let ssm = match sev_snp_measure() {
+        Ok(p) => p,
+        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
+            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
+            return;
+        }
+        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
+    };
+    let path = &image().image;
+    let fw = Firmware::parse(&std::fs::read(path).unwrap()).unwrap();
+    // (vcpus, sev-snp-measure --vcpu-type or None, vmm, guest features)
+    let mut configs: Vec<(u32, Option<&str>, VmmType, u64)> = Vec::new();
+    for t in ["EPYC-v4", "EPYC-Milan", "EPYC-Genoa"] {
+        for n in [1, 2, 4, 8] {
+            configs.push((n, Some(t), VmmType::Qemu, 0x1));
+        }
+    }
+    configs.extend([(1, Some("EPYC-Turin"), VmmType::Qemu, 0x21), (3, Some("EPYC-Turin"), VmmType::Qemu, 0x1)]);
+    configs.extend([(2, Some("EPYC-Rome"), VmmType::Qemu, 0x5), (16, Some("EPYC"), VmmType::Qemu, 0x21)]);
+    for n in [1, 2, 4] {
+        configs.extend([(n, Some("EPYC-v4"), VmmType::Ec2, 0x1), (n, Some("EPYC-v4"), VmmType::Ec2, 0x21)]);
+        configs.push((n, None, VmmType::Gce, 0x1));
+    }
+    assert!(configs.len() >= 24);
+    for (vcpus, cpu, vmm, features) in configs {
+        let mut cmd = Command::new(&ssm);
+        cmd.args(["--mode", "snp", "--output-format", "hex", "--ovmf"]).arg(path);
+        cmd.args(["--vcpus", &vcpus.to_string(), "--vmm-type", &vmm.to_string(), "--guest-features", &format!("{features:#x}")]);
+        if let Some(t) = cpu {
+            cmd.args(["--vcpu-type", t]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let cfg = SnpConfig {
+            vcpus,
+            vcpu_sig: cpu.map(|t| u64::from(t.parse::<snp::CpuType>().unwrap().sig())),
+            vmm,
+            guest_features: features,
+            kernel_hashes: None,
+            ovmf_hash: None,
+        };
+        let ours = hexfmt::encode(&snp::launch_digest(&fw, &cfg).unwrap());
+        assert_eq!(ours, theirs, "{vcpus} vCPUs {cpu:?} {vmm} {features:#x}");
+    }
+}
