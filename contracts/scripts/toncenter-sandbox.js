@@ -4,7 +4,8 @@
 // usage: node scripts/toncenter-sandbox.js CONFIG.json
 //   CONFIG: { "network_id": -239, "withdraw_delay": 86400, "reserve": "1000000000000",
 //             "guests": ["<hex ed25519 key>", ...],
-//             "clients": [{ "key": "<hex>", "deposit": "<nanoton>" }, ...] }
+//             "clients": [{ "seed": "<hex ed25519 seed>", "deposit": "<nanoton>" }, ...] }
+// Each client deposits from its own sandbox wallet, with an owner proof signed by its key.
 // Listens on 127.0.0.1 (random port) and prints one line:
 //   READY <port> <contract raw address> <worker raw address>
 // Test-only endpoint: GET /pupa/stats -> total value the contract sent to the worker,
@@ -13,10 +14,12 @@ const http = require('node:http');
 const fs = require('node:fs');
 const { Blockchain, createShardAccount } = require('@ton/sandbox');
 const { Address, beginCell, Cell, contractAddress, toNano } = require('@ton/core');
+const { keyPairFromSeed, sign } = require('@ton/crypto');
 const { compilePayment } = require('./compile');
 
 const OP_REGISTER = 0x70757067;
 const OP_DEPOSIT = 0x70757064;
+const OWNER_TAG = 0x7075706f;
 
 function reply(res, status, obj) {
   const body = JSON.stringify(obj);
@@ -65,8 +68,12 @@ async function main() {
   }
   for (const [i, c] of cfg.clients.entries()) {
     const client = await chain.treasury(`client-${i}`, { balance: BigInt(c.deposit) + toNano('10') });
+    const kp = keyPairFromSeed(Buffer.from(c.seed, 'hex'));
+    const doc = beginCell().storeUint(OWNER_TAG, 32).storeInt(cfg.network_id, 32)
+      .storeAddress(address).storeAddress(client.address).endCell();
+    const proof = beginCell().storeBuffer(sign(doc.hash(), kp.secretKey)).storeRef(doc).endCell();
     await client.send({ to: address, value: BigInt(c.deposit), body: beginCell().storeUint(OP_DEPOSIT, 32)
-      .storeUint(0, 64).storeUint(BigInt('0x' + c.key), 256).endCell() });
+      .storeUint(0, 64).storeBuffer(kp.publicKey).storeMaybeRef(proof).endCell() });
   }
 
   const stats = { paid_to_worker: 0n, accepted: 0, rejected: 0, gas: [] };
@@ -118,7 +125,7 @@ async function main() {
           if (req.method === 'GET' && url.pathname === '/pupa/stats') {
             return reply(res, 200, { ok: true, result: { paid_to_worker: stats.paid_to_worker.toString(),
               accepted: stats.accepted, rejected: stats.rejected,
-              gas_max: Math.max(0, ...stats.gas), gas_min: Math.min(...stats.gas) } });
+              gas_max: Math.max(0, ...stats.gas), gas_min: stats.gas.length ? Math.min(...stats.gas) : 0 } });
           }
           return reply(res, 404, { ok: false, error: `no such method ${url.pathname}`, code: 404 });
         } catch (e) {

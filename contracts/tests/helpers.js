@@ -2,6 +2,7 @@
 // the contract installed at the address the Rust golden payouts were signed for.
 const { Blockchain, createShardAccount } = require('@ton/sandbox');
 const { Address, beginCell, Cell, toNano } = require('@ton/core');
+const { keyPairFromSeed, sign } = require('@ton/crypto');
 const { compilePayment } = require('../scripts/compile');
 const golden = require('./golden/payouts.json');
 
@@ -17,8 +18,20 @@ const ERR = {
   unknownOp: 401, notOwner: 402, badGuestSig: 403, badClientSig: 404, wrongTag: 405,
   wrongNetwork: 406, wrongContract: 407, voucherMismatch: 408, unknownGuest: 409,
   unknownClient: 410, replay: 411, aboveCap: 412, aboveDeposit: 413, priceDecreased: 414,
-  noWithdrawRequest: 415, withdrawTooEarly: 416, zeroDeposit: 417,
+  noWithdrawRequest: 415, withdrawTooEarly: 416, zeroDeposit: 417, badOwnerProof: 418,
 };
+// Seeds of the golden keys (protocol/tests/ton_golden.rs: SigningKey::from_bytes(&[seed; 32])).
+const SEEDS = { client_a: 0xa1, client_b: 0xb1, client_c: 0xc1 };
+const OWNER_TAG = 0x7075706f;
+
+/** A client key's signed statement naming `owner` (signed here with @ton/crypto). */
+function ownerProof(clientKeyName, owner, contract) {
+  const kp = keyPairFromSeed(Buffer.alloc(32, SEEDS[clientKeyName]));
+  if (kp.publicKey.toString('hex') !== golden.keys[clientKeyName]) throw new Error('seed/key mismatch');
+  const doc = beginCell().storeUint(OWNER_TAG, 32).storeInt(golden.network_id, 32)
+    .storeAddress(contract).storeAddress(owner).endCell();
+  return beginCell().storeBuffer(sign(doc.hash(), kp.secretKey)).storeRef(doc).endCell();
+}
 const DELAY = 86400;
 const NOW = 1_800_000_000;
 
@@ -102,9 +115,9 @@ async function setup() {
       send(from, beginCell().storeUint(OP.registerGuest, 32).storeUint(0, 64)
         .storeUint(key(guestName), 256).storeAddress(worker.address).storeUint(0xe71dec, 256).endCell(),
       toNano('0.05'), label),
-    deposit: (client, clientKeyName, amount, label) =>
-      send(client, beginCell().storeUint(OP.deposit, 32).storeUint(0, 64).storeUint(key(clientKeyName), 256).endCell(),
-        amount, label),
+    deposit: (client, clientKeyName, amount, label, proof = ownerProof(clientKeyName, client.address, address)) =>
+      send(client, beginCell().storeUint(OP.deposit, 32).storeUint(0, 64).storeUint(key(clientKeyName), 256)
+        .storeMaybeRef(proof).endCell(), amount, label),
     payout: async (name, label) => {
       const body = Cell.fromBoc(Buffer.from(golden.payouts[name].boc, 'hex'))[0];
       const r = await send(relay, body, toNano('0.05'), label);
@@ -138,4 +151,4 @@ async function funded() {
   return t;
 }
 
-module.exports = { setup, funded, golden, OP, ERR, DELAY, NOW, gasReport, key };
+module.exports = { setup, funded, golden, OP, ERR, DELAY, NOW, gasReport, key, ownerProof };

@@ -3,7 +3,7 @@
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { toNano, beginCell, Cell } = require('@ton/core');
-const { setup, funded, golden, OP, ERR, DELAY, NOW, gasReport } = require('./helpers');
+const { setup, funded, golden, OP, ERR, DELAY, NOW, gasReport, ownerProof } = require('./helpers');
 
 const price = (name) => BigInt(golden.payouts[name].price);
 
@@ -142,6 +142,27 @@ test('withdrawal only by the depositor, only after the delay', async () => {
   assert.equal((await t.client('client_b')).balance, 0n);
   // Nothing is left to claim.
   assert.equal((await t.payout('b2')).exitCode, ERR.aboveDeposit);
+});
+
+test('first deposit needs an owner proof signed by the client key (418)', async () => {
+  const t = await setup();
+  // Without a proof, or with one signed by another key, nobody can claim client A's key.
+  assert.equal((await t.deposit(t.clients.c, 'client_a', toNano('1'), undefined, null)).exitCode, ERR.badOwnerProof);
+  const forged = ownerProof('client_c', t.clients.c.address, t.address);
+  assert.equal((await t.deposit(t.clients.c, 'client_a', toNano('1'), undefined, forged)).exitCode, ERR.badOwnerProof);
+  assert.equal((await t.client('client_a')).found, false);
+  // The deposit body and proof the Rust code produced: the owner it names is recorded,
+  // whoever sends the deposit.
+  const body = Cell.fromBoc(Buffer.from(golden.deposit_a.boc, 'hex'))[0];
+  assert.equal((await t.send(t.clients.b, body, toNano('2'), 'deposit (first, with proof)')).exitCode, 0);
+  const c = await t.client('client_a');
+  assert.equal(c.owner.toRawString(), golden.deposit_a.owner);
+  assert.equal(c.balance, toNano('2'));
+  // Top-ups need no proof and do not change the owner.
+  assert.equal((await t.deposit(t.clients.c, 'client_a', toNano('1'), 'deposit (top-up)', null)).exitCode, 0);
+  const c2 = await t.client('client_a');
+  assert.equal(c2.owner.toRawString(), golden.deposit_a.owner);
+  assert.equal(c2.balance, toNano('3'));
 });
 
 test('deposit gas, unknown op and malformed body', async () => {

@@ -14,6 +14,7 @@ pub mod banner;
 pub mod clock;
 pub mod entropy;
 pub mod memmap;
+pub mod runtime;
 pub mod tee;
 pub mod virtqueue;
 

@@ -10,15 +10,18 @@ extern crate alloc;
 mod arch;
 mod platform;
 
-use pupa_guest::banner::BootReport;
-use pupa_guest::entropy::Entropy;
+use pupa_guest::banner::{BootReport, Hex};
+use pupa_guest::clock::Tsc;
+use pupa_guest::entropy::{Entropy, EntropyError};
+use pupa_guest::runtime::{self, Config, DevTee, Worker};
 use pupa_guest::memmap::{self, RegionKind};
 use pupa_guest::tee::{self, TeeKind};
 use pupa_guest::{exit_code, VERSION};
 use sha2::{Digest, Sha384};
 
 use arch::cpu::{self, cpuid, rdtsc};
-use platform::{exit, fw_cfg, heap, layout, pit, serial};
+use platform::virtio_net::{NetError, PlainDma, VirtioNet};
+use platform::{exit, fw_cfg, heap, layout, net, pit, serial};
 
 /// Entry from the 64-bit boot stub. `boot_mode`: 0 = 16-bit reset vector, 1 = TDX 32-bit entry.
 #[no_mangle]
@@ -89,7 +92,57 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
     #[cfg(feature = "fault-test")]
     fault_test();
 
-    exit::power_off()
+    // The runtime: keys, evidence, sessions. Only the dev TEE exists in this build: inside a
+    // real SNP/TDX VM the guest refuses to serve rather than hand out insecure evidence.
+    if tee != TeeKind::None {
+        boot_failure(format_args!(
+            "{} evidence is not implemented in this build; refusing to serve dev evidence inside a TEE",
+            tee.name()
+        ));
+    }
+    let clock = TscClock(tsc);
+    let mut entropy = GuestEntropy(entropy);
+    let seed = entropy.0.next_u64().unwrap_or_else(|e| boot_failure(format_args!("entropy: {e}")));
+    let mut worker = Worker::new(DevTee { image_sha384 }, entropy, clock, Config::default())
+        .unwrap_or_else(|e| boot_failure(format_args!("worker: {e}")));
+    println!("pupa: hpke key {} (x25519)", Hex(&worker.hpke_public_key()));
+    println!("pupa: receipt key {} (ed25519)", Hex(&worker.receipt_public_key()));
+    println!("pupa: evidence dev (INSECURE: software report, no TEE)");
+    match VirtioNet::init(&mut PlainDma) {
+        Ok(nic) => {
+            println!("pupa: listening tcp 10.0.2.15:{} (virtio-net)", net::PORT);
+            println!("pupa: ready");
+            net::serve(nic, &mut worker, move || tsc.ticks_to_us(rdtsc()), seed)
+        }
+        Err(NetError::NoDevice) => {
+            println!("pupa: no network device: nothing to serve");
+            println!("pupa: ready");
+            exit::power_off()
+        }
+        Err(e) => boot_failure(format_args!("network: {e:?}")),
+    }
+}
+
+/// The runtime's entropy: the health-tested RDSEED/RDRAND source.
+struct GuestEntropy(Entropy<cpu::CpuRng>);
+
+impl runtime::Entropy for GuestEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), runtime::EntropyFailure> {
+        self.0.fill(buf).map_err(|e| match e {
+            EntropyError::NoHardwareRng => runtime::EntropyFailure("no RDSEED/RDRAND"),
+            EntropyError::RetriesExhausted(_) => runtime::EntropyFailure("RDSEED/RDRAND retries exhausted"),
+            EntropyError::HealthTestFailed(..) => runtime::EntropyFailure("RDSEED/RDRAND health test failed"),
+        })
+    }
+}
+
+/// The runtime's clock: the calibrated TSC.
+struct TscClock(Tsc);
+
+impl runtime::Clock for TscClock {
+    fn now_ns(&self) -> u64 {
+        self.0.ticks_to_ns(rdtsc())
+    }
 }
 
 fn read_td_hob() -> alloc::vec::Vec<memmap::Region> {

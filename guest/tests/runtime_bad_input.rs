@@ -9,7 +9,7 @@ use pupa_protocol::job::{DType, Layout};
 use pupa_protocol::msg::{ErrorCode, Hello, Message, SealedJob};
 use pupa_protocol::seal::{Aead, KeyPair};
 use runtime_common::*;
-use serde_bytes::ByteBuf;
+use pupa_protocol::serde_bytes::ByteBuf;
 
 #[test]
 fn truncated_frame_at_eof() {

@@ -9,7 +9,7 @@ use pupa_protocol::job::{DType, Job, Layout, Op};
 use pupa_protocol::msg::{EvidenceRequest, Message, SealedJob};
 use pupa_protocol::seal::Aead;
 use runtime_common::*;
-use serde_bytes::ByteBuf;
+use pupa_protocol::serde_bytes::ByteBuf;
 
 fn matmul_ref(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
     let mut c = vec![0.0; m * n];

@@ -2,3 +2,4 @@
 
 pub mod profile;
 pub mod receipts;
+pub mod relay; pub mod client; pub mod vm;

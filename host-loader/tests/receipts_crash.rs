@@ -109,7 +109,7 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
         "reserve": "1000000000000",
         "guests": [hex(&gk)],
         "clients": clients.iter().map(|c| serde_json::json!({
-            "key": hex(c.verifying_key().as_bytes()), "deposit": "5000000000000" })).collect::<Vec<_>>(),
+            "seed": hex(&c.to_bytes()), "deposit": "5000000000000" })).collect::<Vec<_>>(),
     });
     let cfg_path = dir.join("sandbox.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();

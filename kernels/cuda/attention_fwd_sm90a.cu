@@ -18,9 +18,14 @@
 //                   row sums l kept per thread and reduced across the quad only at the end);
 //                   O = O * alpha + P V  wgmma m64nDk16 with P taken straight from the S
 //                   accumulator registers as the A operand (RS form; the accumulator and
-//                   A-fragment layouts line up, see kernels/src/cuda/model.rs) and V read
-//                   MN-major (trans-b = 1).
-// The whole bookkeeping is modelled on the CPU in kernels/src/cuda/model.rs (`attention_tiled`).
+//                   A-fragment layouts line up, see kernels/src/cuda/model/fragments.rs) and V
+//                   read MN-major (trans-b = 1).
+//                   The two consumer warpgroups take turns on the tensor cores (FlashAttention-3
+//                   "ping-pong" scheduling, Shah et al. 2024, section 3.1): named barrier 1 + w
+//                   is warpgroup w's turn; each issues its GEMM, hands the turn over and does its
+//                   softmax while the other's GEMM runs.
+// The tiling and softmax bookkeeping are modelled on the CPU in kernels/src/cuda/model/attention.rs
+// (`attention_tiled`), the synchronisation in model/pipeline.rs (`attention_programs`).
 #include "hopper.cuh"
 #include "wgmma_gen.cuh"
 
@@ -108,6 +113,8 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
 
   setmaxnreg_inc<240>();
   const int cw = wg - 1;
+  const int my_turn = 1 + cw, other_turn = 2 - cw;  // named barrier ids (0 is __syncthreads')
+  if (cw == 1) named_bar_arrive(1, 256);          // warpgroup 0 goes first
   const int warp = tid / 32, lane = tid % 32;
   const int row0 = m0 + cw * 64 + warp * 16 + lane / 4;  // query row of r = 0; r = 1 is row0 + 8
   const int diag = Sk - Sq;                              // causal: key j visible iff j <= row + diag
@@ -126,6 +133,7 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
     float sc[BKV / 2];
     mbar_wait(&k_full[s], parity);
     const u32 k_base = smem_u32(s_k + s * C::KV_BYTES);
+    named_bar_sync(my_turn, 256);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -135,6 +143,7 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
       wgmma_ss_m64n128k16_tb0(sc, dq, dk, kk > 0 ? 1 : 0);
     }
     wgmma_commit();
+    named_bar_arrive(other_turn, 256);
     wgmma_wait<0>();
     reg_fence(sc);
 
@@ -178,10 +187,11 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
     scale_rows(o, alpha[0], alpha[1]);
 
     // O += P V. P's A fragment for K slice ks (keys 16ks..16ks+15) is accumulator registers
-    // 8ks..8ks+7 packed in pairs (PTX ISA 9.7.15.5.2: the m64nNk16 D layout of two adjacent
+    // 8ks..8ks+7 packed in pairs (PTX ISA 9.7.15.5.1.1.1: the m64nNk16 D layout of two adjacent
     // 8-column groups equals the m64k16 A register layout).
     mbar_wait(&v_full[s], parity);
     const u32 v_base = smem_u32(s_v + s * C::KV_BYTES);
+    named_bar_sync(my_turn, 256);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < BKV / 16; ++ks) {
@@ -197,10 +207,12 @@ static __device__ __forceinline__ void attention_body(const TmaDesc* tq, const T
       }
     }
     wgmma_commit();
+    named_bar_arrive(other_turn, 256);
     wgmma_wait<0>();
     reg_fence(o);
     mbar_arrive(&kv_empty[s]);
   }
+  if (cw == 0) named_bar_sync(1, 256);  // consume warpgroup 1's last hand-over: barriers balanced
 
   // Finish: the four threads of a quad share two rows; sum their partial l, then O / l.
 #pragma unroll

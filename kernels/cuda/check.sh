@@ -5,7 +5,9 @@
 # kernel for sm_90a with `nvcc -cubin -Xptxas -v`, disassembles it with `cuobjdump -sass`, prints a
 # table (kernel, registers, shared memory, spills, HGMMA count) and exits non-zero if any kernel
 # spills, exceeds its register budget, has no HGMMA (tensor-core kernels), or ptxas reports
-# C7511/C7515 (wgmma serialised). Also checks that wgmma_gen.cuh matches gen_wgmma.py.
+# C7511/C7515 (wgmma serialised). Both build paths are gated: nvcc (build time) and NVRTC (the
+# launcher's run-time path, PTX assembled by ptxas as the driver would). Also checks that
+# wgmma_gen.cuh matches gen_wgmma.py.
 #
 # Environment: PUPA_CUDA_VENV (default ${CARGO_TARGET_DIR:-<repo>/target}/cuda-venv),
 #              PUPA_CUDA_OUT   (default ${CARGO_TARGET_DIR:-<repo>/target}/cuda-gates).
@@ -26,4 +28,7 @@ fi
 cuda="$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')"
 export PATH="$cuda/bin:$PATH"
 mkdir -p "$out"
-exec "$venv/bin/python" "$here/gates.py" --src "$here" --out "$out"
+# The launcher's run-time compiler; `cargo test -p pupa-kernels --features cuda --test cuda_gpu`
+# finds it with LD_LIBRARY_PATH="$cuda/lib" on a machine without a system CUDA.
+echo "check.sh: CUDA 13.2 libraries (libnvrtc) in $cuda/lib" >&2
+exec "$venv/bin/python" "$here/gates.py" --src "$here" --out "$out" --nvrtc "$cuda/lib/libnvrtc.so.13"

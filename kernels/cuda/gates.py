@@ -64,11 +64,82 @@ def hgmma_counts(sass):
     return counts
 
 
+def nvrtc_ptx(lib, src_dir, src, options):
+    """PTX of `src` from NVRTC (the launcher's run-time path), headers passed in memory as the
+    launcher inlines them. Returns (ok, ptx_or_log)."""
+    import ctypes
+
+    def check(rc, what):
+        if rc != 0:
+            raise RuntimeError(f"{what}: NVRTC error {rc}: {lib.nvrtcGetErrorString(rc).decode()}")
+
+    lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+    prog = ctypes.c_void_p()
+    names = ["hopper.cuh", "wgmma_gen.cuh"]
+    hdrs = (ctypes.c_char_p * 2)(*[(src_dir / n).read_bytes() for n in names])
+    incs = (ctypes.c_char_p * 2)(*[n.encode() for n in names])
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), (src_dir / src).read_bytes(), src.encode(), 2, hdrs, incs), "create")
+    try:
+        opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+        rc = lib.nvrtcCompileProgram(prog, len(options), opts)
+        size = ctypes.c_size_t()
+        check(lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size)), "log size")
+        log = ctypes.create_string_buffer(size.value)
+        check(lib.nvrtcGetProgramLog(prog, log), "log")
+        if rc != 0:
+            return False, log.value.decode(errors="replace")
+        check(lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "ptx size")
+        ptx = ctypes.create_string_buffer(size.value)
+        check(lib.nvrtcGetPTX(prog, ptx), "ptx")
+        return True, ptx.value.decode()
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def nvrtc_options(src_dir):
+    """The NVRTC options of kernels/src/cuda/source.rs, so both paths compile alike."""
+    text = (src_dir.parent / "src" / "cuda" / "source.rs").read_text()
+    m = re.search(r"NVRTC_OPTIONS: \[&str; \d+\] = \[(.*?)\];", text, re.S)
+    if not m:
+        raise RuntimeError("NVRTC_OPTIONS not found in kernels/src/cuda/source.rs")
+    return re.findall(r'"([^"]*)"', m.group(1))
+
+
+def gate(path, src, kernels, log, cubin, out, rows, failures):
+    """Applies the gates to one compiled source; appends table rows and failures."""
+    for line in log.splitlines():
+        if SERIALIZED.search(line):
+            failures.append(f"{path} {src}: wgmma serialised: {line.strip()}")
+    funcs = parse_ptxas(log)
+    rc, sass = run(["cuobjdump", "-sass", str(cubin)])
+    (out / (cubin.stem + ".sass")).write_text(sass)
+    if rc != 0:
+        failures.append(f"{path} {src}: cuobjdump failed (exit {rc}):\n{sass}")
+        return
+    hg = hgmma_counts(sass)
+    for name, want in kernels.items():
+        f = funcs.get(name)
+        if f is None or f["regs"] is None:
+            failures.append(f"{path} {name}: no ptxas report (kernel missing from {src}?)")
+            continue
+        spills = (f["spill_st"] or 0) + (f["spill_ld"] or 0)
+        n_hg = hg.get(name, 0)
+        rows.append((name, path, f["regs"], want["reg_budget"], f["smem"], want["dyn_smem"], f["spill_st"], f["spill_ld"], f["stack"], n_hg))
+        if spills:
+            failures.append(f"{path} {name}: spills ({f['spill_st']} B stored, {f['spill_ld']} B loaded)")
+        if f["regs"] > want["reg_budget"]:
+            failures.append(f"{path} {name}: {f['regs']} registers > budget {want['reg_budget']}")
+        if want["hgmma"] and n_hg == 0:
+            failures.append(f"{path} {name}: no HGMMA in SASS (tensor cores not used)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--nvrtc", type=Path, help="libnvrtc.so to also gate the run-time (NVRTC) path")
     args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     failures = []
 
     gen = subprocess.run([sys.executable, str(args.src / "gen_wgmma.py")], capture_output=True, text=True, check=True).stdout
@@ -76,39 +147,40 @@ def main():
         failures.append("wgmma_gen.cuh is stale: run `python3 kernels/cuda/gen_wgmma.py > kernels/cuda/wgmma_gen.cuh`")
 
     rows = []
-    for src, kernels in KERNELS.items():
-        cubin = args.out / (Path(src).stem + ".cubin")
-        rc, log = run(["nvcc", "-arch=sm_90a", "-cubin", "-O3", "-Xptxas", "-v", "-o", str(cubin), str(args.src / src)])
-        (args.out / (Path(src).stem + ".ptxas.log")).write_text(log)
-        if rc != 0:
-            failures.append(f"{src}: nvcc failed (exit {rc}):\n{log}")
-            continue
-        for line in log.splitlines():
-            if SERIALIZED.search(line):
-                failures.append(f"{src}: wgmma serialised: {line.strip()}")
-        funcs = parse_ptxas(log)
-        rc, sass = run(["cuobjdump", "-sass", str(cubin)])
-        (args.out / (Path(src).stem + ".sass")).write_text(sass)
-        if rc != 0:
-            failures.append(f"{src}: cuobjdump failed (exit {rc}):\n{sass}")
-            continue
-        hg = hgmma_counts(sass)
-        for name, want in kernels.items():
-            f = funcs.get(name)
-            if f is None or f["regs"] is None:
-                failures.append(f"{name}: no ptxas report (kernel missing from {src}?)")
-                continue
-            spills = (f["spill_st"] or 0) + (f["spill_ld"] or 0)
-            n_hg = hg.get(name, 0)
-            rows.append((name, f["regs"], want["reg_budget"], f["smem"], want["dyn_smem"], f["spill_st"], f["spill_ld"], f["stack"], n_hg))
-            if spills:
-                failures.append(f"{name}: spills ({f['spill_st']} B stored, {f['spill_ld']} B loaded)")
-            if f["regs"] > want["reg_budget"]:
-                failures.append(f"{name}: {f['regs']} registers > budget {want['reg_budget']}")
-            if want["hgmma"] and n_hg == 0:
-                failures.append(f"{name}: no HGMMA in SASS (tensor cores not used)")
+    lib = None
+    if args.nvrtc:
+        import ctypes
 
-    hdr = ("kernel", "regs", "budget", "static smem", "dynamic smem", "spill st", "spill ld", "stack", "HGMMA")
+        lib = ctypes.CDLL(str(args.nvrtc))
+        options = nvrtc_options(args.src)
+    for src, kernels in KERNELS.items():
+        stem = Path(src).stem
+        # Build-time path: nvcc -> cubin, with ptxas -v.
+        cubin = args.out / (stem + ".nvcc.cubin")
+        rc, log = run(["nvcc", "-arch=sm_90a", "-cubin", "-O3", "-Xptxas", "-v", "-o", str(cubin), str(args.src / src)])
+        (args.out / (stem + ".nvcc.ptxas.log")).write_text(log)
+        if rc != 0:
+            failures.append(f"nvcc {src}: compile failed (exit {rc}):\n{log}")
+        else:
+            gate("nvcc", src, kernels, log, cubin, args.out, rows, failures)
+        if lib is None:
+            continue
+        # Run-time path: NVRTC -> PTX, then ptxas as the driver's JIT would assemble it.
+        ok, ptx = nvrtc_ptx(lib, args.src, src, options)
+        if not ok:
+            failures.append(f"nvrtc {src}: compile failed:\n{ptx}")
+            continue
+        ptx_file = args.out / (stem + ".nvrtc.ptx")
+        ptx_file.write_text(ptx)
+        cubin = args.out / (stem + ".nvrtc.cubin")
+        rc, log = run(["ptxas", "-arch=sm_90a", "-O3", "-v", "-o", str(cubin), str(ptx_file)])
+        (args.out / (stem + ".nvrtc.ptxas.log")).write_text(log)
+        if rc != 0:
+            failures.append(f"nvrtc {src}: ptxas failed (exit {rc}):\n{log}")
+        else:
+            gate("nvrtc", src, kernels, log, cubin, args.out, rows, failures)
+
+    hdr = ("kernel", "path", "regs", "budget", "static smem", "dynamic smem", "spill st", "spill ld", "stack", "HGMMA")
     w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
     print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
     for r in rows:
@@ -118,7 +190,8 @@ def main():
         for f in failures:
             print(f"  - {f}", file=sys.stderr)
         return 1
-    print(f"\nCUDA gates passed: {len(rows)} kernels for sm_90a, no spills, within register budgets, HGMMA present, no C7511/C7515.")
+    paths = "nvcc and NVRTC" if lib else "nvcc"
+    print(f"\nCUDA gates passed ({paths}): {len(rows)} kernel builds for sm_90a, no spills, within register budgets, HGMMA present, no C7511/C7515.")
     return 0
 
 

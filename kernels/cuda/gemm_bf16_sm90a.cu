@@ -6,7 +6,8 @@
 //                   (128-byte swizzle) into a 4-stage ring guarded by mbarriers;
 //   warpgroups 1,2  consumers: each owns 64 rows of the tile and runs wgmma.mma_async m64n256k16
 //                   (four per 64-wide K tile) with both operands read from shared memory through
-//                   matrix descriptors, then releases the stage.
+//                   matrix descriptors, keeping one K tile of MMAs in flight and releasing a
+//                   stage as soon as the MMAs that read it have completed.
 // Ragged edges: TMA fills out-of-bounds rows/columns with zeros (so a K tail adds nothing) and the
 // epilogue bounds-checks every store. K must be a multiple of 8 (TMA global strides are 16-byte
 // multiples); the launcher checks it. The tiling is modelled on the CPU in
@@ -87,12 +88,15 @@ extern "C" __global__ void __launch_bounds__(gemm::THREADS, 1)
       wgmma_ss_m64n256k16_tb0(acc, da, db, 1);
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(acc);
-    mbar_arrive(&empty[s]);
+    // Keep this tile's MMAs in flight while the next stage is waited for: wait only for the
+    // previous group, then hand its stage back to the producer.
+    wgmma_wait<1>();
+    if (kt > 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
   }
+  wgmma_wait<0>();
+  reg_fence(acc);
 
-  // Epilogue. Accumulator fragment (PTX ISA 9.7.15.5.2 "Register Fragments", m64nNk16 D):
+  // Epilogue. Accumulator fragment (PTX ISA 9.7.15.5.1.1.1 "Matrix Fragments for wgmma.mma_async.m64nNk16", D):
   // warp w, lane l, register i -> row 16w + l/4 + 8*((i/2)%2), column 8*(i/4) + 2*(l%4) + i%2.
   const int warp = tid / 32, lane = tid % 32;
   const int row_base = m0 + cw * 64 + warp * 16 + lane / 4;

@@ -3,7 +3,7 @@
 
 Written by hand for pupa (no CUTLASS/CuTe: they are not in the cccl wheel). The operand lists of
 `wgmma.mma_async` are long (N/2 accumulator registers per thread), so they are generated rather
-than typed. PTX ISA 9.7.15.5 "wgmma.mma_async": syntax
+than typed. PTX ISA "wgmma.mma_async" (Asynchronous Warpgroup Level Matrix Multiply-Accumulate): syntax
   wgmma.mma_async.sync.aligned.shape.dtype.bf16.bf16 d, a-desc, b-desc, scale-d, imm-scale-a,
       imm-scale-b, imm-trans-a, imm-trans-b;          (A and B in shared memory: "SS")
   wgmma.mma_async.sync.aligned.shape.dtype.bf16.bf16 d, a, b-desc, scale-d, imm-scale-a,

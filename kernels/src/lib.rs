@@ -24,6 +24,8 @@
 extern crate alloc;
 
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod gemm;
 mod isa;

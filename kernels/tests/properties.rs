@@ -382,3 +382,59 @@ fn cpuid_detection_matches_std() {
     assert_eq!(pupa_kernels::detect_cpuid(), std_says);
     assert_eq!(detect(), std_says);
 }
+
+#[test]
+fn attention_packed_path_for_f32_inputs() {
+    // On AVX-512, f32 K and V are read in place; this covers the packing path for f32 too.
+    // (Other tests running meanwhile may take either path; both must be right.)
+    let mut rng = Rng::new();
+    pupa_kernels::attention::FORCE_PACK.store(true, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..6 {
+        let sh = random_shape(&mut rng);
+        check_attention::<f32>(&mut rng, detect(), sh, 1.0);
+    }
+    pupa_kernels::attention::FORCE_PACK.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn parallel_drivers_match_serial_bitwise() {
+    use pupa_kernels::{attention_parallel, matmul_parallel};
+    let mut rng = Rng::new();
+    let isa = detect();
+    for _ in 0..6 {
+        let (m, n, k) = (rng.size(300), rng.size(200), rng.size(300));
+        let a: Vec<bf16> = rng.vec(m * k, 1.0);
+        let b: Vec<bf16> = rng.vec(k * n, 1.0);
+        let (av, bv) = (
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+        );
+        let mut c1 = vec![f32::NAN; m * n];
+        let mut c2 = vec![f32::NAN; m * n];
+        matmul_with(isa, av, bv, &mut c1, n).unwrap();
+        matmul_parallel(isa, av, bv, &mut c2, n).unwrap();
+        assert!(
+            c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "gemm {m}x{n}x{k}"
+        );
+        let sh = random_shape(&mut rng);
+        let q: Vec<f32> = rng.vec(sh.seq_q * sh.heads * sh.dim, 1.0);
+        let kk: Vec<f32> = rng.vec(sh.seq_k * sh.kv_heads * sh.dim, 1.0);
+        let v: Vec<f32> = rng.vec(sh.seq_k * sh.kv_heads * sh.dim, 1.0);
+        let mut o1 = vec![f32::NAN; q.len()];
+        let mut o2 = vec![f32::NAN; q.len()];
+        let mut l1 = vec![f32::NAN; sh.seq_q * sh.heads];
+        let mut l2 = vec![f32::NAN; sh.seq_q * sh.heads];
+        attention_with(isa, &q, &kk, &v, &mut o1, sh, Some(&mut l1)).unwrap();
+        attention_parallel(isa, &q, &kk, &v, &mut o2, sh, Some(&mut l2)).unwrap();
+        assert!(
+            o1.iter().zip(&o2).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "attention {sh:?}"
+        );
+        assert!(
+            l1.iter().zip(&l2).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "lse {sh:?}"
+        );
+    }
+}

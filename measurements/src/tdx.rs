@@ -1,9 +1,10 @@
 //! Intel TDX MRTD of a TDVF-format firmware.
 //!
 //! MRTD is one SHA-384 computation that the TDX module runs over the TD's build
-//! (Intel TDX Module Base Architecture Specification, chapter "Measurement and Attestation",
-//! section "MRTD: Build-Time Measurement Register"; the records are specified with the leaf
-//! functions in the TDX Module ABI Specification):
+//! (Intel TDX Module Architecture Specification, document 344425, chapter "Measurement and
+//! Attestation", section "MRTD: Build-Time Measurement Register"; the records are specified
+//! with the TDH.MEM.PAGE.ADD and TDH.MR.EXTEND leaf functions in the TDX Module ABI
+//! Specification):
 //! - **TDH.MEM.PAGE.ADD** extends MRTD with one 128-byte block: bytes 0..12 = ASCII
 //!   `"MEM.PAGE.ADD"`, bytes 16..24 = the page's GPA (little-endian), all else zero;
 //! - **TDH.MR.EXTEND** extends MRTD with a 128-byte block (`"MR.EXTEND"` at 0, the chunk's GPA

@@ -194,10 +194,19 @@ impl FrameDecoder {
         if avail.len() < total {
             return Ok(None);
         }
-        let body = avail[HEADER_LEN..total].to_vec();
-        self.pos += total;
         self.header = None;
-        self.compact();
+        let body = if self.pos == 0 && self.buf.len() == total {
+            // The buffer is exactly this frame (the usual case for a large job): hand it over
+            // instead of holding a second copy of up to MAX_JOB_FRAME bytes.
+            let mut b = core::mem::take(&mut self.buf);
+            b.drain(..HEADER_LEN);
+            b
+        } else {
+            let b = avail[HEADER_LEN..total].to_vec();
+            self.pos += total;
+            self.compact();
+            b
+        };
         Ok(Some(Frame { kind, body }))
     }
 
@@ -268,6 +277,19 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[1], Frame { kind: Kind::SealedJob, body: vec![7u8; 1000] });
         assert_eq!(got[2].body, b"x");
+        // All at once (frames copied out of a shared buffer) and in uneven pieces.
+        for chunk in [stream.len(), 7, 1001] {
+            let mut d = FrameDecoder::new();
+            let mut again = Vec::new();
+            for piece in stream.chunks(chunk) {
+                d.feed(piece);
+                while let Some(f) = d.next_frame().unwrap() {
+                    again.push(f);
+                }
+            }
+            d.finish().unwrap();
+            assert_eq!(again, got, "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -9,8 +9,14 @@
 //!   key and to the message kind;
 //! - [`job`]: the job schema (matmul, attention) and its validation;
 //! - [`evidence`]: the `REPORT_DATA` binding and the insecure development report;
-//! - [`receipt`]: the interim signed receipt (Ed25519 over a domain-separated encoding);
-//! - [`ton`]: TON cells and receipts.
+//! - [`receipt`]: the per-job signed statement (Ed25519 over a domain-separated encoding);
+//! - [`ton`]: TON cells, vouchers and the payable cumulative receipts.
+//!
+//! A session, client's view: `Hello` (or `EvidenceRequest{nonce}`) → `Evidence`; verify it
+//! (TEE report, REPORT_DATA binding, measurement; dev reports only when allowed); then per
+//! job `SealedJob` (HPKE to `Evidence::hpke_pk`) → `SealedResult` (HPKE to the job's reply key,
+//! bound to the job's `enc`) + `Receipt` ([`msg::ReceiptReply`]), or one `Error` frame with a
+//! specific [`msg::ErrorCode`].
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
 
@@ -21,6 +27,9 @@ pub mod msg;
 pub mod receipt;
 pub mod seal;
 pub mod ton;
+
+/// Re-exported so users name the byte-buffer type of the messages without their own dependency.
+pub use serde_bytes;
 
 /// The protocol version carried in every frame header; frames with any other version are
 /// refused with [`frame::FrameError::UnsupportedVersion`].

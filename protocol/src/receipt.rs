@@ -1,9 +1,10 @@
-//! Interim receipts: an Ed25519-signed statement of work, until the TON cell receipts of
-//! [`crate::ton`] replace it.
+//! The per-job statement: an Ed25519-signed record of one job's work for one client reply
+//! key. It comes with every result; the payable receipt is the TON cell of [`crate::ton`]
+//! (sent alongside when the job carried a voucher).
 //!
-//! Cumulative, like a payment channel: for each client key the guest keeps a rising sequence
-//! number and a running total of units; a payer pays `total − paid`, so a lost receipt costs
-//! nothing and a replayed one pays nothing. Signed message (fixed layout, 160 bytes):
+//! Cumulative, like a payment channel: for each client reply key the guest keeps a rising
+//! sequence number and a running total of units, so a client can check it was not charged for
+//! jobs it did not send. Signed message (fixed layout, 160 bytes):
 //! `"pupa/receipt/v1\0" ‖ guest_key ‖ client_key ‖ job_hash ‖ seq ‖ units ‖ total_units`
 //! with the integers as u64 little-endian.
 

@@ -101,7 +101,18 @@ fn generate() -> String {
         let comma = if i + 1 < keys.len() { "," } else { "" };
         let _ = writeln!(out, "    \"{n}\": \"{}\"{comma}", hex(key(*s).verifying_key().as_bytes()));
     }
-    out.push_str("  },\n  \"payouts\": {\n");
+    out.push_str("  },\n");
+    // Client A's first deposit, naming an owner that is none of the test's wallets.
+    let owner = MsgAddressInt { workchain: 0, hash: [0xAB; 32] };
+    let proof = OwnerProof { domain: here, owner }.sign(&key(A)).unwrap();
+    let body = OwnerProof::deposit_body(0, &key(A).verifying_key().to_bytes(), Some(proof)).unwrap();
+    let _ = writeln!(
+        out,
+        "  \"deposit_a\": {{ \"owner\": \"{}\", \"boc\": \"{}\" }},",
+        owner.to_raw(),
+        hex(&to_boc(&body))
+    );
+    out.push_str("  \"payouts\": {\n");
     for (i, (name, p)) in items.iter().enumerate() {
         let comma = if i + 1 < items.len() { "," } else { "" };
         let r = &p.receipt.receipt;

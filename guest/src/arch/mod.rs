@@ -8,4 +8,5 @@ core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
 pub mod cpu;
 pub mod interrupts;
 pub mod io;
+pub mod paging;
 pub mod tdcall;

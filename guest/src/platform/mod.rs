@@ -4,5 +4,8 @@ pub mod exit;
 pub mod fw_cfg;
 pub mod heap;
 pub mod layout;
+pub mod net;
+pub mod pci;
 pub mod pit;
 pub mod serial;
+pub mod virtio_net;

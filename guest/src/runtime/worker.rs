@@ -217,7 +217,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         let result = JobResult {
             job_id: job.job_id,
             dims: shape.out_dims[..shape.out_rank].to_vec(),
-            data: serde_bytes::ByteBuf::from(data),
+            data: pupa_protocol::serde_bytes::ByteBuf::from(data),
             units: shape.flops,
         };
         let mut ikm = [0u8; 32];
@@ -234,7 +234,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         };
         let ton = match &charge {
             Some(c) => match self.billing.commit(c, &hash, &self.receipt_key) {
-                Ok(boc) => Some(serde_bytes::ByteBuf::from(boc)),
+                Ok(boc) => Some(pupa_protocol::serde_bytes::ByteBuf::from(boc)),
                 Err(e) => return push_error(out, ErrorCode::Internal, id, &format!("{e}")),
             },
             None => None,

@@ -12,7 +12,7 @@ use pupa_protocol::job::{DType, Job, JobResult, Layout, Op};
 use pupa_protocol::msg::{ErrorCode, ErrorReply, Hello, Message, SealedJob};
 use pupa_protocol::receipt::SignedReceipt;
 use pupa_protocol::seal::{Aead, KeyPair};
-use serde_bytes::ByteBuf;
+use pupa_protocol::serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
 /// Image hash the dev TEE reports.

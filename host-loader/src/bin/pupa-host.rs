@@ -27,6 +27,8 @@ enum Cmd {
     /// Receipts: list them with their payout status, check one, relay them to TON.
     #[command(subcommand)]
     Receipts(ReceiptsCmd),
+    /// Boot the guest, serve clients, relay sealed jobs, restart a guest that dies.
+    Run(pupa_host::relay::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -110,6 +112,8 @@ enum CliError {
     GuestKey(String),
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Run(#[from] pupa_host::relay::RunError),
 }
 
 impl Target {
@@ -133,7 +137,10 @@ fn ton(n: u128) -> String {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    let Cmd::Receipts(cmd) = cli.cmd;
+    let cmd = match cli.cmd {
+        Cmd::Receipts(c) => c,
+        Cmd::Run(a) => return Ok(pupa_host::relay::run_command(a)?),
+    };
     match cmd {
         ReceiptsCmd::List { db, limit, json } => {
             let store = ReceiptStore::open(&db)?;

@@ -118,6 +118,27 @@ fn mul3(a: usize, b: usize, c: usize) -> Result<usize, KernelError> {
 
 /// An f32 kernel family plus its softmax strip.
 pub(crate) trait AttnKernel: Kernel<P = f32> {
+    /// Whether [`AttnKernel::run_strided_a`] exists (f32 inputs then skip packing K and V).
+    const STRIDED_A: bool = false;
+    /// The micro-kernel with an unpacked, strided A (`a[i·rs + k·cs]`).
+    ///
+    /// # Safety
+    /// See `avx512::kernel_f32_strided_a`; only called when `STRIDED_A`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_strided_a(
+        _kc: usize,
+        _a: *const f32,
+        _rs: usize,
+        _cs: usize,
+        _b: *const f32,
+        _c: *mut f32,
+        _ldc: usize,
+        _rows: usize,
+        _cols: usize,
+        _acc: bool,
+    ) {
+        unreachable!("no strided-A kernel in this family")
+    }
     /// See `softmax::strip_portable`.
     ///
     /// # Safety
@@ -164,6 +185,24 @@ impl AttnKernel for crate::gemm::Avx2F32 {
 }
 #[cfg(target_arch = "x86_64")]
 impl AttnKernel for crate::gemm::Avx512F32 {
+    const STRIDED_A: bool = true;
+    unsafe fn run_strided_a(
+        kc: usize,
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded; selected only when AVX-512F is present.
+        unsafe {
+            crate::gemm::avx512::kernel_f32_strided_a(kc, a, rs, cs, b, c, ldc, rows, cols, acc)
+        }
+    }
     unsafe fn strip(
         s: *mut f32,
         rows: usize,
@@ -177,6 +216,10 @@ impl AttnKernel for crate::gemm::Avx512F32 {
         unsafe { softmax::strip_avx512(s, rows, stride, m, l, alpha, c) }
     }
 }
+
+/// Test hook: force the packed path even where K and V could be read in place.
+#[doc(hidden)]
+pub static FORCE_PACK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Query block (rounded to a multiple of NR).
 const BR: usize = 96;
@@ -260,6 +303,10 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
     let qpanels = brp / nr;
     let kvh = head / (h / g);
     let c = core::f32::consts::LOG2_E / libm::sqrtf(d as f32);
+    // f32 K and V are read in place by kernels that take a strided A; others are packed.
+    let direct = K::STRIDED_A
+        && T::DTYPE == crate::DType::F32
+        && !FORCE_PACK.load(core::sync::atomic::Ordering::Relaxed);
 
     let qt = ws.qt.view::<f32>(brp * d);
     K::pack_b(
@@ -284,34 +331,46 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
     while k0 < kend {
         let bc = bcm.min(kend - k0);
         let bcp = bc.div_ceil(mr) * mr;
-        let kt = ws.kt.view::<f32>(bcp * d);
-        K::pack_a(
-            &MatRef {
-                data: &k[(k0 * g + kvh) * d..],
+        let kblk = &k[(k0 * g + kvh) * d..];
+        let s = ws.s.view::<f32>(bcp * brp);
+        // Sᵀ = K·Qᵀ, written straight into NR-column panels (the packed-B layout of Pᵀ).
+        if direct {
+            // f32 K read in place: A(key, dd) = K[key·g·d + dd].
+            let kf = kblk.as_ptr().cast::<f32>();
+            for kp in 0..bcp / mr {
+                let rows = mr.min(bc - kp * mr);
+                for qp in 0..qpanels {
+                    // SAFETY: T is f32; rows < `rows` of this key panel and d columns lie
+                    // inside k (validated shape); qt holds qpanels panels of d steps; the
+                    // destination MR×NR tile lies inside s. Rows ≥ `rows` are masked below.
+                    unsafe {
+                        let a = kf.add(kp * mr * g * d);
+                        let b = qt[qp * nr * d..].as_ptr();
+                        let cp = s[qp * bcp * nr + kp * mr * nr..].as_mut_ptr();
+                        K::run_strided_a(d, a, g * d, 1, b, cp, nr, rows, nr, false);
+                    }
+                }
+            }
+        } else {
+            let kt = ws.kt.view::<f32>(bcp * d);
+            let kview = MatRef {
+                data: kblk,
                 rows: bc,
                 cols: d,
                 rs: g * d,
                 cs: 1,
-            },
-            kt,
-        );
-        let s = ws.s.view::<f32>(bcp * brp);
-        // Sᵀ = K·Qᵀ, written straight into NR-column panels (the packed-B layout of Pᵀ).
-        for kp in 0..bcp / mr {
-            for qp in 0..qpanels {
-                // SAFETY: kt holds bcp/MR panels of d steps, qt holds qpanels panels of d
-                // steps; the destination MR×NR tile lies inside s (bcp·brp floats).
-                unsafe {
-                    K::run(
-                        d,
-                        kt[kp * mr * d..].as_ptr(),
-                        qt[qp * nr * d..].as_ptr(),
-                        s[qp * bcp * nr + kp * mr * nr..].as_mut_ptr(),
-                        nr,
-                        mr,
-                        nr,
-                        false,
-                    );
+            };
+            K::pack_a(&kview, kt);
+            for kp in 0..bcp / mr {
+                for qp in 0..qpanels {
+                    // SAFETY: kt holds bcp/MR panels of d steps, qt holds qpanels panels of d
+                    // steps; the destination MR×NR tile lies inside s (bcp·brp floats).
+                    unsafe {
+                        let a = kt[kp * mr * d..].as_ptr();
+                        let b = qt[qp * nr * d..].as_ptr();
+                        let cp = s[qp * bcp * nr + kp * mr * nr..].as_mut_ptr();
+                        K::run(d, a, b, cp, nr, mr, nr, false);
+                    }
                 }
             }
         }
@@ -354,33 +413,44 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
         }
         // Oᵀ += Vᵀ·Pᵀ.
         let dpanels = d.div_ceil(mr);
-        let vt = ws.vt.view::<f32>(dpanels * mr * bc);
-        K::pack_a(
-            &MatRef {
-                data: &v[(k0 * g + kvh) * d..],
+        let vblk = &v[(k0 * g + kvh) * d..];
+        if direct {
+            // f32 V read in place: A(dd, key) = V[key·g·d + dd].
+            let vf = vblk.as_ptr().cast::<f32>();
+            for dp in 0..dpanels {
+                let rows = mr.min(d - dp * mr);
+                for qp in 0..qpanels {
+                    // SAFETY: T is f32; `rows` head dims × bc keys lie inside v; the Pᵀ
+                    // panel has ≥ bc rows of NR; the Oᵀ tile is inside ot.
+                    unsafe {
+                        let b = s[qp * bcp * nr..].as_ptr();
+                        let cp = ot[dp * mr * brp + qp * nr..].as_mut_ptr();
+                        K::run_strided_a(bc, vf.add(dp * mr), 1, g * d, b, cp, brp, rows, nr, true);
+                    }
+                }
+            }
+        } else {
+            let vt = ws.vt.view::<f32>(dpanels * mr * bc);
+            let vview = MatRef {
+                data: vblk,
                 rows: d,
                 cols: bc,
                 rs: 1,
                 cs: g * d,
-            },
-            vt,
-        );
-        for dp in 0..dpanels {
-            let rows = mr.min(d - dp * mr);
-            for qp in 0..qpanels {
-                // SAFETY: vt panel dp has bc steps of MR; the Pᵀ panel qp has ≥ bc rows of
-                // NR; the Oᵀ tile (rows × NR at row dp·MR, column qp·NR, stride brp) is inside ot.
-                unsafe {
-                    K::run(
-                        bc,
-                        vt[dp * mr * bc..].as_ptr(),
-                        s[qp * bcp * nr..].as_ptr(),
-                        ot[dp * mr * brp + qp * nr..].as_mut_ptr(),
-                        brp,
-                        rows,
-                        nr,
-                        true,
-                    );
+            };
+            K::pack_a(&vview, vt);
+            for dp in 0..dpanels {
+                let rows = mr.min(d - dp * mr);
+                for qp in 0..qpanels {
+                    // SAFETY: vt panel dp has bc steps of MR; the Pᵀ panel qp has ≥ bc rows
+                    // of NR; the Oᵀ tile (rows × NR at row dp·MR, column qp·NR, stride brp)
+                    // is inside ot.
+                    unsafe {
+                        let a = vt[dp * mr * bc..].as_ptr();
+                        let b = s[qp * bcp * nr..].as_ptr();
+                        let cp = ot[dp * mr * brp + qp * nr..].as_mut_ptr();
+                        K::run(bc, a, b, cp, brp, rows, nr, true);
+                    }
                 }
             }
         }

@@ -186,7 +186,57 @@ mod x86 {
         }
     }
 }
-#[cfg(all(test, target_arch = "x86_64"))]
-pub(crate) use x86::exp2_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::strip_avx512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl Fn(f32) -> f32) {
+        let mut x = -130.0f32;
+        while x <= 2.0 {
+            let want = libm::exp2(x as f64);
+            let got = f(x) as f64;
+            if x >= -126.0 {
+                assert!(
+                    ((got - want) / want).abs() < 4e-7,
+                    "2^{x}: got {got}, want {want}"
+                );
+            } else {
+                assert!(
+                    got <= 2f64.powi(-125),
+                    "2^{x} must be tiny or flushed: {got}"
+                );
+            }
+            x += 0.0137;
+        }
+        assert_eq!(f(f32::NEG_INFINITY), 0.0);
+        assert_eq!(f(-1e4), 0.0);
+        assert!(f(f32::NAN).is_nan());
+        assert_eq!(f(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp2_scalar_matches_libm() {
+        check(exp2_scalar);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp2_avx512_matches_libm() {
+        if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        check(|x| {
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512F and FMA checked above; out holds 16 floats.
+            unsafe {
+                use core::arch::x86_64::*;
+                _mm512_storeu_ps(out.as_mut_ptr(), x86::exp2_avx512(_mm512_set1_ps(x)));
+            }
+            out[7]
+        });
+    }
+}

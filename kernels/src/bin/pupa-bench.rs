@@ -24,6 +24,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pupa_kernels::{attention_parallel, detect, matmul_parallel, AttnShape, Element, Isa, MatRef};
 use serde::Serialize;
 
+#[cfg(feature = "cuda")]
+#[path = "pupa_bench/cuda.rs"]
+mod cuda;
 #[path = "pupa_bench/naive.rs"]
 mod naive;
 #[path = "pupa_bench/peak.rs"]
@@ -199,8 +202,13 @@ fn run(cli: Cli) -> Result<(), String> {
     let common = match &cli.cmd {
         Cmd::Matmul { common, .. } | Cmd::Attention { common, .. } => common,
     };
-    if common.backend == Backend::Cuda {
-        return Err("--backend cuda: this pupa-bench has no CUDA launcher wired in yet (build with --features cuda once kernels/src/cuda provides it)".into());
+    if common.backend == Backend::Cuda && !cfg!(feature = "cuda") {
+        return Err("--backend cuda: this pupa-bench was built without the `cuda` feature (cargo build --release -p pupa-kernels --features cuda)".into());
+    }
+    if common.backend == Backend::Cuda && common.dtype != Dt::Bf16 {
+        return Err(
+            "--backend cuda: the Hopper kernels take bf16 inputs (use --dtype bf16)".into(),
+        );
     }
     if common.repeats == 0 || common.rounds == 0 {
         return Err("--repeats and --rounds must be at least 1".into());
@@ -275,6 +283,58 @@ fn run(cli: Cli) -> Result<(), String> {
     for (label, dims) in &configs {
         for &threads in &common.threads {
             bar.set_message(format!("{label} t{threads}"));
+            #[cfg(feature = "cuda")]
+            if common.backend == Backend::Cuda {
+                let job = match &cli.cmd {
+                    Cmd::Matmul { .. } => cuda::Job::Matmul(dims[0], dims[1], dims[2]),
+                    Cmd::Attention {
+                        heads,
+                        kv_heads,
+                        dim,
+                        causal,
+                        ..
+                    } => cuda::Job::Attention(AttnShape {
+                        seq_q: dims[0],
+                        seq_k: dims[0],
+                        heads: *heads,
+                        kv_heads: kv_heads.unwrap_or(*heads),
+                        dim: *dim,
+                        causal: *causal,
+                    }),
+                };
+                let (gf, flops) = cuda::time(&job, common.warmup, common.repeats * common.rounds)?;
+                let med = median(&gf);
+                let peak = common.peak.unwrap_or(f64::NAN);
+                let run = Run {
+                    bench: if matches!(cli.cmd, Cmd::Matmul { .. }) {
+                        "matmul"
+                    } else {
+                        "attention"
+                    },
+                    implementation: "pupa-cuda".into(),
+                    backend: "cuda",
+                    dtype: common.dtype,
+                    shape: label.clone(),
+                    threads,
+                    gflops: med,
+                    gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
+                    gflops_max: gf.iter().cloned().fold(0.0, f64::max),
+                    seconds_median: flops / med / 1e9,
+                    samples: gf.len(),
+                    peak_gflops: peak,
+                    peak_source: if common.peak.is_some() {
+                        "given"
+                    } else {
+                        "none (pass --peak)"
+                    },
+                    pct_of_peak: 100.0 * med / peak,
+                    ratio_to_pupa: 1.0,
+                    note: "CUDA events; cuBLAS reference not wired in yet".into(),
+                };
+                bar.suspend(|| print_runs(&[run], common.json, isa));
+                bar.inc(1);
+                continue;
+            }
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()

@@ -18,7 +18,9 @@ pub enum CudaError {
         count: i32,
     },
     /// The kernels are built for sm_90a (Hopper) only.
-    #[error("device {name} is sm_{major}{minor}; these kernels need sm_90 (Hopper: H100/H200/GH200)")]
+    #[error(
+        "device {name} is sm_{major}{minor}; these kernels need sm_90 (Hopper: H100/H200/GH200)"
+    )]
     UnsupportedDevice {
         /// Device name.
         name: String,

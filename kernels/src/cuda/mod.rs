@@ -12,6 +12,7 @@
 //!
 //! [`model`] is the CPU model of these kernels that the tests check without a GPU.
 
+mod bench;
 mod error;
 mod launch;
 pub mod model;

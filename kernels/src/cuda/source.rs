@@ -29,7 +29,10 @@ pub fn expand_includes(src: &str) -> Result<String, String> {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("#include \"") {
             let name = rest.trim_end_matches('"');
-            let (_, text) = HEADERS.iter().find(|(n, _)| *n == name).ok_or_else(|| format!("unknown header {name:?}"))?;
+            let (_, text) = HEADERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| format!("unknown header {name:?}"))?;
             if !done.contains(&name) {
                 done.push(name);
                 out.push_str(&expand_includes(text)?);

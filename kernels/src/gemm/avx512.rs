@@ -112,6 +112,79 @@ unsafe fn f32_block<const R: usize, const NRP: usize, const NV: usize>(
     unsafe { store::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
 }
 
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn f32_block_strided<const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    prefetch_c::<NV>(c, ldc, rows);
+    // Rows past `rows` repeat the last valid row: never read out of bounds, never stored.
+    let mut rp = [a; MR];
+    for (i, p) in rp.iter_mut().enumerate() {
+        *p = a.wrapping_add(i.min(rows - 1) * rs);
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let mut bp = b;
+    let mut off = 0;
+    for _ in 0..kc {
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: the packed B panel holds NR floats per k step, 64-byte aligned.
+            *x = unsafe { _mm512_load_ps(bp.add(v * 16)) };
+        }
+        for (row, p) in acc.iter_mut().zip(rp.iter()) {
+            // SAFETY: element (i, k) of the strided A lies inside the caller's operand.
+            let ai = _mm512_set1_ps(unsafe { *p.add(off) });
+            for (x, bvv) in row.iter_mut().zip(bv.iter()) {
+                *x = _mm512_fmadd_ps(ai, *bvv, *x);
+            }
+        }
+        off += cs;
+        // SAFETY: stays inside the B panel (kc steps).
+        bp = unsafe { bp.add(NR) };
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { store::<MR, NV>(&acc, c, ldc, rows, cols, accumulate) }
+}
+
+/// f32 micro-kernel reading A unpacked: element `(i, k)` at `a[i·rs + k·cs]` (used by
+/// attention to read K and V in place instead of copying them).
+///
+/// # Safety
+/// As [`kernel_f32`], except that A is any strided operand with `1 ≤ rows ≤ MR` valid rows
+/// and `kc` valid columns.
+#[target_feature(enable = "avx512f,fma")]
+pub(crate) unsafe fn kernel_f32_strided_a(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        match cols.div_ceil(16) {
+            1 => f32_block_strided::<1>(kc, a, rs, cs, b, c, ldc, rows, cols, accumulate),
+            2 => f32_block_strided::<2>(kc, a, rs, cs, b, c, ldc, rows, cols, accumulate),
+            _ => f32_block_strided::<3>(kc, a, rs, cs, b, c, ldc, rows, cols, accumulate),
+        }
+    }
+}
+
 /// Rows of the wide-K GEMM register block (12×32: 24 accumulators, 2 B vectors).
 pub(crate) const MR12: usize = 12;
 /// Columns of the 12-row block.
@@ -170,7 +243,7 @@ pub(crate) unsafe fn kernel_f32(
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn bf16_block<const NV: usize>(
+unsafe fn bf16_block<const R: usize, const NRP: usize, const NV: usize>(
     kp: usize,
     a: *const u32,
     b: *const u32,
@@ -180,16 +253,20 @@ unsafe fn bf16_block<const NV: usize>(
     cols: usize,
     accumulate: bool,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    prefetch_c::<NV>(c, ldc, rows);
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kp {
+        for v in 0..NV {
+            _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_B * NRP + v * 16).cast());
+        }
         let mut bv = [_mm512_setzero_si512(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
-            // SAFETY: the packed B panel holds NR pairs per k-pair step, 64-byte aligned.
+            // SAFETY: the packed B panel holds NRP pairs per k-pair step, 64-byte aligned.
             *x = unsafe { _mm512_load_si512(bp.add(v * 16).cast()) };
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: the packed A panel holds MR pairs per k-pair step.
+            // SAFETY: the packed A panel holds R pairs per k-pair step.
             let ai: __m512bh =
                 unsafe { core::mem::transmute(_mm512_set1_epi32(*ap.add(i) as i32)) };
             for (x, bvv) in row.iter_mut().zip(bv.iter()) {
@@ -201,20 +278,20 @@ unsafe fn bf16_block<const NV: usize>(
         }
         // SAFETY: stays inside the panels (kp steps).
         unsafe {
-            ap = ap.add(MR);
-            bp = bp.add(NR);
+            ap = ap.add(R);
+            bp = bp.add(NRP);
         }
     }
     // SAFETY: forwarded caller contract.
-    unsafe { store::<MR, NV>(&acc, c, ldc, rows, cols, accumulate) }
+    unsafe { store::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
 }
 
-/// bf16 micro-kernel over `kp` packed k-pairs (f32 accumulation).
+/// bf16 micro-kernel with the 12×32 block, over `kp` packed k-pairs (f32 accumulation).
 ///
 /// # Safety
-/// As [`kernel_f32`], plus the CPU supports AVX512_BF16.
+/// As [`kernel_f32`] (with MR12/NR32), plus the CPU supports AVX512_BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(crate) unsafe fn kernel_bf16(
+pub(crate) unsafe fn kernel_bf16_12x32(
     kp: usize,
     a: *const u32,
     b: *const u32,
@@ -226,10 +303,10 @@ pub(crate) unsafe fn kernel_bf16(
 ) {
     // SAFETY: forwarded caller contract.
     unsafe {
-        match cols.div_ceil(16) {
-            1 => bf16_block::<1>(kp, a, b, c, ldc, rows, cols, accumulate),
-            2 => bf16_block::<2>(kp, a, b, c, ldc, rows, cols, accumulate),
-            _ => bf16_block::<3>(kp, a, b, c, ldc, rows, cols, accumulate),
+        if cols <= 16 {
+            bf16_block::<MR12, NR32, 1>(kp, a, b, c, ldc, rows, cols, accumulate)
+        } else {
+            bf16_block::<MR12, NR32, 2>(kp, a, b, c, ldc, rows, cols, accumulate)
         }
     }
 }

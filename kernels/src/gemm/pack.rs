@@ -23,12 +23,15 @@ unsafe fn transpose_u32(
     mr: usize,
     dst: *mut u32,
 ) {
-    let mut i0 = 0;
+    let full_groups = rows / 4;
+    let mut q = 0;
+    // q outer, row groups inner: all rows of the panel stream at once (more memory-level
+    // parallelism than one 4-row group after another).
     #[cfg(target_arch = "x86_64")]
-    while i0 + 4 <= rows {
+    while q + 4 <= kq {
         use core::arch::x86_64::*;
-        let mut q = 0;
-        while q + 4 <= kq {
+        for g in 0..full_groups {
+            let i0 = 4 * g;
             // SAFETY: 16 bytes from each of 4 rows at items q..q+4 (caller contract); 16
             // bytes to each of dst[(q+j)·mr + i0 ..][..4].
             unsafe {
@@ -45,24 +48,28 @@ unsafe fn transpose_u32(
                 w(2, _mm_unpacklo_epi64(t1, t3));
                 w(3, _mm_unpackhi_epi64(t1, t3));
             }
-            q += 4;
         }
-        for q in q..kq {
-            for i in i0..i0 + 4 {
+        for i in 4 * full_groups..rows {
+            for qq in q..q + 4 {
                 // SAFETY: as above, one item.
                 unsafe {
-                    *dst.add(q * mr + i) =
-                        src.add(i * rs_bytes + 4 * q).cast::<u32>().read_unaligned()
+                    *dst.add(qq * mr + i) = src
+                        .add(i * rs_bytes + 4 * qq)
+                        .cast::<u32>()
+                        .read_unaligned()
                 };
             }
         }
-        i0 += 4;
+        q += 4;
     }
-    for i in i0..rows {
-        for q in 0..kq {
+    for qq in q..kq {
+        for i in 0..rows {
             // SAFETY: as above, one item.
             unsafe {
-                *dst.add(q * mr + i) = src.add(i * rs_bytes + 4 * q).cast::<u32>().read_unaligned()
+                *dst.add(qq * mr + i) = src
+                    .add(i * rs_bytes + 4 * qq)
+                    .cast::<u32>()
+                    .read_unaligned()
             };
         }
     }
@@ -144,6 +151,11 @@ pub(crate) fn pack_b_f32<T: Element>(b: &MatRef<'_, T>, nr: usize, dst: &mut [f3
                     *o = x.to_f32();
                 }
             }
+        } else if b.rs == 1 && T::DTYPE == DType::F32 && k > 0 {
+            let src = row_block_ptr(&b.t(), j0, cols, k);
+            // SAFETY: T is f32; column j of b is row j of bᵀ: cols × k items from src lie
+            // inside the view; panel holds k·nr items.
+            unsafe { transpose_u32(src, b.cs * 4, cols, k, nr, panel.as_mut_ptr().cast()) };
         } else if b.rs == 1 {
             for jj in 0..cols {
                 let col = &b.data[(j0 + jj) * b.cs..][..k];

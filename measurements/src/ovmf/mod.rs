@@ -38,7 +38,7 @@ pub const TDVF_ATTR_PAGE_AUG: u32 = 1 << 1;
 /// Most guest memory the TDVF sections may declare in total. Real TDVF images declare a few
 /// MiB (OVMF: BFV+CFV of 2–4 MiB plus some MiB of TEMP_MEM); the bound keeps MRTD of a hostile
 /// image from hashing for hours (found by fuzzing: a 2^52-byte TEMP_MEM is "valid" otherwise).
-pub const MAX_TDVF_MEMORY: u64 = 1 << 30;
+pub const MAX_TDVF_MEMORY: u64 = 256 << 20;
 
 /// One entry of the footer table.
 #[derive(Debug, Clone, PartialEq, Eq)]

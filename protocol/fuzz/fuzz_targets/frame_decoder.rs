@@ -2,6 +2,8 @@
 //! in arbitrary splits, message decoding of every frame, opening of sealed jobs under a fixed
 //! guest key, and postcard decoding + validation of job plaintexts (which a fuzzer cannot
 //! reach through HPKE). Any panic, overflow or unbounded allocation is a bug.
+//!
+//! Run (from protocol/fuzz, nightly): `cargo fuzz run frame_decoder -- -max_total_time=600`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

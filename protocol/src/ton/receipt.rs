@@ -17,6 +17,9 @@
 //! pupa_voucher#70757076 network_id:int32 contract:MsgAddressInt
 //!     client_key:bits256 guest_key:bits256 cap:Coins
 //!   = PupaVoucher;
+//! // The client's designation of who may withdraw its deposit (first deposit only).
+//! pupa_owner#7075706f network_id:int32 contract:MsgAddressInt owner:MsgAddressInt
+//!   = PupaOwner;
 //! signed$_ {X:Type} signature:bits512 data:^X = Signed X;
 //! payout#70757061 query_id:uint64 receipt:^(Signed PupaReceipt)
 //!     voucher:^(Signed PupaVoucher) = PayoutMsg;
@@ -33,6 +36,10 @@ use super::TonError;
 pub const RECEIPT_TAG: u32 = 0x7075_7072;
 /// Tag of a voucher cell: ASCII "pupv".
 pub const VOUCHER_TAG: u32 = 0x7075_7076;
+/// Tag of an owner proof: ASCII "pupo".
+pub const OWNER_TAG: u32 = 0x7075_706f;
+/// Opcode of a deposit message: ASCII "pupd".
+pub const OP_DEPOSIT: u32 = 0x7075_7064;
 /// Opcode of a payout message: ASCII "pupa".
 pub const OP_PAYOUT: u32 = 0x7075_7061;
 /// TON mainnet global id.
@@ -305,5 +312,44 @@ impl Payout {
             return Err(TonError::AboveCap);
         }
         Ok(())
+    }
+}
+
+/// The client key's statement of which address may withdraw its deposit. The contract
+/// requires it (signed) with a key's first deposit, so nobody can claim a key before its
+/// owner does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerProof {
+    /// Network and payment contract.
+    pub domain: Domain,
+    /// The address allowed to request and receive withdrawals.
+    pub owner: MsgAddressInt,
+}
+
+impl OwnerProof {
+    /// The `pupa_owner` cell.
+    pub fn to_cell(&self) -> Result<Cell, TonError> {
+        let mut b = CellBuilder::new();
+        store_domain(&mut b, OWNER_TAG, &self.domain)?;
+        b.store_address(&self.owner)?;
+        b.build()
+    }
+
+    /// `signature:bits512 ^PupaOwner`, signed by the client key.
+    pub fn sign(&self, client: &SigningKey) -> Result<Cell, TonError> {
+        let cell = self.to_cell()?;
+        let sig = client.sign(&cell.hash()).to_bytes();
+        signed_cell(&sig, cell)
+    }
+
+    /// A deposit body crediting `client_key`, with a signed proof (first deposit) or none.
+    pub fn deposit_body(query_id: u64, client_key: &[u8; 32], proof: Option<Cell>) -> Result<Cell, TonError> {
+        let mut b = CellBuilder::new();
+        b.store_uint(u128::from(OP_DEPOSIT), 32)?.store_uint(u128::from(query_id), 64)?.store_bytes(client_key)?;
+        match proof {
+            Some(p) => b.store_bit(true)?.store_ref(p)?,
+            None => b.store_bit(false)?,
+        };
+        b.build()
     }
 }

@@ -222,12 +222,12 @@ fn store(out: &mut [f32], st: &RowState, sh: &AttnShape, h: usize, first_row: us
             inv[t][r] = if l[t] > 0.0 { 1.0 / l[t] } else { 0.0 };
         }
     }
-    for t in 0..WARPGROUP {
-        for (i, &o) in st.o[t].iter().enumerate() {
+    for (t, (regs, inv)) in st.o.iter().zip(&inv).enumerate() {
+        for (i, &o) in regs.iter().enumerate() {
             let (r, col) = wgmma_d(t, i);
             let row = first_row + r;
             if row < sh.seq_q {
-                out[(row * sh.heads + h) * d + col] = o * inv[t][(i / 2) % 2];
+                out[(row * sh.heads + h) * d + col] = o * inv[(i / 2) % 2];
             }
         }
     }

@@ -5,7 +5,7 @@
 /// Threads in a warpgroup (four consecutive warps).
 pub const WARPGROUP: usize = 128;
 
-/// `mma.m16n8k16` A fragment, 16-bit types (PTX ISA 9.7.14.5.8 "Matrix Fragments for
+/// `mma.m16n8k16` A fragment, 16-bit types (PTX ISA "Matrix Fragments for
 /// mma.m16n8k16 with floating point type", figure "MMA .m16n8k16 fragment layout for matrix A"):
 /// element `e` in 0..8 of `lane` is A(row, col) with
 /// row = groupID (+8 for a2, a3, a6, a7), col = 2*threadID_in_group + (e & 1) (+8 for a4..a7).
@@ -28,8 +28,9 @@ pub fn mma_m16n8_c(lane: usize, e: usize) -> (usize, usize) {
     (g + 8 * (e / 2), 2 * t + (e % 2))
 }
 
-/// `wgmma .m64nNk16` accumulator D, f32 (PTX ISA 9.7.15.5.2 "Register Fragments and Shared Memory
-/// Matrix Layouts", figure "WGMMA .m64nNk16 register fragment layout for accumulator matrix D"):
+/// `wgmma .m64nNk16` accumulator D, f32 (PTX ISA 9.7.15.5.1.1.1 "Matrix Fragments for
+/// wgmma.mma_async.m64nNk16", figure "WGMMA .m64nNk16 register fragment layout for
+/// accumulator matrix D"):
 /// warp w of the warpgroup owns rows 16w..16w+16; within it register `i` in 0..N/2 repeats the
 /// m16n8 C layout once per 8 columns: D(16w + row_c, 8*(i/4) + col_c) with
 /// (row_c, col_c) = [`mma_m16n8_c`](lane, i % 4).

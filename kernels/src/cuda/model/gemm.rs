@@ -1,7 +1,7 @@
 //! CPU execution of `pupa_gemm_bf16_sm90a` (kernels/cuda/gemm_bf16_sm90a.cu), CTA by CTA,
 //! stage by stage, warpgroup by warpgroup, through the fragment and shared-memory models.
 
-use super::fragments::{wgmma_d, WARPGROUP};
+use super::fragments::wgmma_d;
 use super::smem::{make_desc_sw128, tma_load_box_sw128, Smem};
 use super::warpgroup::{new_accum, wgmma_ss};
 
@@ -67,8 +67,8 @@ pub fn gemm_tiled(a: &[u16], b: &[u16], m: usize, n: usize, k: usize) -> Vec<f32
             }
             // Epilogue: bounds-checked stores from the accumulator fragments.
             for (cw, acc) in accs.iter().enumerate() {
-                for t in 0..WARPGROUP {
-                    for (i, &v) in acc[t].iter().enumerate() {
+                for (t, regs) in acc.iter().enumerate() {
+                    for (i, &v) in regs.iter().enumerate() {
                         let (r, col) = wgmma_d(t, i);
                         let (gr, gc) = (m0 + cw * 64 + r, n0 + col);
                         if gr < m && gc < n {

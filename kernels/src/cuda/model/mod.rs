@@ -3,10 +3,12 @@
 //! It reproduces, element by element, what the CUDA code in `kernels/cuda/` does: which thread of a
 //! warpgroup holds which matrix element ([`fragments`]), where TMA puts a tile in shared memory and
 //! where a wgmma matrix descriptor reads it back ([`smem`]), the warpgroup MMA itself on those
-//! per-thread registers ([`warpgroup`]), and each kernel's tiling, ragged-edge handling, causal
+//! per-thread registers ([`warpgroup`]), each kernel's tiling, ragged-edge handling, causal
 //! masking and online-softmax bookkeeping tile by tile, warpgroup by warpgroup ([`gemm`],
-//! [`attention`]). The tests in `kernels/tests/cuda_model.rs` check it against f64 references over
-//! many random shapes; that is what stands in for the GPU on machines without one.
+//! [`attention`]), and the mbarrier phase bookkeeping of their TMA pipelines under random
+//! interleavings ([`pipeline`]). The tests in `kernels/tests/cuda_model.rs` and
+//! `cuda_pipeline.rs` check it against f64 references over many random shapes and against
+//! hazard checks over many interleavings; that is what stands in for the GPU here.
 //!
 //! The model needs no CUDA and no feature: it is compiled into the crate with the `cuda` feature
 //! and into the integration test through `#[path]`.
@@ -14,11 +16,12 @@
 pub mod attention;
 pub mod fragments;
 pub mod gemm;
+pub mod pipeline;
 pub mod smem;
 pub mod warpgroup;
 
 /// Rounds an f32 to the nearest bf16 (ties to even) and returns its bits, as PTX
-/// `cvt.rn.bf16x2.f32` does (PTX ISA 9.7.9.21 "cvt"). NaN becomes the canonical quiet NaN.
+/// `cvt.rn.bf16x2.f32` does (PTX ISA "cvt"). NaN becomes the canonical quiet NaN.
 /// Written by hand: eight lines do not justify a dependency for the model.
 pub fn f32_to_bf16_bits(x: f32) -> u16 {
     if x.is_nan() {

@@ -9,7 +9,7 @@ pub const SW128_ATOM: u32 = 1024;
 /// (bits 4..7) is XORed with the 128-byte row index modulo 8 (bits 7..10). This is
 /// `CU_TENSOR_MAP_SWIZZLE_128B` for TMA writes (CUDA Driver API, "Tensor Map Object Management",
 /// cuTensorMapEncodeTiled) and the 128-byte swizzling mode of wgmma descriptors (PTX ISA
-/// 9.7.15.5.1 "Shared Memory Matrix Layout", swizzling modes); both act on the absolute address.
+/// 9.7.15.5.1.2 "Shared Memory Matrix Layout", swizzling modes); both act on the absolute address.
 pub fn sw128(addr: u32) -> u32 {
     addr ^ (((addr >> 7) & 7) << 4)
 }
@@ -60,7 +60,7 @@ pub fn tma_load_box_sw128(
 }
 
 /// Builds a 128-byte-swizzle matrix descriptor exactly as `smem_desc_sw128` in hopper.cuh
-/// (PTX ISA 9.7.15.5.1 "Matrix Descriptor Format").
+/// (PTX ISA 9.7.15.5.1.2.2 "Matrix Descriptor Format").
 pub fn make_desc_sw128(addr: u32, lbo: u32, sbo: u32) -> u64 {
     u64::from((addr & 0x3FFFF) >> 4)
         | (u64::from((lbo & 0x3FFFF) >> 4) << 16)
@@ -83,7 +83,7 @@ pub struct Desc {
     pub swizzle: u32,
 }
 
-/// Decodes a matrix descriptor (PTX ISA 9.7.15.5.1 "Matrix Descriptor Format").
+/// Decodes a matrix descriptor (PTX ISA 9.7.15.5.1.2.2 "Matrix Descriptor Format").
 pub fn decode_desc(d: u64) -> Desc {
     Desc {
         start: ((d & 0x3FFF) << 4) as u32,
@@ -95,18 +95,21 @@ pub fn decode_desc(d: u64) -> Desc {
 }
 
 /// Address wgmma reads for element (mn, k), k < 16, of a K-major operand (A, or B with
-/// trans-b = 0) under a 128-byte-swizzle descriptor. Canonical K-major SW128 layout (PTX ISA
-/// 9.7.15.5.1, "K-major" canonical layouts): rows of 128 bytes hold 64 consecutive K elements;
-/// 8-row core groups are SBO bytes apart; the LBO is unused while K fits in one swizzle row.
+/// trans-b = 0) under a 128-byte-swizzle descriptor. PTX ISA 9.7.15.5.1.2.1.3 "Canonical
+/// Layouts", K-major 128B: `Swizzle<3,4,3> o ((8,m),(T,2k)):((8T,SBO),(1,T))` (T = 8 bf16):
+/// rows of 128 bytes hold 64 consecutive K elements; 8-row core groups are SBO bytes apart; the
+/// LBO is unused ("assumed 1") for swizzled K-major layouts.
 pub fn kmajor_addr(desc: &Desc, mn: usize, k: usize) -> u32 {
     debug_assert!(desc.swizzle == 1 && desc.base_offset == 0 && k < 16);
     sw128(desc.start + (mn / 8) as u32 * desc.sbo + (mn % 8) as u32 * 128 + 2 * k as u32)
 }
 
 /// Address wgmma reads for element (k, n), k < 16, of an MN-major operand (B with trans-b = 1)
-/// under a 128-byte-swizzle descriptor. Canonical MN-major SW128 layout (same section,
-/// "MN-major"): rows of 128 bytes hold 64 consecutive N elements for one k; consecutive k are
-/// 128 bytes apart, 8-k groups SBO bytes apart, and each further 64 N elements LBO bytes on.
+/// under a 128-byte-swizzle descriptor. Same section, MN-major 128B:
+/// `Swizzle<3,4,3> o ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))`: rows of 128 bytes hold 64
+/// consecutive N elements for one k; consecutive k are 128 bytes apart, 8-k groups SBO bytes
+/// apart, and each further 64 N elements LBO bytes on (9.7.15.5.1.2.1.1/2: for swizzled MN-major
+/// layouts the LBO steps across MN, the SBO across K).
 pub fn mnmajor_addr(desc: &Desc, k: usize, n: usize) -> u32 {
     debug_assert!(desc.swizzle == 1 && desc.base_offset == 0 && k < 16);
     sw128(

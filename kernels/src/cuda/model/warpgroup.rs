@@ -1,4 +1,4 @@
-//! `wgmma.mma_async` executed on the CPU over per-thread registers (PTX ISA 9.7.15.5
+//! `wgmma.mma_async` executed on the CPU over per-thread registers (PTX ISA
 //! "wgmma.mma_async"): D = A x B (+ D), m64nNk16, bf16 inputs, f32 accumulation.
 
 use super::fragments::{wgmma_a, wgmma_d, WARPGROUP};

@@ -1,0 +1,80 @@
+//! `pupa-client` as a user runs it, against the guest runtime in a host process (direct, and
+//! through `pupa-host run --guest-addr`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::guest_process::GuestProcess;
+use common::*;
+
+fn client(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pupa-client")).args(args).output().unwrap()
+}
+
+#[test]
+fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
+    let guest = GuestProcess::start();
+    let dir = temp_dir("cli");
+    let job = dir.join("job.json");
+    std::fs::write(&job, r#"{ "op": "matmul", "m": 24, "n": 40, "k": 56, "dtype": "f32", "seed": 7 }"#).unwrap();
+    let worker = guest.addr().to_string();
+    let job_s = job.to_str().unwrap();
+
+    let out = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["evidence"], "insecure-dev");
+    assert_eq!(v["dims"], serde_json::json!([24, 40]));
+    assert_eq!(v["flops"], 2 * 24 * 40 * 56);
+    assert_eq!(v["receipt"]["units"], 2 * 24 * 40 * 56);
+    assert!(v["rel_err"].as_f64().unwrap() <= 1e-5);
+
+    let text = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev"]);
+    assert!(text.status.success());
+    let s = String::from_utf8_lossy(&text.stdout);
+    assert!(s.contains("signature ok") && s.contains("rel. error"), "{s}");
+    assert!(String::from_utf8_lossy(&text.stderr).contains("NOT confidential"));
+
+    let refused = client(&["run", "--worker", &worker, job_s]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("INSECURE development evidence"));
+
+    std::fs::write(&job, r#"{ "op": "matmul", "m": 2, "n": 2 }"#).unwrap();
+    let bad = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(r#"matmul needs "k""#), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    let nobody = client(&["run", "--worker", "127.0.0.1:1", job_s, "--allow-insecure-dev"]);
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bench_through_the_relay_binary_reports_overhead_and_throughput() {
+    let guest = GuestProcess::start();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_pupa-host"))
+        .args(["run", "--guest-addr", &guest.addr().to_string(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().strip_prefix("pupa-host: listening on ").unwrap().parse().unwrap();
+    let out = client(&[
+        "bench", "--worker", &addr.to_string(), "--allow-insecure-dev", "--clients", "4", "--jobs", "40", "--samples", "20", "--json",
+    ]);
+    relay.kill().unwrap();
+    let _ = relay.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["jobs"], 40);
+    assert_eq!(v["clients"], 4);
+    assert!(v["jobs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["total"]["median_us"].as_f64().unwrap() >= v["round_trip"]["median_us"].as_f64().unwrap());
+}
