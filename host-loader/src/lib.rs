@@ -1,5 +1,6 @@
 //! pupa host loader.
 
+pub mod demo;
 pub mod profile;
 pub mod receipts;
 pub mod relay; pub mod client; pub mod vm;

@@ -209,5 +209,22 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
         assert_eq!(ch["paid_seq"], seqs[k]);
         assert_eq!(ch["paid"], totals[k].to_string());
     }
+
+    // Worse than a crash: the database is lost. A fresh relay re-ingests the stream and
+    // resubmits the latest receipts; the contract refuses them as replays (411) and pays
+    // nothing more.
+    std::fs::remove_file(&db).unwrap();
+    let _ = std::fs::remove_file(dir.join("receipts.sqlite-wal"));
+    let _ = std::fs::remove_file(dir.join("receipts.sqlite-shm"));
+    let status = relay_cmd(&db, &input, port, &contract, &gk)
+        .args(["--max-delay-s", "0", "--until-paid", "--batch", "2000"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = get_json(&format!("http://127.0.0.1:{port}/pupa/stats"));
+    let paid_after: u128 = after["result"]["paid_to_worker"].as_str().unwrap().parse().unwrap();
+    assert_eq!(paid_after, paid, "a replayed stream paid again");
+    let rejected_before = stats["result"]["rejected"].as_u64().unwrap();
+    assert!(after["result"]["rejected"].as_u64().unwrap() >= rejected_before + 2, "no replay reached the contract: {after}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -140,3 +140,31 @@ fn strict_parsing_rejects_extra_data() {
     b.store_bit(true).unwrap();
     assert_eq!(Receipt::from_cell(&b.build().unwrap()).unwrap_err(), TonError::TrailingData);
 }
+
+#[test]
+fn owner_proof_and_deposit_body() {
+    let c = key(2);
+    let owner = MsgAddressInt { workchain: 0, hash: [0xAB; 32] };
+    let proof = OwnerProof { domain: domain(), owner };
+    let signed = proof.sign(&c).unwrap();
+    // signature:bits512 ^PupaOwner, the signature over the inner cell's hash.
+    let mut s = CellSlice::new(&signed);
+    let sig = ed25519_dalek::Signature::from_bytes(&s.load_bytes::<64>().unwrap());
+    let inner = s.load_ref().unwrap();
+    assert_eq!(inner.hash(), proof.to_cell().unwrap().hash());
+    c.verifying_key().verify(&inner.hash(), &sig).unwrap();
+    let mut d = CellSlice::new(inner);
+    assert_eq!(d.load_uint(32).unwrap(), u128::from(OWNER_TAG));
+    assert_eq!(d.load_int(32).unwrap(), i128::from(MAINNET_ID));
+    assert_eq!(d.load_address().unwrap(), domain().contract);
+    assert_eq!(d.load_address().unwrap(), owner);
+    d.end().unwrap();
+    let body = OwnerProof::deposit_body(5, &c.verifying_key().to_bytes(), Some(signed)).unwrap();
+    let mut b = CellSlice::new(&body);
+    assert_eq!(b.load_uint(32).unwrap(), u128::from(OP_DEPOSIT));
+    assert_eq!(b.load_uint(64).unwrap(), 5);
+    assert_eq!(b.load_bytes::<32>().unwrap(), c.verifying_key().to_bytes());
+    assert!(b.load_bit().unwrap());
+    assert_eq!(b.load_ref().unwrap().refs().len(), 1);
+    b.end().unwrap();
+}

@@ -14,20 +14,26 @@ use pupa_tests::image;
 const SSM_VERSION: &str = "0.0.13";
 
 fn sev_snp_measure() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sev-snp-measure-{SSM_VERSION}"));
+    let venv =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sev-snp-measure-{SSM_VERSION}"));
     let bin = venv.join("bin/sev-snp-measure");
     if bin.exists() {
         return Ok(bin);
     }
-    for cmd in [
-        Command::new("python3").args(["-m", "venv"]).arg(&venv).output(),
-        Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("sev-snp-measure=={SSM_VERSION}")]).output(),
-    ] {
-        let out = cmd.map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
         }
-    }
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        &format!("sev-snp-measure=={SSM_VERSION}"),
+    ]))?;
     Ok(bin)
 }
 
@@ -61,22 +67,43 @@ fn sev_snp_measure_agrees_on_pupa_image() {
             configs.push((n, Some(t), VmmType::Qemu, 0x1));
         }
     }
-    configs.extend([(1, Some("EPYC-Turin"), VmmType::Qemu, 0x21), (3, Some("EPYC-Turin"), VmmType::Qemu, 0x1)]);
-    configs.extend([(2, Some("EPYC-Rome"), VmmType::Qemu, 0x5), (16, Some("EPYC"), VmmType::Qemu, 0x21)]);
+    configs.extend([
+        (1, Some("EPYC-Turin"), VmmType::Qemu, 0x21),
+        (3, Some("EPYC-Turin"), VmmType::Qemu, 0x1),
+    ]);
+    configs.extend([
+        (2, Some("EPYC-Rome"), VmmType::Qemu, 0x5),
+        (16, Some("EPYC"), VmmType::Qemu, 0x21),
+    ]);
     for n in [1, 2, 4] {
-        configs.extend([(n, Some("EPYC-v4"), VmmType::Ec2, 0x1), (n, Some("EPYC-v4"), VmmType::Ec2, 0x21)]);
+        configs.extend([
+            (n, Some("EPYC-v4"), VmmType::Ec2, 0x1),
+            (n, Some("EPYC-v4"), VmmType::Ec2, 0x21),
+        ]);
         configs.push((n, None, VmmType::Gce, 0x1));
     }
     assert!(configs.len() >= 24);
     for (vcpus, cpu, vmm, features) in configs {
         let mut cmd = Command::new(&ssm);
-        cmd.args(["--mode", "snp", "--output-format", "hex", "--ovmf"]).arg(path);
-        cmd.args(["--vcpus", &vcpus.to_string(), "--vmm-type", &vmm.to_string(), "--guest-features", &format!("{features:#x}")]);
+        cmd.args(["--mode", "snp", "--output-format", "hex", "--ovmf"])
+            .arg(path);
+        cmd.args([
+            "--vcpus",
+            &vcpus.to_string(),
+            "--vmm-type",
+            &vmm.to_string(),
+            "--guest-features",
+            &format!("{features:#x}"),
+        ]);
         if let Some(t) = cpu {
             cmd.args(["--vcpu-type", t]);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let cfg = SnpConfig {
             vcpus,

@@ -29,6 +29,16 @@ enum Cmd {
     Receipts(ReceiptsCmd),
     /// Boot the guest, serve clients, relay sealed jobs, restart a guest that dies.
     Run(pupa_host::relay::RunArgs),
+    /// The main job on one machine: check the manifest, boot the image, run sealed jobs as a
+    /// client, check results against the reference, print measurement, results and receipts.
+    Demo(pupa_host::demo::DemoArgs),
+    /// Print the VM launch profiles (QEMU, cloud-hypervisor; plain, SNP, TDX), or write them
+    /// as scripts into a directory (qemu/).
+    Profiles {
+        /// Write the scripts here instead of printing them.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +124,8 @@ enum CliError {
     Read(PathBuf, std::io::Error),
     #[error(transparent)]
     Run(#[from] pupa_host::relay::RunError),
+    #[error("{0}")]
+    Msg(String),
 }
 
 impl Target {
@@ -140,6 +152,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let cmd = match cli.cmd {
         Cmd::Receipts(c) => c,
         Cmd::Run(a) => return Ok(pupa_host::relay::run_command(a)?),
+        Cmd::Demo(a) => return pupa_host::demo::run(&a).map_err(|e| CliError::Msg(e)),
+        Cmd::Profiles { write } => {
+            for (name, body) in pupa_host::profile::scripts() {
+                match &write {
+                    Some(dir) => {
+                        let path = dir.join(&name);
+                        std::fs::write(&path, &body).map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
+                        #[cfg(unix)]
+                        {
+                            use std::os::unix::fs::PermissionsExt;
+                            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
+                        }
+                        println!("wrote {}", path.display());
+                    }
+                    None => println!("### {name}\n{body}"),
+                }
+            }
+            return Ok(());
+        }
     };
     match cmd {
         ReceiptsCmd::List { db, limit, json } => {

@@ -174,6 +174,12 @@ impl JobSpec {
         })
     }
 
+    /// Compares an opened result with the f64 reference of this description's (seeded,
+    /// reproducible) inputs; see [`BuiltJob::check`].
+    pub fn check(&self, r: &JobResult) -> Result<RefCheck, JobSpecError> {
+        self.build()?.check(r)
+    }
+
     /// Builds the job: validated shapes, seeded tensors, a random job id.
     pub fn build(&self) -> Result<BuiltJob, JobSpecError> {
         let op = self.op()?;

@@ -16,7 +16,7 @@ enum State {
     /// Inside a body; `left` bytes to go.
     Body { left: u64 },
     /// The stream broke framing; nothing more is followed.
-    Broken(FrameError),
+    Broken,
 }
 
 /// Follows frame boundaries of a byte stream, reporting each header as it completes.
@@ -45,7 +45,7 @@ impl HeaderTracker {
     pub fn feed(&mut self, mut data: &[u8], mut on: impl FnMut(HeaderEvent)) {
         while !data.is_empty() {
             match &mut self.state {
-                State::Broken(_) => return,
+                State::Broken => return,
                 State::Body { left } => {
                     let take = (*left).min(data.len() as u64) as usize;
                     *left -= take as u64;
@@ -72,8 +72,8 @@ impl HeaderTracker {
                             };
                         }
                         Err(e) => {
-                            on(HeaderEvent::Broken(e.clone()));
-                            self.state = State::Broken(e);
+                            on(HeaderEvent::Broken(e));
+                            self.state = State::Broken;
                         }
                     }
                 }

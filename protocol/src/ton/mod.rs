@@ -6,11 +6,11 @@
 //! - [`Receipt`] (signed by the guest), [`Voucher`] (signed by the client), [`Payout`]
 //!   (what the relay sends to the payment contract in `contracts/`).
 
-mod address;
-mod boc;
-mod builder;
-mod cell;
-mod receipt;
+pub mod address;
+pub mod boc;
+pub mod builder;
+pub mod cell;
+pub mod receipt;
 
 pub use address::{FriendlyFlags, MsgAddressInt};
 pub use boc::{from_boc, from_boc_single, from_boc_with_limits, to_boc, BocLimits};
