@@ -5,6 +5,7 @@
 //! - [`tdx`]: the Intel TDX MRTD (MEM.PAGE.ADD / MR.EXTEND records), both orderings.
 //! - [`eventlog`]: RTMR replay from a CCEL / TCG crypto-agile event log.
 //! - [`manifest`]: the `"measurements"` object of `manifest.json` and its checker.
+//! - [`verify`]: SNP report / TDX quote / dev evidence verification against a policy.
 //!
 //! Every parser here takes untrusted bytes and returns a specific error instead of panicking.
 
@@ -15,6 +16,7 @@ pub mod manifest;
 pub mod ovmf;
 pub mod snp;
 pub mod tdx;
+pub mod verify;
 
 pub use guid::Guid;
 pub use ovmf::{Firmware, OvmfError};

@@ -6,6 +6,7 @@
 //! pupa-measure FIRMWARE --tee tdx [--order single|twopass] [--event-log CCEL] [--json]
 //! pupa-measure check MANIFEST FIRMWARE [--json]
 //! pupa-measure bench FIRMWARE [--runs N] [--json]
+//! pupa-measure verify --tee snp|tdx|dev ... (see `verify::cli`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Verify SNP / TDX / dev evidence against a policy (exit 0 only if every check passes).
+    Verify(pupa_measurements::verify::cli::VerifyArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
             runs,
             json,
         }) => run_bench(&firmware, runs, json),
+        Some(Cmd::Verify(args)) => pupa_measurements::verify::cli::run(&args),
         None => run_measure(&cli.measure),
     };
     match result {

@@ -1,0 +1,222 @@
+//! What a verifier requires of evidence: measurement, debug off, minimum TCB, VMPL, migration
+//! policy, REPORT_DATA binding, and whether insecure development evidence is acceptable.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::VerifyError;
+use crate::hexfmt;
+
+/// Which launch measurements are acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum MeasurementPolicy {
+    /// Any measurement (the verdict still shows it).
+    Any,
+    /// One of these 48-byte digests (SNP launch digest, TDX MRTD, or dev image SHA-384).
+    OneOf(Vec<[u8; 48]>),
+}
+
+impl MeasurementPolicy {
+    /// The expected measurements for `tee` (`"snp"`, `"tdx"` or `"dev"`) listed in a
+    /// `manifest.json` written by `pupa-image build`: every SNP digest, every TDX MRTD, or the
+    /// image SHA-384 for dev evidence.
+    pub fn from_manifest(json: &str, tee: &str) -> Result<Self, VerifyError> {
+        let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let strings: Vec<&str> = match tee {
+            "dev" => vec![v
+                .pointer("/image/sha384")
+                .and_then(|s| s.as_str())
+                .ok_or_else(|| bad("no image.sha384".into()))?],
+            "snp" | "tdx" => {
+                let (list, key) = if tee == "snp" { ("snp", "digest") } else { ("tdx", "mrtd") };
+                v.pointer(&format!("/measurements/{list}"))
+                    .and_then(|a| a.as_array())
+                    .ok_or_else(|| bad(format!("no measurements.{list} array")))?
+                    .iter()
+                    .map(|e| e.get(key).and_then(|s| s.as_str()))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad(format!("a measurements.{list} entry lacks \"{key}\"")))?
+            }
+            other => return Err(bad(format!("unknown TEE {other:?}"))),
+        };
+        if strings.is_empty() {
+            return Err(bad(format!("lists no {tee} measurement")));
+        }
+        let digests = strings
+            .iter()
+            .map(|s| hexfmt::decode_array::<48>(s).map_err(|e| bad(format!("{s:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::OneOf(digests))
+    }
+
+    /// Checks `got` against the policy.
+    pub fn check(&self, got: &[u8; 48]) -> Result<String, String> {
+        let hex = hexfmt::encode(got);
+        match self {
+            Self::Any => Ok(format!("{hex} (any measurement allowed)")),
+            Self::OneOf(list) if list.contains(got) => Ok(format!("{hex} is expected")),
+            Self::OneOf(list) => Err(format!(
+                "{hex} is not one of the {} expected measurement(s)",
+                list.len()
+            )),
+        }
+    }
+}
+
+/// Minimum SNP TCB (security patch levels), compared component-wise with the REPORTED_TCB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SnpMinTcb {
+    /// PSP bootloader SPL.
+    pub bootloader: u8,
+    /// PSP OS (TEE) SPL.
+    pub tee: u8,
+    /// SNP firmware SPL.
+    pub snp: u8,
+    /// Microcode SPL.
+    pub microcode: u8,
+}
+
+impl FromStr for SnpMinTcb {
+    type Err = VerifyError;
+    /// `bl=3,tee=0,snp=8,ucode=115` (missing components are 0).
+    fn from_str(s: &str) -> Result<Self, VerifyError> {
+        let mut t = SnpMinTcb::default();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| VerifyError::Policy(format!("--min-tcb {part:?}: want KEY=N")))?;
+            let n: u8 = v
+                .trim()
+                .parse()
+                .map_err(|e| VerifyError::Policy(format!("--min-tcb {part:?}: {e}")))?;
+            match k.trim() {
+                "bl" | "bootloader" => t.bootloader = n,
+                "tee" => t.tee = n,
+                "snp" => t.snp = n,
+                "ucode" | "microcode" => t.microcode = n,
+                other => {
+                    return Err(VerifyError::Policy(format!(
+                        "--min-tcb: unknown component {other:?} (bl, tee, snp, ucode)"
+                    )))
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl fmt::Display for SnpMinTcb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bl={},tee={},snp={},ucode={}",
+            self.bootloader, self.tee, self.snp, self.microcode
+        )
+    }
+}
+
+/// Intel TCB statuses (TCB info v3), best first; a policy accepts a status at least as good as
+/// its minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum TdxTcbStatus {
+    /// The platform is up to date.
+    UpToDate,
+    /// Up to date, but software hardening (mitigations) is needed.
+    SWHardeningNeeded,
+    /// Up to date, but the platform configuration needs changes.
+    ConfigurationNeeded,
+    /// Both of the above.
+    ConfigurationAndSWHardeningNeeded,
+    /// The TCB level is out of date.
+    OutOfDate,
+    /// Out of date and configuration needed.
+    OutOfDateConfigurationNeeded,
+    /// The TCB level is revoked.
+    Revoked,
+}
+
+impl FromStr for TdxTcbStatus {
+    type Err = VerifyError;
+    fn from_str(s: &str) -> Result<Self, VerifyError> {
+        Ok(match s {
+            "UpToDate" => Self::UpToDate,
+            "SWHardeningNeeded" => Self::SWHardeningNeeded,
+            "ConfigurationNeeded" => Self::ConfigurationNeeded,
+            "ConfigurationAndSWHardeningNeeded" => Self::ConfigurationAndSWHardeningNeeded,
+            "OutOfDate" => Self::OutOfDate,
+            "OutOfDateConfigurationNeeded" => Self::OutOfDateConfigurationNeeded,
+            "Revoked" => Self::Revoked,
+            other => return Err(VerifyError::Policy(format!("unknown TCB status {other:?}"))),
+        })
+    }
+}
+
+impl fmt::Display for TdxTcbStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A verification policy. [`Policy::default`] is the strict one: a measurement policy must be
+/// chosen, debug is forbidden, VMPL 0, no migration agent, TDX TCB `UpToDate`, no dev evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Acceptable measurements.
+    pub measurement: MeasurementPolicy,
+    /// Required REPORT_DATA (e.g. `pupa_protocol::evidence::report_data(keys, nonce)`).
+    pub report_data: Option<[u8; 64]>,
+    /// Accept debug-enabled guests (SNP policy bit 19, TD attributes bit 0).
+    pub allow_debug: bool,
+    /// SNP: minimum REPORTED_TCB.
+    pub snp_min_tcb: Option<SnpMinTcb>,
+    /// SNP: required VMPL.
+    pub snp_vmpl: u32,
+    /// SNP: accept a guest whose policy allows a migration agent (bit 18).
+    pub allow_migration_agent: bool,
+    /// TDX: the worst acceptable TCB status.
+    pub tdx_min_status: TdxTcbStatus,
+    /// Accept insecure development evidence (with a warning).
+    pub allow_insecure_dev: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            measurement: MeasurementPolicy::OneOf(Vec::new()),
+            report_data: None,
+            allow_debug: false,
+            snp_min_tcb: None,
+            snp_vmpl: 0,
+            allow_migration_agent: false,
+            tdx_min_status: TdxTcbStatus::UpToDate,
+            allow_insecure_dev: false,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks REPORT_DATA against the policy.
+    pub fn check_report_data(&self, got: &[u8; 64]) -> Result<String, String> {
+        let hex = hexfmt::encode(got);
+        match &self.report_data {
+            None => Ok(format!("{hex} (not checked: no --report-data)")),
+            Some(want) if want == got => Ok(format!("{hex} matches")),
+            Some(want) => Err(format!("{hex} != expected {}", hexfmt::encode(want))),
+        }
+    }
+
+    /// Checks a debug flag against the policy.
+    pub fn check_debug(&self, debug: bool, what: &str) -> Result<String, String> {
+        match (debug, self.allow_debug) {
+            (false, _) => Ok(format!("{what} clear: debugging disabled")),
+            (true, true) => Ok(format!("{what} SET: debugging enabled (allowed by --allow-debug)")),
+            (true, false) => Err(format!(
+                "{what} SET: the host can read and modify guest memory (pass --allow-debug to accept)"
+            )),
+        }
+    }
+}
