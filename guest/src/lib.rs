@@ -15,6 +15,8 @@ pub mod clock;
 pub mod entropy;
 pub mod memmap;
 pub mod runtime;
+pub mod snp;
+pub mod tdx;
 pub mod tee;
 pub mod virtqueue;
 

@@ -36,6 +36,11 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
         arch::io::use_tdvmcall();
     }
     serial::init();
+    #[cfg(feature = "bench-hello")]
+    {
+        println!("hello");
+        exit::power_off();
+    }
     arch::interrupts::init();
 
     let (heap_start, heap_end) = layout::early_heap();
@@ -46,7 +51,7 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
         TeeKind::Tdx => (read_td_hob(), "TD HOB"),
         _ => (
             fw_cfg::read_file("etc/e820")
-                .map_err(|e| boot_failure(format_args!("fw_cfg etc/e820: {e:?}")))
+                .map_err(|e| boot_failure(format_args!("fw_cfg etc/e820: {e}")))
                 .and_then(|b| memmap::parse_e820(&b).map_err(|e| boot_failure(format_args!("etc/e820: {e}"))))
                 .unwrap_or_else(|never| never),
             "fw_cfg etc/e820",
@@ -110,6 +115,12 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
     println!("pupa: evidence dev (INSECURE: software report, no TEE)");
     match VirtioNet::init(&mut PlainDma) {
         Ok(nic) => {
+            let (v, d) = nic.pci_id();
+            let m = nic.mac();
+            println!(
+                "pupa: nic virtio-net {v:04x}:{d:04x} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
             println!("pupa: listening tcp 10.0.2.15:{} (virtio-net)", net::PORT);
             println!("pupa: ready");
             net::serve(nic, &mut worker, move || tsc.ticks_to_us(rdtsc()), seed)
@@ -119,7 +130,7 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
             println!("pupa: ready");
             exit::power_off()
         }
-        Err(e) => boot_failure(format_args!("network: {e:?}")),
+        Err(e) => boot_failure(format_args!("network: {e}")),
     }
 }
 

@@ -48,6 +48,7 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains(r#"matmul needs "k""#), "{}", String::from_utf8_lossy(&bad.stderr));
 
+    std::fs::write(&job, r#"{ "op": "matmul", "m": 2, "n": 2, "k": 2 }"#).unwrap();
     let nobody = client(&["run", "--worker", "127.0.0.1:1", job_s, "--allow-insecure-dev"]);
     assert!(!nobody.status.success());
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));

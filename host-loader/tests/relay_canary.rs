@@ -155,6 +155,9 @@ fn the_host_never_sees_the_canary_the_guest_does() {
         ("relay stdout".into(), [line.into_bytes(), rest].concat()),
     ];
     files_under(&dir, &mut seen);
+    // The search itself works: it finds the canary raw and as hex inside other bytes.
+    assert!(find_canary(&[&b"xx"[..], &canary[5..20], b"yy"].concat(), &canary).is_some());
+    assert!(find_canary(format!("log {} end", hex(&canary[9..30])).as_bytes(), &canary).is_some());
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.iter().any(|n| n.ends_with("receipts.jsonl")) && names.iter().any(|n| n.ends_with("relay.stderr")), "{names:?}");
     let logs = std::fs::read_to_string(dir.join("relay.stderr")).unwrap();

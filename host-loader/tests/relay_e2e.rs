@@ -100,7 +100,8 @@ fn bad_input_gets_specific_errors_and_the_next_job_succeeds() {
         let mut c = connect(addr);
         fetch_and_verify(&mut c, &DEV).unwrap()
     };
-    let job = small_job(1);
+    let mut job = small_job(1);
+    job.job.reply_key = KeyPair::derive(&rand::random()).pk;
     let sealed = SealedJob::seal(&job.job, &w.hpke_pk, Aead::Aes256Gcm, &rand::random()).unwrap();
     let job_frame = Message::SealedJob(sealed.clone()).to_frame().unwrap();
 

@@ -40,6 +40,12 @@ pub fn fault_test_image() -> &'static BuildOutput {
     IMG.get_or_init(|| build_variant("fault", &["fault-test"]))
 }
 
+/// The benchmark-only minimal image (prints one line and powers off).
+pub fn hello_image() -> &'static BuildOutput {
+    static IMG: OnceLock<BuildOutput> = OnceLock::new();
+    IMG.get_or_init(|| build_variant("hello", &["bench-hello"]))
+}
+
 /// KVM if a real boot under it works here, else TCG (decided once).
 pub fn accel() -> Accel {
     static ACCEL: OnceLock<Accel> = OnceLock::new();

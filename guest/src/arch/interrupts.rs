@@ -20,6 +20,7 @@ const IST_NMI: u16 = 1;
 const IST_MACHINE_CHECK: u16 = 2;
 
 #[repr(align(16))]
+#[allow(dead_code)] // only the stacks' addresses are used
 struct Stack([u8; IST_STACK_SIZE]);
 static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_STACK_SIZE]) }; 3];
 

@@ -29,6 +29,7 @@ macro_rules! port_fns {
             unsafe { asm!(concat!("out dx, ", $reg), in("dx") port, in($reg) v, options(nomem, nostack, preserves_flags)) };
         }
         /// Read from an I/O port.
+        #[allow(dead_code)]
         ///
         /// # Safety
         /// The caller must know what the device behind `port` does on a read.

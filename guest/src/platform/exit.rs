@@ -42,8 +42,3 @@ pub fn fail(code: u32) -> ! {
     unsafe { outl(ISA_DEBUG_EXIT, code) };
     power_off()
 }
-
-/// Exit with a test status (isa-debug-exit), used by test-only builds.
-pub fn test_exit(code: u32) -> ! {
-    fail(code)
-}

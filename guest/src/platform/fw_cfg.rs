@@ -22,6 +22,16 @@ pub enum FwCfgError {
     TooLarge(u32),
 }
 
+impl core::fmt::Display for FwCfgError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FwCfgError::NotPresent => write!(f, "no fw_cfg device (no \"QEMU\" signature)"),
+            FwCfgError::NotFound => write!(f, "file not found"),
+            FwCfgError::TooLarge(n) => write!(f, "file of {n} bytes exceeds the 1 MiB limit"),
+        }
+    }
+}
+
 fn select(key: u16) {
     // SAFETY: writing the fw_cfg selector only chooses which item the data port reads.
     unsafe { outw(PORT_SELECTOR, key) }

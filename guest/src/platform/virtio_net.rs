@@ -88,7 +88,19 @@ pub enum NetError {
     Features(&'static str),
     Queue(&'static str),
     NoMemory,
-    Protocol(QueueError),
+}
+
+impl core::fmt::Display for NetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NetError::NoDevice => write!(f, "no virtio-net device on PCI bus 0"),
+            NetError::Pci(e) => write!(f, "PCI: {e}"),
+            NetError::MissingCapability(c) => write!(f, "the device lacks the virtio {c} capability"),
+            NetError::Features(e) => write!(f, "feature negotiation: {e}"),
+            NetError::Queue(e) => write!(f, "virtqueue setup: {e}"),
+            NetError::NoMemory => write!(f, "out of memory for virtqueues and buffers"),
+        }
+    }
 }
 
 struct Mmio(*mut u8);
@@ -157,6 +169,7 @@ pub struct VirtioNet {
     rx: Rx,
     tx: Tx,
     mac: [u8; 6],
+    pci_id: (u16, u16),
     /// The device broke the virtqueue protocol; the NIC is dead from then on.
     pub fault: Option<QueueError>,
     /// Frames dropped because they did not fit (oversized) or the device misbehaved.
@@ -273,12 +286,17 @@ impl VirtioNet {
         }
         cc.w8(CC_DEVICE_STATUS, st | STATUS_DRIVER_OK);
         rx.queue.kick();
-        Ok(VirtioNet { rx, tx, mac, fault: None, dropped: 0 })
+        Ok(VirtioNet { rx, tx, mac, pci_id: (dev.vendor, dev.device), fault: None, dropped: 0 })
     }
 
     /// The device's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// PCI vendor and device id.
+    pub fn pci_id(&self) -> (u16, u16) {
+        self.pci_id
     }
 
     fn reclaim_tx(&mut self) {

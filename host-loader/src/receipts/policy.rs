@@ -1,6 +1,10 @@
 //! The batching policy: one on-chain payout per (guest, client) carries every receipt up to
 //! its seq (cumulative pattern), so the relay waits until enough is unpaid or a receipt has
 //! waited long enough, then submits only the latest receipt.
+//!
+//! Keep `max_delay_s` well below the contract's `withdraw_delay`: a client that asks to
+//! withdraw gets its remaining deposit once that delay is over, and whatever the relay has
+//! not submitted by then can no longer be paid from it.
 
 use super::store::Channel;
 

@@ -114,7 +114,7 @@ struct Common {
     /// interleaved rounds (pupa, faer, numpy, pupa, faer, numpy, ...)
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// peak GFLOP/s to report against (default: measured on this machine)
+    /// peak GFLOP/s to report against (default: measured on this machine, with --clock's clock)
     #[arg(long)]
     peak: Option<f64>,
     /// force an ISA for pupa (portable, avx2, avx512, avx512bf16)
@@ -345,7 +345,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 None => (
                     *peaks
                         .entry((threads, bf16_peak))
-                        .or_insert_with(|| peak::measure(isa, bf16_peak, threads)),
+                        .or_insert_with(|| peak::measure(isa, bf16_peak, threads, common.clock == Clock::ThreadCpu)),
                     "measured",
                 ),
             };

@@ -11,6 +11,38 @@ pub(crate) const MR: usize = 8;
 /// Columns of the register block (three 16-lane vectors).
 pub(crate) const NR: usize = 48;
 
+/// Stores a tile: full tiles straight from registers (no masks), edge tiles through [`store`].
+#[inline(always)]
+unsafe fn store_tile<const R: usize, const NV: usize>(
+    acc: &[[__m512; NV]; R],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    if rows == R && cols == NV * 16 {
+        for (i, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: a full tile lies inside C (caller contract). The intrinsics need
+                // AVX-512F, which every caller (a target_feature function) has enabled.
+                unsafe {
+                    let p = c.add(i * ldc + v * 16);
+                    let y = if accumulate {
+                        _mm512_add_ps(*x, _mm512_loadu_ps(p))
+                    } else {
+                        *x
+                    };
+                    _mm512_storeu_ps(p, y);
+                }
+            }
+        }
+    } else {
+        // SAFETY: as above.
+        unsafe { store::<R, NV>(acc, c, ldc, rows, cols, accumulate) }
+    }
+}
+
 /// How many k steps ahead the B panel is prefetched (0: off).
 const PF_B: usize = 8;
 
@@ -109,7 +141,7 @@ unsafe fn f32_block<const R: usize, const NRP: usize, const NV: usize>(
         }
     }
     // SAFETY: forwarded caller contract.
-    unsafe { store::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
+    unsafe { store_tile::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
 }
 
 #[inline]
@@ -153,7 +185,7 @@ unsafe fn f32_block_strided<const NV: usize>(
         bp = unsafe { bp.add(NR) };
     }
     // SAFETY: forwarded caller contract.
-    unsafe { store::<MR, NV>(&acc, c, ldc, rows, cols, accumulate) }
+    unsafe { store_tile::<MR, NV>(&acc, c, ldc, rows, cols, accumulate) }
 }
 
 /// f32 micro-kernel reading A unpacked: element `(i, k)` at `a[i·rs + k·cs]` (used by
@@ -283,7 +315,7 @@ unsafe fn bf16_block<const R: usize, const NRP: usize, const NV: usize>(
         }
     }
     // SAFETY: forwarded caller contract.
-    unsafe { store::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
+    unsafe { store_tile::<R, NV>(&acc, c, ldc, rows, cols, accumulate) }
 }
 
 /// bf16 micro-kernel with the 12×32 block, over `kp` packed k-pairs (f32 accumulation).

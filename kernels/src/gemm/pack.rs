@@ -130,6 +130,33 @@ pub(crate) fn pack_a_f32<T: Element>(a: &MatRef<'_, T>, mr: usize, dst: &mut [f3
 pub(crate) fn pack_b_f32<T: Element>(b: &MatRef<'_, T>, nr: usize, dst: &mut [f32]) {
     let (k, n) = (b.rows, b.cols);
     let panels = n.div_ceil(nr);
+    if b.cs == 1 && nr % 16 == 0 && n > 0 {
+        // Row-major B: read each row of the block once, front to back (prefetch-friendly),
+        // and scatter its NR-wide pieces to the panels.
+        for kk in 0..k {
+            let row = &b.data[kk * b.rs..][..n];
+            for (p, piece) in row.chunks(nr).enumerate() {
+                let out = &mut dst[p * nr * k + kk * nr..][..nr];
+                let mut oc = out.chunks_exact_mut(16);
+                let mut rc = piece.chunks_exact(16);
+                for (o, x) in (&mut oc).zip(&mut rc) {
+                    let o: &mut [f32; 16] = o.try_into().expect("16");
+                    let x: &[T; 16] = x.try_into().expect("16");
+                    for j in 0..16 {
+                        o[j] = x[j].to_f32();
+                    }
+                }
+                let rem = rc.remainder();
+                let tail = oc.into_remainder();
+                debug_assert!(tail.is_empty());
+                let used = piece.len() - rem.len();
+                for (j, o) in out[used..].iter_mut().enumerate() {
+                    *o = rem.get(j).map_or(0.0, |x| x.to_f32());
+                }
+            }
+        }
+        return;
+    }
     for (p, panel) in dst.chunks_exact_mut(nr * k).take(panels).enumerate() {
         let j0 = p * nr;
         let cols = nr.min(n - j0);

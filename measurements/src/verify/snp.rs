@@ -217,7 +217,7 @@ fn check_signature(raw: &[u8], vcek: &Certificate) -> Result<String, String> {
     };
     let r = le_scalar(SIGNATURE_OFFSET)?;
     let s = le_scalar(SIGNATURE_OFFSET + 0x48)?;
-    let sig = p384::ecdsa::Signature::from_scalars(r, s).map_err(|e| format!("malformed signature: {e}"))?;
+    let sig = p384::ecdsa::Signature::from_scalars(p384::FieldBytes::clone_from_slice(&r), p384::FieldBytes::clone_from_slice(&s)).map_err(|e| format!("malformed signature: {e}"))?;
     key.verify(&raw[..SIGNED_LEN], &sig)
         .map_err(|_| "ECDSA P-384 signature over bytes [0, 0x2A0) does not verify with the VCEK".to_string())?;
     Ok("ECDSA P-384/SHA-384 by the VCEK".into())
