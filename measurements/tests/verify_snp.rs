@@ -44,14 +44,18 @@ fn real_milan_report_verifies() {
 
 #[test]
 fn flipped_bit_in_signed_body_is_rejected() {
-    // HOST_DATA (0xC0) and a reserved byte (0x1F8 in a v2 report): no policy looks at them,
+    // HOST_DATA (0xC0), ID_KEY_DIGEST (0xE0), REPORT_ID (0x140): no policy looks at them,
     // only the signature does.
-    for off in [0xC0, 0x1F8, 0x29F] {
+    for off in [0xC0, 0xE0, 0x140] {
         let mut r = report();
         r[off] ^= 0x01;
         let v = snp::verify(&r, Some(VCEK), &strict()).unwrap();
         assert_eq!(failed(&v), ["report signature"], "offset {off:#x}: {v:#?}");
     }
+    // Reserved bytes (0x1F8.. in a v2 report) must be zero: refused before any check.
+    let mut r = report();
+    r[0x29F] ^= 0x01;
+    assert!(matches!(snp::verify(&r, Some(VCEK), &strict()), Err(VerifyError::SnpReport(_))));
 }
 
 #[test]

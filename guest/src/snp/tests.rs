@@ -117,7 +117,7 @@ fn misuse_and_bounds() {
     let mut m = GuestMessenger::new(key(), 0, 0);
     let mut p = page();
     assert_eq!(m.open_response(&mut p), Err(GuestMsgError::NoRequest));
-    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 4000], &mut p), Err(GuestMsgError::PayloadTooLarge(4000)));
+    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 4001], &mut p), Err(GuestMsgError::PayloadTooLarge(4001)));
     assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p[..100]), Err(GuestMsgError::BadBuffer(100)));
     m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p).unwrap();
     assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p), Err(GuestMsgError::InFlight));

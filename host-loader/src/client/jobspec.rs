@@ -326,7 +326,7 @@ mod tests {
         let good: Vec<u8> = reference.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
         let mut r = JobResult { job_id: b.job.job_id, dims: vec![2, 2], data: serde_bytes::ByteBuf::from(good), units: b.flops };
         assert!(b.check(&r).unwrap().passed);
-        r.data[0] ^= 0x40; // flip an exponent bit
+        r.data[3] ^= 0x40; // flip the top exponent bit of element 0
         assert!(!b.check(&r).unwrap().passed);
         r.dims = vec![4];
         assert!(matches!(b.check(&r), Err(JobSpecError::ResultShape { .. })));

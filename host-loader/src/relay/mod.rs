@@ -21,6 +21,7 @@ pub mod track;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,9 @@ pub enum RunError {
     /// The client endpoint could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signal(std::io::Error),
     /// The guest did not start.
     #[error("guest: {0}")]
     Guest(String),
@@ -279,6 +283,12 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let cfg = RelayConfig { tls, max_connections: args.max_connections, ..RelayConfig::default() };
     let relay = Relay::new(cfg, journal, None);
+    // A killed `pupa-host` must not leave its VM running: signals end the supervisor loop,
+    // which then stops the guest.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(RunError::Signal)?;
+    }
     let listener = std::net::TcpListener::bind(args.listen).map_err(|e| RunError::Listen(args.listen, e))?;
     let addr = backend.start().map_err(RunError::Guest)?;
     // The guest's port may take a moment to accept after the ready line.
@@ -297,7 +307,8 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         .name("relay-accept".into())
         .spawn(move || r.serve(listener))
         .map_err(|e| RunError::Guest(e.to_string()))?;
-    let stop = AtomicBool::new(false);
     supervise(&relay, backend.as_mut(), Duration::from_millis(100), &stop);
+    tracing::info!("signal received: stopping the guest");
+    backend.stop();
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::VerifyError;
 use crate::hexfmt;
 
 /// Which launch measurements are acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeasurementPolicy {
     /// Any measurement (the verdict still shows it).
     Any,
@@ -163,7 +163,7 @@ impl fmt::Display for TdxTcbStatus {
 
 /// A verification policy. [`Policy::default`] is the strict one: a measurement policy must be
 /// chosen, debug is forbidden, VMPL 0, no migration agent, TDX TCB `UpToDate`, no dev evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Acceptable measurements.
     pub measurement: MeasurementPolicy,

@@ -1,4 +1,4 @@
-//! Intel TDX quote v4 verification (Intel TDX DCAP Quote Generation Library and Quote
+//! Intel TDX quote v4 (and v5) verification (Intel TDX DCAP Quote Generation Library and Quote
 //! Verification Library API, Appendix "Quote Format" v4), offline.
 //!
 //! `dcap-qvl` does the cryptography and the collateral: ECDSA P-256 over header ‖ TD report body
@@ -25,6 +25,8 @@ pub const SIG_DATA_LEN_OFFSET: usize = HEADER_LEN + TD_REPORT_LEN;
 pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 /// TEE type of TDX in the quote header.
 pub const TEE_TYPE_TDX: u32 = 0x81;
+/// dcap-qvl's error when no TCB level matches the platform.
+const NO_MATCHING_TCB_LEVEL: &str = "No matching TCB level found";
 /// TD attributes bit 0: TUD.DEBUG.
 pub const TD_ATTR_DEBUG: u64 = 1;
 
@@ -42,7 +44,26 @@ pub fn parse_now(s: &str) -> Result<u64, VerifyError> {
     u64::try_from(t.unix_timestamp()).map_err(|_| VerifyError::Policy(format!("--now {s:?} is before 1970")))
 }
 
-/// Structural checks of a v4 TDX quote: exact length, version 4, TEE type TDX. Returns the parse.
+/// Where the signature-data length of a quote sits: v4 has the TD 1.0 body at 48; v5 has a
+/// body descriptor (type u16, size u32) at 48 and the body at 54 (type 2 = TD 1.0, 584 bytes;
+/// type 3 = TD 1.5, 648 bytes).
+fn sig_len_offset(raw: &[u8], version: u16) -> Result<usize, String> {
+    match version {
+        4 => Ok(SIG_DATA_LEN_OFFSET),
+        5 => {
+            let ty = u16::from_le_bytes([raw[48], raw[49]]);
+            let size = u32::from_le_bytes([raw[50], raw[51], raw[52], raw[53]]) as usize;
+            match (ty, size) {
+                (2, 584) | (3, 648) => Ok(54 + size),
+                _ => Err(format!("v5 body type {ty} of {size} bytes (want TD 1.0 or TD 1.5)")),
+            }
+        }
+        v => Err(format!("version {v}, want 4 or 5")),
+    }
+}
+
+/// Structural checks of a TDX quote (v4, or v5 with a TD body): size, version, TEE type, the
+/// signature-data length; trailing bytes after the quote must be zero padding. Returns the parse.
 pub fn parse_quote(raw: &[u8]) -> Result<Quote, VerifyError> {
     let bad = |m: String| VerifyError::TdxQuote(m);
     if raw.len() < SIG_DATA_LEN_OFFSET + 4 {
@@ -51,20 +72,23 @@ pub fn parse_quote(raw: &[u8]) -> Result<Quote, VerifyError> {
     if raw.len() > MAX_QUOTE_LEN {
         return Err(bad(format!("{} bytes, more than the {MAX_QUOTE_LEN} accepted", raw.len())));
     }
-    let u16_at = |o: usize| u16::from_le_bytes([raw[o], raw[o + 1]]);
     let u32_at = |o: usize| u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
-    if u16_at(0) != 4 {
-        return Err(bad(format!("version {}, want 4", u16_at(0))));
-    }
+    let version = u16::from_le_bytes([raw[0], raw[1]]);
     if u32_at(4) != TEE_TYPE_TDX {
         return Err(bad(format!("TEE type {:#x}, want {TEE_TYPE_TDX:#x} (TDX)", u32_at(4))));
     }
-    let sig_len = u32_at(SIG_DATA_LEN_OFFSET) as usize;
-    let want = SIG_DATA_LEN_OFFSET + 4 + sig_len;
-    if raw.len() != want {
-        return Err(bad(format!("{} bytes, but its signature-data length says {want}", raw.len())));
+    let off = sig_len_offset(raw, version).map_err(bad)?;
+    if raw.len() < off + 4 {
+        return Err(bad(format!("{} bytes, truncated before the signature-data length", raw.len())));
     }
-    Quote::parse(raw).map_err(|e| bad(format!("{e:#}")))
+    let end = off + 4 + u32_at(off) as usize;
+    if raw.len() < end {
+        return Err(bad(format!("{} bytes, truncated: its signature-data length says {end}", raw.len())));
+    }
+    if raw[end..].iter().any(|&b| b != 0) {
+        return Err(bad(format!("{} bytes after the quote's {end} that are not zero padding", raw.len() - end)));
+    }
+    Quote::parse(&raw[..end]).map_err(|e| bad(format!("{e:#}")))
 }
 
 /// Verifies a quote with the Intel SGX Root CA pinned in `dcap-qvl`.
@@ -96,7 +120,7 @@ fn verify_with_verifier(
         .as_td10()
         .ok_or_else(|| VerifyError::TdxQuote("body is not a TD report".into()))?;
     let mut v = Verdict::new("tdx");
-    v.check("quote format", true, format!("v4 TDX quote, {} bytes", raw.len()));
+    v.check("quote format", true, format!("v{} TDX quote, {} bytes", quote.header.version, raw.len()));
     // Debug is decided by the policy below, so that the verdict names it.
     let result = verifier.allow_debug(true).verify(raw, collateral, now_secs);
     let status = match &result {
@@ -107,19 +131,33 @@ fn verify_with_verifier(
                 "ECDSA P-256 by the attestation key; QE report signed by the PCK and bound to the key; \
                  PCK ← Intel SGX Root CA; CRLs, TCB info, QE identity valid at \"now\"",
             );
-            Some(r.status.clone())
+            Ok(r.status.clone())
+        }
+        // dcap-qvl matches the platform TCB (its step 8) only after every signature, chain and
+        // collateral check has passed: this error means the evidence is authentic but no TCB
+        // level of the collateral covers the platform (Intel QVL: TCB_NOT_SUPPORTED).
+        Err(e) if format!("{e:#}").contains(NO_MATCHING_TCB_LEVEL) => {
+            v.check(
+                "quote signature and chain",
+                true,
+                "signatures, PCK chain and collateral verified; TCB level matching failed",
+            );
+            Err(format!(
+                "TcbNotSupported: no TCB level in the collateral's TCB info matches this platform's \
+                 PCK CPUSVN/PCESVN and TEE_TCB_SVN ({e:#})"
+            ))
         }
         Err(e) => {
             v.check("quote signature and chain", false, format!("{e:#}"));
-            None
+            Err("not established: the quote did not verify".into())
         }
     };
     let advisories = result.as_ref().map(|r| r.advisory_ids.join(",")).unwrap_or_default();
     v.check_result(
         "TCB status",
         match status {
-            None => Err("not established: the quote did not verify".into()),
-            Some(s) => match s.parse::<TdxTcbStatus>() {
+            Err(why) => Err(why),
+            Ok(s) => match s.parse::<TdxTcbStatus>() {
                 Err(e) => Err(format!("{e}")),
                 Ok(st) if st <= policy.tdx_min_status => Ok(format!("{st} (advisories: [{advisories}])")),
                 Ok(st) => Err(format!(
