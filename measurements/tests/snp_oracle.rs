@@ -26,9 +26,14 @@ fn oracle() -> Result<PathBuf, String> {
     let venv =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sev-snp-measure-{SSM_VERSION}"));
     let bin = venv.join("bin/sev-snp-measure");
+    // Tests (and test binaries) run in parallel: one installs, the others wait on the lock.
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).map_err(|e| e.to_string())?;
+    let lock = std::fs::File::create(venv.with_extension("lock")).map_err(|e| e.to_string())?;
+    lock.lock().map_err(|e| format!("lock {}: {e}", venv.display()))?;
     if bin.exists() {
         return Ok(bin);
     }
+    let _ = std::fs::remove_dir_all(&venv); // a half-made venv from an interrupted run
     let run = |cmd: &mut Command| -> Result<(), String> {
         let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
         if !out.status.success() {
