@@ -44,10 +44,27 @@ impl fmt::Display for Hex<'_> {
 
 impl fmt::Display for BootReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "pupa: pupa guest {} (x86_64, firmware boot)", self.version)?;
-        writeln!(f, "pupa: image sha384 {} ({} KiB, read back from ROM)", Hex(&self.image_sha384), self.image_size / 1024)?;
+        writeln!(
+            f,
+            "pupa: pupa guest {} (x86_64, firmware boot)",
+            self.version
+        )?;
+        writeln!(
+            f,
+            "pupa: image sha384 {} ({} KiB, read back from ROM)",
+            Hex(&self.image_sha384),
+            self.image_size / 1024
+        )?;
         writeln!(f, "pupa: tee {}", self.tee.name())?;
-        writeln!(f, "pupa: entry {}", if self.entered_32bit { "32-bit (TDX)" } else { "16-bit reset vector" })?;
+        writeln!(
+            f,
+            "pupa: entry {}",
+            if self.entered_32bit {
+                "32-bit (TDX)"
+            } else {
+                "16-bit reset vector"
+            }
+        )?;
         writeln!(
             f,
             "pupa: memory {} MiB ram, {} MiB unaccepted (from {}), heap {} KiB",
@@ -56,16 +73,31 @@ impl fmt::Display for BootReport<'_> {
             self.memmap_source,
             self.heap_bytes >> 10
         )?;
-        writeln!(f, "pupa: entropy {} (health-tested)", match self.entropy {
-            Source::Rdseed => "rdseed",
-            Source::Rdrand => "rdrand",
-        })?;
+        writeln!(
+            f,
+            "pupa: entropy {} (health-tested)",
+            match self.entropy {
+                Source::Rdseed => "rdseed",
+                Source::Rdrand => "rdrand",
+            }
+        )?;
         let how = match self.tsc.calibration {
             Calibration::Cpuid15 => "cpuid 0x15",
             Calibration::Pit { .. } => "8254 pit",
         };
-        writeln!(f, "pupa: tsc {}.{:03} MHz (from {})", self.tsc.hz / 1_000_000, (self.tsc.hz / 1_000) % 1_000, how)?;
-        write!(f, "pupa: boot {}.{:03} ms", self.boot_us / 1000, self.boot_us % 1000)
+        writeln!(
+            f,
+            "pupa: tsc {}.{:03} MHz (from {})",
+            self.tsc.hz / 1_000_000,
+            (self.tsc.hz / 1_000) % 1_000,
+            how
+        )?;
+        write!(
+            f,
+            "pupa: boot {}.{:03} ms",
+            self.boot_us / 1000,
+            self.boot_us % 1000
+        )
     }
 }
 
@@ -113,12 +145,21 @@ pub struct ExceptionReport {
 
 impl fmt::Display for ExceptionReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pupa: EXCEPTION vector {} ({})", self.vector, exception_name(self.vector))?;
+        write!(
+            f,
+            "pupa: EXCEPTION vector {} ({})",
+            self.vector,
+            exception_name(self.vector)
+        )?;
         match self.error_code {
             Some(e) => write!(f, " error {e:#x}")?,
             None => write!(f, " error none")?,
         }
-        write!(f, " rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x}", self.rip, self.cs, self.rflags, self.rsp)?;
+        write!(
+            f,
+            " rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x}",
+            self.rip, self.cs, self.rflags, self.rsp
+        )?;
         if let Some(a) = self.cr2 {
             write!(f, " cr2 {a:#018x}")?;
         }
@@ -144,7 +185,10 @@ mod tests {
             unaccepted_bytes: 0,
             heap_bytes: 3 << 20,
             entropy: Source::Rdrand,
-            tsc: Tsc { hz: 2_345_678_000, calibration: Calibration::Pit { ticks: 5966 } },
+            tsc: Tsc {
+                hz: 2_345_678_000,
+                calibration: Calibration::Pit { ticks: 5966 },
+            },
             boot_us: 12_345,
         };
         let s = r.to_string();
@@ -157,9 +201,19 @@ mod tests {
 
     #[test]
     fn exception_line() {
-        let r = ExceptionReport { vector: 14, error_code: Some(2), rip: 0x1234, cs: 8, rflags: 0x46, rsp: 0x8000, cr2: Some(0xdead000) };
+        let r = ExceptionReport {
+            vector: 14,
+            error_code: Some(2),
+            rip: 0x1234,
+            cs: 8,
+            rflags: 0x46,
+            rsp: 0x8000,
+            cr2: Some(0xdead000),
+        };
         let s = r.to_string();
-        assert!(s.starts_with("pupa: EXCEPTION vector 14 (#PF page fault) error 0x2 rip 0x0000000000001234"));
+        assert!(s.starts_with(
+            "pupa: EXCEPTION vector 14 (#PF page fault) error 0x2 rip 0x0000000000001234"
+        ));
         assert!(s.ends_with("cr2 0x000000000dead000"));
     }
 }

@@ -71,7 +71,10 @@ mod tests {
         let hz = tsc_hz_from_pit(30_000_000, 11_932).unwrap();
         assert!((hz as i64 - 3_000_000_000).abs() < 200_000, "{hz}");
         assert_eq!(tsc_hz_from_pit(0, 100), None);
-        let t = Tsc { hz: 2_000_000_000, calibration: Calibration::Pit { ticks: 1 } };
+        let t = Tsc {
+            hz: 2_000_000_000,
+            calibration: Calibration::Pit { ticks: 1 },
+        };
         assert_eq!(t.ticks_to_ns(3_000), 1_500);
         assert_eq!(t.ticks_to_us(4_000_000), 2_000);
     }

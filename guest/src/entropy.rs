@@ -44,7 +44,9 @@ impl core::fmt::Display for EntropyError {
         match self {
             EntropyError::NoHardwareRng => write!(f, "the CPU has neither RDSEED nor RDRAND"),
             EntropyError::RetriesExhausted(s) => write!(f, "{s:?} failed on every retry"),
-            EntropyError::HealthTestFailed(s, v) => write!(f, "{s:?} output failed the health test (value {v:#018x})"),
+            EntropyError::HealthTestFailed(s, v) => {
+                write!(f, "{s:?} output failed the health test (value {v:#018x})")
+            }
         }
     }
 }
@@ -79,7 +81,12 @@ impl<R: HwRng> Entropy<R> {
         } else {
             return Err(EntropyError::NoHardwareRng);
         };
-        let mut e = Entropy { rng, source, last: None, stats: Stats::default() };
+        let mut e = Entropy {
+            rng,
+            source,
+            last: None,
+            stats: Stats::default(),
+        };
         e.next_u64()?;
         Ok(e)
     }
@@ -156,12 +163,17 @@ mod tests {
     }
 
     fn mock(seed: bool, rand: bool, out: &[Option<u64>]) -> Mock {
-        Mock { seed, rand, out: out.iter().copied().collect() }
+        Mock {
+            seed,
+            rand,
+            out: out.iter().copied().collect(),
+        }
     }
 
     #[test]
     fn prefers_rdseed_and_retries() {
-        let mut e = Entropy::new(mock(true, true, &[None, None, Some(5), Some(6), Some(7)])).unwrap();
+        let mut e =
+            Entropy::new(mock(true, true, &[None, None, Some(5), Some(6), Some(7)])).unwrap();
         assert_eq!(e.source(), Source::Rdseed);
         assert_eq!(e.stats.retries, 2);
         let mut b = [0u8; 12];
@@ -175,8 +187,14 @@ mod tests {
         let e = Entropy::new(mock(false, true, &[Some(1)])).unwrap();
         assert_eq!(e.source(), Source::Rdrand);
         let fails = [None; RDRAND_RETRIES as usize];
-        assert_eq!(Entropy::new(mock(false, true, &fails)).err(), Some(EntropyError::RetriesExhausted(Source::Rdrand)));
-        assert_eq!(Entropy::new(mock(false, false, &[])).err(), Some(EntropyError::NoHardwareRng));
+        assert_eq!(
+            Entropy::new(mock(false, true, &fails)).err(),
+            Some(EntropyError::RetriesExhausted(Source::Rdrand))
+        );
+        assert_eq!(
+            Entropy::new(mock(false, false, &[])).err(),
+            Some(EntropyError::NoHardwareRng)
+        );
     }
 
     #[test]
@@ -185,8 +203,14 @@ mod tests {
             Entropy::new(mock(false, true, &[Some(u64::MAX)])).err(),
             Some(EntropyError::HealthTestFailed(Source::Rdrand, u64::MAX))
         );
-        assert_eq!(Entropy::new(mock(true, false, &[Some(0)])).err(), Some(EntropyError::HealthTestFailed(Source::Rdseed, 0)));
+        assert_eq!(
+            Entropy::new(mock(true, false, &[Some(0)])).err(),
+            Some(EntropyError::HealthTestFailed(Source::Rdseed, 0))
+        );
         let mut e = Entropy::new(mock(false, true, &[Some(42), Some(42)])).unwrap();
-        assert_eq!(e.next_u64(), Err(EntropyError::HealthTestFailed(Source::Rdrand, 42)));
+        assert_eq!(
+            e.next_u64(),
+            Err(EntropyError::HealthTestFailed(Source::Rdrand, 42))
+        );
     }
 }

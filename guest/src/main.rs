@@ -13,8 +13,8 @@ mod platform;
 use pupa_guest::banner::{BootReport, Hex};
 use pupa_guest::clock::Tsc;
 use pupa_guest::entropy::{Entropy, EntropyError};
-use pupa_guest::runtime::{self, Config, DevTee, Worker};
 use pupa_guest::memmap::{self, RegionKind};
+use pupa_guest::runtime::{self, Config, DevTee, Worker};
 use pupa_guest::tee::{self, TeeKind};
 use pupa_guest::{exit_code, VERSION};
 use sha2::{Digest, Sha384};
@@ -52,7 +52,9 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
         _ => (
             fw_cfg::read_file("etc/e820")
                 .map_err(|e| boot_failure(format_args!("fw_cfg etc/e820: {e}")))
-                .and_then(|b| memmap::parse_e820(&b).map_err(|e| boot_failure(format_args!("etc/e820: {e}"))))
+                .and_then(|b| {
+                    memmap::parse_e820(&b).map_err(|e| boot_failure(format_args!("etc/e820: {e}")))
+                })
                 .unwrap_or_else(|never| never),
             "fw_cfg etc/e820",
         ),
@@ -73,7 +75,9 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
     };
     let tsc = match pit::calibrate() {
         Some(t) => t,
-        None => boot_failure(format_args!("clock: neither CPUID 0x15 nor the PIT gave a TSC frequency")),
+        None => boot_failure(format_args!(
+            "clock: neither CPUID 0x15 nor the PIT gave a TSC frequency"
+        )),
     };
     let rom = layout::rom();
     let image_sha384: [u8; 48] = Sha384::digest(rom).into();
@@ -107,11 +111,17 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
     }
     let clock = TscClock(tsc);
     let mut entropy = GuestEntropy(entropy);
-    let seed = entropy.0.next_u64().unwrap_or_else(|e| boot_failure(format_args!("entropy: {e}")));
+    let seed = entropy
+        .0
+        .next_u64()
+        .unwrap_or_else(|e| boot_failure(format_args!("entropy: {e}")));
     let mut worker = Worker::new(DevTee { image_sha384 }, entropy, clock, Config::default())
         .unwrap_or_else(|e| boot_failure(format_args!("worker: {e}")));
     println!("pupa: hpke key {} (x25519)", Hex(&worker.hpke_public_key()));
-    println!("pupa: receipt key {} (ed25519)", Hex(&worker.receipt_public_key()));
+    println!(
+        "pupa: receipt key {} (ed25519)",
+        Hex(&worker.receipt_public_key())
+    );
     println!("pupa: evidence dev (INSECURE: software report, no TEE)");
     match VirtioNet::init(&mut PlainDma) {
         Ok(nic) => {
@@ -141,8 +151,12 @@ impl runtime::Entropy for GuestEntropy {
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), runtime::EntropyFailure> {
         self.0.fill(buf).map_err(|e| match e {
             EntropyError::NoHardwareRng => runtime::EntropyFailure("no RDSEED/RDRAND"),
-            EntropyError::RetriesExhausted(_) => runtime::EntropyFailure("RDSEED/RDRAND retries exhausted"),
-            EntropyError::HealthTestFailed(..) => runtime::EntropyFailure("RDSEED/RDRAND health test failed"),
+            EntropyError::RetriesExhausted(_) => {
+                runtime::EntropyFailure("RDSEED/RDRAND retries exhausted")
+            }
+            EntropyError::HealthTestFailed(..) => {
+                runtime::EntropyFailure("RDSEED/RDRAND health test failed")
+            }
         })
     }
 }

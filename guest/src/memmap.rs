@@ -56,7 +56,10 @@ pub enum MemMapError {
 impl core::fmt::Display for MemMapError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            MemMapError::E820Length(n) => write!(f, "E820 table of {n} bytes is not a whole number of 20-byte entries"),
+            MemMapError::E820Length(n) => write!(
+                f,
+                "E820 table of {n} bytes is not a whole number of 20-byte entries"
+            ),
             MemMapError::HobLength(off) => write!(f, "HOB at offset {off:#x} has a bad length"),
             MemMapError::HobUnterminated => write!(f, "HOB list has no end-of-list HOB"),
             MemMapError::HobNoPhit => write!(f, "HOB list does not start with a PHIT HOB"),
@@ -79,7 +82,11 @@ pub fn parse_e820(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
         let len = u64::from_le_bytes(e[8..16].try_into().unwrap_or_default());
         let ty = u32::from_le_bytes(e[16..20].try_into().unwrap_or_default());
         start.checked_add(len).ok_or(MemMapError::Overflow)?;
-        let kind = if ty == E820_RAM { RegionKind::Ram } else { RegionKind::Reserved };
+        let kind = if ty == E820_RAM {
+            RegionKind::Ram
+        } else {
+            RegionKind::Reserved
+        };
         out.push(Region { start, len, kind });
     }
     Ok(out)
@@ -99,7 +106,9 @@ pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
     let mut off = 0usize;
     let mut first = true;
     loop {
-        let hdr = bytes.get(off..off + 8).ok_or(MemMapError::HobUnterminated)?;
+        let hdr = bytes
+            .get(off..off + 8)
+            .ok_or(MemMapError::HobUnterminated)?;
         let ty = u16::from_le_bytes([hdr[0], hdr[1]]);
         let len = u16::from_le_bytes([hdr[2], hdr[3]]) as usize;
         if first && ty != HOB_TYPE_HANDOFF {
@@ -114,7 +123,10 @@ pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
         }
         if ty == HOB_TYPE_RESOURCE_DESCRIPTOR {
             // header(8) ‖ owner GUID(16) ‖ u32 type ‖ u32 attributes ‖ u64 start ‖ u64 length
-            let body = bytes.get(off..off + 48).filter(|_| len >= 48).ok_or(MemMapError::HobLength(off))?;
+            let body = bytes
+                .get(off..off + 48)
+                .filter(|_| len >= 48)
+                .ok_or(MemMapError::HobLength(off))?;
             let rtype = u32::from_le_bytes(body[24..28].try_into().unwrap_or_default());
             let start = u64::from_le_bytes(body[32..40].try_into().unwrap_or_default());
             let rlen = u64::from_le_bytes(body[40..48].try_into().unwrap_or_default());
@@ -124,7 +136,11 @@ pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
                 RESOURCE_MEMORY_UNACCEPTED => RegionKind::Unaccepted,
                 _ => RegionKind::Reserved,
             };
-            out.push(Region { start, len: rlen, kind });
+            out.push(Region {
+                start,
+                len: rlen,
+                kind,
+            });
         }
         off += len;
     }
@@ -132,7 +148,11 @@ pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
 
 /// Total bytes of the given kind.
 pub fn total(regions: &[Region], kind: RegionKind) -> u64 {
-    regions.iter().filter(|r| r.kind == kind).map(|r| r.len).fold(0, u64::saturating_add)
+    regions
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.len)
+        .fold(0, u64::saturating_add)
 }
 
 /// The parts of the `Ram` regions inside `[lo, hi)` that avoid every range in `exclude`,
@@ -186,7 +206,11 @@ mod tests {
     #[test]
     fn e820_like_qemu_q35_256m() {
         // What QEMU 7.2+ gives a q35 VM with -m 256: low RAM, then a reserved range.
-        let b = e820(&[(0, 0x9fc00, 1), (0x100000, 0xff00000, 1), (0xfeffc000, 0x4000, 2)]);
+        let b = e820(&[
+            (0, 0x9fc00, 1),
+            (0x100000, 0xff00000, 1),
+            (0xfeffc000, 0x4000, 2),
+        ]);
         let m = parse_e820(&b).unwrap();
         assert_eq!(m.len(), 3);
         assert_eq!(total(&m, RegionKind::Ram), 0x9fc00 + 0xff00000);
@@ -202,9 +226,21 @@ mod tests {
 
     #[test]
     fn usable_ram_excludes_and_aligns() {
-        let m = [Region { start: 0x100000, len: 0x1000_0000, kind: RegionKind::Ram }];
-        let u = usable_ram(&m, 0, 1 << 32, &[(0x100000, 0x500000), (0x800123, 0x900000)]);
-        assert_eq!(u, alloc::vec![(0x500000, 0x800000), (0x900000, 0x1010_0000)]);
+        let m = [Region {
+            start: 0x100000,
+            len: 0x1000_0000,
+            kind: RegionKind::Ram,
+        }];
+        let u = usable_ram(
+            &m,
+            0,
+            1 << 32,
+            &[(0x100000, 0x500000), (0x800123, 0x900000)],
+        );
+        assert_eq!(
+            u,
+            alloc::vec![(0x500000, 0x800000), (0x900000, 0x1010_0000)]
+        );
         assert!(usable_ram(&m, 0, 0x100000, &[]).is_empty());
     }
 
@@ -242,7 +278,10 @@ mod tests {
     #[test]
     fn td_hob_malformed() {
         assert_eq!(parse_td_hob(&[]), Err(MemMapError::HobUnterminated));
-        assert_eq!(parse_td_hob(&hob(HOB_TYPE_RESOURCE_DESCRIPTOR, &[0; 40])), Err(MemMapError::HobNoPhit));
+        assert_eq!(
+            parse_td_hob(&hob(HOB_TYPE_RESOURCE_DESCRIPTOR, &[0; 40])),
+            Err(MemMapError::HobNoPhit)
+        );
         let mut list = hob(HOB_TYPE_HANDOFF, &[0u8; 48]);
         assert_eq!(parse_td_hob(&list), Err(MemMapError::HobUnterminated));
         // a zero-length HOB would loop forever: rejected

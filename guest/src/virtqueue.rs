@@ -63,7 +63,10 @@ impl SplitQueue {
     /// [`desc_bytes`], [`avail_bytes`], [`used_bytes`] for `size`, valid for the queue's
     /// lifetime and used by nothing but this queue and the device.
     pub unsafe fn new(size: u16, desc: *mut u8, avail: *mut u8, used: *mut u8) -> SplitQueue {
-        assert!(size.is_power_of_two(), "virtqueue size must be a power of two");
+        assert!(
+            size.is_power_of_two(),
+            "virtqueue size must be a power of two"
+        );
         SplitQueue {
             size,
             desc,
@@ -96,7 +99,8 @@ impl SplitQueue {
             let p = self.desc.add(d);
             (p as *mut u64).write_volatile(gpa.to_le());
             (p.add(8) as *mut u32).write_volatile(len.to_le());
-            (p.add(12) as *mut u16).write_volatile(if writable { VIRTQ_DESC_F_WRITE } else { 0 }.to_le());
+            (p.add(12) as *mut u16)
+                .write_volatile(if writable { VIRTQ_DESC_F_WRITE } else { 0 }.to_le());
             (p.add(14) as *mut u16).write_volatile(0);
         }
         self.in_flight[id as usize] = len.max(1);
@@ -121,21 +125,31 @@ impl SplitQueue {
         }
         let outstanding = self.size as usize - self.free.len();
         if now.wrapping_sub(self.last_used) as usize > outstanding {
-            return Err(QueueError::UsedIndexJump { last: self.last_used, now });
+            return Err(QueueError::UsedIndexJump {
+                last: self.last_used,
+                now,
+            });
         }
         fence(Ordering::SeqCst);
         let slot = (self.last_used % self.size) as usize;
         // SAFETY: used element `slot < size`: {u32 id, u32 len} at 4 + 8 * slot.
         let (id, len) = unsafe {
             let p = self.used.add(4 + 8 * slot);
-            (u32::from_le((p as *const u32).read_volatile()), u32::from_le((p.add(4) as *const u32).read_volatile()))
+            (
+                u32::from_le((p as *const u32).read_volatile()),
+                u32::from_le((p.add(4) as *const u32).read_volatile()),
+            )
         };
         if id >= self.size as u32 || self.in_flight[id as usize] == 0 {
             return Err(QueueError::BogusId(id));
         }
         let cap = self.in_flight[id as usize];
         if len > cap {
-            return Err(QueueError::BogusLength { id: id as u16, len, cap });
+            return Err(QueueError::BogusLength {
+                id: id as u16,
+                len,
+                cap,
+            });
         }
         self.in_flight[id as usize] = 0;
         self.free.push(id as u16);
@@ -180,12 +194,21 @@ mod tests {
         }
         /// The device takes the next available buffer and reports `written` bytes (or a forged
         /// id / length).
-        fn complete(&mut self, size: u16, forge_id: Option<u32>, written: Option<u32>) -> (u64, u32, u16) {
+        fn complete(
+            &mut self,
+            size: u16,
+            forge_id: Option<u32>,
+            written: Option<u32>,
+        ) -> (u64, u32, u16) {
             let avail_idx = self.avail[1];
             assert_ne!(avail_idx, self.dev_avail, "nothing available");
             let id = self.avail[2 + (self.dev_avail % size) as usize];
             self.dev_avail = self.dev_avail.wrapping_add(1);
-            let (addr, len, flags) = (self.desc[id as usize * 2], self.desc[id as usize * 2 + 1] as u32, (self.desc[id as usize * 2 + 1] >> 32) as u16);
+            let (addr, len, flags) = (
+                self.desc[id as usize * 2],
+                self.desc[id as usize * 2 + 1] as u32,
+                (self.desc[id as usize * 2 + 1] >> 32) as u16,
+            );
             let slot = (self.dev_used % size) as usize;
             self.used[1 + 2 * slot] = forge_id.unwrap_or(id as u32);
             self.used[2 + 2 * slot] = written.unwrap_or(len);
@@ -203,7 +226,14 @@ mod tests {
             let id = q.push(0x1000 * round, 100, round % 2 == 0).unwrap();
             let (addr, len, flags) = f.complete(4, None, Some(60));
             assert_eq!((addr, len), (0x1000 * round, 100));
-            assert_eq!(flags, if round % 2 == 0 { VIRTQ_DESC_F_WRITE } else { 0 });
+            assert_eq!(
+                flags,
+                if round % 2 == 0 {
+                    VIRTQ_DESC_F_WRITE
+                } else {
+                    0
+                }
+            );
             assert_eq!(q.pop(), Ok(Some((id, 60))));
             assert_eq!(q.pop(), Ok(None));
         }
@@ -231,12 +261,22 @@ mod tests {
         let mut q = f.queue(4);
         q.push(0x1000, 64, true).unwrap();
         f.complete(4, None, Some(65)); // claims more bytes than the buffer holds
-        assert!(matches!(q.pop(), Err(QueueError::BogusLength { len: 65, cap: 64, .. })));
+        assert!(matches!(
+            q.pop(),
+            Err(QueueError::BogusLength {
+                len: 65,
+                cap: 64,
+                ..
+            })
+        ));
 
         let mut f = Fixture::new(4);
         let mut q = f.queue(4);
         q.push(0x1000, 64, true).unwrap();
         f.used[0] = 3 << 16; // used index jumps by 3 with one buffer outstanding
-        assert!(matches!(q.pop(), Err(QueueError::UsedIndexJump { last: 0, now: 3 })));
+        assert!(matches!(
+            q.pop(),
+            Err(QueueError::UsedIndexJump { last: 0, now: 3 })
+        ));
     }
 }

@@ -8,8 +8,8 @@ use pupa_protocol::frame::{encode_frame, Kind, MAX_JOB_FRAME};
 use pupa_protocol::job::{DType, Layout};
 use pupa_protocol::msg::{ErrorCode, Hello, Message, SealedJob};
 use pupa_protocol::seal::{Aead, KeyPair};
-use runtime_common::*;
 use pupa_protocol::serde_bytes::ByteBuf;
+use runtime_common::*;
 
 #[test]
 fn truncated_frame_at_eof() {
@@ -30,7 +30,11 @@ fn truncated_frame_at_eof() {
 fn oversized_length_is_refused_before_buffering() {
     let (mut w, _) = worker();
     let c = Client::connect(&mut w, 2);
-    for (kind, len) in [(Kind::SealedJob, MAX_JOB_FRAME + 1), (Kind::Hello, 1 << 20), (Kind::SealedJob, u32::MAX)] {
+    for (kind, len) in [
+        (Kind::SealedJob, MAX_JOB_FRAME + 1),
+        (Kind::Hello, 1 << 20),
+        (Kind::SealedJob, u32::MAX),
+    ] {
         let mut bytes = len.to_le_bytes().to_vec();
         bytes.extend([1, kind as u8]);
         bytes.extend([0u8; 100]);
@@ -100,9 +104,17 @@ fn random_garbage_never_panics_and_never_wedges() {
             bytes[4] = 1;
             bytes[5] = 1 + (rng.next() % 7) as u8;
         }
-        let ex = exchange(&mut w, &bytes, 1 + (rng.next() % 17) as usize, round % 2 == 0);
+        let ex = exchange(
+            &mut w,
+            &bytes,
+            1 + (rng.next() % 17) as usize,
+            round % 2 == 0,
+        );
         for m in &ex.replies {
-            assert!(matches!(m, Message::Error(_) | Message::Evidence(_)), "{m:?}");
+            assert!(
+                matches!(m, Message::Error(_) | Message::Evidence(_)),
+                "{m:?}"
+            );
         }
     }
     normal_job_succeeds(&mut w, &c, 1);
@@ -139,7 +151,11 @@ fn tampered_job() {
     expect_error(&ex, ErrorCode::OpenFailed);
     // A tampered copy must not poison the replay set for the genuine job.
     let sj = c.seal(&job, 1);
-    expect_result(&c, &sj, &exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false));
+    expect_result(
+        &c,
+        &sj,
+        &exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false),
+    );
 }
 
 #[test]
@@ -159,14 +175,30 @@ fn replayed_job() {
     let ex = exchange(&mut w, &both, 4096, false);
     assert_eq!(ex.replies.len(), 2);
     for m in &ex.replies {
-        assert!(matches!(m, Message::Error(e) if e.code == ErrorCode::Replay), "{m:?}");
+        assert!(
+            matches!(m, Message::Error(e) if e.code == ErrorCode::Replay),
+            "{m:?}"
+        );
     }
     assert_eq!(w.jobs_run(), 1, "the replay did not run");
     normal_job_succeeds(&mut w, &c, 2);
     let (job3, _, _) = matmul_job(&c, 3, 2, 2, 2, DType::F32, Layout::RowMajor);
     let sj3 = c.seal(&job3, 3);
-    let (_, r3) = expect_result(&c, &sj3, &exchange(&mut w, &frame(&Message::SealedJob(sj3.clone())), 4096, false));
-    assert_eq!((r1.receipt.seq, r3.receipt.seq), (1, 3), "no receipt for the replays");
+    let (_, r3) = expect_result(
+        &c,
+        &sj3,
+        &exchange(
+            &mut w,
+            &frame(&Message::SealedJob(sj3.clone())),
+            4096,
+            false,
+        ),
+    );
+    assert_eq!(
+        (r1.receipt.seq, r3.receipt.seq),
+        (1, 3),
+        "no receipt for the replays"
+    );
 }
 
 #[test]
@@ -188,7 +220,12 @@ fn invalid_jobs_get_specific_errors_with_their_id() {
     j.reply_key = [0; 32];
     cases.push((j, "reply key"));
     for (i, (job, needle)) in cases.into_iter().enumerate() {
-        let ex = exchange(&mut w, &frame(&Message::SealedJob(c.seal(&job, 10 + i as u8))), 4096, false);
+        let ex = exchange(
+            &mut w,
+            &frame(&Message::SealedJob(c.seal(&job, 10 + i as u8))),
+            4096,
+            false,
+        );
         let e = expect_error(&ex, ErrorCode::InvalidJob);
         assert_eq!(e.job_id, Some(job.job_id));
         assert!(e.detail.contains(needle), "{} !~ {needle}", e.detail);
@@ -201,7 +238,12 @@ fn invalid_jobs_get_specific_errors_with_their_id() {
 fn guest_to_client_kinds_are_unexpected() {
     let (mut w, _) = worker();
     let c = Client::connect(&mut w, 10);
-    let ex = exchange(&mut w, &frame(&Message::Evidence(c.evidence.clone())), 4096, false);
+    let ex = exchange(
+        &mut w,
+        &frame(&Message::Evidence(c.evidence.clone())),
+        4096,
+        false,
+    );
     expect_error(&ex, ErrorCode::UnexpectedMessage);
     assert!(!ex.closed);
     normal_job_succeeds(&mut w, &c, 1);
@@ -239,7 +281,10 @@ fn a_stalled_client_times_out_without_blocking_others() {
 
 #[test]
 fn a_client_that_does_not_read_is_backpressured() {
-    let (mut w, _) = worker_with(Config { max_output_backlog: 4096, ..Config::default() });
+    let (mut w, _) = worker_with(Config {
+        max_output_backlog: 4096,
+        ..Config::default()
+    });
     let c = Client::connect(&mut w, 12);
     let hello = frame(&Message::Hello(Hello {}));
     let mut s = Session::new(&w);

@@ -8,8 +8,8 @@ use pupa_protocol::evidence::verify_dev;
 use pupa_protocol::job::{DType, Job, Layout, Op};
 use pupa_protocol::msg::{EvidenceRequest, Message, SealedJob};
 use pupa_protocol::seal::Aead;
-use runtime_common::*;
 use pupa_protocol::serde_bytes::ByteBuf;
+use runtime_common::*;
 
 fn matmul_ref(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
@@ -41,11 +41,25 @@ fn matmul_all_dtypes_and_layouts_match_f64_reference() {
     let mut ikm = 10u8;
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::F16, 2e-3), (DType::Bf16, 1e-2)] {
         for layout in [Layout::RowMajor, Layout::ColMajor] {
-            let (mut job, a, b) = matmul_job(&c, ikm, m as u32, n as u32, k as u32, dtype, Layout::RowMajor);
+            let (mut job, a, b) = matmul_job(
+                &c,
+                ikm,
+                m as u32,
+                n as u32,
+                k as u32,
+                dtype,
+                Layout::RowMajor,
+            );
             if layout == Layout::ColMajor {
                 let es = dtype.size() as usize;
                 job.tensors[1] = ByteBuf::from(to_col_major(&job.tensors[1], k, n, es));
-                job.op = Op::Matmul { m: m as u32, n: n as u32, k: k as u32, a_layout: Layout::RowMajor, b_layout: layout };
+                job.op = Op::Matmul {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    a_layout: Layout::RowMajor,
+                    b_layout: layout,
+                };
             }
             ikm += 1;
             let sj = c.seal(&job, ikm);
@@ -62,7 +76,12 @@ fn matmul_all_dtypes_and_layouts_match_f64_reference() {
 }
 
 /// f64 attention over `[seq][heads][dim]` tensors; `shape` = (seq_q, seq_k, heads, kv_heads, dim, causal).
-fn attention_ref(q: &[f64], k: &[f64], v: &[f64], shape: (usize, usize, usize, usize, usize, bool)) -> Vec<f64> {
+fn attention_ref(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    shape: (usize, usize, usize, usize, usize, bool),
+) -> Vec<f64> {
     let (sq, sk, h, g, d, causal) = shape;
     let mut o = vec![0.0; sq * h * d];
     let scale = 1.0 / (d as f64).sqrt();
@@ -71,13 +90,23 @@ fn attention_ref(q: &[f64], k: &[f64], v: &[f64], shape: (usize, usize, usize, u
         for i in 0..sq {
             let lim = if causal { i + sk - sq } else { sk - 1 };
             let s: Vec<f64> = (0..=lim)
-                .map(|j| (0..d).map(|x| q[(i * h + hh) * d + x] * k[(j * g + kh) * d + x]).sum::<f64>() * scale)
+                .map(|j| {
+                    (0..d)
+                        .map(|x| q[(i * h + hh) * d + x] * k[(j * g + kh) * d + x])
+                        .sum::<f64>()
+                        * scale
+                })
                 .collect();
             let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
             let z: f64 = e.iter().sum();
             for x in 0..d {
-                o[(i * h + hh) * d + x] = e.iter().enumerate().map(|(j, p)| p * v[(j * g + kh) * d + x]).sum::<f64>() / z;
+                o[(i * h + hh) * d + x] = e
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| p * v[(j * g + kh) * d + x])
+                    .sum::<f64>()
+                    / z;
             }
         }
     }
@@ -101,7 +130,14 @@ fn attention_matches_f64_reference() {
         let (v, vb) = tensor(&mut rng, sk * g * d, dtype);
         let job = Job {
             job_id: [i as u8; 16],
-            op: Op::Attention { seq_q: sq as u32, seq_k: sk as u32, heads: h as u32, kv_heads: g as u32, dim: d as u32, causal },
+            op: Op::Attention {
+                seq_q: sq as u32,
+                seq_k: sk as u32,
+                heads: h as u32,
+                kv_heads: g as u32,
+                dim: d as u32,
+                causal,
+            },
             dtype,
             tensors: vec![ByteBuf::from(qb), ByteBuf::from(kb), ByteBuf::from(vb)],
             reply_key: c.key.pk,
@@ -109,10 +145,18 @@ fn attention_matches_f64_reference() {
             voucher: ByteBuf::new(),
         };
         let sj = c.seal(&job, 100 + i as u8);
-        let ex = exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 1 << 16, false);
+        let ex = exchange(
+            &mut w,
+            &frame(&Message::SealedJob(sj.clone())),
+            1 << 16,
+            false,
+        );
         let (res, _) = expect_result(&c, &sj, &ex);
         assert_eq!(res.dims, vec![sq as u32, h as u32, d as u32]);
-        let err = rel_l2(&floats(&res), &attention_ref(&q, &k, &v, (sq, sk, h, g, d, causal)));
+        let err = rel_l2(
+            &floats(&res),
+            &attention_ref(&q, &k, &v, (sq, sk, h, g, d, causal)),
+        );
         assert!(err <= tol, "case {i}: rel err {err}");
     }
 }
@@ -123,7 +167,10 @@ fn receipts_are_cumulative_per_client() {
     let alice = Client::connect(&mut w, 4);
     let bob = Client::connect(&mut w, 5);
     let mut total = 0;
-    for (i, (c, ikm)) in [(&alice, 1u8), (&bob, 2), (&alice, 3), (&alice, 4)].into_iter().enumerate() {
+    for (i, (c, ikm)) in [(&alice, 1u8), (&bob, 2), (&alice, 3), (&alice, 4)]
+        .into_iter()
+        .enumerate()
+    {
         let (job, _, _) = matmul_job(c, i as u8, 2, 3, 4, DType::F32, Layout::RowMajor);
         let sj = c.seal(&job, ikm);
         let ex = exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false);
@@ -154,7 +201,10 @@ fn several_jobs_pipelined_on_one_connection() {
     let ex = exchange(&mut w, &bytes, 7, true);
     assert_eq!(ex.replies.len(), 6);
     for (i, sj) in sealed.iter().enumerate() {
-        let sub = Exchange { replies: ex.replies[2 * i..2 * i + 2].to_vec(), closed: false };
+        let sub = Exchange {
+            replies: ex.replies[2 * i..2 * i + 2].to_vec(),
+            closed: false,
+        };
         let (res, r) = expect_result(&c, sj, &sub);
         assert_eq!((res.job_id, r.receipt.seq), ([i as u8; 16], i as u64 + 1));
     }
@@ -165,11 +215,21 @@ fn several_jobs_pipelined_on_one_connection() {
 fn fresh_evidence_binds_the_client_nonce() {
     let (mut w, _) = worker();
     let nonce = [0x42; 32];
-    let ex = exchange(&mut w, &frame(&Message::EvidenceRequest(EvidenceRequest { nonce })), 3, false);
-    let [Message::Evidence(ev)] = &ex.replies[..] else { panic!("{:?}", ex.replies) };
+    let ex = exchange(
+        &mut w,
+        &frame(&Message::EvidenceRequest(EvidenceRequest { nonce })),
+        3,
+        false,
+    );
+    let [Message::Evidence(ev)] = &ex.replies[..] else {
+        panic!("{:?}", ex.replies)
+    };
     assert_eq!(ev.nonce, nonce);
     assert_eq!(verify_dev(ev), Ok(IMAGE));
-    assert_eq!((ev.hpke_pk, ev.receipt_pk), (w.hpke_public_key(), w.receipt_public_key()));
+    assert_eq!(
+        (ev.hpke_pk, ev.receipt_pk),
+        (w.hpke_public_key(), w.receipt_public_key())
+    );
     assert_eq!(w.boot_evidence().nonce, [0; 32]);
     assert_ne!(w.hpke_public_key(), [0; 32]);
 }
@@ -177,8 +237,14 @@ fn fresh_evidence_binds_the_client_nonce() {
 #[test]
 fn no_entropy_no_worker() {
     let r = Worker::new(
-        DevTee { image_sha384: IMAGE },
-        TestEntropy { seed: 1, ctr: 0, fail_after: Some(0) },
+        DevTee {
+            image_sha384: IMAGE,
+        },
+        TestEntropy {
+            seed: 1,
+            ctr: 0,
+            fail_after: Some(0),
+        },
         TestClock::default(),
         Config::default(),
     );
@@ -190,7 +256,12 @@ fn connections_interleave_byte_by_byte() {
     let (mut w, _) = worker();
     let c = Client::connect(&mut w, 7);
     let frames: Vec<Vec<u8>> = (0..4u8)
-        .map(|i| frame(&Message::SealedJob(c.seal(&matmul_job(&c, i, 2, 2, 2, DType::F32, Layout::RowMajor).0, 50 + i))))
+        .map(|i| {
+            frame(&Message::SealedJob(c.seal(
+                &matmul_job(&c, i, 2, 2, 2, DType::F32, Layout::RowMajor).0,
+                50 + i,
+            )))
+        })
         .collect();
     let mut sessions: Vec<Session> = frames.iter().map(|_| Session::new(&w)).collect();
     let longest = frames.iter().map(Vec::len).max().unwrap();
@@ -210,7 +281,10 @@ fn connections_interleave_byte_by_byte() {
 #[test]
 fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
     use pupa_protocol::ton::{from_boc_single, Payout, SignedReceipt, SignedVoucher};
-    let (mut w, _) = worker_with(Config { nanotons_per_mflop: 1000, ..Config::default() });
+    let (mut w, _) = worker_with(Config {
+        nanotons_per_mflop: 1000,
+        ..Config::default()
+    });
     let c = Client::connect(&mut w, 20);
     let client_seed = [0x61; 32];
     // Each 4×4×4 job is 128 flops → ⌈128 × 1000 / 10⁶⌉ = 1 nanoton; cap 2 covers two.
@@ -223,31 +297,56 @@ fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
         let sj = SealedJob::seal(&job, &c.evidence.hpke_pk, Aead::Aes256Gcm, &fresh_ikm()).unwrap();
         let ex = exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false);
         let (_, _, ton) = expect_result_ton(&c, &sj, &ex);
-        let r = SignedReceipt::from_cell(&from_boc_single(&ton.expect("TON receipt")).unwrap()).unwrap();
+        let r = SignedReceipt::from_cell(&from_boc_single(&ton.expect("TON receipt")).unwrap())
+            .unwrap();
         r.verify().unwrap();
         let rc = r.receipt;
         assert_eq!(rc.guest_key, c.evidence.receipt_pk);
         assert_eq!(rc.client_key, sv.voucher.client_key);
-        assert_eq!((rc.units, rc.price), (128 * (u64::from(i) + 1), u128::from(i) + 1));
-        assert_eq!(rc.last_job, pupa_protocol::receipt::job_hash(&sj.enc, &sj.ciphertext));
+        assert_eq!(
+            (rc.units, rc.price),
+            (128 * (u64::from(i) + 1), u128::from(i) + 1)
+        );
+        assert_eq!(
+            rc.last_job,
+            pupa_protocol::receipt::job_hash(&sj.enc, &sj.ciphertext)
+        );
         assert!(rc.seq > last_seq);
         last_seq = rc.seq;
         // What the payment contract checks off-chain (signatures, domain, keys, price ≤ cap).
-        Payout { query_id: 1, receipt: r, voucher: sv }.check(&test_domain()).unwrap();
+        Payout {
+            query_id: 1,
+            receipt: r,
+            voucher: sv,
+        }
+        .check(&test_domain())
+        .unwrap();
     }
     // A third job would exceed the cap: refused before it runs.
     let (mut job, _, _) = matmul_job(&c, 9, 4, 4, 4, DType::F32, Layout::RowMajor);
     job.voucher = ByteBuf::from(v.clone());
-    let ex = exchange(&mut w, &frame(&Message::SealedJob(c.seal(&job, 99))), 4096, false);
+    let ex = exchange(
+        &mut w,
+        &frame(&Message::SealedJob(c.seal(&job, 99))),
+        4096,
+        false,
+    );
     let e = expect_error(&ex, pupa_protocol::msg::ErrorCode::VoucherRefused);
-    assert!(e.detail.contains("would exceed the voucher cap 2"), "{}", e.detail);
+    assert!(
+        e.detail.contains("would exceed the voucher cap 2"),
+        "{}",
+        e.detail
+    );
     assert_eq!(w.jobs_run(), 2);
 }
 
 #[test]
 fn bad_vouchers_are_refused() {
     use pupa_protocol::msg::ErrorCode;
-    let (mut w, _) = worker_with(Config { require_voucher: true, ..Config::default() });
+    let (mut w, _) = worker_with(Config {
+        require_voucher: true,
+        ..Config::default()
+    });
     let c = Client::connect(&mut w, 21);
     let good = voucher(&[1; 32], &c.evidence.receipt_pk, 1 << 40);
     // A voucher naming client key A but signed by key B.
@@ -255,8 +354,16 @@ fn bad_vouchers_are_refused() {
         use ed25519_dalek::Signer;
         let a = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
         let b = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
-        let v = pupa_protocol::ton::Voucher { domain: test_domain(), client_key: a.verifying_key().to_bytes(), guest_key: c.evidence.receipt_pk, cap: 1 << 40 };
-        let sv = pupa_protocol::ton::SignedVoucher { voucher: v, signature: b.sign(&v.signing_hash().unwrap()).to_bytes() };
+        let v = pupa_protocol::ton::Voucher {
+            domain: test_domain(),
+            client_key: a.verifying_key().to_bytes(),
+            guest_key: c.evidence.receipt_pk,
+            cap: 1 << 40,
+        };
+        let sv = pupa_protocol::ton::SignedVoucher {
+            voucher: v,
+            signature: b.sign(&v.signing_hash().unwrap()).to_bytes(),
+        };
         pupa_protocol::ton::to_boc(&sv.to_cell().unwrap())
     };
     let cases: [(Vec<u8>, &str); 4] = [
@@ -268,14 +375,23 @@ fn bad_vouchers_are_refused() {
     for (i, (v, needle)) in cases.into_iter().enumerate() {
         let (mut job, _, _) = matmul_job(&c, i as u8, 2, 2, 2, DType::F32, Layout::RowMajor);
         job.voucher = ByteBuf::from(v);
-        let ex = exchange(&mut w, &frame(&Message::SealedJob(c.seal(&job, 200 + i as u8))), 4096, false);
+        let ex = exchange(
+            &mut w,
+            &frame(&Message::SealedJob(c.seal(&job, 200 + i as u8))),
+            4096,
+            false,
+        );
         let e = expect_error(&ex, ErrorCode::VoucherRefused);
         assert!(e.detail.contains(needle), "case {i}: {}", e.detail);
     }
     let (mut job, _, _) = matmul_job(&c, 7, 2, 2, 2, DType::F32, Layout::RowMajor);
     job.voucher = ByteBuf::from(good);
     let sj = c.seal(&job, 250);
-    let (_, _, ton) = expect_result_ton(&c, &sj, &exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false));
+    let (_, _, ton) = expect_result_ton(
+        &c,
+        &sj,
+        &exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false),
+    );
     assert!(ton.is_some());
     assert_eq!(w.jobs_run(), 1);
 }

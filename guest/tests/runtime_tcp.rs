@@ -27,8 +27,14 @@ impl Clock for WallClock {
 
 fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
     let mut w = Worker::new(
-        DevTee { image_sha384: IMAGE },
-        TestEntropy { seed: 9, ctr: 0, fail_after: None },
+        DevTee {
+            image_sha384: IMAGE,
+        },
+        TestEntropy {
+            seed: 9,
+            ctr: 0,
+            fail_after: None,
+        },
         WallClock(Instant::now()),
         Config::default(),
     )
@@ -91,7 +97,9 @@ fn hello(addr: std::net::SocketAddr) -> (TcpStream, Evidence) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&frame(&Message::Hello(Hello {}))).unwrap();
     let (m, _) = read_messages(&mut s, 1);
-    let [Message::Evidence(ev)] = &m[..] else { panic!("{m:?}") };
+    let [Message::Evidence(ev)] = &m[..] else {
+        panic!("{m:?}")
+    };
     assert_eq!(verify_dev(ev), Ok(IMAGE));
     (s, ev.clone())
 }
@@ -115,21 +123,40 @@ fn several_clients_over_tcp_with_a_staller_and_garbage() {
     garbage.write_all(b"\x01\x00\x00\x00\x07\x01x").unwrap();
     let (m, eof) = read_messages(&mut garbage, 2);
     assert!(eof);
-    assert!(matches!(&m[..], [Message::Error(e)] if e.code == ErrorCode::UnsupportedVersion), "{m:?}");
+    assert!(
+        matches!(&m[..], [Message::Error(e)] if e.code == ErrorCode::UnsupportedVersion),
+        "{m:?}"
+    );
 
     // Meanwhile, four clients in parallel run jobs.
     let clients: Vec<_> = (0..4u8)
         .map(|i| {
             std::thread::spawn(move || {
                 let (mut s, ev) = hello(addr);
-                let c = Client { key: KeyPair::derive(&[40 + i; 32]), evidence: ev };
+                let c = Client {
+                    key: KeyPair::derive(&[40 + i; 32]),
+                    evidence: ev,
+                };
                 for j in 0..3u8 {
                     let (job, _, _) = matmul_job(&c, j, 16, 16, 16, DType::Bf16, Layout::ColMajor);
-                    let sj = SealedJob::seal(&job, &c.evidence.hpke_pk, job.reply_aead, &fresh_ikm()).unwrap();
-                    s.write_all(&frame(&Message::SealedJob(sj.clone()))).unwrap();
+                    let sj =
+                        SealedJob::seal(&job, &c.evidence.hpke_pk, job.reply_aead, &fresh_ikm())
+                            .unwrap();
+                    s.write_all(&frame(&Message::SealedJob(sj.clone())))
+                        .unwrap();
                     let (replies, _) = read_messages(&mut s, 2);
-                    let (res, r) = expect_result(&c, &sj, &Exchange { replies, closed: false });
-                    assert_eq!((res.dims.as_slice(), r.receipt.seq), (&[16u32, 16][..], u64::from(j) + 1));
+                    let (res, r) = expect_result(
+                        &c,
+                        &sj,
+                        &Exchange {
+                            replies,
+                            closed: false,
+                        },
+                    );
+                    assert_eq!(
+                        (res.dims.as_slice(), r.receipt.seq),
+                        (&[16u32, 16][..], u64::from(j) + 1)
+                    );
                 }
             })
         })
@@ -139,12 +166,20 @@ fn several_clients_over_tcp_with_a_staller_and_garbage() {
     }
 
     // The staller is still connected and unanswered; finishing its frame gets it served.
-    staller.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    assert!(staller.read(&mut [0u8; 16]).is_err(), "no reply to a partial frame");
+    staller
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        staller.read(&mut [0u8; 16]).is_err(),
+        "no reply to a partial frame"
+    );
     staller.write_all(&[0, 1, 1]).unwrap(); // len 10: a Hello with a 10-byte body
     staller.write_all(&[0; 10]).unwrap();
     let (m, _) = read_messages(&mut staller, 1);
-    assert!(matches!(&m[..], [Message::Error(e)] if e.code == ErrorCode::MalformedMessage), "{m:?}");
+    assert!(
+        matches!(&m[..], [Message::Error(e)] if e.code == ErrorCode::MalformedMessage),
+        "{m:?}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();

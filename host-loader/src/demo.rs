@@ -44,7 +44,10 @@ pub const DEFAULT_JOBS: [&str; 2] = [
 ];
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| format!("no free port: {e}"))
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -54,22 +57,45 @@ fn hex(b: &[u8]) -> String {
 /// Run the demo; `Err` carries a one-line reason.
 pub fn run(args: &DemoArgs) -> Result<(), String> {
     let image = std::fs::read(&args.image).map_err(|e| format!("{}: {e}", args.image.display()))?;
-    let manifest_text =
-        std::fs::read_to_string(&args.manifest).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
+    let manifest_text = std::fs::read_to_string(&args.manifest)
+        .map_err(|e| format!("{}: {e}", args.manifest.display()))?;
 
     println!("== measurement");
-    let report = manifest::check(&manifest_text, &image).map_err(|e| format!("manifest check: {e}"))?;
-    for row in report.rows.iter().filter(|r| r.what.contains("sha384") || r.what.contains("TDX") || r.what.starts_with("SNP 1 vCPU")) {
-        println!("  {:<48} {}  {}", row.what, if row.matches { "match" } else { "DIFFERS" }, row.actual);
+    let report =
+        manifest::check(&manifest_text, &image).map_err(|e| format!("manifest check: {e}"))?;
+    for row in report.rows.iter().filter(|r| {
+        r.what.contains("sha384") || r.what.contains("TDX") || r.what.starts_with("SNP 1 vCPU")
+    }) {
+        println!(
+            "  {:<48} {}  {}",
+            row.what,
+            if row.matches { "match" } else { "DIFFERS" },
+            row.actual
+        );
     }
-    println!("  ({} expected values recomputed from the image, {} match)", report.rows.len(), report.rows.iter().filter(|r| r.matches).count());
+    println!(
+        "  ({} expected values recomputed from the image, {} match)",
+        report.rows.len(),
+        report.rows.iter().filter(|r| r.matches).count()
+    );
     if !report.all_match() {
         return Err("the image does not match its manifest".into());
     }
 
     println!("== boot");
-    let accel = if profile::kvm_works(&args.image, Duration::from_secs(10)) { Accel::Kvm } else { Accel::Tcg };
-    println!("  accelerator: {}", if accel == Accel::Kvm { "KVM" } else { "TCG (KVM unavailable or not working here)" });
+    let accel = if profile::kvm_works(&args.image, Duration::from_secs(10)) {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    println!(
+        "  accelerator: {}",
+        if accel == Accel::Kvm {
+            "KVM"
+        } else {
+            "TCG (KVM unavailable or not working here)"
+        }
+    );
     let port = free_port()?;
     let cfg = LaunchConfig {
         tee: Tee::None,
@@ -78,30 +104,50 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         memory_mib: args.memory_mib,
         vcpus: 1,
         accel,
-        network: Network::UserForward { host_port: port, guest_port: 7000 },
+        network: Network::UserForward {
+            host_port: port,
+            guest_port: 7000,
+        },
         debug_exit: false,
         fw_cfg: vec![],
     };
     let mut guest = Guest::start(&cfg).map_err(|e| e.to_string())?;
     guest
-        .wait_for("pupa: ready", Duration::from_secs(120), |l| l == "pupa: ready", |l| println!("  guest | {l}"))
+        .wait_for(
+            "pupa: ready",
+            Duration::from_secs(120),
+            |l| l == "pupa: ready",
+            |l| println!("  guest | {l}"),
+        )
         .map_err(|e| e.to_string())?;
 
     println!("== client");
     let addr = format!("127.0.0.1:{port}");
-    let mut conn = Connection::connect(&addr, None, Duration::from_secs(60)).map_err(|e| e.to_string())?;
-    let policy = EvidencePolicy { allow_insecure_dev: true, ..Default::default() };
+    let mut conn =
+        Connection::connect(&addr, None, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let policy = EvidencePolicy {
+        allow_insecure_dev: true,
+        ..Default::default()
+    };
     let worker = client::fetch_and_verify(&mut conn, &policy).map_err(|e| e.to_string())?;
-    println!("  WARNING: the worker's evidence is the INSECURE development report (plain VM, no TEE);");
+    println!(
+        "  WARNING: the worker's evidence is the INSECURE development report (plain VM, no TEE);"
+    );
     println!("           accepted only because this demo allows it (pupa-client needs --allow-insecure-dev)");
-    println!("  evidence: tee {}, fresh nonce bound in REPORT_DATA", worker.tee);
+    println!(
+        "  evidence: tee {}, fresh nonce bound in REPORT_DATA",
+        worker.tee
+    );
     println!("  guest hpke key    {}", hex(&worker.hpke_pk));
     println!("  guest receipt key {}", hex(&worker.receipt_pk));
 
     let specs: Vec<String> = if args.job.is_empty() {
         DEFAULT_JOBS.iter().map(|s| s.to_string()).collect()
     } else {
-        args.job.iter().map(|p| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))).collect::<Result<_, _>>()?
+        args.job
+            .iter()
+            .map(|p| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())))
+            .collect::<Result<_, _>>()?
     };
     let mut failed = 0;
     for text in &specs {
@@ -125,7 +171,10 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
             out.sealed_bytes,
             built.flops as f64 / 1e6
         );
-        println!("  receipt (signature verified): {:?}", out.receipt.statement);
+        println!(
+            "  receipt (signature verified): {:?}",
+            out.receipt.statement
+        );
         if let Some(boc) = &out.receipt.ton {
             match pupa_protocol::ton::boc::from_boc_single(boc) {
                 Ok(c) => println!("  TON receipt cell: representation hash {}", hex(&c.hash())),
@@ -141,6 +190,9 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     if failed > 0 {
         return Err(format!("{failed} job(s) differ from the reference"));
     }
-    println!("== done: {} jobs sealed, run in the guest, opened and checked", specs.len());
+    println!(
+        "== done: {} jobs sealed, run in the guest, opened and checked",
+        specs.len()
+    );
     Ok(())
 }

@@ -110,10 +110,18 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
             push("-machine");
             push("q35");
             push("-accel");
-            push(if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" });
+            push(if cfg.accel == Accel::Kvm {
+                "kvm"
+            } else {
+                "tcg"
+            });
             push("-cpu");
             // TCG: `max` has RDRAND and AVX2/AVX-512; the vendor makes guests trust RDRAND.
-            push(if cfg.accel == Accel::Kvm { "host" } else { "max,vendor=GenuineIntel" });
+            push(if cfg.accel == Accel::Kvm {
+                "host"
+            } else {
+                "max,vendor=GenuineIntel"
+            });
             push("-m");
             push(&mem);
         }
@@ -126,7 +134,9 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
             push("-cpu");
             push("EPYC-v4");
             push("-object");
-            a.push(format!("memory-backend-memfd,id=ram0,size={mem},share=true,prealloc=false"));
+            a.push(format!(
+                "memory-backend-memfd,id=ram0,size={mem},share=true,prealloc=false"
+            ));
             a.push("-object".into());
             a.push(format!("sev-snp-guest,id=sev0,cbitpos={SNP_CBITPOS},reduced-phys-bits={SNP_REDUCED_PHYS_BITS}"));
             a.push("-m".into());
@@ -153,7 +163,15 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
     a.push(cfg.vcpus.to_string());
     a.push("-bios".into());
     a.push(cfg.image.display().to_string());
-    for s in ["-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor", "none"] {
+    for s in [
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+    ] {
         a.push(s.into());
     }
     match &cfg.network {
@@ -161,15 +179,22 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
             a.push("-nic".into());
             a.push("none".into());
         }
-        Network::UserForward { host_port, guest_port } => {
+        Network::UserForward {
+            host_port,
+            guest_port,
+        } => {
             a.push("-netdev".into());
-            a.push(format!("user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"));
+            a.push(format!(
+                "user,id=net0,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
+            ));
             a.push("-device".into());
             a.push("virtio-net-pci,netdev=net0,disable-legacy=on,romfile=".into());
         }
         Network::Tap { ifname } => {
             a.push("-netdev".into());
-            a.push(format!("tap,id=net0,ifname={ifname},script=no,downscript=no"));
+            a.push(format!(
+                "tap,id=net0,ifname={ifname},script=no,downscript=no"
+            ));
             a.push("-device".into());
             a.push("virtio-net-pci,netdev=net0,disable-legacy=on,romfile=".into());
         }
@@ -182,7 +207,11 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
         a.push("-fw_cfg".into());
         a.push(format!("name={name},string={value}"));
     }
-    Launch { program: "qemu-system-x86_64".into(), args: a, executed_here: cfg.tee == Tee::None }
+    Launch {
+        program: "qemu-system-x86_64".into(),
+        args: a,
+        executed_here: cfg.tee == Tee::None,
+    }
 }
 
 fn cloud_hypervisor(cfg: &LaunchConfig) -> Launch {
@@ -222,14 +251,23 @@ fn cloud_hypervisor(cfg: &LaunchConfig) -> Launch {
             a.push("tap=pupa0".into());
         }
     }
-    Launch { program: "cloud-hypervisor".into(), args: a, executed_here: false }
+    Launch {
+        program: "cloud-hypervisor".into(),
+        args: a,
+        executed_here: false,
+    }
 }
 
 /// Whether KVM actually runs this image here: `/dev/kvm` opens and a KVM boot of `image`
 /// reaches `pupa: ready` within `timeout` (nested setups can fail at the first SSE
 /// instruction, which only a real boot shows).
 pub fn kvm_works(image: &Path, timeout: Duration) -> bool {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return false;
     }
     let cfg = LaunchConfig {
@@ -244,14 +282,21 @@ pub fn kvm_works(image: &Path, timeout: Duration) -> bool {
         fw_cfg: vec![],
     };
     let l = command(&cfg);
-    let Ok(mut child) = Command::new(&l.program).args(&l.args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() else {
+    let Ok(mut child) = Command::new(&l.program)
+        .args(&l.args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
         return false;
     };
     let deadline = std::time::Instant::now() + timeout;
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -278,7 +323,10 @@ mod tests {
             memory_mib: 256,
             vcpus: 2,
             accel: Accel::Tcg,
-            network: Network::UserForward { host_port: 7000, guest_port: 7000 },
+            network: Network::UserForward {
+                host_port: 7000,
+                guest_port: 7000,
+            },
             debug_exit: false,
             fw_cfg: vec![],
         }
@@ -297,13 +345,22 @@ mod tests {
     #[test]
     fn tee_profiles_name_their_objects_and_are_marked_unexecuted() {
         let snp = command(&cfg(Tee::Snp, Vmm::Qemu));
-        assert!(snp.args.iter().any(|a| a.starts_with("sev-snp-guest,id=sev0,cbitpos=51")));
+        assert!(snp
+            .args
+            .iter()
+            .any(|a| a.starts_with("sev-snp-guest,id=sev0,cbitpos=51")));
         assert!(!snp.executed_here);
         let tdx = command(&cfg(Tee::Tdx, Vmm::Qemu));
-        assert!(tdx.args.iter().any(|a| a.contains("\"qom-type\":\"tdx-guest\"")));
+        assert!(tdx
+            .args
+            .iter()
+            .any(|a| a.contains("\"qom-type\":\"tdx-guest\"")));
         assert!(tdx.args.iter().any(|a| a.contains("kernel-irqchip=split")));
         let ch = command(&cfg(Tee::Tdx, Vmm::CloudHypervisor));
-        assert_eq!(&ch.args[..2], &["--firmware".to_string(), "pupa.fd".to_string()]);
+        assert_eq!(
+            &ch.args[..2],
+            &["--firmware".to_string(), "pupa.fd".to_string()]
+        );
         assert!(ch.args.contains(&"tdx=on".to_string()));
     }
 }
@@ -319,16 +376,23 @@ pub fn scripts() -> Vec<(String, String)> {
         memory_mib: 256,
         vcpus: 1,
         accel: Accel::Kvm,
-        network: Network::UserForward { host_port: 7000, guest_port: 7000 },
+        network: Network::UserForward {
+            host_port: 7000,
+            guest_port: 7000,
+        },
         debug_exit: false,
         fw_cfg: vec![],
     };
     let mut plain_tcg = base(Tee::None, Vmm::Qemu);
     plain_tcg.accel = Accel::Tcg;
     let mut ch = base(Tee::None, Vmm::CloudHypervisor);
-    ch.network = Network::Tap { ifname: "pupa0".into() };
+    ch.network = Network::Tap {
+        ifname: "pupa0".into(),
+    };
     let mut ch_tdx = base(Tee::Tdx, Vmm::CloudHypervisor);
-    ch_tdx.network = Network::Tap { ifname: "pupa0".into() };
+    ch_tdx.network = Network::Tap {
+        ifname: "pupa0".into(),
+    };
     let profiles = [
         ("qemu-plain-kvm.sh", base(Tee::None, Vmm::Qemu), "Plain VM under KVM (development). Executed on the development machine only where KVM works."),
         ("qemu-plain-tcg.sh", plain_tcg, "Plain VM under TCG (development; no KVM needed). Executed by the tests on the development machine."),
@@ -359,9 +423,13 @@ mod script_tests {
     fn committed_scripts_are_current() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu");
         for (name, body) in super::scripts() {
-            let committed = std::fs::read_to_string(dir.join(&name))
-                .unwrap_or_else(|e| panic!("qemu/{name}: {e}; run `pupa-host profiles --write qemu/`"));
-            assert_eq!(committed, body, "qemu/{name} is stale; run `pupa-host profiles --write qemu/`");
+            let committed = std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| {
+                panic!("qemu/{name}: {e}; run `pupa-host profiles --write qemu/`")
+            });
+            assert_eq!(
+                committed, body,
+                "qemu/{name} is stale; run `pupa-host profiles --write qemu/`"
+            );
         }
     }
 }

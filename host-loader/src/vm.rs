@@ -20,11 +20,18 @@ pub struct Guest {
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error("cannot start {program}: {err} (is it installed? tests/bootstrap.sh installs QEMU)")]
-    Spawn { program: String, err: std::io::Error },
+    Spawn {
+        program: String,
+        err: std::io::Error,
+    },
     #[error("the guest exited before {what} (console:\n{console})")]
     Exited { what: String, console: String },
     #[error("the guest did not print {what} within {secs} s (console:\n{console})")]
-    Timeout { what: String, secs: u64, console: String },
+    Timeout {
+        what: String,
+        secs: u64,
+        console: String,
+    },
 }
 
 impl Guest {
@@ -38,7 +45,10 @@ impl Guest {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|err| VmError::Spawn { program: l.program.clone(), err })?;
+            .map_err(|err| VmError::Spawn {
+                program: l.program.clone(),
+                err,
+            })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -49,7 +59,11 @@ impl Guest {
                 }
             }
         });
-        Ok(Guest { child, lines: rx, console: Vec::new() })
+        Ok(Guest {
+            child,
+            lines: rx,
+            console: Vec::new(),
+        })
     }
 
     /// Wait for a console line satisfying `pred`, passing every line to `on_line`.
@@ -72,10 +86,17 @@ impl Guest {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(VmError::Timeout { what: what.into(), secs: timeout.as_secs(), console: self.console.join("\n") })
+                    return Err(VmError::Timeout {
+                        what: what.into(),
+                        secs: timeout.as_secs(),
+                        console: self.console.join("\n"),
+                    })
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(VmError::Exited { what: what.into(), console: self.console.join("\n") })
+                    return Err(VmError::Exited {
+                        what: what.into(),
+                        console: self.console.join("\n"),
+                    })
                 }
             }
         }

@@ -11,7 +11,10 @@ use common::guest_process::GuestProcess;
 use common::*;
 
 fn client(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pupa-client")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_pupa-client"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -19,12 +22,27 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
     let guest = GuestProcess::start();
     let dir = temp_dir("cli");
     let job = dir.join("job.json");
-    std::fs::write(&job, r#"{ "op": "matmul", "m": 24, "n": 40, "k": 56, "dtype": "f32", "seed": 7 }"#).unwrap();
+    std::fs::write(
+        &job,
+        r#"{ "op": "matmul", "m": 24, "n": 40, "k": 56, "dtype": "f32", "seed": 7 }"#,
+    )
+    .unwrap();
     let worker = guest.addr().to_string();
     let job_s = job.to_str().unwrap();
 
-    let out = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(&[
+        "run",
+        "--worker",
+        &worker,
+        job_s,
+        "--allow-insecure-dev",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["passed"], true);
     assert_eq!(v["evidence"], "insecure-dev");
@@ -36,7 +54,10 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
     let text = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev"]);
     assert!(text.status.success());
     let s = String::from_utf8_lossy(&text.stdout);
-    assert!(s.contains("signature ok") && s.contains("rel. error"), "{s}");
+    assert!(
+        s.contains("signature ok") && s.contains("rel. error"),
+        "{s}"
+    );
     assert!(String::from_utf8_lossy(&text.stderr).contains("NOT confidential"));
 
     let refused = client(&["run", "--worker", &worker, job_s]);
@@ -46,10 +67,20 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
     std::fs::write(&job, r#"{ "op": "matmul", "m": 2, "n": 2 }"#).unwrap();
     let bad = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains(r#"matmul needs "k""#), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(r#"matmul needs "k""#),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     std::fs::write(&job, r#"{ "op": "matmul", "m": 2, "n": 2, "k": 2 }"#).unwrap();
-    let nobody = client(&["run", "--worker", "127.0.0.1:1", job_s, "--allow-insecure-dev"]);
+    let nobody = client(&[
+        "run",
+        "--worker",
+        "127.0.0.1:1",
+        job_s,
+        "--allow-insecure-dev",
+    ]);
     assert!(!nobody.status.success());
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));
     let _ = std::fs::remove_dir_all(dir);
@@ -59,23 +90,52 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
 fn bench_through_the_relay_binary_reports_overhead_and_throughput() {
     let guest = GuestProcess::start();
     let mut relay = Command::new(env!("CARGO_BIN_EXE_pupa-host"))
-        .args(["run", "--guest-addr", &guest.addr().to_string(), "--listen", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--guest-addr",
+            &guest.addr().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(relay.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: SocketAddr = line.trim().strip_prefix("pupa-host: listening on ").unwrap().parse().unwrap();
+    BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("pupa-host: listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
     let out = client(&[
-        "bench", "--worker", &addr.to_string(), "--allow-insecure-dev", "--clients", "4", "--jobs", "40", "--samples", "20", "--json",
+        "bench",
+        "--worker",
+        &addr.to_string(),
+        "--allow-insecure-dev",
+        "--clients",
+        "4",
+        "--jobs",
+        "40",
+        "--samples",
+        "20",
+        "--json",
     ]);
     relay.kill().unwrap();
     let _ = relay.wait();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["jobs"], 40);
     assert_eq!(v["clients"], 4);
     assert!(v["jobs_per_s"].as_f64().unwrap() > 0.0);
-    assert!(v["total"]["median_us"].as_f64().unwrap() >= v["round_trip"]["median_us"].as_f64().unwrap());
+    assert!(
+        v["total"]["median_us"].as_f64().unwrap() >= v["round_trip"]["median_us"].as_f64().unwrap()
+    );
 }

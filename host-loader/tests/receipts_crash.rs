@@ -50,8 +50,14 @@ fn contracts_dir() -> PathBuf {
 fn ensure_node_modules() {
     let dir = contracts_dir();
     if !dir.join("node_modules/@ton/sandbox").exists() {
-        let st = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status();
-        assert!(matches!(st, Ok(s) if s.success()), "npm ci in contracts/ failed: {st:?}");
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status();
+        assert!(
+            matches!(st, Ok(s) if s.success()),
+            "npm ci in contracts/ failed: {st:?}"
+        );
     }
 }
 
@@ -70,23 +76,51 @@ fn start_server(cfg: &Path) -> (KillOnDrop, u16, MsgAddressInt, MsgAddressInt) {
     let parts: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(parts.first(), Some(&"READY"), "server said: {line}");
     let port = parts[1].parse().unwrap();
-    (guard, port, MsgAddressInt::from_raw(parts[2]).unwrap(), MsgAddressInt::from_raw(parts[3]).unwrap())
+    (
+        guard,
+        port,
+        MsgAddressInt::from_raw(parts[2]).unwrap(),
+        MsgAddressInt::from_raw(parts[3]).unwrap(),
+    )
 }
 
 fn get_json(url: &str) -> serde_json::Value {
-    ureq::get(url).call().unwrap().body_mut().read_json().unwrap()
+    ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
 }
 
-fn relay_cmd(db: &Path, input: &Path, port: u16, contract: &MsgAddressInt, guest: &[u8; 32]) -> Command {
+fn relay_cmd(
+    db: &Path,
+    input: &Path,
+    port: u16,
+    contract: &MsgAddressInt,
+    guest: &[u8; 32],
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pupa-host"));
     c.args(["receipts", "relay", "--db"])
         .arg(db)
         .arg("--input")
         .arg(input)
         .args(["--api", &format!("http://127.0.0.1:{port}/api/v2")])
-        .args(["--contract", &contract.to_raw(), "--network", &NETWORK.to_string()])
+        .args([
+            "--contract",
+            &contract.to_raw(),
+            "--network",
+            &NETWORK.to_string(),
+        ])
         .args(["--guest-key", &hex(guest)])
-        .args(["--threshold", "40000000", "--interval-ms", "5", "--batch", "25"])
+        .args([
+            "--threshold",
+            "40000000",
+            "--interval-ms",
+            "5",
+            "--batch",
+            "25",
+        ])
         .stderr(Stdio::null());
     c
 }
@@ -94,7 +128,10 @@ fn relay_cmd(db: &Path, input: &Path, port: u16, contract: &MsgAddressInt, guest
 #[test]
 fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
     ensure_node_modules();
-    let seed = std::env::var("PUPA_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    let seed = std::env::var("PUPA_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_u64);
     eprintln!("crash test seed {seed} (PUPA_CRASH_SEED to replay)");
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("pupa-receipts-crash-{}", std::process::id()));
@@ -102,7 +139,10 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
     std::fs::create_dir_all(&dir).unwrap();
 
     let guest = SigningKey::from_bytes(&[0x11; 32]);
-    let clients = [SigningKey::from_bytes(&[0xA1; 32]), SigningKey::from_bytes(&[0xB1; 32])];
+    let clients = [
+        SigningKey::from_bytes(&[0xA1; 32]),
+        SigningKey::from_bytes(&[0xB1; 32]),
+    ];
     let gk = guest.verifying_key().to_bytes();
     let cfg = serde_json::json!({
         "network_id": NETWORK,
@@ -114,7 +154,10 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
     let cfg_path = dir.join("sandbox.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let (_server, port, contract, _worker) = start_server(&cfg_path);
-    let domain = Domain { network_id: NETWORK, contract };
+    let domain = Domain {
+        network_id: NETWORK,
+        contract,
+    };
 
     // The guest's stream: alternating clients, rising totals, plus three bad lines.
     let mut lines = Vec::new();
@@ -134,8 +177,17 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
             price: totals[k],
             last_job: [i as u8; 32],
         };
-        let voucher = Voucher { domain, client_key: receipt.client_key, guest_key: gk, cap: 1_000_000_000_000 };
-        let p = Payout { query_id: i as u64, receipt: receipt.sign(&guest).unwrap(), voucher: voucher.sign(c).unwrap() };
+        let voucher = Voucher {
+            domain,
+            client_key: receipt.client_key,
+            guest_key: gk,
+            cap: 1_000_000_000_000,
+        };
+        let p = Payout {
+            query_id: i as u64,
+            receipt: receipt.sign(&guest).unwrap(),
+            voucher: voucher.sign(c).unwrap(),
+        };
         let boc = to_boc(&p.to_cell().unwrap());
         lines.push(hex(&boc));
         if i == 300 {
@@ -150,8 +202,15 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
             let stranger = SigningKey::from_bytes(&[0x99; 32]);
             let mut r = receipt;
             r.guest_key = stranger.verifying_key().to_bytes();
-            let v = Voucher { guest_key: r.guest_key, ..voucher };
-            let q = Payout { query_id: 0, receipt: r.sign(&stranger).unwrap(), voucher: v.sign(c).unwrap() };
+            let v = Voucher {
+                guest_key: r.guest_key,
+                ..voucher
+            };
+            let q = Payout {
+                query_id: 0,
+                receipt: r.sign(&stranger).unwrap(),
+                voucher: v.sign(c).unwrap(),
+            };
             lines.push(hex(&to_boc(&q.to_cell().unwrap())));
         }
     }
@@ -170,14 +229,19 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
         }
         input_file.sync_all().unwrap();
         written = (written + chunk).min(lines.len());
-        let child = relay_cmd(&db, &input, port, &contract, &gk).spawn().unwrap();
+        let child = relay_cmd(&db, &input, port, &contract, &gk)
+            .spawn()
+            .unwrap();
         let mut guard = KillOnDrop(child);
         std::thread::sleep(Duration::from_millis(rng.range(30, 600)));
         // Child::kill is SIGKILL on Unix.
         guard.0.kill().unwrap();
         guard.0.wait().unwrap();
         kills += 1;
-        assert!(start.elapsed() < Duration::from_secs(600), "kill phase took too long");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "kill phase took too long"
+        );
     }
     eprintln!("{kills} SIGKILLs while streaming {} lines", lines.len());
 
@@ -189,9 +253,18 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
     assert!(status.success());
 
     let stats = get_json(&format!("http://127.0.0.1:{port}/pupa/stats"));
-    let paid: u128 = stats["result"]["paid_to_worker"].as_str().unwrap().parse().unwrap();
+    let paid: u128 = stats["result"]["paid_to_worker"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     eprintln!("sandbox stats: {stats}");
-    assert_eq!(paid, totals[0] + totals[1], "worker paid {paid}, receipts total {}", totals[0] + totals[1]);
+    assert_eq!(
+        paid,
+        totals[0] + totals[1],
+        "worker paid {paid}, receipts total {}",
+        totals[0] + totals[1]
+    );
 
     // The contract's own state agrees, and the store lost nothing.
     let out = Command::new(env!("CARGO_BIN_EXE_pupa-host"))
@@ -202,10 +275,18 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["receipts"].as_array().unwrap().len(), N_RECEIPTS);
-    assert!(list["receipts"].as_array().unwrap().iter().all(|r| r["status"] == "paid"));
+    assert!(list["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "paid"));
     for (k, c) in clients.iter().enumerate() {
-        let ch = list["channels"].as_array().unwrap().iter()
-            .find(|ch| ch["client_key"] == hex(c.verifying_key().as_bytes())).unwrap();
+        let ch = list["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|ch| ch["client_key"] == hex(c.verifying_key().as_bytes()))
+            .unwrap();
         assert_eq!(ch["paid_seq"], seqs[k]);
         assert_eq!(ch["paid"], totals[k].to_string());
     }
@@ -222,9 +303,16 @@ fn relay_survives_sigkill_and_pays_exactly_the_cumulative_total() {
         .unwrap();
     assert!(status.success());
     let after = get_json(&format!("http://127.0.0.1:{port}/pupa/stats"));
-    let paid_after: u128 = after["result"]["paid_to_worker"].as_str().unwrap().parse().unwrap();
+    let paid_after: u128 = after["result"]["paid_to_worker"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(paid_after, paid, "a replayed stream paid again");
     let rejected_before = stats["result"]["rejected"].as_u64().unwrap();
-    assert!(after["result"]["rejected"].as_u64().unwrap() >= rejected_before + 2, "no replay reached the contract: {after}");
+    assert!(
+        after["result"]["rejected"].as_u64().unwrap() >= rejected_before + 2,
+        "no replay reached the contract: {after}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,11 +17,20 @@ fn key(seed: u8) -> SigningKey {
 }
 
 fn domain() -> Domain {
-    Domain { network_id: MAINNET_ID, contract: MsgAddressInt { workchain: 0, hash: [0xC0; 32] } }
+    Domain {
+        network_id: MAINNET_ID,
+        contract: MsgAddressInt {
+            workchain: 0,
+            hash: [0xC0; 32],
+        },
+    }
 }
 
 fn validator() -> Validator {
-    Validator { domain: domain(), guests: BTreeSet::from([key(GUEST).verifying_key().to_bytes()]) }
+    Validator {
+        domain: domain(),
+        guests: BTreeSet::from([key(GUEST).verifying_key().to_bytes()]),
+    }
 }
 
 fn payout(guest: u8, seq: u64, price: u128, cap: u128) -> Payout {
@@ -35,8 +44,17 @@ fn payout(guest: u8, seq: u64, price: u128, cap: u128) -> Payout {
         price,
         last_job: [0; 32],
     };
-    let voucher = Voucher { domain: domain(), client_key: receipt.client_key, guest_key: receipt.guest_key, cap };
-    Payout { query_id: 0, receipt: receipt.sign(&g).unwrap(), voucher: voucher.sign(&c).unwrap() }
+    let voucher = Voucher {
+        domain: domain(),
+        client_key: receipt.client_key,
+        guest_key: receipt.guest_key,
+        cap,
+    };
+    Payout {
+        query_id: 0,
+        receipt: receipt.sign(&g).unwrap(),
+        voucher: voucher.sign(&c).unwrap(),
+    }
 }
 
 fn boc(p: &Payout) -> Vec<u8> {
@@ -45,7 +63,9 @@ fn boc(p: &Payout) -> Vec<u8> {
 
 #[test]
 fn valid_payout_is_accepted() {
-    let p = validator().check_boc(&boc(&payout(GUEST, 1, 10, 100))).unwrap();
+    let p = validator()
+        .check_boc(&boc(&payout(GUEST, 1, 10, 100)))
+        .unwrap();
     assert_eq!(p.receipt.receipt.seq, 1);
 }
 
@@ -60,31 +80,52 @@ fn corrupt_and_truncated_bocs_are_malformed() {
     }
     let mut bad = good.clone();
     bad[good.len() / 2] ^= 0x04;
-    assert!(matches!(validator().check_boc(&bad), Err(ReceiptError::Malformed(TonError::BocBadCrc))));
+    assert!(matches!(
+        validator().check_boc(&bad),
+        Err(ReceiptError::Malformed(TonError::BocBadCrc))
+    ));
     // A valid BOC that is not a payout.
     let not_payout = to_boc(&Cell::empty());
-    assert!(matches!(validator().check_boc(&not_payout), Err(ReceiptError::Malformed(_))));
+    assert!(matches!(
+        validator().check_boc(&not_payout),
+        Err(ReceiptError::Malformed(_))
+    ));
 }
 
 #[test]
 fn bad_signatures_are_named() {
     let mut p = payout(GUEST, 1, 10, 100);
     p.receipt.signature[10] ^= 1;
-    assert!(matches!(validator().check_boc(&boc(&p)), Err(ReceiptError::BadGuestSignature)));
+    assert!(matches!(
+        validator().check_boc(&boc(&p)),
+        Err(ReceiptError::BadGuestSignature)
+    ));
     let mut p = payout(GUEST, 1, 10, 100);
     p.voucher.signature[10] ^= 1;
-    assert!(matches!(validator().check_boc(&boc(&p)), Err(ReceiptError::BadClientSignature)));
+    assert!(matches!(
+        validator().check_boc(&boc(&p)),
+        Err(ReceiptError::BadClientSignature)
+    ));
 }
 
 #[test]
 fn unknown_guest_other_domain_and_above_cap() {
-    assert!(matches!(validator().check_boc(&boc(&payout(0x12, 1, 10, 100))), Err(ReceiptError::UnknownGuest(_))));
+    assert!(matches!(
+        validator().check_boc(&boc(&payout(0x12, 1, 10, 100))),
+        Err(ReceiptError::UnknownGuest(_))
+    ));
     let mut v = validator();
     v.domain.network_id = TESTNET_ID;
-    assert!(matches!(v.check_boc(&boc(&payout(GUEST, 1, 10, 100))), Err(ReceiptError::WrongDomain)));
+    assert!(matches!(
+        v.check_boc(&boc(&payout(GUEST, 1, 10, 100))),
+        Err(ReceiptError::WrongDomain)
+    ));
     assert!(matches!(
         validator().check_boc(&boc(&payout(GUEST, 1, 101, 100))),
-        Err(ReceiptError::AboveCap { price: 101, cap: 100 })
+        Err(ReceiptError::AboveCap {
+            price: 101,
+            cap: 100
+        })
     ));
 }
 
@@ -96,21 +137,46 @@ fn store_is_durable_and_detects_conflicts() {
     let db = dir.join("r.sqlite");
     {
         let mut s = ReceiptStore::open(&db).unwrap();
-        assert_eq!(s.insert(&payout(GUEST, 1, 10, 100), 1, Some(("off", 5))).unwrap(), Inserted::New);
-        assert_eq!(s.insert(&payout(GUEST, 3, 30, 100), 2, None).unwrap(), Inserted::New);
-        assert_eq!(s.insert(&payout(GUEST, 1, 10, 100), 3, None).unwrap(), Inserted::Duplicate);
-        assert!(matches!(s.insert(&payout(GUEST, 1, 11, 100), 3, None), Err(ReceiptError::Conflict { seq: 1 })));
+        assert_eq!(
+            s.insert(&payout(GUEST, 1, 10, 100), 1, Some(("off", 5)))
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            s.insert(&payout(GUEST, 3, 30, 100), 2, None).unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            s.insert(&payout(GUEST, 1, 10, 100), 3, None).unwrap(),
+            Inserted::Duplicate
+        );
+        assert!(matches!(
+            s.insert(&payout(GUEST, 1, 11, 100), 3, None),
+            Err(ReceiptError::Conflict { seq: 1 })
+        ));
         // seq 2 may not cost more than seq 3, nor less than seq 1.
-        assert!(matches!(s.insert(&payout(GUEST, 2, 31, 100), 3, None), Err(ReceiptError::NonMonotonic { seq: 2 })));
-        assert!(matches!(s.insert(&payout(GUEST, 2, 9, 100), 3, None), Err(ReceiptError::NonMonotonic { seq: 2 })));
-        assert_eq!(s.insert(&payout(GUEST, 2, 20, 100), 3, None).unwrap(), Inserted::New);
+        assert!(matches!(
+            s.insert(&payout(GUEST, 2, 31, 100), 3, None),
+            Err(ReceiptError::NonMonotonic { seq: 2 })
+        ));
+        assert!(matches!(
+            s.insert(&payout(GUEST, 2, 9, 100), 3, None),
+            Err(ReceiptError::NonMonotonic { seq: 2 })
+        ));
+        assert_eq!(
+            s.insert(&payout(GUEST, 2, 20, 100), 3, None).unwrap(),
+            Inserted::New
+        );
     }
     // Reopened: everything is still there.
     let s = ReceiptStore::open(&db).unwrap();
     assert_eq!(s.meta("off").unwrap(), Some(5));
     let ch = s.channels().unwrap();
     assert_eq!(ch.len(), 1);
-    assert_eq!((ch[0].latest_seq, ch[0].latest_price, ch[0].oldest_unpaid_at), (3, 30, 1));
+    assert_eq!(
+        (ch[0].latest_seq, ch[0].latest_price, ch[0].oldest_unpaid_at),
+        (3, 30, 1)
+    );
     let g = ch[0].guest_key;
     let c = ch[0].client_key;
     s.mark_submitted(&g, &c, 3, 10).unwrap();

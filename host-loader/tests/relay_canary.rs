@@ -31,7 +31,9 @@ fn recorder(target: SocketAddr) -> (SocketAddr, Tape) {
     thread::spawn(move || {
         for s in l.incoming() {
             let Ok(a) = s else { continue };
-            let Ok(b) = TcpStream::connect(target) else { continue };
+            let Ok(b) = TcpStream::connect(target) else {
+                continue;
+            };
             for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
                 let t = t.clone();
                 thread::spawn(move || {
@@ -64,7 +66,11 @@ fn find_canary(hay: &[u8], canary: &[u8]) -> Option<String> {
     for i in 0..=canary.len() - 8 {
         let w = &canary[i..i + 8];
         let hx = hex(w);
-        for needle in [w.to_vec(), hx.clone().into_bytes(), hx.to_uppercase().into_bytes()] {
+        for needle in [
+            w.to_vec(),
+            hx.clone().into_bytes(),
+            hx.to_uppercase().into_bytes(),
+        ] {
             if hay.windows(needle.len()).any(|x| x == needle.as_slice()) {
                 return Some(format!("window {i} ({hx})"));
             }
@@ -91,7 +97,13 @@ fn the_host_never_sees_the_canary_the_guest_does() {
     let dir = temp_dir("canary");
     let log = std::fs::File::create(dir.join("relay.stderr")).unwrap();
     let mut relay = Command::new(env!("CARGO_BIN_EXE_pupa-host"))
-        .args(["run", "--guest-addr", &guest_side.to_string(), "--listen", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--guest-addr",
+            &guest_side.to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--receipts-log")
         .arg(dir.join("receipts.jsonl"))
         .current_dir(&dir)
@@ -103,7 +115,12 @@ fn the_host_never_sees_the_canary_the_guest_does() {
     let mut stdout = BufReader::new(relay.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let relay_addr: SocketAddr = line.trim().strip_prefix("pupa-host: listening on ").expect("ready line").parse().unwrap();
+    let relay_addr: SocketAddr = line
+        .trim()
+        .strip_prefix("pupa-host: listening on ")
+        .expect("ready line")
+        .parse()
+        .unwrap();
     let (client_side, client_tape) = recorder(relay_addr);
 
     // The canary: 8 random f32 in [1, 2) (32 random-looking bytes), A's first row; B = I.
@@ -112,14 +129,22 @@ fn the_host_never_sees_the_canary_the_guest_does() {
     let (m, k) = (4usize, 8usize);
     let mut a: Vec<u8> = canary.clone();
     a.extend((0..(m - 1) * k).flat_map(|i| (i as f32 * 0.25 - 3.0).to_le_bytes()));
-    let b: Vec<u8> = (0..k * k).flat_map(|i| (if i / k == i % k { 1.0f32 } else { 0.0 }).to_le_bytes()).collect();
+    let b: Vec<u8> = (0..k * k)
+        .flat_map(|i| (if i / k == i % k { 1.0f32 } else { 0.0 }).to_le_bytes())
+        .collect();
 
     let mut c = connect(client_side);
     let w = fetch_and_verify(&mut c, &DEV).unwrap();
     let me = KeyPair::derive(&rand::random());
     let job = Job {
         job_id: rand::random(),
-        op: Op::Matmul { m: m as u32, n: k as u32, k: k as u32, a_layout: Layout::RowMajor, b_layout: Layout::RowMajor },
+        op: Op::Matmul {
+            m: m as u32,
+            n: k as u32,
+            k: k as u32,
+            a_layout: Layout::RowMajor,
+            b_layout: Layout::RowMajor,
+        },
         dtype: DType::F32,
         tensors: vec![serde_bytes::ByteBuf::from(a), serde_bytes::ByteBuf::from(b)],
         reply_key: me.pk,
@@ -130,12 +155,20 @@ fn the_host_never_sees_the_canary_the_guest_does() {
     let enc = sealed.enc;
     let frame = Message::SealedJob(sealed).to_frame().unwrap();
     c.send_raw(&frame).unwrap();
-    let Message::SealedResult(sr) = c.recv().unwrap() else { panic!("no sealed result") };
-    let Message::Receipt(r) = c.recv().unwrap() else { panic!("no receipt") };
+    let Message::SealedResult(sr) = c.recv().unwrap() else {
+        panic!("no sealed result")
+    };
+    let Message::Receipt(r) = c.recv().unwrap() else {
+        panic!("no receipt")
+    };
     r.statement.verify(&w.receipt_pk).unwrap();
     let result = sr.open(&me, &w.hpke_pk, &enc).unwrap();
     // The guest read the canary: row 0 of A·I is A's row 0, bit for bit.
-    assert_eq!(&result.data[..32], canary.as_slice(), "the guest's result must carry the canary");
+    assert_eq!(
+        &result.data[..32],
+        canary.as_slice(),
+        "the guest's result must carry the canary"
+    );
     drop(c);
     thread::sleep(Duration::from_millis(300));
     relay.kill().unwrap();
@@ -147,7 +180,10 @@ fn the_host_never_sees_the_canary_the_guest_does() {
     let guest_bytes = guest_tape.lock().unwrap().clone();
     // The tapes did record the traffic: the sealed job crossed both hops unchanged.
     for (name, t) in [("client side", &client_bytes), ("guest side", &guest_bytes)] {
-        assert!(t.windows(frame.len()).any(|x| x == frame.as_slice()), "{name} tape lacks the sealed job");
+        assert!(
+            t.windows(frame.len()).any(|x| x == frame.as_slice()),
+            "{name} tape lacks the sealed job"
+        );
     }
     let mut seen: Vec<(String, Vec<u8>)> = vec![
         ("client-side stream".into(), client_bytes),
@@ -157,11 +193,22 @@ fn the_host_never_sees_the_canary_the_guest_does() {
     files_under(&dir, &mut seen);
     // The search itself works: it finds the canary raw and as hex inside other bytes.
     assert!(find_canary(&[&b"xx"[..], &canary[5..20], b"yy"].concat(), &canary).is_some());
-    assert!(find_canary(format!("log {} end", hex(&canary[9..30])).as_bytes(), &canary).is_some());
+    assert!(find_canary(
+        format!("log {} end", hex(&canary[9..30])).as_bytes(),
+        &canary
+    )
+    .is_some());
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.iter().any(|n| n.ends_with("receipts.jsonl")) && names.iter().any(|n| n.ends_with("relay.stderr")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("receipts.jsonl"))
+            && names.iter().any(|n| n.ends_with("relay.stderr")),
+        "{names:?}"
+    );
     let logs = std::fs::read_to_string(dir.join("relay.stderr")).unwrap();
-    assert!(logs.contains("client frame") && logs.contains("SealedJob"), "trace logs were written:\n{logs}");
+    assert!(
+        logs.contains("client frame") && logs.contains("SealedJob"),
+        "trace logs were written:\n{logs}"
+    );
     for (name, bytes) in &seen {
         if let Some(w) = find_canary(bytes, &canary) {
             panic!("the canary ({w}) appears in {name}");

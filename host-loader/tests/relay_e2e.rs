@@ -46,8 +46,11 @@ fn jobs_through_the_relay_match_the_reference_and_receipts_are_journaled() {
         hashes.push(out.job_hash);
     }
     drop(c);
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     for (l, h) in lines.iter().zip(&hashes) {
         let want: String = h.iter().map(|b| format!("{b:02x}")).collect();
@@ -63,7 +66,13 @@ fn dev_evidence_is_refused_unless_allowed() {
     let guest = GuestProcess::start();
     let (_relay, addr) = relay_to(guest.addr(), RelayConfig::default(), None);
     let mut c = connect(addr);
-    let e = fetch_and_verify(&mut c, &EvidencePolicy { allow_insecure_dev: false }).unwrap_err();
+    let e = fetch_and_verify(
+        &mut c,
+        &EvidencePolicy {
+            allow_insecure_dev: false,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, ClientError::InsecureDevRefused), "{e}");
 }
 
@@ -107,19 +116,28 @@ fn bad_input_gets_specific_errors_and_the_next_job_succeeds() {
 
     // Truncated frame: half a sealed job, then end of stream.
     let half = &job_frame[..job_frame.len() / 2];
-    assert_eq!(raw_exchange(addr, half, true), Some(ErrorCode::TruncatedFrame));
+    assert_eq!(
+        raw_exchange(addr, half, true),
+        Some(ErrorCode::TruncatedFrame)
+    );
     normal_job(addr);
 
     // Oversized length.
     let mut big = (MAX_JOB_FRAME + 1).to_le_bytes().to_vec();
     big.extend([1, Kind::SealedJob as u8, 0, 0, 0]);
-    assert_eq!(raw_exchange(addr, &big, false), Some(ErrorCode::FrameTooLarge));
+    assert_eq!(
+        raw_exchange(addr, &big, false),
+        Some(ErrorCode::FrameTooLarge)
+    );
     normal_job(addr);
 
     // Garbage bytes.
     let mut garbage: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
     garbage[4] = 0xEE; // the version byte of the first "header"
-    assert_eq!(raw_exchange(addr, &garbage, false), Some(ErrorCode::UnsupportedVersion));
+    assert_eq!(
+        raw_exchange(addr, &garbage, false),
+        Some(ErrorCode::UnsupportedVersion)
+    );
     // Garbage that happens to carry version 1 and an unknown kind.
     let mut g2 = garbage.clone();
     (g2[4], g2[5]) = (1, 0xEE);
@@ -129,19 +147,37 @@ fn bad_input_gets_specific_errors_and_the_next_job_succeeds() {
     // Wrong protocol version.
     let mut v2 = encode_frame(Kind::Hello, &[]).unwrap();
     v2[4] = 2;
-    assert_eq!(raw_exchange(addr, &v2, false), Some(ErrorCode::UnsupportedVersion));
+    assert_eq!(
+        raw_exchange(addr, &v2, false),
+        Some(ErrorCode::UnsupportedVersion)
+    );
     normal_job(addr);
 
     // A job sealed to another key.
     let other = KeyPair::derive(&rand::random());
-    let foreign = SealedJob::seal(&job.job, &other.pk, Aead::ChaCha20Poly1305, &rand::random()).unwrap();
-    assert_eq!(raw_exchange(addr, &Message::SealedJob(foreign).to_frame().unwrap(), false), Some(ErrorCode::WrongRecipient));
+    let foreign =
+        SealedJob::seal(&job.job, &other.pk, Aead::ChaCha20Poly1305, &rand::random()).unwrap();
+    assert_eq!(
+        raw_exchange(
+            addr,
+            &Message::SealedJob(foreign).to_frame().unwrap(),
+            false
+        ),
+        Some(ErrorCode::WrongRecipient)
+    );
     normal_job(addr);
 
     // A tampered job (sealed to us, one ciphertext bit flipped).
     let mut tampered = sealed.clone();
     tampered.ciphertext[10] ^= 1;
-    assert_eq!(raw_exchange(addr, &Message::SealedJob(tampered).to_frame().unwrap(), false), Some(ErrorCode::OpenFailed));
+    assert_eq!(
+        raw_exchange(
+            addr,
+            &Message::SealedJob(tampered).to_frame().unwrap(),
+            false
+        ),
+        Some(ErrorCode::OpenFailed)
+    );
     normal_job(addr);
 
     // A replayed sealed job: the first run succeeds, the replay (on another connection) is refused.
@@ -149,12 +185,16 @@ fn bad_input_gets_specific_errors_and_the_next_job_succeeds() {
     c.send_raw(&job_frame).unwrap();
     assert!(matches!(c.recv().unwrap(), Message::SealedResult(_)));
     assert!(matches!(c.recv().unwrap(), Message::Receipt(_)));
-    assert_eq!(raw_exchange(addr, &job_frame, false), Some(ErrorCode::Replay));
+    assert_eq!(
+        raw_exchange(addr, &job_frame, false),
+        Some(ErrorCode::Replay)
+    );
     normal_job(addr);
 
     // A malformed body in a well-formed frame keeps the connection usable.
     let mut c = connect(addr);
-    c.send_raw(&encode_frame(Kind::SealedJob, &[0xff; 40]).unwrap()).unwrap();
+    c.send_raw(&encode_frame(Kind::SealedJob, &[0xff; 40]).unwrap())
+        .unwrap();
     assert_eq!(next_error(&mut c), Some(ErrorCode::MalformedMessage));
     let w2 = fetch_and_verify(&mut c, &DEV).unwrap();
     let out = run_job(&mut c, &w2, small_job(9).job).unwrap();
@@ -220,7 +260,10 @@ fn a_guest_that_dies_is_restarted_and_jobs_in_flight_are_reported_lost() {
     let sup = {
         let (relay, stop) = (relay.clone(), stop.clone());
         thread::spawn(move || {
-            let mut backend = FixtureBackend { guest: Some(first), starts: 0 };
+            let mut backend = FixtureBackend {
+                guest: Some(first),
+                starts: 0,
+            };
             supervise(&relay, &mut backend, Duration::from_millis(20), &stop);
             backend.starts
         })
@@ -242,7 +285,13 @@ fn a_guest_that_dies_is_restarted_and_jobs_in_flight_are_reported_lost() {
     }
     // The other client had nothing in flight: its connection just ends.
     let e = run_job(&mut b, &wb, small_job(3).job).unwrap_err();
-    assert!(matches!(e, ClientError::Closed | ClientError::Io(_) | ClientError::Worker(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            ClientError::Closed | ClientError::Io(_) | ClientError::Worker(_)
+        ),
+        "{e}"
+    );
     // A new connection reaches the restarted guest, which has new keys.
     let t = Instant::now();
     let (w, _) = loop {
@@ -281,7 +330,9 @@ fn a_sealed_job_is_the_same_bytes_on_both_sides_of_the_relay() {
     let h = job_hash(&sealed.enc, &sealed.ciphertext);
     c.send(&Message::SealedJob(sealed)).unwrap();
     assert!(matches!(c.recv().unwrap(), Message::SealedResult(_)));
-    let Message::Receipt(r) = c.recv().unwrap() else { panic!("no receipt") };
+    let Message::Receipt(r) = c.recv().unwrap() else {
+        panic!("no receipt")
+    };
     r.statement.verify(&w.receipt_pk).unwrap();
     assert_eq!(r.statement.receipt.job_hash, h);
 }

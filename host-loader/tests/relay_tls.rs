@@ -14,7 +14,10 @@ use pupa_host::relay::RelayConfig;
 
 fn cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&c, ck.cert.pem()).unwrap();
     std::fs::write(&k, ck.signing_key.serialize_pem()).unwrap();
     (c, k)
@@ -26,7 +29,10 @@ fn jobs_over_tls_and_untrusted_or_plain_clients_fail() {
     let (crt, key) = cert(&dir, "relay");
     let (other_crt, _) = cert(&dir, "other");
     let guest = GuestProcess::start();
-    let cfg = RelayConfig { tls: Some(server_config(&crt, &key).unwrap()), ..RelayConfig::default() };
+    let cfg = RelayConfig {
+        tls: Some(server_config(&crt, &key).unwrap()),
+        ..RelayConfig::default()
+    };
     let (_relay, addr) = relay_to(guest.addr(), cfg, None);
     let t = Duration::from_secs(20);
 

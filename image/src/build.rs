@@ -69,12 +69,18 @@ pub enum BuildError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
-    move |err| BuildError::Io { path: path.to_path_buf(), err }
+    move |err| BuildError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
 }
 
 /// The workspace this binary was built from (the default `--src`).
 pub fn default_src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Compile the guest ELF; returns its path.
@@ -82,15 +88,30 @@ pub fn compile_guest(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
     if !opts.src.join("guest/Cargo.toml").is_file() {
         return Err(BuildError::NotSource(opts.src.clone()));
     }
-    let target_dir = opts.target_dir.clone().unwrap_or_else(|| opts.src.join("target"));
+    let target_dir = opts
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| opts.src.join("target"));
     let mut features = vec!["firmware".to_string()];
     features.extend(opts.features.iter().cloned());
     let mut cmd = Command::new("cargo"); // the rustup proxy: it honours rust-toolchain.toml in `src`
     cmd.current_dir(&opts.src)
-        .args(["build", "--locked", "-p", "pupa-guest", "--bin", "pupa-guest"])
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "pupa-guest",
+            "--bin",
+            "pupa-guest",
+        ])
         .args(["--features", &features.join(",")])
         .args(["--target", TARGET_SPEC, "--profile", PROFILE])
-        .args(["-Zjson-target-spec", "-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem", "-Ztrim-paths"])
+        .args([
+            "-Zjson-target-spec",
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=compiler-builtins-mem",
+            "-Ztrim-paths",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_PROFILE_FIRMWARE_TRIM_PATHS", "all")
@@ -112,15 +133,27 @@ pub fn compile_guest(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
     if !status.success() {
         return Err(BuildError::Cargo(status));
     }
-    Ok(target_dir.join("x86_64-pupa").join(PROFILE).join("pupa-guest"))
+    Ok(target_dir
+        .join("x86_64-pupa")
+        .join(PROFILE)
+        .join("pupa-guest"))
 }
 
 /// Substrings that betray an absolute build path.
 // ("/rustc/<commit>/library/..." is the toolchain's canonical remapped prefix: no machine path.)
-const PATH_MARKERS: [&str; 6] = ["/root/", "/home/", "/work/", "/tmp/", "/.cargo/", "/.rustup/"];
+const PATH_MARKERS: [&str; 6] = [
+    "/root/",
+    "/home/",
+    "/work/",
+    "/tmp/",
+    "/.cargo/",
+    "/.rustup/",
+];
 
 /// Assemble the image from the guest ELF and run every check; returns (image, parsed, sections).
-pub fn assemble(elf_bytes: &[u8]) -> Result<(Vec<u8>, Firmware, Vec<elf::AllocSection>), BuildError> {
+pub fn assemble(
+    elf_bytes: &[u8],
+) -> Result<(Vec<u8>, Firmware, Vec<elf::AllocSection>), BuildError> {
     let image = elf::flatten(elf_bytes, ROM_SIZE)?;
     let fw = Firmware::parse(&image)?;
     let sections = elf::alloc_sections(elf_bytes)?;
@@ -139,7 +172,11 @@ pub fn assemble(elf_bytes: &[u8]) -> Result<(Vec<u8>, Firmware, Vec<elf::AllocSe
 fn toolchain(src: &Path) -> serde_json::Value {
     let pinned = std::fs::read_to_string(src.join("rust-toolchain.toml"))
         .ok()
-        .and_then(|t| t.lines().find(|l| l.trim_start().starts_with("channel")).map(|l| l.split('"').nth(1).unwrap_or("").to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.trim_start().starts_with("channel"))
+                .map(|l| l.split('"').nth(1).unwrap_or("").to_string())
+        })
         .unwrap_or_default();
     let rustc = Command::new("rustc")
         .current_dir(src)
@@ -162,7 +199,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let measurements = if opts.skip_measurements {
         serde_json::Value::Null
     } else {
-        let m = pupa_measurements::manifest::expected_measurements(&fw).map_err(|e| BuildError::Measurements(e.to_string()))?;
+        let m = pupa_measurements::manifest::expected_measurements(&fw)
+            .map_err(|e| BuildError::Measurements(e.to_string()))?;
         serde_json::to_value(m).map_err(|e| BuildError::Measurements(e.to_string()))?
     };
     let manifest = serde_json::json!({
@@ -197,9 +235,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let image_path = opts.out.join("pupa.fd");
     std::fs::write(&image_path, &image).map_err(io(&image_path))?;
     let manifest_path = opts.out.join("manifest.json");
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| BuildError::Measurements(e.to_string()))? + "\n";
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| BuildError::Measurements(e.to_string()))?
+        + "\n";
     std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
-    Ok(BuildOutput { image: image_path, manifest: manifest_path, sha384, size: image.len() as u64 })
+    Ok(BuildOutput {
+        image: image_path,
+        manifest: manifest_path,
+        sha384,
+        size: image.len() as u64,
+    })
 }
 
 /// Lowercase hex.

@@ -24,7 +24,11 @@ pub enum ElfError {
     #[error("guest ELF: {0}")]
     Parse(#[from] object::read::Error),
     #[error("guest ELF: segment at {paddr:#x} (+{size:#x}) lies outside the ROM [{rom_start:#x}, 4 GiB)")]
-    SegmentOutsideRom { paddr: u64, size: u64, rom_start: u64 },
+    SegmentOutsideRom {
+        paddr: u64,
+        size: u64,
+        rom_start: u64,
+    },
     #[error("guest ELF: a segment's file range is out of bounds")]
     Truncated,
 }
@@ -41,7 +45,11 @@ pub fn flatten(elf: &[u8], rom_size: u64) -> Result<Vec<u8>, ElfError> {
         }
         let (paddr, size) = (ph.p_paddr(e), ph.p_filesz(e));
         if paddr < rom_start || paddr.checked_add(size).is_none_or(|end| end > 1 << 32) {
-            return Err(ElfError::SegmentOutsideRom { paddr, size, rom_start });
+            return Err(ElfError::SegmentOutsideRom {
+                paddr,
+                size,
+                rom_start,
+            });
         }
         let bytes = ph.data(e, elf).map_err(|()| ElfError::Truncated)?;
         let off = (paddr - rom_start) as usize;
@@ -75,7 +83,13 @@ pub fn alloc_sections(elf: &[u8]) -> Result<Vec<AllocSection>, ElfError> {
             })
             .map(|ph| ph.p_paddr(e) + (sh.sh_offset(e) - ph.p_offset(e)))
             .unwrap_or(vma);
-        out.push(AllocSection { name, vma, lma, size: sh.sh_size(e), nobits });
+        out.push(AllocSection {
+            name,
+            vma,
+            lma,
+            size: sh.sh_size(e),
+            nobits,
+        });
     }
     Ok(out)
 }

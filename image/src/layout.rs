@@ -29,7 +29,12 @@ fn covered(r: Range, by: &[Range]) -> bool {
         if cursor >= r.1 {
             return true;
         }
-        match by.iter().filter(|b| b.0 <= cursor && cursor < b.1).map(|b| b.1).max() {
+        match by
+            .iter()
+            .filter(|b| b.0 <= cursor && cursor < b.1)
+            .map(|b| b.1)
+            .max()
+        {
             Some(end) => cursor = end,
             None => return false,
         }
@@ -53,31 +58,47 @@ pub fn check(sections: &[AllocSection], fw: &Firmware) -> Vec<String> {
         .filter(|s| s.kind == SevSectionType::SnpSecMem)
         .map(|s| (s.gpa as u64, s.gpa as u64 + s.size as u64))
         .collect();
-    let temp_mem: Vec<Range> =
-        tdvf.iter().filter(|s| s.kind == TdvfSectionType::TempMem).map(|s| (s.gpa, s.gpa + s.mem_size)).collect();
+    let temp_mem: Vec<Range> = tdvf
+        .iter()
+        .filter(|s| s.kind == TdvfSectionType::TempMem)
+        .map(|s| (s.gpa, s.gpa + s.mem_size))
+        .collect();
     let vmm_written: Vec<(&str, Range)> = sev
         .iter()
         .filter(|s| matches!(s.kind, SevSectionType::Secrets | SevSectionType::Cpuid))
         .map(|s| (s.kind.name(), (s.gpa as u64, s.gpa as u64 + s.size as u64)))
         .chain(
-            tdvf.iter().filter(|s| s.kind == TdvfSectionType::TdHob).map(|s| ("TD_HOB", (s.gpa, s.gpa + s.mem_size))),
+            tdvf.iter()
+                .filter(|s| s.kind == TdvfSectionType::TdHob)
+                .map(|s| ("TD_HOB", (s.gpa, s.gpa + s.mem_size))),
         )
         .collect();
 
-    let bfv: Vec<_> = tdvf.iter().filter(|s| s.kind == TdvfSectionType::Bfv).collect();
+    let bfv: Vec<_> = tdvf
+        .iter()
+        .filter(|s| s.kind == TdvfSectionType::Bfv)
+        .collect();
     match bfv.as_slice() {
         [b] => {
-            if b.gpa != rom_start || b.mem_size != FOUR_GIB - rom_start || b.raw_size as u64 != fw.len() as u64 || b.data_offset != 0 {
+            if b.gpa != rom_start
+                || b.mem_size != FOUR_GIB - rom_start
+                || b.raw_size as u64 != fw.len() as u64
+                || b.data_offset != 0
+            {
                 problems.push(format!(
                     "TDX BFV [{:#x}, +{:#x}) raw {:#x} at offset {:#x} does not cover the whole image [{rom_start:#x}, 4 GiB)",
                     b.gpa, b.mem_size, b.raw_size, b.data_offset
                 ));
             }
             if !b.mr_extend() {
-                problems.push("TDX BFV is not MR.EXTENDed: MRTD would not cover the code".to_string());
+                problems
+                    .push("TDX BFV is not MR.EXTENDed: MRTD would not cover the code".to_string());
             }
         }
-        _ => problems.push(format!("expected exactly one TDX BFV section, found {}", bfv.len())),
+        _ => problems.push(format!(
+            "expected exactly one TDX BFV section, found {}",
+            bfv.len()
+        )),
     }
 
     for s in sections {
@@ -86,30 +107,47 @@ pub fn check(sections: &[AllocSection], fw: &Firmware) -> Vec<String> {
             continue; // runs in place from the image (the boot page): covered by the BFV check
         }
         if !covered(run, &sec_mem) {
-            problems.push(format!("{} [{:#x}, {:#x}) is touched before validation but not declared SNP_SEC_MEM", s.name, run.0, run.1));
+            problems.push(format!(
+                "{} [{:#x}, {:#x}) is touched before validation but not declared SNP_SEC_MEM",
+                s.name, run.0, run.1
+            ));
         }
         if !covered(run, &temp_mem) {
-            problems.push(format!("{} [{:#x}, {:#x}) is touched before acceptance but not declared TDX TEMP_MEM", s.name, run.0, run.1));
+            problems.push(format!(
+                "{} [{:#x}, {:#x}) is touched before acceptance but not declared TDX TEMP_MEM",
+                s.name, run.0, run.1
+            ));
         }
         if !s.nobits && (s.lma < rom_start || s.lma + s.size > FOUR_GIB) {
-            problems.push(format!("{} is copied from {:#x}, outside the image", s.name, s.lma));
+            problems.push(format!(
+                "{} is copied from {:#x}, outside the image",
+                s.name, s.lma
+            ));
         }
         for (what, r) in &vmm_written {
             if overlaps(run, *r) {
-                problems.push(format!("{} [{:#x}, {:#x}) overlaps the {what} page(s) the VMM writes", s.name, run.0, run.1));
+                problems.push(format!(
+                    "{} [{:#x}, {:#x}) overlaps the {what} page(s) the VMM writes",
+                    s.name, run.0, run.1
+                ));
             }
         }
     }
     for (what, r) in &vmm_written {
         for m in sec_mem.iter().chain(&temp_mem) {
             if overlaps(*r, *m) {
-                problems.push(format!("{what} [{:#x}, {:#x}) overlaps declared early memory", r.0, r.1));
+                problems.push(format!(
+                    "{what} [{:#x}, {:#x}) overlaps declared early memory",
+                    r.0, r.1
+                ));
             }
         }
     }
     match fw.sev_es_reset_eip() {
         Some(eip) if (eip as u64) >= rom_start => {}
-        Some(eip) => problems.push(format!("SEV-ES AP reset address {eip:#x} lies outside the image")),
+        Some(eip) => problems.push(format!(
+            "SEV-ES AP reset address {eip:#x} lies outside the image"
+        )),
         None => problems.push("no SEV-ES reset block".to_string()),
     }
     problems
@@ -121,9 +159,15 @@ mod tests {
 
     #[test]
     fn coverage() {
-        assert!(covered((0x1000, 0x3000), &[(0x0, 0x2000), (0x2000, 0x4000)]));
+        assert!(covered(
+            (0x1000, 0x3000),
+            &[(0x0, 0x2000), (0x2000, 0x4000)]
+        ));
         assert!(covered((0x1000, 0x1000), &[]));
-        assert!(!covered((0x1000, 0x3001), &[(0x0, 0x2000), (0x2000, 0x3000)]));
+        assert!(!covered(
+            (0x1000, 0x3001),
+            &[(0x0, 0x2000), (0x2000, 0x3000)]
+        ));
         assert!(!covered((0x1000, 0x2000), &[(0x1001, 0x3000)]));
         assert!(overlaps((0, 2), (1, 3)) && !overlaps((0, 1), (1, 2)));
     }

@@ -8,7 +8,11 @@ use pupa_image::build::{self, BuildOptions};
 use pupa_measurements::ovmf::Firmware;
 
 #[derive(Parser)]
-#[command(name = "pupa-image", version, about = "Build and inspect pupa firmware images")]
+#[command(
+    name = "pupa-image",
+    version,
+    about = "Build and inspect pupa firmware images"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,10 +62,24 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Build { out, src, target_dir, features, no_measurements, json } => {
+        Cmd::Build {
+            out,
+            src,
+            target_dir,
+            features,
+            no_measurements,
+            json,
+        } => {
             let src = src.unwrap_or_else(build::default_src);
             let out = out.unwrap_or_else(|| src.join("target/pupa"));
-            let opts = BuildOptions { src, out, target_dir, features, skip_measurements: no_measurements, cargo_home: None };
+            let opts = BuildOptions {
+                src,
+                out,
+                target_dir,
+                features,
+                skip_measurements: no_measurements,
+                cargo_home: None,
+            };
             let r = build::build(&opts).map_err(|e| e.to_string())?;
             if json {
                 let v = serde_json::json!({

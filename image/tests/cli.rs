@@ -3,8 +3,16 @@
 use std::process::Command;
 
 fn inspect(path: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pupa-image")).arg("inspect").arg(path).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_pupa-image"))
+        .arg("inspect")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn tmp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -17,7 +25,11 @@ fn tmp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 fn assert_one_line_error(code: i32, stderr: &str, needle: &str) {
     assert_eq!(code, 1, "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "want one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "want one line: {stderr}"
+    );
     assert!(stderr.starts_with("pupa-image: error: "), "{stderr}");
     assert!(stderr.contains(needle), "{stderr} lacks {needle:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -41,7 +53,10 @@ fn truncated_table() {
     let mut fw = vec![0u8; 64 * 1024];
     let end = fw.len();
     // footer GUID 96b582de-1fb2-45f7-baea-a366c55a082d at end-0x30, table length at end-0x32
-    let guid = [0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d];
+    let guid = [
+        0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08,
+        0x2d,
+    ];
     fw[end - 0x30..end - 0x20].copy_from_slice(&guid);
     fw[end - 0x32..end - 0x30].copy_from_slice(&0xFFF0u16.to_le_bytes());
     let (code, _, err) = inspect(&tmp("truncated.fd", &fw));
@@ -68,6 +83,9 @@ fn inspects_debian_ovmf_when_present() {
         let (code, out, err) = inspect(p);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("OVMF footer table"), "{out}");
-        assert!(out.contains("SEV-ES reset block") || out.contains("00f771de"), "{out}");
+        assert!(
+            out.contains("SEV-ES reset block") || out.contains("00f771de"),
+            "{out}"
+        );
     }
 }

@@ -13,7 +13,10 @@ fn evidence() -> Evidence {
         hpke_pk,
         receipt_pk,
         nonce,
-        tee: TeeEvidence::Dev(sign_dev(&IMAGE_SHA384, &report_data(&hpke_pk, &receipt_pk, &nonce))),
+        tee: TeeEvidence::Dev(sign_dev(
+            &IMAGE_SHA384,
+            &report_data(&hpke_pk, &receipt_pk, &nonce),
+        )),
     }
 }
 
@@ -28,7 +31,10 @@ fn allow() -> Policy {
 #[test]
 fn dev_evidence_refused_by_default_accepted_with_flag() {
     let ev = dev::decode_evidence(&postcard::to_allocvec(&evidence()).unwrap()).unwrap();
-    let strict = Policy { allow_insecure_dev: false, ..allow() };
+    let strict = Policy {
+        allow_insecure_dev: false,
+        ..allow()
+    };
     let v = dev::verify(&ev, &strict).unwrap();
     assert!(!v.ok());
     assert_eq!(v.first_failure().unwrap().name, "insecure dev evidence");
@@ -44,25 +50,54 @@ fn forged_or_mismatched_dev_evidence_is_rejected() {
         r.signature[0] ^= 1;
     }
     let v = dev::verify(&ev, &allow()).unwrap();
-    assert_eq!(v.first_failure().unwrap().name, "dev signature and key binding");
+    assert_eq!(
+        v.first_failure().unwrap().name,
+        "dev signature and key binding"
+    );
     let mut ev = evidence();
     ev.nonce[0] ^= 1; // REPORT_DATA no longer binds the keys and nonce
     assert!(!dev::verify(&ev, &allow()).unwrap().ok());
-    let p = Policy { measurement: MeasurementPolicy::OneOf(vec![[0; 48]]), ..allow() };
-    assert_eq!(dev::verify(&evidence(), &p).unwrap().first_failure().unwrap().name, "measurement");
+    let p = Policy {
+        measurement: MeasurementPolicy::OneOf(vec![[0; 48]]),
+        ..allow()
+    };
+    assert_eq!(
+        dev::verify(&evidence(), &p)
+            .unwrap()
+            .first_failure()
+            .unwrap()
+            .name,
+        "measurement"
+    );
 }
 
 #[test]
 fn malformed_dev_evidence_is_an_error() {
     let bytes = postcard::to_allocvec(&evidence()).unwrap();
-    assert!(matches!(dev::decode_evidence(&bytes[..bytes.len() - 3]), Err(VerifyError::DevEvidence(_))));
-    assert!(matches!(dev::decode_evidence(&[bytes.clone(), vec![0]].concat()), Err(VerifyError::DevEvidence(_))));
-    let snp = Evidence { tee: TeeEvidence::Tdx { quote: vec![1, 2] }, ..evidence() };
-    assert!(matches!(dev::verify(&snp, &allow()), Err(VerifyError::DevEvidence(_))));
+    assert!(matches!(
+        dev::decode_evidence(&bytes[..bytes.len() - 3]),
+        Err(VerifyError::DevEvidence(_))
+    ));
+    assert!(matches!(
+        dev::decode_evidence(&[bytes.clone(), vec![0]].concat()),
+        Err(VerifyError::DevEvidence(_))
+    ));
+    let snp = Evidence {
+        tee: TeeEvidence::Tdx { quote: vec![1, 2] },
+        ..evidence()
+    };
+    assert!(matches!(
+        dev::verify(&snp, &allow()),
+        Err(VerifyError::DevEvidence(_))
+    ));
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pupa-measure")).arg("verify").args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pupa-measure"))
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -79,15 +114,31 @@ fn cli_dev_refuses_then_accepts_with_warning() {
     let f = f.to_str().unwrap();
     let (code, out, _) = cli(&["--dev-evidence", f, "--any-measurement"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  insecure dev evidence") && out.contains("REJECTED"), "{out}");
-    let (code, out, err) = cli(&["--dev-evidence", f, "--any-measurement", "--allow-insecure-dev"]);
+    assert!(
+        out.contains("FAIL  insecure dev evidence") && out.contains("REJECTED"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&[
+        "--dev-evidence",
+        f,
+        "--any-measurement",
+        "--allow-insecure-dev",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("WARNING: INSECURE"), "{err}");
     // Keys and nonce given on the command line must match the binding.
     let k = |b: u8| hex::encode([b; 32]);
     let (code, out, _) = cli(&[
-        "--dev-evidence", f, "--any-measurement", "--allow-insecure-dev",
-        "--hpke-pk", &k(1), "--receipt-pk", &k(2), "--nonce", &k(9),
+        "--dev-evidence",
+        f,
+        "--any-measurement",
+        "--allow-insecure-dev",
+        "--hpke-pk",
+        &k(1),
+        "--receipt-pk",
+        &k(2),
+        "--nonce",
+        &k(9),
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL  REPORT_DATA"), "{out}");
@@ -98,22 +149,48 @@ fn cli_dev_refuses_then_accepts_with_warning() {
 fn cli_snp_and_tdx_samples() {
     let td = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/evidence/");
     let (code, out, err) = cli(&[
-        "--tee", "snp", "--report", &format!("{td}report_milan.hex"), "--vcek", &format!("{td}vcek_milan.der"),
+        "--tee",
+        "snp",
+        "--report",
+        &format!("{td}report_milan.hex"),
+        "--vcek",
+        &format!("{td}vcek_milan.der"),
         "--any-measurement",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ACCEPTED"), "{out}");
-    let (code, out, _) = cli(&["--tee", "snp", "--report", &format!("{td}report_milan.hex"), "--any-measurement", "--json"]);
+    let (code, out, _) = cli(&[
+        "--tee",
+        "snp",
+        "--report",
+        &format!("{td}report_milan.hex"),
+        "--any-measurement",
+        "--json",
+    ]);
     assert_eq!(code, 1);
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(j["ok"], false);
     let (code, out, err) = cli(&[
-        "--tee", "tdx", "--quote", &format!("{td}tdx_quote"), "--collateral", &format!("{td}tdx_quote_collateral.json"),
-        "--now", "2025-07-01T00:00:00Z", "--any-measurement",
+        "--tee",
+        "tdx",
+        "--quote",
+        &format!("{td}tdx_quote"),
+        "--collateral",
+        &format!("{td}tdx_quote_collateral.json"),
+        "--now",
+        "2025-07-01T00:00:00Z",
+        "--any-measurement",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     // No measurement policy chosen: a usage error, not a verdict.
-    let (code, _, err) = cli(&["--tee", "tdx", "--quote", &format!("{td}tdx_quote"), "--collateral", &format!("{td}tdx_quote_collateral.json")]);
+    let (code, _, err) = cli(&[
+        "--tee",
+        "tdx",
+        "--quote",
+        &format!("{td}tdx_quote"),
+        "--collateral",
+        &format!("{td}tdx_quote_collateral.json"),
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("measurement policy"), "{err}");
 }

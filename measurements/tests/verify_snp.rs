@@ -25,11 +25,17 @@ fn strict() -> Policy {
 
 /// Names of the failed checks.
 fn failed(v: &Verdict) -> Vec<&str> {
-    v.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect()
+    v.checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 fn detail<'a>(v: &'a Verdict, name: &str) -> &'a str {
-    &v.get(name).unwrap_or_else(|| panic!("no check {name}")).detail
+    &v.get(name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+        .detail
 }
 
 #[test]
@@ -55,7 +61,10 @@ fn flipped_bit_in_signed_body_is_rejected() {
     // Reserved bytes (0x1F8.. in a v2 report) must be zero: refused before any check.
     let mut r = report();
     r[0x29F] ^= 0x01;
-    assert!(matches!(snp::verify(&r, Some(VCEK), &strict()), Err(VerifyError::SnpReport(_))));
+    assert!(matches!(
+        snp::verify(&r, Some(VCEK), &strict()),
+        Err(VerifyError::SnpReport(_))
+    ));
 }
 
 #[test]
@@ -70,7 +79,10 @@ fn flipped_bit_in_signature_is_rejected() {
     let mut r = report();
     r[0x2A0 + 60] = 1;
     let v = snp::verify(&r, Some(VCEK), &strict()).unwrap();
-    assert!(detail(&v, "report signature").contains("wider than 384"), "{v:#?}");
+    assert!(
+        detail(&v, "report signature").contains("wider than 384"),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -86,7 +98,10 @@ fn flipped_bit_in_vcek_is_rejected() {
         let c = snp::parse_vcek(VCEK).unwrap();
         c.public_key_sec1().to_vec()
     };
-    let pos = VCEK.windows(key.len()).position(|w| w == key.as_slice()).unwrap();
+    let pos = VCEK
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .unwrap();
     let mut vcek = VCEK.to_vec();
     vcek[pos + 20] ^= 0x01;
     let v = snp::verify(&report(), Some(&vcek), &strict()).unwrap();
@@ -105,7 +120,10 @@ fn chain_to_another_root_is_rejected() {
 fn missing_vcek_fails_with_kds_hint() {
     let v = snp::verify(&report(), None, &strict()).unwrap();
     assert!(!v.ok());
-    assert!(detail(&v, "VCEK chain").contains("blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115"), "{v:#?}");
+    assert!(
+        detail(&v, "VCEK chain").contains("blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115"),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -115,7 +133,10 @@ fn debug_bit_is_rejected_unless_allowed() {
     let v = snp::verify(&r, Some(VCEK), &strict()).unwrap();
     assert!(failed(&v).contains(&"debug"), "{v:#?}");
     assert!(detail(&v, "debug").contains("bit 19"), "{v:#?}");
-    let allow = Policy { allow_debug: true, ..strict() };
+    let allow = Policy {
+        allow_debug: true,
+        ..strict()
+    };
     let v = snp::verify(&r, Some(VCEK), &allow).unwrap();
     assert!(!failed(&v).contains(&"debug"), "{v:#?}");
     // Bit 18, migration agent.
@@ -130,11 +151,17 @@ fn chip_id_or_tcb_not_matching_the_vcek_is_rejected() {
     let mut r = report();
     r[0x1A0] ^= 0x01; // CHIP_ID
     let v = snp::verify(&r, Some(VCEK), &strict()).unwrap();
-    assert!(detail(&v, "VCEK matches chip and TCB").contains("hwID"), "{v:#?}");
+    assert!(
+        detail(&v, "VCEK matches chip and TCB").contains("hwID"),
+        "{v:#?}"
+    );
     let mut r = report();
     r[0x180 + 7] = 0x74; // REPORTED_TCB microcode 115 -> 116
     let v = snp::verify(&r, Some(VCEK), &strict()).unwrap();
-    assert!(detail(&v, "VCEK matches chip and TCB").contains("ucodeSPL"), "{v:#?}");
+    assert!(
+        detail(&v, "VCEK matches chip and TCB").contains("ucodeSPL"),
+        "{v:#?}"
+    );
 }
 
 #[test]
@@ -149,15 +176,30 @@ fn wrong_measurement_report_data_vmpl_tcb_are_rejected() {
     let v = snp::verify(&report(), Some(VCEK), &p).unwrap();
     assert_eq!(failed(&v), ["REPORT_DATA"], "{v:#?}");
 
-    let p = Policy { snp_vmpl: 1, ..strict() };
-    assert_eq!(failed(&snp::verify(&report(), Some(VCEK), &p).unwrap()), ["VMPL"]);
+    let p = Policy {
+        snp_vmpl: 1,
+        ..strict()
+    };
+    assert_eq!(
+        failed(&snp::verify(&report(), Some(VCEK), &p).unwrap()),
+        ["VMPL"]
+    );
 
     let min: SnpMinTcb = "bl=3,tee=0,snp=8,ucode=115".parse().unwrap();
-    let p = Policy { snp_min_tcb: Some(min), ..strict() };
+    let p = Policy {
+        snp_min_tcb: Some(min),
+        ..strict()
+    };
     assert!(snp::verify(&report(), Some(VCEK), &p).unwrap().ok());
     let min: SnpMinTcb = "snp=9".parse().unwrap();
-    let p = Policy { snp_min_tcb: Some(min), ..strict() };
-    assert_eq!(failed(&snp::verify(&report(), Some(VCEK), &p).unwrap()), ["minimum TCB"]);
+    let p = Policy {
+        snp_min_tcb: Some(min),
+        ..strict()
+    };
+    assert_eq!(
+        failed(&snp::verify(&report(), Some(VCEK), &p).unwrap()),
+        ["minimum TCB"]
+    );
     assert!("bl=x".parse::<SnpMinTcb>().is_err());
     assert!("fmc=1".parse::<SnpMinTcb>().is_err());
 }
@@ -165,12 +207,28 @@ fn wrong_measurement_report_data_vmpl_tcb_are_rejected() {
 #[test]
 fn truncated_oversized_and_garbage_inputs_are_errors() {
     let r = report();
-    for bad in [&r[..REPORT_LEN - 1], &[r.as_slice(), &[0]].concat()[..], &[][..]] {
-        assert!(matches!(snp::verify(bad, Some(VCEK), &strict()), Err(VerifyError::SnpReport(_))));
+    for bad in [
+        &r[..REPORT_LEN - 1],
+        &[r.as_slice(), &[0]].concat()[..],
+        &[][..],
+    ] {
+        assert!(matches!(
+            snp::verify(bad, Some(VCEK), &strict()),
+            Err(VerifyError::SnpReport(_))
+        ));
     }
     let mut v1 = r.clone();
     v1[0] = 1;
-    assert!(matches!(snp::verify(&v1, Some(VCEK), &strict()), Err(VerifyError::SnpReport(_))));
-    assert!(matches!(snp::verify(&r, Some(&VCEK[..100]), &strict()), Err(VerifyError::Vcek(_))));
-    assert!(matches!(snp::load_report(b"abc"), Err(VerifyError::SnpReport(_))));
+    assert!(matches!(
+        snp::verify(&v1, Some(VCEK), &strict()),
+        Err(VerifyError::SnpReport(_))
+    ));
+    assert!(matches!(
+        snp::verify(&r, Some(&VCEK[..100]), &strict()),
+        Err(VerifyError::Vcek(_))
+    ));
+    assert!(matches!(
+        snp::load_report(b"abc"),
+        Err(VerifyError::SnpReport(_))
+    ));
 }

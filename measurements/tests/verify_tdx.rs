@@ -7,7 +7,8 @@ use pupa_measurements::verify::{MeasurementPolicy, Policy, TdxTcbStatus, Verdict
 const QUOTE: &[u8] = include_bytes!("../testdata/evidence/tdx_quote");
 const COLLATERAL: &[u8] = include_bytes!("../testdata/evidence/tdx_quote_collateral.json");
 const OUTDATED: &[u8] = include_bytes!("../testdata/evidence/tdx_quote_outdated");
-const OUTDATED_COLLATERAL: &[u8] = include_bytes!("../testdata/evidence/tdx_quote_outdated_collateral.json");
+const OUTDATED_COLLATERAL: &[u8] =
+    include_bytes!("../testdata/evidence/tdx_quote_outdated_collateral.json");
 /// Inside both the TCB info (2025-06-19..07-19) and QE identity windows of the first sample.
 const NOW: &str = "2025-07-01T00:00:00Z";
 /// Inside the outdated sample's collateral window (2026-02-18..03-20).
@@ -19,7 +20,10 @@ const MRTD: usize = BODY + 136;
 const REPORT_DATA: usize = BODY + 520;
 
 fn any() -> Policy {
-    Policy { measurement: MeasurementPolicy::Any, ..Policy::default() }
+    Policy {
+        measurement: MeasurementPolicy::Any,
+        ..Policy::default()
+    }
 }
 
 fn run(q: &[u8], policy: &Policy) -> Verdict {
@@ -28,11 +32,17 @@ fn run(q: &[u8], policy: &Policy) -> Verdict {
 }
 
 fn failed(v: &Verdict) -> Vec<&str> {
-    v.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect()
+    v.checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 fn detail<'a>(v: &'a Verdict, name: &str) -> &'a str {
-    &v.get(name).unwrap_or_else(|| panic!("no check {name}")).detail
+    &v.get(name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+        .detail
 }
 
 #[test]
@@ -61,14 +71,24 @@ fn outdated_quote_gets_its_collaterals_status() {
     let now = tdx::parse_now(NOW_OUTDATED).unwrap();
     let v = tdx::verify(OUTDATED, &c, now, &any()).unwrap();
     assert_eq!(failed(&v), ["TCB status"], "{v:#?}");
-    assert!(detail(&v, "TCB status").starts_with("TcbNotSupported"), "{v:#?}");
+    assert!(
+        detail(&v, "TCB status").starts_with("TcbNotSupported"),
+        "{v:#?}"
+    );
     assert!(detail(&v, "quote format").starts_with("v5"), "{v:#?}");
     // Even the most permissive status policy does not accept an unsupported TCB.
-    let relaxed = Policy { tdx_min_status: TdxTcbStatus::Revoked, ..any() };
-    assert_eq!(failed(&tdx::verify(OUTDATED, &c, now, &relaxed).unwrap()), ["TCB status"]);
+    let relaxed = Policy {
+        tdx_min_status: TdxTcbStatus::Revoked,
+        ..any()
+    };
+    assert_eq!(
+        failed(&tdx::verify(OUTDATED, &c, now, &relaxed).unwrap()),
+        ["TCB status"]
+    );
     // Outside its window the collateral itself fails.
     let late = tdx::parse_now("2026-04-01T00:00:00Z").unwrap();
-    assert!(failed(&tdx::verify(OUTDATED, &c, late, &any()).unwrap()).contains(&"quote signature and chain"));
+    assert!(failed(&tdx::verify(OUTDATED, &c, late, &any()).unwrap())
+        .contains(&"quote signature and chain"));
 }
 
 #[test]
@@ -76,7 +96,10 @@ fn now_outside_the_collateral_window_is_rejected() {
     let c = tdx::parse_collateral(COLLATERAL).unwrap();
     for now in ["2025-08-01T00:00:00Z", "2025-06-01T00:00:00Z"] {
         let v = tdx::verify(QUOTE, &c, tdx::parse_now(now).unwrap(), &any()).unwrap();
-        assert!(failed(&v).contains(&"quote signature and chain"), "{now}: {v:#?}");
+        assert!(
+            failed(&v).contains(&"quote signature and chain"),
+            "{now}: {v:#?}"
+        );
     }
     assert!(tdx::parse_now("yesterday").is_err());
 }
@@ -87,8 +110,16 @@ fn flipped_bit_in_signed_body_is_rejected() {
         let mut q = QUOTE.to_vec();
         q[off] ^= 1;
         let v = run(&q, &any());
-        assert!(failed(&v).contains(&"quote signature and chain"), "{off}: {v:#?}");
-        assert!(detail(&v, "quote signature and chain").to_lowercase().contains("signature"), "{v:#?}");
+        assert!(
+            failed(&v).contains(&"quote signature and chain"),
+            "{off}: {v:#?}"
+        );
+        assert!(
+            detail(&v, "quote signature and chain")
+                .to_lowercase()
+                .contains("signature"),
+            "{v:#?}"
+        );
     }
 }
 
@@ -104,7 +135,11 @@ fn flipped_bit_in_signature_is_rejected() {
 /// certification data.
 fn tamper_pck(q: &mut [u8], at: usize) {
     let begin = b"-----BEGIN CERTIFICATE-----\n";
-    let pos = q.windows(begin.len()).position(|w| w == begin).expect("PEM in quote") + begin.len();
+    let pos = q
+        .windows(begin.len())
+        .position(|w| w == begin)
+        .expect("PEM in quote")
+        + begin.len();
     let c = &mut q[pos + at];
     *c = if *c == b'A' { b'B' } else { b'A' };
 }
@@ -122,7 +157,8 @@ fn chain_to_another_root_is_rejected() {
     // An unrelated root certificate: AMD's Milan ARK (DER, converted with `openssl x509`).
     let other_root = include_bytes!("../testdata/evidence/milan_ark.der");
     let c = tdx::parse_collateral(COLLATERAL).unwrap();
-    let v = tdx::verify_with_root(QUOTE, &c, tdx::parse_now(NOW).unwrap(), &any(), other_root).unwrap();
+    let v =
+        tdx::verify_with_root(QUOTE, &c, tdx::parse_now(NOW).unwrap(), &any(), other_root).unwrap();
     assert!(failed(&v).contains(&"quote signature and chain"), "{v:#?}");
 }
 
@@ -133,15 +169,33 @@ fn debug_bit_is_rejected_unless_allowed() {
     let v = run(&q, &any());
     assert!(failed(&v).contains(&"debug"), "{v:#?}");
     assert!(detail(&v, "debug").contains("bit 0"), "{v:#?}");
-    let v = run(&q, &Policy { allow_debug: true, ..any() });
+    let v = run(
+        &q,
+        &Policy {
+            allow_debug: true,
+            ..any()
+        },
+    );
     assert!(!failed(&v).contains(&"debug"), "{v:#?}");
 }
 
 #[test]
 fn wrong_measurement_and_report_data_are_rejected() {
-    let v = run(QUOTE, &Policy { measurement: MeasurementPolicy::OneOf(vec![[7; 48]]), ..any() });
+    let v = run(
+        QUOTE,
+        &Policy {
+            measurement: MeasurementPolicy::OneOf(vec![[7; 48]]),
+            ..any()
+        },
+    );
     assert_eq!(failed(&v), ["measurement"], "{v:#?}");
-    let v = run(QUOTE, &Policy { report_data: Some([7; 64]), ..any() });
+    let v = run(
+        QUOTE,
+        &Policy {
+            report_data: Some([7; 64]),
+            ..any()
+        },
+    );
     assert_eq!(failed(&v), ["REPORT_DATA"], "{v:#?}");
 }
 
@@ -158,12 +212,34 @@ fn truncated_oversized_and_malformed_inputs_are_errors() {
         QUOTE[..600].to_vec(),
         vec![0; MAX_QUOTE_LEN + 1],
         Vec::new(),
-        { let mut q = QUOTE.to_vec(); q[0] = 3; q },
-        { let mut q = QUOTE.to_vec(); q[4] = 0; q },
-        { let mut q = OUTDATED.to_vec(); q[48] = 7; q }, // v5 body type
+        {
+            let mut q = QUOTE.to_vec();
+            q[0] = 3;
+            q
+        },
+        {
+            let mut q = QUOTE.to_vec();
+            q[4] = 0;
+            q
+        },
+        {
+            let mut q = OUTDATED.to_vec();
+            q[48] = 7;
+            q
+        }, // v5 body type
     ];
     for q in cases {
-        assert!(matches!(tdx::verify(&q, &c, now, &any()), Err(VerifyError::TdxQuote(_))), "{} bytes", q.len());
+        assert!(
+            matches!(
+                tdx::verify(&q, &c, now, &any()),
+                Err(VerifyError::TdxQuote(_))
+            ),
+            "{} bytes",
+            q.len()
+        );
     }
-    assert!(matches!(tdx::parse_collateral(b"{}"), Err(VerifyError::Collateral(_))));
+    assert!(matches!(
+        tdx::parse_collateral(b"{}"),
+        Err(VerifyError::Collateral(_))
+    ));
 }

@@ -112,7 +112,11 @@ pub enum EvidenceError {
 
 /// The (public, recomputable) Ed25519 key of development reports for an image.
 pub fn dev_signing_key(image_sha384: &[u8; 48]) -> SigningKey {
-    let seed: [u8; 32] = Sha256::new().chain_update(DEV_KEY_DOMAIN).chain_update(image_sha384).finalize().into();
+    let seed: [u8; 32] = Sha256::new()
+        .chain_update(DEV_KEY_DOMAIN)
+        .chain_update(image_sha384)
+        .finalize()
+        .into();
     SigningKey::from_bytes(&seed)
 }
 
@@ -135,13 +139,18 @@ pub fn sign_dev(image_sha384: &[u8; 48], report_data: &[u8; 64]) -> DevReport {
 /// REPORT_DATA binds the evidence's keys and nonce. Returns the image SHA-384. Says nothing
 /// about confidentiality: callers must refuse dev evidence unless insecure dev is allowed.
 pub fn verify_dev(ev: &Evidence) -> Result<[u8; 48], EvidenceError> {
-    let TeeEvidence::Dev(r) = &ev.tee else { return Err(EvidenceError::NotDev) };
+    let TeeEvidence::Dev(r) = &ev.tee else {
+        return Err(EvidenceError::NotDev);
+    };
     if r.marker != DEV_MARKER {
         return Err(EvidenceError::BadMarker);
     }
     let vk = dev_signing_key(&r.image_sha384).verifying_key();
-    vk.verify(&dev_message(&r.image_sha384, &r.report_data), &Signature::from_bytes(&r.signature))
-        .map_err(|_| EvidenceError::BadSignature)?;
+    vk.verify(
+        &dev_message(&r.image_sha384, &r.report_data),
+        &Signature::from_bytes(&r.signature),
+    )
+    .map_err(|_| EvidenceError::BadSignature)?;
     if r.report_data != ev.expected_report_data() {
         return Err(EvidenceError::BindingMismatch);
     }

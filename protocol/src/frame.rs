@@ -122,7 +122,11 @@ pub fn encode_frame(kind: Kind, body: &[u8]) -> Result<Vec<u8>, FrameError> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|l| *l <= max)
-        .ok_or(FrameError::TooLarge { kind, len: body.len() as u64, max })?;
+        .ok_or(FrameError::TooLarge {
+            kind,
+            len: body.len() as u64,
+            max,
+        })?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.push(PROTOCOL_VERSION);
@@ -139,7 +143,11 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, u32), FrameError> {
     }
     let kind = Kind::from_u8(h[5]).ok_or(FrameError::UnknownKind { got: h[5] })?;
     if len > kind.max_len() {
-        return Err(FrameError::TooLarge { kind, len: u64::from(len), max: kind.max_len() });
+        return Err(FrameError::TooLarge {
+            kind,
+            len: u64::from(len),
+            max: kind.max_len(),
+        });
     }
     Ok((kind, len))
 }
@@ -180,7 +188,9 @@ impl FrameDecoder {
         let (kind, len) = match self.header {
             Some(h) => h,
             None => {
-                let Some(h) = avail.first_chunk::<HEADER_LEN>() else { return Ok(None) };
+                let Some(h) = avail.first_chunk::<HEADER_LEN>() else {
+                    return Ok(None);
+                };
                 match parse_header(h) {
                     Ok(h) => {
                         self.header = Some(h);
@@ -275,7 +285,13 @@ mod tests {
         }
         d.finish().unwrap();
         assert_eq!(got.len(), 3);
-        assert_eq!(got[1], Frame { kind: Kind::SealedJob, body: vec![7u8; 1000] });
+        assert_eq!(
+            got[1],
+            Frame {
+                kind: Kind::SealedJob,
+                body: vec![7u8; 1000]
+            }
+        );
         assert_eq!(got[2].body, b"x");
         // All at once (frames copied out of a shared buffer) and in uneven pieces.
         for chunk in [stream.len(), 7, 1001] {
@@ -296,8 +312,14 @@ mod tests {
     fn header_errors_are_specific() {
         let mut d = FrameDecoder::new();
         d.feed(&[0, 0, 0, 0, 2, 1]);
-        assert_eq!(d.next_frame(), Err(FrameError::UnsupportedVersion { got: 2 }));
-        assert_eq!(d.next_frame(), Err(FrameError::UnsupportedVersion { got: 2 }));
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::UnsupportedVersion { got: 2 })
+        );
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::UnsupportedVersion { got: 2 })
+        );
         let mut d = FrameDecoder::new();
         d.feed(&[0, 0, 0, 0, 1, 99]);
         assert_eq!(d.next_frame(), Err(FrameError::UnknownKind { got: 99 }));
@@ -306,7 +328,11 @@ mod tests {
         d.feed(&[1, Kind::Hello as u8]);
         assert_eq!(
             d.next_frame(),
-            Err(FrameError::TooLarge { kind: Kind::Hello, len: u64::from(MAX_CONTROL_FRAME) + 1, max: MAX_CONTROL_FRAME })
+            Err(FrameError::TooLarge {
+                kind: Kind::Hello,
+                len: u64::from(MAX_CONTROL_FRAME) + 1,
+                max: MAX_CONTROL_FRAME
+            })
         );
         let mut d = FrameDecoder::new();
         d.feed(&u32::MAX.to_le_bytes());
@@ -321,7 +347,11 @@ mod tests {
             let mut d = FrameDecoder::new();
             d.feed(&f[..cut]);
             assert_eq!(d.next_frame(), Ok(None));
-            let need = if cut < HEADER_LEN { HEADER_LEN } else { f.len() };
+            let need = if cut < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                f.len()
+            };
             assert_eq!(d.finish(), Err(FrameError::Truncated { have: cut, need }));
         }
     }
@@ -329,6 +359,9 @@ mod tests {
     #[test]
     fn encode_refuses_oversized_body() {
         let body = vec![0u8; MAX_CONTROL_FRAME as usize + 1];
-        assert!(matches!(encode_frame(Kind::Error, &body), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            encode_frame(Kind::Error, &body),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 }

@@ -191,7 +191,9 @@ fn nz(v: u32, name: &'static str) -> Result<u64, JobError> {
 }
 
 fn mul(xs: &[u64]) -> u64 {
-    xs.iter().try_fold(1u64, |a, &b| a.checked_mul(b)).unwrap_or(u64::MAX)
+    xs.iter()
+        .try_fold(1u64, |a, &b| a.checked_mul(b))
+        .unwrap_or(u64::MAX)
 }
 
 fn cap(what: &'static str, got: u64, max: u64) -> Result<(), JobError> {
@@ -225,9 +227,20 @@ impl Job {
                 };
                 (alloc::vec![mul(&[m, k]), mul(&[k, n])], shape)
             }
-            Op::Attention { seq_q, seq_k, heads, kv_heads, dim, causal } => {
+            Op::Attention {
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                dim,
+                causal,
+            } => {
                 let (sq, sk) = (nz(seq_q, "seq_q")?, nz(seq_k, "seq_k")?);
-                let (h, g, d) = (nz(heads, "heads")?, nz(kv_heads, "kv_heads")?, nz(dim, "dim")?);
+                let (h, g, d) = (
+                    nz(heads, "heads")?,
+                    nz(kv_heads, "kv_heads")?,
+                    nz(dim, "dim")?,
+                );
                 if h % g != 0 {
                     return Err(JobError::BadGqa { heads, kv_heads });
                 }
@@ -246,19 +259,30 @@ impl Job {
             }
         };
         if self.tensors.len() != elems.len() {
-            return Err(JobError::TensorCount { expected: elems.len(), got: self.tensors.len() });
+            return Err(JobError::TensorCount {
+                expected: elems.len(),
+                got: self.tensors.len(),
+            });
         }
         let mut total = 0u64;
         for (index, (t, &n)) in self.tensors.iter().zip(&elems).enumerate() {
             let expected = n.saturating_mul(es);
             cap("input tensor", expected, MAX_INPUT_BYTES)?;
             if t.len() as u64 != expected {
-                return Err(JobError::TensorBytes { index, expected, got: t.len() as u64 });
+                return Err(JobError::TensorBytes {
+                    index,
+                    expected,
+                    got: t.len() as u64,
+                });
             }
             total += expected;
         }
         cap("input", total, MAX_INPUT_BYTES)?;
-        cap("output", shape.out_elems.saturating_mul(4), MAX_OUTPUT_BYTES)?;
+        cap(
+            "output",
+            shape.out_elems.saturating_mul(4),
+            MAX_OUTPUT_BYTES,
+        )?;
         cap("work (flops)", shape.flops, MAX_FLOPS)?;
         Ok(shape)
     }

@@ -127,7 +127,11 @@ impl ErrorReply {
         while !detail.is_char_boundary(end) {
             end -= 1;
         }
-        ErrorReply { code, job_id, detail: detail[..end].into() }
+        ErrorReply {
+            code,
+            job_id,
+            detail: detail[..end].into(),
+        }
     }
 }
 
@@ -181,9 +185,13 @@ pub enum MsgError {
 }
 
 fn decode<'a, T: Deserialize<'a>>(kind: Kind, body: &'a [u8]) -> Result<T, MsgError> {
-    let (v, rest) = postcard::take_from_bytes(body).map_err(|reason| MsgError::Malformed { kind, reason })?;
+    let (v, rest) =
+        postcard::take_from_bytes(body).map_err(|reason| MsgError::Malformed { kind, reason })?;
     if !rest.is_empty() {
-        return Err(MsgError::TrailingBytes { kind, extra: rest.len() });
+        return Err(MsgError::TrailingBytes {
+            kind,
+            extra: rest.len(),
+        });
     }
     Ok(v)
 }
@@ -264,11 +272,28 @@ fn decode_plain<T: for<'a> Deserialize<'a>>(pt: &[u8]) -> Result<T, OpenError> {
 impl SealedJob {
     /// Seals `job` to the guest key `guest_pk` (from verified evidence). `ikm_e` must be 32
     /// fresh random bytes.
-    pub fn seal(job: &Job, guest_pk: &[u8; KEY_LEN], aead: Aead, ikm_e: &[u8; 32]) -> Result<SealedJob, MsgError> {
+    pub fn seal(
+        job: &Job,
+        guest_pk: &[u8; KEY_LEN],
+        aead: Aead,
+        ikm_e: &[u8; 32],
+    ) -> Result<SealedJob, MsgError> {
         let pt = postcard::to_allocvec(job).map_err(MsgError::Encode)?;
-        let (enc, ciphertext) = seal::seal_raw(aead, guest_pk, &seal::job_info(guest_pk), &seal::job_aad(aead), &pt, ikm_e)
-            .map_err(MsgError::Seal)?;
-        Ok(SealedJob { recipient: *guest_pk, aead, enc, ciphertext })
+        let (enc, ciphertext) = seal::seal_raw(
+            aead,
+            guest_pk,
+            &seal::job_info(guest_pk),
+            &seal::job_aad(aead),
+            &pt,
+            ikm_e,
+        )
+        .map_err(MsgError::Seal)?;
+        Ok(SealedJob {
+            recipient: *guest_pk,
+            aead,
+            enc,
+            ciphertext,
+        })
     }
 
     /// Opens with the guest key pair, decrypting in place: the ciphertext buffer becomes the
@@ -278,7 +303,14 @@ impl SealedJob {
             return Err(OpenError::WrongRecipient);
         }
         let mut buf = self.ciphertext;
-        seal::open_in_place(self.aead, &guest.sk, &self.enc, &seal::job_info(&guest.pk), &seal::job_aad(self.aead), &mut buf)?;
+        seal::open_in_place(
+            self.aead,
+            &guest.sk,
+            &self.enc,
+            &seal::job_info(&guest.pk),
+            &seal::job_aad(self.aead),
+            &mut buf,
+        )?;
         decode_plain(&buf)
     }
 
@@ -287,7 +319,14 @@ impl SealedJob {
         if self.recipient != guest.pk {
             return Err(OpenError::WrongRecipient);
         }
-        let pt = seal::open_raw(self.aead, &guest.sk, &self.enc, &seal::job_info(&guest.pk), &seal::job_aad(self.aead), &self.ciphertext)?;
+        let pt = seal::open_raw(
+            self.aead,
+            &guest.sk,
+            &self.enc,
+            &seal::job_info(&guest.pk),
+            &seal::job_aad(self.aead),
+            &self.ciphertext,
+        )?;
         decode_plain(&pt)
     }
 }
@@ -303,13 +342,29 @@ impl SealedResult {
         ikm_e: &[u8; 32],
     ) -> Result<SealedResult, SealError> {
         let pt = postcard::to_allocvec(result).map_err(|_| SealError::SealFailed)?;
-        let (enc, ciphertext) =
-            seal::seal_raw(aead, client_pk, &seal::result_info(guest_pk, client_pk), &seal::result_aad(aead, job_enc), &pt, ikm_e)?;
-        Ok(SealedResult { job_enc: *job_enc, aead, enc, ciphertext })
+        let (enc, ciphertext) = seal::seal_raw(
+            aead,
+            client_pk,
+            &seal::result_info(guest_pk, client_pk),
+            &seal::result_aad(aead, job_enc),
+            &pt,
+            ikm_e,
+        )?;
+        Ok(SealedResult {
+            job_enc: *job_enc,
+            aead,
+            enc,
+            ciphertext,
+        })
     }
 
     /// Opens with the client's key pair; `guest_pk` and `job_enc` are what the client sent to.
-    pub fn open(&self, client: &seal::KeyPair, guest_pk: &[u8; KEY_LEN], job_enc: &[u8; KEY_LEN]) -> Result<JobResult, OpenError> {
+    pub fn open(
+        &self,
+        client: &seal::KeyPair,
+        guest_pk: &[u8; KEY_LEN],
+        job_enc: &[u8; KEY_LEN],
+    ) -> Result<JobResult, OpenError> {
         let pt = seal::open_raw(
             self.aead,
             &client.sk,

@@ -21,7 +21,12 @@ pub const SIGNED_LEN: usize = 16 + 32 * 3 + 8 * 3;
 /// `SHA-256("pupa/job-hash/v1" ‖ enc ‖ ciphertext)` of a sealed job: the host, the client and
 /// the guest can all compute it without seeing the job.
 pub fn job_hash(enc: &[u8; 32], ciphertext: &[u8]) -> [u8; 32] {
-    Sha256::new().chain_update(JOB_HASH_DOMAIN).chain_update(enc).chain_update(ciphertext).finalize().into()
+    Sha256::new()
+        .chain_update(JOB_HASH_DOMAIN)
+        .chain_update(enc)
+        .chain_update(ciphertext)
+        .finalize()
+        .into()
 }
 
 /// What a receipt states.
@@ -88,7 +93,10 @@ impl Receipt {
 
     /// Signs with the guest's key (whose public half must be `guest_key`).
     pub fn sign(self, key: &SigningKey) -> SignedReceipt {
-        SignedReceipt { receipt: self, signature: key.sign(&self.signed_bytes()).to_bytes() }
+        SignedReceipt {
+            receipt: self,
+            signature: key.sign(&self.signed_bytes()).to_bytes(),
+        }
     }
 }
 
@@ -99,8 +107,12 @@ impl SignedReceipt {
         if &self.receipt.guest_key != expected_guest {
             return Err(ReceiptError::WrongGuest);
         }
-        let vk = VerifyingKey::from_bytes(&self.receipt.guest_key).map_err(|_| ReceiptError::BadKey)?;
-        vk.verify(&self.receipt.signed_bytes(), &Signature::from_bytes(&self.signature))
-            .map_err(|_| ReceiptError::BadSignature)
+        let vk =
+            VerifyingKey::from_bytes(&self.receipt.guest_key).map_err(|_| ReceiptError::BadKey)?;
+        vk.verify(
+            &self.receipt.signed_bytes(),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| ReceiptError::BadSignature)
     }
 }

@@ -89,7 +89,9 @@ pub struct KeyPair {
 
 impl core::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("KeyPair").field("pk", &self.pk).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("pk", &self.pk)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,10 @@ impl KeyPair {
     /// RFC 9180 §7.1.3 DeriveKeyPair(ikm) for DHKEM(X25519, HKDF-SHA256).
     pub fn derive(ikm: &[u8; 32]) -> KeyPair {
         let (sk, pk) = X25519HkdfSha256::derive_keypair(ikm);
-        let mut out = KeyPair { sk: [0; KEY_LEN], pk: [0; KEY_LEN] };
+        let mut out = KeyPair {
+            sk: [0; KEY_LEN],
+            pk: [0; KEY_LEN],
+        };
         out.sk.copy_from_slice(&sk.to_bytes());
         out.pk.copy_from_slice(&pk.to_bytes());
         out
@@ -146,15 +151,20 @@ pub fn seal_raw(
     ikm_e: &[u8; 32],
 ) -> Result<([u8; KEY_LEN], Vec<u8>), SealError> {
     let pk = pk_from(pk_r)?;
-    let mut rng = IkmRng { ikm: *ikm_e, used: 0 };
+    let mut rng = IkmRng {
+        ikm: *ikm_e,
+        used: 0,
+    };
     let mode = OpModeS::Base;
     let r = match aead {
         Aead::Aes256Gcm => hpke::single_shot_seal::<AesGcm256, HkdfSha256, X25519HkdfSha256, _>(
             &mode, &pk, info, plaintext, aad, &mut rng,
         ),
-        Aead::ChaCha20Poly1305 => hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256, _>(
-            &mode, &pk, info, plaintext, aad, &mut rng,
-        ),
+        Aead::ChaCha20Poly1305 => {
+            hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256, _>(
+                &mode, &pk, info, plaintext, aad, &mut rng,
+            )
+        }
     };
     let (enc, ct) = r.map_err(|e| match e {
         hpke::HpkeError::EncapError => SealError::BadKey,
@@ -174,16 +184,20 @@ pub fn open_raw(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, SealError> {
-    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_r).map_err(|_| SealError::BadKey)?;
-    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| SealError::BadKey)?;
+    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_r)
+        .map_err(|_| SealError::BadKey)?;
+    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
+        .map_err(|_| SealError::BadKey)?;
     let mode = OpModeR::Base;
     let r = match aead {
         Aead::Aes256Gcm => hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
             &mode, &sk, &enc, info, ciphertext, aad,
         ),
-        Aead::ChaCha20Poly1305 => hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &mode, &sk, &enc, info, ciphertext, aad,
-        ),
+        Aead::ChaCha20Poly1305 => {
+            hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &mode, &sk, &enc, info, ciphertext, aad,
+            )
+        }
     };
     r.map_err(|e| match e {
         hpke::HpkeError::DecapError => SealError::BadKey,
@@ -204,18 +218,29 @@ pub fn open_in_place(
     aad: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<(), SealError> {
-    let Some(ct_len) = buf.len().checked_sub(TAG_LEN) else { return Err(SealError::OpenFailed) };
-    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_r).map_err(|_| SealError::BadKey)?;
-    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| SealError::BadKey)?;
+    let Some(ct_len) = buf.len().checked_sub(TAG_LEN) else {
+        return Err(SealError::OpenFailed);
+    };
+    let sk = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(sk_r)
+        .map_err(|_| SealError::BadKey)?;
+    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
+        .map_err(|_| SealError::BadKey)?;
     let mode = OpModeR::Base;
     let (ct, tag) = buf.split_at_mut(ct_len);
     let r = match aead {
         Aead::Aes256Gcm => hpke::aead::AeadTag::<AesGcm256>::from_bytes(tag).and_then(|t| {
-            hpke::single_shot_open_in_place_detached::<AesGcm256, HkdfSha256, X25519HkdfSha256>(&mode, &sk, &enc, info, ct, aad, &t)
+            hpke::single_shot_open_in_place_detached::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+                &mode, &sk, &enc, info, ct, aad, &t,
+            )
         }),
-        Aead::ChaCha20Poly1305 => hpke::aead::AeadTag::<ChaCha20Poly1305>::from_bytes(tag).and_then(|t| {
-            hpke::single_shot_open_in_place_detached::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(&mode, &sk, &enc, info, ct, aad, &t)
-        }),
+        Aead::ChaCha20Poly1305 => hpke::aead::AeadTag::<ChaCha20Poly1305>::from_bytes(tag)
+            .and_then(|t| {
+                hpke::single_shot_open_in_place_detached::<
+                    ChaCha20Poly1305,
+                    HkdfSha256,
+                    X25519HkdfSha256,
+                >(&mode, &sk, &enc, info, ct, aad, &t)
+            }),
     };
     r.map_err(|e| match e {
         hpke::HpkeError::DecapError => SealError::BadKey,

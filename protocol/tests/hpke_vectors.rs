@@ -41,7 +41,8 @@ fn h32(s: &str) -> [u8; 32] {
 }
 
 fn vectors() -> Vec<Vector> {
-    let v: Vec<Vector> = serde_json::from_str(include_str!("data/hpke-rfc9180-base-x25519-sha256.json")).unwrap();
+    let v: Vec<Vector> =
+        serde_json::from_str(include_str!("data/hpke-rfc9180-base-x25519-sha256.json")).unwrap();
     assert_eq!(v.len(), 2, "one vector per suite");
     v
 }
@@ -67,25 +68,89 @@ fn seal_and_open_match_rfc_sequence_zero() {
         assert_eq!(aead.id(), v.aead_id);
         let e = &v.encryptions[0];
         // Single-shot Seal is the context's first encryption (sequence number 0).
-        let (enc, ct) = seal_raw(aead, &h32(&v.pk_rm), &h(&v.info), &h(&e.aad), &h(&e.pt), &h32(&v.ikm_e)).unwrap();
+        let (enc, ct) = seal_raw(
+            aead,
+            &h32(&v.pk_rm),
+            &h(&v.info),
+            &h(&e.aad),
+            &h(&e.pt),
+            &h32(&v.ikm_e),
+        )
+        .unwrap();
         assert_eq!(enc.to_vec(), h(&v.enc));
         assert_eq!(ct, h(&e.ct));
-        let pt = open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &h(&e.ct)).unwrap();
+        let pt = open_raw(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            &h(&v.info),
+            &h(&e.aad),
+            &h(&e.ct),
+        )
+        .unwrap();
         assert_eq!(pt, h(&e.pt));
         let mut buf = h(&e.ct);
-        open_in_place(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &mut buf).unwrap();
+        open_in_place(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            &h(&v.info),
+            &h(&e.aad),
+            &mut buf,
+        )
+        .unwrap();
         assert_eq!(buf, h(&e.pt));
         let mut short = vec![0u8; 15];
-        assert!(open_in_place(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &mut short).is_err());
+        assert!(open_in_place(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            &h(&v.info),
+            &h(&e.aad),
+            &mut short
+        )
+        .is_err());
         // Later sequence numbers use another nonce: single-shot Open must refuse them.
         let e1 = &v.encryptions[1];
-        assert!(open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e1.aad), &h(&e1.ct)).is_err());
+        assert!(open_raw(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            &h(&v.info),
+            &h(&e1.aad),
+            &h(&e1.ct)
+        )
+        .is_err());
         // Any flipped bit, other info or other AAD fails.
         let mut bad = h(&e.ct);
         bad[3] ^= 1;
-        assert!(open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), &h(&e.aad), &bad).is_err());
-        assert!(open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), b"other", &h(&e.aad), &h(&e.ct)).is_err());
-        assert!(open_raw(aead, &h32(&v.sk_rm), &h32(&v.enc), &h(&v.info), b"other", &h(&e.ct)).is_err());
+        assert!(open_raw(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            &h(&v.info),
+            &h(&e.aad),
+            &bad
+        )
+        .is_err());
+        assert!(open_raw(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            b"other",
+            &h(&e.aad),
+            &h(&e.ct)
+        )
+        .is_err());
+        assert!(open_raw(
+            aead,
+            &h32(&v.sk_rm),
+            &h32(&v.enc),
+            &h(&v.info),
+            b"other",
+            &h(&e.ct)
+        )
+        .is_err());
     }
     assert_eq!(seen, [Aead::Aes256Gcm, Aead::ChaCha20Poly1305]);
 }

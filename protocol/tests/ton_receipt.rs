@@ -9,7 +9,13 @@ fn key(seed: u8) -> SigningKey {
 }
 
 fn domain() -> Domain {
-    Domain { network_id: MAINNET_ID, contract: MsgAddressInt { workchain: 0, hash: [0xC0; 32] } }
+    Domain {
+        network_id: MAINNET_ID,
+        contract: MsgAddressInt {
+            workchain: 0,
+            hash: [0xC0; 32],
+        },
+    }
 }
 
 fn receipt(guest: &SigningKey, client: &SigningKey, seq: u64, price: u128) -> Receipt {
@@ -90,7 +96,10 @@ fn tampered_receipt_fails_guest_signature() {
 fn tampered_voucher_fails_client_signature() {
     let mut p = payout(5, 1, 10);
     p.voucher.voucher.cap = 1000;
-    assert_eq!(p.check(&domain()).unwrap_err(), TonError::BadClientSignature);
+    assert_eq!(
+        p.check(&domain()).unwrap_err(),
+        TonError::BadClientSignature
+    );
 }
 
 #[test]
@@ -99,13 +108,19 @@ fn other_contract_or_network_is_refused() {
     let mut other = domain();
     other.contract.hash[31] ^= 1;
     assert_eq!(p.check(&other).unwrap_err(), TonError::WrongDomain);
-    let other = Domain { network_id: TESTNET_ID, ..domain() };
+    let other = Domain {
+        network_id: TESTNET_ID,
+        ..domain()
+    };
     assert_eq!(p.check(&other).unwrap_err(), TonError::WrongDomain);
 }
 
 #[test]
 fn above_cap_and_mismatched_voucher_are_refused() {
-    assert_eq!(payout(1, 11, 10).check(&domain()).unwrap_err(), TonError::AboveCap);
+    assert_eq!(
+        payout(1, 11, 10).check(&domain()).unwrap_err(),
+        TonError::AboveCap
+    );
     payout(1, 10, 10).check(&domain()).unwrap();
     let (g, c, other) = (key(1), key(2), key(3));
     let p = Payout {
@@ -122,10 +137,16 @@ fn a_receipt_signature_is_not_a_voucher_signature() {
     let k = key(4);
     let r = receipt(&k, &k, 1, 5).sign(&k).unwrap();
     let v = voucher(&k, &k, 5);
-    let forged = SignedVoucher { voucher: v, signature: r.signature };
+    let forged = SignedVoucher {
+        voucher: v,
+        signature: r.signature,
+    };
     assert_eq!(forged.verify().unwrap_err(), TonError::BadSignature);
     // And a voucher cell does not parse as a receipt.
-    assert_eq!(Receipt::from_cell(&v.to_cell().unwrap()).unwrap_err(), TonError::WrongTag);
+    assert_eq!(
+        Receipt::from_cell(&v.to_cell().unwrap()).unwrap_err(),
+        TonError::WrongTag
+    );
 }
 
 #[test]
@@ -138,14 +159,23 @@ fn strict_parsing_rejects_extra_data() {
     }
     b.store_ref(s.load_ref().unwrap().clone()).unwrap();
     b.store_bit(true).unwrap();
-    assert_eq!(Receipt::from_cell(&b.build().unwrap()).unwrap_err(), TonError::TrailingData);
+    assert_eq!(
+        Receipt::from_cell(&b.build().unwrap()).unwrap_err(),
+        TonError::TrailingData
+    );
 }
 
 #[test]
 fn owner_proof_and_deposit_body() {
     let c = key(2);
-    let owner = MsgAddressInt { workchain: 0, hash: [0xAB; 32] };
-    let proof = OwnerProof { domain: domain(), owner };
+    let owner = MsgAddressInt {
+        workchain: 0,
+        hash: [0xAB; 32],
+    };
+    let proof = OwnerProof {
+        domain: domain(),
+        owner,
+    };
     let signed = proof.sign(&c).unwrap();
     // signature:bits512 ^PupaOwner, the signature over the inner cell's hash.
     let mut s = CellSlice::new(&signed);

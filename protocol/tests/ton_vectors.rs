@@ -15,12 +15,17 @@ fn v(key: &str) -> String {
     if let Some(r) = rest.strip_prefix('"') {
         r[..r.find('"').unwrap()].to_string()
     } else {
-        rest[..rest.find([',', '\n', '}']).unwrap()].trim().to_string()
+        rest[..rest.find([',', '\n', '}']).unwrap()]
+            .trim()
+            .to_string()
     }
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -58,7 +63,10 @@ fn vector_receipt() -> Cell {
     b.store_uint(42, 64).unwrap().store_uint(1, 64).unwrap();
     b.store_uint(1000, 32).unwrap().store_uint(250, 32).unwrap();
     b.store_coins(500_000_000).unwrap();
-    b.store_address(&worker).unwrap().store_address(&client).unwrap();
+    b.store_address(&worker)
+        .unwrap()
+        .store_address(&client)
+        .unwrap();
     b.build().unwrap()
 }
 
@@ -79,7 +87,10 @@ fn receipt_vector_cell_hash_boc_and_signature() {
 
     // body = signature:bits512 ^receipt, depth 1.
     let mut b = CellBuilder::new();
-    b.store_bytes(&sig.to_bytes()).unwrap().store_ref(c).unwrap();
+    b.store_bytes(&sig.to_bytes())
+        .unwrap()
+        .store_ref(c)
+        .unwrap();
     let body = b.build().unwrap();
     assert_eq!(hex(&body.hash()), v("body_hash"));
     assert_eq!(body.depth().to_string(), v("body_depth"));
@@ -92,8 +103,14 @@ fn receipt_vector_cell_hash_boc_and_signature() {
 fn addresses_round_trip_with_vectors() {
     let w = MsgAddressInt::from_raw(&v("worker_raw")).unwrap();
     assert_eq!(w.to_raw(), v("worker_raw"));
-    let nb = FriendlyFlags { bounceable: false, testnet: false };
-    let b = FriendlyFlags { bounceable: true, testnet: false };
+    let nb = FriendlyFlags {
+        bounceable: false,
+        testnet: false,
+    };
+    let b = FriendlyFlags {
+        bounceable: true,
+        testnet: false,
+    };
     assert_eq!(w.to_friendly(nb), v("worker_friendly"));
     assert_eq!(w.to_friendly(b), v("worker_b"));
     let (c, flags) = MsgAddressInt::from_friendly(&v("client_friendly")).unwrap();
@@ -142,18 +159,41 @@ fn builder_limits() {
     for _ in 0..4 {
         b.store_ref(Cell::empty()).unwrap();
     }
-    assert_eq!(b.store_ref(Cell::empty()).unwrap_err(), TonError::TooManyRefs);
-    assert_eq!(CellBuilder::new().store_uint(256, 8).unwrap_err(), TonError::IntegerOverflow);
-    assert_eq!(CellBuilder::new().store_int(-129, 8).unwrap_err(), TonError::IntegerOverflow);
-    assert_eq!(CellBuilder::new().store_coins(MAX_COINS + 1).unwrap_err(), TonError::IntegerOverflow);
+    assert_eq!(
+        b.store_ref(Cell::empty()).unwrap_err(),
+        TonError::TooManyRefs
+    );
+    assert_eq!(
+        CellBuilder::new().store_uint(256, 8).unwrap_err(),
+        TonError::IntegerOverflow
+    );
+    assert_eq!(
+        CellBuilder::new().store_int(-129, 8).unwrap_err(),
+        TonError::IntegerOverflow
+    );
+    assert_eq!(
+        CellBuilder::new().store_coins(MAX_COINS + 1).unwrap_err(),
+        TonError::IntegerOverflow
+    );
 }
 
 #[test]
 fn slice_reads_back_what_builder_wrote() {
-    let a = MsgAddressInt { workchain: -1, hash: [0xab; 32] };
+    let a = MsgAddressInt {
+        workchain: -1,
+        hash: [0xab; 32],
+    };
     let mut b = CellBuilder::new();
-    b.store_int(-5, 7).unwrap().store_coins(0).unwrap().store_coins(123_456_789_000).unwrap();
-    b.store_address(&a).unwrap().store_uint(u128::from(u64::MAX), 64).unwrap();
+    b.store_int(-5, 7)
+        .unwrap()
+        .store_coins(0)
+        .unwrap()
+        .store_coins(123_456_789_000)
+        .unwrap();
+    b.store_address(&a)
+        .unwrap()
+        .store_uint(u128::from(u64::MAX), 64)
+        .unwrap();
     let c = b.build().unwrap();
     let mut s = CellSlice::new(&c);
     assert_eq!(s.load_int(7).unwrap(), -5);
@@ -171,7 +211,12 @@ fn shared_subcells_are_deduplicated_in_boc() {
     let mut c = Cell::empty();
     for i in 0..40u128 {
         let mut b = CellBuilder::new();
-        b.store_uint(i, 8).unwrap().store_ref(c.clone()).unwrap().store_ref(c).unwrap();
+        b.store_uint(i, 8)
+            .unwrap()
+            .store_ref(c.clone())
+            .unwrap()
+            .store_ref(c)
+            .unwrap();
         c = b.build().unwrap();
     }
     assert_eq!(c.depth(), 40);
@@ -187,7 +232,10 @@ fn non_canonical_coins_are_refused() {
     let mut b = CellBuilder::new();
     b.store_uint(2, 4).unwrap().store_uint(1, 16).unwrap();
     let c = b.build().unwrap();
-    assert_eq!(CellSlice::new(&c).load_coins().unwrap_err(), TonError::NonCanonical);
+    assert_eq!(
+        CellSlice::new(&c).load_coins().unwrap_err(),
+        TonError::NonCanonical
+    );
     let mut b = CellBuilder::new();
     b.store_coins(1).unwrap();
     let c = b.build().unwrap();

@@ -11,7 +11,10 @@ use pupa_image::build::{self, BuildOptions, BuildOutput};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 fn build_variant(name: &str, features: &[&str]) -> BuildOutput {
@@ -82,7 +85,10 @@ pub fn boot(image: &Path, accel: Accel, fw_cfg: &[(&str, &str)], timeout: Durati
         accel,
         network: Network::None,
         debug_exit: true,
-        fw_cfg: fw_cfg.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        fw_cfg: fw_cfg
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
     };
     let l = profile::command(&cfg);
     let start = Instant::now();
@@ -112,7 +118,11 @@ pub fn boot(image: &Path, accel: Accel, fw_cfg: &[(&str, &str)], timeout: Durati
     };
     let wall = start.elapsed();
     let serial = reader.join().unwrap_or_default().replace('\r', "");
-    Boot { serial, status, wall }
+    Boot {
+        serial,
+        status,
+        wall,
+    }
 }
 
 /// QEMU's exit status for an isa-debug-exit `code`.
@@ -126,7 +136,13 @@ pub fn copy_source(dst: &Path) -> std::io::Result<usize> {
     let ws = workspace();
     let out = Command::new("git")
         .current_dir(&ws)
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .output()?;
     if !out.status.success() {
         return Err(std::io::Error::other("git ls-files failed"));

@@ -13,7 +13,11 @@ use pupa_host::vm::Guest;
 use pupa_tests::{accel, image};
 
 fn start_guest() -> (Guest, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = LaunchConfig {
         tee: Tee::None,
         vmm: Vmm::Qemu,
@@ -21,23 +25,44 @@ fn start_guest() -> (Guest, String) {
         memory_mib: 512,
         vcpus: 1,
         accel: accel(),
-        network: Network::UserForward { host_port: port, guest_port: 7000 },
+        network: Network::UserForward {
+            host_port: port,
+            guest_port: 7000,
+        },
         debug_exit: true,
         fw_cfg: vec![],
     };
     let mut g = Guest::start(&cfg).expect("start qemu");
-    g.wait_for("pupa: ready", Duration::from_secs(120), |l| l == "pupa: ready", |l| println!("guest | {l}")).expect("guest ready");
+    g.wait_for(
+        "pupa: ready",
+        Duration::from_secs(120),
+        |l| l == "pupa: ready",
+        |l| println!("guest | {l}"),
+    )
+    .expect("guest ready");
     (g, format!("127.0.0.1:{port}"))
 }
 
 fn specs() -> Vec<String> {
     let mut v = Vec::new();
     for (i, dtype) in ["f32", "f16", "bf16"].iter().enumerate() {
-        for (j, (m, n, k)) in [(1, 1, 1), (17, 33, 9), (64, 48, 80), (1, 130, 7)].iter().enumerate() {
-            v.push(format!(r#"{{"op":"matmul","m":{m},"n":{n},"k":{k},"dtype":"{dtype}","seed":{}}}"#, 10 * i + j));
+        for (j, (m, n, k)) in [(1, 1, 1), (17, 33, 9), (64, 48, 80), (1, 130, 7)]
+            .iter()
+            .enumerate()
+        {
+            v.push(format!(
+                r#"{{"op":"matmul","m":{m},"n":{n},"k":{k},"dtype":"{dtype}","seed":{}}}"#,
+                10 * i + j
+            ));
         }
-        for (j, (sq, sk, h, g, d, causal)) in
-            [(37, 37, 2, 2, 64, false), (64, 64, 4, 2, 64, true), (16, 40, 2, 1, 128, true), (33, 33, 1, 1, 256, false)].iter().enumerate()
+        for (j, (sq, sk, h, g, d, causal)) in [
+            (37, 37, 2, 2, 64, false),
+            (64, 64, 4, 2, 64, true),
+            (16, 40, 2, 1, 128, true),
+            (33, 33, 1, 1, 256, false),
+        ]
+        .iter()
+        .enumerate()
         {
             v.push(format!(
                 r#"{{"op":"attention","seq_q":{sq},"seq_k":{sk},"heads":{h},"kv_heads":{g},"dim":{d},"causal":{causal},"dtype":"{dtype}","seed":{}}}"#,
@@ -52,17 +77,28 @@ fn specs() -> Vec<String> {
 fn twenty_four_sealed_jobs_match_the_reference() {
     let (mut guest, addr) = start_guest();
     let mut conn = Connection::connect(&addr, None, Duration::from_secs(60)).expect("connect");
-    let policy = EvidencePolicy { allow_insecure_dev: true, ..Default::default() };
+    let policy = EvidencePolicy {
+        allow_insecure_dev: true,
+        ..Default::default()
+    };
     let worker = client::fetch_and_verify(&mut conn, &policy).expect("evidence");
     let specs = specs();
     assert!(specs.len() >= 20);
     for text in &specs {
         let spec = JobSpec::from_json(text).unwrap();
         let built = spec.build().unwrap();
-        let out = client::run_job(&mut conn, &worker, built.job).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let out = client::run_job(&mut conn, &worker, built.job)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
         let check = spec.check(&out.result).unwrap();
-        println!("{text}: rel err {:.2e} (bound {:.0e})", check.rel_err, check.tolerance);
-        assert!(check.passed, "{text}: rel err {} > {}", check.rel_err, check.tolerance);
+        println!(
+            "{text}: rel err {:.2e} (bound {:.0e})",
+            check.rel_err, check.tolerance
+        );
+        assert!(
+            check.passed,
+            "{text}: rel err {} > {}",
+            check.rel_err, check.tolerance
+        );
     }
     guest.stop();
 }
@@ -73,8 +109,12 @@ fn garbage_and_stalled_connections_do_not_stop_a_good_job() {
     // a client that connects and says nothing (stalls), and one that sends garbage
     let _stalled = TcpStream::connect(&addr).unwrap();
     let mut garbage = TcpStream::connect(&addr).unwrap();
-    garbage.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: pupa\r\n\r\n").unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: pupa\r\n\r\n")
+        .unwrap();
     let mut reply = Vec::new();
     let _ = garbage.read_to_end(&mut reply);
     // the guest answered with a protocol error frame and closed the connection
@@ -83,10 +123,15 @@ fn garbage_and_stalled_connections_do_not_stop_a_good_job() {
     assert!(text.contains("version") || text.contains("frame"), "{text}");
 
     let mut conn = Connection::connect(&addr, None, Duration::from_secs(60)).expect("connect");
-    let policy = EvidencePolicy { allow_insecure_dev: true, ..Default::default() };
+    let policy = EvidencePolicy {
+        allow_insecure_dev: true,
+        ..Default::default()
+    };
     let worker = client::fetch_and_verify(&mut conn, &policy).expect("evidence");
-    let spec = JobSpec::from_json(r#"{"op":"matmul","m":8,"n":8,"k":8,"dtype":"f32","seed":5}"#).unwrap();
-    let out = client::run_job(&mut conn, &worker, spec.build().unwrap().job).expect("good job after garbage");
+    let spec =
+        JobSpec::from_json(r#"{"op":"matmul","m":8,"n":8,"k":8,"dtype":"f32","seed":5}"#).unwrap();
+    let out = client::run_job(&mut conn, &worker, spec.build().unwrap().job)
+        .expect("good job after garbage");
     assert!(spec.check(&out.result).unwrap().passed);
     guest.stop();
 }

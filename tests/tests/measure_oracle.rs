@@ -20,7 +20,8 @@ fn sev_snp_measure() -> Result<PathBuf, String> {
     // Tests (and test binaries) run in parallel: one installs, the others wait on the lock.
     std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).map_err(|e| e.to_string())?;
     let lock = std::fs::File::create(venv.with_extension("lock")).map_err(|e| e.to_string())?;
-    lock.lock().map_err(|e| format!("lock {}: {e}", venv.display()))?;
+    lock.lock()
+        .map_err(|e| format!("lock {}: {e}", venv.display()))?;
     if bin.exists() {
         return Ok(bin);
     }

@@ -12,7 +12,10 @@ fn two_clean_builds_in_different_paths_are_bit_identical() {
     let base = workspace().join("target").join("repro");
     let _ = std::fs::remove_dir_all(&base);
     let mut hashes = Vec::new();
-    for (i, name) in ["first-copy", "second/copy-at-another-depth"].iter().enumerate() {
+    for (i, name) in ["first-copy", "second/copy-at-another-depth"]
+        .iter()
+        .enumerate()
+    {
         let src = base.join(name).join("pupa-src");
         let n = copy_source(&src).expect("copy the source tree");
         assert!(n > 20, "copied only {n} files");
@@ -31,7 +34,10 @@ fn two_clean_builds_in_different_paths_are_bit_identical() {
     let here = image();
     println!("build in {}: sha384 {}", workspace().display(), here.sha384);
     assert_eq!(hashes[0], hashes[1], "two clean builds differ");
-    assert_eq!(hashes[0], here.sha384, "a clean build differs from this checkout's build");
+    assert_eq!(
+        hashes[0], here.sha384,
+        "a clean build differs from this checkout's build"
+    );
     // keep the disk tidy: each copy holds a full guest target dir
     let _ = std::fs::remove_dir_all(PathBuf::from(&base));
 }

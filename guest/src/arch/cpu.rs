@@ -8,7 +8,12 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     // CPUID has no side effects on memory. Under TDX the leaves the guest asks for are
     // virtualised by the TDX module without a #VE.
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    CpuidResult {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
 }
 
 /// RDMSR.
@@ -19,7 +24,9 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     (hi as u64) << 32 | lo as u64
 }
 
@@ -53,7 +60,10 @@ pub struct CpuRng {
 
 impl CpuRng {
     pub fn new() -> Self {
-        CpuRng { rdseed: cpuid(7, 0).ebx & (1 << 18) != 0, rdrand: cpuid(1, 0).ecx & (1 << 30) != 0 }
+        CpuRng {
+            rdseed: cpuid(7, 0).ebx & (1 << 18) != 0,
+            rdrand: cpuid(1, 0).ecx & (1 << 30) != 0,
+        }
     }
 }
 
@@ -67,13 +77,17 @@ impl pupa_guest::entropy::HwRng for CpuRng {
     fn rdseed64(&mut self) -> Option<u64> {
         let (v, ok): (u64, u8);
         // SAFETY: only called when CPUID reports RDSEED; it writes one register and CF.
-        unsafe { asm!("rdseed {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            asm!("rdseed {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack))
+        };
         (ok == 1).then_some(v)
     }
     fn rdrand64(&mut self) -> Option<u64> {
         let (v, ok): (u64, u8);
         // SAFETY: only called when CPUID reports RDRAND; it writes one register and CF.
-        unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack))
+        };
         (ok == 1).then_some(v)
     }
     fn pause(&mut self) {

@@ -25,14 +25,22 @@ struct Stack([u8; IST_STACK_SIZE]);
 static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_STACK_SIZE]) }; 3];
 
 static TSS: Once<TaskStateSegment> = Once::new();
-static GDT: Once<(GlobalDescriptorTable, SegmentSelector, SegmentSelector, SegmentSelector)> = Once::new();
+static GDT: Once<(
+    GlobalDescriptorTable,
+    SegmentSelector,
+    SegmentSelector,
+    SegmentSelector,
+)> = Once::new();
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 /// Load the GDT/TSS and IDT. Call once, on the boot CPU, before anything can fault.
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
+        for (i, slot) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+            .into_iter()
+            .enumerate()
+        {
             // SAFETY: each IST stack is only ever used as that one IST stack; we take its end
             // address and never create a reference to the array.
             let top = unsafe { core::ptr::addr_of!(IST_STACKS[i]) as u64 } + IST_STACK_SIZE as u64;
@@ -64,24 +72,34 @@ pub fn init() {
         idt.overflow.set_handler_fn(overflow);
         idt.bound_range_exceeded.set_handler_fn(bound_range);
         idt.invalid_opcode.set_handler_fn(invalid_opcode);
-        idt.device_not_available.set_handler_fn(device_not_available);
+        idt.device_not_available
+            .set_handler_fn(device_not_available);
         idt.invalid_tss.set_handler_fn(invalid_tss);
         idt.segment_not_present.set_handler_fn(segment_not_present);
         idt.stack_segment_fault.set_handler_fn(stack_segment_fault);
-        idt.general_protection_fault.set_handler_fn(general_protection);
+        idt.general_protection_fault
+            .set_handler_fn(general_protection);
         idt.page_fault.set_handler_fn(page_fault);
         idt.x87_floating_point.set_handler_fn(x87_floating_point);
         idt.alignment_check.set_handler_fn(alignment_check);
         idt.simd_floating_point.set_handler_fn(simd_floating_point);
         idt.virtualization.set_handler_fn(virtualization);
-        idt.cp_protection_exception.set_handler_fn(control_protection);
-        idt.vmm_communication_exception.set_handler_fn(vmm_communication);
+        idt.cp_protection_exception
+            .set_handler_fn(control_protection);
+        idt.vmm_communication_exception
+            .set_handler_fn(vmm_communication);
         idt.security_exception.set_handler_fn(security_exception);
         // SAFETY: the IST indices were set up in the TSS above.
         unsafe {
-            idt.double_fault.set_handler_fn(double_fault).set_stack_index(IST_DOUBLE_FAULT);
-            idt.non_maskable_interrupt.set_handler_fn(nmi).set_stack_index(IST_NMI);
-            idt.machine_check.set_handler_fn(machine_check).set_stack_index(IST_MACHINE_CHECK);
+            idt.double_fault
+                .set_handler_fn(double_fault)
+                .set_stack_index(IST_DOUBLE_FAULT);
+            idt.non_maskable_interrupt
+                .set_handler_fn(nmi)
+                .set_stack_index(IST_NMI);
+            idt.machine_check
+                .set_handler_fn(machine_check)
+                .set_stack_index(IST_MACHINE_CHECK);
         }
         idt
     });

@@ -52,7 +52,11 @@ port_fns!(outl, inl, u32, 4, "eax");
 /// Read a 32-bit PCI configuration register through the legacy 0xCF8/0xCFC mechanism
 /// (PCI Local Bus spec 3.0 §3.2.2.3.2).
 pub fn pci_config_read(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
-    let addr = 0x8000_0000 | (bus as u32) << 16 | (dev as u32 & 0x1f) << 11 | (func as u32 & 7) << 8 | (reg as u32 & 0xfc);
+    let addr = 0x8000_0000
+        | (bus as u32) << 16
+        | (dev as u32 & 0x1f) << 11
+        | (func as u32 & 7) << 8
+        | (reg as u32 & 0xfc);
     // SAFETY: CONFIG_ADDRESS/CONFIG_DATA only select and read a config register.
     unsafe {
         outl(0xCF8, addr);
@@ -65,7 +69,11 @@ pub fn pci_config_read(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
 /// # Safety
 /// Writing configuration space reprograms the device: the caller must know the register.
 pub unsafe fn pci_config_write(bus: u8, dev: u8, func: u8, reg: u8, v: u32) {
-    let addr = 0x8000_0000 | (bus as u32) << 16 | (dev as u32 & 0x1f) << 11 | (func as u32 & 7) << 8 | (reg as u32 & 0xfc);
+    let addr = 0x8000_0000
+        | (bus as u32) << 16
+        | (dev as u32 & 0x1f) << 11
+        | (func as u32 & 7) << 8
+        | (reg as u32 & 0xfc);
     // SAFETY: guaranteed by the caller.
     unsafe {
         outl(0xCF8, addr);

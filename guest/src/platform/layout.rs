@@ -15,7 +15,10 @@ fn addr(sym: *const u8) -> u64 {
 /// [start, end) of early RAM: declared in the SNP/TDX metadata, usable before acceptance.
 pub fn early_ram() -> (u64, u64) {
     // Only the addresses of linker symbols are taken, never their contents.
-    (addr(&raw const __early_ram_start), addr(&raw const __early_ram_end))
+    (
+        addr(&raw const __early_ram_start),
+        addr(&raw const __early_ram_end),
+    )
 }
 
 /// [start, end) of the early heap (inside early RAM).

@@ -49,7 +49,9 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
         let _ = a.push(IpCidr::new(IpAddress::v4(x, y, z, w), PREFIX));
     });
     let [a, b, c, d] = GATEWAY;
-    let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+    let _ = iface
+        .routes_mut()
+        .add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
 
     let mut sockets = SocketSet::new(Vec::new());
     let mut conns: Vec<Conn> = (0..MAX_CONNECTIONS)
@@ -59,7 +61,11 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
             let mut s = tcp::Socket::new(rx, tx);
             s.set_nagle_enabled(false);
             let _ = s.listen(PORT);
-            Conn { handle: sockets.add(s), session: None, eof_seen: false }
+            Conn {
+                handle: sockets.add(s),
+                session: None,
+                eof_seen: false,
+            }
         })
         .collect();
     let mut reported_fault = false;

@@ -34,7 +34,11 @@ pub fn find(ids: &[(u16, u16)]) -> Option<Device> {
     (0..32u8).find_map(|dev| {
         let id = pci_config_read(0, dev, 0, 0);
         let (vendor, device) = (id as u16, (id >> 16) as u16);
-        ids.contains(&(vendor, device)).then_some(Device { dev, vendor, device })
+        ids.contains(&(vendor, device)).then_some(Device {
+            dev,
+            vendor,
+            device,
+        })
     })
 }
 

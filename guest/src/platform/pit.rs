@@ -15,7 +15,10 @@ pub fn calibrate() -> Option<Tsc> {
     if cpuid(0, 0).eax >= 0x15 {
         let r = cpuid(0x15, 0);
         if let Some(hz) = tsc_hz_from_cpuid15(r.eax, r.ebx, r.ecx) {
-            return Some(Tsc { hz, calibration: Calibration::Cpuid15 });
+            return Some(Tsc {
+                hz,
+                calibration: Calibration::Cpuid15,
+            });
         }
     }
     // SAFETY: ports 0x61 (NMI status/control: gate and speaker bits), 0x43/0x42 (PIT mode and
@@ -39,5 +42,10 @@ pub fn calibrate() -> Option<Tsc> {
         t1.wrapping_sub(t0)
     };
     let hz = tsc_hz_from_pit(delta, CALIBRATION_TICKS)?;
-    Some(Tsc { hz, calibration: Calibration::Pit { ticks: CALIBRATION_TICKS } })
+    Some(Tsc {
+        hz,
+        calibration: Calibration::Pit {
+            ticks: CALIBRATION_TICKS,
+        },
+    })
 }

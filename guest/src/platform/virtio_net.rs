@@ -95,7 +95,9 @@ impl core::fmt::Display for NetError {
         match self {
             NetError::NoDevice => write!(f, "no virtio-net device on PCI bus 0"),
             NetError::Pci(e) => write!(f, "PCI: {e}"),
-            NetError::MissingCapability(c) => write!(f, "the device lacks the virtio {c} capability"),
+            NetError::MissingCapability(c) => {
+                write!(f, "the device lacks the virtio {c} capability")
+            }
             NetError::Features(e) => write!(f, "feature negotiation: {e}"),
             NetError::Queue(e) => write!(f, "virtqueue setup: {e}"),
             NetError::NoMemory => write!(f, "out of memory for virtqueues and buffers"),
@@ -223,7 +225,9 @@ impl VirtioNet {
         let offered = lo | (cc.r32(CC_DEVICE_FEATURE) as u64) << 32;
         if offered & VIRTIO_F_VERSION_1 == 0 {
             cc.w8(CC_DEVICE_STATUS, STATUS_FAILED);
-            return Err(NetError::Features("the device does not offer VIRTIO_F_VERSION_1"));
+            return Err(NetError::Features(
+                "the device does not offer VIRTIO_F_VERSION_1",
+            ));
         }
         let wanted = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_F_ACCESS_PLATFORM;
         let features = offered & wanted;
@@ -235,7 +239,9 @@ impl VirtioNet {
         cc.w8(CC_DEVICE_STATUS, st);
         if cc.r8(CC_DEVICE_STATUS) & STATUS_FEATURES_OK == 0 {
             cc.w8(CC_DEVICE_STATUS, STATUS_FAILED);
-            return Err(NetError::Features("the device refused the negotiated features"));
+            return Err(NetError::Features(
+                "the device refused the negotiated features",
+            ));
         }
         let mut mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
         if features & VIRTIO_NET_F_MAC != 0 {
@@ -265,28 +271,51 @@ impl VirtioNet {
             // enough, and belong to this queue only.
             let q = unsafe { SplitQueue::new(size, desc, avail, used) };
             // SAFETY: `off` lies within the notify capability's window.
-            Ok(Queue { q, notify: unsafe { notify.add(off) } as *mut u16, index })
+            Ok(Queue {
+                q,
+                notify: unsafe { notify.add(off) } as *mut u16,
+                index,
+            })
         };
         let rxq = setup(RX_QUEUE)?;
         let txq = setup(TX_QUEUE)?;
 
-        let mut rx = Rx { bufs: Vec::new(), queue: rxq };
+        let mut rx = Rx {
+            bufs: Vec::new(),
+            queue: rxq,
+        };
         for _ in 0..rx.queue.q.size() {
             let b = dma.alloc(BUF_SIZE).ok_or(NetError::NoMemory)?;
-            let id = rx.queue.q.push(b as u64, BUF_SIZE as u32, true).ok_or(NetError::Queue("rx queue full"))?;
+            let id = rx
+                .queue
+                .q
+                .push(b as u64, BUF_SIZE as u32, true)
+                .ok_or(NetError::Queue("rx queue full"))?;
             if rx.bufs.len() <= id as usize {
                 rx.bufs.resize(id as usize + 1, core::ptr::null_mut());
             }
             rx.bufs[id as usize] = b;
         }
         let n = txq.q.size() as usize;
-        let mut tx = Tx { queue: txq, bufs: Vec::new(), free: (0..n).collect(), slot_of: alloc::vec![usize::MAX; n] };
+        let mut tx = Tx {
+            queue: txq,
+            bufs: Vec::new(),
+            free: (0..n).collect(),
+            slot_of: alloc::vec![usize::MAX; n],
+        };
         for _ in 0..n {
             tx.bufs.push(dma.alloc(BUF_SIZE).ok_or(NetError::NoMemory)?);
         }
         cc.w8(CC_DEVICE_STATUS, st | STATUS_DRIVER_OK);
         rx.queue.kick();
-        Ok(VirtioNet { rx, tx, mac, pci_id: (dev.vendor, dev.device), fault: None, dropped: 0 })
+        Ok(VirtioNet {
+            rx,
+            tx,
+            mac,
+            pci_id: (dev.vendor, dev.device),
+            fault: None,
+            dropped: 0,
+        })
     }
 
     /// The device's MAC address.
@@ -334,7 +363,10 @@ impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let tx = self.0;
         let len = len.min(BUF_SIZE - NET_HDR);
-        let slot = tx.free.pop().expect("transmit() only hands out a token when a buffer is free");
+        let slot = tx
+            .free
+            .pop()
+            .expect("transmit() only hands out a token when a buffer is free");
         let buf = tx.bufs[slot];
         // SAFETY: `buf` is a BUF_SIZE bounce buffer owned by this slot, not in flight.
         let frame = unsafe {

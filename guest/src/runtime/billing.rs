@@ -73,13 +73,29 @@ pub fn price(flops: u64, nanotons_per_mflop: u64) -> u128 {
 impl Billing {
     /// Checks `voucher` (a BOC; empty = none) for a job of `flops` by the guest `guest_key`.
     /// `Ok(None)`: no voucher and none required.
-    pub fn check(&self, voucher: &[u8], guest_key: &[u8; 32], flops: u64, rate: u64, required: bool) -> Result<Option<Charge>, VoucherError> {
+    pub fn check(
+        &self,
+        voucher: &[u8],
+        guest_key: &[u8; 32],
+        flops: u64,
+        rate: u64,
+        required: bool,
+    ) -> Result<Option<Charge>, VoucherError> {
         if voucher.is_empty() {
-            return if required { Err(VoucherError::Missing) } else { Ok(None) };
+            return if required {
+                Err(VoucherError::Missing)
+            } else {
+                Ok(None)
+            };
         }
-        let limits = ton::BocLimits { max_cells: 8, max_roots: 1 };
+        let limits = ton::BocLimits {
+            max_cells: 8,
+            max_roots: 1,
+        };
         let cells = ton::from_boc_with_limits(voucher, limits).map_err(VoucherError::Malformed)?;
-        let [root] = &cells[..] else { return Err(VoucherError::Malformed(TonError::TrailingData)) };
+        let [root] = &cells[..] else {
+            return Err(VoucherError::Malformed(TonError::TrailingData));
+        };
         let sv = SignedVoucher::from_cell(root).map_err(VoucherError::Malformed)?;
         sv.verify().map_err(VoucherError::BadSignature)?;
         let v = sv.voucher;
@@ -92,12 +108,25 @@ impl Billing {
         if would > v.cap {
             return Err(VoucherError::CapExceeded { would, cap: v.cap });
         }
-        let next = Totals { seq: cur.seq.saturating_add(1), units: cur.units.saturating_add(flops), price: would };
-        Ok(Some(Charge { domain: v.domain, client_key: v.client_key, next }))
+        let next = Totals {
+            seq: cur.seq.saturating_add(1),
+            units: cur.units.saturating_add(flops),
+            price: would,
+        };
+        Ok(Some(Charge {
+            domain: v.domain,
+            client_key: v.client_key,
+            next,
+        }))
     }
 
     /// Records a charge for the job `job_hash` and returns the BOC of the signed TON receipt.
-    pub fn commit(&mut self, charge: &Charge, job_hash: &[u8; 32], key: &SigningKey) -> Result<Vec<u8>, VoucherError> {
+    pub fn commit(
+        &mut self,
+        charge: &Charge,
+        job_hash: &[u8; 32],
+        key: &SigningKey,
+    ) -> Result<Vec<u8>, VoucherError> {
         let t = charge.next;
         let receipt = Receipt {
             domain: charge.domain,
@@ -108,8 +137,18 @@ impl Billing {
             price: t.price,
             last_job: *job_hash,
         };
-        let cell = receipt.sign(key).and_then(|s| s.to_cell()).map_err(VoucherError::Receipt)?;
-        self.ledgers.insert((charge.domain.network_id, charge.domain.contract, charge.client_key), t);
+        let cell = receipt
+            .sign(key)
+            .and_then(|s| s.to_cell())
+            .map_err(VoucherError::Receipt)?;
+        self.ledgers.insert(
+            (
+                charge.domain.network_id,
+                charge.domain.contract,
+                charge.client_key,
+            ),
+            t,
+        );
         Ok(ton::to_boc(&cell))
     }
 }

@@ -21,18 +21,44 @@ pub enum ComputeError {
 
 /// Little-endian bytes to elements (the lengths were checked by `Job::validate`).
 fn decode<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes.chunks_exact(N).map(|c| f(c.try_into().unwrap_or([0; N]))).collect()
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().unwrap_or([0; N])))
+        .collect()
 }
 
-fn run<T: Element>(job: &Job, shape: &JobShape, tensors: &[Vec<T>]) -> Result<Vec<f32>, ComputeError> {
+fn run<T: Element>(
+    job: &Job,
+    shape: &JobShape,
+    tensors: &[Vec<T>],
+) -> Result<Vec<f32>, ComputeError> {
     let n_out = usize::try_from(shape.out_elems).map_err(|_| ComputeError::Inconsistent)?;
     let mut out = vec![0f32; n_out];
     match (job.op, tensors) {
-        (Op::Matmul { m, n, k, a_layout, b_layout }, [a, b]) => {
+        (
+            Op::Matmul {
+                m,
+                n,
+                k,
+                a_layout,
+                b_layout,
+            },
+            [a, b],
+        ) => {
             let (m, n, k) = (m as usize, n as usize, k as usize);
             pupa_kernels::matmul(view(a, m, k, a_layout)?, view(b, k, n, b_layout)?, &mut out)?;
         }
-        (Op::Attention { seq_q, seq_k, heads, kv_heads, dim, causal }, [q, k, v]) => {
+        (
+            Op::Attention {
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                dim,
+                causal,
+            },
+            [q, k, v],
+        ) => {
             let sh = AttnShape {
                 seq_q: seq_q as usize,
                 seq_k: seq_k as usize,
@@ -48,7 +74,12 @@ fn run<T: Element>(job: &Job, shape: &JobShape, tensors: &[Vec<T>]) -> Result<Ve
     Ok(out)
 }
 
-fn view<T: Element>(d: &[T], rows: usize, cols: usize, l: Layout) -> Result<MatRef<'_, T>, KernelError> {
+fn view<T: Element>(
+    d: &[T],
+    rows: usize,
+    cols: usize,
+    l: Layout,
+) -> Result<MatRef<'_, T>, KernelError> {
     match l {
         Layout::RowMajor => MatRef::row_major(d, rows, cols),
         Layout::ColMajor => MatRef::col_major(d, rows, cols),
@@ -58,7 +89,10 @@ fn view<T: Element>(d: &[T], rows: usize, cols: usize, l: Layout) -> Result<MatR
 /// Converts each tensor to elements, freeing its bytes as it goes (one tensor's bytes extra
 /// at a time, not a second copy of the job).
 fn take_all<T, const N: usize>(job: &mut Job, f: impl Fn([u8; N]) -> T + Copy) -> Vec<Vec<T>> {
-    job.tensors.iter_mut().map(|b| decode(&core::mem::take(b), f)).collect()
+    job.tensors
+        .iter_mut()
+        .map(|b| decode(&core::mem::take(b), f))
+        .collect()
 }
 
 /// Runs a job that passed `Job::validate` (whose result is `shape`); returns the output as f32.

@@ -16,7 +16,11 @@ pub struct ReplaySet {
 impl ReplaySet {
     /// An empty set remembering at most `capacity` (at least 1) entries.
     pub fn new(capacity: usize) -> Self {
-        ReplaySet { set: BTreeSet::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        ReplaySet {
+            set: BTreeSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Whether `key` is remembered.

@@ -62,7 +62,11 @@ impl Session {
 
     /// Feeds received bytes and answers every complete frame. Returns how many bytes were
     /// consumed: all of them, or 0 when the session does not read (closing, or backlogged).
-    pub fn receive<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>, data: &[u8]) -> usize {
+    pub fn receive<T: Tee, E: Entropy, C: Clock>(
+        &mut self,
+        worker: &mut Worker<T, E, C>,
+        data: &[u8],
+    ) -> usize {
         if self.state != State::Open || self.backlogged() {
             return 0;
         }
@@ -101,7 +105,10 @@ impl Session {
             if let Err(e) = self.decoder.finish() {
                 self.stream_error(&e);
             }
-        } else if self.decoder.buffered() == 0 && self.pending().is_empty() && idle > worker.config().idle_timeout_ns {
+        } else if self.decoder.buffered() == 0
+            && self.pending().is_empty()
+            && idle > worker.config().idle_timeout_ns
+        {
             self.state = State::Closing;
         }
     }
@@ -126,7 +133,12 @@ impl Session {
             FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
             FrameError::Truncated { .. } => ErrorCode::TruncatedFrame,
         };
-        push_error(&mut self.out, code, None, &format!("{e}; closing the connection"));
+        push_error(
+            &mut self.out,
+            code,
+            None,
+            &format!("{e}; closing the connection"),
+        );
         self.state = State::Closing;
     }
 

@@ -18,7 +18,9 @@ use ed25519_dalek::SigningKey;
 use pupa_protocol::evidence::{report_data, Evidence};
 use pupa_protocol::frame::Frame;
 use pupa_protocol::job::JobResult;
-use pupa_protocol::msg::{ErrorCode, ErrorReply, Message, OpenError, ReceiptReply, SealedJob, SealedResult};
+use pupa_protocol::msg::{
+    ErrorCode, ErrorReply, Message, OpenError, ReceiptReply, SealedJob, SealedResult,
+};
 use pupa_protocol::receipt::{job_hash, Receipt};
 use pupa_protocol::seal::KeyPair;
 
@@ -105,7 +107,9 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         seed.fill(0);
         let mut tee = tee;
         let boot_evidence = evidence_for(&mut tee, &hpke.pk, &receipt_key, &[0; 32])?;
-        let boot_frame = Message::Evidence(boot_evidence.clone()).to_frame().map_err(WorkerError::Encode)?;
+        let boot_frame = Message::Evidence(boot_evidence.clone())
+            .to_frame()
+            .map_err(WorkerError::Encode)?;
         Ok(Worker {
             tee,
             entropy,
@@ -171,22 +175,39 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
                 Err(e) => push_error(out, ErrorCode::Internal, None, &format!("{e}")),
             },
             Ok(Message::SealedJob(sj)) => self.handle_job(sj, out),
-            Ok(m) => push_error(out, ErrorCode::UnexpectedMessage, None, &format!("the guest does not accept {:?} frames", m.kind())),
+            Ok(m) => push_error(
+                out,
+                ErrorCode::UnexpectedMessage,
+                None,
+                &format!("the guest does not accept {:?} frames", m.kind()),
+            ),
         }
     }
 
     fn handle_job(&mut self, sj: SealedJob, out: &mut Vec<u8>) {
         let enc = sj.enc;
         if self.replay.contains(&enc) {
-            return push_error(out, ErrorCode::Replay, None, "this sealed job was already received");
+            return push_error(
+                out,
+                ErrorCode::Replay,
+                None,
+                "this sealed job was already received",
+            );
         }
         let hash = job_hash(&enc, &sj.ciphertext);
         let job = match sj.open_owned(&self.hpke) {
             Ok(j) => j,
             Err(OpenError::WrongRecipient) => {
-                return push_error(out, ErrorCode::WrongRecipient, None, "job is sealed to another guest key")
+                return push_error(
+                    out,
+                    ErrorCode::WrongRecipient,
+                    None,
+                    "job is sealed to another guest key",
+                )
             }
-            Err(OpenError::Seal(e)) => return push_error(out, ErrorCode::OpenFailed, None, &format!("{e}")),
+            Err(OpenError::Seal(e)) => {
+                return push_error(out, ErrorCode::OpenFailed, None, &format!("{e}"))
+            }
             Err(e) => {
                 // Authenticated but not a job: remember it all the same, it was opened.
                 self.replay.insert(enc);
@@ -200,7 +221,13 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("{e}")),
         };
         let (receipt_pk, cfg) = (self.receipt_public_key(), self.config);
-        let charge = match self.billing.check(&job.voucher, &receipt_pk, shape.flops, cfg.nanotons_per_mflop, cfg.require_voucher) {
+        let charge = match self.billing.check(
+            &job.voucher,
+            &receipt_pk,
+            shape.flops,
+            cfg.nanotons_per_mflop,
+            cfg.require_voucher,
+        ) {
             Ok(c) => c,
             Err(e) => return push_error(out, ErrorCode::VoucherRefused, id, &format!("{e}")),
         };
@@ -224,9 +251,18 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         if let Err(e) = self.entropy.fill(&mut ikm) {
             return push_error(out, ErrorCode::Internal, id, &format!("{e}"));
         }
-        let sealed = match SealedResult::seal(&result, &self.hpke.pk, &job.reply_key, &enc, job.reply_aead, &ikm) {
+        let sealed = match SealedResult::seal(
+            &result,
+            &self.hpke.pk,
+            &job.reply_key,
+            &enc,
+            job.reply_aead,
+            &ikm,
+        ) {
             Ok(s) => s,
-            Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("reply key: {e}")),
+            Err(e) => {
+                return push_error(out, ErrorCode::InvalidJob, id, &format!("reply key: {e}"))
+            }
         };
         let result_frame = match Message::SealedResult(sealed).to_frame() {
             Ok(f) => f,
@@ -253,7 +289,12 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         }
         .sign(&self.receipt_key);
         out.extend_from_slice(&result_frame);
-        match Message::Receipt(ReceiptReply { statement: receipt, ton }).to_frame() {
+        match Message::Receipt(ReceiptReply {
+            statement: receipt,
+            ton,
+        })
+        .to_frame()
+        {
             Ok(f) => out.extend_from_slice(&f),
             Err(e) => push_error(out, ErrorCode::Internal, id, &format!("receipt: {e}")),
         }
@@ -261,14 +302,29 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
     }
 }
 
-fn evidence_for<T: Tee>(tee: &mut T, hpke_pk: &[u8; 32], receipt_key: &SigningKey, nonce: &[u8; 32]) -> Result<Evidence, TeeFailure> {
+fn evidence_for<T: Tee>(
+    tee: &mut T,
+    hpke_pk: &[u8; 32],
+    receipt_key: &SigningKey,
+    nonce: &[u8; 32],
+) -> Result<Evidence, TeeFailure> {
     let receipt_pk = receipt_key.verifying_key().to_bytes();
     let tee = tee.evidence(&report_data(hpke_pk, &receipt_pk, nonce))?;
-    Ok(Evidence { hpke_pk: *hpke_pk, receipt_pk, nonce: *nonce, tee })
+    Ok(Evidence {
+        hpke_pk: *hpke_pk,
+        receipt_pk,
+        nonce: *nonce,
+        tee,
+    })
 }
 
 /// Appends an error frame (always encodable: the detail is capped far below the frame limit).
-pub(crate) fn push_error(out: &mut Vec<u8>, code: ErrorCode, job_id: Option<[u8; 16]>, detail: &str) {
+pub(crate) fn push_error(
+    out: &mut Vec<u8>,
+    code: ErrorCode,
+    job_id: Option<[u8; 16]>,
+    detail: &str,
+) {
     if let Ok(f) = Message::Error(ErrorReply::new(code, job_id, detail)).to_frame() {
         out.extend_from_slice(&f);
     }

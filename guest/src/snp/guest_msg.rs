@@ -144,10 +144,12 @@ pub fn seal(
     page[offset::SEQNO..offset::SEQNO + 8].copy_from_slice(&seqno.to_le_bytes());
     page[offset::ALGO] = ALGO_AES_256_GCM;
     page[offset::HDR_VERSION] = HDR_VERSION;
-    page[offset::HDR_SIZE..offset::HDR_SIZE + 2].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    page[offset::HDR_SIZE..offset::HDR_SIZE + 2]
+        .copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
     page[offset::MSG_TYPE] = msg_type;
     page[offset::MSG_VERSION] = msg_version;
-    page[offset::MSG_SIZE..offset::MSG_SIZE + 2].copy_from_slice(&(payload.len() as u16).to_le_bytes());
+    page[offset::MSG_SIZE..offset::MSG_SIZE + 2]
+        .copy_from_slice(&(payload.len() as u16).to_le_bytes());
     page[offset::MSG_VMPCK] = vmpck_id;
     let (header, body) = page.split_at_mut(HEADER_LEN);
     let body = &mut body[..payload.len()];
@@ -179,11 +181,19 @@ pub fn open(
         return Err(GuestMsgError::BadBuffer(page.len()));
     }
     let field = |field, got: u64, want: u64| {
-        if got == want { Ok(()) } else { Err(GuestMsgError::BadHeader { field, got, want }) }
+        if got == want {
+            Ok(())
+        } else {
+            Err(GuestMsgError::BadHeader { field, got, want })
+        }
     };
     let u16_at = |o: usize| u64::from(u16::from_le_bytes([page[o], page[o + 1]]));
     field("ALGO", page[offset::ALGO].into(), ALGO_AES_256_GCM.into())?;
-    field("HDR_VERSION", page[offset::HDR_VERSION].into(), HDR_VERSION.into())?;
+    field(
+        "HDR_VERSION",
+        page[offset::HDR_VERSION].into(),
+        HDR_VERSION.into(),
+    )?;
     field("HDR_SIZE", u16_at(offset::HDR_SIZE), HEADER_LEN as u64)?;
     field("MSG_TYPE", page[offset::MSG_TYPE].into(), want_type.into())?;
     field("MSG_VMPCK", page[offset::MSG_VMPCK].into(), vmpck_id.into())?;
@@ -191,7 +201,10 @@ pub fn open(
     seq.copy_from_slice(&page[offset::SEQNO..offset::SEQNO + 8]);
     let got = u64::from_le_bytes(seq);
     if got != want_seqno {
-        return Err(GuestMsgError::BadSeqno { got, want: want_seqno });
+        return Err(GuestMsgError::BadSeqno {
+            got,
+            want: want_seqno,
+        });
     }
     let len = u16_at(offset::MSG_SIZE) as usize;
     if len > MAX_PAYLOAD {
@@ -200,7 +213,12 @@ pub fn open(
     let (header, body) = page.split_at_mut(HEADER_LEN);
     let tag = Tag::clone_from_slice(&header[offset::AUTHTAG..offset::AUTHTAG + 16]);
     Aes256Gcm::new(key.into())
-        .decrypt_in_place_detached(&iv(got), &header[offset::ALGO..HEADER_LEN], &mut body[..len], &tag)
+        .decrypt_in_place_detached(
+            &iv(got),
+            &header[offset::ALGO..HEADER_LEN],
+            &mut body[..len],
+            &tag,
+        )
         .map_err(|_| GuestMsgError::BadTag)?;
     Ok(len)
 }
@@ -219,7 +237,13 @@ impl GuestMessenger {
     /// A messenger for VMPCK `vmpck_id` (0 for VMPL 0) whose last used sequence number is
     /// `last_seqno` (0 right after launch).
     pub fn new(key: [u8; 32], vmpck_id: u8, last_seqno: u64) -> Self {
-        Self { key, vmpck_id, seqno: last_seqno, in_flight: None, disabled: false }
+        Self {
+            key,
+            vmpck_id,
+            seqno: last_seqno,
+            in_flight: None,
+            disabled: false,
+        }
     }
 
     /// The last sequence number used.
@@ -228,15 +252,33 @@ impl GuestMessenger {
     }
 
     /// Seals a request with sequence number last + 1 into `page`.
-    pub fn seal_request(&mut self, t: MsgType, version: u8, payload: &[u8], page: &mut [u8]) -> Result<(), GuestMsgError> {
+    pub fn seal_request(
+        &mut self,
+        t: MsgType,
+        version: u8,
+        payload: &[u8],
+        page: &mut [u8],
+    ) -> Result<(), GuestMsgError> {
         if self.disabled {
             return Err(GuestMsgError::Disabled);
         }
         if self.in_flight.is_some() {
             return Err(GuestMsgError::InFlight);
         }
-        let req = self.seqno.checked_add(1).filter(|s| s.checked_add(1).is_some()).ok_or(GuestMsgError::SeqnoExhausted)?;
-        seal(&self.key, req, t as u8, version, self.vmpck_id, payload, page)?;
+        let req = self
+            .seqno
+            .checked_add(1)
+            .filter(|s| s.checked_add(1).is_some())
+            .ok_or(GuestMsgError::SeqnoExhausted)?;
+        seal(
+            &self.key,
+            req,
+            t as u8,
+            version,
+            self.vmpck_id,
+            payload,
+            page,
+        )?;
         self.in_flight = Some((req, t as u8 + 1));
         Ok(())
     }

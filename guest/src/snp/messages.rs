@@ -74,7 +74,13 @@ pub fn report_response(payload: &[u8]) -> Result<&[u8], PayloadError> {
 
 /// MSG_KEY_REQ: ROOT_KEY_SELECT (0x00; bit 0: 0 = VCEK, 1 = VMRK), reserved, GUEST_FIELD_SELECT
 /// (0x08, u64: which guest fields are mixed in), VMPL (0x10), GUEST_SVN (0x14), TCB_VERSION (0x18).
-pub fn key_request(use_vmrk: bool, guest_field_select: u64, vmpl: u32, guest_svn: u32, tcb_version: u64) -> [u8; KEY_REQ_LEN] {
+pub fn key_request(
+    use_vmrk: bool,
+    guest_field_select: u64,
+    vmpl: u32,
+    guest_svn: u32,
+    tcb_version: u64,
+) -> [u8; KEY_REQ_LEN] {
     let mut m = [0u8; KEY_REQ_LEN];
     m[0..4].copy_from_slice(&u32::from(use_vmrk).to_le_bytes());
     m[0x08..0x10].copy_from_slice(&guest_field_select.to_le_bytes());

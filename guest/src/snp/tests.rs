@@ -3,7 +3,9 @@
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Tag};
 
-use super::guest_msg::{self, offset, GuestMessenger, GuestMsgError, MsgType, HEADER_LEN, PAGE_LEN};
+use super::guest_msg::{
+    self, offset, GuestMessenger, GuestMsgError, MsgType, HEADER_LEN, PAGE_LEN,
+};
 use super::messages::{self, PayloadError};
 
 fn key() -> [u8; 32] {
@@ -28,12 +30,26 @@ fn hex(b: &[u8]) -> alloc::string::String {
 fn request_matches_independent_vector_and_layout() {
     let mut m = GuestMessenger::new(key(), 0, 0);
     let mut p = page();
-    m.seal_request(MsgType::ReportReq, 1, &messages::report_request(&[0x41; 64], 0), &mut p).unwrap();
+    m.seal_request(
+        MsgType::ReportReq,
+        1,
+        &messages::report_request(&[0x41; 64], 0),
+        &mut p,
+    )
+    .unwrap();
     assert_eq!(hex(&p[..16]), VECTOR_TAG);
     assert_eq!(p[16..32], [0u8; 16]);
     assert_eq!(hex(&p[HEADER_LEN..HEADER_LEN + 0x60]), VECTOR_CT);
     assert_eq!(p[offset::SEQNO..offset::SEQNO + 8], 1u64.to_le_bytes());
-    assert_eq!((p[offset::ALGO], p[offset::HDR_VERSION], p[offset::MSG_TYPE], p[offset::MSG_VERSION]), (1, 1, 5, 1));
+    assert_eq!(
+        (
+            p[offset::ALGO],
+            p[offset::HDR_VERSION],
+            p[offset::MSG_TYPE],
+            p[offset::MSG_VERSION]
+        ),
+        (1, 1, 5, 1)
+    );
     assert_eq!(p[offset::HDR_SIZE..offset::HDR_SIZE + 2], [0x60, 0]);
     assert_eq!(p[offset::MSG_SIZE..offset::MSG_SIZE + 2], [0x60, 0]);
     // Decrypt independently of guest_msg::open.
@@ -41,7 +57,12 @@ fn request_matches_independent_vector_and_layout() {
     let mut iv = [0u8; 12];
     iv[..8].copy_from_slice(&h[0x20..0x28]);
     Aes256Gcm::new(&key().into())
-        .decrypt_in_place_detached(&iv.into(), &h[0x30..0x60], &mut b[..0x60], Tag::from_slice(&h[..16]))
+        .decrypt_in_place_detached(
+            &iv.into(),
+            &h[0x30..0x60],
+            &mut b[..0x60],
+            Tag::from_slice(&h[..16]),
+        )
         .unwrap();
     assert_eq!(b[..64], [0x41; 64]);
 }
@@ -57,16 +78,37 @@ fn report_rsp_payload(fill: u8) -> alloc::vec::Vec<u8> {
 fn crafted_response_decrypts_and_sequence_advances() {
     let mut m = GuestMessenger::new(key(), 0, 6);
     let mut req = page();
-    m.seal_request(MsgType::ReportReq, 1, &messages::report_request(&[1; 64], 0), &mut req).unwrap();
+    m.seal_request(
+        MsgType::ReportReq,
+        1,
+        &messages::report_request(&[1; 64], 0),
+        &mut req,
+    )
+    .unwrap();
     assert_eq!(req[offset::SEQNO], 7);
     let mut rsp = page();
-    guest_msg::seal(&key(), 8, MsgType::ReportRsp as u8, 1, 0, &report_rsp_payload(0xAB), &mut rsp).unwrap();
+    guest_msg::seal(
+        &key(),
+        8,
+        MsgType::ReportRsp as u8,
+        1,
+        0,
+        &report_rsp_payload(0xAB),
+        &mut rsp,
+    )
+    .unwrap();
     let len = m.open_response(&mut rsp).unwrap();
     let report = messages::report_response(&rsp[HEADER_LEN..HEADER_LEN + len]).unwrap();
     assert_eq!(report, [0xAB; 1184]);
     assert_eq!(m.seqno(), 8);
     // The next request uses 9.
-    m.seal_request(MsgType::KeyReq, 1, &messages::key_request(false, 0, 0, 0, 0), &mut req).unwrap();
+    m.seal_request(
+        MsgType::KeyReq,
+        1,
+        &messages::key_request(false, 0, 0, 0, 0),
+        &mut req,
+    )
+    .unwrap();
     assert_eq!(req[offset::SEQNO], 9);
 }
 
@@ -74,15 +116,32 @@ fn crafted_response_decrypts_and_sequence_advances() {
 fn replayed_response_is_rejected_and_disables_the_key() {
     let mut m = GuestMessenger::new(key(), 0, 0);
     let mut req = page();
-    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req).unwrap();
+    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req)
+        .unwrap();
     let mut rsp = page();
-    guest_msg::seal(&key(), 2, MsgType::ReportRsp as u8, 1, 0, &report_rsp_payload(1), &mut rsp).unwrap();
+    guest_msg::seal(
+        &key(),
+        2,
+        MsgType::ReportRsp as u8,
+        1,
+        0,
+        &report_rsp_payload(1),
+        &mut rsp,
+    )
+    .unwrap();
     let old = rsp.clone();
     m.open_response(&mut rsp).unwrap();
-    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req).unwrap();
+    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req)
+        .unwrap();
     let mut replay = old;
-    assert_eq!(m.open_response(&mut replay), Err(GuestMsgError::BadSeqno { got: 2, want: 4 }));
-    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req), Err(GuestMsgError::Disabled));
+    assert_eq!(
+        m.open_response(&mut replay),
+        Err(GuestMsgError::BadSeqno { got: 2, want: 4 })
+    );
+    assert_eq!(
+        m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req),
+        Err(GuestMsgError::Disabled)
+    );
 }
 
 #[test]
@@ -92,23 +151,50 @@ fn bad_tag_tampered_aad_and_wrong_key_are_rejected() {
         (|p| p[HEADER_LEN + 3] ^= 1, GuestMsgError::BadTag),
         (|p| p[0] ^= 1, GuestMsgError::BadTag),
         (|p| p[0x40] ^= 1, GuestMsgError::BadTag), // reserved byte inside the AAD
-        (|p| p[offset::MSG_TYPE] = 5, GuestMsgError::BadHeader { field: "MSG_TYPE", got: 5, want: 6 }),
+        (
+            |p| p[offset::MSG_TYPE] = 5,
+            GuestMsgError::BadHeader {
+                field: "MSG_TYPE",
+                got: 5,
+                want: 6,
+            },
+        ),
     ];
     for (tamper, want) in cases {
         let mut m = GuestMessenger::new(key(), 0, 0);
         let mut req = page();
-        m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req).unwrap();
+        m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req)
+            .unwrap();
         let mut rsp = page();
-        guest_msg::seal(&key(), 2, MsgType::ReportRsp as u8, 1, 0, &report_rsp_payload(1), &mut rsp).unwrap();
+        guest_msg::seal(
+            &key(),
+            2,
+            MsgType::ReportRsp as u8,
+            1,
+            0,
+            &report_rsp_payload(1),
+            &mut rsp,
+        )
+        .unwrap();
         tamper(&mut rsp);
         assert_eq!(m.open_response(&mut rsp), Err(want));
         assert_eq!(m.open_response(&mut rsp), Err(GuestMsgError::Disabled));
     }
     let mut m = GuestMessenger::new(key(), 0, 0);
     let mut req = page();
-    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req).unwrap();
+    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req)
+        .unwrap();
     let mut rsp = page();
-    guest_msg::seal(&[9; 32], 2, MsgType::ReportRsp as u8, 1, 0, &report_rsp_payload(1), &mut rsp).unwrap();
+    guest_msg::seal(
+        &[9; 32],
+        2,
+        MsgType::ReportRsp as u8,
+        1,
+        0,
+        &report_rsp_payload(1),
+        &mut rsp,
+    )
+    .unwrap();
     assert_eq!(m.open_response(&mut rsp), Err(GuestMsgError::BadTag));
 }
 
@@ -117,30 +203,56 @@ fn misuse_and_bounds() {
     let mut m = GuestMessenger::new(key(), 0, 0);
     let mut p = page();
     assert_eq!(m.open_response(&mut p), Err(GuestMsgError::NoRequest));
-    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 4001], &mut p), Err(GuestMsgError::PayloadTooLarge(4001)));
-    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p[..100]), Err(GuestMsgError::BadBuffer(100)));
-    m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p).unwrap();
-    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p), Err(GuestMsgError::InFlight));
+    assert_eq!(
+        m.seal_request(MsgType::ReportReq, 1, &[0; 4001], &mut p),
+        Err(GuestMsgError::PayloadTooLarge(4001))
+    );
+    assert_eq!(
+        m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p[..100]),
+        Err(GuestMsgError::BadBuffer(100))
+    );
+    m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p)
+        .unwrap();
+    assert_eq!(
+        m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p),
+        Err(GuestMsgError::InFlight)
+    );
     let mut m = GuestMessenger::new(key(), 0, u64::MAX - 1);
-    assert_eq!(m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p), Err(GuestMsgError::SeqnoExhausted));
+    assert_eq!(
+        m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p),
+        Err(GuestMsgError::SeqnoExhausted)
+    );
     // Response with an oversized MSG_SIZE.
     let mut m = GuestMessenger::new(key(), 0, 0);
-    m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p).unwrap();
+    m.seal_request(MsgType::ReportReq, 1, &[0; 8], &mut p)
+        .unwrap();
     let mut rsp = page();
     guest_msg::seal(&key(), 2, MsgType::ReportRsp as u8, 1, 0, &[0; 8], &mut rsp).unwrap();
     rsp[offset::MSG_SIZE..offset::MSG_SIZE + 2].copy_from_slice(&4090u16.to_le_bytes());
-    assert_eq!(m.open_response(&mut rsp), Err(GuestMsgError::PayloadTooLarge(4090)));
+    assert_eq!(
+        m.open_response(&mut rsp),
+        Err(GuestMsgError::PayloadTooLarge(4090))
+    );
 }
 
 #[test]
 fn payload_parsers() {
     let mut r = report_rsp_payload(0);
     r[0] = 0x16;
-    assert_eq!(messages::report_response(&r), Err(PayloadError::Status(0x16)));
+    assert_eq!(
+        messages::report_response(&r),
+        Err(PayloadError::Status(0x16))
+    );
     let mut r = report_rsp_payload(0);
     r[4] = 0;
-    assert!(matches!(messages::report_response(&r), Err(PayloadError::ReportSize(_))));
-    assert!(matches!(messages::report_response(&report_rsp_payload(0)[..100]), Err(PayloadError::Short { .. })));
+    assert!(matches!(
+        messages::report_response(&r),
+        Err(PayloadError::ReportSize(_))
+    ));
+    assert!(matches!(
+        messages::report_response(&report_rsp_payload(0)[..100]),
+        Err(PayloadError::Short { .. })
+    ));
     let req = messages::key_request(true, 0x3F, 0, 2, 0x0873_0000_0000_0003);
     assert_eq!(req[0], 1);
     assert_eq!(req[8], 0x3F);

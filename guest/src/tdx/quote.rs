@@ -64,7 +64,9 @@ pub fn read_response(buf: &[u8]) -> Result<&[u8], QuoteBufError> {
         s => return Err(QuoteBufError::Status(s)),
     }
     let out_len = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
-    let end = HEADER_LEN.checked_add(out_len as usize).filter(|&e| out_len > 0 && e <= buf.len());
+    let end = HEADER_LEN
+        .checked_add(out_len as usize)
+        .filter(|&e| out_len > 0 && e <= buf.len());
     let end = end.ok_or(QuoteBufError::OutLen(out_len))?;
     Ok(&buf[HEADER_LEN..end])
 }
@@ -108,7 +110,10 @@ mod tests {
     #[test]
     fn bad_replies_are_rejected() {
         let mut buf = vec![0u8; 2048];
-        assert_eq!(write_request(&td_report(), &mut buf[..100]), Err(QuoteBufError::TooSmall(100)));
+        assert_eq!(
+            write_request(&td_report(), &mut buf[..100]),
+            Err(QuoteBufError::TooSmall(100))
+        );
         write_request(&td_report(), &mut buf).unwrap();
         buf[20..24].copy_from_slice(&4096u32.to_le_bytes());
         assert_eq!(read_response(&buf), Err(QuoteBufError::OutLen(4096)));
@@ -117,7 +122,10 @@ mod tests {
         buf[8..16].copy_from_slice(&STATUS_IN_FLIGHT.to_le_bytes());
         assert_eq!(read_response(&buf), Err(QuoteBufError::InFlight));
         buf[8..16].copy_from_slice(&0x8000_0000_0000_0001u64.to_le_bytes());
-        assert_eq!(read_response(&buf), Err(QuoteBufError::Status(0x8000_0000_0000_0001)));
+        assert_eq!(
+            read_response(&buf),
+            Err(QuoteBufError::Status(0x8000_0000_0000_0001))
+        );
         buf[0] = 2;
         assert_eq!(read_response(&buf), Err(QuoteBufError::Version(2)));
         assert_eq!(read_response(&buf[..10]), Err(QuoteBufError::TooSmall(10)));
@@ -133,7 +141,10 @@ mod tests {
         assert_eq!(v.rtmr(3), Some([0x33; 48]));
         assert_eq!(v.rtmr(0), Some([0; 48]));
         assert_eq!(v.rtmr(4), None);
-        assert_eq!(TdReport::parse(&r[..1000]).unwrap_err(), TdReportError::Size(1000));
+        assert_eq!(
+            TdReport::parse(&r[..1000]).unwrap_err(),
+            TdReportError::Size(1000)
+        );
         let mut bad = r;
         bad[0] = 0;
         assert_eq!(TdReport::parse(&bad).unwrap_err(), TdReportError::Type(0));

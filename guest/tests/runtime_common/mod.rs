@@ -33,7 +33,10 @@ impl Entropy for TestEntropy {
         }
         for chunk in buf.chunks_mut(32) {
             self.ctr += 1;
-            let h = Sha256::new().chain_update(self.seed.to_le_bytes()).chain_update(self.ctr.to_le_bytes()).finalize();
+            let h = Sha256::new()
+                .chain_update(self.seed.to_le_bytes())
+                .chain_update(self.ctr.to_le_bytes())
+                .finalize();
             chunk.copy_from_slice(&h[..chunk.len()]);
         }
         Ok(())
@@ -60,8 +63,19 @@ pub type TestWorker = Worker<DevTee, TestEntropy, TestClock>;
 
 pub fn worker_with(config: Config) -> (TestWorker, TestClock) {
     let clock = TestClock::default();
-    let w = Worker::new(DevTee { image_sha384: IMAGE }, TestEntropy { seed: 1, ctr: 0, fail_after: None }, clock.clone(), config)
-        .expect("worker starts");
+    let w = Worker::new(
+        DevTee {
+            image_sha384: IMAGE,
+        },
+        TestEntropy {
+            seed: 1,
+            ctr: 0,
+            fail_after: None,
+        },
+        clock.clone(),
+        config,
+    )
+    .expect("worker starts");
     (w, clock)
 }
 
@@ -94,7 +108,10 @@ pub fn exchange(w: &mut TestWorker, bytes: &[u8], chunk: usize, eof: bool) -> Ex
 pub fn finish(s: &mut Session) -> Exchange {
     let out = s.pending().to_vec();
     s.advance(out.len());
-    Exchange { replies: decode_all(&out), closed: s.should_close() }
+    Exchange {
+        replies: decode_all(&out),
+        closed: s.should_close(),
+    }
 }
 
 pub fn decode_all(bytes: &[u8]) -> Vec<Message> {
@@ -121,10 +138,15 @@ pub struct Client {
 impl Client {
     pub fn connect(w: &mut TestWorker, seed: u8) -> Client {
         let ex = exchange(w, &frame(&Message::Hello(Hello {})), 4096, false);
-        let [Message::Evidence(ev)] = &ex.replies[..] else { panic!("{:?}", ex.replies) };
+        let [Message::Evidence(ev)] = &ex.replies[..] else {
+            panic!("{:?}", ex.replies)
+        };
         assert_eq!(verify_dev(ev), Ok(IMAGE));
         assert!(!ex.closed);
-        Client { key: KeyPair::derive(&[seed; 32]), evidence: ev.clone() }
+        Client {
+            key: KeyPair::derive(&[seed; 32]),
+            evidence: ev.clone(),
+        }
     }
 
     pub fn seal(&self, job: &Job, ikm: u8) -> SealedJob {
@@ -139,13 +161,24 @@ pub fn expect_result(c: &Client, sj: &SealedJob, ex: &Exchange) -> (JobResult, S
 }
 
 /// [`expect_result`], also returning the TON receipt BOC if any.
-pub fn expect_result_ton(c: &Client, sj: &SealedJob, ex: &Exchange) -> (JobResult, SignedReceipt, Option<Vec<u8>>) {
-    let [Message::SealedResult(sr), Message::Receipt(rr)] = &ex.replies[..] else { panic!("{:?}", ex.replies) };
+pub fn expect_result_ton(
+    c: &Client,
+    sj: &SealedJob,
+    ex: &Exchange,
+) -> (JobResult, SignedReceipt, Option<Vec<u8>>) {
+    let [Message::SealedResult(sr), Message::Receipt(rr)] = &ex.replies[..] else {
+        panic!("{:?}", ex.replies)
+    };
     let r = &rr.statement;
-    let res = sr.open(&c.key, &c.evidence.hpke_pk, &sj.enc).expect("result opens");
+    let res = sr
+        .open(&c.key, &c.evidence.hpke_pk, &sj.enc)
+        .expect("result opens");
     r.verify(&c.evidence.receipt_pk).expect("receipt verifies");
     assert_eq!(r.receipt.client_key, c.key.pk);
-    assert_eq!(r.receipt.job_hash, pupa_protocol::receipt::job_hash(&sj.enc, &sj.ciphertext));
+    assert_eq!(
+        r.receipt.job_hash,
+        pupa_protocol::receipt::job_hash(&sj.enc, &sj.ciphertext)
+    );
     (res, *r, rr.ton.as_ref().map(|b| b.to_vec()))
 }
 
@@ -198,13 +231,27 @@ pub fn tensor(rng: &mut Rng, n: usize, dtype: DType) -> (Vec<f64>, Vec<u8>) {
 }
 
 /// A small valid matmul job for `client`, with its inputs as f64 (A row-major m×k, B k×n).
-pub fn matmul_job(client: &Client, id: u8, m: u32, n: u32, k: u32, dtype: DType, b_layout: Layout) -> (Job, Vec<f64>, Vec<f64>) {
+pub fn matmul_job(
+    client: &Client,
+    id: u8,
+    m: u32,
+    n: u32,
+    k: u32,
+    dtype: DType,
+    b_layout: Layout,
+) -> (Job, Vec<f64>, Vec<f64>) {
     let mut rng = Rng(0x9e3779b97f4a7c15 ^ u64::from(id));
     let (a, ab) = tensor(&mut rng, (m * k) as usize, dtype);
     let (b, bb) = tensor(&mut rng, (k * n) as usize, dtype);
     let job = Job {
         job_id: [id; 16],
-        op: Op::Matmul { m, n, k, a_layout: Layout::RowMajor, b_layout },
+        op: Op::Matmul {
+            m,
+            n,
+            k,
+            a_layout: Layout::RowMajor,
+            b_layout,
+        },
         dtype,
         tensors: vec![ByteBuf::from(ab), ByteBuf::from(bb)],
         reply_key: client.key.pk,
@@ -218,7 +265,10 @@ pub fn matmul_job(client: &Client, id: u8, m: u32, n: u32, k: u32, dtype: DType,
 pub fn fresh_ikm() -> [u8; 32] {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let mut ikm = [0xa5; 32];
-    ikm[..8].copy_from_slice(&N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    ikm[..8].copy_from_slice(
+        &N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
     ikm
 }
 
@@ -237,7 +287,11 @@ pub fn normal_job_succeeds(w: &mut TestWorker, c: &Client, id: u8) {
 /// ‖x − y‖₂ / ‖y‖₂.
 pub fn rel_l2(x: &[f32], y: &[f64]) -> f64 {
     assert_eq!(x.len(), y.len());
-    let num: f64 = x.iter().zip(y).map(|(a, b)| (f64::from(*a) - b).powi(2)).sum();
+    let num: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (f64::from(*a) - b).powi(2))
+        .sum();
     let den: f64 = y.iter().map(|b| b * b).sum();
     if x.iter().any(|v| v.is_nan()) {
         return f64::INFINITY;
@@ -246,20 +300,31 @@ pub fn rel_l2(x: &[f32], y: &[f64]) -> f64 {
 }
 
 pub fn floats(res: &JobResult) -> Vec<f32> {
-    res.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    res.data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// The payment contract the test vouchers name.
 pub fn test_domain() -> pupa_protocol::ton::Domain {
     pupa_protocol::ton::Domain {
         network_id: pupa_protocol::ton::TESTNET_ID,
-        contract: pupa_protocol::ton::MsgAddressInt { workchain: 0, hash: [0x3c; 32] },
+        contract: pupa_protocol::ton::MsgAddressInt {
+            workchain: 0,
+            hash: [0x3c; 32],
+        },
     }
 }
 
 /// BOC of a voucher signed by `client` (an Ed25519 seed) for `guest_key`, capped at `cap`.
 pub fn voucher(client: &[u8; 32], guest_key: &[u8; 32], cap: u128) -> Vec<u8> {
     let sk = ed25519_dalek::SigningKey::from_bytes(client);
-    let v = pupa_protocol::ton::Voucher { domain: test_domain(), client_key: sk.verifying_key().to_bytes(), guest_key: *guest_key, cap };
+    let v = pupa_protocol::ton::Voucher {
+        domain: test_domain(),
+        client_key: sk.verifying_key().to_bytes(),
+        guest_key: *guest_key,
+        cap,
+    };
     pupa_protocol::ton::to_boc(&v.sign(&sk).unwrap().to_cell().unwrap())
 }

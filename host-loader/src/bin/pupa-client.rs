@@ -7,10 +7,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pupa_host::client::bench::{run_bench, BenchConfig};
-use pupa_host::client::{fetch_and_verify, run_job, ClientError, Connection, EvidencePolicy, JobSpec, TlsClient};
+use pupa_host::client::{
+    fetch_and_verify, run_job, ClientError, Connection, EvidencePolicy, JobSpec, TlsClient,
+};
 
 #[derive(Parser)]
-#[command(name = "pupa-client", version, about = "pupa client: sealed jobs to a verified worker")]
+#[command(
+    name = "pupa-client",
+    version,
+    about = "pupa client: sealed jobs to a verified worker"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -85,7 +91,13 @@ fn hex(b: &[u8]) -> String {
 
 fn tls(c: &Common) -> Result<Option<TlsClient>, CliError> {
     let Some(ca) = &c.tls_ca else { return Ok(None) };
-    let host = c.tls_name.clone().unwrap_or_else(|| c.worker.rsplit_once(':').map_or(c.worker.clone(), |(h, _)| h.trim_matches(['[', ']']).to_string()));
+    let host = c.tls_name.clone().unwrap_or_else(|| {
+        c.worker
+            .rsplit_once(':')
+            .map_or(c.worker.clone(), |(h, _)| {
+                h.trim_matches(['[', ']']).to_string()
+            })
+    });
     Ok(Some(TlsClient::new(ca, &host)?))
 }
 
@@ -99,7 +111,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Run { common, job, json } => {
             let spec = read_spec(&job)?;
             let built = spec.build().map_err(ClientError::from)?;
-            let policy = EvidencePolicy { allow_insecure_dev: common.allow_insecure_dev };
+            let policy = EvidencePolicy {
+                allow_insecure_dev: common.allow_insecure_dev,
+            };
             let timeout = Duration::from_secs(common.timeout_s);
             let mut c = Connection::connect(&common.worker, tls(&common)?.as_ref(), timeout)?;
             let w = fetch_and_verify(&mut c, &policy)?;
@@ -125,10 +139,35 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 });
                 println!("{v}");
             } else {
-                println!("worker      {} evidence, receipt key {}", w.tee, &hex(&w.receipt_pk)[..16]);
-                println!("job         {} dims {:?}, {} flops, sealed {} bytes", &hex(&out.result.job_id)[..16], out.result.dims, built.flops, out.sealed_bytes);
-                println!("result      rel. error {:.3e} vs f64 reference (bound {:.0e}): {}", check.rel_err, check.tolerance, if check.passed { "ok" } else { "FAILED" });
-                println!("receipt     seq {} units {} total {} — signature ok{}", r.seq, r.units, r.total_units, if out.receipt.ton.is_some() { ", TON receipt ok" } else { "" });
+                println!(
+                    "worker      {} evidence, receipt key {}",
+                    w.tee,
+                    &hex(&w.receipt_pk)[..16]
+                );
+                println!(
+                    "job         {} dims {:?}, {} flops, sealed {} bytes",
+                    &hex(&out.result.job_id)[..16],
+                    out.result.dims,
+                    built.flops,
+                    out.sealed_bytes
+                );
+                println!(
+                    "result      rel. error {:.3e} vs f64 reference (bound {:.0e}): {}",
+                    check.rel_err,
+                    check.tolerance,
+                    if check.passed { "ok" } else { "FAILED" }
+                );
+                println!(
+                    "receipt     seq {} units {} total {} — signature ok{}",
+                    r.seq,
+                    r.units,
+                    r.total_units,
+                    if out.receipt.ton.is_some() {
+                        ", TON receipt ok"
+                    } else {
+                        ""
+                    }
+                );
                 println!(
                     "timing      seal {:.1} µs, round trip {:.3} ms, open+verify {:.1} µs",
                     t.seal.as_secs_f64() * 1e6,
@@ -137,19 +176,34 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
             if !check.passed {
-                return Err(CliError::CheckFailed { rel_err: check.rel_err, tolerance: check.tolerance });
+                return Err(CliError::CheckFailed {
+                    rel_err: check.rel_err,
+                    tolerance: check.tolerance,
+                });
             }
             Ok(())
         }
-        Cmd::Bench { common, clients, jobs, samples, job, json } => {
+        Cmd::Bench {
+            common,
+            clients,
+            jobs,
+            samples,
+            job,
+            json,
+        } => {
             let spec = match &job {
                 Some(p) => read_spec(p)?,
-                None => JobSpec::from_json(r#"{"op":"matmul","m":4,"n":4,"k":4,"dtype":"f32","seed":1}"#).map_err(ClientError::from)?,
+                None => JobSpec::from_json(
+                    r#"{"op":"matmul","m":4,"n":4,"k":4,"dtype":"f32","seed":1}"#,
+                )
+                .map_err(ClientError::from)?,
             };
             let cfg = BenchConfig {
                 addr: common.worker.clone(),
                 tls: tls(&common)?,
-                policy: EvidencePolicy { allow_insecure_dev: common.allow_insecure_dev },
+                policy: EvidencePolicy {
+                    allow_insecure_dev: common.allow_insecure_dev,
+                },
                 spec,
                 samples: samples.max(1),
                 clients,
@@ -160,14 +214,32 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
             } else {
-                println!("sealed-job overhead ({} sequential tiny jobs, medians; p10–p90):", r.samples);
-                println!("  client-visible total  {:>9.1} µs  ({:.1}–{:.1})", r.total.median_us, r.total.p10_us, r.total.p90_us);
+                println!(
+                    "sealed-job overhead ({} sequential tiny jobs, medians; p10–p90):",
+                    r.samples
+                );
+                println!(
+                    "  client-visible total  {:>9.1} µs  ({:.1}–{:.1})",
+                    r.total.median_us, r.total.p10_us, r.total.p90_us
+                );
                 println!("    seal                {:>9.1} µs", r.seal.median_us);
-                println!("    round trip          {:>9.1} µs  ({:.1}–{:.1})", r.round_trip.median_us, r.round_trip.p10_us, r.round_trip.p90_us);
-                println!("    open + verify       {:>9.1} µs", r.open_verify.median_us);
-                println!("  kernel (same job, this process) {:>6.2} µs", r.kernel.median_us);
+                println!(
+                    "    round trip          {:>9.1} µs  ({:.1}–{:.1})",
+                    r.round_trip.median_us, r.round_trip.p10_us, r.round_trip.p90_us
+                );
+                println!(
+                    "    open + verify       {:>9.1} µs",
+                    r.open_verify.median_us
+                );
+                println!(
+                    "  kernel (same job, this process) {:>6.2} µs",
+                    r.kernel.median_us
+                );
                 println!("  overhead              {:>9.1} µs", r.overhead_us);
-                println!("throughput: {} jobs, {} clients, {:.2} s: {:.0} jobs/s", r.jobs, r.clients, r.wall_s, r.jobs_per_s);
+                println!(
+                    "throughput: {} jobs, {} clients, {:.2} s: {:.0} jobs/s",
+                    r.jobs, r.clients, r.wall_s, r.jobs_per_s
+                );
             }
             Ok(())
         }

@@ -130,18 +130,28 @@ enum CliError {
 
 impl Target {
     fn validator(&self) -> Result<Validator, CliError> {
-        let contract = MsgAddressInt::parse(&self.contract).map_err(|_| CliError::Contract(self.contract.clone()))?;
+        let contract = MsgAddressInt::parse(&self.contract)
+            .map_err(|_| CliError::Contract(self.contract.clone()))?;
         let guests = self
             .guest_keys
             .iter()
             .map(|k| parse_key(k).ok_or_else(|| CliError::GuestKey(k.clone())))
             .collect::<Result<BTreeSet<_>, _>>()?;
-        Ok(Validator { domain: Domain { network_id: self.network, contract }, guests })
+        Ok(Validator {
+            domain: Domain {
+                network_id: self.network,
+                contract,
+            },
+            guests,
+        })
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn ton(n: u128) -> String {
@@ -158,11 +168,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 match &write {
                     Some(dir) => {
                         let path = dir.join(&name);
-                        std::fs::write(&path, &body).map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
+                        std::fs::write(&path, &body)
+                            .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
                         #[cfg(unix)]
                         {
                             use std::os::unix::fs::PermissionsExt;
-                            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
+                            let _ = std::fs::set_permissions(
+                                &path,
+                                std::fs::Permissions::from_mode(0o755),
+                            );
                         }
                         println!("wrote {}", path.display());
                     }
@@ -190,10 +204,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({ "channels": ch, "receipts": rows }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "channels": ch, "receipts": rows })
+                );
                 return Ok(());
             }
-            println!("{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  error", "guest", "client", "seq", "cumulative TON", "paid seq", "paid TON", "unpaid TON");
+            println!(
+                "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  error",
+                "guest", "client", "seq", "cumulative TON", "paid seq", "paid TON", "unpaid TON"
+            );
             for c in &channels {
                 println!(
                     "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  {}",
@@ -207,9 +227,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     c.last_error.as_deref().unwrap_or("")
                 );
             }
-            println!("\n{:<18} {:<18} {:>8} {:>12} {:>16}  status", "guest", "client", "seq", "units", "cumulative TON");
+            println!(
+                "\n{:<18} {:<18} {:>8} {:>12} {:>16}  status",
+                "guest", "client", "seq", "units", "cumulative TON"
+            );
             for r in &rows {
-                println!("{:<18} {:<18} {:>8} {:>12} {:>16}  {}", &r.guest_key[..16], &r.client_key[..16], r.seq, r.units, ton(r.price), r.status);
+                println!(
+                    "{:<18} {:<18} {:>8} {:>12} {:>16}  {}",
+                    &r.guest_key[..16],
+                    &r.client_key[..16],
+                    r.seq,
+                    r.units,
+                    ton(r.price),
+                    r.status
+                );
             }
             Ok(())
         }
@@ -222,16 +253,37 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let r = &p.receipt.receipt;
             println!(
                 "ok: seq {} units {} cumulative {} TON (cap {} TON), guest {}, client {}",
-                r.seq, r.units, ton(r.price), ton(p.voucher.voucher.cap), hex(&r.guest_key), hex(&r.client_key)
+                r.seq,
+                r.units,
+                ton(r.price),
+                ton(p.voucher.voucher.cap),
+                hex(&r.guest_key),
+                hex(&r.client_key)
             );
             Ok(())
         }
-        ReceiptsCmd::Relay { target, db, api, api_key, input, threshold, max_delay_s, resubmit_after_s, interval_ms, batch, until_paid } => {
+        ReceiptsCmd::Relay {
+            target,
+            db,
+            api,
+            api_key,
+            input,
+            threshold,
+            max_delay_s,
+            resubmit_after_s,
+            interval_ms,
+            batch,
+            until_paid,
+        } => {
             let mut relay = Relay {
                 store: ReceiptStore::open(&db)?,
                 validator: target.validator()?,
                 api: TonApi::new(&api, api_key),
-                policy: BatchPolicy { threshold, max_delay_s, resubmit_after_s },
+                policy: BatchPolicy {
+                    threshold,
+                    max_delay_s,
+                    resubmit_after_s,
+                },
                 ingest_batch: batch,
             };
             // The chain, not the database, says what was paid.
@@ -242,7 +294,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     eprintln!("rejected: {e}");
                 }
                 if r.ingested > 0 || r.submitted > 0 {
-                    eprintln!("ingested {} receipts, submitted {} payouts", r.ingested, r.submitted);
+                    eprintln!(
+                        "ingested {} receipts, submitted {} payouts",
+                        r.ingested, r.submitted
+                    );
                 }
                 if until_paid && r.input_drained && r.all_paid {
                     eprintln!("input drained and every receipt paid");

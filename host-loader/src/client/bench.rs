@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use pupa_protocol::job::Op;
 
-use super::{fetch_boot_evidence, run_job, ClientError, Connection, EvidencePolicy, JobSpec, TlsClient};
+use super::{
+    fetch_boot_evidence, run_job, ClientError, Connection, EvidencePolicy, JobSpec, TlsClient,
+};
 
 /// What to benchmark.
 #[derive(Clone)]
@@ -51,7 +53,11 @@ impl Stats {
         }
         v.sort();
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
-        Stats { median_us: at(0.5), p10_us: at(0.1), p90_us: at(0.9) }
+        Stats {
+            median_us: at(0.5),
+            p10_us: at(0.1),
+            p90_us: at(0.9),
+        }
     }
 }
 
@@ -85,16 +91,27 @@ pub struct BenchReport {
 fn kernel_time(spec: &JobSpec, n: usize) -> Result<Vec<Duration>, ClientError> {
     let built = spec.build()?;
     let mut out = Vec::with_capacity(n);
-    let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+    let f32s = |b: &[u8]| {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect::<Vec<f32>>()
+    };
     // The overhead is defined for f32 jobs; other dtypes are timed as f32 of the same shape.
     let t: Vec<Vec<f32>> = built.job.tensors.iter().map(|b| f32s(b)).collect();
     for _ in 0..n {
         let t0 = Instant::now();
         match (built.job.op, t.as_slice()) {
-            (Op::Matmul { m, n, k, .. }, [a, b]) if built.job.dtype == pupa_protocol::job::DType::F32 => {
+            (Op::Matmul { m, n, k, .. }, [a, b])
+                if built.job.dtype == pupa_protocol::job::DType::F32 =>
+            {
                 let (m, n, k) = (m as usize, n as usize, k as usize);
                 let mut c = vec![0f32; m * n];
-                let (Ok(a), Ok(b)) = (pupa_kernels::MatRef::row_major(a, m, k), pupa_kernels::MatRef::row_major(b, k, n)) else { break };
+                let (Ok(a), Ok(b)) = (
+                    pupa_kernels::MatRef::row_major(a, m, k),
+                    pupa_kernels::MatRef::row_major(b, k, n),
+                ) else {
+                    break;
+                };
                 let _ = pupa_kernels::matmul(a, b, &mut c);
                 std::hint::black_box(&c);
             }
@@ -106,7 +123,10 @@ fn kernel_time(spec: &JobSpec, n: usize) -> Result<Vec<Duration>, ClientError> {
 }
 
 /// Runs the benchmark. Every job's result is opened and its receipt verified, as in `run`.
-pub fn run_bench(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchReport, ClientError> {
+pub fn run_bench(
+    cfg: &BenchConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<BenchReport, ClientError> {
     let mut c = Connection::connect(&cfg.addr, cfg.tls.as_ref(), cfg.timeout)?;
     let w = fetch_boot_evidence(&mut c, &cfg.policy)?;
     let built = cfg.spec.build()?;
@@ -127,7 +147,10 @@ pub fn run_bench(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Be
     let kernel = Stats::of(kernel_time(&cfg.spec, cfg.samples.max(1))?);
     let total = Stats::of(total);
 
-    progress(&format!("throughput: {} jobs over {} clients", cfg.jobs, cfg.clients));
+    progress(&format!(
+        "throughput: {} jobs over {} clients",
+        cfg.jobs, cfg.clients
+    ));
     let clients = cfg.clients.max(1);
     let per = cfg.jobs.div_ceil(clients);
     let t0 = Instant::now();
@@ -146,7 +169,9 @@ pub fn run_bench(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Be
         .collect();
     let mut done = 0;
     for h in handles {
-        done += h.join().map_err(|_| ClientError::Io(std::io::Error::other("a benchmark client thread panicked")))??;
+        done += h.join().map_err(|_| {
+            ClientError::Io(std::io::Error::other("a benchmark client thread panicked"))
+        })??;
     }
     let wall = t0.elapsed().as_secs_f64();
     Ok(BenchReport {

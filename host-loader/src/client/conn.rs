@@ -25,14 +25,20 @@ impl TlsClient {
     /// Trusts the PEM certificates in `ca` (the relay's certificate or its CA) and expects the
     /// relay to present a certificate for `server_name`.
     pub fn new(ca: &Path, server_name: &str) -> Result<TlsClient, ClientError> {
-        let pem = fs::read(ca).map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", ca.display())))?;
+        let pem = fs::read(ca)
+            .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", ca.display())))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(&pem) {
             let c = c.map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
-            roots.add(c).map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
         }
         if roots.is_empty() {
-            return Err(ClientError::Tls(format!("{} holds no PEM certificate", ca.display())));
+            return Err(ClientError::Tls(format!(
+                "{} holds no PEM certificate",
+                ca.display()
+            )));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -40,9 +46,12 @@ impl TlsClient {
             .map_err(|e| ClientError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let server_name =
-            ServerName::try_from(server_name.to_string()).map_err(|e| ClientError::Tls(format!("server name {server_name:?}: {e}")))?;
-        Ok(TlsClient { config: Arc::new(config), server_name })
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Tls(format!("server name {server_name:?}: {e}")))?;
+        Ok(TlsClient {
+            config: Arc::new(config),
+            server_name,
+        })
     }
 }
 
@@ -60,15 +69,21 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (`HOST:PORT`), with TLS when `tls` is given. Replies must come within
     /// `timeout`.
-    pub fn connect(addr: &str, tls: Option<&TlsClient>, timeout: Duration) -> Result<Connection, ClientError> {
+    pub fn connect(
+        addr: &str,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+    ) -> Result<Connection, ClientError> {
         let sa = addr
             .to_socket_addrs()
             .map_err(|e| ClientError::Connect(addr.into(), e))?
             .next()
             .ok_or_else(|| ClientError::Connect(addr.into(), io::Error::other("no address")))?;
-        let tcp = TcpStream::connect_timeout(&sa, timeout).map_err(|e| ClientError::Connect(addr.into(), e))?;
+        let tcp = TcpStream::connect_timeout(&sa, timeout)
+            .map_err(|e| ClientError::Connect(addr.into(), e))?;
         tcp.set_nodelay(true).map_err(ClientError::Io)?;
-        tcp.set_read_timeout(Some(timeout)).map_err(ClientError::Io)?;
+        tcp.set_read_timeout(Some(timeout))
+            .map_err(ClientError::Io)?;
         let stream: Box<dyn Stream> = match tls {
             None => Box::new(tcp),
             Some(t) => {
@@ -77,7 +92,12 @@ impl Connection {
                 Box::new(rustls::StreamOwned::new(conn, tcp))
             }
         };
-        Ok(Connection { stream, decoder: FrameDecoder::new(), buf: vec![0; 64 * 1024], eof: false })
+        Ok(Connection {
+            stream,
+            decoder: FrameDecoder::new(),
+            buf: vec![0; 64 * 1024],
+            eof: false,
+        })
     }
 
     /// Sends one message.
@@ -88,7 +108,10 @@ impl Connection {
 
     /// Sends raw bytes (tests use it for malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).and_then(|_| self.stream.flush()).map_err(ClientError::Io)
+        self.stream
+            .write_all(bytes)
+            .and_then(|_| self.stream.flush())
+            .map_err(ClientError::Io)
     }
 
     /// The next frame, or `Ok(None)` when the peer closed cleanly between frames.
@@ -105,11 +128,23 @@ impl Connection {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.decoder.feed(&self.buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err(ClientError::Timeout)
                 }
                 // A reset or a TLS peer that left without close_notify: the connection is over.
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof) => self.eof = true,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    self.eof = true
+                }
                 Err(e) => return Err(ClientError::Io(e)),
             }
         }

@@ -189,16 +189,37 @@ impl JobSpec {
             DTypeName::Bf16 => DType::Bf16,
         };
         let elems: Vec<u64> = match op {
-            Op::Matmul { m, n, k, .. } => vec![u64::from(m).saturating_mul(u64::from(k)), u64::from(k).saturating_mul(u64::from(n))],
-            Op::Attention { seq_q, seq_k, heads, kv_heads, dim, .. } => {
-                let q = u64::from(seq_q).saturating_mul(u64::from(heads)).saturating_mul(u64::from(dim));
-                let kv = u64::from(seq_k).saturating_mul(u64::from(kv_heads)).saturating_mul(u64::from(dim));
+            Op::Matmul { m, n, k, .. } => vec![
+                u64::from(m).saturating_mul(u64::from(k)),
+                u64::from(k).saturating_mul(u64::from(n)),
+            ],
+            Op::Attention {
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                dim,
+                ..
+            } => {
+                let q = u64::from(seq_q)
+                    .saturating_mul(u64::from(heads))
+                    .saturating_mul(u64::from(dim));
+                let kv = u64::from(seq_k)
+                    .saturating_mul(u64::from(kv_heads))
+                    .saturating_mul(u64::from(dim));
                 vec![q, kv, kv]
             }
         };
-        let input_bytes = elems.iter().fold(0u64, |a, &n| a.saturating_add(n.saturating_mul(dtype.size())));
+        let input_bytes = elems.iter().fold(0u64, |a, &n| {
+            a.saturating_add(n.saturating_mul(dtype.size()))
+        });
         if input_bytes > MAX_INPUT_BYTES {
-            return Err(JobError::TooLarge { what: "input", got: input_bytes, max: MAX_INPUT_BYTES }.into());
+            return Err(JobError::TooLarge {
+                what: "input",
+                got: input_bytes,
+                max: MAX_INPUT_BYTES,
+            }
+            .into());
         }
         let mut job_id = [0u8; 16];
         rand::rng().fill_bytes(&mut job_id);
@@ -218,9 +239,16 @@ impl JobSpec {
             Ok(_) => {}
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        job.tensors = elems.iter().map(|&n| serde_bytes::ByteBuf::from(tensor(&mut rng, n, dtype))).collect();
+        job.tensors = elems
+            .iter()
+            .map(|&n| serde_bytes::ByteBuf::from(tensor(&mut rng, n, dtype)))
+            .collect();
         let shape = job.validate()?;
-        Ok(BuiltJob { job, flops: shape.flops, out_dims: shape.out_dims[..shape.out_rank].to_vec() })
+        Ok(BuiltJob {
+            job,
+            flops: shape.flops,
+            out_dims: shape.out_dims[..shape.out_rank].to_vec(),
+        })
     }
 }
 
@@ -235,7 +263,17 @@ fn reference<T: Element>(op: Op, t: &[Vec<T>]) -> Option<Vec<f64>> {
             let b = MatRef::row_major(b, k as usize, n as usize).ok()?;
             Some(matmul_f64(&a, &b))
         }
-        (Op::Attention { seq_q, seq_k, heads, kv_heads, dim, causal }, [q, k, v]) => {
+        (
+            Op::Attention {
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                dim,
+                causal,
+            },
+            [q, k, v],
+        ) => {
             let s = AttnShape {
                 seq_q: seq_q as usize,
                 seq_k: seq_k as usize,
@@ -259,12 +297,28 @@ impl BuiltJob {
                 let t: Vec<Vec<f32>> = j
                     .tensors
                     .iter()
-                    .map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                    .map(|b| {
+                        b.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect()
+                    })
                     .collect();
                 reference(j.op, &t)
             }
-            DType::F16 => reference(j.op, &j.tensors.iter().map(|b| decode(b, |x| f16::from_bits(u16::from_le_bytes(x)))).collect::<Vec<_>>()),
-            DType::Bf16 => reference(j.op, &j.tensors.iter().map(|b| decode(b, |x| bf16::from_bits(u16::from_le_bytes(x)))).collect::<Vec<_>>()),
+            DType::F16 => reference(
+                j.op,
+                &j.tensors
+                    .iter()
+                    .map(|b| decode(b, |x| f16::from_bits(u16::from_le_bytes(x))))
+                    .collect::<Vec<_>>(),
+            ),
+            DType::Bf16 => reference(
+                j.op,
+                &j.tensors
+                    .iter()
+                    .map(|b| decode(b, |x| bf16::from_bits(u16::from_le_bytes(x))))
+                    .collect::<Vec<_>>(),
+            ),
         };
         r.unwrap_or_default()
     }
@@ -284,12 +338,24 @@ impl BuiltJob {
     pub fn check(&self, r: &JobResult) -> Result<RefCheck, JobSpecError> {
         let elems: u64 = self.out_dims.iter().map(|&d| u64::from(d)).product();
         if r.dims != self.out_dims || r.data.len() as u64 != elems * 4 {
-            return Err(JobSpecError::ResultShape { got: r.dims.clone(), len: r.data.len(), want: self.out_dims.clone() });
+            return Err(JobSpecError::ResultShape {
+                got: r.dims.clone(),
+                len: r.data.len(),
+                want: self.out_dims.clone(),
+            });
         }
-        let out: Vec<f32> = r.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let out: Vec<f32> = r
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let rel_err = rel_l2_error(&out, &self.reference());
         let tolerance = self.tolerance();
-        Ok(RefCheck { rel_err, tolerance, passed: rel_err <= tolerance })
+        Ok(RefCheck {
+            rel_err,
+            tolerance,
+            passed: rel_err <= tolerance,
+        })
     }
 }
 
@@ -299,7 +365,8 @@ mod tests {
 
     #[test]
     fn seeded_tensors_are_reproducible_and_sized() {
-        let s = JobSpec::from_json(r#"{"op":"matmul","m":3,"n":5,"k":4,"dtype":"bf16","seed":7}"#).unwrap();
+        let s = JobSpec::from_json(r#"{"op":"matmul","m":3,"n":5,"k":4,"dtype":"bf16","seed":7}"#)
+            .unwrap();
         let (a, b) = (s.build().unwrap(), s.build().unwrap());
         assert_eq!(a.job.tensors, b.job.tensors);
         assert_eq!(a.job.tensors[0].len(), 3 * 4 * 2);
@@ -310,21 +377,53 @@ mod tests {
 
     #[test]
     fn bad_descriptions_are_specific() {
-        assert!(matches!(JobSpec::from_json(r#"{"op":"matmul","m":3,"n":5}"#).unwrap().build(), Err(JobSpecError::Missing { field: "k", .. })));
-        assert!(matches!(JobSpec::from_json(r#"{"op":"conv","m":1}"#), Err(JobSpecError::Json(_))));
-        assert!(matches!(JobSpec::from_json(r#"{"op":"matmul","m":1,"n":1,"k":1,"bogus":1}"#), Err(JobSpecError::Json(_))));
-        let huge = JobSpec::from_json(r#"{"op":"matmul","m":4000000000,"n":4000000000,"k":4000000000}"#).unwrap();
-        assert!(matches!(huge.build(), Err(JobSpecError::Invalid(JobError::TooLarge { .. }))));
-        let gqa = JobSpec::from_json(r#"{"op":"attention","seq_q":4,"heads":3,"kv_heads":2,"dim":8}"#).unwrap();
-        assert!(matches!(gqa.build(), Err(JobSpecError::Invalid(JobError::BadGqa { .. }))));
+        assert!(matches!(
+            JobSpec::from_json(r#"{"op":"matmul","m":3,"n":5}"#)
+                .unwrap()
+                .build(),
+            Err(JobSpecError::Missing { field: "k", .. })
+        ));
+        assert!(matches!(
+            JobSpec::from_json(r#"{"op":"conv","m":1}"#),
+            Err(JobSpecError::Json(_))
+        ));
+        assert!(matches!(
+            JobSpec::from_json(r#"{"op":"matmul","m":1,"n":1,"k":1,"bogus":1}"#),
+            Err(JobSpecError::Json(_))
+        ));
+        let huge =
+            JobSpec::from_json(r#"{"op":"matmul","m":4000000000,"n":4000000000,"k":4000000000}"#)
+                .unwrap();
+        assert!(matches!(
+            huge.build(),
+            Err(JobSpecError::Invalid(JobError::TooLarge { .. }))
+        ));
+        let gqa =
+            JobSpec::from_json(r#"{"op":"attention","seq_q":4,"heads":3,"kv_heads":2,"dim":8}"#)
+                .unwrap();
+        assert!(matches!(
+            gqa.build(),
+            Err(JobSpecError::Invalid(JobError::BadGqa { .. }))
+        ));
     }
 
     #[test]
     fn check_catches_a_wrong_result() {
-        let b = JobSpec::from_json(r#"{"op":"matmul","m":2,"n":2,"k":3,"seed":1}"#).unwrap().build().unwrap();
+        let b = JobSpec::from_json(r#"{"op":"matmul","m":2,"n":2,"k":3,"seed":1}"#)
+            .unwrap()
+            .build()
+            .unwrap();
         let reference = b.reference();
-        let good: Vec<u8> = reference.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
-        let mut r = JobResult { job_id: b.job.job_id, dims: vec![2, 2], data: serde_bytes::ByteBuf::from(good), units: b.flops };
+        let good: Vec<u8> = reference
+            .iter()
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect();
+        let mut r = JobResult {
+            job_id: b.job.job_id,
+            dims: vec![2, 2],
+            data: serde_bytes::ByteBuf::from(good),
+            units: b.flops,
+        };
         assert!(b.check(&r).unwrap().passed);
         r.data[3] ^= 0x40; // flip the top exponent bit of element 0
         assert!(!b.check(&r).unwrap().passed);

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use pupa_protocol::evidence::{verify_dev, Evidence, EvidenceError, TeeEvidence};
 use pupa_protocol::frame::{FrameError, Kind};
 use pupa_protocol::job::{Job, JobResult};
-use pupa_protocol::msg::{ErrorReply, EvidenceRequest, Hello, Message, MsgError, OpenError, ReceiptReply, SealedJob};
+use pupa_protocol::msg::{
+    ErrorReply, EvidenceRequest, Hello, Message, MsgError, OpenError, ReceiptReply, SealedJob,
+};
 use pupa_protocol::receipt::{job_hash, ReceiptError};
 use pupa_protocol::seal::{Aead, KeyPair};
 use pupa_protocol::ton;
@@ -125,7 +127,11 @@ pub struct VerifiedWorker {
 }
 
 /// Verifies `ev` under `policy`, expecting it over `nonce`.
-pub fn verify_evidence(ev: &Evidence, policy: &EvidencePolicy, nonce: &[u8; 32]) -> Result<VerifiedWorker, ClientError> {
+pub fn verify_evidence(
+    ev: &Evidence,
+    policy: &EvidencePolicy,
+    nonce: &[u8; 32],
+) -> Result<VerifiedWorker, ClientError> {
     if &ev.nonce != nonce {
         return Err(ClientError::NonceMismatch);
     }
@@ -135,7 +141,12 @@ pub fn verify_evidence(ev: &Evidence, policy: &EvidencePolicy, nonce: &[u8; 32])
                 return Err(ClientError::InsecureDevRefused);
             }
             let image = verify_dev(ev)?;
-            Ok(VerifiedWorker { hpke_pk: ev.hpke_pk, receipt_pk: ev.receipt_pk, tee: "insecure-dev", image_sha384: Some(image) })
+            Ok(VerifiedWorker {
+                hpke_pk: ev.hpke_pk,
+                receipt_pk: ev.receipt_pk,
+                tee: "insecure-dev",
+                image_sha384: Some(image),
+            })
         }
         // TODO(evidence issue): SNP/TDX verification through pupa-measurements.
         TeeEvidence::Snp { .. } => Err(ClientError::UnsupportedTee("SEV-SNP")),
@@ -150,23 +161,35 @@ fn random32() -> [u8; 32] {
 }
 
 /// Asks for fresh evidence over a random nonce and verifies it.
-pub fn fetch_and_verify(c: &mut Connection, policy: &EvidencePolicy) -> Result<VerifiedWorker, ClientError> {
+pub fn fetch_and_verify(
+    c: &mut Connection,
+    policy: &EvidencePolicy,
+) -> Result<VerifiedWorker, ClientError> {
     let nonce = random32();
     c.send(&Message::EvidenceRequest(EvidenceRequest { nonce }))?;
     match c.recv()? {
         Message::Evidence(ev) => verify_evidence(&ev, policy, &nonce),
         Message::Error(e) => Err(ClientError::Worker(e)),
-        m => Err(ClientError::Unexpected { got: m.kind(), want: "Evidence" }),
+        m => Err(ClientError::Unexpected {
+            got: m.kind(),
+            want: "Evidence",
+        }),
     }
 }
 
 /// Asks for the boot evidence (nonce all zero; cheaper, but not fresh) and verifies it.
-pub fn fetch_boot_evidence(c: &mut Connection, policy: &EvidencePolicy) -> Result<VerifiedWorker, ClientError> {
+pub fn fetch_boot_evidence(
+    c: &mut Connection,
+    policy: &EvidencePolicy,
+) -> Result<VerifiedWorker, ClientError> {
     c.send(&Message::Hello(Hello {}))?;
     match c.recv()? {
         Message::Evidence(ev) => verify_evidence(&ev, policy, &[0; 32]),
         Message::Error(e) => Err(ClientError::Worker(e)),
-        m => Err(ClientError::Unexpected { got: m.kind(), want: "Evidence" }),
+        m => Err(ClientError::Unexpected {
+            got: m.kind(),
+            want: "Evidence",
+        }),
     }
 }
 
@@ -200,30 +223,49 @@ pub struct JobOutcome {
 /// it, opens the result and verifies the receipt: signature under the evidence's receipt key,
 /// our reply key, the sealed job's hash, the units of the result. A worker error comes back as
 /// [`ClientError::Worker`].
-pub fn run_job(c: &mut Connection, worker: &VerifiedWorker, mut job: Job) -> Result<JobOutcome, ClientError> {
+pub fn run_job(
+    c: &mut Connection,
+    worker: &VerifiedWorker,
+    mut job: Job,
+) -> Result<JobOutcome, ClientError> {
     let t0 = Instant::now();
     let client = KeyPair::derive(&random32());
     job.reply_key = client.pk;
     let aead = job.reply_aead;
-    let sealed = SealedJob::seal(&job, &worker.hpke_pk, aead, &random32()).map_err(ClientError::Seal)?;
+    let sealed =
+        SealedJob::seal(&job, &worker.hpke_pk, aead, &random32()).map_err(ClientError::Seal)?;
     let hash = job_hash(&sealed.enc, &sealed.ciphertext);
     let enc = sealed.enc;
-    let frame = Message::SealedJob(sealed).to_frame().map_err(ClientError::Encode)?;
+    let frame = Message::SealedJob(sealed)
+        .to_frame()
+        .map_err(ClientError::Encode)?;
     let t1 = Instant::now();
     c.send_raw(&frame)?;
     let sealed_result = match c.recv()? {
         Message::SealedResult(r) => r,
         Message::Error(e) => return Err(ClientError::Worker(e)),
-        m => return Err(ClientError::Unexpected { got: m.kind(), want: "SealedResult" }),
+        m => {
+            return Err(ClientError::Unexpected {
+                got: m.kind(),
+                want: "SealedResult",
+            })
+        }
     };
     let receipt = match c.recv()? {
         Message::Receipt(r) => r,
         Message::Error(e) => return Err(ClientError::Worker(e)),
-        m => return Err(ClientError::Unexpected { got: m.kind(), want: "Receipt" }),
+        m => {
+            return Err(ClientError::Unexpected {
+                got: m.kind(),
+                want: "Receipt",
+            })
+        }
     };
     let t2 = Instant::now();
     if sealed_result.job_enc != enc {
-        return Err(ClientError::ResultMismatch("sealed result answers another job"));
+        return Err(ClientError::ResultMismatch(
+            "sealed result answers another job",
+        ));
     }
     let result = sealed_result.open(&client, &worker.hpke_pk, &enc)?;
     if result.job_id != job.job_id {
@@ -238,7 +280,9 @@ pub fn run_job(c: &mut Connection, worker: &VerifiedWorker, mut job: Job) -> Res
         return Err(ClientError::ReceiptMismatch("names another sealed job"));
     }
     if st.receipt.units != result.units {
-        return Err(ClientError::ReceiptMismatch("units differ from the result's"));
+        return Err(ClientError::ReceiptMismatch(
+            "units differ from the result's",
+        ));
     }
     if let Some(boc) = &receipt.ton {
         verify_ton_receipt(boc, worker, &hash)?;
@@ -249,17 +293,29 @@ pub fn run_job(c: &mut Connection, worker: &VerifiedWorker, mut job: Job) -> Res
         receipt,
         job_hash: hash,
         sealed_bytes: frame.len(),
-        timing: Timing { seal: t1 - t0, round_trip: t2 - t1, open_verify: t3 - t2 },
+        timing: Timing {
+            seal: t1 - t0,
+            round_trip: t2 - t1,
+            open_verify: t3 - t2,
+        },
     })
 }
 
 /// Checks the TON `Signed PupaReceipt`: parses, signature valid, our guest key, this job.
-fn verify_ton_receipt(boc: &[u8], worker: &VerifiedWorker, hash: &[u8; 32]) -> Result<(), ClientError> {
+fn verify_ton_receipt(
+    boc: &[u8],
+    worker: &VerifiedWorker,
+    hash: &[u8; 32],
+) -> Result<(), ClientError> {
     let cell = ton::from_boc_single(boc).map_err(|e| ClientError::TonReceipt(e.to_string()))?;
-    let sr = ton::SignedReceipt::from_cell(&cell).map_err(|e| ClientError::TonReceipt(e.to_string()))?;
-    sr.verify().map_err(|e| ClientError::TonReceipt(e.to_string()))?;
+    let sr =
+        ton::SignedReceipt::from_cell(&cell).map_err(|e| ClientError::TonReceipt(e.to_string()))?;
+    sr.verify()
+        .map_err(|e| ClientError::TonReceipt(e.to_string()))?;
     if sr.receipt.guest_key != worker.receipt_pk {
-        return Err(ClientError::TonReceipt("signed by another guest key".into()));
+        return Err(ClientError::TonReceipt(
+            "signed by another guest key".into(),
+        ));
     }
     if &sr.receipt.last_job != hash {
         return Err(ClientError::TonReceipt("names another job".into()));

@@ -36,7 +36,11 @@ pub fn external_payout_boc(contract: &MsgAddressInt, payout: &Payout) -> Result<
 
 /// `MessageRelaxed X`: an internal, bounceable message from the sender's wallet to
 /// `contract` carrying `value` nanoton for gas and the payout as body.
-pub fn internal_payout(contract: &MsgAddressInt, value: u128, payout: &Payout) -> Result<Cell, TonError> {
+pub fn internal_payout(
+    contract: &MsgAddressInt,
+    value: u128,
+    payout: &Payout,
+) -> Result<Cell, TonError> {
     let mut b = CellBuilder::new();
     b.store_bit(false)? // int_msg_info$0
         .store_bit(true)? // ihr_disabled

@@ -36,7 +36,8 @@ impl BatchPolicy {
         if c.latest_seq <= c.confirmed_seq {
             return Decision::Idle;
         }
-        let in_flight = c.submitted_seq >= c.latest_seq && now < c.submitted_at.saturating_add(self.resubmit_after_s);
+        let in_flight = c.submitted_seq >= c.latest_seq
+            && now < c.submitted_at.saturating_add(self.resubmit_after_s);
         if in_flight {
             return Decision::Wait;
         }
@@ -70,7 +71,11 @@ mod tests {
         }
     }
 
-    const P: BatchPolicy = BatchPolicy { threshold: 1000, max_delay_s: 60, resubmit_after_s: 30 };
+    const P: BatchPolicy = BatchPolicy {
+        threshold: 1000,
+        max_delay_s: 60,
+        resubmit_after_s: 30,
+    };
 
     #[test]
     fn idle_when_all_paid() {
@@ -79,14 +84,20 @@ mod tests {
 
     #[test]
     fn threshold_triggers() {
-        assert_eq!(P.decide(&ch(5, 1500, 3, 499), 101), Decision::Submit("unpaid amount over threshold"));
+        assert_eq!(
+            P.decide(&ch(5, 1500, 3, 499), 101),
+            Decision::Submit("unpaid amount over threshold")
+        );
         assert_eq!(P.decide(&ch(5, 1500, 3, 501), 101), Decision::Wait);
     }
 
     #[test]
     fn timer_triggers() {
         assert_eq!(P.decide(&ch(5, 10, 3, 5), 159), Decision::Wait);
-        assert!(matches!(P.decide(&ch(5, 10, 3, 5), 160), Decision::Submit(_)));
+        assert!(matches!(
+            P.decide(&ch(5, 10, 3, 5), 160),
+            Decision::Submit(_)
+        ));
     }
 
     #[test]

@@ -61,7 +61,12 @@ impl Relay {
 
     /// Reads up to `ingest_batch` complete lines (hex payout BOCs) from `input`, starting
     /// where the last committed one ended.
-    pub fn ingest(&mut self, input: &Path, now: u64, report: &mut TickReport) -> Result<(), ReceiptError> {
+    pub fn ingest(
+        &mut self,
+        input: &Path,
+        now: u64,
+        report: &mut TickReport,
+    ) -> Result<(), ReceiptError> {
         let mut offset = self.store.meta(INPUT_OFFSET)?.unwrap_or(0);
         let mut f = BufReader::new(File::open(input)?);
         f.seek(SeekFrom::Start(offset))?;
@@ -75,7 +80,9 @@ impl Relay {
             }
             offset += n as u64;
             let verdict = parse_hex(line.trim())
-                .ok_or(ReceiptError::Malformed(pupa_protocol::ton::TonError::BocBadMagic))
+                .ok_or(ReceiptError::Malformed(
+                    pupa_protocol::ton::TonError::BocBadMagic,
+                ))
                 .and_then(|boc| self.validator.check_boc(&boc));
             match verdict {
                 Ok(p) => {
@@ -84,7 +91,9 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    report.rejected.push(format!("input byte {}: {e}", offset - n as u64));
+                    report
+                        .rejected
+                        .push(format!("input byte {}: {e}", offset - n as u64));
                     self.store.set_meta(INPUT_OFFSET, offset)?;
                 }
             }
@@ -97,9 +106,12 @@ impl Relay {
     pub fn sync(&mut self, all: bool) -> Result<(), ReceiptError> {
         for c in self.store.channels()? {
             if all || c.submitted_seq > c.confirmed_seq {
-                let (seq, paid) = self.api.get_channel(&self.contract(), &c.guest_key, &c.client_key)?;
+                let (seq, paid) =
+                    self.api
+                        .get_channel(&self.contract(), &c.guest_key, &c.client_key)?;
                 if (seq, paid) != (c.confirmed_seq, c.confirmed_paid) {
-                    self.store.set_confirmed(&c.guest_key, &c.client_key, seq, paid)?;
+                    self.store
+                        .set_confirmed(&c.guest_key, &c.client_key, seq, paid)?;
                 }
             }
         }
@@ -110,7 +122,10 @@ impl Relay {
     pub fn submit(&mut self, now: u64, report: &mut TickReport) -> Result<(), ReceiptError> {
         for c in self.store.channels()? {
             if let Decision::Submit(_) = self.policy.decide(&c, now) {
-                let Some(boc) = self.store.payout_boc(&c.guest_key, &c.client_key, c.latest_seq)? else {
+                let Some(boc) = self
+                    .store
+                    .payout_boc(&c.guest_key, &c.client_key, c.latest_seq)?
+                else {
                     continue;
                 };
                 // Re-check what comes out of the database before it leaves the host.
@@ -118,17 +133,27 @@ impl Relay {
                     .and_then(|cell| Payout::from_cell(&cell))
                     .map_err(ReceiptError::Malformed)?;
                 self.validator.check(&payout)?;
-                let msg = external_payout_boc(&self.contract(), &payout).map_err(ReceiptError::Malformed)?;
-                self.store.mark_submitted(&c.guest_key, &c.client_key, c.latest_seq, now)?;
+                let msg = external_payout_boc(&self.contract(), &payout)
+                    .map_err(ReceiptError::Malformed)?;
+                self.store
+                    .mark_submitted(&c.guest_key, &c.client_key, c.latest_seq, now)?;
                 match self.api.send_boc(&msg) {
                     Ok(()) => report.submitted += 1,
                     // Already paid up to this seq (e.g. sent before a crash): nothing to do
                     // but learn the contract's state.
-                    Err(ApiError::Refused { exit_code: Some(EXIT_REPLAY), .. }) => {}
-                    Err(e) => self.store.set_error(&c.guest_key, &c.client_key, &e.to_string())?,
+                    Err(ApiError::Refused {
+                        exit_code: Some(EXIT_REPLAY),
+                        ..
+                    }) => {}
+                    Err(e) => self
+                        .store
+                        .set_error(&c.guest_key, &c.client_key, &e.to_string())?,
                 }
-                let (seq, paid) = self.api.get_channel(&self.contract(), &c.guest_key, &c.client_key)?;
-                self.store.set_confirmed(&c.guest_key, &c.client_key, seq, paid)?;
+                let (seq, paid) =
+                    self.api
+                        .get_channel(&self.contract(), &c.guest_key, &c.client_key)?;
+                self.store
+                    .set_confirmed(&c.guest_key, &c.client_key, seq, paid)?;
             }
         }
         Ok(())
@@ -143,7 +168,11 @@ impl Relay {
         }
         self.sync(false)?;
         self.submit(now, &mut report)?;
-        report.all_paid = self.store.channels()?.iter().all(|c| c.latest_seq <= c.confirmed_seq);
+        report.all_paid = self
+            .store
+            .channels()?
+            .iter()
+            .all(|c| c.latest_seq <= c.confirmed_seq);
         Ok(report)
     }
 }

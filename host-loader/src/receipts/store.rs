@@ -89,7 +89,9 @@ pub struct ReceiptRow {
 }
 
 fn key32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
-    v.try_into().map_err(|_| rusqlite::Error::InvalidColumnType(0, "key".into(), rusqlite::types::Type::Blob))
+    v.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "key".into(), rusqlite::types::Type::Blob)
+    })
 }
 
 fn to_i64(p: u128) -> Result<i64, ReceiptError> {
@@ -114,11 +116,18 @@ impl ReceiptStore {
 
     /// Stores a validated payout durably. With `offset`, also records `meta[offset.0] =
     /// offset.1` in the same transaction (the input position this receipt was read from).
-    pub fn insert(&mut self, p: &Payout, now: u64, offset: Option<(&str, u64)>) -> Result<Inserted, ReceiptError> {
+    pub fn insert(
+        &mut self,
+        p: &Payout,
+        now: u64,
+        offset: Option<(&str, u64)>,
+    ) -> Result<Inserted, ReceiptError> {
         let r = &p.receipt.receipt;
         let boc = to_boc(&p.to_cell().map_err(ReceiptError::Malformed)?);
         let price = to_i64(r.price)?;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: Option<Vec<u8>> = tx
             .query_row(
                 "SELECT payout_boc FROM receipts WHERE guest_key=?1 AND client_key=?2 AND seq=?3",
@@ -154,7 +163,10 @@ impl ReceiptStore {
             }
         };
         if let Some((k, v)) = offset {
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![k, v as i64])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![k, v as i64],
+            )?;
         }
         tx.commit()?;
         Ok(result)
@@ -164,14 +176,19 @@ impl ReceiptStore {
     pub fn meta(&self, key: &str) -> Result<Option<u64>, ReceiptError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get::<_, i64>(0))
+            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()?
             .map(|v| v as u64))
     }
 
     /// Writes a meta value.
     pub fn set_meta(&self, key: &str, value: u64) -> Result<(), ReceiptError> {
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value as i64])?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value as i64],
+        )?;
         Ok(())
     }
 
@@ -205,7 +222,12 @@ impl ReceiptStore {
     }
 
     /// The stored payout BOC with this seq.
-    pub fn payout_boc(&self, guest: &[u8; 32], client: &[u8; 32], seq: u64) -> Result<Option<Vec<u8>>, ReceiptError> {
+    pub fn payout_boc(
+        &self,
+        guest: &[u8; 32],
+        client: &[u8; 32],
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, ReceiptError> {
         Ok(self
             .conn
             .query_row(
@@ -217,7 +239,13 @@ impl ReceiptStore {
     }
 
     /// Records a submission.
-    pub fn mark_submitted(&self, guest: &[u8; 32], client: &[u8; 32], seq: u64, now: u64) -> Result<(), ReceiptError> {
+    pub fn mark_submitted(
+        &self,
+        guest: &[u8; 32],
+        client: &[u8; 32],
+        seq: u64,
+        now: u64,
+    ) -> Result<(), ReceiptError> {
         self.conn.execute(
             "UPDATE channels SET submitted_seq=?3, submitted_at=?4, last_error=NULL WHERE guest_key=?1 AND client_key=?2",
             params![&guest[..], &client[..], seq as i64, now as i64],
@@ -226,7 +254,13 @@ impl ReceiptStore {
     }
 
     /// Records what the contract reports paid.
-    pub fn set_confirmed(&self, guest: &[u8; 32], client: &[u8; 32], seq: u64, paid: u128) -> Result<(), ReceiptError> {
+    pub fn set_confirmed(
+        &self,
+        guest: &[u8; 32],
+        client: &[u8; 32],
+        seq: u64,
+        paid: u128,
+    ) -> Result<(), ReceiptError> {
         self.conn.execute(
             "UPDATE channels SET confirmed_seq=?3, confirmed_paid=?4 WHERE guest_key=?1 AND client_key=?2",
             params![&guest[..], &client[..], seq as i64, to_i64(paid)?],
@@ -235,7 +269,12 @@ impl ReceiptStore {
     }
 
     /// Records a failed submission.
-    pub fn set_error(&self, guest: &[u8; 32], client: &[u8; 32], err: &str) -> Result<(), ReceiptError> {
+    pub fn set_error(
+        &self,
+        guest: &[u8; 32],
+        client: &[u8; 32],
+        err: &str,
+    ) -> Result<(), ReceiptError> {
         self.conn.execute(
             "UPDATE channels SET last_error=?3 WHERE guest_key=?1 AND client_key=?2",
             params![&guest[..], &client[..], err],

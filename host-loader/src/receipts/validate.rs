@@ -36,9 +36,10 @@ impl Validator {
             TonError::VoucherMismatch => ReceiptError::VoucherMismatch,
             TonError::BadGuestSignature => ReceiptError::BadGuestSignature,
             TonError::BadClientSignature => ReceiptError::BadClientSignature,
-            TonError::AboveCap => {
-                ReceiptError::AboveCap { price: p.receipt.receipt.price, cap: p.voucher.voucher.cap }
-            }
+            TonError::AboveCap => ReceiptError::AboveCap {
+                price: p.receipt.receipt.price,
+                cap: p.voucher.voucher.cap,
+            },
             other => ReceiptError::Malformed(other),
         })
     }

@@ -43,15 +43,25 @@ impl Journal {
     /// Opens (creating) the journal at `path` for appending.
     pub fn open(path: &Path) -> io::Result<Journal> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Journal { file: Mutex::new(file) })
+        Ok(Journal {
+            file: Mutex::new(file),
+        })
     }
 
     /// Decodes a `Receipt` frame body, appends its line and syncs the file.
     pub fn append(&self, body: &[u8]) -> Result<(), JournalError> {
-        let frame = Frame { kind: Kind::Receipt, body: body.to_vec() };
-        let Message::Receipt(r) = Message::from_frame(&frame)? else { return Err(JournalError::NotReceipt) };
+        let frame = Frame {
+            kind: Kind::Receipt,
+            body: body.to_vec(),
+        };
+        let Message::Receipt(r) = Message::from_frame(&frame)? else {
+            return Err(JournalError::NotReceipt);
+        };
         let s = &r.statement;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let line = serde_json::json!({
             "received_at": now,
             "guest_key": hex(&s.receipt.guest_key),

@@ -168,8 +168,13 @@ impl GuestBackend for VmBackend {
             fw_cfg: vec![],
         };
         let mut g = vm::Guest::start(&cfg).map_err(|e| e.to_string())?;
-        g.wait_for("pupa: ready", self.ready_timeout, |l| l.contains("pupa: ready"), |l| tracing::info!(target: "guest", "{l}"))
-            .map_err(|e| e.to_string())?;
+        g.wait_for(
+            "pupa: ready",
+            self.ready_timeout,
+            |l| l.contains("pupa: ready"),
+            |l| tracing::info!(target: "guest", "{l}"),
+        )
+        .map_err(|e| e.to_string())?;
         self.guest = Some(g);
         Ok(self.guest_addr)
     }
@@ -188,7 +193,12 @@ impl GuestBackend for VmBackend {
 /// Watches the guest every `period`; when it is gone, cuts the relay's guest connections (each
 /// client with a job in flight gets the "job lost" error), restarts it (with back-off) and
 /// points the relay at it again. Returns when `stop` is set.
-pub fn supervise(relay: &Relay, backend: &mut dyn GuestBackend, period: Duration, stop: &AtomicBool) {
+pub fn supervise(
+    relay: &Relay,
+    backend: &mut dyn GuestBackend,
+    period: Duration,
+    stop: &AtomicBool,
+) {
     let mut backoff = Duration::from_millis(200);
     while !stop.load(Ordering::SeqCst) {
         thread::sleep(period);
@@ -236,8 +246,12 @@ impl GuestBackend for ExternalGuest {
 
 /// `pupa-host run` with logging set up (`RUST_LOG`, default `info`, to stderr).
 pub fn run_command(args: RunArgs) -> Result<(), RunError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     run(args)
 }
 
@@ -256,7 +270,11 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let mut backend: Box<dyn GuestBackend> = match (&args.image, args.guest_addr) {
         (None, Some(addr)) => Box::new(ExternalGuest(addr)),
-        (None, None) => return Err(RunError::Usage("give --image to boot a guest, or --guest-addr to relay to a running one")),
+        (None, None) => {
+            return Err(RunError::Usage(
+                "give --image to boot a guest, or --guest-addr to relay to a running one",
+            ))
+        }
         (Some(image), addr) => {
             let (network, guest_addr) = match (&args.tap, addr) {
                 (Some(ifname), Some(a)) => (Network::Tap { ifname: ifname.clone() }, a),
@@ -281,23 +299,36 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
             })
         }
     };
-    let cfg = RelayConfig { tls, max_connections: args.max_connections, ..RelayConfig::default() };
+    let cfg = RelayConfig {
+        tls,
+        max_connections: args.max_connections,
+        ..RelayConfig::default()
+    };
     let relay = Relay::new(cfg, journal, None);
     // A killed `pupa-host` must not leave its VM running: signals end the supervisor loop,
     // which then stops the guest.
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, stop.clone()).map_err(RunError::Signal)?;
     }
-    let listener = std::net::TcpListener::bind(args.listen).map_err(|e| RunError::Listen(args.listen, e))?;
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|e| RunError::Listen(args.listen, e))?;
     let addr = backend.start().map_err(RunError::Guest)?;
     // The guest's port may take a moment to accept after the ready line.
     let t = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() && t.elapsed() < Duration::from_secs(10) {
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
+        && t.elapsed() < Duration::from_secs(10)
+    {
         thread::sleep(Duration::from_millis(50));
     }
     relay.set_guest(Some(addr));
-    let local = listener.local_addr().map_err(|e| RunError::Listen(args.listen, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| RunError::Listen(args.listen, e))?;
     tracing::info!(listen = %local, guest = %addr, "relaying");
     // One line on stdout for scripts and tests: where clients connect.
     println!("pupa-host: listening on {local}");

@@ -33,7 +33,8 @@ use super::tls::{split_plain, split_tls, Split, WriteHalf};
 use super::track::{HeaderEvent, HeaderTracker};
 
 /// Detail text of the error sent for requests lost when the guest dies.
-pub const JOB_LOST_DETAIL: &str = "worker restarted: job lost in flight; fetch fresh evidence and resubmit";
+pub const JOB_LOST_DETAIL: &str =
+    "worker restarted: job lost in flight; fetch fresh evidence and resubmit";
 
 /// How the relay serves clients.
 #[derive(Clone)]
@@ -48,7 +49,11 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { tls: None, max_connections: 256, guest_wait: Duration::from_secs(30) }
+        RelayConfig {
+            tls: None,
+            max_connections: 256,
+            guest_wait: Duration::from_secs(30),
+        }
     }
 }
 
@@ -104,7 +109,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// An encoded `Error` frame (always encodable: the detail is short).
 pub fn error_frame(code: ErrorCode, detail: &str) -> Vec<u8> {
-    Message::Error(ErrorReply::new(code, None, detail)).to_frame().unwrap_or_default()
+    Message::Error(ErrorReply::new(code, None, detail))
+        .to_frame()
+        .unwrap_or_default()
 }
 
 impl Relay {
@@ -162,13 +169,18 @@ impl Relay {
                 }
             };
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            self.shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
-            let spawned = thread::Builder::new().name(format!("relay-{id}")).spawn(move || {
-                shared.active.fetch_add(1, Ordering::SeqCst);
-                handle(&shared, stream, id);
-                shared.active.fetch_sub(1, Ordering::SeqCst);
-            });
+            let spawned = thread::Builder::new()
+                .name(format!("relay-{id}"))
+                .spawn(move || {
+                    shared.active.fetch_add(1, Ordering::SeqCst);
+                    handle(&shared, stream, id);
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot spawn a connection thread");
             }
@@ -180,7 +192,9 @@ impl Relay {
         let listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
         let me = self.clone();
-        thread::Builder::new().name("relay-accept".into()).spawn(move || me.serve(listener))?;
+        thread::Builder::new()
+            .name("relay-accept".into())
+            .spawn(move || me.serve(listener))?;
         Ok(local)
     }
 }
@@ -203,7 +217,10 @@ fn connect_guest(shared: &Shared) -> Option<TcpStream> {
 }
 
 fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
-    let peer = client.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = client
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let _ = client.set_nodelay(true);
     let split = match &shared.cfg.tls {
         Some(cfg) => split_tls(client, cfg.clone()),
@@ -221,7 +238,10 @@ fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
     }
     let Some(guest) = connect_guest(shared) else {
         tracing::warn!(conn = id, %peer, "no guest reachable; refusing");
-        let _ = writer.write_all(&error_frame(ErrorCode::Busy, "relay: the worker is not reachable (restarting?)"));
+        let _ = writer.write_all(&error_frame(
+            ErrorCode::Busy,
+            "relay: the worker is not reachable (restarting?)",
+        ));
         writer.close_write();
         return;
     };
@@ -236,7 +256,9 @@ fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
     let pending: PendingQueue = Arc::default();
     let up = {
         let (pending, shared) = (pending.clone(), shared.clone());
-        thread::Builder::new().name(format!("relay-{id}-up")).spawn(move || pump_up(&shared, id, reader, guest_up, &pending))
+        thread::Builder::new()
+            .name(format!("relay-{id}-up"))
+            .spawn(move || pump_up(&shared, id, reader, guest_up, &pending))
     };
     let down = pump_down(shared, id, guest, writer.as_mut(), &pending);
     // Whatever ended the down direction, the client connection is over: the client got FIN
@@ -262,7 +284,13 @@ fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
 }
 
 /// Client → guest. Returns bytes forwarded.
-fn pump_up(shared: &Shared, id: u64, mut client: Box<dyn Read + Send>, mut guest: TcpStream, pending: &PendingQueue) -> u64 {
+fn pump_up(
+    shared: &Shared,
+    id: u64,
+    mut client: Box<dyn Read + Send>,
+    mut guest: TcpStream,
+    pending: &PendingQueue,
+) -> u64 {
     let mut tracker = HeaderTracker::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
@@ -281,7 +309,10 @@ fn pump_up(shared: &Shared, id: u64, mut client: Box<dyn Read + Send>, mut guest
             HeaderEvent::Frame(kind, len) => {
                 tracing::trace!(conn = id, ?kind, len, "client frame");
                 let p = if kind == Kind::SealedJob {
-                    shared.counters.jobs_forwarded.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .jobs_forwarded
+                        .fetch_add(1, Ordering::Relaxed);
                     Pending::Job
                 } else {
                     Pending::Other
@@ -316,7 +347,13 @@ struct DownEnd {
 }
 
 /// Guest → client, until the guest connection ends.
-fn pump_down(shared: &Shared, id: u64, mut guest: TcpStream, client: &mut dyn WriteHalf, pending: &PendingQueue) -> DownEnd {
+fn pump_down(
+    shared: &Shared,
+    id: u64,
+    mut guest: TcpStream,
+    client: &mut dyn WriteHalf,
+    pending: &PendingQueue,
+) -> DownEnd {
     let mut dec = FrameDecoder::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
@@ -338,7 +375,10 @@ fn pump_down(shared: &Shared, id: u64, mut guest: TcpStream, client: &mut dyn Wr
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(conn = id, error = %e, "guest output broke framing; dropping the connection");
-                    let _ = client.write_all(&error_frame(ErrorCode::Internal, "relay: the worker's reply was malformed"));
+                    let _ = client.write_all(&error_frame(
+                        ErrorCode::Internal,
+                        "relay: the worker's reply was malformed",
+                    ));
                     return DownEnd { bytes, lost: 0 };
                 }
             };
@@ -354,7 +394,10 @@ fn pump_down(shared: &Shared, id: u64, mut guest: TcpStream, client: &mut dyn Wr
                         // DESIGN.md: receipts are on disk before the client sees them.
                         if let Err(e) = j.append(&frame.body) {
                             tracing::error!(conn = id, error = %e, "cannot store the receipt; withholding it");
-                            let _ = client.write_all(&error_frame(ErrorCode::Internal, "relay: could not store the receipt"));
+                            let _ = client.write_all(&error_frame(
+                                ErrorCode::Internal,
+                                "relay: could not store the receipt",
+                            ));
                             return DownEnd { bytes, lost: 0 };
                         }
                     }
@@ -366,7 +409,11 @@ fn pump_down(shared: &Shared, id: u64, mut guest: TcpStream, client: &mut dyn Wr
             header[..4].copy_from_slice(&len.to_le_bytes());
             header[4] = PROTOCOL_VERSION;
             header[5] = frame.kind as u8;
-            if client.write_all(&header).and_then(|_| client.write_all(&frame.body)).is_err() {
+            if client
+                .write_all(&header)
+                .and_then(|_| client.write_all(&frame.body))
+                .is_err()
+            {
                 client_gone = true;
                 break;
             }
@@ -385,10 +432,16 @@ fn pump_down(shared: &Shared, id: u64, mut guest: TcpStream, client: &mut dyn Wr
             lost += 1;
             let _ = client.write_all(&error_frame(ErrorCode::Internal, JOB_LOST_DETAIL));
             if *p == Pending::Job {
-                tracing::warn!(conn = id, "guest connection ended with a job in flight: job lost");
+                tracing::warn!(
+                    conn = id,
+                    "guest connection ended with a job in flight: job lost"
+                );
             }
         }
-        shared.counters.lost.fetch_add(lost as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .lost
+            .fetch_add(lost as u64, Ordering::Relaxed);
         let _ = client.flush();
         client.close_write();
     }

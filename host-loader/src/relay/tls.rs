@@ -33,16 +33,24 @@ pub enum TlsSetupError {
 
 /// Loads a PEM certificate chain and private key into a TLS 1.2/1.3 server configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
-    let read = |p: &Path| fs::read(p).map_err(|err| TlsSetupError::Read { path: p.display().to_string(), err });
+    let read = |p: &Path| {
+        fs::read(p).map_err(|err| TlsSetupError::Read {
+            path: p.display().to_string(),
+            err,
+        })
+    };
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
     if chain.is_empty() {
         return Err(TlsSetupError::NoCertificate(cert.display().to_string()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| TlsSetupError::NoKey { path: key.display().to_string(), reason: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsSetupError::NoKey {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -78,16 +86,25 @@ impl WriteHalf for TcpStream {
 
 /// Splits a plain TCP connection.
 pub fn split_plain(s: TcpStream) -> io::Result<Split> {
-    Ok(Split { reader: Box::new(s.try_clone()?), writer: Box::new(s) })
+    Ok(Split {
+        reader: Box::new(s.try_clone()?),
+        writer: Box::new(s),
+    })
 }
 
 /// Splits a TLS connection: both halves share the rustls state under a mutex; the reader
 /// blocks on the socket without holding it.
 pub fn split_tls(s: TcpStream, cfg: Arc<rustls::ServerConfig>) -> io::Result<Split> {
     let conn = ServerConnection::new(cfg).map_err(io::Error::other)?;
-    let shared = Arc::new(TlsShared { conn: Mutex::new(conn), sock: s.try_clone()? });
+    let shared = Arc::new(TlsShared {
+        conn: Mutex::new(conn),
+        sock: s.try_clone()?,
+    });
     Ok(Split {
-        reader: Box::new(TlsReader { shared: shared.clone(), raw: vec![0; 16 * 1024] }),
+        reader: Box::new(TlsReader {
+            shared: shared.clone(),
+            raw: vec![0; 16 * 1024],
+        }),
         writer: Box::new(TlsWriter { shared }),
     })
 }

@@ -27,7 +27,12 @@ pub struct HeaderTracker {
 
 impl Default for HeaderTracker {
     fn default() -> Self {
-        HeaderTracker { state: State::Header { buf: [0; HEADER_LEN], have: 0 } }
+        HeaderTracker {
+            state: State::Header {
+                buf: [0; HEADER_LEN],
+                have: 0,
+            },
+        }
     }
 }
 
@@ -51,7 +56,10 @@ impl HeaderTracker {
                     *left -= take as u64;
                     data = &data[take..];
                     if *left == 0 {
-                        self.state = State::Header { buf: [0; HEADER_LEN], have: 0 };
+                        self.state = State::Header {
+                            buf: [0; HEADER_LEN],
+                            have: 0,
+                        };
                     }
                 }
                 State::Header { buf, have } => {
@@ -66,9 +74,14 @@ impl HeaderTracker {
                         Ok((kind, len)) => {
                             on(HeaderEvent::Frame(kind, len));
                             self.state = if len == 0 {
-                                State::Header { buf: [0; HEADER_LEN], have: 0 }
+                                State::Header {
+                                    buf: [0; HEADER_LEN],
+                                    have: 0,
+                                }
                             } else {
-                                State::Body { left: u64::from(len) }
+                                State::Body {
+                                    left: u64::from(len),
+                                }
                             };
                         }
                         Err(e) => {
@@ -122,6 +135,12 @@ mod tests {
         s.extend([0, 0, 0, 0, 9, 1]); // version 9
         s.extend(encode_frame(Kind::Hello, &[]).unwrap());
         let ev = events(&s, 3);
-        assert_eq!(ev, vec![HeaderEvent::Frame(Kind::Hello, 0), HeaderEvent::Broken(FrameError::UnsupportedVersion { got: 9 })]);
+        assert_eq!(
+            ev,
+            vec![
+                HeaderEvent::Frame(Kind::Hello, 0),
+                HeaderEvent::Broken(FrameError::UnsupportedVersion { got: 9 })
+            ]
+        );
     }
 }

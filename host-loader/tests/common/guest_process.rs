@@ -71,9 +71,19 @@ impl GuestProcess {
         let listener = TcpListener::bind(addr).expect("bind the fixture guest");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let worker = Worker::new(DevTee { image_sha384: FIXTURE_IMAGE_SHA384 }, OsEntropy, HostClock(Instant::now()), config)
-            .expect("fixture worker starts");
-        let keys = GuestKeys { hpke_pk: worker.hpke_public_key(), receipt_pk: worker.receipt_public_key() };
+        let worker = Worker::new(
+            DevTee {
+                image_sha384: FIXTURE_IMAGE_SHA384,
+            },
+            OsEntropy,
+            HostClock(Instant::now()),
+            config,
+        )
+        .expect("fixture worker starts");
+        let keys = GuestKeys {
+            hpke_pk: worker.hpke_public_key(),
+            receipt_pk: worker.receipt_public_key(),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let die_on_input = Arc::new(AtomicBool::new(false));
         let dead = Arc::new(AtomicBool::new(false));
@@ -82,7 +92,14 @@ impl GuestProcess {
             .name(format!("guest-{}", addr.port()))
             .spawn(move || serve(listener, worker, &s, &d, &dd))
             .unwrap();
-        GuestProcess { addr, stop, die_on_input, dead, keys, thread: Some(thread) }
+        GuestProcess {
+            addr,
+            stop,
+            die_on_input,
+            dead,
+            keys,
+            thread: Some(thread),
+        }
     }
 
     /// Where the job port is.
@@ -126,8 +143,13 @@ impl Drop for GuestProcess {
     }
 }
 
-fn serve<T, E, C>(listener: TcpListener, mut worker: Worker<T, E, C>, stop: &AtomicBool, die: &AtomicBool, dead: &AtomicBool)
-where
+fn serve<T, E, C>(
+    listener: TcpListener,
+    mut worker: Worker<T, E, C>,
+    stop: &AtomicBool,
+    die: &AtomicBool,
+    dead: &AtomicBool,
+) where
     T: pupa_guest::runtime::Tee,
     E: Entropy,
     C: Clock,
@@ -139,7 +161,11 @@ where
         while let Ok((sock, _)) = listener.accept() {
             sock.set_nonblocking(true).unwrap();
             let _ = sock.set_nodelay(true);
-            conns.push(Conn { sock, session: Session::new(&worker), eof: false });
+            conns.push(Conn {
+                sock,
+                session: Session::new(&worker),
+                eof: false,
+            });
             progress = true;
         }
         for c in conns.iter_mut() {

@@ -8,22 +8,35 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use guest_process::GuestProcess;
-use pupa_host::client::{fetch_and_verify, run_job, BuiltJob, Connection, EvidencePolicy, JobOutcome, JobSpec, VerifiedWorker};
+use pupa_host::client::{
+    fetch_and_verify, run_job, BuiltJob, Connection, EvidencePolicy, JobOutcome, JobSpec,
+    VerifiedWorker,
+};
 use pupa_host::relay::{GuestBackend, Journal, Relay, RelayConfig};
 use pupa_protocol::msg::{ErrorCode, Message};
 
 /// Dev evidence allowed (the fixture has no TEE).
-pub const DEV: EvidencePolicy = EvidencePolicy { allow_insecure_dev: true };
+pub const DEV: EvidencePolicy = EvidencePolicy {
+    allow_insecure_dev: true,
+};
 
 /// A fresh empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pupa-{tag}-{}-{}", std::process::id(), rand::random::<u64>()));
+    let d = std::env::temp_dir().join(format!(
+        "pupa-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 /// A relay on 127.0.0.1 (any port) in front of `guest`, optionally journaling receipts.
-pub fn relay_to(guest: SocketAddr, cfg: RelayConfig, journal: Option<&std::path::Path>) -> (Relay, SocketAddr) {
+pub fn relay_to(
+    guest: SocketAddr,
+    cfg: RelayConfig,
+    journal: Option<&std::path::Path>,
+) -> (Relay, SocketAddr) {
     let j = journal.map(|p| Journal::open(p).unwrap());
     let relay = Relay::new(cfg, j, Some(guest));
     let addr = relay.spawn("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -37,7 +50,12 @@ pub fn connect(addr: SocketAddr) -> Connection {
 
 /// A small matmul job.
 pub fn small_job(seed: u64) -> BuiltJob {
-    JobSpec::from_json(&format!(r#"{{"op":"matmul","m":8,"n":16,"k":32,"dtype":"f32","seed":{seed}}}"#)).unwrap().build().unwrap()
+    JobSpec::from_json(&format!(
+        r#"{{"op":"matmul","m":8,"n":16,"k":32,"dtype":"f32","seed":{seed}}}"#
+    ))
+    .unwrap()
+    .build()
+    .unwrap()
 }
 
 /// Connects, verifies the evidence, runs a small job and checks it against the reference.

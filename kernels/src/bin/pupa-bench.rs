@@ -343,9 +343,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let (peak, peak_source) = match common.peak {
                 Some(p) => (p, "given"),
                 None => (
-                    *peaks
-                        .entry((threads, bf16_peak))
-                        .or_insert_with(|| peak::measure(isa, bf16_peak, threads, common.clock == Clock::ThreadCpu)),
+                    *peaks.entry((threads, bf16_peak)).or_insert_with(|| {
+                        peak::measure(isa, bf16_peak, threads, common.clock == Clock::ThreadCpu)
+                    }),
                     "measured",
                 ),
             };

@@ -101,18 +101,22 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 }
 
 fn need<'a>(p: &'a Option<PathBuf>, flag: &str, tee: &str) -> Result<&'a Path, String> {
-    p.as_deref().ok_or_else(|| format!("--tee {tee} needs {flag} FILE"))
+    p.as_deref()
+        .ok_or_else(|| format!("--tee {tee} needs {flag} FILE"))
 }
 
 fn policy(a: &VerifyArgs, tee: &str) -> Result<Policy, String> {
     let measurement = if let Some(m) = &a.expect {
-        let text = String::from_utf8(read(m, "manifest")?).map_err(|_| format!("{}: not UTF-8", m.display()))?;
+        let text = String::from_utf8(read(m, "manifest")?)
+            .map_err(|_| format!("{}: not UTF-8", m.display()))?;
         MeasurementPolicy::from_manifest(&text, tee).map_err(|e| e.to_string())?
     } else if !a.measurement.is_empty() {
         MeasurementPolicy::OneOf(
             a.measurement
                 .iter()
-                .map(|h| hexfmt::decode_array::<48>(h).map_err(|e| format!("--measurement {h:?}: {e}")))
+                .map(|h| {
+                    hexfmt::decode_array::<48>(h).map_err(|e| format!("--measurement {h:?}: {e}"))
+                })
                 .collect::<Result<_, _>>()?,
         )
     } else if a.any_measurement {
@@ -121,10 +125,13 @@ fn policy(a: &VerifyArgs, tee: &str) -> Result<Policy, String> {
         return Err("choose a measurement policy: --expect manifest.json, --measurement HEX or --any-measurement".into());
     };
     let hex32 = |s: &Option<String>, flag: &str| -> Result<[u8; 32], String> {
-        hexfmt::decode_array::<32>(s.as_deref().unwrap_or_default()).map_err(|e| format!("{flag}: {e}"))
+        hexfmt::decode_array::<32>(s.as_deref().unwrap_or_default())
+            .map_err(|e| format!("{flag}: {e}"))
     };
     let report_data = match (&a.report_data, &a.hpke_pk) {
-        (Some(h), _) => Some(hexfmt::decode_array::<64>(h).map_err(|e| format!("--report-data: {e}"))?),
+        (Some(h), _) => {
+            Some(hexfmt::decode_array::<64>(h).map_err(|e| format!("--report-data: {e}"))?)
+        }
         (None, Some(_)) => Some(pupa_protocol::evidence::report_data(
             &hex32(&a.hpke_pk, "--hpke-pk")?,
             &hex32(&a.receipt_pk, "--receipt-pk")?,
@@ -143,7 +150,9 @@ fn policy(a: &VerifyArgs, tee: &str) -> Result<Policy, String> {
     };
     if let Some(t) = &a.min_tcb {
         match tee {
-            "snp" => p.snp_min_tcb = Some(t.parse().map_err(|e: super::VerifyError| e.to_string())?),
+            "snp" => {
+                p.snp_min_tcb = Some(t.parse().map_err(|e: super::VerifyError| e.to_string())?)
+            }
             "tdx" => p.tdx_min_status = t.parse().map_err(|e: super::VerifyError| e.to_string())?,
             _ => return Err("--min-tcb applies to SNP and TDX evidence only".into()),
         }
@@ -162,15 +171,19 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
     let verdict = match tee {
         VerifyTee::Snp => {
             let p = policy(a, "snp")?;
-            let report = snp::load_report(&read(need(&a.report, "--report", "snp")?, "report")?).map_err(|e| e.to_string())?;
+            let report = snp::load_report(&read(need(&a.report, "--report", "snp")?, "report")?)
+                .map_err(|e| e.to_string())?;
             let vcek = a.vcek.as_deref().map(|f| read(f, "VCEK")).transpose()?;
             snp::verify(&report, vcek.as_deref(), &p).map_err(|e| e.to_string())?
         }
         VerifyTee::Tdx => {
             let p = policy(a, "tdx")?;
             let quote = read(need(&a.quote, "--quote", "tdx")?, "quote")?;
-            let coll = tdx::parse_collateral(&read(need(&a.collateral, "--collateral", "tdx")?, "collateral")?)
-                .map_err(|e| e.to_string())?;
+            let coll = tdx::parse_collateral(&read(
+                need(&a.collateral, "--collateral", "tdx")?,
+                "collateral",
+            )?)
+            .map_err(|e| e.to_string())?;
             let now = match &a.now {
                 Some(s) => tdx::parse_now(s).map_err(|e| e.to_string())?,
                 None => std::time::SystemTime::now()
@@ -182,13 +195,21 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
         }
         VerifyTee::Dev => {
             let p = policy(a, "dev")?;
-            let file = a.dev_evidence.as_deref().ok_or("--tee dev needs --dev-evidence FILE")?;
-            let ev = dev::decode_evidence(&read(file, "dev evidence")?).map_err(|e| e.to_string())?;
+            let file = a
+                .dev_evidence
+                .as_deref()
+                .ok_or("--tee dev needs --dev-evidence FILE")?;
+            let ev =
+                dev::decode_evidence(&read(file, "dev evidence")?).map_err(|e| e.to_string())?;
             dev::verify(&ev, &p).map_err(|e| e.to_string())?
         }
     };
     print(&verdict, a.json);
-    Ok(if verdict.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if verdict.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print(v: &Verdict, json: bool) {
@@ -201,7 +222,12 @@ fn print(v: &Verdict, json: bool) {
         return;
     }
     println!("evidence: {}", v.tee.to_uppercase());
-    let width = v.checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let width = v
+        .checks
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
     for c in &v.checks {
         let mark = if c.passed { "PASS" } else { "FAIL" };
         println!("  {mark}  {:<width$}  {}", c.name, c.detail);
@@ -210,6 +236,9 @@ fn print(v: &Verdict, json: bool) {
     if v.ok() {
         println!("verdict: ACCEPTED ({} checks passed)", v.checks.len());
     } else {
-        println!("verdict: REJECTED ({failed} of {} checks failed)", v.checks.len());
+        println!(
+            "verdict: REJECTED ({failed} of {} checks failed)",
+            v.checks.len()
+        );
     }
 }

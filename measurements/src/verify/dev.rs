@@ -17,12 +17,18 @@ pub const DEV_WARNING: &str =
 /// Decodes the postcard bytes of an `Evidence` message (the whole file, nothing after it).
 pub fn decode_evidence(bytes: &[u8]) -> Result<Evidence, VerifyError> {
     if bytes.len() > MAX_EVIDENCE_LEN {
-        return Err(VerifyError::DevEvidence(format!("{} bytes, more than {MAX_EVIDENCE_LEN}", bytes.len())));
+        return Err(VerifyError::DevEvidence(format!(
+            "{} bytes, more than {MAX_EVIDENCE_LEN}",
+            bytes.len()
+        )));
     }
     let (ev, rest) = postcard::take_from_bytes::<Evidence>(bytes)
         .map_err(|e| VerifyError::DevEvidence(format!("not a postcard Evidence message: {e}")))?;
     if !rest.is_empty() {
-        return Err(VerifyError::DevEvidence(format!("{} trailing bytes after the message", rest.len())));
+        return Err(VerifyError::DevEvidence(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
     }
     Ok(ev)
 }
@@ -32,11 +38,17 @@ pub fn decode_evidence(bytes: &[u8]) -> Result<Evidence, VerifyError> {
 /// (against the measurement policy) and REPORT_DATA are checked, and a warning is added.
 pub fn verify(ev: &Evidence, policy: &Policy) -> Result<Verdict, VerifyError> {
     let TeeEvidence::Dev(report) = &ev.tee else {
-        return Err(VerifyError::DevEvidence("the evidence is SNP or TDX evidence, not a dev report".into()));
+        return Err(VerifyError::DevEvidence(
+            "the evidence is SNP or TDX evidence, not a dev report".into(),
+        ));
     };
     let mut v = Verdict::new("dev");
     if policy.allow_insecure_dev {
-        v.check("insecure dev evidence", true, "allowed by --allow-insecure-dev");
+        v.check(
+            "insecure dev evidence",
+            true,
+            "allowed by --allow-insecure-dev",
+        );
         v.warnings.push(DEV_WARNING.into());
     } else {
         v.check(
@@ -48,12 +60,19 @@ pub fn verify(ev: &Evidence, policy: &Policy) -> Result<Verdict, VerifyError> {
     v.check_result(
         "dev signature and key binding",
         verify_dev(ev)
-            .map(|_| "Ed25519 under the image's dev key; REPORT_DATA binds hpke_pk, receipt_pk, nonce".into())
+            .map(|_| {
+                "Ed25519 under the image's dev key; REPORT_DATA binds hpke_pk, receipt_pk, nonce"
+                    .into()
+            })
             .map_err(|e| e.to_string()),
     );
     v.check_result(
         "measurement",
-        policy.measurement.check(&report.image_sha384).map(|d| format!("image SHA-384 {d}")).map_err(|e| format!("image SHA-384 {e}")),
+        policy
+            .measurement
+            .check(&report.image_sha384)
+            .map(|d| format!("image SHA-384 {d}"))
+            .map_err(|e| format!("image SHA-384 {e}")),
     );
     v.check_result("REPORT_DATA", policy.check_report_data(&report.report_data));
     Ok(v)

@@ -32,7 +32,11 @@ impl MeasurementPolicy {
                 .and_then(|s| s.as_str())
                 .ok_or_else(|| bad("no image.sha384".into()))?],
             "snp" | "tdx" => {
-                let (list, key) = if tee == "snp" { ("snp", "digest") } else { ("tdx", "mrtd") };
+                let (list, key) = if tee == "snp" {
+                    ("snp", "digest")
+                } else {
+                    ("tdx", "mrtd")
+                };
                 v.pointer(&format!("/measurements/{list}"))
                     .and_then(|a| a.as_array())
                     .ok_or_else(|| bad(format!("no measurements.{list} array")))?

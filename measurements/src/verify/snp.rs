@@ -64,9 +64,19 @@ pub const PINNED_ROOTS: [AmdRoots; 3] = [
 
 /// Reads a report file: 1184 raw bytes, or the same as hex text (whitespace ignored).
 pub fn load_report(file: &[u8]) -> Result<Vec<u8>, VerifyError> {
-    if file.len() != REPORT_LEN && !file.is_empty() && file.iter().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace()) {
-        let text: String = file.iter().filter(|b| !b.is_ascii_whitespace()).map(|&b| b as char).collect();
-        return hexfmt::decode(&text).map_err(|e| VerifyError::SnpReport(format!("hex report: {e}")));
+    if file.len() != REPORT_LEN
+        && !file.is_empty()
+        && file
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace())
+    {
+        let text: String = file
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(|&b| b as char)
+            .collect();
+        return hexfmt::decode(&text)
+            .map_err(|e| VerifyError::SnpReport(format!("hex report: {e}")));
     }
     Ok(file.to_vec())
 }
@@ -81,7 +91,9 @@ pub fn parse_report(raw: &[u8]) -> Result<AttestationReport, VerifyError> {
     }
     let version = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
     if version < 2 {
-        return Err(VerifyError::SnpReport(format!("version {version}, want 2 or later")));
+        return Err(VerifyError::SnpReport(format!(
+            "version {version}, want 2 or later"
+        )));
     }
     AttestationReport::from_bytes(raw).map_err(|e| VerifyError::SnpReport(e.to_string()))
 }
@@ -141,32 +153,51 @@ pub fn verify_with_roots(
         Some(vcek) => {
             v.check_result("VCEK chain", check_chain(vcek, roots));
             v.check_result("report signature", check_signature(raw, vcek));
-            v.check_result("VCEK matches chip and TCB", check_vcek_binding(&report, vcek));
+            v.check_result(
+                "VCEK matches chip and TCB",
+                check_vcek_binding(&report, vcek),
+            );
         }
     }
 
     v.check_result("measurement", policy.measurement.check(&report.measurement));
     v.check_result("REPORT_DATA", policy.check_report_data(&report.report_data));
     let raw_policy = u64::from(report.policy);
-    v.check_result("debug", policy.check_debug(raw_policy & POLICY_DEBUG_BIT != 0, "policy bit 19 (DEBUG)"));
+    v.check_result(
+        "debug",
+        policy.check_debug(raw_policy & POLICY_DEBUG_BIT != 0, "policy bit 19 (DEBUG)"),
+    );
     v.check_result(
         "VMPL",
         if report.vmpl == policy.snp_vmpl {
             Ok(format!("{}", report.vmpl))
         } else {
-            Err(format!("report made at VMPL {}, policy wants {}", report.vmpl, policy.snp_vmpl))
+            Err(format!(
+                "report made at VMPL {}, policy wants {}",
+                report.vmpl, policy.snp_vmpl
+            ))
         },
     );
     v.check_result(
         "migration agent",
-        match (raw_policy & POLICY_MIGRATE_MA_BIT != 0, policy.allow_migration_agent) {
+        match (
+            raw_policy & POLICY_MIGRATE_MA_BIT != 0,
+            policy.allow_migration_agent,
+        ) {
             (false, _) => Ok("policy bit 18 (MIGRATE_MA) clear".into()),
             (true, true) => Ok("policy bit 18 (MIGRATE_MA) set, allowed".into()),
-            (true, false) => Err("policy bit 18 (MIGRATE_MA) set: a migration agent may export the guest".into()),
+            (true, false) => {
+                Err("policy bit 18 (MIGRATE_MA) set: a migration agent may export the guest".into())
+            }
         },
     );
     let t = &report.reported_tcb;
-    let got = SnpMinTcb { bootloader: t.bootloader, tee: t.tee, snp: t.snp, microcode: t.microcode };
+    let got = SnpMinTcb {
+        bootloader: t.bootloader,
+        tee: t.tee,
+        snp: t.snp,
+        microcode: t.microcode,
+    };
     v.check_result(
         "minimum TCB",
         match policy.snp_min_tcb {
@@ -189,16 +220,23 @@ pub fn verify_with_roots(
 fn check_chain(vcek: &Certificate, roots: &[AmdRoots]) -> Result<String, String> {
     let mut tried = Vec::new();
     for r in roots {
-        let ark = Certificate::from_pem(r.ark_pem).map_err(|e| format!("pinned {} ARK: {e}", r.product))?;
-        let ask = Certificate::from_pem(r.ask_pem).map_err(|e| format!("pinned {} ASK: {e}", r.product))?;
+        let ark = Certificate::from_pem(r.ark_pem)
+            .map_err(|e| format!("pinned {} ARK: {e}", r.product))?;
+        let ask = Certificate::from_pem(r.ask_pem)
+            .map_err(|e| format!("pinned {} ASK: {e}", r.product))?;
         let chain = ca::Chain { ark, ask };
-        let ask = (&chain).verify().map_err(|e| format!("pinned {} ARK/ASK: {e}", r.product))?;
+        let ask = (&chain)
+            .verify()
+            .map_err(|e| format!("pinned {} ARK/ASK: {e}", r.product))?;
         if (ask, vcek).verify().is_ok() {
             return Ok(format!("VCEK ← ASK-{0} ← ARK-{0} (pinned)", r.product));
         }
         tried.push(r.product);
     }
-    Err(format!("VCEK is not signed by the pinned ASK of {}", tried.join(", ")))
+    Err(format!(
+        "VCEK is not signed by the pinned ASK of {}",
+        tried.join(", ")
+    ))
 }
 
 /// ECDSA P-384 / SHA-384 over raw[0, 0x2A0) with the VCEK's key (§7.3, Table 139).
@@ -217,9 +255,14 @@ fn check_signature(raw: &[u8], vcek: &Certificate) -> Result<String, String> {
     };
     let r = le_scalar(SIGNATURE_OFFSET)?;
     let s = le_scalar(SIGNATURE_OFFSET + 0x48)?;
-    let sig = p384::ecdsa::Signature::from_scalars(p384::FieldBytes::clone_from_slice(&r), p384::FieldBytes::clone_from_slice(&s)).map_err(|e| format!("malformed signature: {e}"))?;
-    key.verify(&raw[..SIGNED_LEN], &sig)
-        .map_err(|_| "ECDSA P-384 signature over bytes [0, 0x2A0) does not verify with the VCEK".to_string())?;
+    let sig = p384::ecdsa::Signature::from_scalars(
+        p384::FieldBytes::clone_from_slice(&r),
+        p384::FieldBytes::clone_from_slice(&s),
+    )
+    .map_err(|e| format!("malformed signature: {e}"))?;
+    key.verify(&raw[..SIGNED_LEN], &sig).map_err(|_| {
+        "ECDSA P-384 signature over bytes [0, 0x2A0) does not verify with the VCEK".to_string()
+    })?;
     Ok("ECDSA P-384/SHA-384 by the VCEK".into())
 }
 
@@ -253,7 +296,9 @@ fn check_vcek_binding(report: &AttestationReport, vcek: &Certificate) -> Result<
     ] {
         let got = spl(oid)?;
         if got != want {
-            return Err(format!("VCEK {name} = {got}, report's REPORTED_TCB has {want}"));
+            return Err(format!(
+                "VCEK {name} = {got}, report's REPORTED_TCB has {want}"
+            ));
         }
     }
     if report.key_info.mask_chip_key() {
@@ -268,7 +313,9 @@ fn check_vcek_binding(report: &AttestationReport, vcek: &Certificate) -> Result<
             .into_bytes(),
     };
     if hwid != report.chip_id {
-        return Err("VCEK hwID differs from the report's CHIP_ID: the VCEK is another chip's".into());
+        return Err(
+            "VCEK hwID differs from the report's CHIP_ID: the VCEK is another chip's".into(),
+        );
     }
     Ok("hwID = CHIP_ID, SPLs = REPORTED_TCB".into())
 }

@@ -40,8 +40,13 @@ pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, VerifyError> {
 /// Parses "now" as RFC 3339 into Unix seconds.
 pub fn parse_now(s: &str) -> Result<u64, VerifyError> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| VerifyError::Policy(format!("--now {s:?}: {e} (want RFC 3339, e.g. 2025-07-01T00:00:00Z)")))?;
-    u64::try_from(t.unix_timestamp()).map_err(|_| VerifyError::Policy(format!("--now {s:?} is before 1970")))
+        .map_err(|e| {
+            VerifyError::Policy(format!(
+                "--now {s:?}: {e} (want RFC 3339, e.g. 2025-07-01T00:00:00Z)"
+            ))
+        })?;
+    u64::try_from(t.unix_timestamp())
+        .map_err(|_| VerifyError::Policy(format!("--now {s:?} is before 1970")))
 }
 
 /// Where the signature-data length of a quote sits: v4 has the TD 1.0 body at 48; v5 has a
@@ -55,7 +60,9 @@ fn sig_len_offset(raw: &[u8], version: u16) -> Result<usize, String> {
             let size = u32::from_le_bytes([raw[50], raw[51], raw[52], raw[53]]) as usize;
             match (ty, size) {
                 (2, 584) | (3, 648) => Ok(54 + size),
-                _ => Err(format!("v5 body type {ty} of {size} bytes (want TD 1.0 or TD 1.5)")),
+                _ => Err(format!(
+                    "v5 body type {ty} of {size} bytes (want TD 1.0 or TD 1.5)"
+                )),
             }
         }
         v => Err(format!("version {v}, want 4 or 5")),
@@ -67,32 +74,56 @@ fn sig_len_offset(raw: &[u8], version: u16) -> Result<usize, String> {
 pub fn parse_quote(raw: &[u8]) -> Result<Quote, VerifyError> {
     let bad = |m: String| VerifyError::TdxQuote(m);
     if raw.len() < SIG_DATA_LEN_OFFSET + 4 {
-        return Err(bad(format!("{} bytes, shorter than header + TD report + length ({})", raw.len(), SIG_DATA_LEN_OFFSET + 4)));
+        return Err(bad(format!(
+            "{} bytes, shorter than header + TD report + length ({})",
+            raw.len(),
+            SIG_DATA_LEN_OFFSET + 4
+        )));
     }
     if raw.len() > MAX_QUOTE_LEN {
-        return Err(bad(format!("{} bytes, more than the {MAX_QUOTE_LEN} accepted", raw.len())));
+        return Err(bad(format!(
+            "{} bytes, more than the {MAX_QUOTE_LEN} accepted",
+            raw.len()
+        )));
     }
     let u32_at = |o: usize| u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
     let version = u16::from_le_bytes([raw[0], raw[1]]);
     if u32_at(4) != TEE_TYPE_TDX {
-        return Err(bad(format!("TEE type {:#x}, want {TEE_TYPE_TDX:#x} (TDX)", u32_at(4))));
+        return Err(bad(format!(
+            "TEE type {:#x}, want {TEE_TYPE_TDX:#x} (TDX)",
+            u32_at(4)
+        )));
     }
     let off = sig_len_offset(raw, version).map_err(bad)?;
     if raw.len() < off + 4 {
-        return Err(bad(format!("{} bytes, truncated before the signature-data length", raw.len())));
+        return Err(bad(format!(
+            "{} bytes, truncated before the signature-data length",
+            raw.len()
+        )));
     }
     let end = off + 4 + u32_at(off) as usize;
     if raw.len() < end {
-        return Err(bad(format!("{} bytes, truncated: its signature-data length says {end}", raw.len())));
+        return Err(bad(format!(
+            "{} bytes, truncated: its signature-data length says {end}",
+            raw.len()
+        )));
     }
     if raw[end..].iter().any(|&b| b != 0) {
-        return Err(bad(format!("{} bytes after the quote's {end} that are not zero padding", raw.len() - end)));
+        return Err(bad(format!(
+            "{} bytes after the quote's {end} that are not zero padding",
+            raw.len() - end
+        )));
     }
     Quote::parse(&raw[..end]).map_err(|e| bad(format!("{e:#}")))
 }
 
 /// Verifies a quote with the Intel SGX Root CA pinned in `dcap-qvl`.
-pub fn verify(raw: &[u8], collateral: &QuoteCollateralV3, now_secs: u64, policy: &Policy) -> Result<Verdict, VerifyError> {
+pub fn verify(
+    raw: &[u8],
+    collateral: &QuoteCollateralV3,
+    now_secs: u64,
+    policy: &Policy,
+) -> Result<Verdict, VerifyError> {
     verify_with_verifier(raw, collateral, now_secs, policy, QuoteVerifier::new_prod())
 }
 
@@ -104,7 +135,13 @@ pub fn verify_with_root(
     policy: &Policy,
     root_der: &[u8],
 ) -> Result<Verdict, VerifyError> {
-    verify_with_verifier(raw, collateral, now_secs, policy, QuoteVerifier::new(root_der.to_vec()))
+    verify_with_verifier(
+        raw,
+        collateral,
+        now_secs,
+        policy,
+        QuoteVerifier::new(root_der.to_vec()),
+    )
 }
 
 fn verify_with_verifier(
@@ -120,7 +157,11 @@ fn verify_with_verifier(
         .as_td10()
         .ok_or_else(|| VerifyError::TdxQuote("body is not a TD report".into()))?;
     let mut v = Verdict::new("tdx");
-    v.check("quote format", true, format!("v{} TDX quote, {} bytes", quote.header.version, raw.len()));
+    v.check(
+        "quote format",
+        true,
+        format!("v{} TDX quote, {} bytes", quote.header.version, raw.len()),
+    );
     // Debug is decided by the policy below, so that the verdict names it.
     let result = verifier.allow_debug(true).verify(raw, collateral, now_secs);
     let status = match &result {
@@ -152,14 +193,19 @@ fn verify_with_verifier(
             Err("not established: the quote did not verify".into())
         }
     };
-    let advisories = result.as_ref().map(|r| r.advisory_ids.join(",")).unwrap_or_default();
+    let advisories = result
+        .as_ref()
+        .map(|r| r.advisory_ids.join(","))
+        .unwrap_or_default();
     v.check_result(
         "TCB status",
         match status {
             Err(why) => Err(why),
             Ok(s) => match s.parse::<TdxTcbStatus>() {
                 Err(e) => Err(format!("{e}")),
-                Ok(st) if st <= policy.tdx_min_status => Ok(format!("{st} (advisories: [{advisories}])")),
+                Ok(st) if st <= policy.tdx_min_status => {
+                    Ok(format!("{st} (advisories: [{advisories}])"))
+                }
                 Ok(st) => Err(format!(
                     "{st} (advisories: [{advisories}]) is worse than the accepted {}",
                     policy.tdx_min_status
@@ -167,9 +213,19 @@ fn verify_with_verifier(
             },
         },
     );
-    v.check_result("measurement", policy.measurement.check(&td.mr_td).map(|d| format!("MRTD {d}")).map_err(|e| format!("MRTD {e}")));
+    v.check_result(
+        "measurement",
+        policy
+            .measurement
+            .check(&td.mr_td)
+            .map(|d| format!("MRTD {d}"))
+            .map_err(|e| format!("MRTD {e}")),
+    );
     v.check_result("REPORT_DATA", policy.check_report_data(&td.report_data));
     let attrs = u64::from_le_bytes(td.td_attributes);
-    v.check_result("debug", policy.check_debug(attrs & TD_ATTR_DEBUG != 0, "TD attributes bit 0 (DEBUG)"));
+    v.check_result(
+        "debug",
+        policy.check_debug(attrs & TD_ATTR_DEBUG != 0, "TD attributes bit 0 (DEBUG)"),
+    );
     Ok(v)
 }

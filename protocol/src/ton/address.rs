@@ -61,7 +61,11 @@ impl MsgAddressInt {
     /// User-friendly base64url form.
     pub fn to_friendly(&self, flags: FriendlyFlags) -> String {
         let mut b = Vec::with_capacity(36);
-        let mut tag = if flags.bounceable { FLAG_BOUNCEABLE } else { FLAG_NON_BOUNCEABLE };
+        let mut tag = if flags.bounceable {
+            FLAG_BOUNCEABLE
+        } else {
+            FLAG_NON_BOUNCEABLE
+        };
         if flags.testnet {
             tag |= FLAG_TESTNET;
         }
@@ -99,7 +103,16 @@ impl MsgAddressInt {
         };
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&bytes[2..34]);
-        Ok((MsgAddressInt { workchain: bytes[1] as i8, hash }, FriendlyFlags { bounceable, testnet }))
+        Ok((
+            MsgAddressInt {
+                workchain: bytes[1] as i8,
+                hash,
+            },
+            FriendlyFlags {
+                bounceable,
+                testnet,
+            },
+        ))
     }
 
     /// Parses either form.

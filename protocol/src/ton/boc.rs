@@ -35,7 +35,10 @@ pub struct BocLimits {
 
 impl Default for BocLimits {
     fn default() -> Self {
-        BocLimits { max_cells: 4096, max_roots: 4 }
+        BocLimits {
+            max_cells: 4096,
+            max_roots: 4,
+        }
     }
 }
 
@@ -241,7 +244,12 @@ pub fn from_boc_with_limits(bytes: &[u8], limits: BocLimits) -> Result<Vec<Arc<C
             }
             *slot = j;
         }
-        raws.push(Raw { data: bytes, bits, refs, nrefs });
+        raws.push(Raw {
+            data: bytes,
+            bits,
+            refs,
+            nrefs,
+        });
     }
     if d.pos != data.len() {
         return Err(TonError::TrailingData);
@@ -264,5 +272,8 @@ pub fn from_boc_with_limits(bytes: &[u8], limits: BocLimits) -> Result<Vec<Arc<C
         let cell = Cell::new(bytes, raw.bits, refs)?;
         built[i] = Some(Arc::new(cell));
     }
-    root_idx.into_iter().map(|i| built[i].clone().ok_or(TonError::BocBadRef)).collect()
+    root_idx
+        .into_iter()
+        .map(|i| built[i].clone().ok_or(TonError::BocBadRef))
+        .collect()
 }

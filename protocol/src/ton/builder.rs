@@ -73,7 +73,11 @@ impl CellBuilder {
                 return Err(TonError::IntegerOverflow);
             }
         }
-        let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        let mask = if bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << bits) - 1
+        };
         self.store_uint((value as u128) & mask, bits)
     }
 
@@ -141,7 +145,11 @@ pub struct CellSlice<'a> {
 impl<'a> CellSlice<'a> {
     /// Starts reading `cell` from its first bit and first reference.
     pub fn new(cell: &'a Cell) -> Self {
-        CellSlice { cell, pos: 0, ref_pos: 0 }
+        CellSlice {
+            cell,
+            pos: 0,
+            ref_pos: 0,
+        }
     }
 
     /// Bits not read yet.
@@ -189,7 +197,11 @@ impl<'a> CellSlice<'a> {
             return Ok(u as i128);
         }
         let sign = 1u128 << (bits - 1);
-        Ok(if u & sign != 0 { (u as i128) - (1i128 << bits) } else { u as i128 })
+        Ok(if u & sign != 0 {
+            (u as i128) - (1i128 << bits)
+        } else {
+            u as i128
+        })
     }
 
     /// Reads `N` whole bytes.
@@ -231,7 +243,11 @@ impl<'a> CellSlice<'a> {
 
     /// Reads the next reference.
     pub fn load_ref(&mut self) -> Result<&'a Cell, TonError> {
-        let r = self.cell.refs().get(self.ref_pos).ok_or(TonError::CellUnderflow)?;
+        let r = self
+            .cell
+            .refs()
+            .get(self.ref_pos)
+            .ok_or(TonError::CellUnderflow)?;
         self.ref_pos += 1;
         Ok(&**r)
     }

@@ -34,7 +34,12 @@ pub struct Cell {
 
 impl core::fmt::Debug for Cell {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Cell{{bits: {}, refs: {}, hash: ", self.bits, self.refs.len())?;
+        write!(
+            f,
+            "Cell{{bits: {}, refs: {}, hash: ",
+            self.bits,
+            self.refs.len()
+        )?;
         for b in self.hash {
             write!(f, "{b:02x}")?;
         }
@@ -69,7 +74,13 @@ impl Cell {
         if depth > MAX_DEPTH {
             return Err(TonError::TooDeep);
         }
-        let mut cell = Cell { data, bits, refs, hash: [0; 32], depth };
+        let mut cell = Cell {
+            data,
+            bits,
+            refs,
+            hash: [0; 32],
+            depth,
+        };
         cell.hash = cell.compute_hash();
         Ok(cell)
     }

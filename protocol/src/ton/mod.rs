@@ -17,8 +17,8 @@ pub use boc::{from_boc, from_boc_single, from_boc_with_limits, to_boc, BocLimits
 pub use builder::{CellBuilder, CellSlice, MAX_COINS};
 pub use cell::{Cell, MAX_BITS, MAX_DEPTH, MAX_REFS};
 pub use receipt::{
-    Domain, OwnerProof, Payout, Receipt, SignedReceipt, SignedVoucher, Voucher, MAINNET_ID, OP_DEPOSIT,
-    OP_PAYOUT, OWNER_TAG, RECEIPT_TAG, TESTNET_ID, VOUCHER_TAG,
+    Domain, OwnerProof, Payout, Receipt, SignedReceipt, SignedVoucher, Voucher, MAINNET_ID,
+    OP_DEPOSIT, OP_PAYOUT, OWNER_TAG, RECEIPT_TAG, TESTNET_ID, VOUCHER_TAG,
 };
 
 /// Everything that can go wrong building, parsing or checking TON data.

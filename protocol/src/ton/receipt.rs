@@ -101,14 +101,19 @@ fn load_domain(s: &mut CellSlice<'_>, tag: u32) -> Result<Domain, TonError> {
     }
     let network_id = s.load_int(32)? as i32;
     let contract = s.load_address()?;
-    Ok(Domain { network_id, contract })
+    Ok(Domain {
+        network_id,
+        contract,
+    })
 }
 
 impl Receipt {
     /// The receipt cell (schema in the module docs).
     pub fn to_cell(&self) -> Result<Cell, TonError> {
         let mut keys = CellBuilder::new();
-        keys.store_bytes(&self.guest_key)?.store_bytes(&self.client_key)?.store_bytes(&self.last_job)?;
+        keys.store_bytes(&self.guest_key)?
+            .store_bytes(&self.client_key)?
+            .store_bytes(&self.last_job)?;
         let mut b = CellBuilder::new();
         store_domain(&mut b, RECEIPT_TAG, &self.domain)?;
         b.store_uint(u128::from(self.seq), 64)?
@@ -132,7 +137,15 @@ impl Receipt {
         let client_key = k.load_bytes::<32>()?;
         let last_job = k.load_bytes::<32>()?;
         k.end()?;
-        Ok(Receipt { domain, guest_key, client_key, seq, units, price, last_job })
+        Ok(Receipt {
+            domain,
+            guest_key,
+            client_key,
+            seq,
+            units,
+            price,
+            last_job,
+        })
     }
 
     /// The 32 bytes the guest signs: the cell's representation hash.
@@ -146,7 +159,10 @@ impl Receipt {
             return Err(TonError::KeyMismatch);
         }
         let signature = key.sign(&self.signing_hash()?).to_bytes();
-        Ok(SignedReceipt { receipt: *self, signature })
+        Ok(SignedReceipt {
+            receipt: *self,
+            signature,
+        })
     }
 }
 
@@ -155,7 +171,9 @@ impl Voucher {
     pub fn to_cell(&self) -> Result<Cell, TonError> {
         let mut b = CellBuilder::new();
         store_domain(&mut b, VOUCHER_TAG, &self.domain)?;
-        b.store_bytes(&self.client_key)?.store_bytes(&self.guest_key)?.store_coins(self.cap)?;
+        b.store_bytes(&self.client_key)?
+            .store_bytes(&self.guest_key)?
+            .store_coins(self.cap)?;
         b.build()
     }
 
@@ -167,7 +185,12 @@ impl Voucher {
         let guest_key = s.load_bytes::<32>()?;
         let cap = s.load_coins()?;
         s.end()?;
-        Ok(Voucher { domain, client_key, guest_key, cap })
+        Ok(Voucher {
+            domain,
+            client_key,
+            guest_key,
+            cap,
+        })
     }
 
     /// The 32 bytes the client signs: the cell's representation hash.
@@ -181,7 +204,10 @@ impl Voucher {
             return Err(TonError::KeyMismatch);
         }
         let signature = key.sign(&self.signing_hash()?).to_bytes();
-        Ok(SignedVoucher { voucher: *self, signature })
+        Ok(SignedVoucher {
+            voucher: *self,
+            signature,
+        })
     }
 }
 
@@ -189,7 +215,8 @@ fn verify_sig(key: &[u8; 32], hash: &[u8; 32], sig: &[u8; 64]) -> Result<(), Ton
     let vk = VerifyingKey::from_bytes(key).map_err(|_| TonError::BadPublicKey)?;
     // `verify_strict` rejects small-order keys and non-canonical signatures as well.
     // Anything that passes it also passes CHKSIGNU's RFC 8032 check on chain.
-    vk.verify_strict(hash, &Signature::from_bytes(sig)).map_err(|_| TonError::BadSignature)
+    vk.verify_strict(hash, &Signature::from_bytes(sig))
+        .map_err(|_| TonError::BadSignature)
 }
 
 fn signed_cell(sig: &[u8; 64], inner: Cell) -> Result<Cell, TonError> {
@@ -224,12 +251,19 @@ impl SignedReceipt {
     /// Parses (does not verify) a signed receipt cell.
     pub fn from_cell(c: &Cell) -> Result<Self, TonError> {
         let (signature, inner) = load_signed(c)?;
-        Ok(SignedReceipt { receipt: Receipt::from_cell(inner)?, signature })
+        Ok(SignedReceipt {
+            receipt: Receipt::from_cell(inner)?,
+            signature,
+        })
     }
 
     /// Checks the guest's signature.
     pub fn verify(&self) -> Result<(), TonError> {
-        verify_sig(&self.receipt.guest_key, &self.receipt.signing_hash()?, &self.signature)
+        verify_sig(
+            &self.receipt.guest_key,
+            &self.receipt.signing_hash()?,
+            &self.signature,
+        )
     }
 }
 
@@ -251,12 +285,19 @@ impl SignedVoucher {
     /// Parses (does not verify) a signed voucher cell.
     pub fn from_cell(c: &Cell) -> Result<Self, TonError> {
         let (signature, inner) = load_signed(c)?;
-        Ok(SignedVoucher { voucher: Voucher::from_cell(inner)?, signature })
+        Ok(SignedVoucher {
+            voucher: Voucher::from_cell(inner)?,
+            signature,
+        })
     }
 
     /// Checks the client's signature.
     pub fn verify(&self) -> Result<(), TonError> {
-        verify_sig(&self.voucher.client_key, &self.voucher.signing_hash()?, &self.signature)
+        verify_sig(
+            &self.voucher.client_key,
+            &self.voucher.signing_hash()?,
+            &self.signature,
+        )
     }
 }
 
@@ -292,7 +333,11 @@ impl Payout {
         let receipt = SignedReceipt::from_cell(s.load_ref()?)?;
         let voucher = SignedVoucher::from_cell(s.load_ref()?)?;
         s.end()?;
-        Ok(Payout { query_id, receipt, voucher })
+        Ok(Payout {
+            query_id,
+            receipt,
+            voucher,
+        })
     }
 
     /// Everything the contract checks that needs no chain state: both signatures, both
@@ -306,8 +351,12 @@ impl Payout {
         if v.guest_key != r.guest_key || v.client_key != r.client_key {
             return Err(TonError::VoucherMismatch);
         }
-        self.receipt.verify().map_err(|_| TonError::BadGuestSignature)?;
-        self.voucher.verify().map_err(|_| TonError::BadClientSignature)?;
+        self.receipt
+            .verify()
+            .map_err(|_| TonError::BadGuestSignature)?;
+        self.voucher
+            .verify()
+            .map_err(|_| TonError::BadClientSignature)?;
         if r.price > v.cap {
             return Err(TonError::AboveCap);
         }
@@ -343,9 +392,15 @@ impl OwnerProof {
     }
 
     /// A deposit body crediting `client_key`, with a signed proof (first deposit) or none.
-    pub fn deposit_body(query_id: u64, client_key: &[u8; 32], proof: Option<Cell>) -> Result<Cell, TonError> {
+    pub fn deposit_body(
+        query_id: u64,
+        client_key: &[u8; 32],
+        proof: Option<Cell>,
+    ) -> Result<Cell, TonError> {
         let mut b = CellBuilder::new();
-        b.store_uint(u128::from(OP_DEPOSIT), 32)?.store_uint(u128::from(query_id), 64)?.store_bytes(client_key)?;
+        b.store_uint(u128::from(OP_DEPOSIT), 32)?
+            .store_uint(u128::from(query_id), 64)?
+            .store_bytes(client_key)?;
         match proof {
             Some(p) => b.store_bit(true)?.store_ref(p)?,
             None => b.store_bit(false)?,

@@ -16,10 +16,18 @@ fn median_ms(mut v: Vec<Duration>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
     let pupa = image();
     let hello = hello_image();
-    println!("image: {} ({} KiB), hello image: {} KiB", pupa.image.display(), pupa.size / 1024, hello.size / 1024);
+    println!(
+        "image: {} ({} KiB), hello image: {} KiB",
+        pupa.image.display(),
+        pupa.size / 1024,
+        hello.size / 1024
+    );
     let mut accels = vec![Accel::Tcg];
     if profile::kvm_works(&pupa.image, Duration::from_secs(10)) {
         accels.push(Accel::Kvm);
@@ -38,7 +46,12 @@ fn main() {
             assert!(p.serial.contains("pupa: ready"), "pupa image: {}", p.serial);
             a.push(p.wall);
             if let Some(l) = p.serial.lines().find(|l| l.starts_with("pupa: boot ")) {
-                guest_ms.push(l.split_whitespace().nth(2).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN));
+                guest_ms.push(
+                    l.split_whitespace()
+                        .nth(2)
+                        .and_then(|x| x.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN),
+                );
             }
         }
         let (pm, pmin, pmax) = median_ms(a);
