@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Which TEE the VM is launched as.
@@ -281,34 +280,12 @@ pub fn kvm_works(image: &Path, timeout: Duration) -> bool {
         debug_exit: true,
         fw_cfg: vec![],
     };
-    let l = command(&cfg);
-    let Ok(mut child) = Command::new(&l.program)
-        .args(&l.args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+    let Ok(mut guest) = crate::vm::Guest::start_quiet(&cfg) else {
         return false;
     };
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
-    }
-    let mut out = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut s, &mut out);
-    }
-    out.contains("pupa: ready")
+    guest
+        .wait_for("pupa: ready", timeout, |l| l == "pupa: ready", |_| {})
+        .is_ok()
 }
 
 #[cfg(test)]

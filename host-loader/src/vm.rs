@@ -37,13 +37,23 @@ pub enum VmError {
 impl Guest {
     /// Start the VM described by `cfg`.
     pub fn start(cfg: &LaunchConfig) -> Result<Guest, VmError> {
+        Self::spawn(cfg, Stdio::inherit())
+    }
+
+    /// Start the VM with QEMU's own stderr discarded (probe boots, whose failure is expected
+    /// and reported by the caller).
+    pub fn start_quiet(cfg: &LaunchConfig) -> Result<Guest, VmError> {
+        Self::spawn(cfg, Stdio::null())
+    }
+
+    fn spawn(cfg: &LaunchConfig, stderr: Stdio) -> Result<Guest, VmError> {
         let l = profile::command(cfg);
         tracing::info!(program = %l.program, args = ?l.args, "starting guest");
         let mut child = Command::new(&l.program)
             .args(&l.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .map_err(|err| VmError::Spawn {
                 program: l.program.clone(),

@@ -2,11 +2,12 @@
 //! under QEMU (KVM when it actually works here, else TCG) and capture the serial console.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pupa_host::profile::{self, Accel, LaunchConfig, Network, Tee, Vmm};
+use pupa_host::vm::Guest;
 use pupa_image::build::{self, BuildOptions, BuildOutput};
 
 /// The workspace root.
@@ -90,36 +91,12 @@ pub fn boot(image: &Path, accel: Accel, fw_cfg: &[(&str, &str)], timeout: Durati
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
     };
-    let l = profile::command(&cfg);
     let start = Instant::now();
-    let mut child = Command::new(&l.program)
-        .args(&l.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (install qemu-system-x86)", l.program));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
-        s
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait on qemu") {
-            break st.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let mut guest = Guest::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let status = guest.wait_exit(timeout, |_| {});
     let wall = start.elapsed();
-    let serial = reader.join().unwrap_or_default().replace('\r', "");
     Boot {
-        serial,
+        serial: guest.console.join("\n"),
         status,
         wall,
     }
