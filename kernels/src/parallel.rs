@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::attention::{
-    q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
+    prepare, q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
 };
 use crate::gemm::{validate, with_kernel, GemmScratch, Kernel, KernelFn};
 use crate::mat::{Element, MatRef};
@@ -74,18 +74,7 @@ pub fn attention_parallel<T: Element>(
     shape: AttnShape,
     lse: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
-    crate::isa::check(isa)?;
-    shape.validate(
-        q.len(),
-        k.len(),
-        v.len(),
-        out.len(),
-        lse.as_ref().map(|l| l.len()),
-    )?;
-    let o = OutPtr {
-        out: out.as_mut_ptr(),
-        lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()),
-    };
+    let o = prepare(isa, q, k, v, out, shape, lse)?;
     struct Run<'x, T> {
         q: &'x [T],
         k: &'x [T],

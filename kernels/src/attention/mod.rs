@@ -270,6 +270,31 @@ pub(crate) struct OutPtr {
 }
 // SAFETY: tiles write disjoint (query, head) elements through these pointers.
 unsafe impl Send for OutPtr {}
+
+/// Checks shared by the serial and parallel drivers: the ISA runs here and every buffer has the
+/// length `shape` needs; returns where the tiles write.
+pub(crate) fn prepare<T: Element>(
+    isa: Isa,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    shape: AttnShape,
+    lse: Option<&mut [f32]>,
+) -> Result<OutPtr, KernelError> {
+    crate::isa::check(isa)?;
+    shape.validate(
+        q.len(),
+        k.len(),
+        v.len(),
+        out.len(),
+        lse.as_ref().map(|l| l.len()),
+    )?;
+    Ok(OutPtr {
+        out: out.as_mut_ptr(),
+        lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()),
+    })
+}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
@@ -522,18 +547,7 @@ pub fn attention_with<T: Element>(
     shape: AttnShape,
     lse: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
-    crate::isa::check(isa)?;
-    shape.validate(
-        q.len(),
-        k.len(),
-        v.len(),
-        out.len(),
-        lse.as_ref().map(|l| l.len()),
-    )?;
-    let o = OutPtr {
-        out: out.as_mut_ptr(),
-        lse: lse.map_or(core::ptr::null_mut(), |l| l.as_mut_ptr()),
-    };
+    let o = prepare(isa, q, k, v, out, shape, lse)?;
     struct Run<'x, T> {
         q: &'x [T],
         k: &'x [T],
