@@ -13,6 +13,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pupa_measurements::hexfmt::encode as hex;
 use pupa_measurements::manifest;
 
 use crate::client::jobspec::JobSpec;
@@ -48,10 +49,6 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Run the demo; `Err` carries a one-line reason.

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pupa_measurements::hexfmt;
 use pupa_measurements::ovmf::Firmware;
 use sha2::{Digest, Sha384};
 
@@ -194,7 +195,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
     let elf_path = compile_guest(opts)?;
     let elf_bytes = std::fs::read(&elf_path).map_err(io(&elf_path))?;
     let (image, fw, sections) = assemble(&elf_bytes)?;
-    let sha384 = hex(&Sha384::digest(&image));
+    let sha384 = hexfmt::encode(&Sha384::digest(&image));
 
     let measurements = if opts.skip_measurements {
         serde_json::Value::Null
@@ -245,9 +246,4 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
         sha384,
         size: image.len() as u64,
     })
-}
-
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -2,14 +2,11 @@
 
 use std::time::Duration;
 
+use pupa_measurements::hexfmt::encode as hex;
 use pupa_tests::{accel, boot, debug_exit_status, fault_test_image, image};
 use sha2::{Digest, Sha384};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 #[test]
 fn banner_reports_the_image_and_ends_in_ready() {
