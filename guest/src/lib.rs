@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod snp;
 pub mod tdx;
 pub mod tee;
+pub mod trap;
 pub mod virtqueue;
 
 /// The version printed in the boot banner and recorded in the manifest.

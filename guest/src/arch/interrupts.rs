@@ -83,14 +83,17 @@ pub fn init() {
         idt.x87_floating_point.set_handler_fn(x87_floating_point);
         idt.alignment_check.set_handler_fn(alignment_check);
         idt.simd_floating_point.set_handler_fn(simd_floating_point);
-        idt.virtualization.set_handler_fn(virtualization);
         idt.cp_protection_exception
             .set_handler_fn(control_protection);
-        idt.vmm_communication_exception
-            .set_handler_fn(vmm_communication);
         idt.security_exception.set_handler_fn(security_exception);
-        // SAFETY: the IST indices were set up in the TSS above.
+        let (vc, ve) = super::trap::entries();
+        // SAFETY: the IST indices were set up in the TSS above. The #VC/#VE entries are the
+        // stubs of arch/trap.rs, which follow the interrupt-gate calling convention (save all
+        // registers, IRETQ) and pop #VC's error code.
         unsafe {
+            idt.vmm_communication_exception
+                .set_handler_addr(VirtAddr::new(vc));
+            idt.virtualization.set_handler_addr(VirtAddr::new(ve));
             idt.double_fault
                 .set_handler_fn(double_fault)
                 .set_stack_index(IST_DOUBLE_FAULT);
@@ -104,6 +107,22 @@ pub fn init() {
         idt
     });
     idt.load();
+}
+
+/// Reports an exception taken through a `TrapFrame` stub (#VC, #VE) that its handler cannot
+/// resolve, and exits.
+pub fn report_trap(vector: u8, frame: &pupa_guest::trap::TrapFrame) -> ! {
+    let r = ExceptionReport {
+        vector,
+        error_code: Some(frame.error_code),
+        rip: frame.rip,
+        cs: frame.cs,
+        rflags: frame.rflags,
+        rsp: frame.rsp,
+        cr2: None,
+    };
+    crate::platform::serial::emergency_println(format_args!("{r}"));
+    crate::platform::exit::fail(pupa_guest::exit_code::EXCEPTION)
 }
 
 fn report(vector: u8, frame: &InterruptStackFrame, error_code: Option<u64>, cr2: Option<u64>) -> ! {
@@ -138,12 +157,12 @@ macro_rules! handlers_with_code {
 handlers! {
     divide_error = 0; debug = 1; nmi = 2; breakpoint = 3; overflow = 4; bound_range = 5;
     invalid_opcode = 6; device_not_available = 7; x87_floating_point = 16;
-    simd_floating_point = 19; virtualization = 20;
+    simd_floating_point = 19;
 }
 handlers_with_code! {
     invalid_tss = 10; segment_not_present = 11; stack_segment_fault = 12;
     general_protection = 13; alignment_check = 17; control_protection = 21;
-    vmm_communication = 29; security_exception = 30;
+    security_exception = 30;
 }
 
 extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {

@@ -10,3 +10,4 @@ pub mod interrupts;
 pub mod io;
 pub mod paging;
 pub mod tdcall;
+pub mod trap;

@@ -8,4 +8,6 @@ pub mod net;
 pub mod pci;
 pub mod pit;
 pub mod serial;
+pub mod snp;
+pub mod tdx;
 pub mod virtio_net;
