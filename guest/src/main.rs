@@ -24,14 +24,15 @@ use platform::virtio_net::{NetError, PlainDma, VirtioNet};
 use platform::{exit, fw_cfg, heap, layout, net, pit, serial};
 
 /// Entry from the 64-bit boot stub. `boot_mode`: 0 = 16-bit reset vector, 1 = TDX 32-bit entry.
+/// `sev_status`: SEV_STATUS[31:0] as the stub read it (0 if not probed: TDX, or no SEV).
+/// `c_bit_hi`: the C-bit as a mask of the page-table entries' high dword (0 unless SNP).
 #[no_mangle]
-pub extern "C" fn rust_main(boot_mode: u32) -> ! {
+pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> ! {
+    // Under SEV-ES/SNP any CPUID or port I/O raises #VC: the IDT with the #VC entry comes first.
+    arch::interrupts::init();
     let t0 = rdtsc();
-    let tee = tee::detect(cpuid, || {
-        // SAFETY: only called when CPUID Fn8000_001F says SEV is supported, in which case
-        // SEV_STATUS exists (AMD APM Vol. 2 §15.34.10) and reading it has no side effect.
-        unsafe { cpu::rdmsr(tee::MSR_SEV_STATUS) }
-    });
+    let tee = tee::detect(cpuid, || sev_status as u64);
+    let _ = c_bit_hi;
     if tee == TeeKind::Tdx {
         arch::io::use_tdvmcall();
     }
@@ -41,7 +42,6 @@ pub extern "C" fn rust_main(boot_mode: u32) -> ! {
         println!("hello");
         exit::power_off();
     }
-    arch::interrupts::init();
 
     let (heap_start, heap_end) = layout::early_heap();
     // SAFETY: the early heap section is reserved by the linker script for exactly this use.
@@ -194,6 +194,15 @@ fn fault_test() {
             println!("pupa: fault-test: raising #UD");
             // SAFETY: deliberately executes UD2; the #UD handler reports and exits.
             unsafe { core::arch::asm!("ud2") };
+        }
+        Ok(b"trap") => {
+            let (a, b, c) = (0x0123_4567_89ab_cdefu64, 41u64, 0x5a5a_5a5a_0f0f_0f0fu64);
+            let (rax, r12, xmm7) = arch::trap::selftest::run(a, b, c);
+            let ok = rax == !a && r12 == b + 1 && xmm7 == c;
+            println!(
+                "pupa: fault-test: trap stub {} (rax {rax:#x} r12 {r12} xmm7 {xmm7:#x})",
+                if ok { "ok" } else { "BROKEN" }
+            );
         }
         Ok(b"pf") => {
             println!("pupa: fault-test: raising #PF");

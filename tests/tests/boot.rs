@@ -138,6 +138,25 @@ fn page_fault_reports_address_and_error_code() {
     );
 }
 
+/// The #VC/#VE entry stub (guest/src/arch/trap.rs) restores the frame's registers and the
+/// interrupted code's SIMD state: exercised with a software `int 20` (a plain VM cannot raise a
+/// real #VE/#VC).
+#[test]
+fn trap_stub_round_trip() {
+    let b = boot(
+        &fault_test_image().image,
+        accel(),
+        &[("opt/pupa/fault", "trap")],
+        TIMEOUT,
+    );
+    assert!(
+        b.serial.contains("pupa: fault-test: trap stub ok (rax 0xfedcba9876543210 r12 42 xmm7 0x5a5a5a5a0f0f0f0f)"),
+        "{}",
+        b.serial
+    );
+    assert!(b.serial.contains("pupa: ready"), "{}", b.serial);
+}
+
 #[test]
 fn fault_test_image_without_request_boots_normally() {
     let b = boot(&fault_test_image().image, accel(), &[], TIMEOUT);

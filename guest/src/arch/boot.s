@@ -13,9 +13,16 @@
  * Before long mode only declared memory is touched: the page tables at __pt_start, inside early
  * RAM, which the metadata below declares as SNP_SEC_MEM and TDX TEMP_MEM.
  *
- * SEV-SNP note: under SNP the page-table entries would need the C-bit and CPUID traps to #VC;
- * that path belongs to the SNP backend (not executed on this machine). The plain and TDX paths
- * here touch no SNP state.
+ * SEV-ES/SNP (reset-vector path only; not executed on this machine, which has no SNP): CPUID
+ * raises #VC before any Rust code exists, so the 32-bit stub loads a tiny IDT whose #VC gate
+ * answers CPUID through the GHCB MSR protocol (GHCB spec 56421 §2.3.1, "CPUID request/response")
+ * and whose #GP gate turns a faulting RDMSR of SEV_STATUS into "no SEV". If SEV_STATUS says SNP,
+ * the C-bit position is read from the SNP CPUID page (validated by the PSP at launch, so the
+ * hypervisor cannot move the C-bit; SNP FW ABI 56860 §8.17.2) and set in every page-table entry;
+ * plain SEV or SEV-ES without SNP is refused (halt / GHCB termination request). All CPUID the
+ * stub needs (SEV detection, XSAVE state) runs in 32-bit mode under that IDT; the 64-bit stub
+ * executes no CPUID. Rust receives the SEV status and the C-bit position, and installs its own
+ * #VC handler (arch/trap.rs) before anything else can trap.
  */
 
     .set EFER_MSR,        0xC0000080
@@ -38,6 +45,20 @@
     /* Boot-mode word handed to Rust in EDI. */
     .set BOOT_MODE_RESET16, 0
     .set BOOT_MODE_TDX32,   1
+    /* SEV (AMD APM Vol. 2 §15.34.10; GHCB spec 56421 §2.3.1). */
+    .set MSR_SEV_STATUS,       0xC0010131
+    .set SEV_STATUS_SNP,       0x4
+    .set MSR_GHCB,             0xC0010130
+    .set GHCB_MSR_CPUID_REQ,   0x004
+    .set GHCB_MSR_CPUID_RESP,  0x005
+    .set GHCB_MSR_TERM_REQ,    0x100
+    .set SVM_EXIT_CPUID,       0x72
+    .set CPUID_MEM_ENC_LEAF,   0x8000001F
+    /* SNP CPUID page (SNP FW ABI 56860 §8.17.2): u32 count at +0, entries from +16, 48 bytes each
+     * (EAX_IN +0, ECX_IN +4, XCR0_IN +8, XSS_IN +16, EAX +24, EBX +28, ECX +32, EDX +36). */
+    .set SNP_CPUID_MAX,        64
+    .set SNP_CPUID_ENTRIES,    16
+    .set SNP_CPUID_ENTRY_LEN,  48
 
     /* SNP pages (SEV metadata section types 2 and 3) and the TD HOB, all below 1 MiB. */
     .set SNP_SECRETS_GPA,  0xA000
@@ -86,6 +107,94 @@ protected32:
     movw %ax, %ss
     movw %ax, %fs
     movw %ax, %gs
+    /* The boot stack (early RAM): exceptions under the early IDT and the pushes below use it. */
+    movl $__stack_top, %esp
+
+    /* EBX = SEV_STATUS (low dword), ESI = C-bit mask for the high dword of every page-table
+     * entry; both 0 on plain VMs and under TDX (whose entry path skips the SEV probe). */
+    xorl %ebx, %ebx
+    xorl %esi, %esi
+    cmpl $BOOT_MODE_TDX32, %ebp
+    je sev_done
+    lidtl idt32_ptr
+    movl $0x80000000, %eax
+    cpuid
+    cmpl $CPUID_MEM_ENC_LEAF, %eax
+    jb sev_done
+    movl $CPUID_MEM_ENC_LEAF, %eax
+    cpuid
+    btl $1, %eax                          /* Fn8000_001F EAX[1]: SEV supported */
+    jnc sev_done
+    movl $MSR_SEV_STATUS, %ecx
+rdmsr_sev_status:
+    rdmsr                                 /* #GP (no such MSR) -> gp32 -> EAX = 0 */
+    movl %eax, %ebx
+    testl $SEV_STATUS_SNP, %ebx
+    jnz snp_cbit
+    testl $0x3, %ebx                      /* SEV or SEV-ES without SNP: unsupported */
+    jnz sev_unsupported
+    jmp sev_done
+snp_cbit:
+    /* Fn8000_001F EBX[5:0] from the CPUID page. */
+    movl SNP_CPUID_GPA, %ecx
+    cmpl $SNP_CPUID_MAX, %ecx
+    ja vc32_terminate
+    movl $(SNP_CPUID_GPA + SNP_CPUID_ENTRIES), %edx
+1:  testl %ecx, %ecx                     /* leaf missing: refuse to guess */
+    jz vc32_terminate
+    cmpl $CPUID_MEM_ENC_LEAF, (%edx)
+    je 2f
+    addl $SNP_CPUID_ENTRY_LEN, %edx
+    decl %ecx
+    jmp 1b
+2:  movl 28(%edx), %ecx
+    andl $0x3F, %ecx
+    subl $32, %ecx                        /* the C-bit is above bit 31 on every SNP CPU */
+    jb vc32_terminate
+    movl $1, %esi
+    shll %cl, %esi
+sev_done:
+
+    /* SSE: CR0.EM = 0, CR0.MP = 1, CR4.OSFXSR | OSXMMEXCPT (SDM Vol. 3A §13.1.3). */
+    movl %cr0, %eax
+    andl $~CR0_EM, %eax
+    orl $CR0_MP, %eax
+    movl %eax, %cr0
+    movl %cr4, %eax
+    orl $(CR4_OSFXSR | CR4_OSXMMEXCPT), %eax
+    movl %eax, %cr4
+
+    /* XSAVE-managed state (SDM Vol. 1 §13.3): if CPUID.1:ECX.XSAVE[26], set CR4.OSXSAVE and
+     * XCR0 = x87 | SSE | the AVX / AVX-512 components the CPU supports (CPUID.(EAX=0DH,ECX=0):EAX),
+     * so that the kernels' AVX2 and AVX-512 paths may run. */
+    pushl %ebx
+    pushl %esi
+    movl $1, %eax
+    xorl %ecx, %ecx
+    cpuid
+    btl $26, %ecx
+    jnc 5f
+    movl %cr4, %eax
+    orl $CR4_OSXSAVE, %eax
+    movl %eax, %cr4
+    movl $0xD, %eax
+    xorl %ecx, %ecx
+    cpuid                                  /* EAX = supported XCR0 bits [31:0] */
+    movl %eax, %esi
+    movl $0x3, %eax                        /* x87 | SSE */
+    testl $0x4, %esi                       /* AVX (YMM_Hi128) */
+    jz 4f
+    orl $0x4, %eax
+    movl %esi, %edi
+    andl $0xE0, %edi                       /* opmask | ZMM_Hi256 | Hi16_ZMM: all or none */
+    cmpl $0xE0, %edi
+    jne 4f
+    orl $0xE0, %eax
+4:  xorl %edx, %edx
+    xorl %ecx, %ecx
+    xsetbv
+5:  popl %esi
+    popl %ebx
 
     /* Identity map 0..4 GiB with 2 MiB pages: PML4 -> PDPT -> 4 PDs (6 pages, zeroed first). */
     movl $__pt_start, %edi
@@ -95,22 +204,23 @@ protected32:
     movl $__pt_start, %edi
     leal (0x1000 + PTE_P_RW)(%edi), %eax
     movl %eax, (%edi)                     /* PML4[0] -> PDPT */
+    movl %esi, 4(%edi)                    /* (SNP: C-bit) */
     leal 0x1000(%edi), %edi               /* EDI = PDPT */
     leal (0x1000 + PTE_P_RW)(%edi), %eax  /* first PD */
     movl $4, %ecx
 1:  movl %eax, (%edi)                     /* PDPT[i] -> PD i */
+    movl %esi, 4(%edi)
     addl $0x1000, %eax
     addl $8, %edi
     loop 1b
     movl $__pt_start, %edi
     addl $0x2000, %edi                    /* EDI = PD 0; the 4 PDs are contiguous */
     movl $(PTE_P_RW | PTE_PS), %eax
-    xorl %edx, %edx                       /* high dword of each entry */
+    xorl %edx, %edx                       /* high dword of each entry: 0 below 4 GiB */
     movl $2048, %ecx
 2:  movl %eax, (%edi)
-    movl %edx, 4(%edi)
+    movl %esi, 4(%edi)                    /* (SNP: C-bit) */
     addl $0x200000, %eax
-    adcl $0, %edx
     addl $8, %edi
     loop 2b
 
@@ -137,6 +247,7 @@ protected32:
 /* ---------------------------------------------------------------- 64-bit */
     .code64
 long64:
+    movl %esi, %r12d                       /* C-bit mask (the image copy clobbers ESI) */
     xorl %eax, %eax
     movw %ax, %ds
     movw %ax, %es
@@ -157,44 +268,9 @@ long64:
     xorl %eax, %eax
     rep stosb
 
-    /* SSE: CR0.EM = 0, CR0.MP = 1, CR4.OSFXSR | OSXMMEXCPT (SDM Vol. 3A §13.1.3). */
-    movq %cr0, %rax
-    andq $~CR0_EM, %rax
-    orq $CR0_MP, %rax
-    movq %rax, %cr0
-    movq %cr4, %rax
-    orq $(CR4_OSFXSR | CR4_OSXMMEXCPT), %rax
-    movq %rax, %cr4
-
-    /* XSAVE-managed state (SDM Vol. 1 §13.3): if CPUID.1:ECX.XSAVE[26], set CR4.OSXSAVE and
-     * XCR0 = x87 | SSE | the AVX / AVX-512 components the CPU supports (CPUID.(EAX=0DH,ECX=0):EAX),
-     * so that the kernels' AVX2 and AVX-512 paths may run. */
-    movl $1, %eax
-    xorl %ecx, %ecx
-    cpuid
-    btl $26, %ecx
-    jnc 5f
-    movq %cr4, %rax
-    orq $CR4_OSXSAVE, %rax
-    movq %rax, %cr4
-    movl $0xD, %eax
-    xorl %ecx, %ecx
-    cpuid                                  /* EAX = supported XCR0 bits [31:0] */
-    movl %eax, %r8d
-    movl $0x3, %eax                        /* x87 | SSE */
-    testl $0x4, %r8d                       /* AVX (YMM_Hi128) */
-    jz 4f
-    orl $0x4, %eax
-    movl %r8d, %r9d
-    andl $0xE0, %r9d                       /* opmask | ZMM_Hi256 | Hi16_ZMM: all or none */
-    cmpl $0xE0, %r9d
-    jne 4f
-    orl $0xE0, %eax
-4:  xorl %edx, %edx
-    xorl %ecx, %ecx
-    xsetbv
-5:
     movl %ebp, %edi                        /* arg 0: boot mode */
+    movl %ebx, %esi                        /* arg 1: SEV_STATUS[31:0] (0 if not probed) */
+    movl %r12d, %edx                       /* arg 2: C-bit mask, high dword (0: none) */
     movabsq $rust_main, %rax
     callq *%rax
 6:  hlt
@@ -221,6 +297,87 @@ gdt_end:
 gdt_ptr:
     .word gdt_end - gdt - 1
     .long gdt
+
+/* ---------------------------------------------------------------- SEV-ES/SNP early #VC */
+    .code32
+/* #VC from CPUID before Rust runs: ask the hypervisor for each of EAX..EDX with the GHCB MSR
+ * protocol (request: leaf in [63:32], register in [31:30], 0x004; response 0x005 with the value
+ * in [63:32]). The values only size XSAVE state and find 0x8000001F; the C-bit itself comes from
+ * the CPUID page. Any other #VC this early is fatal. */
+vc32:
+    cmpl $SVM_EXIT_CPUID, (%esp)
+    jne vc32_terminate
+    pushl %esi
+    pushl %edi
+    movl %eax, %edi                       /* the leaf */
+    subl $16, %esp                        /* EAX, EBX, ECX, EDX */
+    xorl %esi, %esi
+1:  movl %esi, %eax
+    shll $30, %eax
+    orl $GHCB_MSR_CPUID_REQ, %eax
+    movl %edi, %edx
+    movl $MSR_GHCB, %ecx
+    wrmsr
+    .byte 0xf3, 0x0f, 0x01, 0xd9          /* vmgexit (rep vmmcall) */
+    movl $MSR_GHCB, %ecx
+    rdmsr
+    andl $0xFFF, %eax
+    cmpl $GHCB_MSR_CPUID_RESP, %eax
+    jne vc32_terminate
+    movl %edx, (%esp, %esi, 4)
+    incl %esi
+    cmpl $4, %esi
+    jb 1b
+    popl %eax
+    popl %ebx
+    popl %ecx
+    popl %edx
+    popl %edi
+    popl %esi
+    addl $4, %esp                         /* the error code */
+    addl $2, (%esp)                       /* past CPUID (0F A2) */
+    iretl
+
+/* GHCB MSR protocol termination request, reason set 0 / code 0 ("general"). */
+vc32_terminate:
+    movl $MSR_GHCB, %ecx
+    movl $GHCB_MSR_TERM_REQ, %eax
+    xorl %edx, %edx
+    wrmsr
+    .byte 0xf3, 0x0f, 0x01, 0xd9          /* vmgexit */
+sev_unsupported:
+    cli
+    hlt
+    jmp sev_unsupported
+
+/* #GP: only the SEV_STATUS RDMSR can fault here (a CPU/hypervisor without that MSR): read it
+ * as 0 and continue. Anything else halts. */
+gp32:
+    cmpl $rdmsr_sev_status, 4(%esp)
+    jne sev_unsupported
+    addl $4, %esp                         /* the error code */
+    xorl %eax, %eax
+    xorl %edx, %edx
+    addl $2, (%esp)                       /* past RDMSR (0F 32) */
+    iretl
+
+/* IDT for the 32-bit stub: #GP (13) and #VC (29); every other vector is not present (a fault
+ * there escalates to a shutdown, as before any IDT). The stub runs at 0xFFFFFxxx, so a handler's
+ * offset is 0xFFFF:(0xF000 + its offset in this page). */
+    .balign 8
+idt32:
+    .fill 13, 8, 0
+    .word (gp32 - boot_page) + 0xF000, SEL_CODE32
+    .byte 0, 0x8E
+    .word 0xFFFF
+    .fill 29 - 14, 8, 0
+    .word (vc32 - boot_page) + 0xF000, SEL_CODE32
+    .byte 0, 0x8E
+    .word 0xFFFF
+idt32_end:
+idt32_ptr:
+    .word idt32_end - idt32 - 1
+    .long idt32
 
 /* ---------------------------------------------------------------- SEV metadata */
 /* OVMF's SEV metadata ("ASEV" header: signature, length, version 1, item count; then items

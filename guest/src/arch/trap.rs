@@ -105,8 +105,56 @@ pub fn entries() -> (u64, u64) {
 
 /// Called by the stubs with the saved frame. Interrupts are off (interrupt gates).
 extern "C" fn trap_dispatch(frame: &mut TrapFrame, vector: u64) {
+    #[cfg(feature = "fault-test")]
+    if selftest::ACTIVE.load(core::sync::atomic::Ordering::Relaxed) {
+        return selftest::handler(frame);
+    }
     match vector {
         VECTOR_VC => crate::platform::snp::handle_vc(frame),
         _ => crate::platform::tdx::handle_ve(frame),
+    }
+}
+
+/// Test-only: a round trip through the #VE stub by a software `int 20` (the one path of the stubs
+/// a plain VM can execute): the handler changes RAX and R12 in the frame and clobbers XMM7; the
+/// caller must see the frame's values and its own XMM7. Run from main.rs's fault test
+/// (`opt/pupa/fault` = `trap`), checked by tests/tests/boot.rs.
+#[cfg(feature = "fault-test")]
+pub mod selftest {
+    use core::arch::asm;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    use pupa_guest::trap::TrapFrame;
+
+    pub(super) static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn handler(frame: &mut TrapFrame) {
+        frame.rax = !frame.rax;
+        frame.r12 = frame.r12.wrapping_add(frame.error_code + 1);
+        // SAFETY: clobbers XMM7 only; the stub must restore the interrupted code's value.
+        unsafe { asm!("pcmpeqd xmm7, xmm7", out("xmm7") _, options(nomem, nostack)) };
+    }
+
+    /// Returns (rax, r12, xmm7 low qword) as seen after `int 20` with rax = a, r12 = b,
+    /// xmm7 = c.
+    pub fn run(a: u64, b: u64, c: u64) -> (u64, u64, u64) {
+        ACTIVE.store(true, Ordering::Relaxed);
+        let (rax, r12, x): (u64, u64, u64);
+        // SAFETY: vector 20's gate is the #VE stub, which saves and restores all state; in
+        // self-test mode its handler only edits the saved frame.
+        unsafe {
+            asm!(
+                "movq xmm7, {c}",
+                "int 20",
+                "movq {x}, xmm7",
+                c = in(reg) c,
+                x = lateout(reg) x,
+                inout("rax") a => rax,
+                inout("r12") b => r12,
+                out("xmm7") _,
+            )
+        };
+        ACTIVE.store(false, Ordering::Relaxed);
+        (rax, r12, x)
     }
 }
