@@ -1,4 +1,5 @@
-//! Multi-threaded drivers (std builds): rayon over independent row blocks of C and over
+//! Multi-threaded drivers (std builds): rayon over independent row blocks of C (against B
+//! packed once and shared) and over
 //! (head, query block) attention tiles, with one scratch per worker.
 
 use rayon::prelude::*;
@@ -6,7 +7,9 @@ use rayon::prelude::*;
 use crate::attention::{
     prepare, q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
 };
-use crate::gemm::{validate, with_kernel, GemmScratch, Kernel, KernelFn};
+use crate::gemm::{
+    a_scratch, b_blocks, macro_kernel, validate, with_kernel, AlignedBuf, Kernel, KernelFn,
+};
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
 
@@ -36,17 +39,52 @@ pub fn matmul_parallel<T: Element>(
     impl<T: Element> KernelFn<()> for Run<'_, '_, T> {
         fn call<K: Kernel>(self) {
             let (m, n, k) = (self.a.rows(), self.b.cols(), self.a.cols());
+            let (a, b, ldc) = (self.a, self.b, self.ldc);
+            // B is packed once, all blocks in parallel, and shared read-only by every thread
+            // (each thread repacking all of B would cost each of them the whole packing time).
+            let blocks: Vec<_> = b_blocks::<K>(k, n).collect();
+            let mut offsets = Vec::with_capacity(blocks.len() + 1);
+            offsets.push(0);
+            for blk in &blocks {
+                offsets.push(offsets.last().unwrap() + blk.len::<K>());
+            }
+            let mut packed = AlignedBuf::new(*offsets.last().unwrap());
+            let all = packed.view::<K::P>(*offsets.last().unwrap());
+            let mut parts = Vec::with_capacity(blocks.len());
+            let mut rest = all;
+            for blk in &blocks {
+                let (head, tail) = rest.split_at_mut(blk.len::<K>());
+                parts.push((blk, head));
+                rest = tail;
+            }
+            parts
+                .par_iter_mut()
+                .for_each(|(blk, dst)| K::pack_b(&b.sub(blk.pc, blk.jc, blk.kc, blk.nc), dst));
+            let packed: Vec<(_, &[K::P])> = parts.into_iter().map(|(b, d)| (b, &*d)).collect();
             let rows = m.div_ceil(self.threads).div_ceil(K::MR) * K::MR;
-            let ldc = self.ldc;
-            let (a, b) = (self.a, self.b);
             self.c
                 .par_chunks_mut(rows * ldc)
                 .enumerate()
                 .for_each(|(t, cblk)| {
                     let i0 = t * rows;
                     let mr = rows.min(m - i0);
-                    let mut s = GemmScratch::new::<K>(mr, n, k);
-                    crate::gemm::gemm_serial::<K, T>(&a.sub(i0, 0, mr, k), &b, cblk, ldc, &mut s);
+                    let asub = a.sub(i0, 0, mr, k);
+                    let mut ascratch = a_scratch::<K>(mr, k);
+                    for (blk, bpack) in &packed {
+                        // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the last
+                        // chunk may be shorter than rows·ldc but holds (mr-1)·ldc + n, checked
+                        // by `validate`); `bpack` is `blk` packed by K::pack_b above.
+                        unsafe {
+                            macro_kernel::<K, T>(
+                                &asub,
+                                blk,
+                                bpack,
+                                cblk.as_mut_ptr(),
+                                ldc,
+                                &mut ascratch,
+                            )
+                        };
+                    }
                 });
         }
     }

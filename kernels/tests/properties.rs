@@ -123,7 +123,8 @@ fn gemm_random_shapes_layouts_dtypes_isas() {
 fn gemm_large_crosses_all_blocks() {
     let mut rng = Rng::new();
     let isa = detect();
-    // Crosses KC (256), MC (96) and NC (1536) boundaries with ragged remainders.
+    // Crosses the KC, MC and NC block boundaries (kernels/src/gemm/mod.rs) with ragged
+    // remainders.
     check_gemm::<f32>(&mut rng, isa, 197, 1601, 523);
     check_gemm::<bf16>(&mut rng, isa, 131, 307, 601);
     check_gemm::<f16>(&mut rng, isa, 101, 203, 517);
@@ -435,6 +436,29 @@ fn parallel_drivers_match_serial_bitwise() {
         assert!(
             l1.iter().zip(&l2).all(|(x, y)| x.to_bits() == y.to_bits()),
             "lse {sh:?}"
+        );
+    }
+    // Several B blocks along K and N (the parallel driver packs them all up front, shared by
+    // the threads), in a pool that really has two threads.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (m, n, k) in [(150usize, 1100usize, 900usize), (37, 1601, 1601)] {
+        let a: Vec<f32> = rng.vec(m * k, 1.0);
+        let b: Vec<f32> = rng.vec(k * n, 1.0);
+        let (av, bv) = (
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+        );
+        let mut c1 = vec![f32::NAN; m * n];
+        let mut c2 = vec![f32::NAN; m * n];
+        matmul_with(isa, av, bv, &mut c1, n).unwrap();
+        pool.install(|| matmul_parallel(isa, av, bv, &mut c2, n))
+            .unwrap();
+        assert!(
+            c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "gemm {m}x{n}x{k}"
         );
     }
 }

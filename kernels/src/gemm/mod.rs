@@ -31,7 +31,7 @@ const NC: usize = 1024;
 pub(crate) struct Line([u32; 16]);
 
 /// Plain 4-byte element types that scratch buffers may be viewed as.
-pub(crate) trait Pod4: Copy + Default + 'static {}
+pub(crate) trait Pod4: Copy + Default + Send + Sync + 'static {}
 impl Pod4 for f32 {}
 impl Pod4 for u32 {}
 
@@ -217,10 +217,9 @@ pub(crate) struct GemmScratch {
 impl GemmScratch {
     pub(crate) fn new<K: Kernel>(m: usize, n: usize, k: usize) -> Self {
         let kc = (KC * K::KPACK).min(k).div_ceil(K::KPACK);
-        let mc = MC.min(m).div_ceil(K::MR) * K::MR;
         let nc = NC.min(n).div_ceil(K::NR) * K::NR;
         GemmScratch {
-            a: AlignedBuf::new(mc * kc),
+            a: a_scratch::<K>(m, k),
             b: AlignedBuf::new(nc * kc),
         }
     }
@@ -236,42 +235,95 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
     s: &mut GemmScratch,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    debug_assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n);
+    for blk in b_blocks::<K>(k, n) {
+        let bpack = s.b.view::<K::P>(blk.len::<K>());
+        K::pack_b(&b.sub(blk.pc, blk.jc, blk.kc, blk.nc), bpack);
+        // SAFETY: forwarded caller contract (c holds the m × n result at stride ldc).
+        unsafe { macro_kernel::<K, T>(a, &blk, bpack, c.as_mut_ptr(), ldc, &mut s.a) };
+    }
+}
+
+/// One `KC × NC` block of B: rows `pc..pc+kc`, columns `jc..jc+nc`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BBlock {
+    pub(crate) jc: usize,
+    pub(crate) nc: usize,
+    pub(crate) pc: usize,
+    pub(crate) kc: usize,
+}
+
+impl BBlock {
+    /// Packed steps (k values per packed element: `K::KPACK`).
+    fn kp<K: Kernel>(&self) -> usize {
+        self.kc.div_ceil(K::KPACK)
+    }
+    /// Packed size in elements.
+    pub(crate) fn len<K: Kernel>(&self) -> usize {
+        self.nc.div_ceil(K::NR) * K::NR * self.kp::<K>()
+    }
+}
+
+/// The B blocks in the order the serial driver visits them (NC outer, KC inner).
+pub(crate) fn b_blocks<K: Kernel>(k: usize, n: usize) -> impl Iterator<Item = BBlock> {
     // The same packed bytes per K block for every family: bf16 blocks cover twice the k.
     let kcb = KC * K::KPACK;
-    debug_assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n);
-    let cptr = c.as_mut_ptr();
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(kcb) {
-            let kc = kcb.min(k - pc);
-            let kp = kc.div_ceil(K::KPACK);
-            let npan = nc.div_ceil(K::NR);
-            let bpack = s.b.view::<K::P>(npan * K::NR * kp);
-            K::pack_b(&b.sub(pc, jc, kc, nc), bpack);
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                let mpan = mc.div_ceil(K::MR);
-                let apack = s.a.view::<K::P>(mpan * K::MR * kp);
-                K::pack_a(&a.sub(ic, pc, mc, kc), apack);
-                let tile = |ir: usize, jr: usize| {
-                    let rows = K::MR.min(mc - ir * K::MR);
-                    let ap = apack[ir * K::MR * kp..].as_ptr();
-                    let cols = K::NR.min(nc - jr * K::NR);
-                    let bp = bpack[jr * K::NR * kp..].as_ptr();
-                    // SAFETY: the panels hold kp steps; rows/cols of this tile lie inside
-                    // C because ic+ir·MR+rows ≤ m and jc+jr·NR+cols ≤ n, and the caller
-                    // checked c.len() ≥ (m-1)·ldc + n.
-                    unsafe {
-                        let cp = cptr.add((ic + ir * K::MR) * ldc + jc + jr * K::NR);
-                        K::run(kp, ap, bp, cp, ldc, rows, cols, pc > 0);
-                    }
-                };
-                // The A panel stays in L1 while the B panels stream from L2.
-                for ir in 0..mpan {
-                    for jr in 0..npan {
-                        tile(ir, jr);
-                    }
-                }
+    (0..n).step_by(NC).flat_map(move |jc| {
+        (0..k).step_by(kcb).map(move |pc| BBlock {
+            jc,
+            nc: NC.min(n - jc),
+            pc,
+            kc: kcb.min(k - pc),
+        })
+    })
+}
+
+/// Scratch for the packed A block of rows `m` over `k` (see [`GemmScratch::new`]).
+pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> AlignedBuf {
+    let kc = (KC * K::KPACK).min(k).div_ceil(K::KPACK);
+    AlignedBuf::new(MC.min(m).div_ceil(K::MR) * K::MR * kc)
+}
+
+/// All M blocks of A against one packed B block: `C[:, jc..jc+nc] (+)= A[:, pc..pc+kc] · B`.
+/// The first K block (`pc == 0`) overwrites C, later ones add.
+///
+/// # Safety
+/// `c` must be valid for writes of the `a.rows × (blk.jc + blk.nc)` result at row stride `ldc`;
+/// `bpack` holds `blk` packed by `K::pack_b`.
+pub(crate) unsafe fn macro_kernel<K: Kernel, T: Element>(
+    a: &MatRef<'_, T>,
+    blk: &BBlock,
+    bpack: &[K::P],
+    cptr: *mut f32,
+    ldc: usize,
+    ascratch: &mut AlignedBuf,
+) {
+    let m = a.rows;
+    let (jc, nc, pc, kc) = (blk.jc, blk.nc, blk.pc, blk.kc);
+    let kp = blk.kp::<K>();
+    let npan = nc.div_ceil(K::NR);
+    debug_assert!(bpack.len() >= blk.len::<K>());
+    for ic in (0..m).step_by(MC) {
+        let mc = MC.min(m - ic);
+        let mpan = mc.div_ceil(K::MR);
+        let apack = ascratch.view::<K::P>(mpan * K::MR * kp);
+        K::pack_a(&a.sub(ic, pc, mc, kc), apack);
+        let tile = |ir: usize, jr: usize| {
+            let rows = K::MR.min(mc - ir * K::MR);
+            let ap = apack[ir * K::MR * kp..].as_ptr();
+            let cols = K::NR.min(nc - jr * K::NR);
+            let bp = bpack[jr * K::NR * kp..].as_ptr();
+            // SAFETY: the panels hold kp steps; rows/cols of this tile lie inside C because
+            // ic+ir·MR+rows ≤ m and jc+jr·NR+cols ≤ jc+nc, which the caller guarantees.
+            unsafe {
+                let cp = cptr.add((ic + ir * K::MR) * ldc + jc + jr * K::NR);
+                K::run(kp, ap, bp, cp, ldc, rows, cols, pc > 0);
+            }
+        };
+        // The A panel stays in L1 while the B panels stream from L2.
+        for ir in 0..mpan {
+            for jr in 0..npan {
+                tile(ir, jr);
             }
         }
     }
