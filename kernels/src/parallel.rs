@@ -1,6 +1,6 @@
 //! Multi-threaded drivers (std builds): rayon over independent row blocks of C (against B
-//! packed once and shared) and over
-//! (head, query block) attention tiles, with one scratch per worker.
+//! packed once and shared) and over (head, query block) attention tiles, with one scratch per
+//! worker.
 
 use rayon::prelude::*;
 

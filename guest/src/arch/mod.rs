@@ -8,6 +8,7 @@ core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
 pub mod cpu;
 pub mod interrupts;
 pub mod io;
+pub mod mmio;
 pub mod paging;
 pub mod tdcall;
 pub mod trap;

@@ -14,6 +14,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use super::pci;
+use crate::arch::mmio;
 
 const VIRTIO_VENDOR: u16 = 0x1AF4;
 /// Modern virtio-net (0x1040 + device type 1) and the transitional id.
@@ -108,29 +109,32 @@ impl core::fmt::Display for NetError {
 struct Mmio(*mut u8);
 
 impl Mmio {
+    fn at(&self, off: usize) -> u64 {
+        self.0 as u64 + off as u64
+    }
     fn r8(&self, off: usize) -> u8 {
         // SAFETY: `off` lies within the capability's BAR window mapped by `init`.
-        unsafe { self.0.add(off).read_volatile() }
+        unsafe { mmio::read8(self.at(off)) }
     }
     fn r16(&self, off: usize) -> u16 {
         // SAFETY: as above.
-        unsafe { (self.0.add(off) as *const u16).read_volatile() }
+        unsafe { mmio::read16(self.at(off)) }
     }
     fn r32(&self, off: usize) -> u32 {
         // SAFETY: as above.
-        unsafe { (self.0.add(off) as *const u32).read_volatile() }
+        unsafe { mmio::read32(self.at(off)) }
     }
     fn w8(&self, off: usize, v: u8) {
         // SAFETY: as above.
-        unsafe { self.0.add(off).write_volatile(v) }
+        unsafe { mmio::write8(self.at(off), v) }
     }
     fn w16(&self, off: usize, v: u16) {
         // SAFETY: as above.
-        unsafe { (self.0.add(off) as *mut u16).write_volatile(v) }
+        unsafe { mmio::write16(self.at(off), v) }
     }
     fn w32(&self, off: usize, v: u32) {
         // SAFETY: as above.
-        unsafe { (self.0.add(off) as *mut u32).write_volatile(v) }
+        unsafe { mmio::write32(self.at(off), v) }
     }
     fn w64(&self, off: usize, v: u64) {
         self.w32(off, v as u32);
@@ -147,7 +151,7 @@ struct Queue {
 impl Queue {
     fn kick(&self) {
         // SAFETY: the queue's notification address inside the notify capability window.
-        unsafe { self.notify.write_volatile(self.index) }
+        unsafe { mmio::write16(self.notify as u64, self.index) }
     }
 }
 
