@@ -20,7 +20,11 @@ use pupa_guest::{exit_code, VERSION};
 use sha2::{Digest, Sha384};
 
 use arch::cpu::{self, cpuid, rdtsc};
-use platform::virtio_net::{NetError, PlainDma, VirtioNet};
+use platform::tdx::{TdxDma, TdxPlatform};
+use platform::virtio_net::{DmaPool, NetError, PlainDma, VirtioNet};
+use pupa_guest::snp::backend::SnpTee;
+use pupa_guest::tdx::backend::TdxTee;
+use pupa_guest::tdx::rtmr::{BootConfig, EventLog};
 use platform::{exit, fw_cfg, heap, layout, net, pit, serial};
 
 /// Entry from the 64-bit boot stub. `boot_mode`: 0 = 16-bit reset vector, 1 = TDX 32-bit entry.
@@ -32,11 +36,24 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     arch::interrupts::init();
     let t0 = rdtsc();
     let tee = tee::detect(cpuid, || sev_status as u64);
-    let _ = c_bit_hi;
-    if tee == TeeKind::Tdx {
-        arch::io::use_tdvmcall();
+    match tee {
+        // Port I/O (the serial console included) raises #VC under SNP: the GHCB comes first,
+        // and until it exists a failure can only be reported through the GHCB MSR protocol.
+        TeeKind::Snp => {
+            if let Err(e) = platform::snp::init(c_bit_hi) {
+                platform::snp::terminate(e.term_code())
+            }
+        }
+        TeeKind::Tdx => arch::io::use_tdvmcall(),
+        _ => {}
     }
     serial::init();
+    let vp_info = (tee == TeeKind::Tdx).then(|| {
+        let vp = platform::tdx::init()
+            .unwrap_or_else(|e| boot_failure(format_args!("TDG.VP.INFO: {e}")));
+        arch::mmio::use_tdvmcall(vp.shared_bit());
+        vp
+    });
     #[cfg(feature = "bench-hello")]
     {
         println!("hello");
@@ -59,14 +76,44 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
             "fw_cfg etc/e820",
         ),
     };
-    if tee == TeeKind::None {
-        // On a plain VM all RAM is usable as is. Under SNP/TDX, memory outside the declared
-        // early RAM must first be validated/accepted by the TEE backend.
-        let early = layout::early_ram();
-        for (s, e) in memmap::usable_ram(&map, 0x10_0000, 1 << 32, &[early]) {
-            // SAFETY: E820 RAM outside early RAM, below 4 GiB (identity-mapped), unused.
-            heap_bytes += unsafe { heap::claim(s, e) };
+    // RAM outside the declared early RAM: usable as is on a plain VM; under SNP and TDX the
+    // TEE backend validates/accepts it first.
+    let early = layout::early_ram();
+    let mut accepted_bytes = 0;
+    let ram = match tee {
+        TeeKind::None => memmap::usable_ram(&map, 0x10_0000, 1 << 32, &[early]),
+        TeeKind::Snp => {
+            if !platform::snp::window_is_ram(&map) {
+                boot_failure(format_args!(
+                    "the SNP shared window {:#x}..{:#x} is not RAM in the memory map",
+                    platform::snp::SHARED_WINDOW.0,
+                    platform::snp::SHARED_WINDOW.1
+                ));
+            }
+            let r = memmap::usable_ram(
+                &map,
+                0x10_0000,
+                1 << 32,
+                &[early, platform::snp::SHARED_WINDOW],
+            );
+            accepted_bytes = platform::snp::accept_ram(&r)
+                .unwrap_or_else(|e| boot_failure(format_args!("SNP memory validation: {e:?}")));
+            r
         }
+        TeeKind::Tdx => {
+            let (accepted_map, stats) = platform::tdx::accept_ram(&map, 0x10_0000, 1 << 32)
+                .unwrap_or_else(|e| boot_failure(format_args!("TDX memory acceptance: {e}")));
+            accepted_bytes = stats.accepted;
+            memmap::usable_ram(&accepted_map, 0x10_0000, 1 << 32, &[early])
+        }
+        TeeKind::SevWithoutSnp => boot_failure(format_args!(
+            "SEV/SEV-ES without SNP is not supported (no usable attestation)"
+        )),
+    };
+    for (s, e) in ram {
+        // SAFETY: RAM outside early RAM (and the SNP shared window), below 4 GiB
+        // (identity-mapped), unused, and validated/accepted where the TEE requires it.
+        heap_bytes += unsafe { heap::claim(s, e) };
     }
 
     let entropy = match Entropy::new(cpu::CpuRng::new()) {
@@ -101,29 +148,58 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     #[cfg(feature = "fault-test")]
     fault_test();
 
-    // The runtime: keys, evidence, sessions. Only the dev TEE exists in this build: inside a
-    // real SNP/TDX VM the guest refuses to serve rather than hand out insecure evidence.
-    if tee != TeeKind::None {
-        boot_failure(format_args!(
-            "{} evidence is not implemented in this build; refusing to serve dev evidence inside a TEE",
-            tee.name()
-        ));
-    }
+    // The runtime: keys, evidence, sessions, over the TEE the guest runs in.
     let clock = TscClock(tsc);
     let mut entropy = GuestEntropy(entropy);
     let seed = entropy
         .0
         .next_u64()
         .unwrap_or_else(|e| boot_failure(format_args!("entropy: {e}")));
-    let mut worker = Worker::new(DevTee { image_sha384 }, entropy, clock, Config::default())
+    let (guest_tee, mut dma): (GuestTee, GuestDma) = match (tee, vp_info) {
+        (TeeKind::Snp, _) => (
+            GuestTee::Snp(
+                platform::snp::tee()
+                    .unwrap_or_else(|e| boot_failure(format_args!("SNP secrets page: {e}"))),
+            ),
+            GuestDma::Snp(platform::snp::SnpDma),
+        ),
+        (TeeKind::Tdx, Some(vp)) => {
+            let mut dma = TdxDma::new(TDX_DMA_BYTES)
+                .unwrap_or_else(|e| boot_failure(format_args!("TDX shared window: {e}")));
+            let ops = TdxPlatform::new(&mut dma, tsc)
+                .unwrap_or_else(|| boot_failure(format_args!("TDX quote buffer: no room")));
+            let mut log = EventLog::new();
+            let cfg = BootConfig {
+                image_sha384,
+                tee,
+                gpaw: vp.gpaw,
+                td_attributes: vp.attributes,
+                num_vcpus: vp.num_vcpus,
+                max_vcpus: vp.max_vcpus,
+                ram_bytes: report.ram_bytes + report.unaccepted_bytes,
+                accepted_bytes,
+            };
+            let rtmr = platform::tdx::measure_boot_config(&mut log, &cfg)
+                .unwrap_or_else(|e| boot_failure(format_args!("RTMR extend: {e}")));
+            println!("pupa: rtmr2 {} (boot configuration)", Hex(&rtmr));
+            (
+                GuestTee::Tdx(TdxTee::new(ops), log),
+                GuestDma::Tdx(dma),
+            )
+        }
+        (TeeKind::None, _) => (GuestTee::Dev(DevTee { image_sha384 }), GuestDma::Plain(PlainDma)),
+        (kind, _) => boot_failure(format_args!("no evidence backend for {}", kind.name())),
+    };
+    let evidence_line = guest_tee.describe();
+    let mut worker = Worker::new(guest_tee, entropy, clock, Config::default())
         .unwrap_or_else(|e| boot_failure(format_args!("worker: {e}")));
     println!("pupa: hpke key {} (x25519)", Hex(&worker.hpke_public_key()));
     println!(
         "pupa: receipt key {} (ed25519)",
         Hex(&worker.receipt_public_key())
     );
-    println!("pupa: evidence dev (INSECURE: software report, no TEE)");
-    match VirtioNet::init(&mut PlainDma) {
+    println!("pupa: evidence {evidence_line}");
+    match VirtioNet::init(dma.pool()) {
         Ok(nic) => {
             let (v, d) = nic.pci_id();
             let m = nic.mac();
@@ -141,6 +217,65 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
             exit::power_off()
         }
         Err(e) => boot_failure(format_args!("network: {e}")),
+    }
+}
+
+/// Size of the TDX shared window: the GetQuote buffer and the virtio rings and buffers.
+const TDX_DMA_BYTES: usize = 4 << 20;
+
+/// The evidence backend of the TEE the guest booted in.
+enum GuestTee {
+    /// No TEE: the insecure development report.
+    Dev(DevTee),
+    /// SEV-SNP: MSG_REPORT_REQ through the GHCB.
+    Snp(SnpTee<platform::snp::SnpGuestRequest>),
+    /// TDX: TDREPORT → GetQuote, and the RTMR[2] log of the boot configuration.
+    Tdx(TdxTee<TdxPlatform>, EventLog),
+}
+
+impl GuestTee {
+    fn describe(&self) -> &'static str {
+        match self {
+            GuestTee::Dev(_) => "dev (INSECURE: software report, no TEE)",
+            GuestTee::Snp(_) => "sev-snp (attestation report via SNP guest request, VMPCK0)",
+            GuestTee::Tdx(..) => "tdx (quote via TDG.VP.VMCALL<GetQuote>, RTMR[2] event log)",
+        }
+    }
+}
+
+impl runtime::Tee for GuestTee {
+    fn evidence(
+        &mut self,
+        report_data: &[u8; 64],
+    ) -> Result<pupa_protocol::evidence::TeeEvidence, runtime::TeeFailure> {
+        match self {
+            GuestTee::Dev(t) => t.evidence(report_data),
+            GuestTee::Snp(t) => t.evidence(report_data),
+            GuestTee::Tdx(t, log) => {
+                let mut ev = t.evidence(report_data)?;
+                if let pupa_protocol::evidence::TeeEvidence::Tdx { event_log, .. } = &mut ev {
+                    *event_log = Some(log.bytes().to_vec().into());
+                }
+                Ok(ev)
+            }
+        }
+    }
+}
+
+/// Device-visible memory for virtio: the heap on a plain VM, a shared window under SNP/TDX.
+enum GuestDma {
+    Plain(PlainDma),
+    Snp(platform::snp::SnpDma),
+    Tdx(TdxDma),
+}
+
+impl GuestDma {
+    fn pool(&mut self) -> &mut dyn DmaPool {
+        match self {
+            GuestDma::Plain(d) => d,
+            GuestDma::Snp(d) => d,
+            GuestDma::Tdx(d) => d,
+        }
     }
 }
 

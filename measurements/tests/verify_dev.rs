@@ -83,7 +83,10 @@ fn malformed_dev_evidence_is_an_error() {
         Err(VerifyError::DevEvidence(_))
     ));
     let snp = Evidence {
-        tee: TeeEvidence::Tdx { quote: vec![1, 2] },
+        tee: TeeEvidence::Tdx {
+            quote: vec![1, 2],
+            event_log: None,
+        },
         ..evidence()
     };
     assert!(matches!(

@@ -65,11 +65,14 @@ pub enum TeeEvidence {
         /// The VCEK certificate, if the guest has it.
         vcek: Option<serde_bytes::ByteBuf>,
     },
-    /// Intel TDX quote (v4).
+    /// Intel TDX quote (v4 or v5).
     Tdx {
         /// The raw quote.
         #[serde(with = "serde_bytes")]
         quote: Vec<u8>,
+        /// The guest's RTMR event log (TCG2 crypto-agile, SHA-384; CCEL index = RTMR + 1): the
+        /// boot configuration measured into RTMR[2], to be replayed against the quote.
+        event_log: Option<serde_bytes::ByteBuf>,
     },
 }
 

@@ -57,7 +57,10 @@ fn dev_evidence_verifies_and_refuses_tampering() {
         hpke_pk: [1; 32],
         receipt_pk: [2; 32],
         nonce: [3; 32],
-        tee: TeeEvidence::Tdx { quote: vec![] },
+        tee: TeeEvidence::Tdx {
+            quote: vec![],
+            event_log: None,
+        },
     };
     assert_eq!(verify_dev(&ev), Err(EvidenceError::NotDev));
     ev.tee = TeeEvidence::Dev(sign_dev(&image, &ev.expected_report_data()));

@@ -16,20 +16,6 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     }
 }
 
-/// RDMSR.
-///
-/// # Safety
-/// The MSR must exist (otherwise #GP) and reading it must have no side effect the caller
-/// does not intend.
-pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (hi as u64) << 32 | lo as u64
-}
-
 /// The time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the TSC (CR4.TSD is clear in ring 0 anyway).

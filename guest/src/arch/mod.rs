@@ -10,5 +10,6 @@ pub mod interrupts;
 pub mod io;
 pub mod mmio;
 pub mod paging;
+pub mod snp;
 pub mod tdcall;
 pub mod trap;

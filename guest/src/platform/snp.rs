@@ -1,9 +1,334 @@
-//! SEV-SNP platform glue: the #VC handler.
+//! SEV-SNP platform glue (not executed on this development machine: it has no SNP): the GHCB,
+//! the #VC handler, RAM acceptance, the shared DMA window and the SNP guest-request transport.
+//! The decisions are made by `pupa_guest::snp` (host-tested); this file moves bytes between
+//! those functions, fixed guest-physical pages and the instructions in `arch::snp`.
+//!
+//! Memory: the pages the firmware uses under SNP are
+//! - the secrets page (0xA000) and the CPUID page (0xB000), validated by the PSP at launch
+//!   (SEV metadata, `arch/boot.s`);
+//! - early RAM (`linker.ld`), pre-validated as SNP_SEC_MEM;
+//! - the shared window [`SHARED_WINDOW`] (2 MiB aligned, right above early RAM): the GHCB page,
+//!   the guest-request and response pages, then DMA bounce buffers for virtio. It is never
+//!   validated: it is converted to shared with page-state changes and mapped without the C-bit;
+//! - all other RAM, accepted by [`accept_ram`] (page-state change to private, then PVALIDATE).
+//!
+//! Boot order (main.rs): `init` before the first port I/O (serial), because IN/OUT raise #VC
+//! and the handler needs the GHCB; then `accept_ram` for the heap; then `tee()` for evidence
+//! and `SnpDma` for virtio-net.
 
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pupa_guest::snp::backend::{guest_request_status, GuestRequest, GuestRequestError, SnpTee};
+use pupa_guest::snp::cpuid::{CpuState, CpuidError, CpuidTable};
+use pupa_guest::snp::ghcb::{self, exit, term, Field, Ghcb, MsrProtocolError, PageOp};
+use pupa_guest::snp::messages::PayloadError;
+use pupa_guest::snp::psc::{self, PscError};
+use pupa_guest::snp::vc::{self, VcAction};
 use pupa_guest::trap::TrapFrame;
+use spin::Once;
 
-/// #VC handler (called from arch/trap.rs). Placeholder until the SNP backend lands: reports the
-/// exception and exits.
+use super::virtio_net::DmaPool;
+use crate::arch::cpu::halt_forever;
+use crate::arch::paging::{self, PAGE_2M};
+use crate::arch::snp::{cr4, ghcb_msr_write, msr_protocol, pvalidate, vmgexit, xcr0};
+
+/// The SNP secrets page (SEV metadata section type 2, `arch/boot.s`).
+pub const SECRETS_GPA: u64 = 0xA000;
+/// The SNP CPUID page (SEV metadata section type 3, `arch/boot.s`).
+pub const CPUID_GPA: u64 = 0xB000;
+/// [start, end) of the shared window: the two 2 MiB pages above the 2 MiB page that holds the
+/// end of early RAM (0x100000..0x500000). Requires at least 10 MiB of guest RAM (E820 is
+/// checked by `check_window`, once fw_cfg can be read).
+pub const SHARED_WINDOW: (u64, u64) = (0x60_0000, 0xA0_0000);
+const GHCB_GPA: u64 = SHARED_WINDOW.0;
+const REQ_GPA: u64 = GHCB_GPA + 0x1000;
+const RSP_GPA: u64 = GHCB_GPA + 0x2000;
+const DMA_START: u64 = GHCB_GPA + 0x3000;
+const PAGE: u64 = 0x1000;
+
+const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PKE: u64 = 1 << 22;
+
+static CPUID: Once<CpuidTable> = Once::new();
+/// The GHCB is registered and the window shared.
+static READY: AtomicBool = AtomicBool::new(false);
+/// The GHCB is in use (a #VC arriving meanwhile cannot use it and terminates).
+static BUSY: AtomicBool = AtomicBool::new(false);
+static DMA_NEXT: AtomicU64 = AtomicU64::new(DMA_START);
+
+/// Why SNP setup failed. Before [`init`] has succeeded nothing can be printed (the serial port
+/// needs the GHCB): report with [`terminate`] and [`SnpInitError::term_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum SnpInitError {
+    /// The C-bit mask from the boot stub is not a single bit, or differs from the CPUID page.
+    #[error("C-bit mask {mask:#x} does not match the CPUID page (bit {page})")]
+    CBit {
+        /// Mask of the PTE high dword.
+        mask: u32,
+        /// Bit position from the CPUID page.
+        page: u8,
+    },
+    /// The CPUID page is unusable.
+    #[error("CPUID page: {0}")]
+    Cpuid(#[from] CpuidError),
+    /// The GHCB MSR protocol failed.
+    #[error("GHCB MSR protocol: {0}")]
+    Msr(#[from] MsrProtocolError),
+    /// A page-state change or PVALIDATE failed.
+    #[error("page state: {0}")]
+    Psc(#[from] PscError),
+    /// The GHCB was in use.
+    #[error("GHCB busy")]
+    Busy,
+    /// `init` has not run.
+    #[error("GHCB not set up")]
+    NotReady,
+}
+
+impl SnpInitError {
+    /// The termination reason (set [`term::SET_PUPA`]) for this error.
+    pub fn term_code(&self) -> u8 {
+        match self {
+            SnpInitError::Psc(_) => term::PAGE_STATE,
+            _ => term::GHCB_REGISTER,
+        }
+    }
+}
+
+/// Asks the hypervisor to terminate the VM (GHCB MSR protocol 0x100, reason set 1 = pupa's
+/// codes in `ghcb::term`); halts if it returns. Safe anywhere, the #VC handler included.
+pub fn terminate(code: u8) -> ! {
+    ghcb_msr_write(ghcb::terminate_request(term::SET_PUPA, code));
+    vmgexit();
+    halt_forever()
+}
+
+/// The CPUID page, parsed on first use (the first CPUID of the boot reaches here through #VC,
+/// before [`init`]).
+fn cpuid_table() -> &'static CpuidTable {
+    CPUID.call_once(|| {
+        // SAFETY: the CPUID page is validated by the PSP at launch, identity-mapped private
+        // memory that nothing writes.
+        let page = unsafe { core::slice::from_raw_parts(CPUID_GPA as *const u8, 4096) };
+        CpuidTable::parse(page).unwrap_or_else(|_| terminate(term::VC_UNHANDLED))
+    })
+}
+
+fn page_at(gpa: u64) -> &'static mut [u8; 4096] {
+    // SAFETY: `gpa` is one of the GHCB/request/response pages of the shared window, mapped
+    // shared after `init`; access is serialised by BUSY. The hypervisor may write the page at
+    // any time: Ghcb accesses it volatile and everything read from it is validated.
+    unsafe { &mut *(gpa as *mut [u8; 4096]) }
+}
+
+/// VMGEXIT with the GHCB registered: the GHCB MSR must hold its GPA (GHCB spec §2.3.2).
+fn ghcb_exit(_: &mut Ghcb<'_>) {
+    ghcb_msr_write(GHCB_GPA);
+    vmgexit();
+}
+
+/// Runs `f` with the GHCB, outside the #VC handler.
+fn with_ghcb<R>(f: impl FnOnce(&mut Ghcb<'_>) -> R) -> Result<R, SnpInitError> {
+    if !READY.load(Ordering::Acquire) {
+        return Err(SnpInitError::NotReady);
+    }
+    if BUSY.swap(true, Ordering::Acquire) {
+        return Err(SnpInitError::Busy);
+    }
+    let r = f(&mut Ghcb::new(page_at(GHCB_GPA)));
+    BUSY.store(false, Ordering::Release);
+    Ok(r)
+}
+
+/// Sets up the GHCB. Call right after `arch::interrupts::init` under SNP, before any port I/O.
+/// `c_bit_hi` is the boot stub's C-bit mask of the page-table entries' high dword.
+///
+/// Checks the C-bit against the CPUID page and the hypervisor's GHCB protocol range (version 2),
+/// converts the GHCB page to shared (MSR protocol; the page was never validated, so no
+/// PVALIDATE), maps the window shared, registers the GHCB (MSR protocol 0x012), and converts
+/// the rest of the window with a GHCB page-state change.
+pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
+    let page_bit = cpuid_table().c_bit()?;
+    if c_bit_hi.count_ones() != 1 || 32 + c_bit_hi.trailing_zeros() != u32::from(page_bit) {
+        return Err(SnpInitError::CBit {
+            mask: c_bit_hi,
+            page: page_bit,
+        });
+    }
+    ghcb::sev_info_response(msr_protocol(ghcb::sev_info_request()))?;
+    ghcb::psc_response(msr_protocol(ghcb::psc_request(GHCB_GPA, PageOp::Shared)?))?;
+    paging::set_confidentiality_bits(1 << page_bit, 0);
+    // SAFETY: the GHCB page was just converted to shared; the rest of the window is not
+    // touched until the page-state change below has converted it too. Nothing else lives in
+    // these 2 MiB pages (early RAM ends below them).
+    unsafe { paging::map_shared(SHARED_WINDOW.0, SHARED_WINDOW.1) };
+    const _: () = assert!(SHARED_WINDOW.0 % PAGE_2M == 0 && SHARED_WINDOW.1 % PAGE_2M == 0);
+    page_at(GHCB_GPA).fill(0);
+    ghcb::register_ghcb_response(
+        msr_protocol(ghcb::register_ghcb_request(GHCB_GPA)?),
+        GHCB_GPA,
+    )?;
+    READY.store(true, Ordering::Release);
+    with_ghcb(|g| {
+        psc::change_state(
+            g,
+            GHCB_GPA + ghcb::offset::SHARED_BUFFER as u64,
+            GHCB_GPA + PAGE,
+            SHARED_WINDOW.1,
+            PageOp::Shared,
+            &mut ghcb_exit,
+        )
+    })??;
+    page_at(REQ_GPA).fill(0);
+    page_at(RSP_GPA).fill(0);
+    crate::arch::mmio::use_ghcb();
+    Ok(())
+}
+
+/// One device MMIO access through the GHCB (MMIO_READ/MMIO_WRITE exits), for `arch::mmio` once
+/// [`init`] has routed MMIO here. Returns the value read (0 for writes); a failed access reads
+/// as all ones, as a missing device does. Called by drivers, never inside the #VC handler.
+pub fn mmio(addr: u64, size: u64, write: bool, value: u64) -> u64 {
+    let sb = GHCB_GPA + ghcb::offset::SHARED_BUFFER as u64;
+    let size = size as usize;
+    with_ghcb(|g| {
+        ghcb::mmio_request(g, sb, addr, size, write.then_some(value));
+        ghcb_exit(g);
+        if write {
+            g.exit_result().map(|_| 0)
+        } else {
+            ghcb::mmio_read_result(g, size)
+        }
+    })
+    .ok()
+    .and_then(|r| r.ok())
+    .unwrap_or(!0)
+}
+
+/// Accepts RAM for the heap: page-state change to private, then PVALIDATE, for each range
+/// (4 KiB aligned, outside early RAM and [`SHARED_WINDOW`], below 4 GiB). Returns the bytes
+/// accepted. Call after [`init`], at boot.
+pub fn accept_ram(ranges: &[(u64, u64)]) -> Result<u64, SnpInitError> {
+    let mut total = 0;
+    for &(s, e) in ranges {
+        let (s, e) = ((s + PAGE - 1) & !(PAGE - 1), e & !(PAGE - 1));
+        if s >= e {
+            continue;
+        }
+        let sb = GHCB_GPA + ghcb::offset::SHARED_BUFFER as u64;
+        with_ghcb(|g| psc::change_state(g, sb, s, e, PageOp::Private, &mut ghcb_exit))??;
+        psc::pvalidate_range(s, e, true, &mut |a, big, v| {
+            // SAFETY: the page was just made private and holds nothing of ours yet.
+            unsafe { pvalidate(a, big, v) }
+        })?;
+        total += e - s;
+    }
+    Ok(total)
+}
+
+/// #VC handler (called from arch/trap.rs with interrupts off). CPUID is answered from the CPUID
+/// page; IN/OUT and RDMSR/WRMSR go to the hypervisor through the GHCB. Anything it cannot
+/// handle terminates the VM (GHCB MSR protocol): it never prints, since printing is port I/O.
 pub fn handle_vc(frame: &mut TrapFrame) {
-    crate::arch::interrupts::report_trap(29, frame)
+    let mut insn = [0u8; 15];
+    for (i, b) in insn.iter_mut().enumerate() {
+        // SAFETY: RIP points into the firmware's code (identity-mapped private memory well
+        // below 4 GiB), so the 15 bytes after it are mapped.
+        *b = unsafe { core::ptr::read_volatile((frame.rip as *const u8).wrapping_add(i)) };
+    }
+    let c4 = cr4();
+    let osxsave = c4 & CR4_OSXSAVE != 0;
+    let cpu = CpuState {
+        osxsave,
+        pke: c4 & CR4_PKE != 0,
+        xcr0: if osxsave { xcr0() } else { 1 },
+        // pupa never enables XSAVES supervisor state (IA32_XSS = 0); reading the MSR here would
+        // itself be intercepted.
+        xss: 0,
+    };
+    match vc::prepare(frame, &insn, cpuid_table(), &cpu) {
+        Ok(VcAction::Done) => {}
+        Ok(VcAction::Exit(req)) => {
+            if !READY.load(Ordering::Acquire) || BUSY.swap(true, Ordering::Acquire) {
+                terminate(term::VC_UNHANDLED);
+            }
+            let mut g = Ghcb::new(page_at(GHCB_GPA));
+            req.write_to(&mut g);
+            ghcb_exit(&mut g);
+            let r = vc::complete(frame, &g, &req);
+            BUSY.store(false, Ordering::Release);
+            if r.is_err() {
+                terminate(term::VC_HYPERVISOR);
+            }
+        }
+        Err(_) => terminate(term::VC_UNHANDLED),
+    }
+}
+
+/// DMA memory for virtio under SNP: a bump allocator over the shared window (after the GHCB and
+/// guest-request pages). Memory is never freed (the device may hold it forever).
+pub struct SnpDma;
+
+impl DmaPool for SnpDma {
+    fn alloc(&mut self, bytes: usize) -> Option<*mut u8> {
+        if !READY.load(Ordering::Acquire) {
+            return None;
+        }
+        let len = (bytes.max(1) as u64).checked_add(PAGE - 1)? & !(PAGE - 1);
+        let start = DMA_NEXT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                n.checked_add(len).filter(|&end| end <= SHARED_WINDOW.1)
+            })
+            .ok()?;
+        // SAFETY: [start, start + len) is inside the shared window, mapped and converted to
+        // shared by `init`, and handed out once.
+        unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
+        Some(start as *mut u8)
+    }
+}
+
+/// The SNP_GUEST_REQUEST exit (GHCB spec §4.1.7): the request and response pages of the
+/// shared window, SW_EXITINFO1/2 = their GPAs.
+pub struct SnpGuestRequest;
+
+impl GuestRequest for SnpGuestRequest {
+    fn exchange(
+        &mut self,
+        req: &[u8; 4096],
+        rsp: &mut [u8; 4096],
+    ) -> Result<(), GuestRequestError> {
+        with_ghcb(|g| {
+            page_at(REQ_GPA).copy_from_slice(req);
+            g.reset();
+            g.set(Field::SwExitCode, exit::SNP_GUEST_REQUEST);
+            g.set(Field::SwExitInfo1, REQ_GPA);
+            g.set(Field::SwExitInfo2, RSP_GPA);
+            ghcb_exit(g);
+            g.exit_result()?;
+            guest_request_status(g.exit_info2_raw())?;
+            // One copy into private memory; the messenger authenticates what was copied.
+            rsp.copy_from_slice(page_at(RSP_GPA));
+            Ok(())
+        })
+        .map_err(|_| GuestRequestError::Unavailable)?
+    }
+}
+
+/// The SNP evidence backend: VMPCK0 from the secrets page, guest requests through the GHCB.
+/// Call after [`init`].
+pub fn tee() -> Result<SnpTee<SnpGuestRequest>, PayloadError> {
+    // SAFETY: the secrets page is validated by the PSP at launch, identity-mapped private
+    // memory; it is only read.
+    let secrets = unsafe { core::slice::from_raw_parts(SECRETS_GPA as *const u8, 4096) };
+    SnpTee::from_secrets_page(secrets, SnpGuestRequest)
+}
+
+/// Checks that the shared window is RAM in the memory map (call once the E820 map is read).
+pub fn window_is_ram(map: &[pupa_guest::memmap::Region]) -> bool {
+    pupa_guest::memmap::usable_ram(map, SHARED_WINDOW.0, SHARED_WINDOW.1, &[])
+        .iter()
+        .map(|&(s, e)| e - s)
+        .sum::<u64>()
+        == SHARED_WINDOW.1 - SHARED_WINDOW.0
 }

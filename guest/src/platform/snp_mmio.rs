@@ -4,9 +4,5 @@
 
 /// One MMIO access under SNP; see `arch::mmio`.
 pub fn access(addr: u64, size: u64, write: bool, value: u64) -> u64 {
-    let _ = (addr, size, write, value);
-    crate::platform::serial::emergency_println(format_args!(
-        "pupa: SNP MMIO through the GHCB is not wired yet"
-    ));
-    crate::platform::exit::fail(pupa_guest::exit_code::BOOT_FAILURE)
+    crate::platform::snp::mmio(addr, size, write, value)
 }

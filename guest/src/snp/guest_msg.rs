@@ -283,6 +283,20 @@ impl GuestMessenger {
         Ok(())
     }
 
+    /// Retires the key for good: after an exchange whose outcome is unknown (the transport
+    /// failed after the request left the guest), the secure processor may have consumed the
+    /// sequence number, and a different message under it would reuse the IV.
+    pub fn disable(&mut self) {
+        self.disabled = true;
+        self.in_flight = None;
+        self.key = [0; 32];
+    }
+
+    /// Whether the key was retired.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
     /// Opens the response to the request in flight (type = request type + 1, sequence number =
     /// request + 1). Any failure disables the messenger for good.
     pub fn open_response(&mut self, page: &mut [u8]) -> Result<usize, GuestMsgError> {

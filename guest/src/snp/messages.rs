@@ -35,6 +35,9 @@ pub enum PayloadError {
     /// The secrets page is not a page.
     #[error("secrets page of {0} bytes")]
     SecretsPage(usize),
+    /// VMPCK0 is all zeros: the key was wiped (Linux `is_vmpck_empty` refuses it likewise).
+    #[error("VMPCK0 in the secrets page is empty")]
+    EmptyVmpck,
 }
 
 /// MSG_REPORT_REQ: REPORT_DATA (0x00, 64), VMPL (0x40, u32), KEY_SEL (0x44, u32: 0 = VLEK if
@@ -109,5 +112,8 @@ pub fn vmpck0(secrets_page: &[u8]) -> Result<[u8; 32], PayloadError> {
     }
     let mut k = [0u8; 32];
     k.copy_from_slice(&secrets_page[SECRETS_VMPCK0_OFFSET..SECRETS_VMPCK0_OFFSET + 32]);
+    if k == [0; 32] {
+        return Err(PayloadError::EmptyVmpck);
+    }
     Ok(k)
 }

@@ -5,12 +5,22 @@
 //! - [`messages`]: MSG_REPORT_REQ / MSG_KEY_REQ payloads and their responses, VMPCK0 from the
 //!   secrets page.
 //!
-//! Not here yet (see the report of issue 4): the #VC handler, the GHCB MSR protocol and GHCB
-//! page, PVALIDATE and page-state changes; the VMGEXIT(SNP_GUEST_REQUEST) wrapper that carries
-//! these pages belongs to the firmware binary's platform layer.
+//! - [`ghcb`]: the GHCB MSR protocol and the GHCB page layout;
+//! - [`cpuid`]: the SNP CPUID page and CPUID lookup;
+//! - [`vc`]: #VC decode/emulation (CPUID, IN/OUT, RDMSR/WRMSR) around the VMGEXIT;
+//! - [`psc`]: page-state change requests and the PVALIDATE plan;
+//! - [`backend`]: [`backend::SnpTee`], the `runtime::Tee` over SNP guest requests.
+//!
+//! The instructions themselves (VMGEXIT, PVALIDATE, the GHCB MSR) live in the firmware binary
+//! (`arch/snp.rs`, `platform/snp.rs`), which drives these modules.
 
+pub mod backend;
+pub mod cpuid;
+pub mod ghcb;
 pub mod guest_msg;
 pub mod messages;
+pub mod psc;
+pub mod vc;
 
 #[cfg(test)]
 mod tests;

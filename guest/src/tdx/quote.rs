@@ -44,14 +44,12 @@ pub fn write_request(td_report: &[u8; TDREPORT_LEN], buf: &mut [u8]) -> Result<(
     Ok(())
 }
 
-/// Reads the host's reply: the quote bytes (to be copied out of shared memory before use).
-pub fn read_response(buf: &[u8]) -> Result<&[u8], QuoteBufError> {
-    if buf.len() < HEADER_LEN {
-        return Err(QuoteBufError::TooSmall(buf.len()));
-    }
+/// Checks the reply header (VERSION, STATUS) and returns OUT_LEN (not yet checked against
+/// any buffer). The firmware reads the header out of shared memory into a private copy first.
+pub fn parse_header(hdr: &[u8; HEADER_LEN]) -> Result<u32, QuoteBufError> {
     let u64_at = |o: usize| {
         let mut a = [0u8; 8];
-        a.copy_from_slice(&buf[o..o + 8]);
+        a.copy_from_slice(&hdr[o..o + 8]);
         u64::from_le_bytes(a)
     };
     let version = u64_at(0);
@@ -63,7 +61,16 @@ pub fn read_response(buf: &[u8]) -> Result<&[u8], QuoteBufError> {
         STATUS_IN_FLIGHT => return Err(QuoteBufError::InFlight),
         s => return Err(QuoteBufError::Status(s)),
     }
-    let out_len = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
+    Ok(u32::from_le_bytes([hdr[20], hdr[21], hdr[22], hdr[23]]))
+}
+
+/// Reads the host's reply: the quote bytes (to be copied out of shared memory before use).
+pub fn read_response(buf: &[u8]) -> Result<&[u8], QuoteBufError> {
+    let hdr: &[u8; HEADER_LEN] = buf
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(QuoteBufError::TooSmall(buf.len()))?;
+    let out_len = parse_header(hdr)?;
     let end = HEADER_LEN
         .checked_add(out_len as usize)
         .filter(|&e| out_len > 0 && e <= buf.len());

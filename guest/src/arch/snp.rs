@@ -1,0 +1,98 @@
+//! SEV-SNP instructions, as thin wrappers (not executed on this development machine: it has no
+//! SNP; only the SNP path of the firmware reaches them). The logic around them is in
+//! `pupa_guest::snp` and tested on the host.
+
+
+use core::arch::asm;
+
+use pupa_guest::snp::ghcb::MSR_GHCB;
+
+/// VMGEXIT (`rep vmmcall`, bytes F3 0F 01 D9; AMD APM Vol. 3 "VMGEXIT"): hands control to the
+/// hypervisor, which reads the request from the GHCB MSR or the GHCB page registered in it.
+pub fn vmgexit() {
+    // SAFETY: VMGEXIT exits to the hypervisor; the guest's register state is saved and
+    // restored by the hardware (VMSA), so no register changes. The hypervisor may write the
+    // GHCB page (shared memory): hence no `nomem`, so the compiler re-reads memory afterwards.
+    // Only called under SEV-ES/SNP (elsewhere VMMCALL with a REP prefix is #UD or a hypercall).
+    unsafe {
+        asm!(
+            ".byte 0xf3, 0x0f, 0x01, 0xd9",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Reads the GHCB MSR (0xC001_0130).
+pub fn ghcb_msr_read() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: under SEV-ES/SNP the GHCB MSR exists and reading it has no side effect (nor
+    // does it raise #VC: the MSR is virtualised by the hardware).
+    unsafe {
+        asm!("rdmsr", in("ecx") MSR_GHCB, out("eax") lo, out("edx") hi,
+             options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// Writes the GHCB MSR (0xC001_0130).
+pub fn ghcb_msr_write(v: u64) {
+    // SAFETY: the GHCB MSR only holds the value the next VMGEXIT hands to the hypervisor; it
+    // changes no guest state and does not raise #VC.
+    unsafe {
+        asm!("wrmsr", in("ecx") MSR_GHCB, in("eax") v as u32, in("edx") (v >> 32) as u32,
+             options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// One GHCB MSR-protocol exchange: write `request`, VMGEXIT, read the response.
+pub fn msr_protocol(request: u64) -> u64 {
+    ghcb_msr_write(request);
+    vmgexit();
+    ghcb_msr_read()
+}
+
+/// PVALIDATE (bytes F2 0F 01 FF; AMD APM Vol. 3 "PVALIDATE"): RAX = the page's address, ECX =
+/// page size (0 = 4 KiB, 1 = 2 MiB), EDX = 1 to validate, 0 to rescind. Returns (the return
+/// code in EAX, CF): CF = 1 means the RMP entry was not changed.
+///
+/// # Safety
+/// Validating makes the page's current (encrypted) contents usable as private memory: the
+/// caller must have just converted the page to private and must not rely on its contents.
+/// Rescinding makes any private use of the page fault: the caller must own the page and stop
+/// using it as private memory.
+pub unsafe fn pvalidate(addr: u64, size_2m: bool, validate: bool) -> (u32, bool) {
+    let rc: u64;
+    let cf: u8;
+    // SAFETY: guaranteed by the caller; PVALIDATE only changes the RMP entry of that page.
+    unsafe {
+        asm!(
+            ".byte 0xf2, 0x0f, 0x01, 0xff",
+            "setc {cf}",
+            inout("rax") addr => rc,
+            in("ecx") u32::from(size_2m),
+            in("edx") u32::from(validate),
+            cf = out(reg_byte) cf,
+            options(nostack),
+        )
+    };
+    (rc as u32, cf != 0)
+}
+
+/// CR4.
+pub fn cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effect (and is not intercepted for SEV-ES/SNP guests).
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// XCR0 (XGETBV with ECX = 0). Only call with CR4.OSXSAVE set (else #UD).
+pub fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller checked CR4.OSXSAVE; XGETBV reads XCR0 and is never intercepted.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+             options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
