@@ -22,10 +22,10 @@ use sha2::{Digest, Sha384};
 use arch::cpu::{self, cpuid, rdtsc};
 use platform::tdx::{TdxDma, TdxPlatform};
 use platform::virtio_net::{DmaPool, NetError, PlainDma, VirtioNet};
+use platform::{exit, fw_cfg, heap, layout, net, pit, serial};
 use pupa_guest::snp::backend::SnpTee;
 use pupa_guest::tdx::backend::TdxTee;
 use pupa_guest::tdx::rtmr::{BootConfig, EventLog};
-use platform::{exit, fw_cfg, heap, layout, net, pit, serial};
 
 /// Entry from the 64-bit boot stub. `boot_mode`: 0 = 16-bit reset vector, 1 = TDX 32-bit entry.
 /// `sev_status`: SEV_STATUS[31:0] as the stub read it (0 if not probed: TDX, or no SEV).
@@ -182,12 +182,12 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
             let rtmr = platform::tdx::measure_boot_config(&mut log, &cfg)
                 .unwrap_or_else(|e| boot_failure(format_args!("RTMR extend: {e}")));
             println!("pupa: rtmr2 {} (boot configuration)", Hex(&rtmr));
-            (
-                GuestTee::Tdx(TdxTee::new(ops), log),
-                GuestDma::Tdx(dma),
-            )
+            (GuestTee::Tdx(TdxTee::new(ops), log), GuestDma::Tdx(dma))
         }
-        (TeeKind::None, _) => (GuestTee::Dev(DevTee { image_sha384 }), GuestDma::Plain(PlainDma)),
+        (TeeKind::None, _) => (
+            GuestTee::Dev(DevTee { image_sha384 }),
+            GuestDma::Plain(PlainDma),
+        ),
         (kind, _) => boot_failure(format_args!("no evidence backend for {}", kind.name())),
     };
     let evidence_line = guest_tee.describe();

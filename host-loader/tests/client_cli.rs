@@ -139,3 +139,84 @@ fn bench_through_the_relay_binary_reports_overhead_and_throughput() {
         v["total"]["median_us"].as_f64().unwrap() >= v["round_trip"]["median_us"].as_f64().unwrap()
     );
 }
+
+#[test]
+fn evidence_policy_flags_expect_and_policy_file() {
+    let guest = GuestProcess::start();
+    let dir = temp_dir("cli-policy");
+    let job = dir.join("job.json");
+    std::fs::write(
+        &job,
+        r#"{ "op": "matmul", "m": 2, "n": 2, "k": 2, "dtype": "f32", "seed": 1 }"#,
+    )
+    .unwrap();
+    let worker = guest.addr().to_string();
+    let (job_s, dir_s) = (job.to_str().unwrap(), dir.to_str().unwrap());
+    let manifest = |name: &str, byte: u8| {
+        let sha = format!("{byte:02x}").repeat(48);
+        std::fs::write(
+            dir.join(name),
+            format!(r#"{{"image":{{"sha384":"{sha}"}},"measurements":{{"snp":[],"tdx":[]}}}}"#),
+        )
+        .unwrap();
+        format!("{dir_s}/{name}")
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // --expect names the image the dev evidence must come from (the fixture's is 5a..).
+    let wrong = manifest("wrong.json", 0x11);
+    let base = ["run", "--worker", &worker, job_s, "--allow-insecure-dev"];
+    let out = client(&[&base[..], &["--expect", &wrong]].concat());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("check \"measurement\" failed"),
+        "{}",
+        stderr(&out)
+    );
+    let right = manifest("right.json", 0x5a);
+    let out = client(&[&base[..], &["--expect", &right, "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["measurement"], "5a".repeat(48));
+    // The same from a policy file, which can also allow dev evidence; --expect overrides it.
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "expect = \"wrong.json\"\nallow_insecure_dev = true\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let out = client(&["run", "--worker", &worker, job_s, "--policy", p]);
+    assert!(
+        stderr(&out).contains("check \"measurement\" failed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(&[
+        "run", "--worker", &worker, job_s, "--policy", p, "--expect", &right,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Unusable policy inputs fail before connecting, each with its own message.
+    std::fs::write(&policy, "allow_debugg = true\n").unwrap();
+    let out = client(&["run", "--worker", "127.0.0.1:1", job_s, "--policy", p]);
+    assert!(
+        stderr(&out).contains("unknown field `allow_debugg`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(&[
+        "run",
+        "--worker",
+        "127.0.0.1:1",
+        job_s,
+        "--now",
+        "yesterday",
+    ]);
+    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+    let out = client(&["run", "--worker", "127.0.0.1:1", job_s, "--vcek", p]);
+    assert!(
+        stderr(&out).contains("VCEK certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -66,13 +66,7 @@ fn dev_evidence_is_refused_unless_allowed() {
     let guest = GuestProcess::start();
     let (_relay, addr) = relay_to(guest.addr(), RelayConfig::default(), None);
     let mut c = connect(addr);
-    let e = fetch_and_verify(
-        &mut c,
-        &EvidencePolicy {
-            allow_insecure_dev: false,
-        },
-    )
-    .unwrap_err();
+    let e = fetch_and_verify(&mut c, &EvidencePolicy::STRICT).unwrap_err();
     assert!(matches!(e, ClientError::InsecureDevRefused), "{e}");
 }
 

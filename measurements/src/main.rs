@@ -58,7 +58,7 @@ enum Cmd {
         json: bool,
     },
     /// Verify SNP / TDX / dev evidence against a policy (exit 0 only if every check passes).
-    Verify(pupa_measurements::verify::cli::VerifyArgs),
+    Verify(Box<pupa_measurements::verify::cli::VerifyArgs>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

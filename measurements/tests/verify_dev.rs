@@ -129,7 +129,7 @@ fn cli_dev_refuses_then_accepts_with_warning() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("WARNING: INSECURE"), "{err}");
-    // Keys and nonce given on the command line must match the binding.
+    // Keys and nonce given on the command line must be the evidence's.
     let k = |b: u8| hex::encode([b; 32]);
     let (code, out, _) = cli(&[
         "--dev-evidence",
@@ -143,8 +143,13 @@ fn cli_dev_refuses_then_accepts_with_warning() {
         "--nonce",
         &k(9),
     ]);
+    // The evidence binds its own keys and nonce (REPORT_DATA passes); it answers nonce 3, not
+    // the required 9.
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  REPORT_DATA"), "{out}");
+    assert!(
+        out.contains("PASS  REPORT_DATA") && out.contains("FAIL  nonce"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -2,7 +2,6 @@
 //! SNP; only the SNP path of the firmware reaches them). The logic around them is in
 //! `pupa_guest::snp` and tested on the host.
 
-
 use core::arch::asm;
 
 use pupa_guest::snp::ghcb::MSR_GHCB;

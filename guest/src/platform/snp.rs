@@ -16,7 +16,6 @@
 //! and the handler needs the GHCB; then `accept_ram` for the heap; then `tee()` for evidence
 //! and `SnpDma` for virtio-net.
 
-
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pupa_guest::snp::backend::{guest_request_status, GuestRequest, GuestRequestError, SnpTee};

@@ -6,7 +6,6 @@
 //! Boot order (main.rs, under TDX): [`init`] → [`accept_ram`] → heap from the returned map →
 //! [`TdxDma::new`] → [`measure_boot_config`] → `TdxTee::new(TdxPlatform::new(..))`.
 
-
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;

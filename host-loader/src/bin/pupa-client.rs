@@ -30,6 +30,23 @@ struct Common {
     /// Accept INSECURE development evidence (a guest without a TEE): for testing only.
     #[arg(long)]
     allow_insecure_dev: bool,
+    /// SEV-SNP / TDX: the expected measurements, from the manifest.json of `pupa-image build`
+    /// (overrides the policy file's measurement choice).
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    /// Evidence policy file (TOML, as `pupa-measure verify --policy`: expect, measurements,
+    /// allow_debug, snp_min_tcb, tdx_min_tcb, vmpl, allow_migration_agent, hpke_pk, receipt_pk).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// SEV-SNP: the VCEK certificate (DER or PEM), used instead of one inside the evidence.
+    #[arg(long)]
+    vcek: Option<PathBuf>,
+    /// TDX: the collateral JSON (TCB info, QE identity, CRLs, issuer chains).
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    /// The verification time (VCEK validity, TDX collateral), RFC 3339; default the clock.
+    #[arg(long)]
+    now: Option<String>,
     /// Connect with TLS, trusting the PEM certificate(s) in this file.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -101,6 +118,17 @@ fn tls(c: &Common) -> Result<Option<TlsClient>, CliError> {
     Ok(Some(TlsClient::new(ca, &host)?))
 }
 
+fn evidence_policy(c: &Common) -> Result<EvidencePolicy, CliError> {
+    Ok(EvidencePolicy::load(
+        c.allow_insecure_dev,
+        c.policy.as_deref(),
+        c.expect.as_deref(),
+        c.vcek.as_deref(),
+        c.collateral.as_deref(),
+        c.now.as_deref(),
+    )?)
+}
+
 fn read_spec(p: &PathBuf) -> Result<JobSpec, CliError> {
     let text = std::fs::read_to_string(p).map_err(|e| CliError::Read(p.clone(), e))?;
     Ok(JobSpec::from_json(&text).map_err(ClientError::from)?)
@@ -111,9 +139,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Run { common, job, json } => {
             let spec = read_spec(&job)?;
             let built = spec.build().map_err(ClientError::from)?;
-            let policy = EvidencePolicy {
-                allow_insecure_dev: common.allow_insecure_dev,
-            };
+            let policy = evidence_policy(&common)?;
             let timeout = Duration::from_secs(common.timeout_s);
             let mut c = Connection::connect(&common.worker, tls(&common)?.as_ref(), timeout)?;
             let w = fetch_and_verify(&mut c, &policy)?;
@@ -128,6 +154,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 let v = serde_json::json!({
                     "evidence": w.tee,
                     "image_sha384": w.image_sha384.map(|h| hex(&h)),
+                    "measurement": w.measurement.map(|h| hex(&h)),
                     "hpke_pk": hex(&w.hpke_pk), "receipt_pk": hex(&w.receipt_pk),
                     "job_id": hex(&out.result.job_id), "dims": out.result.dims,
                     "flops": built.flops, "sealed_bytes": out.sealed_bytes,
@@ -140,9 +167,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 println!("{v}");
             } else {
                 println!(
-                    "worker      {} evidence, receipt key {}",
+                    "worker      {} evidence, receipt key {}{}",
                     w.tee,
-                    &hex(&w.receipt_pk)[..16]
+                    &hex(&w.receipt_pk)[..16],
+                    w.measurement
+                        .map(|m| format!(", measurement {}", &hex(&m)[..16]))
+                        .unwrap_or_default()
                 );
                 println!(
                     "job         {} dims {:?}, {} flops, sealed {} bytes",
@@ -201,9 +231,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let cfg = BenchConfig {
                 addr: common.worker.clone(),
                 tls: tls(&common)?,
-                policy: EvidencePolicy {
-                    allow_insecure_dev: common.allow_insecure_dev,
-                },
+                policy: evidence_policy(&common)?,
                 spec,
                 samples: samples.max(1),
                 clients,
@@ -250,6 +278,14 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let CliError::Client(c) = &e {
+                if let Some(v) = pupa_host::client::attest::rejected_verdict(c) {
+                    for ch in &v.checks {
+                        let mark = if ch.passed { "PASS" } else { "FAIL" };
+                        eprintln!("  {mark}  {}: {}", ch.name, ch.detail);
+                    }
+                }
+            }
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

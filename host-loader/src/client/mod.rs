@@ -3,23 +3,26 @@
 //!
 //! ```text
 //! let mut c = Connection::connect("127.0.0.1:7100", None, Duration::from_secs(30))?;
-//! let w = fetch_and_verify(&mut c, &EvidencePolicy { allow_insecure_dev: true })?;
+//! let w = fetch_and_verify(&mut c, &EvidencePolicy::insecure_dev())?;
 //! let job = JobSpec::from_json(text)?.build()?;
 //! let out = run_job(&mut c, &w, job.job)?;           // result opened, receipt verified
 //! let check = job.check(&out.result)?;                 // against the f64 reference
 //! ```
 //!
+//! - [`attest`]: the evidence policy and the verification of dev, SEV-SNP and TDX evidence;
 //! - [`conn`]: framed TCP/TLS connection;
 //! - [`jobspec`]: the JSON job description, seeded tensors, the f64 reference check;
 //! - [`bench`]: the sealed-job overhead and throughput benchmark.
 
+pub mod attest;
 pub mod bench;
 pub mod conn;
 pub mod jobspec;
 
 use std::time::{Duration, Instant};
 
-use pupa_protocol::evidence::{verify_dev, Evidence, EvidenceError, TeeEvidence};
+use pupa_measurements::verify::{Verdict, VerifyError};
+use pupa_protocol::evidence::EvidenceError;
 use pupa_protocol::frame::{FrameError, Kind};
 use pupa_protocol::job::{Job, JobResult};
 use pupa_protocol::msg::{
@@ -30,6 +33,7 @@ use pupa_protocol::seal::{Aead, KeyPair};
 use pupa_protocol::ton;
 use rand::RngCore;
 
+pub use attest::{verify_evidence, EvidencePolicy};
 pub use conn::{Connection, TlsClient};
 pub use jobspec::{BuiltJob, JobSpec, JobSpecError, RefCheck};
 
@@ -74,9 +78,26 @@ pub enum ClientError {
     /// Development evidence offered but not allowed.
     #[error("the worker offers INSECURE development evidence (no TEE); refusing (pass --allow-insecure-dev to accept it for testing)")]
     InsecureDevRefused,
-    /// Evidence of a TEE this client cannot verify yet.
-    #[error("{0} evidence verification is not implemented in pupa-client yet (it comes from pupa-measurements); refusing")]
-    UnsupportedTee(&'static str),
+    /// SNP / TDX / dev evidence failed a check of the policy (the first failed check; the
+    /// whole verdict where there is one).
+    #[error("{tee} evidence rejected: check \"{check}\" failed: {reason}")]
+    EvidenceRejected {
+        /// `"SEV-SNP"`, `"TDX"` or `"insecure-dev"`.
+        tee: &'static str,
+        /// The name of the first failed check (e.g. `"REPORT_DATA"`, `"measurement"`).
+        check: String,
+        /// Why it failed.
+        reason: String,
+        /// Every check, passed or not.
+        verdict: Option<Box<Verdict>>,
+    },
+    /// The evidence cannot be verified at all: malformed report or quote, unusable VCEK or
+    /// collateral, missing collateral.
+    #[error("evidence cannot be verified: {0}")]
+    Unverifiable(VerifyError),
+    /// The evidence policy is unusable (policy file, manifest, flags).
+    #[error("evidence policy: {0}")]
+    Policy(String),
     /// The evidence does not verify.
     #[error("evidence does not verify: {0}")]
     Evidence(#[from] EvidenceError),
@@ -106,13 +127,6 @@ pub enum ClientError {
     TonReceipt(String),
 }
 
-/// What evidence the client accepts.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EvidencePolicy {
-    /// Accept the insecure development report (no TEE, no confidentiality).
-    pub allow_insecure_dev: bool,
-}
-
 /// A worker whose evidence verified: the keys to seal to and to expect on receipts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifiedWorker {
@@ -124,34 +138,8 @@ pub struct VerifiedWorker {
     pub tee: &'static str,
     /// The image hash the evidence names (development evidence).
     pub image_sha384: Option<[u8; 48]>,
-}
-
-/// Verifies `ev` under `policy`, expecting it over `nonce`.
-pub fn verify_evidence(
-    ev: &Evidence,
-    policy: &EvidencePolicy,
-    nonce: &[u8; 32],
-) -> Result<VerifiedWorker, ClientError> {
-    if &ev.nonce != nonce {
-        return Err(ClientError::NonceMismatch);
-    }
-    match &ev.tee {
-        TeeEvidence::Dev(_) => {
-            if !policy.allow_insecure_dev {
-                return Err(ClientError::InsecureDevRefused);
-            }
-            let image = verify_dev(ev)?;
-            Ok(VerifiedWorker {
-                hpke_pk: ev.hpke_pk,
-                receipt_pk: ev.receipt_pk,
-                tee: "insecure-dev",
-                image_sha384: Some(image),
-            })
-        }
-        // TODO(evidence issue): SNP/TDX verification through pupa-measurements.
-        TeeEvidence::Snp { .. } => Err(ClientError::UnsupportedTee("SEV-SNP")),
-        TeeEvidence::Tdx { .. } => Err(ClientError::UnsupportedTee("TDX")),
-    }
+    /// The verified measurement: dev image SHA-384, SNP MEASUREMENT or TDX MRTD.
+    pub measurement: Option<[u8; 48]>,
 }
 
 fn random32() -> [u8; 32] {

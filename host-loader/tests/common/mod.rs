@@ -16,9 +16,7 @@ use pupa_host::relay::{GuestBackend, Journal, Relay, RelayConfig};
 use pupa_protocol::msg::{ErrorCode, Message};
 
 /// Dev evidence allowed (the fixture has no TEE).
-pub const DEV: EvidencePolicy = EvidencePolicy {
-    allow_insecure_dev: true,
-};
+pub const DEV: EvidencePolicy = EvidencePolicy::insecure_dev();
 
 /// A fresh empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {

@@ -1,14 +1,18 @@
 //! `pupa-measure verify`: the arguments and the verdict table.
 //!
 //! ```text
-//! pupa-measure verify --tee snp --report FILE [--vcek FILE] [POLICY]
+//! pupa-measure verify --evidence FILE [--vcek FILE] [--collateral FILE] [--now RFC3339] [POLICY]
+//! pupa-measure verify --tee snp --report FILE [--vcek FILE] [--now RFC3339] [POLICY]
 //! pupa-measure verify --tee tdx --quote FILE --collateral FILE [--now RFC3339] [POLICY]
-//! pupa-measure verify --dev-evidence FILE [POLICY] --allow-insecure-dev
-//!   POLICY: --expect manifest.json | --measurement HEX... | --any-measurement;
+//! pupa-measure verify --dev-evidence FILE [POLICY] --allow-insecure-dev   (= --evidence)
+//!   POLICY: [--policy FILE (TOML, see `policy_file`)], then flags, which override the file:
+//!           --expect manifest.json | --measurement HEX... | --any-measurement;
 //!           --report-data HEX | --hpke-pk HEX --receipt-pk HEX --nonce HEX;
-//!           --min-tcb (SNP: bl=N,tee=N,snp=N,ucode=N | TDX: a TCB status); --allow-debug;
-//!           --vmpl N; --allow-migration-agent; --allow-insecure-dev; --json
+//!           --min-tcb (SNP: bl=N,tee=N,snp=N,ucode=N | TDX: a TCB status); --allow-debug[=BOOL];
+//!           --vmpl N; --allow-migration-agent[=BOOL]; --allow-insecure-dev[=BOOL]; --json
 //! ```
+//! With `--evidence`, REPORT_DATA must be the binding of the evidence's own keys and nonce;
+//! `--nonce`, `--hpke-pk`, `--receipt-pk` then pin what the evidence must carry (own checks).
 //! Exit status 0 only if every check passes.
 
 use std::path::{Path, PathBuf};
@@ -16,8 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::{dev, snp, tdx, MeasurementPolicy, Policy, Verdict};
-use crate::hexfmt;
+use super::{evidence, snp, tdx, Endorsements, PolicyKnobs, Verdict};
 
 /// Which evidence `verify` reads.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -30,30 +33,45 @@ pub enum VerifyTee {
     Dev,
 }
 
+impl VerifyTee {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Snp => "snp",
+            Self::Tdx => "tdx",
+            Self::Dev => "dev",
+        }
+    }
+}
+
 /// Arguments of `pupa-measure verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Evidence kind (implied `dev` by --dev-evidence).
+    /// Evidence kind (with --evidence: must match the evidence's).
     #[arg(long, value_enum)]
     pub tee: Option<VerifyTee>,
     /// SNP: the attestation report (1184 bytes, raw or hex).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "evidence")]
     pub report: Option<PathBuf>,
-    /// SNP: the VCEK certificate (DER or PEM).
+    /// SNP: the VCEK certificate (DER or PEM); used instead of one inside --evidence.
     #[arg(long)]
     pub vcek: Option<PathBuf>,
     /// TDX: the quote (v4).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "evidence")]
     pub quote: Option<PathBuf>,
     /// TDX: collateral JSON (TCB info, QE identity, CRLs, issuer chains).
     #[arg(long)]
     pub collateral: Option<PathBuf>,
-    /// TDX: the time to check the collateral at, RFC 3339 (default: the system clock).
+    /// The verification time (VCEK validity, TDX collateral), RFC 3339; default the system clock.
     #[arg(long)]
     pub now: Option<String>,
-    /// Dev: a file holding the postcard bytes of a `pupa_protocol::evidence::Evidence`.
+    /// Evidence of any TEE: the postcard bytes of a `pupa_protocol::evidence::Evidence` (what
+    /// the guest serves). `--dev-evidence` is an alias.
+    #[arg(long, visible_alias = "dev-evidence")]
+    pub evidence: Option<PathBuf>,
+    /// Policy file (TOML; keys as the flags, e.g. `expect`, `allow_debug`, `snp_min_tcb`,
+    /// `tdx_min_tcb`); flags given here override it.
     #[arg(long)]
-    pub dev_evidence: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
     /// Expected measurements from a manifest.json (`pupa-image build`).
     #[arg(long, conflicts_with_all = ["measurement", "any_measurement"])]
     pub expect: Option<PathBuf>,
@@ -67,30 +85,30 @@ pub struct VerifyArgs {
     #[arg(long, conflicts_with_all = ["hpke_pk", "receipt_pk", "nonce"])]
     pub report_data: Option<String>,
     /// REPORT_DATA binding: the guest's X25519 HPKE public key (hex).
-    #[arg(long, requires_all = ["receipt_pk", "nonce"])]
+    #[arg(long)]
     pub hpke_pk: Option<String>,
     /// REPORT_DATA binding: the guest's Ed25519 receipt public key (hex).
-    #[arg(long, requires_all = ["hpke_pk", "nonce"])]
+    #[arg(long)]
     pub receipt_pk: Option<String>,
-    /// REPORT_DATA binding: the nonce (hex, 32 bytes).
-    #[arg(long, requires_all = ["hpke_pk", "receipt_pk"])]
+    /// REPORT_DATA binding: the nonce (hex, 32 bytes); with --evidence, the nonce it must answer.
+    #[arg(long)]
     pub nonce: Option<String>,
     /// Minimum TCB: SNP `bl=N,tee=N,snp=N,ucode=N`; TDX the worst accepted status
     /// (UpToDate, SWHardeningNeeded, ConfigurationNeeded, ..., OutOfDate). TDX default UpToDate.
     #[arg(long)]
     pub min_tcb: Option<String>,
-    /// Accept debug-enabled guests.
+    /// Accept debug-enabled guests (`--allow-debug=false` overrides a policy file).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_debug: Option<bool>,
+    /// SNP: required VMPL (default 0).
     #[arg(long)]
-    pub allow_debug: bool,
-    /// SNP: required VMPL.
-    #[arg(long, default_value_t = 0)]
-    pub vmpl: u32,
+    pub vmpl: Option<u32>,
     /// SNP: accept a guest policy that allows a migration agent.
-    #[arg(long)]
-    pub allow_migration_agent: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_migration_agent: Option<bool>,
     /// Accept insecure development evidence (prints a warning).
-    #[arg(long)]
-    pub allow_insecure_dev: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_insecure_dev: Option<bool>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -105,103 +123,95 @@ fn need<'a>(p: &'a Option<PathBuf>, flag: &str, tee: &str) -> Result<&'a Path, S
         .ok_or_else(|| format!("--tee {tee} needs {flag} FILE"))
 }
 
-fn policy(a: &VerifyArgs, tee: &str) -> Result<Policy, String> {
-    let measurement = if let Some(m) = &a.expect {
-        let text = String::from_utf8(read(m, "manifest")?)
-            .map_err(|_| format!("{}: not UTF-8", m.display()))?;
-        MeasurementPolicy::from_manifest(&text, tee).map_err(|e| e.to_string())?
-    } else if !a.measurement.is_empty() {
-        MeasurementPolicy::OneOf(
-            a.measurement
-                .iter()
-                .map(|h| {
-                    hexfmt::decode_array::<48>(h).map_err(|e| format!("--measurement {h:?}: {e}"))
-                })
-                .collect::<Result<_, _>>()?,
-        )
-    } else if a.any_measurement {
-        MeasurementPolicy::Any
-    } else {
-        return Err("choose a measurement policy: --expect manifest.json, --measurement HEX or --any-measurement".into());
-    };
-    let hex32 = |s: &Option<String>, flag: &str| -> Result<[u8; 32], String> {
-        hexfmt::decode_array::<32>(s.as_deref().unwrap_or_default())
-            .map_err(|e| format!("{flag}: {e}"))
-    };
-    let report_data = match (&a.report_data, &a.hpke_pk) {
-        (Some(h), _) => {
-            Some(hexfmt::decode_array::<64>(h).map_err(|e| format!("--report-data: {e}"))?)
-        }
-        (None, Some(_)) => Some(pupa_protocol::evidence::report_data(
-            &hex32(&a.hpke_pk, "--hpke-pk")?,
-            &hex32(&a.receipt_pk, "--receipt-pk")?,
-            &hex32(&a.nonce, "--nonce")?,
-        )),
-        (None, None) => None,
-    };
-    let mut p = Policy {
-        measurement,
-        report_data,
+/// The policy file (if any) overridden by the flags, for evidence of kind `tee`.
+fn knobs(a: &VerifyArgs, tee: &str) -> Result<PolicyKnobs, String> {
+    let mut flags = PolicyKnobs {
+        expect: a.expect.clone(),
+        measurements: (!a.measurement.is_empty()).then(|| a.measurement.clone()),
+        any_measurement: a.any_measurement.then_some(true),
+        report_data: a.report_data.clone(),
+        hpke_pk: a.hpke_pk.clone(),
+        receipt_pk: a.receipt_pk.clone(),
+        nonce: a.nonce.clone(),
         allow_debug: a.allow_debug,
-        snp_vmpl: a.vmpl,
+        vmpl: a.vmpl,
         allow_migration_agent: a.allow_migration_agent,
         allow_insecure_dev: a.allow_insecure_dev,
-        ..Policy::default()
+        ..PolicyKnobs::default()
     };
     if let Some(t) = &a.min_tcb {
         match tee {
-            "snp" => {
-                p.snp_min_tcb = Some(t.parse().map_err(|e: super::VerifyError| e.to_string())?)
-            }
-            "tdx" => p.tdx_min_status = t.parse().map_err(|e: super::VerifyError| e.to_string())?,
+            "snp" => flags.snp_min_tcb = Some(t.clone()),
+            "tdx" => flags.tdx_min_tcb = Some(t.clone()),
             _ => return Err("--min-tcb applies to SNP and TDX evidence only".into()),
         }
     }
-    Ok(p)
+    let file = match &a.policy {
+        Some(f) => PolicyKnobs::load(f).map_err(|e| e.to_string())?,
+        None => PolicyKnobs::default(),
+    };
+    Ok(file.overridden_by(&flags))
+}
+
+/// Verifies an `Evidence` file: REPORT_DATA = the binding of its keys and nonce, plus the
+/// pinned keys / nonce.
+fn verify_evidence_file(a: &VerifyArgs, file: &Path) -> Result<Verdict, String> {
+    let err = |e: super::VerifyError| e.to_string();
+    let ev = evidence::decode(&read(file, "evidence")?).map_err(err)?;
+    let tee = evidence::tee_of(&ev);
+    if let Some(t) = a.tee {
+        if t.name() != tee {
+            return Err(format!(
+                "--tee {} but {} holds {tee} evidence",
+                t.name(),
+                file.display()
+            ));
+        }
+    }
+    let k = knobs(a, tee)?;
+    if k.report_data.is_some() {
+        return Err(
+            "with --evidence, REPORT_DATA is the binding of the evidence's own keys and \
+             nonce: pin those with --hpke-pk / --receipt-pk / --nonce instead of report_data"
+                .into(),
+        );
+    }
+    let policy = k.policy_without_report_data(tee).map_err(err)?;
+    let pins = k.pins().map_err(err)?;
+    let end = Endorsements::load(a.vcek.as_deref(), a.collateral.as_deref(), a.now.as_deref())
+        .map_err(err)?;
+    let mut v = evidence::verify(&ev, &ev.expected_report_data(), &policy, &end).map_err(err)?;
+    evidence::check_pins(&mut v, &ev, &pins);
+    Ok(v)
 }
 
 /// Runs `pupa-measure verify`; `Ok(code)` is 0 only if every check passed.
 pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
-    let tee = match (a.tee, &a.dev_evidence) {
-        (Some(VerifyTee::Dev) | None, Some(_)) => VerifyTee::Dev,
-        (Some(t), None) => t,
-        (Some(_), Some(_)) => return Err("--dev-evidence goes with --tee dev (or no --tee)".into()),
-        (None, None) => return Err("give --tee snp|tdx (or --dev-evidence FILE)".into()),
-    };
-    let verdict = match tee {
-        VerifyTee::Snp => {
-            let p = policy(a, "snp")?;
+    let err = |e: super::VerifyError| e.to_string();
+    let verdict = match (&a.evidence, a.tee) {
+        (Some(f), _) => verify_evidence_file(a, f)?,
+        (None, None) => return Err("give --evidence FILE, or --tee snp|tdx with its files".into()),
+        (None, Some(VerifyTee::Dev)) => return Err("--tee dev needs --evidence FILE".into()),
+        (None, Some(VerifyTee::Snp)) => {
+            let p = knobs(a, "snp")?.policy("snp").map_err(err)?;
             let report = snp::load_report(&read(need(&a.report, "--report", "snp")?, "report")?)
-                .map_err(|e| e.to_string())?;
-            let vcek = a.vcek.as_deref().map(|f| read(f, "VCEK")).transpose()?;
-            snp::verify(&report, vcek.as_deref(), &p).map_err(|e| e.to_string())?
+                .map_err(err)?;
+            let end = Endorsements::load(a.vcek.as_deref(), None, a.now.as_deref()).map_err(err)?;
+            snp::verify(
+                &report,
+                end.vcek.as_deref(),
+                end.now_secs().map_err(err)?,
+                &p,
+            )
+            .map_err(err)?
         }
-        VerifyTee::Tdx => {
-            let p = policy(a, "tdx")?;
+        (None, Some(VerifyTee::Tdx)) => {
+            let p = knobs(a, "tdx")?.policy("tdx").map_err(err)?;
             let quote = read(need(&a.quote, "--quote", "tdx")?, "quote")?;
-            let coll = tdx::parse_collateral(&read(
-                need(&a.collateral, "--collateral", "tdx")?,
-                "collateral",
-            )?)
-            .map_err(|e| e.to_string())?;
-            let now = match &a.now {
-                Some(s) => tdx::parse_now(s).map_err(|e| e.to_string())?,
-                None => std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|e| format!("system clock: {e}"))?
-                    .as_secs(),
-            };
-            tdx::verify(&quote, &coll, now, &p).map_err(|e| e.to_string())?
-        }
-        VerifyTee::Dev => {
-            let p = policy(a, "dev")?;
-            let file = a
-                .dev_evidence
-                .as_deref()
-                .ok_or("--tee dev needs --dev-evidence FILE")?;
-            let ev =
-                dev::decode_evidence(&read(file, "dev evidence")?).map_err(|e| e.to_string())?;
-            dev::verify(&ev, &p).map_err(|e| e.to_string())?
+            let coll = need(&a.collateral, "--collateral", "tdx")?;
+            let end = Endorsements::load(None, Some(coll), a.now.as_deref()).map_err(err)?;
+            let coll = end.tdx_collateral.as_ref().ok_or("no collateral")?;
+            tdx::verify(&quote, coll, end.now_secs().map_err(err)?, &p).map_err(err)?
         }
     };
     print(&verdict, a.json);

@@ -16,21 +16,10 @@ pub const DEV_WARNING: &str =
 
 /// Decodes the postcard bytes of an `Evidence` message (the whole file, nothing after it).
 pub fn decode_evidence(bytes: &[u8]) -> Result<Evidence, VerifyError> {
-    if bytes.len() > MAX_EVIDENCE_LEN {
-        return Err(VerifyError::DevEvidence(format!(
-            "{} bytes, more than {MAX_EVIDENCE_LEN}",
-            bytes.len()
-        )));
-    }
-    let (ev, rest) = postcard::take_from_bytes::<Evidence>(bytes)
-        .map_err(|e| VerifyError::DevEvidence(format!("not a postcard Evidence message: {e}")))?;
-    if !rest.is_empty() {
-        return Err(VerifyError::DevEvidence(format!(
-            "{} trailing bytes after the message",
-            rest.len()
-        )));
-    }
-    Ok(ev)
+    super::evidence::decode(bytes).map_err(|e| match e {
+        VerifyError::Evidence(m) => VerifyError::DevEvidence(m),
+        other => other,
+    })
 }
 
 /// Verifies dev evidence against `policy`: refused (a failed check) unless

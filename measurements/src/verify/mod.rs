@@ -14,14 +14,22 @@
 //! - TDX: Phala's `dcap-qvl` checks the quote signature, the QE report and its binding, the PCK
 //!   chain to the pinned Intel SGX root, CRLs, TCB info and QE identity against "now".
 //! - Dev: `pupa_protocol::evidence::verify_dev`.
+//! - [`evidence`]: one `pupa_protocol::evidence::Evidence` message for any TEE, dispatched to
+//!   the verifiers above with the REPORT_DATA binding of its keys and nonce.
+//! - [`policy_file`]: the policy as a TOML file (`toml`, serde `deny_unknown_fields`) merged
+//!   with command-line flags.
 
 pub mod cli;
 pub mod dev;
+pub mod evidence;
 pub mod policy;
+pub mod policy_file;
 pub mod snp;
 pub mod tdx;
 
+pub use evidence::Endorsements;
 pub use policy::{MeasurementPolicy, Policy, SnpMinTcb, TdxTcbStatus};
+pub use policy_file::{Pins, PolicyKnobs};
 
 use serde::Serialize;
 
@@ -105,6 +113,9 @@ pub enum VerifyError {
     /// The TDX collateral cannot be parsed.
     #[error("TDX collateral: {0}")]
     Collateral(String),
+    /// The evidence message cannot be decoded.
+    #[error("evidence: {0}")]
+    Evidence(String),
     /// The dev evidence cannot be decoded.
     #[error("dev evidence: {0}")]
     DevEvidence(String),

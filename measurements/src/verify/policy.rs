@@ -62,6 +62,10 @@ impl MeasurementPolicy {
         let hex = hexfmt::encode(got);
         match self {
             Self::Any => Ok(format!("{hex} (any measurement allowed)")),
+            Self::OneOf(list) if list.is_empty() => Err(format!(
+                "{hex}: no expected measurement is configured (give a manifest.json or the \
+                 measurements to accept)"
+            )),
             Self::OneOf(list) if list.contains(got) => Ok(format!("{hex} is expected")),
             Self::OneOf(list) => Err(format!(
                 "{hex} is not one of the {} expected measurement(s)",
@@ -189,20 +193,23 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            measurement: MeasurementPolicy::OneOf(Vec::new()),
-            report_data: None,
-            allow_debug: false,
-            snp_min_tcb: None,
-            snp_vmpl: 0,
-            allow_migration_agent: false,
-            tdx_min_status: TdxTcbStatus::UpToDate,
-            allow_insecure_dev: false,
-        }
+        Self::STRICT
     }
 }
 
 impl Policy {
+    /// The strict policy ([`Policy::default`]), usable in constants.
+    pub const STRICT: Policy = Policy {
+        measurement: MeasurementPolicy::OneOf(Vec::new()),
+        report_data: None,
+        allow_debug: false,
+        snp_min_tcb: None,
+        snp_vmpl: 0,
+        allow_migration_agent: false,
+        tdx_min_status: TdxTcbStatus::UpToDate,
+        allow_insecure_dev: false,
+    };
+
     /// Checks REPORT_DATA against the policy.
     pub fn check_report_data(&self, got: &[u8; 64]) -> Result<String, String> {
         let hex = hexfmt::encode(got);

@@ -6,6 +6,7 @@
 //!   "ECDSA signature format");
 //! - the VCEK chains VCEK ← ASK ← ARK with RSA-PSS SHA-384; ARK and ASK of Milan, Genoa and Turin
 //!   are pinned in this binary (`roots/`), the ARK is never taken from the input;
+//! - the VCEK must be valid (notBefore ≤ now ≤ notAfter) at the verification time;
 //! - the VCEK's extensions state the chip (hwID, 64 bytes) and the TCB (bl/tee/snp/ucode SPL) it
 //!   was derived for: they must equal the report's CHIP_ID and REPORTED_TCB.
 
@@ -108,15 +109,21 @@ pub fn parse_vcek(file: &[u8]) -> Result<Certificate, VerifyError> {
     r.map_err(|e| VerifyError::Vcek(e.to_string()))
 }
 
-/// Verifies a report against the pinned AMD roots and `policy`.
-pub fn verify(report: &[u8], vcek: Option<&[u8]>, policy: &Policy) -> Result<Verdict, VerifyError> {
-    verify_with_roots(report, vcek, policy, &PINNED_ROOTS)
+/// Verifies a report against the pinned AMD roots and `policy`, at `now_secs` (Unix seconds).
+pub fn verify(
+    report: &[u8],
+    vcek: Option<&[u8]>,
+    now_secs: u64,
+    policy: &Policy,
+) -> Result<Verdict, VerifyError> {
+    verify_with_roots(report, vcek, now_secs, policy, &PINNED_ROOTS)
 }
 
 /// Verifies a report against the given roots (tests use this to pin a different root).
 pub fn verify_with_roots(
     raw: &[u8],
     vcek: Option<&[u8]>,
+    now_secs: u64,
     policy: &Policy,
     roots: &[AmdRoots],
 ) -> Result<Verdict, VerifyError> {
@@ -147,11 +154,13 @@ pub fn verify_with_roots(
                 report.reported_tcb.microcode
             );
             v.check("VCEK chain", false, why.clone());
+            v.check("VCEK validity", false, why.clone());
             v.check("report signature", false, why.clone());
             v.check("VCEK matches chip and TCB", false, why);
         }
         Some(vcek) => {
             v.check_result("VCEK chain", check_chain(vcek, roots));
+            v.check_result("VCEK validity", check_validity(vcek, now_secs));
             v.check_result("report signature", check_signature(raw, vcek));
             v.check_result(
                 "VCEK matches chip and TCB",
@@ -237,6 +246,38 @@ fn check_chain(vcek: &Certificate, roots: &[AmdRoots]) -> Result<String, String>
         "VCEK is not signed by the pinned ASK of {}",
         tried.join(", ")
     ))
+}
+
+/// notBefore ≤ now ≤ notAfter (RFC 5280 §4.1.2.5: both bounds inclusive).
+fn check_validity(vcek: &Certificate, now_secs: u64) -> Result<String, String> {
+    let cert: x509_cert::Certificate = vcek.clone().into();
+    let validity = cert.tbs_certificate.validity;
+    let (from, until) = (validity.not_before, validity.not_after);
+    let (from_s, until_s) = (
+        from.to_unix_duration().as_secs(),
+        until.to_unix_duration().as_secs(),
+    );
+    let window = format!("valid from {from} until {until}");
+    let now = rfc3339(now_secs);
+    if now_secs < from_s {
+        Err(format!("{window}: not yet valid at {now}"))
+    } else if now_secs > until_s {
+        Err(format!("{window}: expired at {now}"))
+    } else {
+        Ok(format!("{window}; verified at {now}"))
+    }
+}
+
+/// `secs` since the Unix epoch as RFC 3339 (UTC), or the number if out of range.
+fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} s after the Unix epoch"))
 }
 
 /// ECDSA P-384 / SHA-384 over raw[0, 0x2A0) with the VCEK's key (§7.3, Table 139).

@@ -1,0 +1,193 @@
+//! One evidence message for any TEE: the postcard bytes of `pupa_protocol::evidence::Evidence`
+//! as the guest serves them (its keys, the nonce, and `TeeEvidence::{Dev, Snp, Tdx}`),
+//! dispatched to the dev, SNP or TDX verifier.
+//!
+//! The REPORT_DATA the report must carry is given by the caller: the binding of the evidence's
+//! own keys and nonce ([`Evidence::expected_report_data`], what `pupa-measure verify
+//! --evidence` uses), or the binding to a nonce the caller chose (`pupa-client`).
+
+use std::path::Path;
+
+use dcap_qvl::QuoteCollateralV3;
+use pupa_protocol::evidence::{Evidence, TeeEvidence};
+
+use super::policy::Policy;
+use super::policy_file::Pins;
+use super::{dev, snp, tdx, Verdict, VerifyError};
+use crate::hexfmt;
+
+/// What verification needs besides the evidence and the policy: the SNP VCEK (when the evidence
+/// carries none, or to use instead of the one it carries), the TDX collateral, the time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endorsements {
+    /// SNP: the VCEK certificate (DER or PEM); overrides a VCEK inside the evidence.
+    pub vcek: Option<Vec<u8>>,
+    /// TDX: the collateral (TCB info, QE identity, CRLs, issuer chains).
+    pub tdx_collateral: Option<QuoteCollateralV3>,
+    /// The verification time, Unix seconds; `None`: the system clock when verifying.
+    pub now: Option<u64>,
+}
+
+impl Endorsements {
+    /// No VCEK, no collateral, the system clock.
+    pub const NONE: Endorsements = Endorsements {
+        vcek: None,
+        tdx_collateral: None,
+        now: None,
+    };
+
+    /// Reads the VCEK file (DER or PEM, checked to parse), the collateral JSON file and parses
+    /// "now" (RFC 3339).
+    pub fn load(
+        vcek: Option<&Path>,
+        collateral: Option<&Path>,
+        now: Option<&str>,
+    ) -> Result<Self, VerifyError> {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let vcek = vcek
+            .map(|p| {
+                let bytes = read(p).map_err(VerifyError::Vcek)?;
+                snp::parse_vcek(&bytes)?;
+                Ok::<_, VerifyError>(bytes)
+            })
+            .transpose()?;
+        let tdx_collateral = collateral
+            .map(|p| tdx::parse_collateral(&read(p).map_err(VerifyError::Collateral)?))
+            .transpose()?;
+        let now = now.map(tdx::parse_now).transpose()?;
+        Ok(Self {
+            vcek,
+            tdx_collateral,
+            now,
+        })
+    }
+
+    /// The verification time: `now`, or the system clock.
+    pub fn now_secs(&self) -> Result<u64, VerifyError> {
+        match self.now {
+            Some(t) => Ok(t),
+            None => system_now(),
+        }
+    }
+}
+
+/// The system clock in Unix seconds.
+pub fn system_now() -> Result<u64, VerifyError> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|e| VerifyError::Policy(format!("system clock before 1970: {e}")))
+}
+
+/// Decodes the postcard bytes of an `Evidence` message (the whole input, nothing after it).
+pub fn decode(bytes: &[u8]) -> Result<Evidence, VerifyError> {
+    if bytes.len() > dev::MAX_EVIDENCE_LEN {
+        return Err(VerifyError::Evidence(format!(
+            "{} bytes, more than {}",
+            bytes.len(),
+            dev::MAX_EVIDENCE_LEN
+        )));
+    }
+    let (ev, rest) = postcard::take_from_bytes::<Evidence>(bytes)
+        .map_err(|e| VerifyError::Evidence(format!("not a postcard Evidence message: {e}")))?;
+    if !rest.is_empty() {
+        return Err(VerifyError::Evidence(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(ev)
+}
+
+/// `"snp"`, `"tdx"` or `"dev"`: the kind of the evidence.
+pub fn tee_of(ev: &Evidence) -> &'static str {
+    match ev.tee {
+        TeeEvidence::Dev(_) => "dev",
+        TeeEvidence::Snp { .. } => "snp",
+        TeeEvidence::Tdx { .. } => "tdx",
+    }
+}
+
+/// Verifies `ev` under `policy`, requiring `report_data` in the report (whatever
+/// `policy.report_data` says): dev evidence with [`dev::verify`]; SNP with [`snp::verify`]
+/// (the VCEK of `endorsements`, else the one in the evidence); TDX with [`tdx::verify`] (the
+/// collateral of `endorsements`, required). Both at `endorsements.now_secs()`.
+pub fn verify(
+    ev: &Evidence,
+    report_data: &[u8; 64],
+    policy: &Policy,
+    endorsements: &Endorsements,
+) -> Result<Verdict, VerifyError> {
+    let p = Policy {
+        report_data: Some(*report_data),
+        ..policy.clone()
+    };
+    let mut v = match &ev.tee {
+        TeeEvidence::Dev(_) => dev::verify(ev, &p)?,
+        TeeEvidence::Snp { report, vcek } => {
+            let vcek = endorsements
+                .vcek
+                .as_deref()
+                .or(vcek.as_ref().map(|b| b.as_slice()));
+            snp::verify(report, vcek, endorsements.now_secs()?, &p)?
+        }
+        TeeEvidence::Tdx { quote, .. } => {
+            let coll = endorsements.tdx_collateral.as_ref().ok_or_else(|| {
+                VerifyError::Collateral(
+                    "TDX evidence needs the collateral (TCB info, QE identity, CRLs): \
+                     --collateral FILE"
+                        .into(),
+                )
+            })?;
+            tdx::verify(quote, coll, endorsements.now_secs()?, &p)?
+        }
+    };
+    if *report_data == ev.expected_report_data() {
+        if let Some(c) = v.checks.iter_mut().find(|c| c.name == "REPORT_DATA") {
+            c.detail.push_str(
+                " (the binding SHA-512(\"pupa/evidence/v1\" ‖ hpke_pk ‖ receipt_pk ‖ nonce) \
+                 of the evidence's keys and nonce)",
+            );
+        }
+    }
+    Ok(v)
+}
+
+/// Adds a check for each key or nonce the policy pins: the evidence must carry exactly it
+/// (`"nonce"`: freshness; `"keys"`: the expected worker).
+pub fn check_pins(v: &mut Verdict, ev: &Evidence, pins: &Pins) {
+    if let Some(n) = pins.nonce {
+        v.check_result(
+            "nonce",
+            if n == ev.nonce {
+                Ok(format!("{} (as required)", hexfmt::encode(&n)))
+            } else {
+                Err(format!(
+                    "evidence answers nonce {}, not the required {} (stale or replayed)",
+                    hexfmt::encode(&ev.nonce),
+                    hexfmt::encode(&n)
+                ))
+            },
+        );
+    }
+    for (name, want, got) in [
+        ("hpke_pk", pins.hpke_pk, ev.hpke_pk),
+        ("receipt_pk", pins.receipt_pk, ev.receipt_pk),
+    ] {
+        if let Some(want) = want {
+            v.check_result(
+                "keys",
+                if want == got {
+                    Ok(format!("{name} {} (as required)", hexfmt::encode(&got)))
+                } else {
+                    Err(format!(
+                        "evidence carries {name} {}, not the required {}",
+                        hexfmt::encode(&got),
+                        hexfmt::encode(&want)
+                    ))
+                },
+            );
+        }
+    }
+}
