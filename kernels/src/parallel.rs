@@ -8,7 +8,8 @@ use crate::attention::{
     prepare, q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
 };
 use crate::gemm::{
-    a_scratch, b_blocks, macro_kernel, validate, with_kernel, AlignedBuf, Kernel, KernelFn,
+    a_scratch, k_blocks, tiles, validate, with_kernel, AlignedBuf, Kernel, KernelFn, M_BLOCK,
+    N_BLOCK,
 };
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
@@ -42,25 +43,29 @@ pub fn matmul_parallel<T: Element>(
             let (a, b, ldc) = (self.a, self.b, self.ldc);
             // B is packed once, all blocks in parallel, and shared read-only by every thread
             // (each thread repacking all of B would cost each of them the whole packing time).
-            let blocks: Vec<_> = b_blocks::<K>(k, n).collect();
-            let mut offsets = Vec::with_capacity(blocks.len() + 1);
-            offsets.push(0);
-            for blk in &blocks {
-                offsets.push(offsets.last().unwrap() + blk.len::<K>());
+            let kbs: Vec<_> = k_blocks::<K>(k).collect();
+            let njb = n.div_ceil(N_BLOCK);
+            let blk_len = |kp: usize, jc: usize| N_BLOCK.min(n - jc).div_ceil(K::NR) * K::NR * kp;
+            let mut sizes = Vec::with_capacity(kbs.len() * njb);
+            for kb in &kbs {
+                for jb in 0..njb {
+                    sizes.push(blk_len(kb.kp, jb * N_BLOCK));
+                }
             }
-            let mut packed = AlignedBuf::new(*offsets.last().unwrap());
-            let all = packed.view::<K::P>(*offsets.last().unwrap());
-            let mut parts = Vec::with_capacity(blocks.len());
-            let mut rest = all;
-            for blk in &blocks {
-                let (head, tail) = rest.split_at_mut(blk.len::<K>());
-                parts.push((blk, head));
+            let total: usize = sizes.iter().sum();
+            let mut packed = AlignedBuf::new(total);
+            let mut parts: Vec<&mut [K::P]> = Vec::with_capacity(sizes.len());
+            let mut rest = packed.view::<K::P>(total);
+            for &len in &sizes {
+                let (head, tail) = rest.split_at_mut(len);
+                parts.push(head);
                 rest = tail;
             }
-            parts
-                .par_iter_mut()
-                .for_each(|(blk, dst)| K::pack_b(&b.sub(blk.pc, blk.jc, blk.kc, blk.nc), dst));
-            let packed: Vec<(_, &[K::P])> = parts.into_iter().map(|(b, d)| (b, &*d)).collect();
+            parts.par_iter_mut().enumerate().for_each(|(i, dst)| {
+                let (kb, jc) = (kbs[i / njb], (i % njb) * N_BLOCK);
+                K::pack_b(&b.sub(kb.pc, jc, kb.kc, N_BLOCK.min(n - jc)), dst);
+            });
+            let parts: Vec<&[K::P]> = parts.into_iter().map(|d| &*d).collect();
             let rows = m.div_ceil(self.threads).div_ceil(K::MR) * K::MR;
             self.c
                 .par_chunks_mut(rows * ldc)
@@ -68,22 +73,32 @@ pub fn matmul_parallel<T: Element>(
                 .for_each(|(t, cblk)| {
                     let i0 = t * rows;
                     let mr = rows.min(m - i0);
-                    let asub = a.sub(i0, 0, mr, k);
                     let mut ascratch = a_scratch::<K>(mr, k);
-                    for (blk, bpack) in &packed {
-                        // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the last
-                        // chunk may be shorter than rows·ldc but holds (mr-1)·ldc + n, checked
-                        // by `validate`); `bpack` is `blk` packed by K::pack_b above.
-                        unsafe {
-                            macro_kernel::<K, T>(
-                                &asub,
-                                blk,
-                                bpack,
-                                cblk.as_mut_ptr(),
-                                ldc,
-                                &mut ascratch,
-                            )
-                        };
+                    for ic in (0..mr).step_by(M_BLOCK) {
+                        let mc = M_BLOCK.min(mr - ic);
+                        for (ki, kb) in kbs.iter().enumerate() {
+                            let apack = ascratch.view::<K::P>(mc.div_ceil(K::MR) * K::MR * kb.kp);
+                            K::pack_a(&a.sub(i0 + ic, kb.pc, mc, kb.kc), apack);
+                            for jb in 0..njb {
+                                let jc = jb * N_BLOCK;
+                                // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the
+                                // last chunk may be shorter than rows·ldc but holds
+                                // (mr-1)·ldc + n, checked by `validate`); the blocks were
+                                // packed above with kb.kp steps.
+                                unsafe {
+                                    tiles::<K>(
+                                        crate::gemm::AOperand::Packed(apack),
+                                        mc,
+                                        parts[ki * njb + jb],
+                                        N_BLOCK.min(n - jc),
+                                        kb.kp,
+                                        cblk.as_mut_ptr().add(ic * ldc + jc),
+                                        ldc,
+                                        kb.pc > 0,
+                                    )
+                                };
+                            }
+                        }
                     }
                 });
         }

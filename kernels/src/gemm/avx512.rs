@@ -217,35 +217,10 @@ pub(crate) unsafe fn kernel_f32_strided_a(
     }
 }
 
-/// Rows of the wide-K GEMM register block (12×32: 24 accumulators, 2 B vectors).
+/// Rows of the bf16 GEMM register block (12×32: 24 accumulators, 2 B vectors).
 pub(crate) const MR12: usize = 12;
 /// Columns of the 12-row block.
 pub(crate) const NR32: usize = 32;
-
-/// f32 micro-kernel with a 12×32 block (GEMM); contract as [`kernel_f32`] with MR12/NR32.
-///
-/// # Safety
-/// As [`kernel_f32`].
-#[target_feature(enable = "avx512f,fma")]
-pub(crate) unsafe fn kernel_f32_12x32(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    // SAFETY: forwarded caller contract.
-    unsafe {
-        if cols <= 16 {
-            f32_block::<MR12, NR32, 1>(kc, a, b, c, ldc, rows, cols, accumulate)
-        } else {
-            f32_block::<MR12, NR32, 2>(kc, a, b, c, ldc, rows, cols, accumulate)
-        }
-    }
-}
 
 /// f32 micro-kernel: `C[rows × cols] (+)= Apanel · Bpanel` over `kc` k steps.
 ///

@@ -20,11 +20,13 @@ use crate::{Isa, KernelError};
 
 /// K block size in packed steps (bf16 blocks cover 2·KC values of k: the same packed bytes).
 /// Tuned on a Zen 5 core (48 KiB L1d, 1 MiB L2) with `pupa-bench matmul`.
-const KC: usize = 256;
-/// M block size (multiple of every MR).
-const MC: usize = 192;
-/// N block size (multiple of the GEMM kernels' NR: 16 and 32).
-const NC: usize = 1024;
+const KC: usize = 384;
+/// M block size (multiple of every MR): the packed A block (MC × KC) lives in L3, so a large
+/// M block means B is packed once for most shapes.
+const MC: usize = 3072;
+/// N block size (multiple of the GEMM kernels' NR: 16, 32 and 48): the packed B block
+/// (KC × NC, 864 KiB in f32) stays in the 1 MiB L2 while every A panel streams over it.
+const NC: usize = 576;
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -111,6 +113,27 @@ pub(crate) trait Kernel {
         cols: usize,
         accumulate: bool,
     );
+    /// Whether [`Kernel::run_a_in_place`] exists: the micro-kernel can read a row-major f32 A
+    /// in place, so the driver skips packing A (the transposing copy costs a few per cent of
+    /// a large GEMM).
+    const A_IN_PLACE: bool = false;
+    /// The micro-kernel reading A unpacked: element `(i, k)` at `a[i·rs + k]`.
+    ///
+    /// # Safety
+    /// See `avx512::kernel_f32_strided_a`; only called when `A_IN_PLACE`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_a_in_place(
+        _kc: usize,
+        _a: *const f32,
+        _rs: usize,
+        _b: *const Self::P,
+        _c: *mut f32,
+        _ldc: usize,
+        _rows: usize,
+        _cols: usize,
+        _accumulate: bool,
+    ) {
+    }
     /// Packs A into MR-row panels.
     fn pack_a<T: Element>(a: &MatRef<'_, T>, dst: &mut [Self::P]);
     /// Packs B into NR-column panels.
@@ -119,6 +142,9 @@ pub(crate) trait Kernel {
 
 macro_rules! f32_kernel {
     ($name:ident, $module:ident, $($cfg:tt)*) => {
+        f32_kernel!(@impl $name, $module, {}, $($cfg)*);
+    };
+    (@impl $name:ident, $module:ident, {$($extra:item)*}, $($cfg:tt)*) => {
         $($cfg)*
         pub(crate) struct $name;
         $($cfg)*
@@ -127,6 +153,7 @@ macro_rules! f32_kernel {
             const NR: usize = $module::NR;
             const KPACK: usize = 1;
             type P = f32;
+            $($extra)*
             #[inline(always)]
             unsafe fn run(kp: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
                 // SAFETY: forwarded; the dispatcher only selects this kernel after `isa::check`.
@@ -144,38 +171,14 @@ macro_rules! f32_kernel {
 
 f32_kernel!(PortableF32, portable,);
 f32_kernel!(Avx2F32, avx2, #[cfg(target_arch = "x86_64")]);
-f32_kernel!(Avx512F32, avx512, #[cfg(target_arch = "x86_64")]);
-
-/// AVX-512 f32 with the 12×32 block, for plain GEMM.
-#[cfg(target_arch = "x86_64")]
-pub(crate) struct Avx512F32Wide;
-#[cfg(target_arch = "x86_64")]
-impl Kernel for Avx512F32Wide {
-    const MR: usize = avx512::MR12;
-    const NR: usize = avx512::NR32;
-    const KPACK: usize = 1;
-    type P = f32;
+f32_kernel!(@impl Avx512F32, avx512, {
+    const A_IN_PLACE: bool = true;
     #[inline(always)]
-    unsafe fn run(
-        kp: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn run_a_in_place(kc: usize, a: *const f32, rs: usize, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
         // SAFETY: forwarded; selected only after `isa::check` found AVX-512F.
-        unsafe { avx512::kernel_f32_12x32(kp, a, b, c, ldc, rows, cols, accumulate) }
+        unsafe { avx512::kernel_f32_strided_a(kc, a, rs, 1, b, c, ldc, rows, cols, accumulate) }
     }
-    fn pack_a<T: Element>(a: &MatRef<'_, T>, dst: &mut [f32]) {
-        pack::pack_a_f32(a, Self::MR, dst)
-    }
-    fn pack_b<T: Element>(b: &MatRef<'_, T>, dst: &mut [f32]) {
-        pack::pack_b_f32(b, Self::NR, dst)
-    }
-}
+}, #[cfg(target_arch = "x86_64")]);
 
 /// AVX-512 bf16 kernel (`vdpbf16ps`).
 #[cfg(target_arch = "x86_64")]
@@ -215,11 +218,18 @@ pub(crate) struct GemmScratch {
 }
 
 impl GemmScratch {
-    pub(crate) fn new<K: Kernel>(m: usize, n: usize, k: usize) -> Self {
+    /// Scratch for `a · b`; no A block when the kernel reads this A in place.
+    pub(crate) fn new<K: Kernel, T: Element>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> Self {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
         let kc = (KC * K::KPACK).min(k).div_ceil(K::KPACK);
         let nc = NC.min(n).div_ceil(K::NR) * K::NR;
+        let a_in_place = strided_a::<K, T>(&a.sub(0, 0, MC.min(m), KC.min(k))).is_some();
         GemmScratch {
-            a: a_scratch::<K>(m, k),
+            a: if a_in_place {
+                AlignedBuf::new(0)
+            } else {
+                a_scratch::<K>(m, k)
+            },
             b: AlignedBuf::new(nc * kc),
         }
     }
@@ -227,6 +237,10 @@ impl GemmScratch {
 
 /// Serial blocked GEMM on already validated operands: `C[m×n] = A[m×k] · B[k×n]`, C row
 /// stride `ldc`. `c` must hold `(m-1)·ldc + n` elements; `k ≥ 1`.
+///
+/// Loop nest (BLIS roles: A is the broadcast operand, B the vector operand): M blocks of `MC`
+/// rows → K blocks → pack the A block once (L3) → N blocks of `NC` columns → pack the B block
+/// (L2) → [`tiles`]. Each element of A and of B is packed once per call (B once per M block).
 pub(crate) fn gemm_serial<K: Kernel, T: Element>(
     a: &MatRef<'_, T>,
     b: &MatRef<'_, T>,
@@ -236,47 +250,73 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n);
-    for blk in b_blocks::<K>(k, n) {
-        let bpack = s.b.view::<K::P>(blk.len::<K>());
-        K::pack_b(&b.sub(blk.pc, blk.jc, blk.kc, blk.nc), bpack);
-        // SAFETY: forwarded caller contract (c holds the m × n result at stride ldc).
-        unsafe { macro_kernel::<K, T>(a, &blk, bpack, c.as_mut_ptr(), ldc, &mut s.a) };
+    let cptr = c.as_mut_ptr();
+    for ic in (0..m).step_by(MC) {
+        let mc = MC.min(m - ic);
+        for kb in k_blocks::<K>(k) {
+            let asub = a.sub(ic, kb.pc, mc, kb.kc);
+            let a_in_place = strided_a::<K, T>(&asub);
+            let apack: &[K::P] = if a_in_place.is_none() {
+                let apack = s.a.view::<K::P>(mc.div_ceil(K::MR) * K::MR * kb.kp);
+                K::pack_a(&asub, apack);
+                apack
+            } else {
+                &[]
+            };
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                let bpack = s.b.view::<K::P>(nc.div_ceil(K::NR) * K::NR * kb.kp);
+                K::pack_b(&b.sub(kb.pc, jc, kb.kc, nc), bpack);
+                let a_op = match a_in_place {
+                    Some(p) => AOperand::InPlace(p, a.rs),
+                    None => AOperand::Packed(apack),
+                };
+                // SAFETY: rows ic..ic+mc and columns jc..jc+nc lie inside C (caller contract);
+                // both blocks were just packed with kb.kp steps (or A is read in place).
+                unsafe {
+                    tiles::<K>(
+                        a_op,
+                        mc,
+                        bpack,
+                        nc,
+                        kb.kp,
+                        cptr.add(ic * ldc + jc),
+                        ldc,
+                        kb.pc > 0,
+                    )
+                };
+            }
+        }
     }
 }
 
-/// One `KC × NC` block of B: rows `pc..pc+kc`, columns `jc..jc+nc`.
+/// One K block: rows `pc..pc+kc` of B (columns of A), `kp` packed steps.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BBlock {
-    pub(crate) jc: usize,
-    pub(crate) nc: usize,
+pub(crate) struct KBlock {
     pub(crate) pc: usize,
     pub(crate) kc: usize,
+    pub(crate) kp: usize,
 }
 
-impl BBlock {
-    /// Packed steps (k values per packed element: `K::KPACK`).
-    fn kp<K: Kernel>(&self) -> usize {
-        self.kc.div_ceil(K::KPACK)
-    }
-    /// Packed size in elements.
-    pub(crate) fn len<K: Kernel>(&self) -> usize {
-        self.nc.div_ceil(K::NR) * K::NR * self.kp::<K>()
-    }
-}
-
-/// The B blocks in the order the serial driver visits them (NC outer, KC inner).
-pub(crate) fn b_blocks<K: Kernel>(k: usize, n: usize) -> impl Iterator<Item = BBlock> {
-    // The same packed bytes per K block for every family: bf16 blocks cover twice the k.
+/// The K blocks of a GEMM over `k` (bf16 blocks cover twice the k in the same packed bytes).
+pub(crate) fn k_blocks<K: Kernel>(k: usize) -> impl Iterator<Item = KBlock> {
     let kcb = KC * K::KPACK;
-    (0..n).step_by(NC).flat_map(move |jc| {
-        (0..k).step_by(kcb).map(move |pc| BBlock {
-            jc,
-            nc: NC.min(n - jc),
+    (0..k).step_by(kcb).map(move |pc| {
+        let kc = kcb.min(k - pc);
+        KBlock {
             pc,
-            kc: kcb.min(k - pc),
-        })
+            kc,
+            kp: kc.div_ceil(K::KPACK),
+        }
     })
 }
+
+/// N block width of the packed B blocks (`NC`).
+#[cfg(feature = "std")]
+pub(crate) const N_BLOCK: usize = NC;
+/// M block height of the packed A blocks (`MC`).
+#[cfg(feature = "std")]
+pub(crate) const M_BLOCK: usize = MC;
 
 /// Scratch for the packed A block of rows `m` over `k` (see [`GemmScratch::new`]).
 pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> AlignedBuf {
@@ -284,46 +324,66 @@ pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> AlignedBuf {
     AlignedBuf::new(MC.min(m).div_ceil(K::MR) * K::MR * kc)
 }
 
-/// All M blocks of A against one packed B block: `C[:, jc..jc+nc] (+)= A[:, pc..pc+kc] · B`.
-/// The first K block (`pc == 0`) overwrites C, later ones add.
+/// The A block as the micro-kernel reads it.
+#[derive(Clone, Copy)]
+pub(crate) enum AOperand<'a, P> {
+    /// Packed by `K::pack_a`.
+    Packed(&'a [P]),
+    /// Row-major f32 read in place: the block's first element and the row stride.
+    InPlace(*const f32, usize),
+}
+
+/// Where `K` can read this block of A in place: a row-major f32 view, and a kernel with
+/// [`Kernel::A_IN_PLACE`]. Returns the block's first element.
+pub(crate) fn strided_a<K: Kernel, T: Element>(a: &MatRef<'_, T>) -> Option<*const f32> {
+    if !K::A_IN_PLACE || T::DTYPE != crate::DType::F32 || a.cs != 1 || a.rows == 0 || a.cols == 0 {
+        return None;
+    }
+    // Bounds: the last element read is (rows-1)·rs + cols-1, inside the view (checked on
+    // construction); slicing re-checks it.
+    let _ = &a.data[..=(a.rows - 1) * a.rs + a.cols - 1];
+    Some(a.data.as_ptr().cast())
+}
+
+/// `C[mc × nc] (+)= Ablock · Bblock` for blocks of `kp` steps: every (A panel, B panel) pair,
+/// the A panel held in L1 while the B panels stream from L2. The first K block
+/// (`accumulate == false`) overwrites C, later ones add.
 ///
 /// # Safety
-/// `c` must be valid for writes of the `a.rows × (blk.jc + blk.nc)` result at row stride `ldc`;
-/// `bpack` holds `blk` packed by `K::pack_b`.
-pub(crate) unsafe fn macro_kernel<K: Kernel, T: Element>(
-    a: &MatRef<'_, T>,
-    blk: &BBlock,
+/// `c` must be valid for the `mc × nc` block at row stride `ldc`; `bpack` holds the block
+/// packed by `K::pack_b` with `kp` steps; `a` is packed by `K::pack_a` with `kp` steps, or (in
+/// place) `mc` rows of `kp` f32 at stride `rs` from [`strided_a`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tiles<K: Kernel>(
+    a: AOperand<'_, K::P>,
+    mc: usize,
     bpack: &[K::P],
-    cptr: *mut f32,
+    nc: usize,
+    kp: usize,
+    c: *mut f32,
     ldc: usize,
-    ascratch: &mut AlignedBuf,
+    accumulate: bool,
 ) {
-    let m = a.rows;
-    let (jc, nc, pc, kc) = (blk.jc, blk.nc, blk.pc, blk.kc);
-    let kp = blk.kp::<K>();
-    let npan = nc.div_ceil(K::NR);
-    debug_assert!(bpack.len() >= blk.len::<K>());
-    for ic in (0..m).step_by(MC) {
-        let mc = MC.min(m - ic);
-        let mpan = mc.div_ceil(K::MR);
-        let apack = ascratch.view::<K::P>(mpan * K::MR * kp);
-        K::pack_a(&a.sub(ic, pc, mc, kc), apack);
-        let tile = |ir: usize, jr: usize| {
-            let rows = K::MR.min(mc - ir * K::MR);
-            let ap = apack[ir * K::MR * kp..].as_ptr();
+    let (mpan, npan) = (mc.div_ceil(K::MR), nc.div_ceil(K::NR));
+    debug_assert!(bpack.len() >= npan * K::NR * kp);
+    for ir in 0..mpan {
+        let rows = K::MR.min(mc - ir * K::MR);
+        for jr in 0..npan {
             let cols = K::NR.min(nc - jr * K::NR);
             let bp = bpack[jr * K::NR * kp..].as_ptr();
-            // SAFETY: the panels hold kp steps; rows/cols of this tile lie inside C because
-            // ic+ir·MR+rows ≤ m and jc+jr·NR+cols ≤ jc+nc, which the caller guarantees.
+            // SAFETY: the panels hold kp steps; this tile's rows/cols lie inside the block.
             unsafe {
-                let cp = cptr.add((ic + ir * K::MR) * ldc + jc + jr * K::NR);
-                K::run(kp, ap, bp, cp, ldc, rows, cols, pc > 0);
-            }
-        };
-        // The A panel stays in L1 while the B panels stream from L2.
-        for ir in 0..mpan {
-            for jr in 0..npan {
-                tile(ir, jr);
+                let cp = c.add(ir * K::MR * ldc + jr * K::NR);
+                match a {
+                    AOperand::Packed(apack) => {
+                        let ap = apack[ir * K::MR * kp..].as_ptr();
+                        K::run(kp, ap, bp, cp, ldc, rows, cols, accumulate)
+                    }
+                    AOperand::InPlace(p, rs) => {
+                        let ap = p.add(ir * K::MR * rs);
+                        K::run_a_in_place(kp, ap, rs, bp, cp, ldc, rows, cols, accumulate)
+                    }
+                }
             }
         }
     }
@@ -335,7 +395,7 @@ pub(crate) fn with_kernel<T: Element, R>(isa: Isa, f: impl KernelFn<R>) -> R {
     {
         match isa {
             Isa::Avx512Bf16 if T::DTYPE == crate::DType::Bf16 => f.call::<Avx512Bf16>(),
-            Isa::Avx512Bf16 | Isa::Avx512 => f.call::<Avx512F32Wide>(),
+            Isa::Avx512Bf16 | Isa::Avx512 => f.call::<Avx512F32>(),
             Isa::Avx2Fma => f.call::<Avx2F32>(),
             Isa::Portable => f.call::<PortableF32>(),
         }
@@ -418,7 +478,7 @@ pub(crate) fn gemm<T: Element>(
     }
     impl<T: Element> KernelFn<()> for Run<'_, '_, T> {
         fn call<K: Kernel>(self) {
-            let mut s = GemmScratch::new::<K>(self.a.rows, self.b.cols, self.a.cols);
+            let mut s = GemmScratch::new::<K, T>(self.a, self.b);
             gemm_serial::<K, T>(self.a, self.b, self.c, self.ldc, &mut s);
         }
     }
