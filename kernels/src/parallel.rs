@@ -8,8 +8,8 @@ use crate::attention::{
     prepare, q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
 };
 use crate::gemm::{
-    a_scratch, k_blocks, tiles, validate, with_kernel, AlignedBuf, Kernel, KernelFn, M_BLOCK,
-    N_BLOCK,
+    a_scratch, k_blocks, strided_a, tiles, validate, with_kernel, AOperand, AlignedBuf, Kernel,
+    KernelFn, M_BLOCK, N_BLOCK,
 };
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
@@ -77,8 +77,16 @@ pub fn matmul_parallel<T: Element>(
                     for ic in (0..mr).step_by(M_BLOCK) {
                         let mc = M_BLOCK.min(mr - ic);
                         for (ki, kb) in kbs.iter().enumerate() {
-                            let apack = ascratch.view::<K::P>(mc.div_ceil(K::MR) * K::MR * kb.kp);
-                            K::pack_a(&a.sub(i0 + ic, kb.pc, mc, kb.kc), apack);
+                            let asub = a.sub(i0 + ic, kb.pc, mc, kb.kc);
+                            let a_op = match strided_a::<K, T>(&asub) {
+                                Some(p) => AOperand::InPlace(p, a.rs),
+                                None => {
+                                    let apack =
+                                        ascratch.view::<K::P>(mc.div_ceil(K::MR) * K::MR * kb.kp);
+                                    K::pack_a(&asub, apack);
+                                    AOperand::Packed(&*apack)
+                                }
+                            };
                             for jb in 0..njb {
                                 let jc = jb * N_BLOCK;
                                 // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the
@@ -87,7 +95,7 @@ pub fn matmul_parallel<T: Element>(
                                 // packed above with kb.kp steps.
                                 unsafe {
                                     tiles::<K>(
-                                        crate::gemm::AOperand::Packed(apack),
+                                        a_op,
                                         mc,
                                         parts[ki * njb + jb],
                                         N_BLOCK.min(n - jc),
