@@ -375,6 +375,33 @@ fn tdx_evidence_needs_collateral_and_checks_the_binding() {
         evidence::verify(&ev, &rd, &any(), &endorsements(false, false)),
         Err(VerifyError::Collateral(_))
     ));
+    // With an event log that does not explain the sample's RTMRs (an empty TCG log replays to
+    // all zeros), only that check fails.
+    let mut with_log = tdx_evidence();
+    if let TeeEvidence::Tdx { event_log, .. } = &mut with_log.tee {
+        *event_log = Some(serde_bytes::ByteBuf::from(empty_tcg_log()));
+    }
+    let v = evidence::verify(&with_log, &rd, &any(), &endorsements(false, true)).unwrap();
+    assert_eq!(failed(&v), ["RTMR event log"], "{v:#?}");
+}
+
+/// A TCG2 log with only the Spec ID event (SHA-384), as TCG PC Client PFP §10.4.5.1 lays it out.
+fn empty_tcg_log() -> Vec<u8> {
+    let mut spec = Vec::new();
+    spec.extend_from_slice(b"Spec ID Event03\0");
+    spec.extend_from_slice(&0u32.to_le_bytes()); // platformClass
+    spec.extend_from_slice(&[0, 2, 0, 2]); // versionMinor, versionMajor, errata, uintnSize
+    spec.extend_from_slice(&1u32.to_le_bytes()); // numberOfAlgorithms
+    spec.extend_from_slice(&0x000Cu16.to_le_bytes()); // SHA-384
+    spec.extend_from_slice(&48u16.to_le_bytes());
+    spec.push(0); // vendorInfoSize
+    let mut log = Vec::new();
+    log.extend_from_slice(&0u32.to_le_bytes()); // PCR 0
+    log.extend_from_slice(&3u32.to_le_bytes()); // EV_NO_ACTION
+    log.extend_from_slice(&[0; 20]); // SHA-1 digest field of the legacy header
+    log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+    log.extend_from_slice(&spec);
+    log
 }
 
 #[test]
