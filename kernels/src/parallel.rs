@@ -66,7 +66,9 @@ pub fn matmul_parallel<T: Element>(
                 K::pack_b(&b.sub(kb.pc, jc, kb.kc, N_BLOCK.min(n - jc)), dst);
             });
             let parts: Vec<&[K::P]> = parts.into_iter().map(|d| &*d).collect();
-            let rows = m.div_ceil(self.threads).div_ceil(K::MR) * K::MR;
+            // Four row chunks per thread (at least 64 rows each): rayon balances them, so a
+            // thread slowed by the machine does not leave the others idle at the end.
+            let rows = m.div_ceil(self.threads * 4).max(64).div_ceil(K::MR) * K::MR;
             self.c
                 .par_chunks_mut(rows * ldc)
                 .enumerate()

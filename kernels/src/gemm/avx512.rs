@@ -168,6 +168,12 @@ unsafe fn f32_block_strided<const NV: usize>(
     let mut bp = b;
     let mut off = 0;
     for _ in 0..kc {
+        if PF_B > 0 {
+            for v in 0..NV {
+                // SAFETY: prefetch never faults; the address may lie past the panel.
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_B * NR + v * 16).cast());
+            }
+        }
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             // SAFETY: the packed B panel holds NR floats per k step, 64-byte aligned.
