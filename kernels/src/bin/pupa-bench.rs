@@ -27,6 +27,9 @@ use serde::Serialize;
 #[cfg(feature = "cuda")]
 #[path = "pupa_bench/cuda.rs"]
 mod cuda;
+#[path = "pupa_bench/huge.rs"]
+mod huge;
+use huge::HugeBuf;
 #[path = "pupa_bench/naive.rs"]
 mod naive;
 #[path = "pupa_bench/peak.rs"]
@@ -487,16 +490,16 @@ fn time_it(
     Ok(secs)
 }
 
-fn random<T: Element>(n: usize, seed: u64) -> Vec<T> {
+fn random<T: Element>(n: usize, seed: u64) -> HugeBuf<T> {
     let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            T::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-        })
-        .collect()
+    let mut v = HugeBuf::new(n, T::from_f32(0.0));
+    for x in v.iter_mut() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        *x = T::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0);
+    }
+    v
 }
 
 fn numpy(
@@ -605,9 +608,9 @@ fn bench_matmul_t<T: Element>(
         return Err("--m, --n and --k must be at least 1".into());
     }
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
-    let a: Vec<T> = random(m * k, 1);
-    let b: Vec<T> = random(k * n, 2);
-    let mut c = vec![0f32; m * n];
+    let a = random::<T>(m * k, 1);
+    let b = random::<T>(k * n, 2);
+    let mut c = HugeBuf::new(m * n, 0f32);
     let (w, r, ck) = (common.warmup, common.repeats, common.clock);
     let mut timers: Vec<(String, String, Timer<'_>)> = vec![];
     let cref = &mut c;
@@ -721,10 +724,10 @@ fn bench_attention_t<T: Element>(
         return Err("--seq must be at least 1".into());
     }
     let flops = sh.flops();
-    let q: Vec<T> = random(sh.seq_q * sh.heads * sh.dim, 3);
-    let k: Vec<T> = random(sh.seq_k * sh.kv_heads * sh.dim, 4);
-    let v: Vec<T> = random(sh.seq_k * sh.kv_heads * sh.dim, 5);
-    let mut out = vec![0f32; sh.seq_q * sh.heads * sh.dim];
+    let q = random::<T>(sh.seq_q * sh.heads * sh.dim, 3);
+    let k = random::<T>(sh.seq_k * sh.kv_heads * sh.dim, 4);
+    let v = random::<T>(sh.seq_k * sh.kv_heads * sh.dim, 5);
+    let mut out = HugeBuf::new(sh.seq_q * sh.heads * sh.dim, 0f32);
     let (w, r, ck) = (common.warmup, common.repeats, common.clock);
     let (qr, kr, vr) = (&q, &k, &v);
     let oref = &mut out;
