@@ -305,36 +305,43 @@ fn run(cli: Cli) -> Result<(), String> {
                         causal: *causal,
                     }),
                 };
-                let (gf, flops) = cuda::time(&job, common.warmup, common.repeats * common.rounds)?;
-                let med = median(&gf);
+                let (timed, flops) =
+                    cuda::time(&job, common.warmup, common.repeats * common.rounds)?;
                 let peak = common.peak.unwrap_or(f64::NAN);
-                let run = Run {
-                    bench: if matches!(cli.cmd, Cmd::Matmul { .. }) {
-                        "matmul"
-                    } else {
-                        "attention"
-                    },
-                    implementation: "pupa-cuda".into(),
-                    backend: "cuda",
-                    dtype: common.dtype,
-                    shape: label.clone(),
-                    threads,
-                    gflops: med,
-                    gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
-                    gflops_max: gf.iter().cloned().fold(0.0, f64::max),
-                    seconds_median: flops / med / 1e9,
-                    samples: gf.len(),
-                    peak_gflops: peak,
-                    peak_source: if common.peak.is_some() {
-                        "given"
-                    } else {
-                        "none (pass --peak)"
-                    },
-                    pct_of_peak: 100.0 * med / peak,
-                    ratio_to_pupa: 1.0,
-                    note: "CUDA events; cuBLAS reference not wired in yet".into(),
-                };
-                bar.suspend(|| print_runs(&[run], common.json, isa));
+                let ours = median(&timed[0].2);
+                let runs: Vec<Run> = timed
+                    .into_iter()
+                    .map(|(name, note, gf)| {
+                        let med = median(&gf);
+                        Run {
+                            bench: if matches!(cli.cmd, Cmd::Matmul { .. }) {
+                                "matmul"
+                            } else {
+                                "attention"
+                            },
+                            implementation: name.into(),
+                            backend: "cuda",
+                            dtype: common.dtype,
+                            shape: label.clone(),
+                            threads,
+                            gflops: med,
+                            gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
+                            gflops_max: gf.iter().cloned().fold(0.0, f64::max),
+                            seconds_median: flops / med / 1e9,
+                            samples: gf.len(),
+                            peak_gflops: peak,
+                            peak_source: if common.peak.is_some() {
+                                "given"
+                            } else {
+                                "none (pass --peak)"
+                            },
+                            pct_of_peak: 100.0 * med / peak,
+                            ratio_to_pupa: med / ours,
+                            note: note.into(),
+                        }
+                    })
+                    .collect();
+                bar.suspend(|| print_runs(&runs, common.json, isa));
                 bar.inc(1);
                 continue;
             }

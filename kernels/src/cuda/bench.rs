@@ -1,7 +1,9 @@
 //! Timing of the CUDA kernels with CUDA events, for `pupa-bench --backend cuda`. Inputs are
 //! random bf16 values in [-1, 1) generated on the host once; every run is timed on its own.
 
+use cudarc::cublas::{sys as blas, CudaBlas};
 use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::{CudaError, CudaKernels};
 use crate::AttnShape;
@@ -62,6 +64,65 @@ impl CudaKernels {
             .clone_htod(&random_bf16(n.saturating_mul(k), 2))?;
         let mut c = self.stream.alloc_zeros::<f32>(m.saturating_mul(n).max(1))?;
         self.time_runs(warmup, iters, || self.gemm(&a, &b, &mut c, m, n, k))
+    }
+
+    /// The cuBLAS reference for [`CudaKernels::time_gemm`]: the same problem (C f32 m x n
+    /// row-major = A bf16 m x k row-major · Bᵀ with B bf16 n x k) through `cublasGemmEx` with
+    /// bf16 inputs, f32 output and f32 compute, default algorithm (tensor cores on sm_90).
+    /// Column-major view: Cᵀ (n x m, ldc n) = op(B) · A, op(B) = the k x n column-major B
+    /// transposed (lda k), A as k x m column-major (ldb k).
+    pub fn time_cublas_gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<f64>, CudaError> {
+        let dim = |x: usize| {
+            i32::try_from(x).map_err(|_| CudaError::BadShape(format!("{x} does not fit cuBLAS")))
+        };
+        let (mi, ni, ki) = (dim(m)?, dim(n)?, dim(k)?);
+        if m == 0 || n == 0 || k == 0 {
+            return Err(CudaError::BadShape("cuBLAS gemm needs m, n, k > 0".into()));
+        }
+        let a = self.stream.clone_htod(&random_bf16(m * k, 1))?;
+        let b = self.stream.clone_htod(&random_bf16(n * k, 2))?;
+        let mut c = self.stream.alloc_zeros::<f32>(m * n)?;
+        let blas = CudaBlas::new(self.stream.clone())?;
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        self.time_runs(warmup, iters, || {
+            let (ap, _ga) = a.device_ptr(&self.stream);
+            let (bp, _gb) = b.device_ptr(&self.stream);
+            let (cp, _gc) = c.device_ptr_mut(&self.stream);
+            // SAFETY: the three device buffers hold m·k, n·k and m·n elements as the leading
+            // dimensions and sizes above describe; alpha/beta are host f32 scalars (the
+            // handle's default pointer mode); the call is enqueued on the handle's stream.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *blas.handle(),
+                    blas::cublasOperation_t::CUBLAS_OP_T,
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    ni,
+                    mi,
+                    ki,
+                    (&alpha as *const f32).cast(),
+                    bp as *const _,
+                    blas::cudaDataType::CUDA_R_16BF,
+                    ki,
+                    ap as *const _,
+                    blas::cudaDataType::CUDA_R_16BF,
+                    ki,
+                    (&beta as *const f32).cast(),
+                    cp as *mut _,
+                    blas::cudaDataType::CUDA_R_32F,
+                    ni,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Seconds of each of `iters` attention runs (after `warmup`) of `shape`; FLOPs per run:
