@@ -64,12 +64,22 @@ fn host_replay_of_guest_log_gives_the_guest_rtmr() {
     assert_ne!(eventlog::replay(other.bytes()).unwrap()[2], rtmrs[2]);
 }
 
-/// A v4 quote buffer holding `rtmrs` at the TD report body's RTMR offsets (header 48 bytes, then
-/// TEE_TCB_SVN .. MROWNERCONFIG = 328 bytes, then RTMR[0..4]); nothing else is read by the
-/// log check (the signature is `tdx::verify`'s business).
+/// The real dcap-qvl v4 sample quote with its TD report's RTMRs replaced by `rtmrs` (TDX DCAP
+/// quote §A.3: header 48 bytes; in the TD report, TEE_TCB_SVN .. MROWNERCONFIG take 328 bytes,
+/// then RTMR[0..4]); as version 5, the 6-byte body descriptor (type 2 = TD report 1.0, size
+/// 584) follows the header. The signature no longer matches, which the log check does not read
+/// (`tdx::verify` does).
 fn quote_with(rtmrs: &[[u8; 48]; 4], version: u16) -> Vec<u8> {
-    let body = if version == 5 { 54 } else { 48 };
-    let mut q = vec![0u8; body + 584];
+    const SAMPLE: &[u8] = include_bytes!("../testdata/evidence/tdx_quote");
+    let mut q = SAMPLE.to_vec();
+    let body = if version == 5 {
+        let mut desc = 2u16.to_le_bytes().to_vec();
+        desc.extend_from_slice(&584u32.to_le_bytes());
+        q.splice(48..48, desc);
+        54
+    } else {
+        48
+    };
     q[..2].copy_from_slice(&version.to_le_bytes());
     for (i, r) in rtmrs.iter().enumerate() {
         q[body + 328 + 48 * i..][..48].copy_from_slice(r);

@@ -158,31 +158,13 @@ pub fn verify(
     Ok(v)
 }
 
-/// Offset of RTMR[0] in a TD report body (TDX DCAP quote v4 §A.3.2 "TD Quote Body":
-/// TEE_TCB_SVN 16, MRSEAM 48, MRSIGNERSEAM 48, SEAMATTRIBUTES 8, TDATTRIBUTES 8, XFAM 8, MRTD 48,
-/// MRCONFIGID 48, MROWNER 48, MROWNERCONFIG 48, then RTMR[0..4] of 48 bytes each).
-const BODY_RTMR0: usize = 328;
-
 /// Replays the guest's RTMR event log (CCEL/TCG2, SHA-384) and compares all four RTMRs with the
 /// quote's: the log must explain the measured state exactly. (The quote's signature and body
-/// were verified by `tdx::verify`; this only reads the RTMR fields.)
+/// were verified by `tdx::verify`; this only reads the RTMR fields of its TD report.)
 pub fn check_rtmr_log(quote: &[u8], log: &[u8]) -> Result<String, String> {
-    let version = quote.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    // v4: the body follows the 48-byte header; v5: a 6-byte body descriptor comes first.
-    let body = match version {
-        Some(4) => 48,
-        Some(5) => 48 + 6,
-        v => return Err(format!("quote version {v:?} has no TD report body")),
-    };
-    let mut quoted = [[0u8; 48]; 4];
-    for (i, r) in quoted.iter_mut().enumerate() {
-        let o = body + BODY_RTMR0 + 48 * i;
-        r.copy_from_slice(
-            quote
-                .get(o..o + 48)
-                .ok_or("quote too short for its RTMRs")?,
-        );
-    }
+    let q = tdx::parse_quote(quote).map_err(|e| e.to_string())?;
+    let td = q.report.as_td10().ok_or("the quote holds no TD report")?;
+    let quoted = [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3];
     let parsed = crate::eventlog::parse(log).map_err(|e| format!("event log: {e}"))?;
     let replayed = crate::eventlog::replay_rtmrs(&parsed).map_err(|e| format!("event log: {e}"))?;
     for i in 0..4 {
