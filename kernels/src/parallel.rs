@@ -9,7 +9,7 @@ use crate::attention::{
 };
 use crate::gemm::{
     a_scratch, k_blocks, strided_a, tiles, validate, with_kernel, AOperand, AlignedBuf, Kernel,
-    KernelFn, M_BLOCK, N_BLOCK,
+    KernelFn, MC, NC,
 };
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
@@ -44,12 +44,12 @@ pub fn matmul_parallel<T: Element>(
             // B is packed once, all blocks in parallel, and shared read-only by every thread
             // (each thread repacking all of B would cost each of them the whole packing time).
             let kbs: Vec<_> = k_blocks::<K>(k).collect();
-            let njb = n.div_ceil(N_BLOCK);
-            let blk_len = |kp: usize, jc: usize| N_BLOCK.min(n - jc).div_ceil(K::NR) * K::NR * kp;
+            let njb = n.div_ceil(NC);
+            let blk_len = |kp: usize, jc: usize| NC.min(n - jc).div_ceil(K::NR) * K::NR * kp;
             let mut sizes = Vec::with_capacity(kbs.len() * njb);
             for kb in &kbs {
                 for jb in 0..njb {
-                    sizes.push(blk_len(kb.kp, jb * N_BLOCK));
+                    sizes.push(blk_len(kb.kp, jb * NC));
                 }
             }
             let total: usize = sizes.iter().sum();
@@ -62,8 +62,8 @@ pub fn matmul_parallel<T: Element>(
                 rest = tail;
             }
             parts.par_iter_mut().enumerate().for_each(|(i, dst)| {
-                let (kb, jc) = (kbs[i / njb], (i % njb) * N_BLOCK);
-                K::pack_b(&b.sub(kb.pc, jc, kb.kc, N_BLOCK.min(n - jc)), dst);
+                let (kb, jc) = (kbs[i / njb], (i % njb) * NC);
+                K::pack_b(&b.sub(kb.pc, jc, kb.kc, NC.min(n - jc)), dst);
             });
             let parts: Vec<&[K::P]> = parts.into_iter().map(|d| &*d).collect();
             // Four row chunks per thread (at least 64 rows each): rayon balances them, so a
@@ -76,8 +76,8 @@ pub fn matmul_parallel<T: Element>(
                     let i0 = t * rows;
                     let mr = rows.min(m - i0);
                     let mut ascratch = a_scratch::<K>(mr, k);
-                    for ic in (0..mr).step_by(M_BLOCK) {
-                        let mc = M_BLOCK.min(mr - ic);
+                    for ic in (0..mr).step_by(MC) {
+                        let mc = MC.min(mr - ic);
                         for (ki, kb) in kbs.iter().enumerate() {
                             let asub = a.sub(i0 + ic, kb.pc, mc, kb.kc);
                             let a_op = match strided_a::<K, T>(&asub) {
@@ -90,7 +90,7 @@ pub fn matmul_parallel<T: Element>(
                                 }
                             };
                             for jb in 0..njb {
-                                let jc = jb * N_BLOCK;
+                                let jc = jb * NC;
                                 // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the
                                 // last chunk may be shorter than rows·ldc but holds
                                 // (mr-1)·ldc + n, checked by `validate`); the blocks were
@@ -100,7 +100,7 @@ pub fn matmul_parallel<T: Element>(
                                         a_op,
                                         mc,
                                         parts[ki * njb + jb],
-                                        N_BLOCK.min(n - jc),
+                                        NC.min(n - jc),
                                         kb.kp,
                                         cblk.as_mut_ptr().add(ic * ldc + jc),
                                         ldc,

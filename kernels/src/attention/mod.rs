@@ -118,27 +118,6 @@ fn mul3(a: usize, b: usize, c: usize) -> Result<usize, KernelError> {
 
 /// An f32 kernel family plus its softmax strip.
 pub(crate) trait AttnKernel: Kernel<P = f32> {
-    /// Whether [`AttnKernel::run_strided_a`] exists (f32 inputs then skip packing K and V).
-    const STRIDED_A: bool = false;
-    /// The micro-kernel with an unpacked, strided A (`a[i·rs + k·cs]`).
-    ///
-    /// # Safety
-    /// See `avx512::kernel_f32_strided_a`; only called when `STRIDED_A`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run_strided_a(
-        _kc: usize,
-        _a: *const f32,
-        _rs: usize,
-        _cs: usize,
-        _b: *const f32,
-        _c: *mut f32,
-        _ldc: usize,
-        _rows: usize,
-        _cols: usize,
-        _acc: bool,
-    ) {
-        unreachable!("no strided-A kernel in this family")
-    }
     /// See `softmax::strip_portable`.
     ///
     /// # Safety
@@ -185,24 +164,6 @@ impl AttnKernel for crate::gemm::Avx2F32 {
 }
 #[cfg(target_arch = "x86_64")]
 impl AttnKernel for crate::gemm::Avx512F32 {
-    const STRIDED_A: bool = true;
-    unsafe fn run_strided_a(
-        kc: usize,
-        a: *const f32,
-        rs: usize,
-        cs: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded; selected only when AVX-512F is present.
-        unsafe {
-            crate::gemm::avx512::kernel_f32_strided_a(kc, a, rs, cs, b, c, ldc, rows, cols, acc)
-        }
-    }
     unsafe fn strip(
         s: *mut f32,
         rows: usize,

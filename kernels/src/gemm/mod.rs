@@ -23,10 +23,10 @@ use crate::{Isa, KernelError};
 const KC: usize = 384;
 /// M block size (multiple of every MR): the packed A block (MC × KC) lives in L3, so a large
 /// M block means B is packed once for most shapes.
-const MC: usize = 3072;
+pub(crate) const MC: usize = 3072;
 /// N block size (multiple of the GEMM kernels' NR: 16, 32 and 48): the packed B block
 /// (KC × NC, 864 KiB in f32) stays in the 1 MiB L2 while every A panel streams over it.
-const NC: usize = 576;
+pub(crate) const NC: usize = 576;
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -113,26 +113,27 @@ pub(crate) trait Kernel {
         cols: usize,
         accumulate: bool,
     );
-    /// Whether [`Kernel::run_a_in_place`] exists: the micro-kernel can read a row-major f32 A
-    /// in place, so the driver skips packing A (the transposing copy costs a few per cent of
-    /// a large GEMM).
-    const A_IN_PLACE: bool = false;
-    /// The micro-kernel reading A unpacked: element `(i, k)` at `a[i·rs + k]`.
+    /// Whether [`Kernel::run_strided_a`] exists: the micro-kernel reads an f32 A in place
+    /// (GEMM skips packing a row-major A, attention skips packing K and V).
+    const STRIDED_A: bool = false;
+    /// The micro-kernel with an unpacked, strided f32 A (`a[i·rs + k·cs]`).
     ///
     /// # Safety
-    /// See `avx512::kernel_f32_strided_a`; only called when `A_IN_PLACE`.
+    /// See `avx512::kernel_f32_strided_a`; only called when `STRIDED_A`.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run_a_in_place(
+    unsafe fn run_strided_a(
         _kc: usize,
         _a: *const f32,
         _rs: usize,
+        _cs: usize,
         _b: *const Self::P,
         _c: *mut f32,
         _ldc: usize,
         _rows: usize,
         _cols: usize,
-        _accumulate: bool,
+        _acc: bool,
     ) {
+        unreachable!("no strided-A kernel in this family")
     }
     /// Packs A into MR-row panels.
     fn pack_a<T: Element>(a: &MatRef<'_, T>, dst: &mut [Self::P]);
@@ -172,11 +173,11 @@ macro_rules! f32_kernel {
 f32_kernel!(PortableF32, portable,);
 f32_kernel!(Avx2F32, avx2, #[cfg(target_arch = "x86_64")]);
 f32_kernel!(@impl Avx512F32, avx512, {
-    const A_IN_PLACE: bool = true;
+    const STRIDED_A: bool = true;
     #[inline(always)]
-    unsafe fn run_a_in_place(kc: usize, a: *const f32, rs: usize, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, accumulate: bool) {
+    unsafe fn run_strided_a(kc: usize, a: *const f32, rs: usize, cs: usize, b: *const f32, c: *mut f32, ldc: usize, rows: usize, cols: usize, acc: bool) {
         // SAFETY: forwarded; selected only after `isa::check` found AVX-512F.
-        unsafe { avx512::kernel_f32_strided_a(kc, a, rs, 1, b, c, ldc, rows, cols, accumulate) }
+        unsafe { avx512::kernel_f32_strided_a(kc, a, rs, cs, b, c, ldc, rows, cols, acc) }
     }
 }, #[cfg(target_arch = "x86_64")]);
 
@@ -311,13 +312,6 @@ pub(crate) fn k_blocks<K: Kernel>(k: usize) -> impl Iterator<Item = KBlock> {
     })
 }
 
-/// N block width of the packed B blocks (`NC`).
-#[cfg(feature = "std")]
-pub(crate) const N_BLOCK: usize = NC;
-/// M block height of the packed A blocks (`MC`).
-#[cfg(feature = "std")]
-pub(crate) const M_BLOCK: usize = MC;
-
 /// Scratch for the packed A block of rows `m` over `k` (see [`GemmScratch::new`]).
 pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> AlignedBuf {
     let kc = (KC * K::KPACK).min(k).div_ceil(K::KPACK);
@@ -334,9 +328,9 @@ pub(crate) enum AOperand<'a, P> {
 }
 
 /// Where `K` can read this block of A in place: a row-major f32 view, and a kernel with
-/// [`Kernel::A_IN_PLACE`]. Returns the block's first element.
+/// [`Kernel::STRIDED_A`]. Returns the block's first element.
 pub(crate) fn strided_a<K: Kernel, T: Element>(a: &MatRef<'_, T>) -> Option<*const f32> {
-    if !K::A_IN_PLACE || T::DTYPE != crate::DType::F32 || a.cs != 1 || a.rows == 0 || a.cols == 0 {
+    if !K::STRIDED_A || T::DTYPE != crate::DType::F32 || a.cs != 1 || a.rows == 0 || a.cols == 0 {
         return None;
     }
     // Bounds: the last element read is (rows-1)·rs + cols-1, inside the view (checked on
@@ -381,7 +375,7 @@ pub(crate) unsafe fn tiles<K: Kernel>(
                     }
                     AOperand::InPlace(p, rs) => {
                         let ap = p.add(ir * K::MR * rs);
-                        K::run_a_in_place(kp, ap, rs, bp, cp, ldc, rows, cols, accumulate)
+                        K::run_strided_a(kp, ap, rs, 1, bp, cp, ldc, rows, cols, accumulate)
                     }
                 }
             }
