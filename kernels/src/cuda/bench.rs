@@ -3,7 +3,7 @@
 
 use cudarc::cublas::{sys as blas, CudaBlas};
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 use super::{CudaError, CudaKernels};
 use crate::AttnShape;
@@ -56,14 +56,26 @@ impl CudaKernels {
         warmup: usize,
         iters: usize,
     ) -> Result<Vec<f64>, CudaError> {
-        let a = self
-            .stream
-            .clone_htod(&random_bf16(m.saturating_mul(k), 1))?;
-        let b = self
-            .stream
-            .clone_htod(&random_bf16(n.saturating_mul(k), 2))?;
-        let mut c = self.stream.alloc_zeros::<f32>(m.saturating_mul(n).max(1))?;
+        let (a, b, mut c) = self.gemm_operands(m, n, k)?;
         self.time_runs(warmup, iters, || self.gemm(&a, &b, &mut c, m, n, k))
+    }
+
+    /// The timing inputs of an m x n x k GEMM on the device: A (m x k) and B (n x k) random
+    /// bf16, C (m x n) f32 zeros. The same seeds for pupa's kernel and cuBLAS.
+    #[allow(clippy::type_complexity)]
+    fn gemm_operands(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(CudaSlice<u16>, CudaSlice<u16>, CudaSlice<f32>), CudaError> {
+        Ok((
+            self.stream
+                .clone_htod(&random_bf16(m.saturating_mul(k), 1))?,
+            self.stream
+                .clone_htod(&random_bf16(n.saturating_mul(k), 2))?,
+            self.stream.alloc_zeros::<f32>(m.saturating_mul(n).max(1))?,
+        ))
     }
 
     /// The cuBLAS reference for [`CudaKernels::time_gemm`]: the same problem (C f32 m x n
@@ -86,9 +98,7 @@ impl CudaKernels {
         if m == 0 || n == 0 || k == 0 {
             return Err(CudaError::BadShape("cuBLAS gemm needs m, n, k > 0".into()));
         }
-        let a = self.stream.clone_htod(&random_bf16(m * k, 1))?;
-        let b = self.stream.clone_htod(&random_bf16(n * k, 2))?;
-        let mut c = self.stream.alloc_zeros::<f32>(m * n)?;
+        let (a, b, mut c) = self.gemm_operands(m, n, k)?;
         let blas = CudaBlas::new(self.stream.clone())?;
         let (alpha, beta) = (1.0f32, 0.0f32);
         self.time_runs(warmup, iters, || {
