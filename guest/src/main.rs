@@ -51,7 +51,7 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     let vp_info = (tee == TeeKind::Tdx).then(|| {
         let vp = platform::tdx::init()
             .unwrap_or_else(|e| boot_failure(format_args!("TDG.VP.INFO: {e}")));
-        arch::mmio::use_tdvmcall(vp.shared_bit());
+        arch::mmio::use_tdvmcall();
         vp
     });
     #[cfg(feature = "bench-hello")]

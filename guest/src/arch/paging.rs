@@ -31,6 +31,11 @@ pub fn set_confidentiality_bits(private_bits: u64, shared_bits: u64) {
     SHARED_BITS.store(shared_bits, Ordering::Relaxed);
 }
 
+/// The bits that mark a GPA shared (TDX: the shared bit; 0 elsewhere), as set at boot.
+pub fn shared_bits() -> u64 {
+    SHARED_BITS.load(Ordering::Relaxed)
+}
+
 fn update(start: u64, end: u64, f: impl Fn(u64) -> u64) {
     let pds = (&raw const __pt_start) as u64 + 0x2000;
     let mut a = start & !(PAGE_2M - 1);

@@ -76,6 +76,26 @@ pub fn vmcall_io(port: u16, size: u8, write: bool, value: u32) -> Option<u32> {
     (rax == 0 && r10 == 0).then_some(out.r11 as u32)
 }
 
+/// Device MMIO through the VMM (GHCI §3.7 #VE.RequestMMIO: R12 = size, R13 = direction (0 read,
+/// 1 write), R14 = GPA with the shared bit, R15 = value). Returns the value read (all ones if
+/// the VMM failed, as a missing device reads).
+pub fn vmcall_mmio(gpa: u64, size: u64, write: bool, value: u64) -> u64 {
+    let req = VmcallRequest {
+        subfunction: vmcall::MMIO,
+        r12: size,
+        r13: write as u64,
+        r14: gpa,
+        r15: value,
+    };
+    // SAFETY: the VMM emulates the device access and touches no private memory.
+    let (rax, r10, out) = unsafe { tdvmcall(&req) };
+    if rax == 0 && r10 == 0 {
+        out.r11
+    } else {
+        !0
+    }
+}
+
 /// TDG.VP.INFO: returns (RAX, RCX, RDX, R8, R9) for `VpInfo::decode`.
 pub fn vp_info() -> (u64, u64, u64, u64, u64) {
     let (rax, rcx, rdx, r8, r9);

@@ -14,7 +14,7 @@
 
 use core::arch::global_asm;
 
-use pupa_guest::trap::{TrapFrame, TRAP_FRAME_LEN};
+use pupa_guest::trap::TrapFrame;
 
 /// #VE: virtualization exception (SDM Vol. 3A §6.15, vector 20).
 pub const VECTOR_VE: u64 = 20;
@@ -25,7 +25,6 @@ pub const VECTOR_VC: u64 = 29;
 /// state is 2,696 bytes (CPUID.(EAX=0DH,ECX=0):EBX on a CPU with AVX-512); XCR0 never enables
 /// larger components (AMX) in pupa (arch/boot.s).
 const XSAVE_AREA: usize = 4096;
-const _: () = assert!(TRAP_FRAME_LEN == 21 * 8);
 
 macro_rules! trap_entry {
     ($name:literal, $vector:expr, $push_code:literal) => {

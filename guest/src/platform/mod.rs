@@ -9,6 +9,5 @@ pub mod pci;
 pub mod pit;
 pub mod serial;
 pub mod snp;
-pub mod snp_mmio;
 pub mod tdx;
 pub mod virtio_net;

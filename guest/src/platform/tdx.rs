@@ -9,7 +9,6 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use pupa_guest::clock::Tsc;
 use pupa_guest::memmap::Region;
@@ -24,9 +23,6 @@ use pupa_guest::trap::TrapFrame;
 use super::virtio_net::DmaPool;
 use crate::arch::paging::{self, PAGE_2M};
 use crate::arch::tdcall::{self, ExtendIn, ReportIn, ReportOut};
-
-/// The shared bit (1 << (GPAW − 1)), set by [`init`].
-static SHARED_BIT: AtomicU64 = AtomicU64::new(0);
 
 /// #VE handler (called from arch/trap.rs with interrupts off). Emulates CPUID, port I/O,
 /// RDMSR/WRMSR and HLT through TDG.VP.VMCALL and returns to the next instruction; prints
@@ -54,7 +50,6 @@ pub fn handle_ve(frame: &mut TrapFrame) {
 pub fn init() -> Result<VpInfo, VpInfoError> {
     let (rax, rcx, rdx, r8, r9) = tdcall::vp_info();
     let info = VpInfo::decode(rax, rcx, rdx, r8, r9)?;
-    SHARED_BIT.store(info.shared_bit(), Ordering::Relaxed);
     paging::set_confidentiality_bits(0, info.shared_bit());
     Ok(info)
 }
@@ -106,7 +101,7 @@ impl TdxDma {
         if p == 0 || p + size > 1 << 32 {
             return Err(TdxDmaError::NoMemory);
         }
-        let shared_bit = SHARED_BIT.load(Ordering::Relaxed);
+        let shared_bit = paging::shared_bits();
         accept::map_gpa_shared(p, p + size, shared_bit, &mut |gpa, len| {
             let req = VmcallRequest {
                 subfunction: vmcall::MAP_GPA,
@@ -193,7 +188,7 @@ impl TdxOps for TdxPlatform {
     fn get_quote(&mut self) -> Result<(), VmcallError> {
         let req = VmcallRequest {
             subfunction: vmcall::GET_QUOTE,
-            r12: self.buf as u64 | SHARED_BIT.load(Ordering::Relaxed),
+            r12: self.buf as u64 | paging::shared_bits(),
             r13: QUOTE_BUF_LEN as u64,
             ..Default::default()
         };

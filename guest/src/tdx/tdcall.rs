@@ -37,6 +37,8 @@ pub mod vmcall {
     pub const RDMSR: u64 = 31;
     /// TDG.VP.VMCALL<Instruction.WRMSR> (GHCI §3.11).
     pub const WRMSR: u64 = 32;
+    /// TDG.VP.VMCALL<#VE.RequestMMIO> (GHCI §3.7): the EPT-violation exit reason.
+    pub const MMIO: u64 = 48;
     /// TDG.VP.VMCALL<MapGPA> (GHCI §3.2).
     pub const MAP_GPA: u64 = 0x10001;
     /// TDG.VP.VMCALL<GetQuote> (GHCI §3.3).
