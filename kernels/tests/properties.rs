@@ -400,25 +400,12 @@ fn attention_packed_path_for_f32_inputs() {
 #[cfg(feature = "std")]
 #[test]
 fn parallel_drivers_match_serial_bitwise() {
-    use pupa_kernels::{attention_parallel, matmul_parallel};
+    use pupa_kernels::attention_parallel;
     let mut rng = Rng::new();
     let isa = detect();
     for _ in 0..6 {
         let (m, n, k) = (rng.size(300), rng.size(200), rng.size(300));
-        let a: Vec<bf16> = rng.vec(m * k, 1.0);
-        let b: Vec<bf16> = rng.vec(k * n, 1.0);
-        let (av, bv) = (
-            MatRef::row_major(&a, m, k).unwrap(),
-            MatRef::row_major(&b, k, n).unwrap(),
-        );
-        let mut c1 = vec![f32::NAN; m * n];
-        let mut c2 = vec![f32::NAN; m * n];
-        matmul_with(isa, av, bv, &mut c1, n).unwrap();
-        matmul_parallel(isa, av, bv, &mut c2, n).unwrap();
-        assert!(
-            c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "gemm {m}x{n}x{k}"
-        );
+        check_parallel_gemm::<bf16>(&mut rng, isa, m, n, k);
         let sh = random_shape(&mut rng);
         let q: Vec<f32> = rng.vec(sh.seq_q * sh.heads * sh.dim, 1.0);
         let kk: Vec<f32> = rng.vec(sh.seq_k * sh.kv_heads * sh.dim, 1.0);
@@ -445,20 +432,25 @@ fn parallel_drivers_match_serial_bitwise() {
         .build()
         .unwrap();
     for (m, n, k) in [(150usize, 1100usize, 900usize), (37, 1601, 1601)] {
-        let a: Vec<f32> = rng.vec(m * k, 1.0);
-        let b: Vec<f32> = rng.vec(k * n, 1.0);
-        let (av, bv) = (
-            MatRef::row_major(&a, m, k).unwrap(),
-            MatRef::row_major(&b, k, n).unwrap(),
-        );
-        let mut c1 = vec![f32::NAN; m * n];
-        let mut c2 = vec![f32::NAN; m * n];
-        matmul_with(isa, av, bv, &mut c1, n).unwrap();
-        pool.install(|| matmul_parallel(isa, av, bv, &mut c2, n))
-            .unwrap();
-        assert!(
-            c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "gemm {m}x{n}x{k}"
-        );
+        pool.install(|| check_parallel_gemm::<f32>(&mut rng, isa, m, n, k));
     }
+}
+
+/// `matmul_parallel` (in the current rayon pool) equals the serial `matmul_with` bit for bit.
+#[cfg(feature = "std")]
+fn check_parallel_gemm<T: Element>(rng: &mut Rng, isa: Isa, m: usize, n: usize, k: usize) {
+    let a: Vec<T> = rng.vec(m * k, 1.0);
+    let b: Vec<T> = rng.vec(k * n, 1.0);
+    let (av, bv) = (
+        MatRef::row_major(&a, m, k).unwrap(),
+        MatRef::row_major(&b, k, n).unwrap(),
+    );
+    let mut c1 = vec![f32::NAN; m * n];
+    let mut c2 = vec![f32::NAN; m * n];
+    matmul_with(isa, av, bv, &mut c1, n).unwrap();
+    pupa_kernels::matmul_parallel(isa, av, bv, &mut c2, n).unwrap();
+    assert!(
+        c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "gemm {m}x{n}x{k}"
+    );
 }
