@@ -283,6 +283,11 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     let mut peaks = std::collections::HashMap::new();
+    let bench_name = if matches!(cli.cmd, Cmd::Matmul { .. }) {
+        "matmul"
+    } else {
+        "attention"
+    };
     for (label, dims) in &configs {
         for &threads in &common.threads {
             bar.set_message(format!("{label} t{threads}"));
@@ -307,39 +312,24 @@ fn run(cli: Cli) -> Result<(), String> {
                 };
                 let (timed, flops) =
                     cuda::time(&job, common.warmup, common.repeats * common.rounds)?;
-                let peak = common.peak.unwrap_or(f64::NAN);
-                let ours = median(&timed[0].2);
+                let case = Case {
+                    bench: bench_name,
+                    backend: "cuda",
+                    dtype: common.dtype,
+                    shape: label,
+                    threads,
+                    flops,
+                    peak: common.peak.unwrap_or(f64::NAN),
+                    peak_source: if common.peak.is_some() {
+                        "given"
+                    } else {
+                        "none (pass --peak)"
+                    },
+                    pupa_median: median(&timed[0].2),
+                };
                 let runs: Vec<Run> = timed
                     .into_iter()
-                    .map(|(name, note, gf)| {
-                        let med = median(&gf);
-                        Run {
-                            bench: if matches!(cli.cmd, Cmd::Matmul { .. }) {
-                                "matmul"
-                            } else {
-                                "attention"
-                            },
-                            implementation: name.into(),
-                            backend: "cuda",
-                            dtype: common.dtype,
-                            shape: label.clone(),
-                            threads,
-                            gflops: med,
-                            gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
-                            gflops_max: gf.iter().cloned().fold(0.0, f64::max),
-                            seconds_median: flops / med / 1e9,
-                            samples: gf.len(),
-                            peak_gflops: peak,
-                            peak_source: if common.peak.is_some() {
-                                "given"
-                            } else {
-                                "none (pass --peak)"
-                            },
-                            pct_of_peak: 100.0 * med / peak,
-                            ratio_to_pupa: med / ours,
-                            note: note.into(),
-                        }
-                    })
+                    .map(|(name, note, gf)| case.row(name.into(), &gf, note.into()))
                     .collect();
                 bar.suspend(|| print_runs(&runs, common.json, isa));
                 bar.inc(1);
@@ -390,40 +380,69 @@ fn run(cli: Cli) -> Result<(), String> {
                     bench_attention(common, isa, &pool, threads, sh, &script)?
                 }
             };
-            let pupa = runs[0].1.clone();
-            let pupa_med = median(&pupa);
-            let mut out = vec![];
-            for (name, gf, note, flops_note) in runs {
-                let med = median(&gf);
-                out.push(Run {
-                    bench: if matches!(cli.cmd, Cmd::Matmul { .. }) {
-                        "matmul"
-                    } else {
-                        "attention"
-                    },
-                    implementation: name,
-                    backend: "cpu",
-                    dtype: common.dtype,
-                    shape: label.clone(),
-                    threads,
-                    gflops: med,
-                    gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
-                    gflops_max: gf.iter().cloned().fold(0.0, f64::max),
-                    seconds_median: flops_note / med / 1e9,
-                    samples: gf.len(),
-                    peak_gflops: peak,
-                    peak_source,
-                    pct_of_peak: 100.0 * med / peak,
-                    ratio_to_pupa: med / pupa_med,
-                    note,
-                });
-            }
+            let pupa_median = median(&runs[0].1);
+            let out: Vec<Run> = runs
+                .into_iter()
+                .map(|(name, gf, note, flops)| {
+                    Case {
+                        bench: bench_name,
+                        backend: "cpu",
+                        dtype: common.dtype,
+                        shape: label,
+                        threads,
+                        flops,
+                        peak,
+                        peak_source,
+                        pupa_median,
+                    }
+                    .row(name, &gf, note)
+                })
+                .collect();
             bar.suspend(|| print_runs(&out, common.json, isa));
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// What the rows of one benchmark case share.
+struct Case<'a> {
+    bench: &'static str,
+    backend: &'static str,
+    dtype: Dt,
+    shape: &'a str,
+    threads: usize,
+    flops: f64,
+    peak: f64,
+    peak_source: &'static str,
+    /// pupa's median GFLOP/s, the base of `ratio_to_pupa`.
+    pupa_median: f64,
+}
+
+impl Case<'_> {
+    /// The row of one implementation from its GFLOP/s samples.
+    fn row(&self, implementation: String, gf: &[f64], note: String) -> Run {
+        let med = median(gf);
+        Run {
+            bench: self.bench,
+            implementation,
+            backend: self.backend,
+            dtype: self.dtype,
+            shape: self.shape.to_string(),
+            threads: self.threads,
+            gflops: med,
+            gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
+            gflops_max: gf.iter().cloned().fold(0.0, f64::max),
+            seconds_median: self.flops / med / 1e9,
+            samples: gf.len(),
+            peak_gflops: self.peak,
+            peak_source: self.peak_source,
+            pct_of_peak: 100.0 * med / self.peak,
+            ratio_to_pupa: med / self.pupa_median,
+            note,
+        }
+    }
 }
 
 fn print_runs(runs: &[Run], json: bool, isa: Isa) {
