@@ -1,9 +1,10 @@
 //! Dev evidence (insecure by design) and the `pupa-measure verify` command line.
 
-use std::process::Command;
-
 use pupa_measurements::verify::{dev, MeasurementPolicy, Policy, VerifyError};
 use pupa_protocol::evidence::{report_data, sign_dev, Evidence, TeeEvidence};
+
+mod verdict;
+use verdict::cli;
 
 const IMAGE_SHA384: [u8; 48] = [0x42; 48];
 
@@ -93,19 +94,6 @@ fn malformed_dev_evidence_is_an_error() {
         dev::verify(&snp, &allow()),
         Err(VerifyError::DevEvidence(_))
     ));
-}
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pupa-measure"))
-        .arg("verify")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -2,14 +2,15 @@
 //! real SNP and TDX samples (testdata/evidence/SOURCE).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pupa_measurements::hexfmt;
 use pupa_measurements::verify::{
-    evidence, snp, tdx, Endorsements, MeasurementPolicy, Pins, Policy, PolicyKnobs, Verdict,
-    VerifyError,
+    evidence, snp, tdx, Endorsements, MeasurementPolicy, Pins, Policy, PolicyKnobs, VerifyError,
 };
 use pupa_protocol::evidence::{Evidence, TeeEvidence};
+
+mod verdict;
+use verdict::{cli, failed};
 
 const TD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/evidence/");
 const REPORT_HEX: &[u8] = include_bytes!("../testdata/evidence/report_milan.hex");
@@ -31,27 +32,6 @@ fn tmpdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pupa-measure"))
-        .arg("verify")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn failed(v: &Verdict) -> Vec<&str> {
-    v.checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect()
 }
 
 /// The failed check names of a table printed by the CLI.

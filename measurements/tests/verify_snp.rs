@@ -3,7 +3,10 @@
 
 use pupa_measurements::hexfmt;
 use pupa_measurements::verify::snp::{self, PINNED_ROOTS, REPORT_LEN};
-use pupa_measurements::verify::{MeasurementPolicy, Policy, SnpMinTcb, Verdict, VerifyError};
+use pupa_measurements::verify::{MeasurementPolicy, Policy, SnpMinTcb, VerifyError};
+
+mod verdict;
+use verdict::{detail, failed};
 
 const REPORT_HEX: &[u8] = include_bytes!("../testdata/evidence/report_milan.hex");
 const VCEK: &[u8] = include_bytes!("../testdata/evidence/vcek_milan.der");
@@ -27,21 +30,6 @@ fn strict() -> Policy {
         report_data: Some(hexfmt::decode_array(REPORT_DATA).unwrap()),
         ..Policy::default()
     }
-}
-
-/// Names of the failed checks.
-fn failed(v: &Verdict) -> Vec<&str> {
-    v.checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect()
-}
-
-fn detail<'a>(v: &'a Verdict, name: &str) -> &'a str {
-    &v.get(name)
-        .unwrap_or_else(|| panic!("no check {name}"))
-        .detail
 }
 
 #[test]

@@ -4,6 +4,9 @@
 use pupa_measurements::verify::tdx::{self, MAX_QUOTE_LEN};
 use pupa_measurements::verify::{MeasurementPolicy, Policy, TdxTcbStatus, Verdict, VerifyError};
 
+mod verdict;
+use verdict::{detail, failed};
+
 const QUOTE: &[u8] = include_bytes!("../testdata/evidence/tdx_quote");
 const COLLATERAL: &[u8] = include_bytes!("../testdata/evidence/tdx_quote_collateral.json");
 const OUTDATED: &[u8] = include_bytes!("../testdata/evidence/tdx_quote_outdated");
@@ -29,20 +32,6 @@ fn any() -> Policy {
 fn run(q: &[u8], policy: &Policy) -> Verdict {
     let c = tdx::parse_collateral(COLLATERAL).unwrap();
     tdx::verify(q, &c, tdx::parse_now(NOW).unwrap(), policy).unwrap()
-}
-
-fn failed(v: &Verdict) -> Vec<&str> {
-    v.checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect()
-}
-
-fn detail<'a>(v: &'a Verdict, name: &str) -> &'a str {
-    &v.get(name)
-        .unwrap_or_else(|| panic!("no check {name}"))
-        .detail
 }
 
 #[test]
