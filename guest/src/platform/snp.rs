@@ -226,6 +226,20 @@ pub fn accept_ram(ranges: &[(u64, u64)]) -> Result<u64, SnpInitError> {
     Ok(total)
 }
 
+/// The CR4/XCR0 state CPUID results reflect (read only for CPUID exits).
+fn cpu_state() -> CpuState {
+    let c4 = cr4();
+    let osxsave = c4 & CR4_OSXSAVE != 0;
+    CpuState {
+        osxsave,
+        pke: c4 & CR4_PKE != 0,
+        xcr0: if osxsave { xcr0() } else { 1 },
+        // pupa never enables XSAVES supervisor state (IA32_XSS = 0); reading the MSR here would
+        // itself be intercepted.
+        xss: 0,
+    }
+}
+
 /// #VC handler (called from arch/trap.rs with interrupts off). CPUID is answered from the CPUID
 /// page; IN/OUT and RDMSR/WRMSR go to the hypervisor through the GHCB. Anything it cannot
 /// handle terminates the VM (GHCB MSR protocol): it never prints, since printing is port I/O.
@@ -236,17 +250,7 @@ pub fn handle_vc(frame: &mut TrapFrame) {
         // below 4 GiB), so the 15 bytes after it are mapped.
         *b = unsafe { core::ptr::read_volatile((frame.rip as *const u8).wrapping_add(i)) };
     }
-    let c4 = cr4();
-    let osxsave = c4 & CR4_OSXSAVE != 0;
-    let cpu = CpuState {
-        osxsave,
-        pke: c4 & CR4_PKE != 0,
-        xcr0: if osxsave { xcr0() } else { 1 },
-        // pupa never enables XSAVES supervisor state (IA32_XSS = 0); reading the MSR here would
-        // itself be intercepted.
-        xss: 0,
-    };
-    match vc::prepare(frame, &insn, cpuid_table(), &cpu) {
+    match vc::prepare(frame, &insn, cpuid_table(), cpu_state) {
         Ok(VcAction::Done) => {}
         Ok(VcAction::Exit(req)) => {
             if !READY.load(Ordering::Acquire) || BUSY.swap(true, Ordering::Acquire) {

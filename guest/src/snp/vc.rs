@@ -2,7 +2,7 @@
 //! [`TrapFrame`], with the VMGEXIT left to the caller:
 //!
 //! ```text
-//! match vc::prepare(frame, insn_bytes_at_rip, &cpuid_table, &cpu_state)? {
+//! match vc::prepare(frame, insn_bytes_at_rip, &cpuid_table, read_cpu_state)? {
 //!     VcAction::Done => {}                      // answered locally (CPUID from the CPUID page)
 //!     VcAction::Exit(req) => {
 //!         req.write_to(&mut ghcb);              // the GHCB request
@@ -146,17 +146,18 @@ fn expect(insn: &[u8], want: [u8; 2], exit_code: u64) -> Result<(), VcError> {
 
 /// Decodes the #VC in `frame` (error code = exit code). `insn` holds the bytes at RIP (up to
 /// 15; fewer if the instruction is at the end of mapped memory); `cpuid` is the SNP CPUID page,
-/// `cpu` the guest's CR4/XCR0/XSS. Runs inside the #VC handler.
+/// `cpu` reads the guest's CR4/XCR0/XSS, only for a CPUID exit (every port I/O under SNP is a
+/// #VC too, so the handler's common path does not pay for it). Runs inside the #VC handler.
 pub fn prepare(
     frame: &mut TrapFrame,
     insn: &[u8],
     cpuid: &CpuidTable,
-    cpu: &CpuState,
+    cpu: impl FnOnce() -> CpuState,
 ) -> Result<VcAction, VcError> {
     match frame.error_code {
         exit::CPUID => {
             expect(insn, [0x0F, 0xA2], exit::CPUID)?;
-            let r = cpuid.lookup(frame.rax as u32, frame.rcx as u32, cpu)?;
+            let r = cpuid.lookup(frame.rax as u32, frame.rcx as u32, &cpu())?;
             frame.set_cpuid_result(r.eax, r.ebx, r.ecx, r.edx);
             frame.skip_instruction(2);
             Ok(VcAction::Done)
@@ -296,7 +297,7 @@ mod tests {
     }
 
     fn exit_req(f: &mut TrapFrame, insn: &[u8]) -> GhcbRequest {
-        match prepare(f, insn, &table(), &CpuState::default()).unwrap() {
+        match prepare(f, insn, &table(), CpuState::default).unwrap() {
             VcAction::Exit(r) => r,
             VcAction::Done => panic!("expected a GHCB request"),
         }
@@ -315,13 +316,13 @@ mod tests {
         let mut f = frame(0x72);
         f.rax = 0xFFFF_FFFF_8000_001F; // upper half ignored, as by the CPU
         f.rbx = 0x1234;
-        let a = prepare(&mut f, &[0x0F, 0xA2, 0x90], &table(), &CpuState::default());
+        let a = prepare(&mut f, &[0x0F, 0xA2, 0x90], &table(), CpuState::default);
         assert_eq!(a, Ok(VcAction::Done));
         assert_eq!((f.rax, f.rbx, f.rcx, f.rdx), (0x1_003F, 0x5133, 0x1FD, 1));
         assert_eq!(f.rip, 0x10_0002);
         let mut f = frame(0x72);
         assert_eq!(
-            prepare(&mut f, &[0x0F, 0x31], &table(), &CpuState::default()),
+            prepare(&mut f, &[0x0F, 0x31], &table(), CpuState::default),
             Err(VcError::InstructionMismatch {
                 exit_code: 0x72,
                 byte: 0x0F
@@ -357,7 +358,7 @@ mod tests {
         let t = table();
         let c = CpuState::default();
         let mut f = frame(0x7B);
-        let mut p = |b: &[u8]| prepare(&mut f, b, &t, &c);
+        let mut p = |b: &[u8]| prepare(&mut f, b, &t, || c);
         assert_eq!(p(&[0x6E]), Err(VcError::StringIo));
         assert_eq!(p(&[0xF3, 0x6C]), Err(VcError::RepPrefix));
         assert_eq!(p(&[0xF3, 0xEE]), Err(VcError::RepPrefix));
@@ -461,12 +462,12 @@ mod tests {
     fn other_exits_are_unsupported() {
         let mut f = frame(0x6E); // RDTSC
         assert_eq!(
-            prepare(&mut f, &[0x0F, 0x31], &table(), &CpuState::default()),
+            prepare(&mut f, &[0x0F, 0x31], &table(), CpuState::default),
             Err(VcError::Unsupported(0x6E))
         );
         let mut f = frame(0x7C);
         assert_eq!(
-            prepare(&mut f, &[0x0F, 0xA2], &table(), &CpuState::default()),
+            prepare(&mut f, &[0x0F, 0xA2], &table(), CpuState::default),
             Err(VcError::InstructionMismatch {
                 exit_code: 0x7C,
                 byte: 0x0F
