@@ -13,6 +13,7 @@ extern crate alloc;
 pub mod banner;
 pub mod clock;
 pub mod entropy;
+pub mod idle;
 pub mod memmap;
 pub mod runtime;
 pub mod snp;

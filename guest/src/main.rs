@@ -199,6 +199,8 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
         Hex(&worker.receipt_public_key())
     );
     println!("pupa: evidence {evidence_line}");
+    // Interrupts for the idle halt (local APIC, timer), before the NIC asks for its MSI-X.
+    platform::idle::init(tsc, tee == TeeKind::Tdx);
     match VirtioNet::init(dma.pool()) {
         Ok(nic) => {
             let (v, d) = nic.pci_id();

@@ -38,6 +38,65 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// RDMSR. Under SEV-ES/SNP and TDX most MSRs raise #VC/#VE, which `arch::trap` hands to the
+/// GHCB / TDG.VP.VMCALL emulation (the instruction must be exactly `rdmsr`: those handlers
+/// decode it).
+///
+/// # Safety
+/// `msr` must exist on this CPU (else #GP) and reading it must have no side effect the caller
+/// has not accounted for.
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: guaranteed by the caller; RDMSR writes EDX:EAX only.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi,
+             options(nomem, nostack, preserves_flags))
+    };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// WRMSR (see [`rdmsr`] for the TEE paths).
+///
+/// # Safety
+/// `msr` must exist and the value must be valid for it (else #GP); the caller must know the
+/// effect of the write.
+pub unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// `STI; HLT; CLI`: halts until an interrupt, with interrupts enabled for the halt only.
+///
+/// STI delays interrupt recognition until after the next instruction (SDM Vol. 2B "STI"), so
+/// an interrupt that became pending before the STI (while IF was clear) cannot slip in between
+/// the STI and the HLT and leave the CPU halted: it ends the HLT at once. This is the
+/// race-free halt; the handler runs between HLT and CLI. Returns with IF clear.
+///
+/// Does nothing until the IDT has a handler for every external vector (arch::interrupts).
+pub fn halt_with_interrupts() {
+    if !super::interrupts::external_vectors_ready() {
+        return;
+    }
+    // SAFETY: every vector 0x20..=0xFF has a handler (checked above) that acknowledges the
+    // interrupt and returns; the interrupted code holds nothing those handlers take (they touch
+    // only the local APIC and atomics). Memory is not `nomem`: handlers run in between.
+    unsafe { asm!("sti", "hlt", "cli", options(nostack)) };
+}
+
+/// `STI; NOP; CLI`: lets interrupts that are already pending be delivered (the NOP is the one
+/// instruction of the STI shadow), then masks them again. Used after TDX's HLT hypercall,
+/// which returns with the interrupt still pending.
+pub fn take_pending_interrupts() {
+    if !super::interrupts::external_vectors_ready() {
+        return;
+    }
+    // SAFETY: as for `halt_with_interrupts`.
+    unsafe { asm!("sti", "nop", "cli", options(nostack)) };
+}
+
 /// The RDSEED/RDRAND instructions for the entropy health-test logic.
 pub struct CpuRng {
     rdseed: bool,

@@ -2,7 +2,15 @@
 //! RIP, and CR2 for #PF) and the VM exits, instead of a silent triple fault.
 //!
 //! #DF, NMI and #MC run on their own IST stacks (SDM Vol. 3A §6.14.5), so a stack overflow is
-//! still reported. Interrupts stay disabled: the guest polls its devices.
+//! still reported.
+//!
+//! External interrupts: RFLAGS.IF stays clear everywhere except inside the idle halt
+//! (`platform::idle`, `cpu::halt_with_interrupts`): the guest polls its devices while it has
+//! work and only sleeps until the next interrupt when it has none. Every vector 0x20..=0xFF
+//! has a handler, so nothing that arrives there can fault: the local-APIC ones (timer, MSI-X,
+//! anything unexpected) acknowledge with EOI and return — the wake-up itself is the point,
+//! the loop then polls; the remapped, masked 8259 range and the APIC's spurious vector return
+//! without EOI (neither sets an in-service bit in the local APIC).
 
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
@@ -13,6 +21,7 @@ use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
 use pupa_guest::banner::ExceptionReport;
+use pupa_guest::idle::{VECTOR_PIC_BASE, VECTOR_SPURIOUS};
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 const IST_DOUBLE_FAULT: u16 = 0;
@@ -86,6 +95,13 @@ pub fn init() {
         idt.cp_protection_exception
             .set_handler_fn(control_protection);
         idt.security_exception.set_handler_fn(security_exception);
+        for v in 0x20..=0xFFu8 {
+            if v == VECTOR_SPURIOUS || (VECTOR_PIC_BASE..VECTOR_PIC_BASE + 16).contains(&v) {
+                idt[v].set_handler_fn(no_eoi_interrupt);
+            } else {
+                idt[v].set_handler_fn(apic_interrupt);
+            }
+        }
         let (vc, ve) = super::trap::entries();
         // SAFETY: the IST indices were set up in the TSS above. The #VC/#VE entries are the
         // stubs of arch/trap.rs, which follow the interrupt-gate calling convention (save all
@@ -108,6 +124,21 @@ pub fn init() {
     });
     idt.load();
 }
+
+/// Whether the IDT with the external-interrupt handlers is loaded (then setting IF is safe).
+pub fn external_vectors_ready() -> bool {
+    IDT.is_completed()
+}
+
+/// A local-APIC interrupt (the idle timer, the NIC's MSI-X, or anything unexpected): EOI.
+extern "x86-interrupt" fn apic_interrupt(_frame: InterruptStackFrame) {
+    super::apic::eoi();
+}
+
+/// The APIC's spurious vector and the (masked, remapped) 8259 range: no EOI (SDM "Spurious
+/// Interrupt": the local APIC does not set an ISR bit for it; a spurious 8259 IRQ 7/15 needs
+/// none either).
+extern "x86-interrupt" fn no_eoi_interrupt(_frame: InterruptStackFrame) {}
 
 /// Reports an exception taken through a `TrapFrame` stub (#VC, #VE) that its handler cannot
 /// resolve, and exits.

@@ -38,7 +38,7 @@ unsafe fn access(addr: u64, size: u64, write: bool, value: u64) -> u64 {
             super::tdcall::vmcall_mmio(addr | super::paging::shared_bits(), size, write, value)
         }
         ROUTE_SNP => crate::platform::snp::mmio(addr, size, write, value),
-        // SAFETY (all arms): guaranteed by the caller; the window is mapped UC.
+        // SAFETY: guaranteed by the caller (all arms); the window is mapped UC.
         _ => unsafe {
             match (size, write) {
                 (1, false) => (addr as *const u8).read_volatile() as u64,

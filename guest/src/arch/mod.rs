@@ -5,11 +5,13 @@
 
 core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
 
+pub mod apic;
 pub mod cpu;
 pub mod interrupts;
 pub mod io;
 pub mod mmio;
 pub mod paging;
+pub mod pic;
 pub mod snp;
 pub mod tdcall;
 pub mod trap;

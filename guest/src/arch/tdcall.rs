@@ -96,6 +96,22 @@ pub fn vmcall_mmio(gpa: u64, size: u64, write: bool, value: u64) -> u64 {
     }
 }
 
+/// TDG.VP.VMCALL<Instruction.HLT> (GHCI §3.8): the VMM halts the vCPU until an interrupt is
+/// pending. `interrupts_blocked` is R12, the "IRQ disabled" flag: with `false` the VMM wakes
+/// the vCPU as soon as an interrupt is pending, even though the guest calls this with
+/// RFLAGS.IF clear — the interrupt stays pending and is taken once the guest sets IF (as
+/// Linux's `tdx_safe_halt` does, arch/x86/coco/tdx/tdx.c). Returns whether the VMM succeeded.
+pub fn vmcall_hlt(interrupts_blocked: bool) -> bool {
+    let req = VmcallRequest {
+        subfunction: vmcall::HLT,
+        r12: interrupts_blocked as u64,
+        ..VmcallRequest::default()
+    };
+    // SAFETY: Instruction.HLT touches no guest memory.
+    let (rax, r10, _) = unsafe { tdvmcall(&req) };
+    rax == 0 && r10 == 0
+}
+
 /// TDG.VP.INFO: returns (RAX, RCX, RDX, R8, R9) for `VpInfo::decode`.
 pub fn vp_info() -> (u64, u64, u64, u64, u64) {
     let (rax, rcx, rdx, r8, r9);

@@ -3,6 +3,7 @@
 pub mod exit;
 pub mod fw_cfg;
 pub mod heap;
+pub mod idle;
 pub mod layout;
 pub mod net;
 pub mod pci;
