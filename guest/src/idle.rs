@@ -221,7 +221,10 @@ mod tests {
     #[test]
     fn oneshot_counts() {
         // 1 ms of a 2 GHz TSC on a 1 GHz APIC timer (QEMU's and KVM's default bus clock)
-        assert_eq!(oneshot_count(2_000_000, 2_000_000_000, 1_000_000_000), 1_000_000);
+        assert_eq!(
+            oneshot_count(2_000_000, 2_000_000_000, 1_000_000_000),
+            1_000_000
+        );
         // never 0 (that disarms), never beyond the 32-bit counter
         assert_eq!(oneshot_count(0, 2_000_000_000, 1_000_000_000), 1);
         assert_eq!(

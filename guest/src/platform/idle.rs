@@ -159,8 +159,8 @@ pub fn halt_until(deadline_us: Option<u64>) {
     let now = rdtsc();
     let deadline = deadline_us.map(|us| deadline_us_to_tsc(us, i.tsc_hz));
     // Without device interrupts only the timer can wake the CPU: bound the halt.
-    let cap = (!DEVICE_IRQ.load(Ordering::Acquire))
-        .then(|| idle::us_to_ticks(POLL_CAP_US, i.tsc_hz));
+    let cap =
+        (!DEVICE_IRQ.load(Ordering::Acquire)).then(|| idle::us_to_ticks(POLL_CAP_US, i.tsc_hz));
     match plan_wait(now, deadline, cap) {
         Wait::Expired => return,
         Wait::Halt { timer_tsc } => arm(i, now, timer_tsc),

@@ -385,7 +385,9 @@ impl VirtioNet {
                     "pupa: nic interrupts msi-x (rx and tx queues, vector {VECTOR_NET:#x})"
                 );
             }
-            Err(e) => crate::println!("pupa: nic interrupts none ({e}): idle halts poll every 1 ms"),
+            Err(e) => {
+                crate::println!("pupa: nic interrupts none ({e}): idle halts poll every 1 ms")
+            }
         }
         Ok(VirtioNet {
             rx,
