@@ -219,7 +219,8 @@ fn invalid_jobs_get_specific_errors_with_their_id() {
     let mut j = good.clone();
     j.reply_key = [0; 32];
     cases.push((j, "reply key"));
-    for (i, (job, needle)) in cases.into_iter().enumerate() {
+    for (i, (mut job, needle)) in cases.into_iter().enumerate() {
+        job.client_seq = next_seq();
         let ex = exchange(
             &mut w,
             &frame(&Message::SealedJob(c.seal(&job, 10 + i as u8))),
@@ -257,21 +258,27 @@ fn a_stalled_client_times_out_without_blocking_others() {
     let f = frame(&Message::SealedJob(c.seal(&job, 1)));
     let mut staller = Session::new(&w);
     staller.receive(&mut w, &f[..20]);
-    clock.advance_s(10);
-    // Others are served while it stalls.
-    normal_job_succeeds(&mut w, &c, 2);
-    staller.poll(&mut w);
-    assert!(staller.pending().is_empty() && !staller.should_close());
-    clock.advance_s(25);
+    // The frame's deadline is absolute (10 s + its length at 1 MiB/s, from its first byte):
+    // trickling a byte every 3 s does not extend it.
+    for i in 0..3 {
+        clock.advance_s(3);
+        staller.receive(&mut w, &f[20 + i..21 + i]);
+        staller.poll(&mut w);
+        assert!(staller.pending().is_empty() && !staller.should_close());
+        // Others are served while it stalls.
+        normal_job_succeeds(&mut w, &c, 2 + i as u8);
+    }
+    clock.advance_s(2);
     staller.poll(&mut w);
     let ex = finish(&mut staller);
-    expect_error(&ex, ErrorCode::TruncatedFrame);
+    let e = expect_error(&ex, ErrorCode::TruncatedFrame);
+    assert!(e.detail.contains("deadline"), "{}", e.detail);
     assert!(ex.closed);
-    normal_job_succeeds(&mut w, &c, 3);
+    normal_job_succeeds(&mut w, &c, 9);
 
     // An idle connection (no partial frame) is closed silently after the idle timeout.
     let mut idle = Session::new(&w);
-    clock.advance_s(299);
+    clock.advance_s(59);
     idle.poll(&mut w);
     assert!(!idle.should_close());
     clock.advance_s(2);

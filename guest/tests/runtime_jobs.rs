@@ -142,6 +142,7 @@ fn attention_matches_f64_reference() {
             tensors: vec![ByteBuf::from(qb), ByteBuf::from(kb), ByteBuf::from(vb)],
             reply_key: c.key.pk,
             reply_aead: Aead::ChaCha20Poly1305,
+            client_seq: runtime_common::next_seq(),
             voucher: ByteBuf::new(),
         };
         let sj = c.seal(&job, 100 + i as u8);

@@ -149,6 +149,7 @@ fn the_host_never_sees_the_canary_the_guest_does() {
         tensors: vec![serde_bytes::ByteBuf::from(a), serde_bytes::ByteBuf::from(b)],
         reply_key: me.pk,
         reply_aead: Aead::Aes256Gcm,
+        client_seq: pupa_host::client::next_client_seq(),
         voucher: serde_bytes::ByteBuf::new(),
     };
     let sealed = SealedJob::seal(&job, &w.hpke_pk, Aead::Aes256Gcm, &rand::random()).unwrap();

@@ -116,6 +116,23 @@ pub enum FrameError {
     },
 }
 
+/// Why [`FrameDecoder::try_feed`] could not take bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// The caller's memory budget refused the growth.
+    #[error("memory budget refused {asked} more bytes of frame buffer")]
+    Budget {
+        /// Bytes of capacity asked for.
+        asked: usize,
+    },
+    /// The allocator refused the growth.
+    #[error("allocation of {asked} more bytes of frame buffer failed")]
+    Alloc {
+        /// Bytes of capacity asked for.
+        asked: usize,
+    },
+}
+
 /// Encodes one frame: header and body.
 pub fn encode_frame(kind: Kind, body: &[u8]) -> Result<Vec<u8>, FrameError> {
     let max = kind.max_len();
@@ -176,6 +193,65 @@ impl FrameDecoder {
         if self.failed.is_none() {
             self.buf.extend_from_slice(data);
         }
+    }
+
+    /// Bytes still needed before the next frame boundary: the rest of the header, or the
+    /// rest of the frame once its header is known. A caller that feeds at most this much
+    /// between calls to [`next_frame`](Self::next_frame) keeps exactly one frame buffered.
+    pub fn wanted(&self) -> usize {
+        let need = match self.header {
+            Some((_, len)) => HEADER_LEN + len as usize,
+            None => HEADER_LEN,
+        };
+        need.saturating_sub(self.buffered())
+    }
+
+    /// The checked header of the frame being received, once its six bytes are in.
+    pub fn announced(&self) -> Option<(Kind, u32)> {
+        self.header
+    }
+
+    /// Bytes of memory the buffer holds (its capacity).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Appends received bytes without ever aborting on allocation: the buffer grows only
+    /// after `grant(additional capacity)` agreed (the caller's memory budget), geometrically
+    /// but never beyond the frame being received, and through a fallible reservation.
+    /// Ignored once the decoder has failed.
+    pub fn try_feed(
+        &mut self,
+        data: &[u8],
+        grant: impl FnOnce(usize) -> bool,
+    ) -> Result<(), FeedError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let need = self.buf.len().saturating_add(data.len());
+        if need > self.buf.capacity() {
+            // Never more than the frame (header + announced body) or what is needed now.
+            let frame = match self.header {
+                Some((_, len)) => self.pos + HEADER_LEN + len as usize,
+                None => need,
+            };
+            let target = self
+                .buf
+                .capacity()
+                .saturating_mul(2)
+                .max(4096)
+                .min(frame)
+                .max(need);
+            let extra = target - self.buf.capacity();
+            if !grant(extra) {
+                return Err(FeedError::Budget { asked: extra });
+            }
+            self.buf
+                .try_reserve_exact(target - self.buf.len())
+                .map_err(|_| FeedError::Alloc { asked: extra })?;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed, or the stream's error

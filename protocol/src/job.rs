@@ -108,6 +108,11 @@ pub struct Job {
     pub reply_key: [u8; 32],
     /// AEAD to seal the result with.
     pub reply_aead: Aead,
+    /// The client's job counter for `reply_key`: it must be strictly greater than that of
+    /// every job this guest key pair has accepted from `reply_key` (gaps are fine). This is
+    /// the replay protection: a sealed job the host replays carries a counter already used.
+    /// Clients without durable state use their clock (nanoseconds since the Unix epoch).
+    pub client_seq: u64,
     /// The client's payment voucher: empty, or the BOC of a TON `Signed PupaVoucher` cell
     /// ([`crate::ton::SignedVoucher`]) naming this guest's receipt key.
     pub voucher: serde_bytes::ByteBuf,

@@ -20,6 +20,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
 
+pub mod canonical;
 pub mod evidence;
 pub mod frame;
 pub mod job;

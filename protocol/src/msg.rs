@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::canonical;
 use crate::evidence::Evidence;
 use crate::frame::{encode_frame, Frame, FrameError, Kind};
 use crate::job::{Job, JobResult};
@@ -95,8 +96,11 @@ pub enum ErrorCode {
     VoucherRefused,
     /// The guest failed internally (entropy, TEE) — retry later.
     Internal,
-    /// Too many connections or too much pending output.
+    /// The guest has no free connection slot or memory for this request now: retry later.
     Busy,
+    /// The job did not finish within the guest's per-job compute deadline (its units are
+    /// within the caps, but the guest is slower than they assume); it was not billed.
+    DeadlineExceeded,
 }
 
 /// The receipts for one job.
@@ -173,6 +177,13 @@ pub enum MsgError {
         /// Bytes left over.
         extra: usize,
     },
+    /// The body decodes, but is not the message's one canonical encoding (e.g. an overlong
+    /// varint): refused, so that every message has exactly one byte form.
+    #[error("{kind:?} body is not canonically encoded (e.g. an overlong varint)")]
+    NonCanonical {
+        /// The frame kind.
+        kind: Kind,
+    },
     /// The encoded message does not fit its frame.
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -184,7 +195,7 @@ pub enum MsgError {
     Seal(SealError),
 }
 
-fn decode<'a, T: Deserialize<'a>>(kind: Kind, body: &'a [u8]) -> Result<T, MsgError> {
+fn decode<'a, T: Deserialize<'a> + Serialize>(kind: Kind, body: &'a [u8]) -> Result<T, MsgError> {
     let (v, rest) =
         postcard::take_from_bytes(body).map_err(|reason| MsgError::Malformed { kind, reason })?;
     if !rest.is_empty() {
@@ -192,6 +203,9 @@ fn decode<'a, T: Deserialize<'a>>(kind: Kind, body: &'a [u8]) -> Result<T, MsgEr
             kind,
             extra: rest.len(),
         });
+    }
+    if !canonical::is_canonical(&v, body) {
+        return Err(MsgError::NonCanonical { kind });
     }
     Ok(v)
 }
@@ -259,12 +273,18 @@ pub enum OpenError {
     /// The plaintext has trailing bytes.
     #[error("opened plaintext has {0} trailing bytes")]
     TrailingBytes(usize),
+    /// The plaintext decodes, but is not the value's one canonical encoding.
+    #[error("opened plaintext is not canonically encoded (e.g. an overlong varint)")]
+    NonCanonical,
 }
 
-fn decode_plain<T: for<'a> Deserialize<'a>>(pt: &[u8]) -> Result<T, OpenError> {
+fn decode_plain<T: for<'a> Deserialize<'a> + Serialize>(pt: &[u8]) -> Result<T, OpenError> {
     let (v, rest) = postcard::take_from_bytes(pt).map_err(OpenError::Malformed)?;
     if !rest.is_empty() {
         return Err(OpenError::TrailingBytes(rest.len()));
+    }
+    if !canonical::is_canonical(&v, pt) {
+        return Err(OpenError::NonCanonical);
     }
     Ok(v)
 }

@@ -31,6 +31,7 @@ fn matmul_job(m: u32, n: u32, k: u32) -> Job {
         ],
         reply_key: KeyPair::derive(&[2; 32]).pk,
         reply_aead: Aead::ChaCha20Poly1305,
+        client_seq: 300,
         voucher: ByteBuf::from(b"v".to_vec()),
     }
 }

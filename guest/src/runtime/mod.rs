@@ -23,22 +23,27 @@
 //! connection stays usable. No input makes this code panic: decoders are bounded and
 //! errors are values.
 //!
+//! Memory that outside input drives is reserved in one [`Budget`] (partial frames, pending
+//! replies, job working memory); beyond it clients get `Busy`. Replays are refused for the
+//! whole life of the keys by per-client counters ([`ClientTable`]). Every deadline is
+//! absolute (see [`Session`]).
+//!
 //! Known limits: jobs run synchronously, so a long job delays the other connections' replies
-//! (never their correctness); the replay window holds the last [`Config::replay_capacity`]
-//! jobs; memory per connection is bounded by one frame (64 MiB for jobs), so the platform
-//! must cap the number of connections to fit its RAM.
+//! (never their correctness), up to `Config::job_timeout_ns`.
 
 mod billing;
+mod budget;
+mod clients;
 mod compute;
 mod dev;
-mod replay;
 mod session;
 mod worker;
 
 pub use billing::{price, Billing, Charge, VoucherError};
+pub use budget::{Budget, Reservation};
+pub use clients::{ClientTable, Ledger, ReplayError};
 pub use compute::{execute, ComputeError};
 pub use dev::DevTee;
-pub use replay::ReplaySet;
 pub use session::Session;
 pub use worker::{Config, Worker, WorkerError};
 

@@ -1,11 +1,22 @@
 //! One connection: bytes in → reply bytes out, never blocking, never panicking.
 //!
 //! States: *open* (reading and answering frames), *closing* (a stream-level error was
-//! answered, or the peer finished: flush what is pending, then close), *closed*.
-//! Stream-level errors — wrong protocol version, unknown kind, oversized length, a stream that
-//! ends or stalls inside a frame — get one specific error frame and close the connection,
-//! since the byte stream cannot be re-synchronised. Message-level errors (malformed body,
-//! bad job, replay, ...) get an error frame and the connection stays open.
+//! answered, the peer finished, or a deadline passed: flush what is pending, then close),
+//! *closed*. Stream-level errors — wrong protocol version, unknown kind, oversized length, a
+//! stream that ends or stalls inside a frame — get one specific error frame and close the
+//! connection, since the byte stream cannot be re-synchronised. Message-level errors
+//! (malformed body, bad job, replay, ...) get an error frame and the connection stays open.
+//!
+//! Deadlines are absolute, so a client cannot extend them by trickling bytes:
+//! - a frame must be complete `frame_timeout + length / min_rate` after its first byte;
+//! - replies must be sent `send_timeout + length / min_rate` after they were produced;
+//! - a connection with no unfinished frame and nothing to send is closed after
+//!   `idle_timeout` (and the platform may close it sooner when it needs the slot).
+//!
+//! Memory: the decoder keeps exactly one frame buffered (the session feeds it no further than
+//! the next frame boundary), and both that buffer and the pending replies are reserved in the
+//! worker's [`Budget`](super::Budget) before they grow; when the budget is exhausted the
+//! client gets `Busy` and the connection closes.
 //!
 //! Backpressure: while more than `Config::max_output_backlog` reply bytes wait, the session
 //! stops taking input ([`Session::wants_read`] is false and [`Session::receive`] consumes
@@ -14,9 +25,10 @@
 use alloc::format;
 use alloc::vec::Vec;
 
-use pupa_protocol::frame::{FrameDecoder, FrameError};
+use pupa_protocol::frame::{FeedError, FrameDecoder, FrameError};
 use pupa_protocol::msg::ErrorCode;
 
+use super::budget::Reservation;
 use super::worker::{push_error, Worker};
 use super::{Clock, Entropy, Tee};
 
@@ -34,8 +46,23 @@ pub struct Session {
     out: Vec<u8>,
     out_pos: usize,
     state: State,
-    last_rx_ns: u64,
+    /// Memory held by the decoder's buffer.
+    in_mem: Reservation,
+    /// Memory held by `out`.
+    out_mem: Reservation,
+    /// When the unfinished frame must be complete (None: no unfinished frame).
+    frame_deadline: Option<u64>,
+    /// When the pending replies must be sent (None: nothing pending).
+    send_deadline: Option<u64>,
+    /// Since when the connection has had nothing in flight in either direction (recorded by
+    /// `poll`; None while something is in flight).
+    idle_since: Option<u64>,
     max_backlog: usize,
+}
+
+/// Nanoseconds to move `len` bytes at `rate` bytes per second.
+fn transfer_ns(len: usize, rate: u64) -> u64 {
+    (len as u64).saturating_mul(1_000_000_000) / rate.max(1)
 }
 
 impl Session {
@@ -46,9 +73,23 @@ impl Session {
             out: Vec::new(),
             out_pos: 0,
             state: State::Open,
-            last_rx_ns: worker.now_ns(),
+            in_mem: worker.budget().empty(),
+            out_mem: worker.budget().empty(),
+            frame_deadline: None,
+            send_deadline: None,
+            idle_since: Some(worker.now_ns()),
             max_backlog: worker.config().max_output_backlog,
         }
+    }
+
+    /// A connection the guest cannot take now (no free slot): it is answered `Busy` with
+    /// `detail` and closed without reading anything.
+    pub fn refuse<T: Tee, E: Entropy, C: Clock>(worker: &Worker<T, E, C>, detail: &str) -> Self {
+        let mut s = Session::new(worker);
+        push_error(&mut s.out, ErrorCode::Busy, None, detail);
+        s.after_output(worker);
+        s.state = State::Closing;
+        s
     }
 
     /// Whether the session takes input now.
@@ -60,20 +101,86 @@ impl Session {
         self.pending().len() > self.max_backlog
     }
 
+    fn is_idle(&self) -> bool {
+        self.state == State::Open && self.decoder.buffered() == 0 && self.pending().is_empty()
+    }
+
     /// Feeds received bytes and answers every complete frame. Returns how many bytes were
-    /// consumed: all of them, or 0 when the session does not read (closing, or backlogged).
+    /// consumed: at most `data.len()`; fewer (possibly 0) when the session stops reading
+    /// (closing, backlogged): the rest stays with the caller.
     pub fn receive<T: Tee, E: Entropy, C: Clock>(
         &mut self,
         worker: &mut Worker<T, E, C>,
         data: &[u8],
     ) -> usize {
-        if self.state != State::Open || self.backlogged() {
-            return 0;
+        let mut used = 0;
+        while used < data.len() && self.wants_read() {
+            if self.decoder.wanted() == 0 && !self.next(worker) {
+                break; // cannot happen: a buffered header or frame is always taken
+            }
+            let rest = data.get(used..).unwrap_or(&[]);
+            let chunk = rest
+                .get(..self.decoder.wanted().min(rest.len()))
+                .unwrap_or(&[]);
+            if self.decoder.buffered() == 0 {
+                // The first byte of a frame: its deadline starts now (the length term is
+                // added once the header is known).
+                self.frame_deadline = Some(worker.now_ns() + worker.config().frame_timeout_ns);
+                self.idle_since = None;
+            }
+            let mem = &mut self.in_mem;
+            if let Err(e) = self.decoder.try_feed(chunk, |more| mem.try_grow(more)) {
+                self.refuse_input(worker, e);
+                break;
+            }
+            used += chunk.len();
+            self.next(worker);
         }
-        self.last_rx_ns = worker.now_ns();
-        self.decoder.feed(data);
-        self.process(worker);
-        data.len()
+        used
+    }
+
+    /// Takes the next complete frame from the decoder, if any, and answers it. Returns
+    /// whether the decoder made progress (false: more bytes are needed).
+    fn next<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) -> bool {
+        let had_header = self.decoder.announced().is_some();
+        match self.decoder.next_frame() {
+            Ok(Some(frame)) => {
+                self.frame_deadline = None;
+                self.compact_out();
+                worker.handle_frame(frame, &mut self.out);
+                self.in_mem.set(self.decoder.capacity());
+                self.after_output(worker);
+                true
+            }
+            Ok(None) => {
+                if let (false, Some((_, len)), Some(d)) =
+                    (had_header, self.decoder.announced(), self.frame_deadline)
+                {
+                    let rate = worker.config().min_rate_bytes_per_s;
+                    self.frame_deadline = Some(d.saturating_add(transfer_ns(len as usize, rate)));
+                }
+                false
+            }
+            Err(e) => {
+                self.stream_error(worker, &e);
+                true
+            }
+        }
+    }
+
+    /// The input could not be buffered (memory budget or allocator): `Busy`, then close.
+    fn refuse_input<T: Tee, E: Entropy, C: Clock>(
+        &mut self,
+        worker: &Worker<T, E, C>,
+        e: FeedError,
+    ) {
+        let b = worker.budget();
+        let detail = format!(
+            "guest memory is committed to other connections ({e}; {} of {} bytes in use); retry",
+            b.used(),
+            b.limit()
+        );
+        self.close_with(worker, ErrorCode::Busy, &detail);
     }
 
     /// The peer will send nothing more (EOF). An unfinished frame is answered
@@ -82,64 +189,133 @@ impl Session {
         if self.state != State::Open {
             return;
         }
-        self.process(worker);
+        while self.wants_read() && self.decoder.wanted() == 0 && self.next(worker) {}
         if let Err(e) = self.decoder.finish() {
             if !self.decoder.is_failed() {
-                self.stream_error(&e);
+                self.stream_error(worker, &e);
             }
         }
+        self.begin_closing();
+    }
+
+    /// Periodic work: answers frames held back by backpressure once the backlog drained, and
+    /// applies the deadlines.
+    pub fn poll<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) {
+        let now = worker.now_ns();
+        if self.send_deadline.is_some_and(|d| now > d) {
+            // The client does not read its replies: drop them and close.
+            self.out = Vec::new();
+            self.out_pos = 0;
+            self.out_mem.set(0);
+            self.send_deadline = None;
+            self.state = State::Closed;
+            return;
+        }
+        if self.state != State::Open {
+            return;
+        }
+        if !self.is_idle() {
+            self.idle_since = None;
+        } else if self.idle_since.is_none() {
+            self.idle_since = Some(now);
+        }
+        if self.frame_deadline.is_some_and(|d| now > d) {
+            let e = match self.decoder.finish() {
+                Err(FrameError::Truncated { have, need }) => format!(
+                    "frame not complete within its deadline ({have} of {need} bytes received)"
+                ),
+                _ => "frame not complete within its deadline".into(),
+            };
+            self.close_with(worker, ErrorCode::TruncatedFrame, &e);
+        } else if self
+            .idle_since_ns()
+            .is_some_and(|t| now.saturating_sub(t) > worker.config().idle_timeout_ns)
+        {
+            self.begin_closing();
+        }
+    }
+
+    /// Since when the connection has been idle — no unfinished frame, nothing to send —
+    /// or `None` if it is not idle. The platform closes the longest-idle connection first
+    /// when it runs out of slots.
+    pub fn idle_since_ns(&self) -> Option<u64> {
+        self.idle_since.filter(|_| self.is_idle())
+    }
+
+    /// Closes an idle connection to give its slot to a new one.
+    pub fn close_idle(&mut self) {
+        if self.idle_since_ns().is_some() {
+            self.begin_closing();
+        }
+    }
+
+    /// The earliest time at which [`poll`](Self::poll) has work to do, if any: for the
+    /// platform's idle wait.
+    pub fn next_deadline_ns<T: Tee, E: Entropy, C: Clock>(
+        &self,
+        worker: &Worker<T, E, C>,
+    ) -> Option<u64> {
+        let idle = self
+            .idle_since_ns()
+            .map(|t| t.saturating_add(worker.config().idle_timeout_ns));
+        [self.frame_deadline, self.send_deadline, idle]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn begin_closing(&mut self) {
         if self.state == State::Open {
             self.state = State::Closing;
         }
     }
 
-    /// Periodic work: answers frames held back by backpressure once the backlog drained, and
-    /// applies the frame and idle timeouts.
-    pub fn poll<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) {
-        if self.state != State::Open {
-            return;
-        }
-        self.process(worker);
-        let idle = worker.now_ns().saturating_sub(self.last_rx_ns);
-        if self.decoder.buffered() > 0 && idle > worker.config().frame_timeout_ns {
-            if let Err(e) = self.decoder.finish() {
-                self.stream_error(&e);
-            }
-        } else if self.decoder.buffered() == 0
-            && self.pending().is_empty()
-            && idle > worker.config().idle_timeout_ns
-        {
-            self.state = State::Closing;
-        }
+    fn close_with<T: Tee, E: Entropy, C: Clock>(
+        &mut self,
+        worker: &Worker<T, E, C>,
+        code: ErrorCode,
+        detail: &str,
+    ) {
+        // The stream is abandoned: its buffer goes now.
+        self.decoder = FrameDecoder::new();
+        self.in_mem.set(0);
+        self.frame_deadline = None;
+        self.compact_out();
+        push_error(&mut self.out, code, None, detail);
+        self.after_output(worker);
+        self.state = State::Closing;
     }
 
-    fn process<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) {
-        while self.state == State::Open && !self.backlogged() {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    self.compact_out();
-                    worker.handle_frame(frame, &mut self.out);
-                }
-                Ok(None) => break,
-                Err(e) => self.stream_error(&e),
-            }
-        }
-    }
-
-    fn stream_error(&mut self, e: &FrameError) {
+    fn stream_error<T: Tee, E: Entropy, C: Clock>(
+        &mut self,
+        worker: &Worker<T, E, C>,
+        e: &FrameError,
+    ) {
         let code = match e {
             FrameError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             FrameError::UnknownKind { .. } => ErrorCode::UnknownKind,
             FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
             FrameError::Truncated { .. } => ErrorCode::TruncatedFrame,
         };
-        push_error(
-            &mut self.out,
-            code,
-            None,
-            &format!("{e}; closing the connection"),
-        );
-        self.state = State::Closing;
+        self.close_with(worker, code, &format!("{e}; closing the connection"));
+    }
+
+    /// Books the reply bytes and starts their send deadline.
+    fn after_output<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &Worker<T, E, C>) {
+        self.out_mem.set(self.out.capacity());
+        let pending = self.pending().len();
+        if pending == 0 {
+            self.send_deadline = None;
+        } else if self.send_deadline.is_none() {
+            self.idle_since = None;
+            let c = worker.config();
+            self.send_deadline = Some(
+                worker
+                    .now_ns()
+                    .saturating_add(c.send_timeout_ns)
+                    .saturating_add(transfer_ns(pending, c.min_rate_bytes_per_s)),
+            );
+        }
     }
 
     fn compact_out(&mut self) {
@@ -158,8 +334,11 @@ impl Session {
     pub fn advance(&mut self, n: usize) {
         self.out_pos = self.out_pos.saturating_add(n).min(self.out.len());
         if self.out_pos == self.out.len() {
-            self.out.clear();
+            // Everything sent: free the buffer (a sealed result can be tens of MiB).
+            self.out = Vec::new();
             self.out_pos = 0;
+            self.out_mem.set(0);
+            self.send_deadline = None;
         }
     }
 

@@ -5,42 +5,56 @@
 //! TEE for the boot evidence over `REPORT_DATA(hpke_pk, receipt_pk, nonce = 0³²)` and caches
 //! the encoded frame. Private keys never leave this struct.
 //!
-//! A sealed job goes: recipient check → replay check (its `enc`) → HPKE open → remember `enc`
-//! → `Job::validate` → voucher check (`billing`) → kernels → seal the result to the job's reply key (fresh `ikmE`) →
-//! advance that client's receipt ledger → sign the receipt. Each failure is a specific
-//! [`ErrorCode`] reply; the connection stays open.
+//! A sealed job goes: recipient check → memory for the opened job (`Busy` if the budget is
+//! committed) → HPKE open → replay check (the client's counter, [`ClientTable`]) →
+//! `Job::validate` → memory for its execution → voucher check (`billing`) → kernels, under
+//! the job deadline → seal the result to the job's reply key (fresh `ikmE`) → advance that
+//! client's receipt ledger → sign the receipt. Each failure is a specific [`ErrorCode`]
+//! reply; the connection stays open.
 
-use alloc::collections::BTreeMap;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use ed25519_dalek::SigningKey;
 use pupa_protocol::evidence::{report_data, Evidence};
 use pupa_protocol::frame::Frame;
-use pupa_protocol::job::JobResult;
+use pupa_protocol::job::{Job, JobResult};
 use pupa_protocol::msg::{
     ErrorCode, ErrorReply, Message, OpenError, ReceiptReply, SealedJob, SealedResult,
 };
-use pupa_protocol::receipt::{job_hash, Receipt};
+use pupa_protocol::receipt::{job_hash, Receipt, SignedReceipt};
 use pupa_protocol::seal::KeyPair;
 
 use super::billing::Billing;
+use super::budget::Budget;
+use super::clients::ClientTable;
 use super::compute::execute;
-use super::replay::ReplaySet;
 use super::{Clock, Entropy, EntropyFailure, Tee, TeeFailure};
 
 /// Tunables of the runtime.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
-    /// Sealed jobs remembered for replay refusal.
-    pub replay_capacity: usize,
+    /// Clients whose counters are remembered (see [`ClientTable`]).
+    pub max_clients: usize,
+    /// Bytes that outside input may make the guest hold: partial frames, pending replies,
+    /// job working memory (see [`Budget`]).
+    pub memory_budget: usize,
     /// A connection stops reading while this many reply bytes wait to be sent.
     pub max_output_backlog: usize,
-    /// A connection whose unfinished frame gets no byte for this long is answered
-    /// `TruncatedFrame` and closed.
+    /// A frame must be complete this long after its first byte, plus its length at
+    /// `min_rate_bytes_per_s`; else `TruncatedFrame` and the connection closes.
     pub frame_timeout_ns: u64,
-    /// A connection idle (no unfinished frame) for this long is closed.
+    /// Replies must be sent this long after they were produced, plus their length at
+    /// `min_rate_bytes_per_s`; else the connection is dropped.
+    pub send_timeout_ns: u64,
+    /// The slowest transfer rate a client may use, in bytes per second.
+    pub min_rate_bytes_per_s: u64,
+    /// A connection idle (no unfinished frame, nothing to send) for this long is closed.
     pub idle_timeout_ns: u64,
+    /// Most time a job may compute; the kernels stop and the job is answered
+    /// `DeadlineExceeded`.
+    pub job_timeout_ns: u64,
     /// Price of work on TON vouchers, in nanotons per 10⁶ flops.
     pub nanotons_per_mflop: u64,
     /// Refuse jobs without a voucher.
@@ -50,10 +64,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            replay_capacity: 16 * 1024,
+            max_clients: 1 << 16,
+            memory_budget: 256 << 20,
             max_output_backlog: 1 << 20,
-            frame_timeout_ns: 30_000_000_000,
-            idle_timeout_ns: 300_000_000_000,
+            frame_timeout_ns: 10_000_000_000,
+            send_timeout_ns: 30_000_000_000,
+            min_rate_bytes_per_s: 1 << 20,
+            idle_timeout_ns: 60_000_000_000,
+            job_timeout_ns: 60_000_000_000,
             nanotons_per_mflop: 1,
             require_voucher: false,
         }
@@ -74,12 +92,6 @@ pub enum WorkerError {
     Encode(pupa_protocol::msg::MsgError),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Ledger {
-    seq: u64,
-    total: u64,
-}
-
 /// The guest's keys, evidence and job state, shared by all sessions.
 pub struct Worker<T: Tee, E: Entropy, C: Clock> {
     tee: T,
@@ -90,8 +102,8 @@ pub struct Worker<T: Tee, E: Entropy, C: Clock> {
     receipt_key: SigningKey,
     boot_evidence: Evidence,
     boot_frame: Vec<u8>,
-    replay: ReplaySet,
-    ledgers: BTreeMap<[u8; 32], Ledger>,
+    clients: ClientTable,
+    budget: Budget,
     billing: Billing,
     jobs_run: u64,
 }
@@ -119,8 +131,8 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             receipt_key,
             boot_evidence,
             boot_frame,
-            replay: ReplaySet::new(config.replay_capacity),
-            ledgers: BTreeMap::new(),
+            clients: ClientTable::new(config.max_clients),
+            budget: Budget::new(config.memory_budget),
             billing: Billing::default(),
             jobs_run: 0,
         })
@@ -148,6 +160,16 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
     /// The runtime's tunables.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The memory budget shared by all sessions.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Clients whose counters are remembered.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
     }
 
     /// Now, by the platform clock.
@@ -186,60 +208,93 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
 
     fn handle_job(&mut self, sj: SealedJob, out: &mut Vec<u8>) {
         let enc = sj.enc;
-        if self.replay.contains(&enc) {
-            return push_error(
-                out,
-                ErrorCode::Replay,
-                None,
-                "this sealed job was already received",
-            );
-        }
         let hash = job_hash(&enc, &sj.ciphertext);
+        let job = match self.open_job(sj) {
+            Ok(j) => j,
+            Err((code, id, detail)) => return push_error(out, code, id, &detail),
+        };
+        let id = Some(job.job_id);
+        match self.run_job(job, &enc, &hash) {
+            Ok(frames) => out.extend_from_slice(&frames),
+            Err((code, detail)) => push_error(out, code, id, &detail),
+        }
+    }
+
+    /// Recipient, memory, HPKE open, replay: the job as the client sealed it.
+    fn open_job(&mut self, sj: SealedJob) -> Result<Job, (ErrorCode, Option<[u8; 16]>, String)> {
+        if sj.recipient != self.hpke.pk {
+            let d = "job is sealed to another guest key".into();
+            return Err((ErrorCode::WrongRecipient, None, d));
+        }
+        // Decoding copies the tensors out of the plaintext (held by the session's frame).
+        let _decoded = self.reserve(sj.ciphertext.len(), "open the job")?;
         let job = match sj.open_owned(&self.hpke) {
             Ok(j) => j,
-            Err(OpenError::WrongRecipient) => {
-                return push_error(
-                    out,
-                    ErrorCode::WrongRecipient,
-                    None,
-                    "job is sealed to another guest key",
-                )
+            Err(e @ OpenError::Seal(_)) => {
+                return Err((ErrorCode::OpenFailed, None, format!("{e}")))
             }
-            Err(OpenError::Seal(e)) => {
-                return push_error(out, ErrorCode::OpenFailed, None, &format!("{e}"))
-            }
-            Err(e) => {
-                // Authenticated but not a job: remember it all the same, it was opened.
-                self.replay.insert(enc);
-                return push_error(out, ErrorCode::MalformedMessage, None, &format!("{e}"));
-            }
+            Err(e) => return Err((ErrorCode::MalformedMessage, None, format!("{e}"))),
         };
-        self.replay.insert(enc);
         let id = Some(job.job_id);
-        let shape = match job.validate() {
-            Ok(s) => s,
-            Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("{e}")),
-        };
-        let (receipt_pk, cfg) = (self.receipt_public_key(), self.config);
-        let charge = match self.billing.check(
-            &job.voucher,
-            &receipt_pk,
-            shape.flops,
-            cfg.nanotons_per_mflop,
-            cfg.require_voucher,
-        ) {
-            Ok(c) => c,
-            Err(e) => return push_error(out, ErrorCode::VoucherRefused, id, &format!("{e}")),
-        };
-        let mut job = job;
-        let values = match execute(&mut job, &shape) {
-            Ok(v) => v,
-            Err(e) => return push_error(out, ErrorCode::InvalidJob, id, &format!("{e}")),
-        };
-        let mut data = Vec::with_capacity(values.len() * 4);
-        for v in &values {
-            data.extend_from_slice(&v.to_le_bytes());
+        // The counter is consumed whatever happens next: a refused job is not retried
+        // under the same counter.
+        if let Err(e) = self.clients.admit(&job.reply_key, job.client_seq) {
+            return Err((ErrorCode::Replay, id, format!("{e}")));
         }
+        Ok(job)
+    }
+
+    fn reserve(
+        &self,
+        bytes: usize,
+        what: &str,
+    ) -> Result<super::budget::Reservation, (ErrorCode, Option<[u8; 16]>, String)> {
+        self.budget.try_reserve(bytes).ok_or_else(|| {
+            let d = format!(
+                "guest memory is committed to other connections: {what} needs {bytes} bytes, \
+                 {} of {} in use; retry",
+                self.budget.used(),
+                self.budget.limit()
+            );
+            (ErrorCode::Busy, None, d)
+        })
+    }
+
+    /// Validation, memory, voucher, kernels, sealing and receipts: the reply frames.
+    fn run_job(
+        &mut self,
+        mut job: Job,
+        enc: &[u8; 32],
+        hash: &[u8; 32],
+    ) -> Result<Vec<u8>, (ErrorCode, String)> {
+        let shape = job
+            .validate()
+            .map_err(|e| (ErrorCode::InvalidJob, format!("{e}")))?;
+        let need = exec_bytes(&shape);
+        if need > self.budget.limit() {
+            let d = format!(
+                "the job needs {need} bytes of working memory; this guest's budget is {} bytes",
+                self.budget.limit()
+            );
+            return Err((ErrorCode::InvalidJob, d));
+        }
+        let _exec = self
+            .reserve(need, "the job")
+            .map_err(|(code, _, d)| (code, d))?;
+        let (receipt_pk, cfg) = (self.receipt_public_key(), self.config);
+        let charge = self
+            .billing
+            .check(
+                &job.voucher,
+                &receipt_pk,
+                shape.flops,
+                cfg.nanotons_per_mflop,
+                cfg.require_voucher,
+            )
+            .map_err(|e| (ErrorCode::VoucherRefused, format!("{e}")))?;
+        let values =
+            execute(&mut job, &shape).map_err(|e| (ErrorCode::InvalidJob, format!("{e}")))?;
+        let data = le_bytes(&values)?;
         drop(values);
         let result = JobResult {
             job_id: job.job_id,
@@ -248,58 +303,87 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             units: shape.flops,
         };
         let mut ikm = [0u8; 32];
-        if let Err(e) = self.entropy.fill(&mut ikm) {
-            return push_error(out, ErrorCode::Internal, id, &format!("{e}"));
-        }
-        let sealed = match SealedResult::seal(
+        self.entropy
+            .fill(&mut ikm)
+            .map_err(|e| (ErrorCode::Internal, format!("{e}")))?;
+        let sealed = SealedResult::seal(
             &result,
             &self.hpke.pk,
             &job.reply_key,
-            &enc,
+            enc,
             job.reply_aead,
             &ikm,
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                return push_error(out, ErrorCode::InvalidJob, id, &format!("reply key: {e}"))
-            }
-        };
-        let result_frame = match Message::SealedResult(sealed).to_frame() {
-            Ok(f) => f,
-            Err(e) => return push_error(out, ErrorCode::Internal, id, &format!("result: {e}")),
-        };
+        )
+        .map_err(|e| (ErrorCode::InvalidJob, format!("reply key: {e}")))?;
+        drop(result);
+        let mut frames = Message::SealedResult(sealed)
+            .to_frame()
+            .map_err(|e| (ErrorCode::Internal, format!("result: {e}")))?;
         let ton = match &charge {
-            Some(c) => match self.billing.commit(c, &hash, &self.receipt_key) {
-                Ok(boc) => Some(pupa_protocol::serde_bytes::ByteBuf::from(boc)),
-                Err(e) => return push_error(out, ErrorCode::Internal, id, &format!("{e}")),
-            },
+            Some(c) => Some(pupa_protocol::serde_bytes::ByteBuf::from(
+                self.billing
+                    .commit(c, hash, &self.receipt_key)
+                    .map_err(|e| (ErrorCode::Internal, format!("{e}")))?,
+            )),
             None => None,
         };
-        let guest_key = self.receipt_public_key();
-        let ledger = self.ledgers.entry(job.reply_key).or_default();
-        ledger.seq = ledger.seq.saturating_add(1);
-        ledger.total = ledger.total.saturating_add(shape.flops);
-        let receipt = Receipt {
-            guest_key,
-            client_key: job.reply_key,
-            job_hash: hash,
-            seq: ledger.seq,
-            units: shape.flops,
-            total_units: ledger.total,
-        }
-        .sign(&self.receipt_key);
-        out.extend_from_slice(&result_frame);
-        match Message::Receipt(ReceiptReply {
+        let receipt = self.sign_receipt(&job.reply_key, hash, shape.flops);
+        let reply = Message::Receipt(ReceiptReply {
             statement: receipt,
             ton,
         })
         .to_frame()
-        {
-            Ok(f) => out.extend_from_slice(&f),
-            Err(e) => push_error(out, ErrorCode::Internal, id, &format!("receipt: {e}")),
-        }
+        .map_err(|e| (ErrorCode::Internal, format!("receipt: {e}")))?;
+        frames.extend_from_slice(&reply);
         self.jobs_run += 1;
+        Ok(frames)
     }
+
+    fn sign_receipt(&mut self, client: &[u8; 32], hash: &[u8; 32], units: u64) -> SignedReceipt {
+        let guest_key = self.receipt_public_key();
+        let (seq, total_units) = match self.clients.ledger_mut(client) {
+            Some(l) => {
+                l.receipts = l.receipts.saturating_add(1);
+                l.total_units = l.total_units.saturating_add(units);
+                (l.receipts, l.total_units)
+            }
+            None => (1, units), // not reachable: the client was admitted for this job
+        };
+        Receipt {
+            guest_key,
+            client_key: *client,
+            job_hash: *hash,
+            seq,
+            units,
+            total_units,
+        }
+        .sign(&self.receipt_key)
+    }
+}
+
+/// The f32 results as little-endian bytes (the allocation is fallible: its size comes from
+/// the job).
+fn le_bytes(values: &[f32]) -> Result<Vec<u8>, (ErrorCode, String)> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(values.len().saturating_mul(4))
+        .map_err(|_| {
+            (
+                ErrorCode::Busy,
+                format!("out of memory for {} result values; retry", values.len()),
+            )
+        })?;
+    for v in values {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(data)
+}
+
+/// Working memory a validated job may need beyond its frame: the decoded inputs, the f32
+/// output, the kernels' scratch and, on the way out, the result's plaintext, ciphertext and
+/// frame (each about the output's size).
+fn exec_bytes(shape: &pupa_protocol::job::JobShape) -> usize {
+    let out = shape.out_elems.saturating_mul(4);
+    usize::try_from(out.saturating_mul(4).saturating_add(8 << 20)).unwrap_or(usize::MAX)
 }
 
 fn evidence_for<T: Tee>(

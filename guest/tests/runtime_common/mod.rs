@@ -256,12 +256,19 @@ pub fn matmul_job(
         tensors: vec![ByteBuf::from(ab), ByteBuf::from(bb)],
         reply_key: client.key.pk,
         reply_aead: Aead::Aes256Gcm,
+        client_seq: next_seq(),
         voucher: ByteBuf::new(),
     };
     (job, a, b)
 }
 
 /// A fresh `ikmE` (never of the `[x; 32]` form the tests use for chosen ones).
+/// A job counter above every earlier one of this test process.
+pub fn next_seq() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn fresh_ikm() -> [u8; 32] {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let mut ikm = [0xa5; 32];

@@ -231,6 +231,7 @@ impl JobSpec {
             tensors: Vec::new(),
             reply_key: [0; 32],
             reply_aead: DEFAULT_AEAD,
+            client_seq: 0, // set when sealed (`run_job`)
             voucher: serde_bytes::ByteBuf::new(),
         };
         match job.validate() {

@@ -207,6 +207,27 @@ pub struct JobOutcome {
     pub timing: Timing,
 }
 
+/// The next job counter of this process: the Unix clock in nanoseconds, kept strictly
+/// increasing (the guest refuses a counter at or below the last one it accepted from a reply
+/// key, and a counter at or below its floor from a key it does not remember: see
+/// `pupa_protocol::job::Job::client_seq`).
+pub fn next_client_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev.saturating_add(1));
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 /// Seals `job` to `worker` with a fresh reply key pair (overwriting `job.reply_key`), submits
 /// it, opens the result and verifies the receipt: signature under the evidence's receipt key,
 /// our reply key, the sealed job's hash, the units of the result. A worker error comes back as
@@ -219,6 +240,7 @@ pub fn run_job(
     let t0 = Instant::now();
     let client = KeyPair::derive(&random32());
     job.reply_key = client.pk;
+    job.client_seq = next_client_seq();
     let aead = job.reply_aead;
     let sealed =
         SealedJob::seal(&job, &worker.hpke_pk, aead, &random32()).map_err(ClientError::Seal)?;
