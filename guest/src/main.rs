@@ -191,7 +191,12 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
         (kind, _) => boot_failure(format_args!("no evidence backend for {}", kind.name())),
     };
     let evidence_line = guest_tee.describe();
-    let mut worker = Worker::new(guest_tee, entropy, clock, Config::default())
+    let limits = net::Limits::for_heap(heap_bytes);
+    let config = Config {
+        memory_budget: limits.memory_budget,
+        ..Config::default()
+    };
+    let mut worker = Worker::new(guest_tee, entropy, clock, config)
         .unwrap_or_else(|e| boot_failure(format_args!("worker: {e}")));
     println!("pupa: hpke key {} (x25519)", Hex(&worker.hpke_public_key()));
     println!(
@@ -209,9 +214,20 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
                 "pupa: nic virtio-net {v:04x}:{d:04x} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
                 m[0], m[1], m[2], m[3], m[4], m[5]
             );
-            println!("pupa: listening tcp 10.0.2.15:{} (virtio-net)", net::PORT);
+            println!(
+                "pupa: listening tcp 10.0.2.15:{} (virtio-net), {} connections, {} MiB budget",
+                net::PORT,
+                limits.sessions,
+                limits.memory_budget >> 20
+            );
             println!("pupa: ready");
-            net::serve(nic, &mut worker, move || tsc.ticks_to_us(rdtsc()), seed)
+            net::serve(
+                nic,
+                &mut worker,
+                limits,
+                move || tsc.ticks_to_us(rdtsc()),
+                seed,
+            )
         }
         Err(NetError::NoDevice) => {
             println!("pupa: no network device: nothing to serve");
