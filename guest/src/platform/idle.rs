@@ -12,8 +12,9 @@
 //! halts with interrupts enabled for the halt only:
 //! - plain VM and SEV-SNP: `STI; HLT; CLI` (race-free: an interrupt that arrived after the
 //!   loop's last poll is pending in the APIC and ends the HLT at once). Under SEV-ES/SNP HLT is
-//!   an automatic exit (AMD APM Vol. 2 §15.35 "SEV-ES": HLT is not among the non-automatic
-//!   exits that raise #VC), so it needs no #VC emulation;
+//!   an automatic exit, not a #VC (AMD APM Vol. 2, SEV-ES "Types of Exits"; Linux's #VC
+//!   handler has no HLT case and its SEV-ES/SNP guests idle with `sti; hlt` too; the hypervisor
+//!   reads the guest's interrupt mask from the VMCB's interrupt state, not from RFLAGS);
 //! - TDX: HLT would raise #VE; instead TDG.VP.VMCALL<Instruction.HLT> with "interrupts blocked"
 //!   = 0 is called directly, with IF still clear (Linux `tdx_safe_halt`): the VMM returns when
 //!   an interrupt is pending — including one that arrived before the call — and
