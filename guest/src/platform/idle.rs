@@ -167,9 +167,9 @@ pub fn halt_until(deadline_us: Option<u64>) {
         Wait::Halt { timer_tsc } => arm(i, now, timer_tsc),
     }
     if i.tdx {
-        if tdcall::vmcall_hlt(false) {
-            take_pending_interrupts();
-        }
+        // A failed call (the VMM refused) only means no sleep: the loop polls again.
+        let _ = tdcall::vmcall_hlt(false);
+        take_pending_interrupts();
     } else {
         halt_with_interrupts();
     }
