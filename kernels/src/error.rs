@@ -1,4 +1,5 @@
-//! Errors returned by the kernel entry points (bad shapes, short buffers, unavailable ISA).
+//! Errors returned by the kernel entry points (bad shapes, short buffers, unavailable ISA,
+//! scratch that cannot be allocated, an expired deadline).
 
 /// What was wrong with a kernel call. Every entry point validates its input and returns one of
 /// these instead of panicking.
@@ -56,5 +57,15 @@ pub enum KernelError {
         requested: crate::Isa,
         /// what [`crate::detect`] found
         available: crate::Isa,
+    },
+    /// The caller's `expired` check returned true (it is polled once per outer block); the
+    /// output is incomplete and must not be used.
+    #[error("deadline exceeded: the computation was stopped before it finished")]
+    DeadlineExceeded,
+    /// A scratch buffer could not be allocated.
+    #[error("out of memory: kernel scratch of {bytes} bytes")]
+    OutOfMemory {
+        /// bytes asked for
+        bytes: usize,
     },
 }

@@ -5,7 +5,14 @@
 //! present), AVX2+FMA and portable micro-kernels are selected at run time by [`detect`]
 //! (CPUID + XCR0 in the guest, `is_x86_feature_detected!` with `std`); callers may pass an
 //! [`Isa`] explicitly (checked against the CPU). Scratch is allocated once per call, never in
-//! the hot loops.
+//! the hot loops, and fallibly: a call whose scratch cannot be allocated returns
+//! [`KernelError::OutOfMemory`]; [`matmul_scratch_bytes`] and [`attention_scratch_bytes`] bound
+//! it in advance. Attention takes head dims up to [`MAX_HEAD_DIM`].
+//!
+//! Deadlines: the `*_until` entry points take an `expired` check, polled once per outer block
+//! (never per element); when it returns true the call stops with
+//! [`KernelError::DeadlineExceeded`] and the output is incomplete. The plain entry points are
+//! the same calls with a check that never expires.
 //!
 //! With the `std` feature: a multi-threaded driver on rayon ([`matmul_parallel`],
 //! [`attention_parallel`]) and the `pupa-bench` binary. With `cuda`: the CUDA kernels.
@@ -33,15 +40,21 @@ mod mat;
 #[cfg(feature = "std")]
 mod parallel;
 pub mod reference;
+mod scratch;
 
-pub use attention::{attention, attention_with, AttnShape};
+pub use attention::{
+    attention, attention_scratch_bytes, attention_until, attention_with, AttnShape, MAX_HEAD_DIM,
+};
 pub use error::KernelError;
+pub use gemm::matmul_scratch_bytes;
 #[cfg(target_arch = "x86_64")]
 pub use isa::detect_cpuid;
 pub use isa::{detect, Isa};
 pub use mat::{DType, Element, MatRef};
 #[cfg(feature = "std")]
-pub use parallel::{attention_parallel, matmul_parallel};
+pub use parallel::{
+    attention_parallel, attention_parallel_until, matmul_parallel, matmul_parallel_until,
+};
 pub use reference::rel_l2_error;
 
 /// `C = A · B` on the best ISA of this CPU. `c` is row-major `m × n`, contiguous
@@ -52,7 +65,7 @@ pub fn matmul<T: Element>(
     c: &mut [f32],
 ) -> Result<(), KernelError> {
     let n = b.cols();
-    gemm::gemm(detect(), &a, &b, c, n.max(1))
+    gemm::gemm(detect(), &a, &b, c, n.max(1), &|| false)
 }
 
 /// `C = A · B` with an explicit [`Isa`] and C row stride `ldc ≥ n`. Fails with
@@ -64,5 +77,19 @@ pub fn matmul_with<T: Element>(
     c: &mut [f32],
     ldc: usize,
 ) -> Result<(), KernelError> {
-    gemm::gemm(isa, &a, &b, c, ldc)
+    gemm::gemm(isa, &a, &b, c, ldc, &|| false)
+}
+
+/// [`matmul_with`] that polls `expired` before every block of at most MC×KC×NC (3072×384×576)
+/// multiply-adds and stops with [`KernelError::DeadlineExceeded`] once it returns true (C is
+/// then incomplete).
+pub fn matmul_until<T: Element>(
+    isa: Isa,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [f32],
+    ldc: usize,
+    expired: &dyn Fn() -> bool,
+) -> Result<(), KernelError> {
+    gemm::gemm(isa, &a, &b, c, ldc, expired)
 }

@@ -1,6 +1,9 @@
 //! Multi-threaded drivers (std builds): rayon over independent row blocks of C (against B
 //! packed once and shared) and over (head, query block) attention tiles, with one scratch per
-//! worker.
+//! worker. The `*_until` variants poll a shared deadline once per block on every thread; once
+//! one thread sees it expire, all of them stop.
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -14,6 +17,26 @@ use crate::gemm::{
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
 
+/// A deadline shared by the threads of one call: the caller's check, and whether any thread
+/// has already seen it expire (so the others stop at their next block without asking again).
+struct Stop<'a> {
+    expired: &'a (dyn Fn() -> bool + Sync),
+    hit: AtomicBool,
+}
+
+impl Stop<'_> {
+    fn expired(&self) -> bool {
+        if self.hit.load(Ordering::Relaxed) || (self.expired)() {
+            self.hit.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+    fn check(&self) -> Result<(), KernelError> {
+        crate::scratch::check(&|| self.expired())
+    }
+}
+
 /// [`crate::matmul_with`] split over the threads of the current rayon pool (run it inside
 /// `ThreadPool::install` to choose the count). Rows of C are divided into one contiguous
 /// block per thread.
@@ -24,11 +47,24 @@ pub fn matmul_parallel<T: Element>(
     c: &mut [f32],
     ldc: usize,
 ) -> Result<(), KernelError> {
+    matmul_parallel_until(isa, a, b, c, ldc, &|| false)
+}
+
+/// [`matmul_parallel`] with a deadline, as [`crate::matmul_until`]: every thread polls
+/// `expired` before each block of B it packs or multiplies.
+pub fn matmul_parallel_until<T: Element>(
+    isa: Isa,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [f32],
+    ldc: usize,
+    expired: &(dyn Fn() -> bool + Sync),
+) -> Result<(), KernelError> {
     crate::isa::check(isa)?;
     let (m, k, n) = validate(&a, &b, c, ldc)?;
     let threads = rayon::current_num_threads().max(1);
     if threads == 1 || m < 2 * 8 || k == 0 || n == 0 {
-        return crate::matmul_with(isa, a, b, c, ldc);
+        return crate::matmul_until(isa, a, b, c, ldc, expired);
     }
     struct Run<'x, 'y, T> {
         a: MatRef<'y, T>,
@@ -36,11 +72,12 @@ pub fn matmul_parallel<T: Element>(
         c: &'x mut [f32],
         ldc: usize,
         threads: usize,
+        stop: Stop<'x>,
     }
-    impl<T: Element> KernelFn<()> for Run<'_, '_, T> {
-        fn call<K: Kernel>(self) {
+    impl<T: Element> KernelFn<Result<(), KernelError>> for Run<'_, '_, T> {
+        fn call<K: Kernel>(self) -> Result<(), KernelError> {
             let (m, n, k) = (self.a.rows(), self.b.cols(), self.a.cols());
-            let (a, b, ldc) = (self.a, self.b, self.ldc);
+            let (a, b, ldc, stop) = (self.a, self.b, self.ldc, &self.stop);
             // B is packed once, all blocks in parallel, and shared read-only by every thread
             // (each thread repacking all of B would cost each of them the whole packing time).
             let kbs: Vec<_> = k_blocks::<K>(k).collect();
@@ -53,7 +90,7 @@ pub fn matmul_parallel<T: Element>(
                 }
             }
             let total: usize = sizes.iter().sum();
-            let mut packed = AlignedBuf::new(total);
+            let mut packed = AlignedBuf::try_new(total)?;
             let mut parts: Vec<&mut [K::P]> = Vec::with_capacity(sizes.len());
             let mut rest = packed.view::<K::P>(total);
             for &len in &sizes {
@@ -61,10 +98,12 @@ pub fn matmul_parallel<T: Element>(
                 parts.push(head);
                 rest = tail;
             }
-            parts.par_iter_mut().enumerate().for_each(|(i, dst)| {
+            parts.par_iter_mut().enumerate().try_for_each(|(i, dst)| {
+                stop.check()?;
                 let (kb, jc) = (kbs[i / njb], (i % njb) * NC);
                 K::pack_b(&b.sub(kb.pc, jc, kb.kc, NC.min(n - jc)), dst);
-            });
+                Ok::<(), KernelError>(())
+            })?;
             let parts: Vec<&[K::P]> = parts.into_iter().map(|d| &*d).collect();
             // Four row chunks per thread (at least 64 rows each): rayon balances them, so a
             // thread slowed by the machine does not leave the others idle at the end.
@@ -72,10 +111,10 @@ pub fn matmul_parallel<T: Element>(
             self.c
                 .par_chunks_mut(rows * ldc)
                 .enumerate()
-                .for_each(|(t, cblk)| {
+                .try_for_each(|(t, cblk)| {
                     let i0 = t * rows;
                     let mr = rows.min(m - i0);
-                    let mut ascratch = a_scratch::<K>(mr, k);
+                    let mut ascratch = a_scratch::<K>(mr, k)?;
                     for ic in (0..mr).step_by(MC) {
                         let mc = MC.min(mr - ic);
                         for (ki, kb) in kbs.iter().enumerate() {
@@ -90,6 +129,7 @@ pub fn matmul_parallel<T: Element>(
                                 }
                             };
                             for jb in 0..njb {
+                                stop.check()?;
                                 let jc = jb * NC;
                                 // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the
                                 // last chunk may be shorter than rows·ldc but holds
@@ -110,10 +150,15 @@ pub fn matmul_parallel<T: Element>(
                             }
                         }
                     }
-                });
+                    Ok(())
+                })
         }
     }
-    with_kernel::<T, ()>(
+    let stop = Stop {
+        expired,
+        hit: AtomicBool::new(false),
+    };
+    with_kernel::<T, _>(
         isa,
         Run {
             a,
@@ -121,9 +166,9 @@ pub fn matmul_parallel<T: Element>(
             c,
             ldc,
             threads,
+            stop,
         },
-    );
-    Ok(())
+    )
 }
 
 /// [`crate::attention_with`] over the threads of the current rayon pool: (head, query block)
@@ -137,6 +182,22 @@ pub fn attention_parallel<T: Element>(
     shape: AttnShape,
     lse: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
+    attention_parallel_until(isa, q, k, v, out, shape, lse, &|| false)
+}
+
+/// [`attention_parallel`] with a deadline, as [`crate::attention_until`]: every tile polls
+/// `expired` before each key block.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_parallel_until<T: Element>(
+    isa: Isa,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    shape: AttnShape,
+    lse: Option<&mut [f32]>,
+    expired: &(dyn Fn() -> bool + Sync),
+) -> Result<(), KernelError> {
     let o = prepare(isa, q, k, v, out, shape, lse)?;
     struct Run<'x, T> {
         q: &'x [T],
@@ -144,22 +205,29 @@ pub fn attention_parallel<T: Element>(
         v: &'x [T],
         sh: AttnShape,
         o: OutPtr,
+        stop: Stop<'x>,
     }
-    impl<T: Element> AttnFn<()> for Run<'_, T> {
-        fn call<K: AttnKernel>(self) {
+    impl<T: Element> AttnFn<Result<(), KernelError>> for Run<'_, T> {
+        fn call<K: AttnKernel>(self) -> Result<(), KernelError> {
             let nqb = q_blocks::<K>(self.sh.seq_q);
-            let (q, k, v, sh, o) = (self.q, self.k, self.v, self.sh, self.o);
-            (0..self.sh.heads * nqb).into_par_iter().for_each_init(
-                || TileScratch::new::<K>(sh.dim),
+            let (q, k, v, sh, o, stop) = (self.q, self.k, self.v, self.sh, self.o, &self.stop);
+            let expired = || stop.expired();
+            (0..self.sh.heads * nqb).into_par_iter().try_for_each_init(
+                || TileScratch::try_new::<K>(sh.dim),
                 |ws, item| {
+                    let ws = ws.as_mut().map_err(|e| e.clone())?;
                     let (head, qb) = (item / nqb, item % nqb);
                     // SAFETY: validated above; each (head, qb) tile writes only its own
                     // output rows and LSE entries; ISA checked.
-                    unsafe { tile::<K, T>(q, k, v, &sh, head, qb, o, ws) };
+                    unsafe { tile::<K, T>(q, k, v, &sh, head, qb, o, ws, &expired) }
                 },
-            );
+            )
         }
     }
+    let stop = Stop {
+        expired,
+        hit: AtomicBool::new(false),
+    };
     with_attn_kernel(
         isa,
         Run {
@@ -168,7 +236,7 @@ pub fn attention_parallel<T: Element>(
             v,
             sh: shape,
             o,
+            stop,
         },
-    );
-    Ok(())
+    )
 }

@@ -221,12 +221,9 @@ fn accumulator_layout_is_a_operand_layout() {
     // And accumulator_to_a packs them in that order, low half first.
     let acc: Vec<f32> = (0..64).map(|i| i as f32).collect();
     let a = accumulator_to_a(&acc, 3);
-    for j in 0..4 {
-        assert_eq!(bf16_bits_to_f32(a[j] as u16), (24 + 2 * j) as f32);
-        assert_eq!(
-            bf16_bits_to_f32((a[j] >> 16) as u16),
-            (24 + 2 * j + 1) as f32
-        );
+    for (j, &aj) in a.iter().take(4).enumerate() {
+        assert_eq!(bf16_bits_to_f32(aj as u16), (24 + 2 * j) as f32);
+        assert_eq!(bf16_bits_to_f32((aj >> 16) as u16), (24 + 2 * j + 1) as f32);
     }
 }
 
@@ -343,8 +340,8 @@ fn warpgroup_mma_equals_dense_product() {
             wgmma_ss(&smem, &mut acc, n, da, db, trans_b, kk > 0);
         }
         let (af, bf) = (to_f64(&a), to_f64(&b));
-        for t in 0..WARPGROUP {
-            for i in 0..n / 2 {
+        for (t, acc_t) in acc.iter().enumerate().take(WARPGROUP) {
+            for (i, &got) in acc_t.iter().enumerate().take(n / 2) {
                 let (r, c) = wgmma_d(t, i);
                 let want: f64 = (0..64)
                     .map(|k| {
@@ -357,7 +354,7 @@ fn warpgroup_mma_equals_dense_product() {
                     })
                     .sum();
                 assert!(
-                    (acc[t][i] as f64 - want).abs() < 1e-4,
+                    (got as f64 - want).abs() < 1e-4,
                     "n {n} tb {trans_b} thread {t} reg {i}"
                 );
             }

@@ -10,8 +10,10 @@
 //! Each tile works on transposed scores `Sᵀ = K·Qᵀ` (keys × queries) so that the running max
 //! and sum are per-lane vector operations, and accumulates `Oᵀ += Vᵀ·Pᵀ` with the same GEMM
 //! micro-kernels: `Pᵀ` is produced directly in the packed-B layout, `Vᵀ` packs from rows of V.
-//! Scratch is O(tile): allocated once per call (or per worker thread).
+//! Scratch is O(tile): allocated once per call (or per worker thread), bounded by
+//! [`attention_scratch_bytes`] since head dims are capped at [`MAX_HEAD_DIM`].
 
+mod shape;
 mod softmax;
 
 extern crate alloc;
@@ -19,102 +21,9 @@ use alloc::vec::Vec;
 
 use crate::gemm::{AlignedBuf, Kernel, PortableF32};
 use crate::mat::{Element, MatRef};
+use crate::scratch::{check, try_vec};
 use crate::{Isa, KernelError};
-
-/// Shape of an attention call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttnShape {
-    /// Query positions.
-    pub seq_q: usize,
-    /// Key/value positions.
-    pub seq_k: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (divides `heads`; `heads` for MHA, 1 for MQA).
-    pub kv_heads: usize,
-    /// Head dimension (any; 64/128/256 are the tuned ones).
-    pub dim: usize,
-    /// Causal (bottom-right aligned) mask.
-    pub causal: bool,
-}
-
-impl AttnShape {
-    /// Checks the shape and the lengths of the buffers (`lse_len` when an LSE output is given).
-    pub fn validate(
-        &self,
-        q_len: usize,
-        k_len: usize,
-        v_len: usize,
-        out_len: usize,
-        lse_len: Option<usize>,
-    ) -> Result<(), KernelError> {
-        if self.heads == 0 || self.kv_heads == 0 || self.dim == 0 {
-            return Err(KernelError::BadAttentionShape(
-                "heads, kv_heads and dim must be non-zero",
-            ));
-        }
-        if self.heads % self.kv_heads != 0 {
-            return Err(KernelError::BadAttentionShape(
-                "heads must be a multiple of kv_heads",
-            ));
-        }
-        let qn = mul3(self.seq_q, self.heads, self.dim)?;
-        let kn = mul3(self.seq_k, self.kv_heads, self.dim)?;
-        let ln = self
-            .seq_q
-            .checked_mul(self.heads)
-            .ok_or(KernelError::BadAttentionShape("size overflows usize"))?;
-        for (what, needed, len) in [
-            ("q", qn, q_len),
-            ("k", kn, k_len),
-            ("v", kn, v_len),
-            ("out", qn, out_len),
-        ] {
-            if len < needed {
-                return Err(KernelError::BufferTooShort { what, needed, len });
-            }
-        }
-        if let Some(len) = lse_len {
-            if len < ln {
-                return Err(KernelError::BufferTooShort {
-                    what: "lse",
-                    needed: ln,
-                    len,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Number of keys query `i` may see (keys `0..key_limit(i)`).
-    pub fn key_limit(&self, i: usize) -> usize {
-        if self.causal {
-            // bottom-right alignment: j ≤ i + seq_k − seq_q
-            let lim = i as i128 + 1 + self.seq_k as i128 - self.seq_q as i128;
-            lim.clamp(0, self.seq_k as i128) as usize
-        } else {
-            self.seq_k
-        }
-    }
-
-    /// FLOPs of the forward pass as conventionally counted (4·seq_q·seq_k·dim per head; half
-    /// that when causal with seq_q = seq_k, approximately).
-    pub fn flops(&self) -> f64 {
-        let full =
-            4.0 * self.seq_q as f64 * self.seq_k as f64 * self.dim as f64 * self.heads as f64;
-        if self.causal {
-            full / 2.0
-        } else {
-            full
-        }
-    }
-}
-
-fn mul3(a: usize, b: usize, c: usize) -> Result<usize, KernelError> {
-    a.checked_mul(b)
-        .and_then(|x| x.checked_mul(c))
-        .ok_or(KernelError::BadAttentionShape("size overflows usize"))
-}
+pub use shape::{attention_scratch_bytes, AttnShape, MAX_HEAD_DIM};
 
 /// An f32 kernel family plus its softmax strip.
 pub(crate) trait AttnKernel: Kernel<P = f32> {
@@ -188,10 +97,10 @@ const BR: usize = 96;
 const BC: usize = 256;
 
 fn br<K: Kernel>() -> usize {
-    (BR / K::NR).max(1) * K::NR
+    shape::blocks(K::MR, K::NR).0
 }
 fn bc<K: Kernel>() -> usize {
-    (BC / K::MR).max(1) * K::MR
+    shape::blocks(K::MR, K::NR).1
 }
 
 /// Per-worker scratch of one attention tile.
@@ -207,19 +116,18 @@ pub(crate) struct TileScratch {
 }
 
 impl TileScratch {
-    pub(crate) fn new<K: Kernel>(dim: usize) -> Self {
-        let (br, bc) = (br::<K>(), bc::<K>());
-        let dp = dim.div_ceil(K::MR) * K::MR;
-        TileScratch {
-            qt: AlignedBuf::new(br * dim),
-            kt: AlignedBuf::new(bc * dim),
-            vt: AlignedBuf::new(dp * bc),
-            s: AlignedBuf::new(bc * br),
-            ot: AlignedBuf::new(dim * br),
-            m: alloc::vec![0.0; br],
-            l: alloc::vec![0.0; br],
-            alpha: alloc::vec![0.0; br],
-        }
+    pub(crate) fn try_new<K: Kernel>(dim: usize) -> Result<Self, KernelError> {
+        let ([qt, kt, vt, s, ot], br) = shape::tile_lens(K::MR, K::NR, dim);
+        Ok(TileScratch {
+            qt: AlignedBuf::try_new(qt)?,
+            kt: AlignedBuf::try_new(kt)?,
+            vt: AlignedBuf::try_new(vt)?,
+            s: AlignedBuf::try_new(s)?,
+            ot: AlignedBuf::try_new(ot)?,
+            m: try_vec(br, 0.0)?,
+            l: try_vec(br, 0.0)?,
+            alpha: try_vec(br, 0.0)?,
+        })
     }
 }
 
@@ -264,12 +172,15 @@ pub(crate) fn q_blocks<K: Kernel>(seq_q: usize) -> usize {
     seq_q.div_ceil(br::<K>())
 }
 
-/// Computes one (head, query block) tile and writes its output rows (and LSE).
+/// Computes one (head, query block) tile and writes its output rows (and LSE). `expired` is
+/// polled before every key block (BC keys); when it returns true the tile stops with
+/// `DeadlineExceeded`, its output rows unwritten.
 ///
 /// # Safety
 /// Inputs validated by [`AttnShape::validate`]; `o.out` valid for the whole output, `o.lse`
 /// null or valid for the whole LSE; no other thread writes this tile's elements; the CPU
 /// supports `K`'s ISA.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
     q: &[T],
     k: &[T],
@@ -279,7 +190,8 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
     qb: usize,
     o: OutPtr,
     ws: &mut TileScratch,
-) {
+    expired: &dyn Fn() -> bool,
+) -> Result<(), KernelError> {
     let (h, g, d) = (sh.heads, sh.kv_heads, sh.dim);
     let (mr, nr) = (K::MR, K::NR);
     let (brm, bcm) = (br::<K>(), bc::<K>());
@@ -315,6 +227,7 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
     let first_limit = sh.key_limit(q0);
     let mut k0 = 0;
     while k0 < kend {
+        check(expired)?;
         let bc = bcm.min(kend - k0);
         let bcp = bc.div_ceil(mr) * mr;
         let kblk = &k[(k0 * g + kvh) * d..];
@@ -461,6 +374,7 @@ pub(crate) unsafe fn tile<K: AttnKernel, T: Element>(
             unsafe { *o.lse.add(head * sh.seq_q + qi) = val };
         }
     }
+    Ok(())
 }
 
 /// A computation generic over the f32 attention kernel family.
@@ -508,6 +422,23 @@ pub fn attention_with<T: Element>(
     shape: AttnShape,
     lse: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
+    attention_until(isa, q, k, v, out, shape, lse, &|| false)
+}
+
+/// [`attention_with`] that polls `expired` before every key block of every tile (BC = 256
+/// keys × up to BR = 96 queries) and stops with [`KernelError::DeadlineExceeded`] once it
+/// returns true (`out` and `lse` are then incomplete).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_until<T: Element>(
+    isa: Isa,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    shape: AttnShape,
+    lse: Option<&mut [f32]>,
+    expired: &dyn Fn() -> bool,
+) -> Result<(), KernelError> {
     let o = prepare(isa, q, k, v, out, shape, lse)?;
     struct Run<'x, T> {
         q: &'x [T],
@@ -515,18 +446,21 @@ pub fn attention_with<T: Element>(
         v: &'x [T],
         sh: AttnShape,
         o: OutPtr,
+        expired: &'x dyn Fn() -> bool,
     }
-    impl<T: Element> AttnFn<()> for Run<'_, T> {
-        fn call<K: AttnKernel>(self) {
-            let mut ws = TileScratch::new::<K>(self.sh.dim);
-            for head in 0..self.sh.heads {
-                for qb in 0..q_blocks::<K>(self.sh.seq_q) {
+    impl<T: Element> AttnFn<Result<(), KernelError>> for Run<'_, T> {
+        fn call<K: AttnKernel>(self) -> Result<(), KernelError> {
+            let (sh, ex) = (&self.sh, self.expired);
+            let mut ws = TileScratch::try_new::<K>(sh.dim)?;
+            for head in 0..sh.heads {
+                for qb in 0..q_blocks::<K>(sh.seq_q) {
                     // SAFETY: validated above; serial, so tiles cannot race; ISA checked.
                     unsafe {
-                        tile::<K, T>(self.q, self.k, self.v, &self.sh, head, qb, self.o, &mut ws)
+                        tile::<K, T>(self.q, self.k, self.v, sh, head, qb, self.o, &mut ws, ex)?
                     };
                 }
             }
+            Ok(())
         }
     }
     with_attn_kernel(
@@ -537,7 +471,7 @@ pub fn attention_with<T: Element>(
             v,
             sh: shape,
             o,
+            expired,
         },
-    );
-    Ok(())
+    )
 }

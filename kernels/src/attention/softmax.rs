@@ -137,7 +137,7 @@ mod x86 {
         alpha: *mut f32,
         c: f32,
     ) {
-        // SAFETY (whole body): every pointer offset stays within the caller's rows × 16 strip
+        // SAFETY: (whole body) every pointer offset stays within the caller's rows × 16 strip
         // and the 16-element m, l, alpha arrays.
         unsafe {
             let cv = _mm512_set1_ps(c);

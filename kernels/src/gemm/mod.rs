@@ -5,6 +5,10 @@
 //! first K block overwrites C, later ones add, so every element of C is written (no zeroing
 //! pass, poisoned outputs are overwritten).
 
+// The micro-kernels and block drivers take (steps, A, B, C, ldc, rows, cols, accumulate) as raw
+// parts by design: bundling them would cost the hot loops nothing but hide the contract.
+#![allow(clippy::too_many_arguments)]
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -12,10 +16,8 @@ pub(crate) mod avx512;
 pub(crate) mod pack;
 pub(crate) mod portable;
 
-extern crate alloc;
-use alloc::vec::Vec;
-
 use crate::mat::{Element, MatRef};
+pub(crate) use crate::scratch::{AlignedBuf, Pod4};
 use crate::{Isa, KernelError};
 
 /// K block size in packed steps (bf16 blocks cover 2·KC values of k: the same packed bytes).
@@ -27,67 +29,6 @@ pub(crate) const MC: usize = 3072;
 /// N block size (multiple of the GEMM kernels' NR: 16, 32 and 48): the packed B block
 /// (KC × NC, 864 KiB in f32) stays in the 1 MiB L2 while every A panel streams over it.
 pub(crate) const NC: usize = 576;
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub(crate) struct Line([u32; 16]);
-
-/// Plain 4-byte element types that scratch buffers may be viewed as.
-pub(crate) trait Pod4: Copy + Default + Send + Sync + 'static {}
-impl Pod4 for f32 {}
-impl Pod4 for u32 {}
-
-/// A 64-byte aligned scratch buffer of 4-byte elements (a `Vec` of 64-byte lines), allocated
-/// once per call, outside the hot loops. With `std`, freed buffers are kept in a small
-/// per-thread pool, so repeated calls do not fault in fresh pages every time.
-pub(crate) struct AlignedBuf(Vec<Line>);
-
-#[cfg(feature = "std")]
-std::thread_local! {
-    static POOL: core::cell::RefCell<Vec<Vec<Line>>> = const { core::cell::RefCell::new(Vec::new()) };
-}
-
-impl AlignedBuf {
-    /// A buffer of at least `len` 4-byte elements (zeroed when freshly allocated).
-    pub(crate) fn new(len: usize) -> Self {
-        let lines = len.div_ceil(16).max(1);
-        #[cfg(feature = "std")]
-        {
-            let reused = POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                let i = p.iter().position(|v| v.len() >= lines)?;
-                Some(p.swap_remove(i))
-            });
-            if let Some(v) = reused {
-                return AlignedBuf(v);
-            }
-        }
-        AlignedBuf(alloc::vec![Line([0; 16]); lines])
-    }
-    /// The buffer as `len` elements of `P`.
-    pub(crate) fn view<P: Pod4>(&mut self, len: usize) -> &mut [P] {
-        assert!(len <= self.0.len() * 16, "scratch too small");
-        // SAFETY: Line is 64 bytes of initialised u32, P is a 4-byte plain type (f32 or u32)
-        // for which every bit pattern is valid; the length is within the allocation.
-        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<P>(), len) }
-    }
-}
-
-#[cfg(feature = "std")]
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        let v = core::mem::take(&mut self.0);
-        // Keep at most 8 buffers per thread; `try_with` because a thread-local may already be
-        // gone during thread exit.
-        let _ = POOL.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                if p.len() < 8 {
-                    p.push(v);
-                }
-            }
-        });
-    }
-}
 
 /// One kernel family: register block, packed element type and packing.
 pub(crate) trait Kernel {
@@ -218,26 +159,64 @@ pub(crate) struct GemmScratch {
     b: AlignedBuf,
 }
 
+/// Elements of the packed A block and the packed B block of a serial GEMM with register block
+/// `mr × nr` and `kpack` k values per packed element (the one formula for both the allocation
+/// and [`matmul_scratch_bytes`]).
+const fn scratch_lens(
+    mr: usize,
+    nr: usize,
+    kpack: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> [usize; 2] {
+    let kmax = KC * kpack;
+    let kc = (if k < kmax { k } else { kmax }).div_ceil(kpack);
+    let mc = if m < MC { m } else { MC };
+    let nc = if n < NC { n } else { NC };
+    [mc.div_ceil(mr) * mr * kc, nc.div_ceil(nr) * nr * kc]
+}
+
+/// Upper bound, over every kernel family, of the scratch bytes [`crate::matmul`] and
+/// [`crate::matmul_until`] allocate for `A[m×k] · B[k×n]` (the serial driver; it does not
+/// depend on the dtype beyond the family chosen). Independent of `m`, `n`, `k` beyond
+/// MC×KC + KC×NC elements: the blocks are capped.
+pub const fn matmul_scratch_bytes(m: usize, n: usize, k: usize) -> usize {
+    // (MR, NR, KPACK) of the portable, AVX2, AVX-512 f32 and AVX-512 bf16 families.
+    const FAMILIES: [[usize; 3]; 4] = [[4, 16, 1], [6, 16, 1], [8, 48, 1], [12, 32, 2]];
+    let mut max = 0;
+    let mut i = 0;
+    while i < FAMILIES.len() {
+        let [mr, nr, kp] = FAMILIES[i];
+        let [a, b] = scratch_lens(mr, nr, kp, m, n, k);
+        let bytes = crate::scratch::aligned_bytes(a) + crate::scratch::aligned_bytes(b);
+        if bytes > max {
+            max = bytes;
+        }
+        i += 1;
+    }
+    max
+}
+
 impl GemmScratch {
     /// Scratch for `a · b`; no A block when the kernel reads this A in place.
-    pub(crate) fn new<K: Kernel, T: Element>(a: &MatRef<'_, T>, b: &MatRef<'_, T>) -> Self {
+    pub(crate) fn try_new<K: Kernel, T: Element>(
+        a: &MatRef<'_, T>,
+        b: &MatRef<'_, T>,
+    ) -> Result<Self, KernelError> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
-        let kc = (KC * K::KPACK).min(k).div_ceil(K::KPACK);
-        let nc = NC.min(n).div_ceil(K::NR) * K::NR;
+        let [a_len, b_len] = scratch_lens(K::MR, K::NR, K::KPACK, m, n, k);
         let a_in_place = strided_a::<K, T>(&a.sub(0, 0, MC.min(m), KC.min(k))).is_some();
-        GemmScratch {
-            a: if a_in_place {
-                AlignedBuf::new(0)
-            } else {
-                a_scratch::<K>(m, k)
-            },
-            b: AlignedBuf::new(nc * kc),
-        }
+        Ok(GemmScratch {
+            a: AlignedBuf::try_new(if a_in_place { 0 } else { a_len })?,
+            b: AlignedBuf::try_new(b_len)?,
+        })
     }
 }
 
 /// Serial blocked GEMM on already validated operands: `C[m×n] = A[m×k] · B[k×n]`, C row
-/// stride `ldc`. `c` must hold `(m-1)·ldc + n` elements; `k ≥ 1`.
+/// stride `ldc`. `c` must hold `(m-1)·ldc + n` elements; `k ≥ 1`. `expired` is polled before
+/// every B block (at most MC×KC×NC multiply-adds apart).
 ///
 /// Loop nest (BLIS roles: A is the broadcast operand, B the vector operand): M blocks of `MC`
 /// rows → K blocks → pack the A block once (L3) → N blocks of `NC` columns → pack the B block
@@ -248,7 +227,8 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
     c: &mut [f32],
     ldc: usize,
     s: &mut GemmScratch,
-) {
+    expired: &dyn Fn() -> bool,
+) -> Result<(), KernelError> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n);
     let cptr = c.as_mut_ptr();
@@ -265,6 +245,7 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
                 &[]
             };
             for jc in (0..n).step_by(NC) {
+                crate::scratch::check(expired)?;
                 let nc = NC.min(n - jc);
                 let bpack = s.b.view::<K::P>(nc.div_ceil(K::NR) * K::NR * kb.kp);
                 K::pack_b(&b.sub(kb.pc, jc, kb.kc, nc), bpack);
@@ -289,6 +270,7 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
             }
         }
     }
+    Ok(())
 }
 
 /// One K block: rows `pc..pc+kc` of B (columns of A), `kp` packed steps.
@@ -312,10 +294,10 @@ pub(crate) fn k_blocks<K: Kernel>(k: usize) -> impl Iterator<Item = KBlock> {
     })
 }
 
-/// Scratch for the packed A block of rows `m` over `k` (see [`GemmScratch::new`]).
-pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> AlignedBuf {
-    let kc = (KC * K::KPACK).min(k).div_ceil(K::KPACK);
-    AlignedBuf::new(MC.min(m).div_ceil(K::MR) * K::MR * kc)
+/// Scratch for the packed A block of rows `m` over `k` (see [`GemmScratch::try_new`]).
+#[cfg(feature = "std")]
+pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> Result<AlignedBuf, KernelError> {
+    AlignedBuf::try_new(scratch_lens(K::MR, K::NR, K::KPACK, m, 0, k)[0])
 }
 
 /// The A block as the micro-kernel reads it.
@@ -452,6 +434,7 @@ pub(crate) fn gemm<T: Element>(
     b: &MatRef<'_, T>,
     c: &mut [f32],
     ldc: usize,
+    expired: &dyn Fn() -> bool,
 ) -> Result<(), KernelError> {
     crate::isa::check(isa)?;
     let (m, k, n) = validate(a, b, c, ldc)?;
@@ -469,13 +452,22 @@ pub(crate) fn gemm<T: Element>(
         b: &'x MatRef<'y, T>,
         c: &'x mut [f32],
         ldc: usize,
+        expired: &'x dyn Fn() -> bool,
     }
-    impl<T: Element> KernelFn<()> for Run<'_, '_, T> {
-        fn call<K: Kernel>(self) {
-            let mut s = GemmScratch::new::<K, T>(self.a, self.b);
-            gemm_serial::<K, T>(self.a, self.b, self.c, self.ldc, &mut s);
+    impl<T: Element> KernelFn<Result<(), KernelError>> for Run<'_, '_, T> {
+        fn call<K: Kernel>(self) -> Result<(), KernelError> {
+            let mut s = GemmScratch::try_new::<K, T>(self.a, self.b)?;
+            gemm_serial::<K, T>(self.a, self.b, self.c, self.ldc, &mut s, self.expired)
         }
     }
-    with_kernel::<T, ()>(isa, Run { a, b, c, ldc });
-    Ok(())
+    with_kernel::<T, _>(
+        isa,
+        Run {
+            a,
+            b,
+            c,
+            ldc,
+            expired,
+        },
+    )
 }

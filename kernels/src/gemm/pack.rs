@@ -130,7 +130,7 @@ pub(crate) fn pack_a_f32<T: Element>(a: &MatRef<'_, T>, mr: usize, dst: &mut [f3
 pub(crate) fn pack_b_f32<T: Element>(b: &MatRef<'_, T>, nr: usize, dst: &mut [f32]) {
     let (k, n) = (b.rows, b.cols);
     let panels = n.div_ceil(nr);
-    if b.cs == 1 && nr % 16 == 0 && n > 0 {
+    if b.cs == 1 && nr.is_multiple_of(16) && n > 0 {
         // Row-major B: read each row of the block once, front to back (prefetch-friendly),
         // and scatter its NR-wide pieces to the panels.
         for kk in 0..k {

@@ -87,7 +87,10 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn dpbf16(iters: u64) -> f64 {
         let mut acc = [_mm512_set1_ps(0.0); 24];
-        let x: __m512bh = black_box(unsafe { core::mem::transmute(_mm512_set1_epi16(0x3f80)) });
+        // SAFETY: both are 512-bit plain vector types; 0x3f80 is bf16 1.0 in every lane.
+        let x: __m512bh = black_box(unsafe {
+            core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi16(0x3f80))
+        });
         for _ in 0..iters {
             for a in acc.iter_mut() {
                 *a = _mm512_dpbf16_ps(*a, x, x);
