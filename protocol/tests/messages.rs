@@ -251,7 +251,14 @@ fn job_validation_errors_are_specific() {
         a_layout: Layout::RowMajor,
         b_layout: Layout::RowMajor,
     };
-    assert!(matches!(j.validate(), Err(JobError::TooLarge { .. })));
+    assert_eq!(
+        j.validate(),
+        Err(JobError::DimTooLarge {
+            name: "m",
+            got: u32::MAX,
+            max: pupa_protocol::job::MAX_MATMUL_DIM
+        })
+    );
     let mut j = matmul_job(2, 3, 4);
     j.voucher = ByteBuf::from(vec![0; 5000]);
     assert!(matches!(
