@@ -3,7 +3,9 @@
 //! on TON"; cell formats in `pupa_protocol::ton::receipt`).
 //!
 //! Per (network, contract, client voucher key) the guest keeps `seq`, cumulative `units` and
-//! cumulative `price` (nanotons). A job's price is `⌈flops × nanotons_per_mflop / 10⁶⌉`. A job
+//! cumulative `price` (nanotons). A job is billed its `JobShape::units` (the cost model of
+//! `pupa_protocol::job`: padded flops, attention scores and bytes moved, so that units track
+//! time), and its price is `⌈units × nanotons per 10⁶ units / 10⁶⌉`. A job
 //! is refused before it runs when its voucher does not parse, its client signature does not
 //! verify, it names another guest key, or the new cumulative price would exceed its cap —
 //! the contract would refuse to pay such a receipt.
@@ -65,19 +67,21 @@ pub struct Billing {
     ledgers: BTreeMap<LedgerKey, Totals>,
 }
 
-/// Price in nanotons of `flops` at `nanotons_per_mflop`, rounded up.
-pub fn price(flops: u64, nanotons_per_mflop: u64) -> u128 {
-    (u128::from(flops) * u128::from(nanotons_per_mflop)).div_ceil(1_000_000)
+/// Price in nanotons of `units` (`JobShape::units`) at `nanotons_per_munit` nanotons per 10⁶
+/// units, rounded up.
+pub fn price(units: u64, nanotons_per_munit: u64) -> u128 {
+    (u128::from(units) * u128::from(nanotons_per_munit)).div_ceil(1_000_000)
 }
 
 impl Billing {
-    /// Checks `voucher` (a BOC; empty = none) for a job of `flops` by the guest `guest_key`.
-    /// `Ok(None)`: no voucher and none required.
+    /// Checks `voucher` (a BOC; empty = none) for a job billed `units` (`JobShape::units`) by
+    /// the guest `guest_key`, at `rate` nanotons per 10⁶ units. `Ok(None)`: no voucher and none
+    /// required.
     pub fn check(
         &self,
         voucher: &[u8],
         guest_key: &[u8; 32],
-        flops: u64,
+        units: u64,
         rate: u64,
         required: bool,
     ) -> Result<Option<Charge>, VoucherError> {
@@ -104,13 +108,13 @@ impl Billing {
         }
         let key = (v.domain.network_id, v.domain.contract, v.client_key);
         let cur = self.ledgers.get(&key).copied().unwrap_or_default();
-        let would = cur.price.saturating_add(price(flops, rate));
+        let would = cur.price.saturating_add(price(units, rate));
         if would > v.cap {
             return Err(VoucherError::CapExceeded { would, cap: v.cap });
         }
         let next = Totals {
             seq: cur.seq.saturating_add(1),
-            units: cur.units.saturating_add(flops),
+            units: cur.units.saturating_add(units),
             price: would,
         };
         Ok(Some(Charge {

@@ -1,11 +1,15 @@
-//! Running a validated job on the CPU kernels of `pupa_kernels`. [`execute`] is the one
+//! Running a validated job on the CPU kernels of `pupa_kernels`. [`execute_until`] is the one
 //! function that touches the kernels: swapping the backend is a change here only.
+//!
+//! Nothing here may abort the guest on a job's account: every allocation whose size comes from
+//! the job is fallible ([`ComputeError::OutOfMemory`]), the kernels' scratch too, and the
+//! kernels poll the caller's deadline once per outer block ([`ComputeError::Deadline`]).
+//! `JobShape::exec_bytes` bounds what is allocated here (decoded inputs, output, scratch).
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use half::{bf16, f16};
-use pupa_kernels::{AttnShape, Element, KernelError, MatRef};
+use pupa_kernels::{detect, AttnShape, Element, KernelError, MatRef};
 use pupa_protocol::job::{DType, Job, JobShape, Layout, Op};
 
 /// Why a validated job could not run.
@@ -13,27 +17,66 @@ use pupa_protocol::job::{DType, Job, JobShape, Layout, Op};
 pub enum ComputeError {
     /// The kernel refused the call.
     #[error("kernel: {0}")]
-    Kernel(#[from] KernelError),
+    Kernel(KernelError),
     /// The job's shape did not match the op (a bug: `Job::validate` checks this).
     #[error("job shape inconsistent with its op")]
     Inconsistent,
+    /// The job's compute deadline passed; it was stopped.
+    #[error("compute deadline exceeded: the job ran out of time and was stopped")]
+    Deadline,
+    /// An allocation for the job failed.
+    #[error("out of memory: could not allocate {bytes} bytes for the job")]
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: u64,
+    },
+}
+
+impl From<KernelError> for ComputeError {
+    fn from(e: KernelError) -> Self {
+        match e {
+            KernelError::DeadlineExceeded => ComputeError::Deadline,
+            KernelError::OutOfMemory { bytes } => ComputeError::OutOfMemory {
+                bytes: bytes as u64,
+            },
+            e => ComputeError::Kernel(e),
+        }
+    }
+}
+
+/// An empty vector with room for `n` elements, or `OutOfMemory`.
+fn try_with_capacity<T>(n: usize) -> Result<Vec<T>, ComputeError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| ComputeError::OutOfMemory {
+            bytes: (n as u64).saturating_mul(core::mem::size_of::<T>() as u64),
+        })?;
+    Ok(v)
 }
 
 /// Little-endian bytes to elements (the lengths were checked by `Job::validate`).
-fn decode<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| f(c.try_into().unwrap_or([0; N])))
-        .collect()
+fn decode<T, const N: usize>(
+    bytes: &[u8],
+    f: impl Fn([u8; N]) -> T,
+) -> Result<Vec<T>, ComputeError> {
+    let mut v = try_with_capacity(bytes.len() / N)?;
+    v.extend(
+        bytes
+            .chunks_exact(N)
+            .map(|c| f(c.try_into().unwrap_or([0; N]))),
+    );
+    Ok(v)
 }
 
 fn run<T: Element>(
     job: &Job,
     shape: &JobShape,
     tensors: &[Vec<T>],
+    expired: &dyn Fn() -> bool,
 ) -> Result<Vec<f32>, ComputeError> {
     let n_out = usize::try_from(shape.out_elems).map_err(|_| ComputeError::Inconsistent)?;
-    let mut out = vec![0f32; n_out];
+    let mut out = try_with_capacity(n_out)?;
+    out.resize(n_out, 0f32);
     match (job.op, tensors) {
         (
             Op::Matmul {
@@ -46,7 +89,8 @@ fn run<T: Element>(
             [a, b],
         ) => {
             let (m, n, k) = (m as usize, n as usize, k as usize);
-            pupa_kernels::matmul(view(a, m, k, a_layout)?, view(b, k, n, b_layout)?, &mut out)?;
+            let (a, b) = (view(a, m, k, a_layout)?, view(b, k, n, b_layout)?);
+            pupa_kernels::matmul_until(detect(), a, b, &mut out, n, expired)?;
         }
         (
             Op::Attention {
@@ -67,7 +111,7 @@ fn run<T: Element>(
                 dim: dim as usize,
                 causal,
             };
-            pupa_kernels::attention(q, k, v, &mut out, sh, None)?;
+            pupa_kernels::attention_until(detect(), q, k, v, &mut out, sh, None, expired)?;
         }
         _ => return Err(ComputeError::Inconsistent),
     }
@@ -88,28 +132,138 @@ fn view<T: Element>(
 
 /// Converts each tensor to elements, freeing its bytes as it goes (one tensor's bytes extra
 /// at a time, not a second copy of the job).
-fn take_all<T, const N: usize>(job: &mut Job, f: impl Fn([u8; N]) -> T + Copy) -> Vec<Vec<T>> {
-    job.tensors
-        .iter_mut()
-        .map(|b| decode(&core::mem::take(b), f))
-        .collect()
+fn take_all<T, const N: usize>(
+    job: &mut Job,
+    f: impl Fn([u8; N]) -> T + Copy,
+) -> Result<Vec<Vec<T>>, ComputeError> {
+    let mut all = try_with_capacity(job.tensors.len())?;
+    for b in job.tensors.iter_mut() {
+        all.push(decode(&core::mem::take(b), f)?);
+    }
+    Ok(all)
 }
 
-/// Runs a job that passed `Job::validate` (whose result is `shape`); returns the output as f32.
-/// The job's tensor bytes are consumed (left empty).
+/// Runs a job that passed `Job::validate` (whose result is `shape`) with no deadline; returns
+/// the output as f32. The job's tensor bytes are consumed (left empty).
 pub fn execute(job: &mut Job, shape: &JobShape) -> Result<Vec<f32>, ComputeError> {
+    execute_until(job, shape, &|| false)
+}
+
+/// [`execute`] with a compute deadline: the kernels call `expired` once per outer block (a
+/// GEMM block of at most 3072×384×576 multiply-adds, an attention block of 256 keys × 96
+/// queries) and the job stops with [`ComputeError::Deadline`] once it returns true.
+pub fn execute_until(
+    job: &mut Job,
+    shape: &JobShape,
+    expired: &dyn Fn() -> bool,
+) -> Result<Vec<f32>, ComputeError> {
     match job.dtype {
         DType::F32 => {
-            let t = take_all(job, f32::from_le_bytes);
-            run(job, shape, &t)
+            let t = take_all(job, f32::from_le_bytes)?;
+            run(job, shape, &t, expired)
         }
         DType::F16 => {
-            let t = take_all(job, |x| f16::from_bits(u16::from_le_bytes(x)));
-            run(job, shape, &t)
+            let t = take_all(job, |x| f16::from_bits(u16::from_le_bytes(x)))?;
+            run(job, shape, &t, expired)
         }
         DType::Bf16 => {
-            let t = take_all(job, |x| bf16::from_bits(u16::from_le_bytes(x)));
-            run(job, shape, &t)
+            let t = take_all(job, |x| bf16::from_bits(u16::from_le_bytes(x)))?;
+            run(job, shape, &t, expired)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::cell::Cell;
+
+    use pupa_protocol::seal::Aead;
+    use pupa_protocol::serde_bytes::ByteBuf;
+
+    use super::*;
+
+    fn job(op: Op, tensors: &[usize]) -> Job {
+        Job {
+            job_id: [7; 16],
+            op,
+            dtype: DType::F32,
+            tensors: tensors
+                .iter()
+                .map(|&n| {
+                    let v: Vec<u8> = (0..n)
+                        .flat_map(|i| ((i % 13) as f32 / 13.0).to_le_bytes())
+                        .collect();
+                    ByteBuf::from(v)
+                })
+                .collect(),
+            reply_key: [1; 32],
+            reply_aead: Aead::ChaCha20Poly1305,
+            client_seq: 1,
+            voucher: ByteBuf::new(),
+        }
+    }
+
+    fn matmul() -> Job {
+        let op = Op::Matmul {
+            m: 64,
+            n: 1200,
+            k: 800,
+            a_layout: Layout::RowMajor,
+            b_layout: Layout::ColMajor,
+        };
+        job(op, &[64 * 800, 800 * 1200])
+    }
+
+    fn attention() -> Job {
+        let op = Op::Attention {
+            seq_q: 100,
+            seq_k: 2000,
+            heads: 2,
+            kv_heads: 1,
+            dim: 64,
+            causal: true,
+        };
+        job(op, &[100 * 2 * 64, 2000 * 64, 2000 * 64])
+    }
+
+    /// A deadline that expires at its `n+1`-th check, counting checks (deterministic, no clock).
+    fn after(n: u32, calls: &Cell<u32>) -> impl Fn() -> bool + '_ {
+        move || {
+            calls.set(calls.get() + 1);
+            calls.get() > n
+        }
+    }
+
+    #[test]
+    fn a_deadline_that_expires_mid_run_stops_the_job() {
+        for make in [matmul as fn() -> Job, attention] {
+            let shape = make().validate().unwrap();
+            let want = execute(&mut make(), &shape).unwrap();
+            let calls = Cell::new(0);
+            let got = execute_until(&mut make(), &shape, &after(u32::MAX, &calls)).unwrap();
+            assert_eq!(got, want, "a deadline that never expires changes nothing");
+            let total = calls.get();
+            assert!(total >= 4, "several checks per job, got {total}");
+            let calls = Cell::new(0);
+            let r = execute_until(&mut make(), &shape, &after(total / 2, &calls));
+            assert_eq!(r, Err(ComputeError::Deadline));
+            assert_eq!(
+                calls.get(),
+                total / 2 + 1,
+                "stops at the first expired check"
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_errors_map_to_specific_compute_errors() {
+        assert_eq!(
+            ComputeError::from(KernelError::DeadlineExceeded),
+            ComputeError::Deadline
+        );
+        assert_eq!(
+            ComputeError::from(KernelError::OutOfMemory { bytes: 12 }),
+            ComputeError::OutOfMemory { bytes: 12 }
+        );
     }
 }
