@@ -261,6 +261,15 @@ fn cloud_hypervisor(cfg: &LaunchConfig) -> Launch {
 /// reaches `pupa: ready` within `timeout` (nested setups can fail at the first SSE
 /// instruction, which only a real boot shows).
 pub fn kvm_works(image: &Path, timeout: Duration) -> bool {
+    kvm_works_or_stop(image, timeout, None)
+}
+
+/// [`kvm_works`] that gives up (false) as soon as `stop` is set.
+pub fn kvm_works_or_stop(
+    image: &Path,
+    timeout: Duration,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> bool {
     if std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -284,7 +293,7 @@ pub fn kvm_works(image: &Path, timeout: Duration) -> bool {
         return false;
     };
     guest
-        .wait_for("pupa: ready", timeout, |l| l == "pupa: ready", |_| {})
+        .wait_for_or_stop("pupa: ready", timeout, stop, |l| l == "pupa: ready", |_| {})
         .is_ok()
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use common::guest_process::GuestProcess;
 use common::*;
 use pupa_host::client::{fetch_and_verify, run_job, ClientError, EvidencePolicy, JobSpec};
-use pupa_host::relay::{supervise, RelayConfig, JOB_LOST_DETAIL};
+use pupa_host::relay::journal::{read_all, Line, Record};
+use pupa_host::relay::{supervise, RelayConfig, Supervision, JOB_LOST_DETAIL};
 use pupa_protocol::frame::{encode_frame, Kind, MAX_JOB_FRAME};
 use pupa_protocol::msg::{ErrorCode, Message, SealedJob};
 use pupa_protocol::receipt::job_hash;
@@ -46,15 +47,14 @@ fn jobs_through_the_relay_match_the_reference_and_receipts_are_journaled() {
         hashes.push(out.job_hash);
     }
     drop(c);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = read_all(&log).unwrap();
     assert_eq!(lines.len(), 3);
-    for (l, h) in lines.iter().zip(&hashes) {
+    for ((_, l), h) in lines.iter().zip(&hashes) {
         let want: String = h.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(l["job_hash"], want.as_str());
+        match l {
+            Ok(Line::Record(Record::Receipt { job_hash, .. })) => assert_eq!(job_hash, &want),
+            other => panic!("not a receipt record: {other:?}"),
+        }
     }
     let st = relay.stats();
     assert_eq!((st.jobs_forwarded, st.receipts, st.lost), (3, 3, 0));
@@ -105,6 +105,7 @@ fn bad_input_gets_specific_errors_and_the_next_job_succeeds() {
     };
     let mut job = small_job(1);
     job.job.reply_key = KeyPair::derive(&rand::random()).pk;
+    job.job.client_seq = pupa_host::client::next_client_seq();
     let sealed = SealedJob::seal(&job.job, &w.hpke_pk, Aead::Aes256Gcm, &rand::random()).unwrap();
     let job_frame = Message::SealedJob(sealed.clone()).to_frame().unwrap();
 
@@ -258,7 +259,12 @@ fn a_guest_that_dies_is_restarted_and_jobs_in_flight_are_reported_lost() {
                 guest: Some(first),
                 starts: 0,
             };
-            supervise(&relay, &mut backend, Duration::from_millis(20), &stop);
+            let sup = Supervision {
+                poll: Duration::from_millis(20),
+                health: None,
+                ..Supervision::default()
+            };
+            supervise(&relay, &mut backend, &sup, &stop);
             backend.starts
         })
     };
@@ -320,6 +326,7 @@ fn a_sealed_job_is_the_same_bytes_on_both_sides_of_the_relay() {
     let client = KeyPair::derive(&rand::random());
     let mut j = job.job.clone();
     j.reply_key = client.pk;
+    j.client_seq = pupa_host::client::next_client_seq();
     let sealed = SealedJob::seal(&j, &w.hpke_pk, Aead::Aes256Gcm, &rand::random()).unwrap();
     let h = job_hash(&sealed.enc, &sealed.ciphertext);
     c.send(&Message::SealedJob(sealed)).unwrap();

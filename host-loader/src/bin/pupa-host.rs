@@ -13,7 +13,7 @@ use pupa_host::receipts::store::ReceiptStore;
 use pupa_host::receipts::toncenter::TonApi;
 use pupa_host::receipts::validate::Validator;
 use pupa_host::receipts::{hex, parse_hex, parse_key, ReceiptError};
-use pupa_protocol::ton::{Domain, MsgAddressInt};
+use pupa_protocol::ton::{from_boc_single, Domain, MsgAddressInt, SignedVoucher};
 
 #[derive(Parser)]
 #[command(name = "pupa-host", version, about = "pupa host loader")]
@@ -62,7 +62,8 @@ enum ReceiptsCmd {
         /// File with the payout BOC.
         file: PathBuf,
     },
-    /// Ingest receipts (one hex payout BOC per line of --input) and submit payouts.
+    /// Ingest receipts (the receipt journal `pupa-host run --receipts-log` writes, or one hex
+    /// payout BOC per line) and submit payouts.
     Relay {
         #[command(flatten)]
         target: Target,
@@ -75,9 +76,13 @@ enum ReceiptsCmd {
         /// API key sent as X-API-Key.
         #[arg(long, env = "TONCENTER_API_KEY")]
         api_key: Option<String>,
-        /// Receipt input (appended to by the job relay).
+        /// Receipt input: the job relay's receipt journal (`pupa-host run --receipts-log`).
         #[arg(long)]
         input: Option<PathBuf>,
+        /// Client vouchers (one hex `Signed PupaVoucher` BOC per line) that journaled TON
+        /// receipts are paid under.
+        #[arg(long)]
+        vouchers: Option<PathBuf>,
         /// Submit when at least this many nanoton are unpaid on a channel.
         #[arg(long, default_value_t = 1_000_000_000)]
         threshold: u128,
@@ -126,6 +131,8 @@ enum CliError {
     Run(#[from] pupa_host::relay::RunError),
     #[error("{0}")]
     Msg(String),
+    #[error("every one of the {0} input lines read was rejected: nothing was relayed (is --input a pupa receipt journal, and are --guest-key/--contract/--network right?)")]
+    AllRejected(usize),
 }
 
 impl Target {
@@ -162,7 +169,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let cmd = match cli.cmd {
         Cmd::Receipts(c) => c,
         Cmd::Run(a) => return Ok(pupa_host::relay::run_command(a)?),
-        Cmd::Demo(a) => return pupa_host::demo::run(&a).map_err(|e| CliError::Msg(e)),
+        Cmd::Demo(a) => return pupa_host::demo::run(&a).map_err(CliError::Msg),
         Cmd::Profiles { write } => {
             for (name, body) in pupa_host::profile::scripts() {
                 match &write {
@@ -268,6 +275,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             api,
             api_key,
             input,
+            vouchers,
             threshold,
             max_delay_s,
             resubmit_after_s,
@@ -285,19 +293,29 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     resubmit_after_s,
                 },
                 ingest_batch: batch,
+                vouchers: match &vouchers {
+                    Some(p) => read_vouchers(p)?,
+                    None => Vec::new(),
+                },
             };
             // The chain, not the database, says what was paid.
             relay.sync(true)?;
+            let (mut read, mut accepted) = (0usize, 0usize);
             loop {
                 let r = relay.tick(input.as_deref(), now())?;
                 for e in &r.rejected {
                     eprintln!("rejected: {e}");
                 }
+                read += r.lines;
+                accepted += r.lines - r.rejected.len();
                 if r.ingested > 0 || r.submitted > 0 {
                     eprintln!(
                         "ingested {} receipts, submitted {} payouts",
                         r.ingested, r.submitted
                     );
+                }
+                if r.input_drained && read > 0 && accepted == 0 {
+                    return Err(CliError::AllRejected(read));
                 }
                 if until_paid && r.input_drained && r.all_paid {
                     eprintln!("input drained and every receipt paid");
@@ -307,6 +325,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// Vouchers: one hex `Signed PupaVoucher` BOC per line (blank lines and `#` comments skipped).
+fn read_vouchers(p: &PathBuf) -> Result<Vec<SignedVoucher>, CliError> {
+    let text = std::fs::read_to_string(p).map_err(|e| CliError::Read(p.clone(), e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| {
+            parse_hex(l.trim())
+                .ok_or_else(|| "not hex".to_string())
+                .and_then(|b| {
+                    from_boc_single(&b)
+                        .and_then(|c| SignedVoucher::from_cell(&c))
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| CliError::Msg(format!("{} line {}: {e}", p.display(), i + 1)))
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

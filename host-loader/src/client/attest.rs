@@ -74,7 +74,31 @@ impl EvidencePolicy {
             knobs,
         };
         p.check_knobs()?;
+        p.check_complete()?;
         Ok(p)
+    }
+
+    /// Everything the policy names is readable and well-formed (the `expect` manifest, TCB
+    /// strings, measurement lists), for at least one kind of evidence: checked before the client
+    /// connects, so that a broken policy file is reported before any network traffic.
+    fn check_complete(&self) -> Result<(), ClientError> {
+        let mut k = self.knobs.clone();
+        if !k.chooses_measurement() {
+            // The measurement choice is checked when evidence arrives (dev evidence needs none).
+            k.any_measurement = Some(true);
+        }
+        let mut first = None;
+        for tee in ["snp", "tdx", "dev"] {
+            match k.policy_without_report_data(tee) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(ClientError::Policy(
+            first.map(|e| e.to_string()).unwrap_or_default(),
+        ))
     }
 
     /// Refuses knobs the client cannot honour (see [`Self::knobs`]).

@@ -67,6 +67,17 @@ pub enum ReceiptError {
     /// The HTTP API failed or refused.
     #[error("TON API: {0}")]
     Api(#[from] toncenter::ApiError),
+    /// An input line that is not a journal record (or a hex payout BOC).
+    #[error("{0}")]
+    Record(#[from] crate::relay::journal::RecordError),
+    /// A journaled TON receipt whose client gave no voucher (`--vouchers`).
+    #[error("no voucher for client {client} and guest {guest} (give it with --vouchers)")]
+    NoVoucher {
+        /// Client key (hex).
+        client: String,
+        /// Guest key (hex).
+        guest: String,
+    },
     /// Reading the receipt input failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -1,4 +1,5 @@
-//! The receipt relay: ingest receipts durably, learn what the contract has paid, submit
+//! The receipt relay: ingest receipts durably (from the job relay's receipt journal,
+//! [`crate::relay::journal`]; a journaled TON receipt is paired with its client's voucher), learn what the contract has paid, submit
 //! the latest receipt of each channel when the [`BatchPolicy`] says so.
 //!
 //! Safe to kill at any instant (SIGKILL included): a receipt is acknowledged (its input
@@ -12,14 +13,15 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use pupa_protocol::ton::{from_boc_single, MsgAddressInt, Payout};
+use pupa_protocol::ton::{from_boc_single, MsgAddressInt, Payout, SignedReceipt, SignedVoucher};
 
 use super::message::external_payout_boc;
 use super::policy::{BatchPolicy, Decision};
 use super::store::{Inserted, ReceiptStore};
 use super::toncenter::{ApiError, TonApi};
 use super::validate::Validator;
-use super::{parse_hex, ReceiptError};
+use super::{hex, parse_hex, ReceiptError};
+use crate::relay::journal::{parse_line, Line, Record, RecordError};
 
 /// Contract exit code for "seq not above the last paid" (contracts/src/payment.fc).
 pub const EXIT_REPLAY: i32 = 411;
@@ -34,6 +36,10 @@ pub struct TickReport {
     pub rejected: Vec<String>,
     /// Payouts posted.
     pub submitted: usize,
+    /// Input lines read.
+    pub lines: usize,
+    /// Receipts with nothing to pay (their job carried no voucher).
+    pub skipped: usize,
     /// True when the input has no complete line left to read.
     pub input_drained: bool,
     /// True when every stored receipt is paid on chain.
@@ -52,6 +58,8 @@ pub struct Relay {
     pub policy: BatchPolicy,
     /// Most input lines ingested per tick.
     pub ingest_batch: usize,
+    /// Client vouchers, matched to journaled TON receipts by (client, guest, domain).
+    pub vouchers: Vec<SignedVoucher>,
 }
 
 impl Relay {
@@ -59,8 +67,8 @@ impl Relay {
         self.validator.domain.contract
     }
 
-    /// Reads up to `ingest_batch` complete lines (hex payout BOCs) from `input`, starting
-    /// where the last committed one ended.
+    /// Reads up to `ingest_batch` complete lines of `input` (a receipt journal,
+    /// [`crate::relay::journal`]), starting where the last committed one ended.
     pub fn ingest(
         &mut self,
         input: &Path,
@@ -70,35 +78,79 @@ impl Relay {
         let mut offset = self.store.meta(INPUT_OFFSET)?.unwrap_or(0);
         let mut f = BufReader::new(File::open(input)?);
         f.seek(SeekFrom::Start(offset))?;
-        let mut line = String::new();
+        let mut line = Vec::new();
         for _ in 0..self.ingest_batch {
             line.clear();
-            let n = f.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
+            let n = f.read_until(b'\n', &mut line)?;
+            if n == 0 || !line.ends_with(b"\n") {
                 report.input_drained = true;
                 return Ok(());
             }
+            let at = offset;
             offset += n as u64;
-            let verdict = parse_hex(line.trim())
-                .ok_or(ReceiptError::Malformed(
-                    pupa_protocol::ton::TonError::BocBadMagic,
-                ))
-                .and_then(|boc| self.validator.check_boc(&boc));
-            match verdict {
-                Ok(p) => {
+            report.lines += 1;
+            match self.payout_of(&line) {
+                Ok(Some(p)) => {
                     if self.store.insert(&p, now, Some((INPUT_OFFSET, offset)))? == Inserted::New {
                         report.ingested += 1;
                     }
+                    continue;
                 }
-                Err(e) => {
-                    report
-                        .rejected
-                        .push(format!("input byte {}: {e}", offset - n as u64));
-                    self.store.set_meta(INPUT_OFFSET, offset)?;
-                }
+                Ok(None) => report.skipped += 1,
+                Err(e) => report.rejected.push(format!("input byte {at}: {e}")),
             }
+            self.store.set_meta(INPUT_OFFSET, offset)?;
         }
         Ok(())
+    }
+
+    /// The checked payout one input line carries; `None` for a receipt without a TON receipt
+    /// (its job carried no voucher: nothing to pay).
+    fn payout_of(&self, line: &[u8]) -> Result<Option<Payout>, ReceiptError> {
+        let text =
+            std::str::from_utf8(line).map_err(|_| ReceiptError::Record(RecordError::Shape))?;
+        let boc = match parse_line(text)? {
+            Line::LegacyPayout(boc) => boc,
+            Line::Record(Record::Payout { payout_boc }) => parse_hex(&payout_boc).ok_or(
+                ReceiptError::Record(RecordError::Payload("payout_boc is not hex".into())),
+            )?,
+            Line::Record(Record::Receipt {
+                ton_receipt_boc: None,
+                ..
+            }) => return Ok(None),
+            Line::Record(Record::Receipt {
+                ton_receipt_boc: Some(h),
+                ..
+            }) => {
+                let boc = parse_hex(&h).ok_or(ReceiptError::Record(RecordError::Payload(
+                    "ton_receipt_boc is not hex".into(),
+                )))?;
+                let receipt = from_boc_single(&boc)
+                    .and_then(|c| SignedReceipt::from_cell(&c))
+                    .map_err(ReceiptError::Malformed)?;
+                let r = &receipt.receipt;
+                let voucher = self
+                    .vouchers
+                    .iter()
+                    .find(|v| {
+                        v.voucher.client_key == r.client_key
+                            && v.voucher.guest_key == r.guest_key
+                            && v.voucher.domain == r.domain
+                    })
+                    .ok_or_else(|| ReceiptError::NoVoucher {
+                        client: hex(&r.client_key),
+                        guest: hex(&r.guest_key),
+                    })?;
+                let p = Payout {
+                    query_id: r.seq,
+                    receipt,
+                    voucher: *voucher,
+                };
+                self.validator.check(&p)?;
+                return Ok(Some(p));
+            }
+        };
+        self.validator.check_boc(&boc).map(Some)
     }
 
     /// Re-reads what the contract has paid for every channel with unpaid receipts (or all

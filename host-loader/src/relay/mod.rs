@@ -1,35 +1,49 @@
-//! `pupa-host run`: boot the guest, expose the client endpoint, relay sealed jobs, restart a
-//! guest that dies.
+//! `pupa-host run`: boot the guest, expose the client endpoint, relay sealed jobs, keep the
+//! guest healthy.
 //!
 //! - [`proxy`]: the relay proper (client connections ⇄ guest connections, never decrypting);
 //! - [`track`]: frame-header bookkeeping of the client → guest stream;
 //! - [`tls`]: rustls for remote clients;
 //! - [`journal`]: receipts on disk before clients see them;
-//! - this module: the command's arguments, the guest backends and the supervisor.
+//! - [`health`]: the Hello → Evidence health probe;
+//! - [`supervise`]: restarts a guest that died or stopped answering;
+//! - [`backend`]: the VM (or external guest) being supervised;
+//! - [`checks`]: flags, image and manifest checked before anything boots;
+//! - this module: the command's arguments and its main loop.
 //!
 //! Networking: the development profile uses QEMU user networking with `hostfwd` on 127.0.0.1
 //! (`--forward-port`), so only this host reaches the guest. Production uses a TAP device
 //! (`--tap IFNAME`, set up by the operator as in `qemu/README.md`) and `--guest-addr` naming the
 //! guest's address on it. Clients connect to `--listen`; use `--tls-cert/--tls-key` whenever
 //! that is not a loopback address.
+//!
+//! SIGINT, SIGTERM and SIGHUP stop `run` at any point, booting included; the VMM is also tied
+//! to this process (`vm::spawn`), so even a SIGKILL of `pupa-host` takes the VM with it.
 
+pub mod backend;
+pub mod checks;
+pub mod health;
 pub mod journal;
+mod pending;
 pub mod proxy;
+pub mod supervise;
 pub mod tls;
 pub mod track;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::profile::{self, Accel, LaunchConfig, Network, Tee, Vmm};
-use crate::vm;
+use crate::profile::{Network, Tee, Vmm};
 
+pub use backend::{ExternalGuest, VmBackend};
+pub use health::HealthConfig;
 pub use journal::Journal;
-pub use proxy::{Relay, RelayConfig, RelayStats, JOB_LOST_DETAIL};
+pub use proxy::{Relay, RelayConfig, RelayStats, BUSY_DETAIL, JOB_LOST_DETAIL};
+pub use supervise::{start_guest, supervise, GuestBackend, StartError, Supervision};
 
 /// Arguments of `pupa-host run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,9 +88,22 @@ pub struct RunArgs {
     /// Seconds to wait for the guest to print `pupa: ready`.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout_s: u64,
-    /// Receipt journal (JSON lines, fsync'd before a receipt reaches its client).
+    /// Receipt journal (checked records, fsync'd before a receipt reaches its client; the
+    /// input of `pupa-host receipts relay`).
     #[arg(long)]
     pub receipts_log: Option<PathBuf>,
+    /// The image's manifest.json: the image's SHA-384 must match it before anything boots.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Seconds between health checks (Hello → Evidence) of the guest; 0: none.
+    #[arg(long, default_value_t = 10)]
+    pub health_period_s: u64,
+    /// Seconds a health check waits for the guest's Evidence (a probe can wait behind a job).
+    #[arg(long, default_value_t = 15)]
+    pub health_timeout_s: u64,
+    /// Failed health checks in a row before the guest is restarted.
+    #[arg(long, default_value_t = 3)]
+    pub health_failures: u32,
     /// Most client connections at once.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
@@ -88,12 +115,15 @@ pub enum RunError {
     /// Arguments that do not fit together.
     #[error("{0}")]
     Usage(&'static str),
+    /// A flag, the image or the manifest is wrong.
+    #[error(transparent)]
+    Check(#[from] checks::CheckError),
     /// TLS files.
     #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
     /// The receipt journal could not be opened.
     #[error("cannot open the receipt journal {0}: {1}")]
-    Journal(PathBuf, std::io::Error),
+    Journal(PathBuf, journal::JournalError),
     /// The client endpoint could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
@@ -102,146 +132,10 @@ pub enum RunError {
     Signal(std::io::Error),
     /// The guest did not start.
     #[error("guest: {0}")]
-    Guest(String),
-}
-
-/// A guest the supervisor can start, watch and stop: a VM, or (in tests) a host process.
-pub trait GuestBackend: Send {
-    /// Starts the guest and waits until it serves; returns where its job port is reached.
-    fn start(&mut self) -> Result<SocketAddr, String>;
-    /// Whether the guest is still running.
-    fn is_running(&mut self) -> bool;
-    /// Stops it.
-    fn stop(&mut self);
-}
-
-/// A guest VM launched from a profile (`profile::command`) and watched through `vm::Guest`.
-pub struct VmBackend {
-    /// The firmware image.
-    pub image: PathBuf,
-    /// TEE kind.
-    pub tee: Tee,
-    /// VMM.
-    pub vmm: Vmm,
-    /// Memory in MiB.
-    pub memory_mib: u32,
-    /// vCPUs.
-    pub vcpus: u32,
-    /// Networking.
-    pub network: Network,
-    /// Where the job port is reached once the guest is up.
-    pub guest_addr: SocketAddr,
-    /// How long to wait for `pupa: ready`.
-    pub ready_timeout: Duration,
-    accel: Option<Accel>,
-    guest: Option<vm::Guest>,
-}
-
-impl VmBackend {
-    fn accel(&mut self) -> Accel {
-        if self.tee != Tee::None {
-            return Accel::Kvm;
-        }
-        *self.accel.get_or_insert_with(|| {
-            if profile::kvm_works(&self.image, Duration::from_secs(20)) {
-                Accel::Kvm
-            } else {
-                tracing::info!("KVM does not run the image here; using TCG");
-                Accel::Tcg
-            }
-        })
-    }
-}
-
-impl GuestBackend for VmBackend {
-    fn start(&mut self) -> Result<SocketAddr, String> {
-        let accel = self.accel();
-        let cfg = LaunchConfig {
-            tee: self.tee,
-            vmm: self.vmm,
-            image: &self.image,
-            memory_mib: self.memory_mib,
-            vcpus: self.vcpus,
-            accel,
-            network: self.network.clone(),
-            debug_exit: false,
-            fw_cfg: vec![],
-        };
-        let mut g = vm::Guest::start(&cfg).map_err(|e| e.to_string())?;
-        g.wait_for(
-            "pupa: ready",
-            self.ready_timeout,
-            |l| l.contains("pupa: ready"),
-            |l| tracing::info!(target: "guest", "{l}"),
-        )
-        .map_err(|e| e.to_string())?;
-        self.guest = Some(g);
-        Ok(self.guest_addr)
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.guest.as_mut().is_some_and(|g| g.is_running())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut g) = self.guest.take() {
-            g.stop();
-        }
-    }
-}
-
-/// Watches the guest every `period`; when it is gone, cuts the relay's guest connections (each
-/// client with a job in flight gets the "job lost" error), restarts it (with back-off) and
-/// points the relay at it again. Returns when `stop` is set.
-pub fn supervise(
-    relay: &Relay,
-    backend: &mut dyn GuestBackend,
-    period: Duration,
-    stop: &AtomicBool,
-) {
-    let mut backoff = Duration::from_millis(200);
-    while !stop.load(Ordering::SeqCst) {
-        thread::sleep(period);
-        if backend.is_running() {
-            continue;
-        }
-        relay.set_guest(None);
-        let cut = relay.guest_lost();
-        tracing::warn!(connections = cut, "guest is not running; restarting it");
-        backend.stop();
-        loop {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let t = Instant::now();
-            match backend.start() {
-                Ok(addr) => {
-                    tracing::info!(%addr, ms = t.elapsed().as_millis() as u64, "guest restarted");
-                    relay.set_guest(Some(addr));
-                    backoff = Duration::from_millis(200);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "guest restart failed");
-                    thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-    }
-}
-
-/// A guest run by someone else: only checks that its port still accepts connections.
-struct ExternalGuest(SocketAddr);
-
-impl GuestBackend for ExternalGuest {
-    fn start(&mut self) -> Result<SocketAddr, String> {
-        Ok(self.0)
-    }
-    fn is_running(&mut self) -> bool {
-        true
-    }
-    fn stop(&mut self) {}
+    Guest(#[from] StartError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// `pupa-host run` with logging set up (`RUST_LOG`, default `info`, to stderr).
@@ -255,58 +149,80 @@ pub fn run_command(args: RunArgs) -> Result<(), RunError> {
     run(args)
 }
 
-/// `pupa-host run`: serves until killed.
-pub fn run(args: RunArgs) -> Result<(), RunError> {
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
-        _ => None,
-    };
-    if tls.is_none() && !args.listen.ip().is_loopback() {
-        tracing::warn!(listen = %args.listen, "client endpoint is not loopback and has no TLS (--tls-cert/--tls-key)");
-    }
-    let journal = match &args.receipts_log {
-        Some(p) => Some(Journal::open(p).map_err(|e| RunError::Journal(p.clone(), e))?),
-        None => None,
-    };
-    let mut backend: Box<dyn GuestBackend> = match (&args.image, args.guest_addr) {
-        (None, Some(addr)) => Box::new(ExternalGuest(addr)),
+/// The guest backend `args` describe.
+fn backend_for(args: &RunArgs) -> Result<Box<dyn GuestBackend>, RunError> {
+    let image = match (&args.image, args.guest_addr) {
+        (None, Some(addr)) => return Ok(Box::new(ExternalGuest(addr))),
         (None, None) => {
             return Err(RunError::Usage(
                 "give --image to boot a guest, or --guest-addr to relay to a running one",
             ))
         }
-        (Some(image), addr) => {
-            let (network, guest_addr) = match (&args.tap, addr) {
-                (Some(ifname), Some(a)) => (Network::Tap { ifname: ifname.clone() }, a),
-                (Some(_), None) => return Err(RunError::Usage("--tap needs --guest-addr (the guest's address on the TAP network)")),
-                (None, Some(_)) => return Err(RunError::Usage("--guest-addr with --image needs --tap (user networking forwards --forward-port)")),
-                (None, None) => (
-                    Network::UserForward { host_port: args.forward_port, guest_port: args.guest_port },
-                    SocketAddr::from(([127, 0, 0, 1], args.forward_port)),
-                ),
-            };
-            Box::new(VmBackend {
-                image: image.clone(),
-                tee: args.tee,
-                vmm: args.vmm,
-                memory_mib: args.memory_mib,
-                vcpus: args.vcpus,
-                network,
-                guest_addr,
-                ready_timeout: Duration::from_secs(args.ready_timeout_s),
-                accel: None,
-                guest: None,
-            })
+        (Some(image), _) => image,
+    };
+    let (network, guest_addr) =
+        match (&args.tap, args.guest_addr) {
+            (Some(ifname), Some(a)) => (
+                Network::Tap {
+                    ifname: ifname.clone(),
+                },
+                a,
+            ),
+            (Some(_), None) => {
+                return Err(RunError::Usage(
+                    "--tap needs --guest-addr (the guest's address on the TAP network)",
+                ))
+            }
+            (None, Some(_)) => return Err(RunError::Usage(
+                "--guest-addr with --image needs --tap (user networking forwards --forward-port)",
+            )),
+            (None, None) => (
+                Network::UserForward {
+                    host_port: args.forward_port,
+                    guest_port: args.guest_port,
+                },
+                SocketAddr::from(([127, 0, 0, 1], args.forward_port)),
+            ),
+        };
+    Ok(Box::new(VmBackend::new(
+        image.clone(),
+        args.tee,
+        args.vmm,
+        args.memory_mib,
+        args.vcpus,
+        network,
+        guest_addr,
+        Duration::from_secs(args.ready_timeout_s),
+    )))
+}
+
+/// Everything checked before boot: flags, image (and manifest), TLS files, the journal.
+fn preflight(
+    args: &RunArgs,
+) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<Journal>), RunError> {
+    checks::check_flags(args)?;
+    if let Some(image) = &args.image {
+        let bytes = checks::check_image(image, args.tee)?;
+        if let Some(m) = &args.manifest {
+            checks::check_manifest(m, image, &bytes)?;
         }
+    } else if args.manifest.is_some() {
+        return Err(RunError::Usage("--manifest needs --image"));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
+        _ => None,
     };
-    let cfg = RelayConfig {
-        tls,
-        max_connections: args.max_connections,
-        ..RelayConfig::default()
+    let journal = match &args.receipts_log {
+        Some(p) => Some(Journal::open(p).map_err(|e| RunError::Journal(p.clone(), e))?),
+        None => None,
     };
-    let relay = Relay::new(cfg, journal, None);
-    // A killed `pupa-host` must not leave its VM running: signals end the supervisor loop,
-    // which then stops the guest.
+    Ok((tls, journal))
+}
+
+/// `pupa-host run`: serves until a signal.
+pub fn run(args: RunArgs) -> Result<(), RunError> {
+    // Signals first: Ctrl-C must work while the guest boots.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGTERM,
@@ -315,16 +231,34 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     ] {
         signal_hook::flag::register(sig, stop.clone()).map_err(RunError::Signal)?;
     }
+    let (tls, journal) = preflight(&args)?;
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "client endpoint is not loopback and has no TLS (--tls-cert/--tls-key)");
+    }
+    let mut backend = backend_for(&args)?;
+    let sup = Supervision {
+        poll: Duration::from_millis(100),
+        health: (args.health_period_s > 0 && args.image.is_some()).then(|| HealthConfig {
+            period: Duration::from_secs(args.health_period_s),
+            deadline: Duration::from_secs(args.health_timeout_s),
+            failures: args.health_failures,
+        }),
+        ready_timeout: Duration::from_secs(args.ready_timeout_s),
+    };
+    let relay = Relay::new(
+        RelayConfig {
+            tls,
+            max_connections: args.max_connections,
+            ..RelayConfig::default()
+        },
+        journal,
+        None,
+    );
     let listener =
         std::net::TcpListener::bind(args.listen).map_err(|e| RunError::Listen(args.listen, e))?;
-    let addr = backend.start().map_err(RunError::Guest)?;
-    // The guest's port may take a moment to accept after the ready line.
-    let t = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        thread::sleep(Duration::from_millis(50));
-    }
+    // Ready when the guest answers a Hello with its evidence (the probe closes its connection
+    // cleanly, so it leaves no guest slot behind).
+    let addr = start_guest(backend.as_mut(), &sup, &stop)?;
     relay.set_guest(Some(addr));
     let local = listener
         .local_addr()
@@ -337,8 +271,8 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     thread::Builder::new()
         .name("relay-accept".into())
         .spawn(move || r.serve(listener))
-        .map_err(|e| RunError::Guest(e.to_string()))?;
-    supervise(&relay, backend.as_mut(), Duration::from_millis(100), &stop);
+        .map_err(RunError::Thread)?;
+    supervise(&relay, backend.as_mut(), &sup, &stop);
     tracing::info!("signal received: stopping the guest");
     backend.stop();
     Ok(())

@@ -9,17 +9,27 @@
 //!   the bookkeeping, writes `Receipt` frames to the receipt journal (fsync'd) *before* the
 //!   client sees them, and forwards every frame unchanged.
 //!
-//! When the guest connection ends while requests are pending (the guest died or was restarted),
-//! each pending request is answered with an `Error` frame (`ErrorCode::Internal`, detail
-//! "worker restarted: job lost in flight") and the client connection is closed: the new guest
-//! has new keys, so the client must fetch fresh evidence and re-seal.
+//! Every request a client sends gets exactly one answer. A guest `Error` frame answers one
+//! pending request. When the guest connection ends while requests are still pending:
+//! - the guest said `Busy` on this connection (no free slot or memory: it accepts, sends one
+//!   `Error{Busy}` and closes), or the connection was refused/reset before the guest sent a
+//!   byte and before a job was sent to it: each is answered `Busy` ("no free worker slot;
+//!   retry") — retryable with the same evidence;
+//! - a job had been sent, or the supervisor cut the connection because the guest died or was
+//!   restarted: `Internal` with [`JOB_LOST_DETAIL`] — the new guest has new keys, so the client
+//!   must fetch fresh evidence and re-seal.
+//!
+//! If the receipt journal cannot store a receipt, the receipt is *not* forwarded: its request
+//! is answered `Internal` "relay: the receipt could not be stored" (the client holds the
+//! sealed result, but no receipt it could take for acknowledged), later requests on the
+//! connection get the same error, and the connection closes.
 //!
 //! What the host sees is sizes, kinds and timing; logs carry nothing else.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,12 +39,17 @@ use pupa_protocol::msg::{ErrorCode, ErrorReply, Message};
 use pupa_protocol::PROTOCOL_VERSION;
 
 use super::journal::Journal;
+use super::pending::{answer_pending, guest_end_answer, GuestSaid, Pending, PendingQueue};
 use super::tls::{split_plain, split_tls, Split, WriteHalf};
 use super::track::{HeaderEvent, HeaderTracker};
 
 /// Detail text of the error sent for requests lost when the guest dies.
 pub const JOB_LOST_DETAIL: &str =
     "worker restarted: job lost in flight; fetch fresh evidence and resubmit";
+/// Detail text of `Busy` answers for requests the guest did not take.
+pub const BUSY_DETAIL: &str = "no free worker slot; retry";
+/// Detail text of the answer to a job whose receipt could not be journaled.
+pub const RECEIPT_NOT_STORED_DETAIL: &str = "relay: the receipt could not be stored";
 
 /// How the relay serves clients.
 #[derive(Clone)]
@@ -68,6 +83,8 @@ pub struct RelayStats {
     pub receipts: u64,
     /// Requests answered "job lost" because the guest went away.
     pub lost: u64,
+    /// Requests answered `Busy` because the guest had no room for them.
+    pub busy: u64,
 }
 
 #[derive(Default)]
@@ -76,13 +93,16 @@ struct Counters {
     jobs_forwarded: AtomicU64,
     receipts: AtomicU64,
     lost: AtomicU64,
+    busy: AtomicU64,
 }
 
 struct Shared {
     cfg: RelayConfig,
     journal: Option<Journal>,
     guest: RwLock<Option<SocketAddr>>,
-    guest_conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Guest connections by client connection id, with the flag set when the supervisor cut
+    /// them (the guest died or is being restarted).
+    guest_conns: Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>,
     next_id: AtomicU64,
     active: AtomicUsize,
     counters: Counters,
@@ -93,15 +113,6 @@ struct Shared {
 pub struct Relay {
     shared: Arc<Shared>,
 }
-
-/// A request awaiting the guest's reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    Job,
-    Other,
-}
-
-type PendingQueue = Arc<Mutex<VecDeque<Pending>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -136,11 +147,17 @@ impl Relay {
         *self.shared.guest.write().unwrap_or_else(|p| p.into_inner()) = addr;
     }
 
+    /// Where new connections go now.
+    pub fn guest(&self) -> Option<SocketAddr> {
+        *self.shared.guest.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The guest died: cuts every guest connection, so that each client with a request in
     /// flight gets the "job lost" error. Returns how many connections were cut.
     pub fn guest_lost(&self) -> usize {
         let conns = lock(&self.shared.guest_conns);
-        for s in conns.values() {
+        for (s, cut) in conns.values() {
+            cut.store(true, Ordering::SeqCst);
             let _ = s.shutdown(Shutdown::Both);
         }
         conns.len()
@@ -154,6 +171,7 @@ impl Relay {
             jobs_forwarded: c.jobs_forwarded.load(Ordering::Relaxed),
             receipts: c.receipts.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
+            busy: c.busy.load(Ordering::Relaxed),
         }
     }
 
@@ -250,7 +268,8 @@ fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
         (Ok(a), Ok(b)) => (a, b),
         _ => return tracing::warn!(conn = id, "cannot clone the guest socket"),
     };
-    lock(&shared.guest_conns).insert(id, guest_ctl);
+    let cut = Arc::new(AtomicBool::new(false));
+    lock(&shared.guest_conns).insert(id, (guest_ctl, cut.clone()));
     tracing::info!(conn = id, %peer, tls = shared.cfg.tls.is_some(), "client connected");
 
     let pending: PendingQueue = Arc::default();
@@ -260,7 +279,7 @@ fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
             .name(format!("relay-{id}-up"))
             .spawn(move || pump_up(&shared, id, reader, guest_up, &pending))
     };
-    let down = pump_down(shared, id, guest, writer.as_mut(), &pending);
+    let down = pump_down(shared, id, guest, writer.as_mut(), &pending, &cut);
     // Whatever ended the down direction, the client connection is over: the client got FIN
     // after its last reply; give it a moment to read and close (closing a socket with unread
     // input would reset it and could destroy the replies), then cut it.
@@ -280,7 +299,7 @@ fn handle(shared: &Arc<Shared>, client: TcpStream, id: u64) {
         }
     };
     lock(&shared.guest_conns).remove(&id);
-    tracing::info!(conn = id, %peer, bytes_up = up_bytes, bytes_down = down.bytes, lost = down.lost, "connection closed");
+    tracing::info!(conn = id, %peer, bytes_up = up_bytes, bytes_down = down.bytes, lost = down.lost, busy = down.busy, "connection closed");
 }
 
 /// Client → guest. Returns bytes forwarded.
@@ -305,10 +324,13 @@ fn pump_up(
                 break;
             }
         };
+        // Whether this chunk carries (part of) a job body or header.
+        let mut in_job = tracker.in_job();
         tracker.feed(&buf[..n], |ev| match ev {
             HeaderEvent::Frame(kind, len) => {
                 tracing::trace!(conn = id, ?kind, len, "client frame");
                 let p = if kind == Kind::SealedJob {
+                    in_job = true;
                     shared
                         .counters
                         .jobs_forwarded
@@ -317,12 +339,12 @@ fn pump_up(
                 } else {
                     Pending::Other
                 };
-                lock(pending).push_back(p);
+                lock(pending).push(p);
             }
             HeaderEvent::Broken(e) => {
                 // Passed on: the guest answers it specifically and closes.
                 tracing::info!(conn = id, error = %e, "client stream broke framing");
-                lock(pending).push_back(Pending::Other);
+                lock(pending).push(Pending::Other);
             }
         });
         if guest_open {
@@ -333,117 +355,154 @@ fn pump_up(
                 guest_open = false;
             } else {
                 total += n as u64;
+                if in_job {
+                    lock(pending).job_bytes_sent += n as u64;
+                }
             }
         }
     }
     // Half-close: the guest answers what it has (or a truncated frame) and closes.
     let _ = guest.shutdown(Shutdown::Write);
+    lock(pending).up_done = true;
     total
 }
 
 struct DownEnd {
     bytes: u64,
     lost: usize,
+    busy: usize,
 }
 
-/// Guest → client, until the guest connection ends.
+/// Why the guest → client direction ended.
+enum DownStop {
+    /// The guest connection ended (EOF, reset, or cut by the supervisor).
+    GuestEnded,
+    /// The client went away.
+    ClientGone,
+    /// The guest's output broke framing.
+    Malformed,
+    /// A receipt could not be journaled; its request is answered, the rest get this too.
+    NotStored,
+}
+
+/// Guest → client, until the guest connection ends; then answers every request left.
 fn pump_down(
     shared: &Shared,
     id: u64,
     mut guest: TcpStream,
     client: &mut dyn WriteHalf,
     pending: &PendingQueue,
+    cut: &AtomicBool,
 ) -> DownEnd {
     let mut dec = FrameDecoder::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut said = GuestSaid::default();
     let mut bytes = 0u64;
-    let guest_ended = loop {
+    let stop = loop {
         let n = match guest.read(&mut buf) {
-            Ok(0) => break true,
+            Ok(0) => break DownStop::GuestEnded,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::debug!(conn = id, error = %e, "guest read failed");
-                break true;
+                break DownStop::GuestEnded;
             }
         };
+        said.bytes += n as u64;
         dec.feed(&buf[..n]);
-        let mut client_gone = false;
-        loop {
-            let frame = match dec.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(conn = id, error = %e, "guest output broke framing; dropping the connection");
-                    let _ = client.write_all(&error_frame(
-                        ErrorCode::Internal,
-                        "relay: the worker's reply was malformed",
-                    ));
-                    return DownEnd { bytes, lost: 0 };
-                }
-            };
-            tracing::trace!(conn = id, kind = ?frame.kind, len = frame.body.len(), "guest frame");
-            match frame.kind {
-                Kind::Evidence | Kind::Error => {
-                    lock(pending).pop_front();
-                }
-                Kind::Receipt => {
-                    lock(pending).pop_front();
-                    shared.counters.receipts.fetch_add(1, Ordering::Relaxed);
-                    if let Some(j) = &shared.journal {
-                        // DESIGN.md: receipts are on disk before the client sees them.
-                        if let Err(e) = j.append(&frame.body) {
-                            tracing::error!(conn = id, error = %e, "cannot store the receipt; withholding it");
-                            let _ = client.write_all(&error_frame(
-                                ErrorCode::Internal,
-                                "relay: could not store the receipt",
-                            ));
-                            return DownEnd { bytes, lost: 0 };
-                        }
-                    }
-                }
-                _ => {}
+        match forward_frames(shared, id, &mut dec, client, pending, &mut said, &mut bytes) {
+            Ok(()) => {}
+            Err(stop) => {
+                let _ = guest.shutdown(Shutdown::Both);
+                break stop;
             }
-            let len = frame.body.len() as u32; // bounded by the kind's limit
-            let mut header = [0u8; HEADER_LEN];
-            header[..4].copy_from_slice(&len.to_le_bytes());
-            header[4] = PROTOCOL_VERSION;
-            header[5] = frame.kind as u8;
-            if client
-                .write_all(&header)
-                .and_then(|_| client.write_all(&frame.body))
-                .is_err()
-            {
-                client_gone = true;
-                break;
-            }
-            bytes += (HEADER_LEN + frame.body.len()) as u64;
-        }
-        if client_gone {
-            tracing::debug!(conn = id, "client went away");
-            let _ = guest.shutdown(Shutdown::Both);
-            break false;
         }
     };
-    let mut lost = 0;
-    if guest_ended {
-        let left: Vec<Pending> = lock(pending).drain(..).collect();
-        for p in &left {
-            lost += 1;
-            let _ = client.write_all(&error_frame(ErrorCode::Internal, JOB_LOST_DETAIL));
-            if *p == Pending::Job {
-                tracing::warn!(
-                    conn = id,
-                    "guest connection ended with a job in flight: job lost"
-                );
-            }
+    let (code, detail) = match stop {
+        DownStop::ClientGone => {
+            tracing::debug!(conn = id, "client went away");
+            return DownEnd {
+                bytes,
+                lost: 0,
+                busy: 0,
+            };
         }
-        shared
-            .counters
-            .lost
-            .fetch_add(lost as u64, Ordering::Relaxed);
-        let _ = client.flush();
-        client.close_write();
+        DownStop::Malformed => (
+            ErrorCode::Internal,
+            "relay: the worker's reply was malformed",
+        ),
+        DownStop::NotStored => (ErrorCode::Internal, RECEIPT_NOT_STORED_DETAIL),
+        DownStop::GuestEnded => guest_end_answer(&lock(pending), &said, cut),
+    };
+    let counter = if code == ErrorCode::Busy {
+        &shared.counters.busy
+    } else {
+        &shared.counters.lost
+    };
+    let n = answer_pending(id, client, pending, code, detail, counter);
+    let (lost, busy) = if code == ErrorCode::Busy {
+        (0, n)
+    } else {
+        (n, 0)
+    };
+    let _ = client.flush();
+    client.close_write();
+    DownEnd { bytes, lost, busy }
+}
+
+/// Forwards every complete frame in `dec` to the client, journaling receipts first.
+fn forward_frames(
+    shared: &Shared,
+    id: u64,
+    dec: &mut FrameDecoder,
+    client: &mut dyn WriteHalf,
+    pending: &PendingQueue,
+    said: &mut GuestSaid,
+    bytes: &mut u64,
+) -> Result<(), DownStop> {
+    loop {
+        let frame = match dec.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::error!(conn = id, error = %e, "guest output broke framing; dropping the connection");
+                return Err(DownStop::Malformed);
+            }
+        };
+        tracing::trace!(conn = id, kind = ?frame.kind, len = frame.body.len(), "guest frame");
+        match frame.kind {
+            Kind::Evidence => lock(pending).answered(),
+            Kind::Error => {
+                if let Ok(Message::Error(e)) = Message::from_frame(&frame) {
+                    said.busy |= e.code == ErrorCode::Busy;
+                }
+                lock(pending).answered();
+            }
+            Kind::Receipt => {
+                if let Some(j) = &shared.journal {
+                    // DESIGN.md: receipts are on disk before the client sees them.
+                    if let Err(e) = j.append(&frame.body) {
+                        tracing::error!(conn = id, error = %e, "cannot store the receipt; withholding it");
+                        return Err(DownStop::NotStored);
+                    }
+                }
+                lock(pending).answered();
+                shared.counters.receipts.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        let len = frame.body.len() as u32; // bounded by the kind's limit
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4] = PROTOCOL_VERSION;
+        header[5] = frame.kind as u8;
+        if client
+            .write_all(&header)
+            .and_then(|_| client.write_all(&frame.body))
+            .is_err()
+        {
+            return Err(DownStop::ClientGone);
+        }
+        *bytes += (HEADER_LEN + frame.body.len()) as u64;
     }
-    DownEnd { bytes, lost }
 }

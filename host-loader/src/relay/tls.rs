@@ -23,9 +23,12 @@ pub enum TlsSetupError {
     /// The certificate file holds no PEM certificate.
     #[error("{0} holds no PEM certificate")]
     NoCertificate(String),
-    /// The key file holds no PEM private key.
-    #[error("{path} holds no PEM private key: {reason}")]
+    /// The key file holds no usable PEM private key.
+    #[error("{path} holds no usable PEM private key: {reason}")]
     NoKey { path: String, reason: String },
+    /// The key is encrypted (PKCS#8 `ENCRYPTED PRIVATE KEY` or a legacy `Proc-Type: 4,ENCRYPTED`).
+    #[error("{0}: encrypted private keys are not supported; decrypt it first (openssl pkey -in KEY -out KEY.plain) and keep the plain key readable only by pupa-host")]
+    EncryptedKey(String),
     /// rustls refused the pair.
     #[error("TLS configuration refused: {0}")]
     Rustls(#[from] rustls::Error),
@@ -47,16 +50,38 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     if chain.is_empty() {
         return Err(TlsSetupError::NoCertificate(cert.display().to_string()));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsSetupError::NoKey {
-        path: key.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let key = load_key(key, &key_pem)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     Ok(Arc::new(cfg))
+}
+
+/// The private key in `pem` (read from `path`), or what is wrong with it.
+fn load_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let name = path.display().to_string();
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(TlsSetupError::EncryptedKey(name));
+    }
+    let no_key = |reason: String| TlsSetupError::NoKey {
+        path: name.clone(),
+        reason,
+    };
+    if !text.contains("PRIVATE KEY-----") {
+        let what = if text.contains("-----BEGIN CERTIFICATE-----") {
+            "it holds a certificate, not a key (are --tls-cert and --tls-key swapped?)"
+        } else {
+            "no -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY block"
+        };
+        return Err(no_key(what.into()));
+    }
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| no_key(format!("the key block does not decode ({e})")))
 }
 
 /// The write half of a client connection.

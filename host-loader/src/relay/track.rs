@@ -13,8 +13,8 @@ use pupa_protocol::frame::{parse_header, FrameError, Kind, HEADER_LEN};
 enum State {
     /// Collecting a header (`have` bytes of it so far).
     Header { buf: [u8; HEADER_LEN], have: usize },
-    /// Inside a body; `left` bytes to go.
-    Body { left: u64 },
+    /// Inside a body; `left` bytes to go; `job`: of a sealed job.
+    Body { left: u64, job: bool },
     /// The stream broke framing; nothing more is followed.
     Broken,
 }
@@ -51,7 +51,7 @@ impl HeaderTracker {
         while !data.is_empty() {
             match &mut self.state {
                 State::Broken => return,
-                State::Body { left } => {
+                State::Body { left, .. } => {
                     let take = (*left).min(data.len() as u64) as usize;
                     *left -= take as u64;
                     data = &data[take..];
@@ -81,6 +81,7 @@ impl HeaderTracker {
                             } else {
                                 State::Body {
                                     left: u64::from(len),
+                                    job: kind == Kind::SealedJob,
                                 }
                             };
                         }
@@ -92,6 +93,11 @@ impl HeaderTracker {
                 }
             }
         }
+    }
+
+    /// Whether the tracker is inside a `SealedJob` frame's body.
+    pub fn in_job(&self) -> bool {
+        matches!(self.state, State::Body { job: true, .. })
     }
 
     /// Whether the stream is between frames (nothing unfinished).

@@ -50,6 +50,7 @@ pub struct GuestProcess {
     stop: Arc<AtomicBool>,
     die_on_input: Arc<AtomicBool>,
     dead: Arc<AtomicBool>,
+    wedged: Arc<AtomicBool>,
     keys: GuestKeys,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,6 +59,8 @@ struct Conn {
     sock: TcpStream,
     session: Session,
     eof: bool,
+    /// Received bytes the session did not take yet (it was backlogged).
+    held: Vec<u8>,
 }
 
 impl GuestProcess {
@@ -87,16 +90,23 @@ impl GuestProcess {
         let stop = Arc::new(AtomicBool::new(false));
         let die_on_input = Arc::new(AtomicBool::new(false));
         let dead = Arc::new(AtomicBool::new(false));
-        let (s, d, dd) = (stop.clone(), die_on_input.clone(), dead.clone());
+        let wedged = Arc::new(AtomicBool::new(false));
+        let flags = Flags {
+            stop: stop.clone(),
+            die: die_on_input.clone(),
+            dead: dead.clone(),
+            wedged: wedged.clone(),
+        };
         let thread = thread::Builder::new()
             .name(format!("guest-{}", addr.port()))
-            .spawn(move || serve(listener, worker, &s, &d, &dd))
+            .spawn(move || serve(listener, worker, &flags))
             .unwrap();
         GuestProcess {
             addr,
             stop,
             die_on_input,
             dead,
+            wedged,
             keys,
             thread: Some(thread),
         }
@@ -123,6 +133,12 @@ impl GuestProcess {
         self.die_on_input.clone()
     }
 
+    /// The guest stops answering for good but keeps running (a wedged guest: its listener
+    /// still completes TCP handshakes, nothing is read or answered).
+    pub fn wedge(&self) {
+        self.wedged.store(true, Ordering::SeqCst);
+    }
+
     /// Whether the serving loop still runs.
     pub fn is_running(&self) -> bool {
         !self.dead.load(Ordering::SeqCst)
@@ -143,20 +159,29 @@ impl Drop for GuestProcess {
     }
 }
 
-fn serve<T, E, C>(
-    listener: TcpListener,
-    mut worker: Worker<T, E, C>,
-    stop: &AtomicBool,
-    die: &AtomicBool,
-    dead: &AtomicBool,
-) where
+/// The fixture's controls, shared with its serving thread.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    die: Arc<AtomicBool>,
+    dead: Arc<AtomicBool>,
+    wedged: Arc<AtomicBool>,
+}
+
+fn serve<T, E, C>(listener: TcpListener, mut worker: Worker<T, E, C>, flags: &Flags)
+where
     T: pupa_guest::runtime::Tee,
     E: Entropy,
     C: Clock,
 {
     let mut conns: Vec<Conn> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let (stop, die, dead) = (&flags.stop, &flags.die, &flags.dead);
     'outer: while !stop.load(Ordering::SeqCst) {
+        if flags.wedged.load(Ordering::SeqCst) {
+            // Stuck: alive, answering nothing (the stop flag still ends it).
+            thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         let mut progress = false;
         while let Ok((sock, _)) = listener.accept() {
             sock.set_nonblocking(true).unwrap();
@@ -165,11 +190,16 @@ fn serve<T, E, C>(
                 sock,
                 session: Session::new(&worker),
                 eof: false,
+                held: Vec::new(),
             });
             progress = true;
         }
         for c in conns.iter_mut() {
-            if c.session.wants_read() && !c.eof {
+            if c.session.wants_read() && !c.held.is_empty() {
+                let used = c.session.receive(&mut worker, &c.held);
+                c.held.drain(..used);
+                progress |= used > 0;
+            } else if c.session.wants_read() && !c.eof {
                 match c.sock.read(&mut buf) {
                     Ok(0) => {
                         c.eof = true;
@@ -181,7 +211,7 @@ fn serve<T, E, C>(
                             break 'outer;
                         }
                         let used = c.session.receive(&mut worker, &buf[..n]);
-                        debug_assert!(used == n || used == 0);
+                        c.held.extend_from_slice(&buf[used..n]);
                         progress = true;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod guest_process;
+pub mod procs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use pupa_host::client::{
     fetch_and_verify, run_job, BuiltJob, Connection, EvidencePolicy, JobOutcome, JobSpec,
     VerifiedWorker,
 };
-use pupa_host::relay::{GuestBackend, Journal, Relay, RelayConfig};
+use pupa_host::relay::{GuestBackend, Journal, Relay, RelayConfig, StartError};
 use pupa_protocol::msg::{ErrorCode, Message};
 
 /// Dev evidence allowed (the fixture has no TEE).
@@ -88,7 +89,7 @@ pub struct FixtureBackend {
 }
 
 impl GuestBackend for FixtureBackend {
-    fn start(&mut self) -> Result<SocketAddr, String> {
+    fn start(&mut self, _stop: &std::sync::atomic::AtomicBool) -> Result<SocketAddr, StartError> {
         let g = GuestProcess::start();
         let a = g.addr();
         self.guest = Some(g);
