@@ -51,7 +51,12 @@ fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
             if sess.wants_read() {
                 match sock.read(&mut buf) {
                     Ok(0) => sess.peer_closed(&mut w),
-                    Ok(n) => assert_eq!(sess.receive(&mut w, &buf[..n]), n),
+                    // Fewer bytes are taken only once the session stops reading (here: a
+                    // stream error closes it; this test never fills the output backlog).
+                    Ok(n) => {
+                        let used = sess.receive(&mut w, &buf[..n]);
+                        assert!(used == n || !sess.wants_read(), "{used} of {n}");
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(_) => sess.peer_closed(&mut w),
                 }

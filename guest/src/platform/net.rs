@@ -35,6 +35,8 @@ pub const BUSY_SOCKETS: usize = 16;
 pub const EVICT_IDLE_NS: u64 = 1_000_000_000;
 /// After its session ended, a socket has this long to finish closing before it is aborted.
 pub const LINGER_NS: u64 = 5_000_000_000;
+/// The budget's high-water mark is reported on the console each time it grows this much.
+const HIGH_WATER_STEP: usize = 16 << 20;
 /// smoltcp resets a connection whose peer acknowledges nothing for this long.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
@@ -121,6 +123,7 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
         })
         .collect();
     let mut reported_fault = false;
+    let mut reported_high_water = 0;
 
     loop {
         let changed = iface.poll(now(), &mut nic, &mut sockets) == PollResult::SocketStateChanged;
@@ -129,6 +132,16 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
         let mut moved = false;
         for c in conns.iter_mut() {
             moved |= drive(c, sockets.get_mut::<tcp::Socket>(c.handle), worker, now_ns);
+        }
+        let hw = worker.budget().high_water();
+        if hw >= reported_high_water + HIGH_WATER_STEP {
+            // For operators and the attack tests: how close the budget came to its limit.
+            crate::println!(
+                "pupa: memory budget high-water {} MiB of {} MiB",
+                hw >> 20,
+                worker.budget().limit() >> 20
+            );
+            reported_high_water = hw;
         }
         if let (Some(f), false) = (nic.fault, reported_fault) {
             crate::println!("pupa: network device fault: {f:?}; no further traffic");
@@ -176,7 +189,7 @@ fn admit<T: Tee, E: Entropy, C: Clock>(
         {
             continue;
         }
-        let free = serving < slots || evict_idle(conns, now_ns);
+        let free = serving < slots || evict_idle(conns, worker, now_ns);
         let c = &mut conns[i];
         c.eof_seen = false;
         c.closed_at = None;
@@ -196,7 +209,11 @@ fn admit<T: Tee, E: Entropy, C: Clock>(
 
 /// Closes the serving connection that has been idle longest, if one has been idle for at
 /// least [`EVICT_IDLE_NS`]. Its slot counts as free at once: it has nothing in flight.
-fn evict_idle(conns: &mut [Conn], now_ns: u64) -> bool {
+fn evict_idle<T: Tee, E: Entropy, C: Clock>(
+    conns: &mut [Conn],
+    worker: &Worker<T, E, C>,
+    now_ns: u64,
+) -> bool {
     let victim = conns
         .iter_mut()
         .filter(|c| c.serving)
@@ -206,7 +223,7 @@ fn evict_idle(conns: &mut [Conn], now_ns: u64) -> bool {
     match victim {
         Some((_, c)) => {
             if let Some(s) = c.session.as_mut() {
-                s.close_idle();
+                s.close_idle(worker);
             }
             c.serving = false;
             true

@@ -242,10 +242,12 @@ impl Session {
         self.idle_since.filter(|_| self.is_idle())
     }
 
-    /// Closes an idle connection to give its slot to a new one.
-    pub fn close_idle(&mut self) {
+    /// Closes an idle connection to give its slot to a new one, telling the client why
+    /// (`Busy`: reconnect when it has something to send).
+    pub fn close_idle<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &Worker<T, E, C>) {
         if self.idle_since_ns().is_some() {
-            self.begin_closing();
+            let d = "idle connection closed to free a slot for another client; reconnect";
+            self.close_with(worker, ErrorCode::Busy, d);
         }
     }
 
