@@ -1,0 +1,321 @@
+//! Jobs bounded by what they cost (issue 11, findings 2 and 5): shapes beyond what the kernels
+//! take, and jobs that would hold the guest for minutes, are refused by `Job::validate` with
+//! specific errors; random shapes within the limits run through `Job::validate` +
+//! `compute::execute` under a memory cap (a counting global allocator that fails allocations
+//! beyond it) and either succeed or fail with a specific error, never an abort or a panic; with
+//! the cap at `JobShape::exec_bytes` they always succeed.
+//!
+//! Every test here holds `LOCK` for its whole run: the cap counts the whole process's live
+//! bytes, so nothing else may allocate while it is armed.
+
+mod runtime_common;
+
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
+
+use pupa_guest::runtime::{execute, ComputeError};
+use pupa_protocol::job::{DType, Job, JobError, Layout, Op, MAX_HEAD_DIM, MAX_SEQ, MAX_UNITS};
+use pupa_protocol::msg::{ErrorCode, Message};
+use pupa_protocol::seal::Aead;
+use pupa_protocol::serde_bytes::ByteBuf;
+use runtime_common::{exchange, expect_error, frame, next_seq, worker, Client, Rng};
+
+/// Live bytes of the process, and the most live bytes allowed (`usize::MAX`: no cap).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// The system allocator with a cap on live bytes: an allocation that would exceed it fails
+/// (returns null), as the guest's heap does when it is full.
+struct Capped;
+
+impl Capped {
+    fn take(size: usize) -> bool {
+        let before = LIVE.fetch_add(size, SeqCst);
+        if before.saturating_add(size) > LIMIT.load(SeqCst) {
+            LIVE.fetch_sub(size, SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+// SAFETY: forwards to `System` with the same layouts; only the accounting is added.
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
+        if !Capped::take(l.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded.
+        let p = unsafe { System.alloc(l) };
+        if p.is_null() {
+            LIVE.fetch_sub(l.size(), SeqCst);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: AllocLayout) -> *mut u8 {
+        if !Capped::take(l.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded.
+        let p = unsafe { System.alloc_zeroed(l) };
+        if p.is_null() {
+            LIVE.fetch_sub(l.size(), SeqCst);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
+        // SAFETY: forwarded.
+        unsafe { System.dealloc(p, l) };
+        LIVE.fetch_sub(l.size(), SeqCst);
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: AllocLayout, new: usize) -> *mut u8 {
+        if new > l.size() && !Capped::take(new - l.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: forwarded.
+        let q = unsafe { System.realloc(p, l, new) };
+        if new > l.size() && q.is_null() {
+            LIVE.fetch_sub(new - l.size(), SeqCst);
+        } else if new < l.size() && !q.is_null() {
+            LIVE.fetch_sub(l.size() - new, SeqCst);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOC: Capped = Capped;
+
+/// Runs `f` with at most `cap` bytes more than are live now.
+fn capped<R>(cap: usize, f: impl FnOnce() -> R) -> R {
+    LIMIT.store(LIVE.load(SeqCst).saturating_add(cap), SeqCst);
+    let r = f();
+    LIMIT.store(usize::MAX, SeqCst);
+    r
+}
+
+fn job(op: Op, dtype: DType, elems: &[u64], rng: &mut Rng) -> Job {
+    let es = match dtype {
+        DType::F32 => 4,
+        DType::F16 | DType::Bf16 => 2,
+    };
+    let tensors = elems
+        .iter()
+        .map(|&n| {
+            let mut b = vec![0u8; n as usize * es];
+            // Small finite values in every dtype (top byte 0x3c/0x3e: about 1 in f16/bf16/f32).
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = if i % es == es - 1 {
+                    0x3c
+                } else {
+                    rng.next() as u8
+                };
+            }
+            ByteBuf::from(b)
+        })
+        .collect();
+    Job {
+        job_id: [9; 16],
+        op,
+        dtype,
+        tensors,
+        reply_key: [1; 32],
+        reply_aead: Aead::ChaCha20Poly1305,
+        client_seq: next_seq(),
+        voucher: ByteBuf::new(),
+    }
+}
+
+fn attention(seq_q: u32, seq_k: u32, heads: u32, kv_heads: u32, dim: u32, causal: bool) -> Op {
+    Op::Attention {
+        seq_q,
+        seq_k,
+        heads,
+        kv_heads,
+        dim,
+        causal,
+    }
+}
+
+/// A random job of small shape: mostly within the limits, sometimes just beyond one.
+fn random_job(rng: &mut Rng) -> Job {
+    let mut below = |n: u64| 1 + rng.next() % n;
+    let dtype = [DType::F32, DType::F16, DType::Bf16][below(3) as usize - 1];
+    let (op, elems) = if below(2) == 1 {
+        // Square-ish, or skinny with one long dimension.
+        let (m, n, k) = match below(4) {
+            1 => (below(4), below(4), below(20_000)),
+            2 => (below(3), below(3_000), below(300)),
+            _ => (below(200), below(200), below(200)),
+        };
+        let l = |x| {
+            if x == 1 {
+                Layout::RowMajor
+            } else {
+                Layout::ColMajor
+            }
+        };
+        let op = Op::Matmul {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a_layout: l(below(2)),
+            b_layout: l(below(2)),
+        };
+        (op, vec![m * k, k * n])
+    } else {
+        let g = below(3);
+        let h = g * below(3);
+        let d = match below(6) {
+            1 => 64,
+            2 => 128,
+            3 => u64::from(MAX_HEAD_DIM),
+            4 => u64::from(MAX_HEAD_DIM) + below(4), // refused: beyond the kernels' limit
+            _ => below(40),
+        };
+        let (sq, sk) = (below(150), below(300));
+        let op = attention(
+            sq as u32,
+            sk as u32,
+            h as u32,
+            g as u32,
+            d as u32,
+            below(2) == 1,
+        );
+        (op, vec![sq * h * d, sk * g * d, sk * g * d])
+    };
+    job(op, dtype, &elems, rng)
+}
+
+#[test]
+fn random_shapes_under_a_memory_cap_succeed_or_fail_specifically() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let (mut ran, mut oom, mut refused) = (0, 0, 0);
+    for case in 0..400 {
+        let mut j = random_job(&mut rng);
+        let shape = match j.validate() {
+            Ok(s) => s,
+            Err(e) => {
+                // Only the shapes the generator pushes past a limit, or causal with more
+                // queries than keys.
+                assert!(
+                    matches!(
+                        e,
+                        JobError::DimTooLarge { name: "dim", .. } | JobError::CausalShape { .. }
+                    ),
+                    "case {case}: {e}"
+                );
+                refused += 1;
+                continue;
+            }
+        };
+        assert!(shape.units >= shape.flops && shape.units <= MAX_UNITS);
+        // Half the cases get exactly the memory the job says it needs: they must succeed.
+        // The others get a random part of it: they succeed or report OutOfMemory.
+        let exec = usize::try_from(shape.exec_bytes).unwrap();
+        let full = rng.next() % 2 == 0;
+        let cap = if full {
+            exec
+        } else {
+            (rng.next() as usize) % exec
+        };
+        let r = capped(cap, || execute(&mut j, &shape));
+        match r {
+            Ok(out) => {
+                assert_eq!(out.len() as u64, shape.out_elems, "case {case}");
+                assert!(out.iter().all(|x| x.is_finite()), "case {case}");
+                ran += 1;
+            }
+            Err(ComputeError::OutOfMemory { bytes }) if !full => {
+                assert!(bytes > 0, "case {case}");
+                oom += 1;
+            }
+            Err(e) => panic!("case {case} (cap {cap} of {exec}, full {full}): {e}"),
+        }
+    }
+    eprintln!("{ran} ran, {oom} out of memory, {refused} refused");
+    assert!(ran > 100 && oom > 30 && refused > 10, "{ran} {oom} {refused}");
+}
+
+/// Finding 2: attention with dim 200,000 (a 2.4 MB job) crashed the guest by allocating
+/// unbounded scratch. Now the worker refuses it as an invalid job, naming the limit.
+#[test]
+fn finding_2_huge_head_dim_is_an_invalid_job() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut w, _) = worker();
+    let c = Client::connect(&mut w, 3);
+    let mut j = job(
+        attention(1, 1, 1, 1, 200_000, false),
+        DType::F32,
+        &[200_000; 3],
+        &mut Rng(2),
+    );
+    j.reply_key = c.key.pk;
+    assert_eq!(
+        j.validate(),
+        Err(JobError::DimTooLarge {
+            name: "dim",
+            got: 200_000,
+            max: MAX_HEAD_DIM
+        })
+    );
+    let sj = c.seal(&j, 0x42);
+    let ex = exchange(&mut w, &frame(&Message::SealedJob(sj)), 1 << 16, false);
+    let e = expect_error(&ex, ErrorCode::InvalidJob);
+    assert!(
+        e.detail.contains("dim = 200000 exceeds its limit 256"),
+        "{}",
+        e.detail
+    );
+}
+
+/// Finding 5: attention with seq_k 5,000,000 and dim 1 was billed 2e7 flops and held the guest
+/// for minutes. Sequences are now bounded, and a job that is cheap in flops but expensive in
+/// time (many scores of dim 1) is refused by its units.
+#[test]
+fn finding_5_long_cheap_attention_is_refused() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = Rng(5);
+    let j = job(
+        attention(1, 5_000_000, 1, 1, 1, false),
+        DType::Bf16,
+        &[1, 5_000_000, 5_000_000],
+        &mut rng,
+    );
+    assert_eq!(
+        j.validate(),
+        Err(JobError::DimTooLarge {
+            name: "seq_k",
+            got: 5_000_000,
+            max: MAX_SEQ
+        })
+    );
+    // Within every dimension limit and 4 MB of input, 4.3e9 flops, but 1.7e10 softmax scores:
+    // its units exceed the cap.
+    let j = job(
+        attention(1, MAX_SEQ, 1024, 1, 1, false),
+        DType::Bf16,
+        &[1024, u64::from(MAX_SEQ), u64::from(MAX_SEQ)],
+        &mut rng,
+    );
+    match j.validate() {
+        Err(JobError::TooMuchWork { units, max }) => {
+            assert_eq!(max, MAX_UNITS);
+            assert!(units > MAX_UNITS);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The finding's shape at the longest sequence allowed is billed for its time, not its
+    // flops: far more units than flops.
+    let j = job(
+        attention(1, MAX_SEQ, 1, 1, 1, false),
+        DType::Bf16,
+        &[1, u64::from(MAX_SEQ), u64::from(MAX_SEQ)],
+        &mut rng,
+    );
+    let s = j.validate().unwrap();
+    assert!(s.units > 100 * s.flops, "{} {}", s.units, s.flops);
+}
