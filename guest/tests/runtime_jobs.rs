@@ -67,7 +67,10 @@ fn matmul_all_dtypes_and_layouts_match_f64_reference() {
             let ex = exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 1000, false);
             let (res, rc) = expect_result(&c, &sj, &ex);
             assert_eq!(res.dims, vec![m as u32, n as u32]);
-            assert_eq!(res.units, (2 * m * n * k) as u64);
+            // Billed what validation costed (flops and bytes moved: protocol::job's model).
+            let shape = job.validate().unwrap();
+            assert!(shape.units >= (2 * m * n * k) as u64);
+            assert_eq!(res.units, shape.units);
             assert_eq!(rc.receipt.units, res.units);
             let err = rel_l2(&floats(&res), &matmul_ref(&a, &b, m, n, k));
             assert!(err <= tol, "{dtype:?} {layout:?}: rel err {err}");
@@ -168,6 +171,8 @@ fn receipts_are_cumulative_per_client() {
     let alice = Client::connect(&mut w, 4);
     let bob = Client::connect(&mut w, 5);
     let mut total = 0;
+    let (probe, _, _) = matmul_job(&alice, 0, 2, 3, 4, DType::F32, Layout::RowMajor);
+    let u = probe.validate().unwrap().units;
     for (i, (c, ikm)) in [(&alice, 1u8), (&bob, 2), (&alice, 3), (&alice, 4)]
         .into_iter()
         .enumerate()
@@ -177,11 +182,11 @@ fn receipts_are_cumulative_per_client() {
         let ex = exchange(&mut w, &frame(&Message::SealedJob(sj.clone())), 4096, false);
         let (_, r) = expect_result(c, &sj, &ex);
         if c.key.pk == alice.key.pk {
-            total += 48;
+            total += u;
             assert_eq!(r.receipt.total_units, total);
             assert_eq!(r.receipt.seq, [1, 0, 2, 3][i]);
         } else {
-            assert_eq!((r.receipt.seq, r.receipt.total_units), (1, 48));
+            assert_eq!((r.receipt.seq, r.receipt.total_units), (1, u));
         }
     }
     assert_eq!(w.jobs_run(), 4);
@@ -283,13 +288,17 @@ fn connections_interleave_byte_by_byte() {
 fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
     use pupa_protocol::ton::{from_boc_single, Payout, SignedReceipt, SignedVoucher};
     let (mut w, _) = worker_with(Config {
-        nanotons_per_mflop: 1000,
+        nanotons_per_munit: 1000,
         ..Config::default()
     });
     let c = Client::connect(&mut w, 20);
     let client_seed = [0x61; 32];
-    // Each 4×4×4 job is 128 flops → ⌈128 × 1000 / 10⁶⌉ = 1 nanoton; cap 2 covers two.
-    let v = voucher(&client_seed, &c.evidence.receipt_pk, 2);
+    // Each 4×4×4 job costs `u` units → ⌈u × 1000 / 10⁶⌉ nanotons; the cap covers two.
+    let (probe, _, _) = matmul_job(&c, 0, 4, 4, 4, DType::F32, Layout::RowMajor);
+    let u = probe.validate().unwrap().units;
+    let each = pupa_guest::runtime::price(u, 1000);
+    let cap = 2 * each;
+    let v = voucher(&client_seed, &c.evidence.receipt_pk, cap);
     let sv = SignedVoucher::from_cell(&from_boc_single(&v).unwrap()).unwrap();
     let mut last_seq = 0;
     for i in 0..2u8 {
@@ -306,7 +315,7 @@ fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
         assert_eq!(rc.client_key, sv.voucher.client_key);
         assert_eq!(
             (rc.units, rc.price),
-            (128 * (u64::from(i) + 1), u128::from(i) + 1)
+            (u * (u64::from(i) + 1), each * (u128::from(i) + 1))
         );
         assert_eq!(
             rc.last_job,
@@ -334,7 +343,8 @@ fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
     );
     let e = expect_error(&ex, pupa_protocol::msg::ErrorCode::VoucherRefused);
     assert!(
-        e.detail.contains("would exceed the voucher cap 2"),
+        e.detail
+            .contains(&format!("would exceed the voucher cap {cap}")),
         "{}",
         e.detail
     );

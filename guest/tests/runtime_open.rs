@@ -214,3 +214,76 @@ fn non_canonical_encodings_are_refused() {
     assert!(e.detail.contains("canonical"), "{}", e.detail);
     normal_job_succeeds(&mut w, &c, 6);
 }
+
+/// A clock that advances one second each time it is read: a job that polls its deadline
+/// once per outer block runs out of time after a few blocks, deterministically.
+struct Ticking(std::cell::Cell<u64>);
+impl pupa_guest::runtime::Clock for Ticking {
+    fn now_ns(&self) -> u64 {
+        let t = self.0.get() + 1_000_000_000;
+        self.0.set(t);
+        t
+    }
+}
+
+#[test]
+fn a_job_past_its_compute_deadline_is_stopped_and_not_billed() {
+    use pupa_guest::runtime::{DevTee, Worker};
+    let mut w = Worker::new(
+        DevTee {
+            image_sha384: [0x11; 48],
+        },
+        TestEntropy {
+            seed: 3,
+            ctr: 0,
+            fail_after: None,
+        },
+        Ticking(std::cell::Cell::new(0)),
+        Config {
+            job_timeout_ns: 5_000_000_000,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let hello = frame(&Message::Hello(Hello {}));
+    let mut s = Session::new(&w);
+    s.receive(&mut w, &hello);
+    let ev = match &finish(&mut s).replies[..] {
+        [Message::Evidence(e)] => e.clone(),
+        r => panic!("{r:?}"),
+    };
+    let c = Client {
+        key: pupa_protocol::seal::KeyPair::derive(&[8; 32]),
+        evidence: ev,
+    };
+    // Attention over 2048 keys: 8 key blocks per query block, far more than 5 deadline checks.
+    let (sq, sk, d) = (256usize, 2048usize, 64usize);
+    let job = pupa_protocol::job::Job {
+        job_id: [0x77; 16],
+        op: pupa_protocol::job::Op::Attention {
+            seq_q: sq as u32,
+            seq_k: sk as u32,
+            heads: 1,
+            kv_heads: 1,
+            dim: d as u32,
+            causal: false,
+        },
+        dtype: pupa_protocol::job::DType::Bf16,
+        tensors: vec![
+            pupa_protocol::serde_bytes::ByteBuf::from(vec![0u8; sq * d * 2]),
+            pupa_protocol::serde_bytes::ByteBuf::from(vec![0u8; sk * d * 2]),
+            pupa_protocol::serde_bytes::ByteBuf::from(vec![0u8; sk * d * 2]),
+        ],
+        reply_key: c.key.pk,
+        reply_aead: Aead::Aes256Gcm,
+        client_seq: next_seq(),
+        voucher: pupa_protocol::serde_bytes::ByteBuf::new(),
+    };
+    let mut s = Session::new(&w);
+    s.receive(&mut w, &frame(&Message::SealedJob(c.seal(&job, 1))));
+    let ex = finish(&mut s);
+    let e = expect_error(&ex, ErrorCode::DeadlineExceeded);
+    assert_eq!(e.job_id, Some([0x77; 16]));
+    assert!(!ex.closed, "the connection stays usable");
+    assert_eq!(w.jobs_run(), 0, "not run to completion, no receipt");
+}

@@ -29,7 +29,7 @@ use pupa_protocol::seal::KeyPair;
 use super::billing::Billing;
 use super::budget::Budget;
 use super::clients::ClientTable;
-use super::compute::execute;
+use super::compute::{execute_until, ComputeError};
 use super::{Clock, Entropy, EntropyFailure, Tee, TeeFailure};
 
 /// Tunables of the runtime.
@@ -55,8 +55,8 @@ pub struct Config {
     /// Most time a job may compute; the kernels stop and the job is answered
     /// `DeadlineExceeded`.
     pub job_timeout_ns: u64,
-    /// Price of work on TON vouchers, in nanotons per 10⁶ flops.
-    pub nanotons_per_mflop: u64,
+    /// Price of work on TON vouchers, in nanotons per 10⁶ units (`JobShape::units`).
+    pub nanotons_per_munit: u64,
     /// Refuse jobs without a voucher.
     pub require_voucher: bool,
 }
@@ -72,7 +72,7 @@ impl Default for Config {
             min_rate_bytes_per_s: 1 << 20,
             idle_timeout_ns: 60_000_000_000,
             job_timeout_ns: 60_000_000_000,
-            nanotons_per_mflop: 1,
+            nanotons_per_munit: 1,
             require_voucher: false,
         }
     }
@@ -270,7 +270,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         let shape = job
             .validate()
             .map_err(|e| (ErrorCode::InvalidJob, format!("{e}")))?;
-        let need = exec_bytes(&shape);
+        let need = usize::try_from(shape.exec_bytes).unwrap_or(usize::MAX);
         if need > self.budget.limit() {
             let d = format!(
                 "the job needs {need} bytes of working memory; this guest's budget is {} bytes",
@@ -287,20 +287,22 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             .check(
                 &job.voucher,
                 &receipt_pk,
-                shape.flops,
-                cfg.nanotons_per_mflop,
+                shape.units,
+                cfg.nanotons_per_munit,
                 cfg.require_voucher,
             )
             .map_err(|e| (ErrorCode::VoucherRefused, format!("{e}")))?;
-        let values =
-            execute(&mut job, &shape).map_err(|e| (ErrorCode::InvalidJob, format!("{e}")))?;
+        let deadline = self.now_ns().saturating_add(cfg.job_timeout_ns);
+        let clock = &self.clock;
+        let values = execute_until(&mut job, &shape, &|| clock.now_ns() > deadline)
+            .map_err(|e| (compute_error_code(&e), format!("{e}")))?;
         let data = le_bytes(&values)?;
         drop(values);
         let result = JobResult {
             job_id: job.job_id,
             dims: shape.out_dims[..shape.out_rank].to_vec(),
             data: pupa_protocol::serde_bytes::ByteBuf::from(data),
-            units: shape.flops,
+            units: shape.units,
         };
         let mut ikm = [0u8; 32];
         self.entropy
@@ -327,7 +329,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             )),
             None => None,
         };
-        let receipt = self.sign_receipt(&job.reply_key, hash, shape.flops);
+        let receipt = self.sign_receipt(&job.reply_key, hash, shape.units);
         let reply = Message::Receipt(ReceiptReply {
             statement: receipt,
             ton,
@@ -378,12 +380,14 @@ fn le_bytes(values: &[f32]) -> Result<Vec<u8>, (ErrorCode, String)> {
     Ok(data)
 }
 
-/// Working memory a validated job may need beyond its frame: the decoded inputs, the f32
-/// output, the kernels' scratch and, on the way out, the result's plaintext, ciphertext and
-/// frame (each about the output's size).
-fn exec_bytes(shape: &pupa_protocol::job::JobShape) -> usize {
-    let out = shape.out_elems.saturating_mul(4);
-    usize::try_from(out.saturating_mul(4).saturating_add(8 << 20)).unwrap_or(usize::MAX)
+/// The reply code for a job the kernels could not finish.
+fn compute_error_code(e: &ComputeError) -> ErrorCode {
+    match e {
+        ComputeError::Deadline => ErrorCode::DeadlineExceeded,
+        // Memory ran short although the budget admitted the job (fragmentation): retryable.
+        ComputeError::OutOfMemory { .. } => ErrorCode::Busy,
+        _ => ErrorCode::InvalidJob,
+    }
 }
 
 fn evidence_for<T: Tee>(
