@@ -48,7 +48,16 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
     assert_eq!(v["evidence"], "insecure-dev");
     assert_eq!(v["dims"], serde_json::json!([24, 40]));
     assert_eq!(v["flops"], 2 * 24 * 40 * 56);
-    assert_eq!(v["receipt"]["units"], 2 * 24 * 40 * 56);
+    let spec = r#"{ "op": "matmul", "m": 24, "n": 40, "k": 56, "dtype": "f32", "seed": 7 }"#;
+    let units = pupa_host::client::JobSpec::from_json(spec)
+        .unwrap()
+        .build()
+        .unwrap()
+        .job
+        .validate()
+        .unwrap()
+        .units;
+    assert_eq!(v["receipt"]["units"], units);
     assert!(v["rel_err"].as_f64().unwrap() <= 1e-5);
 
     let text = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev"]);
@@ -218,5 +227,51 @@ fn evidence_policy_flags_expect_and_policy_file() {
         "{}",
         stderr(&out)
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_broken_policy_file_is_reported_before_connecting() {
+    // A "worker" that records whether anyone connected.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let worker = l.local_addr().unwrap().to_string();
+    let dir = temp_dir("cli-policy");
+    let job = dir.join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"op":"matmul","m":4,"n":4,"k":4,"dtype":"f32","seed":1}"#,
+    )
+    .unwrap();
+    for (name, body, want) in [
+        (
+            "missing-manifest.toml",
+            "expect = \"nowhere/manifest.json\"\n",
+            "cannot read manifest",
+        ),
+        (
+            "bad-tcb.toml",
+            "any_measurement = true\nsnp_min_tcb = \"bl=banana\"\n",
+            "bl",
+        ),
+    ] {
+        let policy = dir.join(name);
+        std::fs::write(&policy, body).unwrap();
+        let out = client(&[
+            "run",
+            "--worker",
+            &worker,
+            job.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(
+            l.accept().is_err(),
+            "{name}: the client connected before checking its policy"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -41,7 +41,9 @@ fn jobs_through_the_relay_match_the_reference_and_receipts_are_journaled() {
         let out = run_job(&mut c, &w, job.job.clone()).unwrap();
         let chk = job.check(&out.result).unwrap();
         assert!(chk.passed, "{s}: {chk:?}");
-        assert_eq!(out.receipt.statement.receipt.units, job.flops);
+        // Billed in the protocol's work units (flops, scores and bytes moved).
+        let units = job.job.validate().unwrap().units;
+        assert_eq!(out.receipt.statement.receipt.units, units);
         // One reply key per job, so each receipt is the first of its client.
         assert_eq!(out.receipt.statement.receipt.seq, 1, "job {i}");
         hashes.push(out.job_hash);

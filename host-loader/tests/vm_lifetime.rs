@@ -149,3 +149,28 @@ fn sigint_during_boot_stops_pupa_host_at_once() {
     wait_until("QEMU to be stopped", Duration::from_secs(5), || gone(qemu));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_vmm_error_and_exit_status_are_in_the_early_exit_error() {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "echo 'SeaBIOS (version 1.16)'; echo 'qemu-system-x86_64: could not load PC BIOS' >&2; exit 1",
+    ]);
+    let mut g = pupa_host::vm::Guest::spawn_command(cmd, false).unwrap();
+    let e = g
+        .wait_for(
+            "pupa: ready",
+            Duration::from_secs(10),
+            |l| l == "pupa: ready",
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("exit status: 1"), "{e}");
+    assert!(
+        e.contains("VMM error:\nqemu-system-x86_64: could not load PC BIOS"),
+        "{e}"
+    );
+    assert!(e.contains("console:\nSeaBIOS (version 1.16)"), "{e}");
+}
