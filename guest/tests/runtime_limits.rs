@@ -237,7 +237,10 @@ fn random_shapes_under_a_memory_cap_succeed_or_fail_specifically() {
         }
     }
     eprintln!("{ran} ran, {oom} out of memory, {refused} refused");
-    assert!(ran > 100 && oom > 30 && refused > 10, "{ran} {oom} {refused}");
+    assert!(
+        ran > 100 && oom > 30 && refused > 10,
+        "{ran} {oom} {refused}"
+    );
 }
 
 /// Finding 2: attention with dim 200,000 (a 2.4 MB job) crashed the guest by allocating
@@ -318,4 +321,77 @@ fn finding_5_long_cheap_attention_is_refused() {
     );
     let s = j.validate().unwrap();
     assert!(s.units > 100 * s.flops, "{} {}", s.units, s.flops);
+}
+
+/// Not a check (timings vary with the machine): prints the nanoseconds per billed unit of
+/// `execute` (decode + kernel) for a compute-bound GEMM, the finding-5 attention scaled down to
+/// seq_k 500,000, and other shapes at the corners of the cost model. Run with
+/// `cargo test --release -p pupa-guest --test runtime_limits -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cost_model_ns_per_unit() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mm = |m, n, k| Op::Matmul {
+        m,
+        n,
+        k,
+        a_layout: Layout::RowMajor,
+        b_layout: Layout::RowMajor,
+    };
+    let cases = [
+        ("gemm 1024³", mm(1024, 1024, 1024)),
+        ("finding 5 / 10", attention(1, 500_000, 1, 1, 1, false)),
+        ("gemm k=1", mm(3072, 3072, 1)),
+        ("gemv 3072×1×4096", mm(3072, 1, 4096)),
+        ("dot k=4M", mm(1, 1, 4 << 20)),
+        (
+            "attention 2048² h4 d64",
+            attention(2048, 2048, 4, 4, 64, false),
+        ),
+        ("decode 50k h8 d128", attention(1, 50_000, 8, 1, 128, false)),
+        ("attention 4096² d1", attention(4096, 4096, 1, 1, 1, false)),
+        ("mqa 1×10k h256 d1", attention(1, 10_000, 256, 1, 1, false)),
+    ];
+    let mut rng = Rng(77);
+    let mut per_unit = Vec::new();
+    for dtype in [DType::F32, DType::Bf16] {
+        for (name, op) in cases {
+            let elems = match op {
+                Op::Matmul { m, n, k, .. } => {
+                    let (m, n, k) = (u64::from(m), u64::from(n), u64::from(k));
+                    vec![m * k, k * n]
+                }
+                Op::Attention {
+                    seq_q,
+                    seq_k,
+                    heads,
+                    kv_heads,
+                    dim,
+                    ..
+                } => {
+                    let (q, kv) = (seq_q * heads * dim, seq_k * kv_heads * dim);
+                    vec![u64::from(q), u64::from(kv), u64::from(kv)]
+                }
+            };
+            let j = job(op, dtype, &elems, &mut rng);
+            let shape = j.validate().unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let mut j = j.clone();
+                let t = std::time::Instant::now();
+                execute(&mut j, &shape).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let ns = best * 1e9 / shape.units as f64;
+            per_unit.push(ns);
+            eprintln!(
+                "{dtype:?} {name:24} {best:8.4} s  {:.3e} units  {ns:.4} ns/unit",
+                shape.units as f64
+            );
+        }
+    }
+    let (lo, hi) = per_unit
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    eprintln!("ns/unit from {lo:.4} to {hi:.4}");
 }

@@ -34,11 +34,13 @@
 //!   96-query block of every head) `+ 4·seq_q·heads·dim` (the result). Causal jobs are billed
 //!   as full ones.
 //!
-//! Measured on one Zen 3 core (AVX2, serial kernels): a unit takes 0.018 ns (f32 GEMM
-//! 1024³) to 0.024 ns (bf16), and 0.020–0.022 ns on the memory-bound attention
-//! `seq_q = 1, seq_k = 500 000, dim = 1`; over 34 shapes (both dtypes, skinny and k = 1
-//! GEMMs, decode attention, dim 1 attention) no shape took more than 0.037 ns per unit, so
-//! [`MAX_UNITS`] bounds a job's kernel time to about 40 s there.
+//! Measured with `execute` (decode + kernels, release build) on one Zen 3 core (AVX2), see
+//! the ignored test `cost_model_ns_per_unit` in `guest/tests/runtime_limits.rs`: a unit takes
+//! 0.0104 ns in an f32 GEMM 1024³ (0.0106 bf16) and 0.0112 ns (f32) / 0.0159 ns (bf16) in the
+//! memory-bound attention `seq_q = 1, seq_k = 500 000, dim = 1` (finding 5 of issue 11 at a
+//! tenth); over 18 shapes (both dtypes; k = 1, GEMV and dot-product matmuls; decode, dim-1
+//! and MQA attention) from 0.0084 to 0.027 ns. [`MAX_UNITS`] thus bounds a job's compute to
+//! about 11–30 s there.
 
 use alloc::vec::Vec;
 
@@ -52,8 +54,8 @@ pub const MAX_INPUT_BYTES: u64 = 60 << 20;
 pub const MAX_OUTPUT_BYTES: u64 = 48 << 20;
 /// Most floating-point operations in one job (implied by [`MAX_UNITS`]: units ≥ flops).
 pub const MAX_FLOPS: u64 = 1 << 40;
-/// Most billed units in one job: what bounds a job's time (see the cost model above; about
-/// 20–40 s of kernel time on one Zen 3 core).
+/// Most billed units in one job: what bounds a job's time (see the cost model above; at most
+/// about 30 s of compute on one Zen 3 core).
 pub const MAX_UNITS: u64 = 1 << 40;
 /// Units per byte the kernels read or write (cost model).
 pub const UNITS_PER_BYTE: u64 = 16;
