@@ -340,29 +340,8 @@ impl Job {
             });
         }
         let es = self.dtype.size();
-        // Shape facts, input element counts, and the kernels' scratch bound.
-        let (elems, mut shape, scratch): (Vec<u64>, JobShape, usize) = match self.op {
-            Op::Matmul { m, n, k, .. } => {
-                let mx = MAX_MATMUL_DIM;
-                let (m, n, k) = (
-                    bounded(m, "m", mx)?,
-                    bounded(n, "n", mx)?,
-                    bounded(k, "k", mx)?,
-                );
-                let out = mul(&[m, n]);
-                let shape = JobShape {
-                    out_dims: [m as u32, n as u32, 1],
-                    out_rank: 2,
-                    out_elems: out,
-                    flops: mul(&[2, m, n, k]),
-                    units: matmul_units(m, n, k, es),
-                    exec_bytes: 0,
-                };
-                // Dims are ≤ 2^24, so they fit usize on the 64-bit guest.
-                let scratch =
-                    pupa_kernels::matmul_scratch_bytes(m as usize, n as usize, k as usize);
-                (alloc::vec![mul(&[m, k]), mul(&[k, n])], shape, scratch)
-            }
+        let mut f = match self.op {
+            Op::Matmul { m, n, k, .. } => matmul_facts(m, n, k, es)?,
             Op::Attention {
                 seq_q,
                 seq_k,
@@ -370,36 +349,33 @@ impl Job {
                 kv_heads,
                 dim,
                 causal,
-            } => {
-                let (sq, sk) = (
-                    bounded(seq_q, "seq_q", MAX_SEQ)?,
-                    bounded(seq_k, "seq_k", MAX_SEQ)?,
-                );
-                let (h, g, d) = (
-                    bounded(heads, "heads", MAX_HEADS)?,
-                    bounded(kv_heads, "kv_heads", MAX_HEADS)?,
-                    bounded(dim, "dim", MAX_HEAD_DIM)?,
-                );
-                if h % g != 0 {
-                    return Err(JobError::BadGqa { heads, kv_heads });
-                }
-                if causal && sq > sk {
-                    return Err(JobError::CausalShape { seq_q, seq_k });
-                }
-                let q = mul(&[sq, h, d]);
-                let kv = mul(&[sk, g, d]);
-                let shape = JobShape {
-                    out_dims: [seq_q, heads, dim],
-                    out_rank: 3,
-                    out_elems: q,
-                    flops: mul(&[4, h, sq, sk, d]),
-                    units: attention_units(sq, sk, h, g, d, es),
-                    exec_bytes: 0,
-                };
-                let scratch = pupa_kernels::attention_scratch_bytes(d as usize);
-                (alloc::vec![q, kv, kv], shape, scratch)
-            }
+            } => attention_facts([seq_q, seq_k, heads, kv_heads, dim], causal, es)?,
         };
+        let total = self.input_bytes(&f.elems, es)?;
+        cap("input", total, MAX_INPUT_BYTES)?;
+        let out_bytes = f.shape.out_elems.saturating_mul(4);
+        cap("output", out_bytes, MAX_OUTPUT_BYTES)?;
+        cap("work (flops)", f.shape.flops, MAX_FLOPS)?;
+        if f.shape.units > MAX_UNITS {
+            return Err(JobError::TooMuchWork {
+                units: f.shape.units,
+                max: MAX_UNITS,
+            });
+        }
+        // See `JobShape::exec_bytes` for what is counted.
+        f.shape.exec_bytes = sum(&[
+            total,
+            out_bytes,
+            f.scratch,
+            out_bytes.saturating_mul(RESULT_COPIES),
+            EXEC_OVERHEAD_BYTES,
+        ]);
+        Ok(f.shape)
+    }
+
+    /// Checks the tensors' count and byte lengths against the op's element counts; returns
+    /// their total bytes.
+    fn input_bytes(&self, elems: &[u64], es: u64) -> Result<u64, JobError> {
         if self.tensors.len() != elems.len() {
             return Err(JobError::TensorCount {
                 expected: elems.len(),
@@ -407,7 +383,7 @@ impl Job {
             });
         }
         let mut total = 0u64;
-        for (index, (t, &n)) in self.tensors.iter().zip(&elems).enumerate() {
+        for (index, (t, &n)) in self.tensors.iter().zip(elems).enumerate() {
             let expected = n.saturating_mul(es);
             cap("input tensor", expected, MAX_INPUT_BYTES)?;
             if t.len() as u64 != expected {
@@ -417,28 +393,78 @@ impl Job {
                     got: t.len() as u64,
                 });
             }
-            total += expected;
+            total = total.saturating_add(expected);
         }
-        cap("input", total, MAX_INPUT_BYTES)?;
-        let out_bytes = shape.out_elems.saturating_mul(4);
-        cap("output", out_bytes, MAX_OUTPUT_BYTES)?;
-        cap("work (flops)", shape.flops, MAX_FLOPS)?;
-        if shape.units > MAX_UNITS {
-            return Err(JobError::TooMuchWork {
-                units: shape.units,
-                max: MAX_UNITS,
-            });
-        }
-        // See `JobShape::exec_bytes` for what is counted.
-        shape.exec_bytes = sum(&[
-            total,
-            out_bytes,
-            scratch as u64,
-            out_bytes.saturating_mul(RESULT_COPIES),
-            EXEC_OVERHEAD_BYTES,
-        ]);
-        Ok(shape)
+        Ok(total)
     }
+}
+
+/// What `Job::validate` learns from the op alone.
+struct OpFacts {
+    /// Elements of each input tensor.
+    elems: Vec<u64>,
+    /// The shape facts (`exec_bytes` still 0).
+    shape: JobShape,
+    /// The kernels' scratch bound for this shape.
+    scratch: u64,
+}
+
+fn matmul_facts(m: u32, n: u32, k: u32, es: u64) -> Result<OpFacts, JobError> {
+    let mx = MAX_MATMUL_DIM;
+    let (m, n, k) = (
+        bounded(m, "m", mx)?,
+        bounded(n, "n", mx)?,
+        bounded(k, "k", mx)?,
+    );
+    let shape = JobShape {
+        out_dims: [m as u32, n as u32, 1],
+        out_rank: 2,
+        out_elems: mul(&[m, n]),
+        flops: mul(&[2, m, n, k]),
+        units: matmul_units(m, n, k, es),
+        exec_bytes: 0,
+    };
+    // Dims are ≤ 2^24, so they fit usize on the 64-bit guest.
+    let scratch = pupa_kernels::matmul_scratch_bytes(m as usize, n as usize, k as usize);
+    Ok(OpFacts {
+        elems: alloc::vec![mul(&[m, k]), mul(&[k, n])],
+        shape,
+        scratch: scratch as u64,
+    })
+}
+
+/// `dims`: seq_q, seq_k, heads, kv_heads, dim.
+fn attention_facts(dims: [u32; 5], causal: bool, es: u64) -> Result<OpFacts, JobError> {
+    let [seq_q, seq_k, heads, kv_heads, dim] = dims;
+    let (sq, sk) = (
+        bounded(seq_q, "seq_q", MAX_SEQ)?,
+        bounded(seq_k, "seq_k", MAX_SEQ)?,
+    );
+    let (h, g, d) = (
+        bounded(heads, "heads", MAX_HEADS)?,
+        bounded(kv_heads, "kv_heads", MAX_HEADS)?,
+        bounded(dim, "dim", MAX_HEAD_DIM)?,
+    );
+    if h % g != 0 {
+        return Err(JobError::BadGqa { heads, kv_heads });
+    }
+    if causal && sq > sk {
+        return Err(JobError::CausalShape { seq_q, seq_k });
+    }
+    let (q, kv) = (mul(&[sq, h, d]), mul(&[sk, g, d]));
+    let shape = JobShape {
+        out_dims: [seq_q, heads, dim],
+        out_rank: 3,
+        out_elems: q,
+        flops: mul(&[4, h, sq, sk, d]),
+        units: attention_units(sq, sk, h, g, d, es),
+        exec_bytes: 0,
+    };
+    Ok(OpFacts {
+        elems: alloc::vec![q, kv, kv],
+        shape,
+        scratch: pupa_kernels::attention_scratch_bytes(d as usize) as u64,
+    })
 }
 
 /// The computed result, sealed to the client's reply key.
