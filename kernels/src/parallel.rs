@@ -11,8 +11,8 @@ use crate::attention::{
     prepare, q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
 };
 use crate::gemm::{
-    a_scratch, k_blocks, strided_a, tiles, validate, with_kernel, AOperand, AlignedBuf, Kernel,
-    KernelFn, MC, NC,
+    a_scratch, k_blocks, strided_a, tiles, validate, with_kernel, AOperand, AlignedBuf, KBlock,
+    Kernel, KernelFn, MC, NC,
 };
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
@@ -78,33 +78,19 @@ pub fn matmul_parallel_until<T: Element>(
         fn call<K: Kernel>(self) -> Result<(), KernelError> {
             let (m, n, k) = (self.a.rows(), self.b.cols(), self.a.cols());
             let (a, b, ldc, stop) = (self.a, self.b, self.ldc, &self.stop);
-            // B is packed once, all blocks in parallel, and shared read-only by every thread
-            // (each thread repacking all of B would cost each of them the whole packing time).
             let kbs: Vec<_> = k_blocks::<K>(k).collect();
             let njb = n.div_ceil(NC);
-            let blk_len = |kp: usize, jc: usize| NC.min(n - jc).div_ceil(K::NR) * K::NR * kp;
-            let mut sizes = Vec::with_capacity(kbs.len() * njb);
-            for kb in &kbs {
-                for jb in 0..njb {
-                    sizes.push(blk_len(kb.kp, jb * NC));
-                }
-            }
-            let total: usize = sizes.iter().sum();
-            let mut packed = AlignedBuf::try_new(total)?;
-            let mut parts: Vec<&mut [K::P]> = Vec::with_capacity(sizes.len());
-            let mut rest = packed.view::<K::P>(total);
-            for &len in &sizes {
-                let (head, tail) = rest.split_at_mut(len);
-                parts.push(head);
-                rest = tail;
-            }
-            parts.par_iter_mut().enumerate().try_for_each(|(i, dst)| {
-                stop.check()?;
-                let (kb, jc) = (kbs[i / njb], (i % njb) * NC);
-                K::pack_b(&b.sub(kb.pc, jc, kb.kc, NC.min(n - jc)), dst);
-                Ok::<(), KernelError>(())
-            })?;
-            let parts: Vec<&[K::P]> = parts.into_iter().map(|d| &*d).collect();
+            let mut packed = AlignedBuf::try_new(0)?;
+            let parts = pack_b_all::<K, T>(&b, &kbs, njb, &mut packed, stop)?;
+            let shared = Shared {
+                a,
+                kbs: &kbs,
+                parts: &parts,
+                njb,
+                n,
+                ldc,
+                stop,
+            };
             // Four row chunks per thread (at least 64 rows each): rayon balances them, so a
             // thread slowed by the machine does not leave the others idle at the end.
             let rows = m.div_ceil(self.threads * 4).max(64).div_ceil(K::MR) * K::MR;
@@ -112,45 +98,7 @@ pub fn matmul_parallel_until<T: Element>(
                 .par_chunks_mut(rows * ldc)
                 .enumerate()
                 .try_for_each(|(t, cblk)| {
-                    let i0 = t * rows;
-                    let mr = rows.min(m - i0);
-                    let mut ascratch = a_scratch::<K>(mr, k)?;
-                    for ic in (0..mr).step_by(MC) {
-                        let mc = MC.min(mr - ic);
-                        for (ki, kb) in kbs.iter().enumerate() {
-                            let asub = a.sub(i0 + ic, kb.pc, mc, kb.kc);
-                            let a_op = match strided_a::<K, T>(&asub) {
-                                Some(p) => AOperand::InPlace(p, a.rs),
-                                None => {
-                                    let apack =
-                                        ascratch.view::<K::P>(mc.div_ceil(K::MR) * K::MR * kb.kp);
-                                    K::pack_a(&asub, apack);
-                                    AOperand::Packed(&*apack)
-                                }
-                            };
-                            for jb in 0..njb {
-                                stop.check()?;
-                                let jc = jb * NC;
-                                // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the
-                                // last chunk may be shorter than rows·ldc but holds
-                                // (mr-1)·ldc + n, checked by `validate`); the blocks were
-                                // packed above with kb.kp steps.
-                                unsafe {
-                                    tiles::<K>(
-                                        a_op,
-                                        mc,
-                                        parts[ki * njb + jb],
-                                        NC.min(n - jc),
-                                        kb.kp,
-                                        cblk.as_mut_ptr().add(ic * ldc + jc),
-                                        ldc,
-                                        kb.pc > 0,
-                                    )
-                                };
-                            }
-                        }
-                    }
-                    Ok(())
+                    row_chunk::<K, T>(&shared, t * rows, rows.min(m - t * rows), cblk)
                 })
         }
     }
@@ -169,6 +117,97 @@ pub fn matmul_parallel_until<T: Element>(
             stop,
         },
     )
+}
+
+/// Packs all of B, every (K block, N block) in parallel, into `packed` (reallocated to fit) and
+/// returns the blocks, K-block-major. B is packed once and shared read-only by every thread:
+/// each thread repacking all of B would cost each of them the whole packing time.
+fn pack_b_all<'p, K: Kernel, T: Element>(
+    b: &MatRef<'_, T>,
+    kbs: &[KBlock],
+    njb: usize,
+    packed: &'p mut AlignedBuf,
+    stop: &Stop<'_>,
+) -> Result<Vec<&'p [K::P]>, KernelError> {
+    let n = b.cols();
+    let blk_len = |kp: usize, jc: usize| NC.min(n - jc).div_ceil(K::NR) * K::NR * kp;
+    let sizes: Vec<usize> = kbs
+        .iter()
+        .flat_map(|kb| (0..njb).map(move |jb| blk_len(kb.kp, jb * NC)))
+        .collect();
+    let total: usize = sizes.iter().sum();
+    *packed = AlignedBuf::try_new(total)?;
+    let mut parts: Vec<&mut [K::P]> = Vec::with_capacity(sizes.len());
+    let mut rest = packed.view::<K::P>(total);
+    for &len in &sizes {
+        let (head, tail) = rest.split_at_mut(len);
+        parts.push(head);
+        rest = tail;
+    }
+    parts.par_iter_mut().enumerate().try_for_each(|(i, dst)| {
+        stop.check()?;
+        let (kb, jc) = (kbs[i / njb], (i % njb) * NC);
+        K::pack_b(&b.sub(kb.pc, jc, kb.kc, NC.min(n - jc)), dst);
+        Ok::<(), KernelError>(())
+    })?;
+    Ok(parts.into_iter().map(|d| &*d).collect())
+}
+
+/// What every row chunk of the parallel GEMM reads.
+struct Shared<'a, P, T> {
+    a: MatRef<'a, T>,
+    kbs: &'a [KBlock],
+    /// B packed per (K block, N block), K-block-major.
+    parts: &'a [&'a [P]],
+    njb: usize,
+    n: usize,
+    ldc: usize,
+    stop: &'a Stop<'a>,
+}
+
+/// Rows `i0..i0+mr` of C, held in `cblk` (row stride `ldc`), against all of the packed B.
+fn row_chunk<K: Kernel, T: Element>(
+    sh: &Shared<'_, K::P, T>,
+    i0: usize,
+    mr: usize,
+    cblk: &mut [f32],
+) -> Result<(), KernelError> {
+    let (a, n, ldc, njb) = (&sh.a, sh.n, sh.ldc, sh.njb);
+    let mut ascratch = a_scratch::<K>(mr, a.cols())?;
+    for ic in (0..mr).step_by(MC) {
+        let mc = MC.min(mr - ic);
+        for (ki, kb) in sh.kbs.iter().enumerate() {
+            let asub = a.sub(i0 + ic, kb.pc, mc, kb.kc);
+            let a_op = match strided_a::<K, T>(&asub) {
+                Some(p) => AOperand::InPlace(p, a.rs),
+                None => {
+                    let apack = ascratch.view::<K::P>(mc.div_ceil(K::MR) * K::MR * kb.kp);
+                    K::pack_a(&asub, apack);
+                    AOperand::Packed(&*apack)
+                }
+            };
+            for jb in 0..njb {
+                sh.stop.check()?;
+                let jc = jb * NC;
+                // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the last chunk may
+                // be shorter than rows·ldc but holds (mr-1)·ldc + n, checked by `validate`);
+                // the blocks were packed by `pack_b_all` with kb.kp steps.
+                unsafe {
+                    tiles::<K>(
+                        a_op,
+                        mc,
+                        sh.parts[ki * njb + jb],
+                        NC.min(n - jc),
+                        kb.kp,
+                        cblk.as_mut_ptr().add(ic * ldc + jc),
+                        ldc,
+                        kb.pc > 0,
+                    )
+                };
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`crate::attention_with`] over the threads of the current rayon pool: (head, query block)
