@@ -138,3 +138,31 @@ pub fn copy_source(dst: &Path) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// The `pupa-host` binary of this workspace, built (with the profile the tests run under) if
+/// it is not there yet.
+pub fn pupa_host_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let ws = workspace();
+        // target/<profile>/deps/<this test> → target/<profile>/pupa-host
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| ws.join("target").join("debug"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&ws)
+            .args(["build", "--locked", "-p", "pupa-host", "--bin", "pupa-host"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo");
+        assert!(st.success(), "building pupa-host failed");
+        profile_dir.join("pupa-host")
+    })
+    .clone()
+}
