@@ -73,7 +73,7 @@ pub const E820_RAM: u32 = 1;
 
 /// Parse QEMU's `etc/e820` fw_cfg file.
 pub fn parse_e820(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
-    if bytes.len() % 20 != 0 {
+    if !bytes.len().is_multiple_of(20) {
         return Err(MemMapError::E820Length(bytes.len()));
     }
     let mut out = Vec::with_capacity(bytes.len() / 20);

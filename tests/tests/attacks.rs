@@ -386,8 +386,8 @@ fn garbage_frames(t: &mut Target) {
         .console
         .iter()
         .chain(&lines)
-        .filter_map(|l| l.strip_prefix("pupa: memory budget high-water "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("pupa: memory budget high-water "))
         .map(str::to_string);
     let rt = t.small_job();
     println!(
