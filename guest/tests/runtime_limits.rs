@@ -14,16 +14,21 @@ use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
+use pupa_guest::runtime::Session;
 use pupa_guest::runtime::{execute, ComputeError};
 use pupa_protocol::job::{DType, Job, JobError, Layout, Op, MAX_HEAD_DIM, MAX_SEQ, MAX_UNITS};
 use pupa_protocol::msg::{ErrorCode, Message};
 use pupa_protocol::seal::Aead;
 use pupa_protocol::serde_bytes::ByteBuf;
-use runtime_common::{exchange, expect_error, frame, next_seq, worker, Client, Rng};
+use runtime_common::{
+    exchange, expect_error, expect_result, finish, frame, next_seq, worker, Client, Rng,
+};
 
 /// Live bytes of the process, and the most live bytes allowed (`usize::MAX`: no cap).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// The most live bytes seen since `capped` last started.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
 static LOCK: Mutex<()> = Mutex::new(());
 
 /// The system allocator with a cap on live bytes: an allocation that would exceed it fails
@@ -37,6 +42,7 @@ impl Capped {
             LIVE.fetch_sub(size, SeqCst);
             return false;
         }
+        PEAK.fetch_max(before + size, SeqCst);
         true
     }
 }
@@ -88,12 +94,15 @@ unsafe impl GlobalAlloc for Capped {
 #[global_allocator]
 static ALLOC: Capped = Capped;
 
-/// Runs `f` with at most `cap` bytes more than are live now.
-fn capped<R>(cap: usize, f: impl FnOnce() -> R) -> R {
-    LIMIT.store(LIVE.load(SeqCst).saturating_add(cap), SeqCst);
+/// Runs `f` with at most `cap` bytes more than are live now; returns its result and the most
+/// bytes it had live beyond those at the start.
+fn capped<R>(cap: usize, f: impl FnOnce() -> R) -> (R, usize) {
+    let base = LIVE.load(SeqCst);
+    PEAK.store(base, SeqCst);
+    LIMIT.store(base.saturating_add(cap), SeqCst);
     let r = f();
     LIMIT.store(usize::MAX, SeqCst);
-    r
+    (r, PEAK.load(SeqCst).saturating_sub(base))
 }
 
 fn job(op: Op, dtype: DType, elems: &[u64], rng: &mut Rng) -> Job {
@@ -222,7 +231,8 @@ fn random_shapes_under_a_memory_cap_succeed_or_fail_specifically() {
         } else {
             (rng.next() as usize) % exec
         };
-        let r = capped(cap, || execute(&mut j, &shape));
+        let (r, peak) = capped(cap, || execute(&mut j, &shape));
+        assert!(peak <= exec, "case {case}: peak {peak} > exec_bytes {exec}");
         match r {
             Ok(out) => {
                 assert_eq!(out.len() as u64, shape.out_elems, "case {case}");
@@ -241,6 +251,59 @@ fn random_shapes_under_a_memory_cap_succeed_or_fail_specifically() {
         ran > 100 && oom > 30 && refused > 10,
         "{ran} {oom} {refused}"
     );
+}
+
+/// The whole runtime (open, validate, run, encode, seal, sign) inside the memory the job's
+/// `exec_bytes` allows, plus what the job itself takes (its frame, opened in place, and the
+/// decoded job): jobs with outputs large enough that the result copies dominate all succeed.
+#[test]
+fn worker_runs_jobs_within_exec_bytes() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut w, _) = worker();
+    let c = Client::connect(&mut w, 4);
+    let mut rng = Rng(0xfeed_0002);
+    let ops = [
+        (mm_op(512, 512, 8), vec![512 * 8, 8 * 512]),
+        (mm_op(1, 2048, 300), vec![300, 300 * 2048]),
+        (
+            attention(300, 300, 4, 2, 128, true),
+            vec![300 * 4 * 128, 300 * 2 * 128, 300 * 2 * 128],
+        ),
+    ];
+    for (i, (op, elems)) in ops.into_iter().enumerate() {
+        for dtype in [DType::F32, DType::Bf16] {
+            let mut j = job(op, dtype, &elems, &mut rng);
+            j.reply_key = c.key.pk;
+            let shape = j.validate().unwrap();
+            let sj = c.seal(&j, 0x50 + i as u8);
+            let bytes = frame(&Message::SealedJob(sj.clone()));
+            let cap = shape.exec_bytes as usize + 3 * bytes.len() + (256 << 10);
+            let mut s = Session::new(&w);
+            let ((), peak) = capped(cap, || {
+                assert_eq!(s.receive(&mut w, &bytes), bytes.len());
+                s.poll(&mut w);
+            });
+            eprintln!(
+                "job {i} {dtype:?}: peak {peak} bytes, exec_bytes {}, frame {}",
+                shape.exec_bytes,
+                bytes.len()
+            );
+            let (res, _) = expect_result(&c, &sj, &finish(&mut s));
+            assert_eq!(res.data.len() as u64, 4 * shape.out_elems);
+            // Billed units: `shape.units` once the worker bills them (flops before).
+            assert!(res.units == shape.units || res.units == shape.flops);
+        }
+    }
+}
+
+fn mm_op(m: u32, n: u32, k: u32) -> Op {
+    Op::Matmul {
+        m,
+        n,
+        k,
+        a_layout: Layout::RowMajor,
+        b_layout: Layout::RowMajor,
+    }
 }
 
 /// Finding 2: attention with dim 200,000 (a 2.4 MB job) crashed the guest by allocating
