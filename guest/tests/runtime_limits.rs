@@ -345,12 +345,15 @@ fn finding_2_huge_head_dim_is_an_invalid_job() {
 fn finding_5_long_cheap_attention_is_refused() {
     let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = Rng(5);
-    let j = job(
+    let (mut w, _) = worker();
+    let c = Client::connect(&mut w, 6);
+    let mut j = job(
         attention(1, 5_000_000, 1, 1, 1, false),
         DType::Bf16,
         &[1, 5_000_000, 5_000_000],
         &mut rng,
     );
+    j.reply_key = c.key.pk;
     assert_eq!(
         j.validate(),
         Err(JobError::DimTooLarge {
@@ -358,6 +361,19 @@ fn finding_5_long_cheap_attention_is_refused() {
             got: 5_000_000,
             max: MAX_SEQ
         })
+    );
+    let ex = exchange(
+        &mut w,
+        &frame(&Message::SealedJob(c.seal(&j, 0x43))),
+        1 << 20,
+        false,
+    );
+    let e = expect_error(&ex, ErrorCode::InvalidJob);
+    assert!(
+        e.detail
+            .contains("seq_k = 5000000 exceeds its limit 1048576"),
+        "{}",
+        e.detail
     );
     // Within every dimension limit and 4 MB of input, 4.3e9 flops, but 1.7e10 softmax scores:
     // its units exceed the cap.
