@@ -225,7 +225,7 @@ fn random_shapes_under_a_memory_cap_succeed_or_fail_specifically() {
         // Half the cases get exactly the memory the job says it needs: they must succeed.
         // The others get a random part of it: they succeed or report OutOfMemory.
         let exec = usize::try_from(shape.exec_bytes).unwrap();
-        let full = rng.next() % 2 == 0;
+        let full = rng.next().is_multiple_of(2);
         let cap = if full {
             exec
         } else {
