@@ -80,8 +80,8 @@ pub fn matmul_with<T: Element>(
     gemm::gemm(isa, &a, &b, c, ldc, &|| false)
 }
 
-/// [`matmul_with`] that polls `expired` before every block of at most MC×KC×NC (3072×384×576)
-/// multiply-adds and stops with [`KernelError::DeadlineExceeded`] once it returns true (C is
+/// [`matmul_with`] that polls `expired` before every block of at most 240×384×576
+/// multiply-adds (240 rows of A against one packed B block) and stops with [`KernelError::DeadlineExceeded`] once it returns true (C is
 /// then incomplete).
 pub fn matmul_until<T: Element>(
     isa: Isa,

@@ -11,8 +11,8 @@ use crate::attention::{
     prepare, q_blocks, tile, with_attn_kernel, AttnFn, AttnKernel, AttnShape, OutPtr, TileScratch,
 };
 use crate::gemm::{
-    a_scratch, k_blocks, strided_a, tiles, validate, with_kernel, AOperand, AlignedBuf, KBlock,
-    Kernel, KernelFn, MC, NC,
+    a_scratch, k_blocks, strided_a, tiles_until, validate, with_kernel, AOperand, AlignedBuf,
+    KBlock, Kernel, KernelFn, MC, NC,
 };
 use crate::mat::{Element, MatRef};
 use crate::{Isa, KernelError};
@@ -51,7 +51,7 @@ pub fn matmul_parallel<T: Element>(
 }
 
 /// [`matmul_parallel`] with a deadline, as [`crate::matmul_until`]: every thread polls
-/// `expired` before each block of B it packs or multiplies.
+/// `expired` before each block of B it packs and each 240 rows of A it multiplies with one.
 pub fn matmul_parallel_until<T: Element>(
     isa: Isa,
     a: MatRef<'_, T>,
@@ -186,14 +186,14 @@ fn row_chunk<K: Kernel, T: Element>(
                     AOperand::Packed(&*apack)
                 }
             };
+            let expired = || sh.stop.expired();
             for jb in 0..njb {
-                sh.stop.check()?;
                 let jc = jb * NC;
                 // SAFETY: `cblk` holds rows i0..i0+mr of C at stride ldc (the last chunk may
                 // be shorter than rows·ldc but holds (mr-1)·ldc + n, checked by `validate`);
                 // the blocks were packed by `pack_b_all` with kb.kp steps.
                 unsafe {
-                    tiles::<K>(
+                    tiles_until::<K>(
                         a_op,
                         mc,
                         sh.parts[ki * njb + jb],
@@ -202,7 +202,8 @@ fn row_chunk<K: Kernel, T: Element>(
                         cblk.as_mut_ptr().add(ic * ldc + jc),
                         ldc,
                         kb.pc > 0,
-                    )
+                        &expired,
+                    )?
                 };
             }
         }

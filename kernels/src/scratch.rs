@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use crate::KernelError;
 
 /// Polls the caller's deadline: `Err(DeadlineExceeded)` once `expired()` returns true. The
-/// drivers call it once per outer block (a GEMM block of up to MC×KC×NC, an attention key
+/// drivers call it once per outer block (240 rows of A against one B block in GEMM, an attention key
 /// block), never per element.
 #[inline]
 pub(crate) fn check(expired: &dyn Fn() -> bool) -> Result<(), KernelError> {

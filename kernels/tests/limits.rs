@@ -57,6 +57,20 @@ fn gemm_deadline_stops_the_serial_driver() {
     matmul_until(detect(), av, bv, &mut c, n, &after(usize::MAX, &calls)).unwrap();
     assert_eq!(c, want, "a deadline that never expires changes nothing");
     assert_eq!(calls.get(), 12, "one check per B block");
+    // Within a B block, a check every 240 rows of A: 5 row slices × 2 N blocks.
+    let (m, n, k) = (1000, 600, 100);
+    let (a, b) = (data(m * k, 11), data(k * n, 12));
+    let (av, bv) = (
+        MatRef::row_major(&a, m, k).unwrap(),
+        MatRef::row_major(&b, k, n).unwrap(),
+    );
+    let mut c = vec![0.0; m * n];
+    let calls = Cell::new(0);
+    matmul_until(detect(), av, bv, &mut c, n, &after(usize::MAX, &calls)).unwrap();
+    assert_eq!(calls.get(), 10);
+    let mut want = vec![0.0; m * n];
+    matmul_with(detect(), av, bv, &mut want, n).unwrap();
+    assert_eq!(c, want);
 }
 
 #[test]

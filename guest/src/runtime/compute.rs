@@ -150,7 +150,7 @@ pub fn execute(job: &mut Job, shape: &JobShape) -> Result<Vec<f32>, ComputeError
 }
 
 /// [`execute`] with a compute deadline: the kernels call `expired` once per outer block (a
-/// GEMM block of at most 3072×384×576 multiply-adds, an attention block of 256 keys × 96
+/// GEMM block of at most 240×384×576 multiply-adds, an attention block of 256 keys × 96
 /// queries) and the job stops with [`ComputeError::Deadline`] once it returns true.
 pub fn execute_until(
     job: &mut Job,

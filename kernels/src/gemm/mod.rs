@@ -216,7 +216,7 @@ impl GemmScratch {
 
 /// Serial blocked GEMM on already validated operands: `C[m×n] = A[m×k] · B[k×n]`, C row
 /// stride `ldc`. `c` must hold `(m-1)·ldc + n` elements; `k ≥ 1`. `expired` is polled before
-/// every B block (at most MC×KC×NC multiply-adds apart).
+/// every [`CHECK_ROWS`] rows of every B block (at most CHECK_ROWS×KC×NC multiply-adds apart).
 ///
 /// Loop nest (BLIS roles: A is the broadcast operand, B the vector operand): M blocks of `MC`
 /// rows → K blocks → pack the A block once (L3) → N blocks of `NC` columns → pack the B block
@@ -245,7 +245,6 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
                 &[]
             };
             for jc in (0..n).step_by(NC) {
-                crate::scratch::check(expired)?;
                 let nc = NC.min(n - jc);
                 let bpack = s.b.view::<K::P>(nc.div_ceil(K::NR) * K::NR * kb.kp);
                 K::pack_b(&b.sub(kb.pc, jc, kb.kc, nc), bpack);
@@ -256,7 +255,7 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
                 // SAFETY: rows ic..ic+mc and columns jc..jc+nc lie inside C (caller contract);
                 // both blocks were just packed with kb.kp steps (or A is read in place).
                 unsafe {
-                    tiles::<K>(
+                    tiles_until::<K>(
                         a_op,
                         mc,
                         bpack,
@@ -265,7 +264,8 @@ pub(crate) fn gemm_serial<K: Kernel, T: Element>(
                         cptr.add(ic * ldc + jc),
                         ldc,
                         kb.pc > 0,
-                    )
+                        expired,
+                    )?
                 };
             }
         }
@@ -363,6 +363,55 @@ pub(crate) unsafe fn tiles<K: Kernel>(
             }
         }
     }
+}
+
+/// Rows of A between two deadline checks inside a B block (a multiple of every MR: 4, 6, 8,
+/// 12): 240×384×576 multiply-adds, about a millisecond on one core.
+pub(crate) const CHECK_ROWS: usize = 240;
+// 24 is the least common multiple of the MRs.
+const _: () = assert!(CHECK_ROWS.is_multiple_of(24));
+
+/// [`tiles`] in slices of [`CHECK_ROWS`] rows, polling `expired` before each (the B block stays
+/// in L2 across them, so the slicing costs nothing but the checks).
+///
+/// # Safety
+/// As [`tiles`].
+#[inline(always)]
+pub(crate) unsafe fn tiles_until<K: Kernel>(
+    a: AOperand<'_, K::P>,
+    mc: usize,
+    bpack: &[K::P],
+    nc: usize,
+    kp: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    expired: &dyn Fn() -> bool,
+) -> Result<(), KernelError> {
+    debug_assert!(CHECK_ROWS.is_multiple_of(K::MR));
+    for r0 in (0..mc).step_by(CHECK_ROWS) {
+        crate::scratch::check(expired)?;
+        // Row r0 is a multiple of MR: packed A panels start at r0·kp, in-place rows at r0·rs.
+        let a_rows = match a {
+            AOperand::Packed(p) => AOperand::Packed(&p[r0 * kp..]),
+            // SAFETY: row r0 < mc of the block the caller's pointer addresses.
+            AOperand::InPlace(p, rs) => AOperand::InPlace(unsafe { p.add(r0 * rs) }, rs),
+        };
+        // SAFETY: the caller's block, restricted to rows r0..r0+rows.
+        unsafe {
+            tiles::<K>(
+                a_rows,
+                CHECK_ROWS.min(mc - r0),
+                bpack,
+                nc,
+                kp,
+                c.add(r0 * ldc),
+                ldc,
+                accumulate,
+            )
+        };
+    }
+    Ok(())
 }
 
 /// Which kernel family runs for a dtype on an ISA.
