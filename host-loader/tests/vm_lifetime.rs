@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::procs::{children, gone, signal, wait_until, KillOnDrop};
+use common::procs::{children, gone, pgrp, signal, wait_until, KillOnDrop};
 use pupa_host::vm::spawn::spawn_tied;
 
 const CHILD_ENV: &str = "PUPA_TIED_SPAWN_CHILD";
@@ -120,6 +120,9 @@ fn kill_9_of_pupa_host_leaves_no_qemu_behind() {
     }
     let dir = common::temp_dir("kill9");
     let (mut host, qemu) = booting_host(&looping_image(&dir));
+    // Started through the tied spawner: its own process group (and PR_SET_PDEATHSIG, which
+    // `a_tied_child_dies_with_its_parent` checks; /proc does not show it).
+    assert_eq!(pgrp(qemu), Some(qemu));
     host.0.kill().unwrap(); // SIGKILL
     host.0.wait().unwrap();
     wait_until(
