@@ -64,44 +64,47 @@ enum ReceiptsCmd {
     },
     /// Ingest receipts (the receipt journal `pupa-host run --receipts-log` writes, or one hex
     /// payout BOC per line) and submit payouts.
-    Relay {
-        #[command(flatten)]
-        target: Target,
-        /// The receipt database.
-        #[arg(long)]
-        db: PathBuf,
-        /// toncenter-compatible API base, e.g. https://toncenter.com/api/v2
-        #[arg(long)]
-        api: String,
-        /// API key sent as X-API-Key.
-        #[arg(long, env = "TONCENTER_API_KEY")]
-        api_key: Option<String>,
-        /// Receipt input: the job relay's receipt journal (`pupa-host run --receipts-log`).
-        #[arg(long)]
-        input: Option<PathBuf>,
-        /// Client vouchers (one hex `Signed PupaVoucher` BOC per line) that journaled TON
-        /// receipts are paid under.
-        #[arg(long)]
-        vouchers: Option<PathBuf>,
-        /// Submit when at least this many nanoton are unpaid on a channel.
-        #[arg(long, default_value_t = 1_000_000_000)]
-        threshold: u128,
-        /// Submit anything unpaid older than this many seconds.
-        #[arg(long, default_value_t = 3600)]
-        max_delay_s: u64,
-        /// Resend an unconfirmed submission after this many seconds.
-        #[arg(long, default_value_t = 60)]
-        resubmit_after_s: u64,
-        /// Pause between rounds.
-        #[arg(long, default_value_t = 1000)]
-        interval_ms: u64,
-        /// Input lines read per round.
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        /// Exit once the input is drained and every receipt is paid.
-        #[arg(long)]
-        until_paid: bool,
-    },
+    Relay(RelayArgs),
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The receipt database.
+    #[arg(long)]
+    db: PathBuf,
+    /// toncenter-compatible API base, e.g. https://toncenter.com/api/v2
+    #[arg(long)]
+    api: String,
+    /// API key sent as X-API-Key.
+    #[arg(long, env = "TONCENTER_API_KEY")]
+    api_key: Option<String>,
+    /// Receipt input: the job relay's receipt journal (`pupa-host run --receipts-log`).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Client vouchers (one hex `Signed PupaVoucher` BOC per line) that journaled TON
+    /// receipts are paid under.
+    #[arg(long)]
+    vouchers: Option<PathBuf>,
+    /// Submit when at least this many nanoton are unpaid on a channel.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    threshold: u128,
+    /// Submit anything unpaid older than this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    max_delay_s: u64,
+    /// Resend an unconfirmed submission after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    resubmit_after_s: u64,
+    /// Pause between rounds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Input lines read per round.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Exit once the input is drained and every receipt is paid.
+    #[arg(long)]
+    until_paid: bool,
 }
 
 #[derive(Args)]
@@ -166,164 +169,171 @@ fn ton(n: u128) -> String {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    let cmd = match cli.cmd {
-        Cmd::Receipts(c) => c,
-        Cmd::Run(a) => return Ok(pupa_host::relay::run_command(a)?),
-        Cmd::Demo(a) => return pupa_host::demo::run(&a).map_err(CliError::Msg),
-        Cmd::Profiles { write } => {
-            for (name, body) in pupa_host::profile::scripts() {
-                match &write {
-                    Some(dir) => {
-                        let path = dir.join(&name);
-                        std::fs::write(&path, &body)
-                            .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
-                        #[cfg(unix)]
-                        {
-                            use std::os::unix::fs::PermissionsExt;
-                            let _ = std::fs::set_permissions(
-                                &path,
-                                std::fs::Permissions::from_mode(0o755),
-                            );
-                        }
-                        println!("wrote {}", path.display());
-                    }
-                    None => println!("### {name}\n{body}"),
+    match cli.cmd {
+        Cmd::Run(a) => Ok(pupa_host::relay::run_command(a)?),
+        Cmd::Demo(a) => pupa_host::demo::run(&a).map_err(CliError::Msg),
+        Cmd::Profiles { write } => profiles(write.as_deref()),
+        Cmd::Receipts(ReceiptsCmd::List { db, limit, json }) => receipts_list(&db, limit, json),
+        Cmd::Receipts(ReceiptsCmd::Check { target, file }) => receipts_check(&target, &file),
+        Cmd::Receipts(ReceiptsCmd::Relay(a)) => receipts_relay(a),
+    }
+}
+
+/// `pupa-host profiles`.
+fn profiles(write: Option<&std::path::Path>) -> Result<(), CliError> {
+    for (name, body) in pupa_host::profile::scripts() {
+        match write {
+            Some(dir) => {
+                let path = dir.join(&name);
+                std::fs::write(&path, &body)
+                    .map_err(|e| CliError::Msg(format!("{}: {e}", path.display())))?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755));
                 }
+                println!("wrote {}", path.display());
             }
-            return Ok(());
+            None => println!("### {name}\n{body}"),
         }
-    };
-    match cmd {
-        ReceiptsCmd::List { db, limit, json } => {
-            let store = ReceiptStore::open(&db)?;
-            let channels = store.channels()?;
-            let rows = store.list(limit)?;
-            if json {
-                let ch: Vec<_> = channels
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "guest_key": hex(&c.guest_key), "client_key": hex(&c.client_key),
-                            "latest_seq": c.latest_seq, "latest_price": c.latest_price.to_string(),
-                            "paid_seq": c.confirmed_seq, "paid": c.confirmed_paid.to_string(),
-                            "unpaid": c.latest_price.saturating_sub(c.confirmed_paid).to_string(),
-                            "submitted_seq": c.submitted_seq, "last_error": c.last_error,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({ "channels": ch, "receipts": rows })
-                );
-                return Ok(());
-            }
-            println!(
-                "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  error",
-                "guest", "client", "seq", "cumulative TON", "paid seq", "paid TON", "unpaid TON"
-            );
-            for c in &channels {
-                println!(
-                    "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  {}",
-                    &hex(&c.guest_key)[..16],
-                    &hex(&c.client_key)[..16],
-                    c.latest_seq,
-                    ton(c.latest_price),
-                    c.confirmed_seq,
-                    ton(c.confirmed_paid),
-                    ton(c.latest_price.saturating_sub(c.confirmed_paid)),
-                    c.last_error.as_deref().unwrap_or("")
-                );
-            }
-            println!(
-                "\n{:<18} {:<18} {:>8} {:>12} {:>16}  status",
-                "guest", "client", "seq", "units", "cumulative TON"
-            );
-            for r in &rows {
-                println!(
-                    "{:<18} {:<18} {:>8} {:>12} {:>16}  {}",
-                    &r.guest_key[..16],
-                    &r.client_key[..16],
-                    r.seq,
-                    r.units,
-                    ton(r.price),
-                    r.status
-                );
-            }
-            Ok(())
-        }
-        ReceiptsCmd::Check { target, file } => {
-            let v = target.validator()?;
-            let raw = std::fs::read(&file).map_err(|e| CliError::Read(file.clone(), e))?;
-            let text = String::from_utf8_lossy(&raw);
-            let boc = parse_hex(text.trim()).unwrap_or(raw);
-            let p = v.check_boc(&boc)?;
-            let r = &p.receipt.receipt;
-            println!(
-                "ok: seq {} units {} cumulative {} TON (cap {} TON), guest {}, client {}",
-                r.seq,
-                r.units,
-                ton(r.price),
-                ton(p.voucher.voucher.cap),
-                hex(&r.guest_key),
-                hex(&r.client_key)
-            );
-            Ok(())
-        }
-        ReceiptsCmd::Relay {
-            target,
-            db,
-            api,
-            api_key,
-            input,
-            vouchers,
+    }
+    Ok(())
+}
+
+/// `pupa-host receipts list`.
+fn receipts_list(db: &std::path::Path, limit: usize, json: bool) -> Result<(), CliError> {
+    let store = ReceiptStore::open(db)?;
+    let channels = store.channels()?;
+    let rows = store.list(limit)?;
+    if json {
+        let ch: Vec<_> = channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "guest_key": hex(&c.guest_key), "client_key": hex(&c.client_key),
+                    "latest_seq": c.latest_seq, "latest_price": c.latest_price.to_string(),
+                    "paid_seq": c.confirmed_seq, "paid": c.confirmed_paid.to_string(),
+                    "unpaid": c.latest_price.saturating_sub(c.confirmed_paid).to_string(),
+                    "submitted_seq": c.submitted_seq, "last_error": c.last_error,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "channels": ch, "receipts": rows })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  error",
+        "guest", "client", "seq", "cumulative TON", "paid seq", "paid TON", "unpaid TON"
+    );
+    for c in &channels {
+        println!(
+            "{:<18} {:<18} {:>8} {:>16} {:>8} {:>16} {:>16}  {}",
+            &hex(&c.guest_key)[..16],
+            &hex(&c.client_key)[..16],
+            c.latest_seq,
+            ton(c.latest_price),
+            c.confirmed_seq,
+            ton(c.confirmed_paid),
+            ton(c.latest_price.saturating_sub(c.confirmed_paid)),
+            c.last_error.as_deref().unwrap_or("")
+        );
+    }
+    println!(
+        "\n{:<18} {:<18} {:>8} {:>12} {:>16}  status",
+        "guest", "client", "seq", "units", "cumulative TON"
+    );
+    for r in &rows {
+        println!(
+            "{:<18} {:<18} {:>8} {:>12} {:>16}  {}",
+            &r.guest_key[..16],
+            &r.client_key[..16],
+            r.seq,
+            r.units,
+            ton(r.price),
+            r.status
+        );
+    }
+    Ok(())
+}
+
+/// `pupa-host receipts check`.
+fn receipts_check(target: &Target, file: &std::path::Path) -> Result<(), CliError> {
+    let v = target.validator()?;
+    let raw = std::fs::read(file).map_err(|e| CliError::Read(file.to_path_buf(), e))?;
+    let text = String::from_utf8_lossy(&raw);
+    let boc = parse_hex(text.trim()).unwrap_or(raw);
+    let p = v.check_boc(&boc)?;
+    let r = &p.receipt.receipt;
+    println!(
+        "ok: seq {} units {} cumulative {} TON (cap {} TON), guest {}, client {}",
+        r.seq,
+        r.units,
+        ton(r.price),
+        ton(p.voucher.voucher.cap),
+        hex(&r.guest_key),
+        hex(&r.client_key)
+    );
+    Ok(())
+}
+
+/// `pupa-host receipts relay`.
+fn receipts_relay(a: RelayArgs) -> Result<(), CliError> {
+    let RelayArgs {
+        target,
+        db,
+        api,
+        api_key,
+        input,
+        vouchers,
+        threshold,
+        max_delay_s,
+        resubmit_after_s,
+        interval_ms,
+        batch,
+        until_paid,
+    } = a;
+    let mut relay = Relay {
+        store: ReceiptStore::open(&db)?,
+        validator: target.validator()?,
+        api: TonApi::new(&api, api_key),
+        policy: BatchPolicy {
             threshold,
             max_delay_s,
             resubmit_after_s,
-            interval_ms,
-            batch,
-            until_paid,
-        } => {
-            let mut relay = Relay {
-                store: ReceiptStore::open(&db)?,
-                validator: target.validator()?,
-                api: TonApi::new(&api, api_key),
-                policy: BatchPolicy {
-                    threshold,
-                    max_delay_s,
-                    resubmit_after_s,
-                },
-                ingest_batch: batch,
-                vouchers: match &vouchers {
-                    Some(p) => read_vouchers(p)?,
-                    None => Vec::new(),
-                },
-            };
-            // The chain, not the database, says what was paid.
-            relay.sync(true)?;
-            let (mut read, mut accepted) = (0usize, 0usize);
-            loop {
-                let r = relay.tick(input.as_deref(), now())?;
-                for e in &r.rejected {
-                    eprintln!("rejected: {e}");
-                }
-                read += r.lines;
-                accepted += r.lines - r.rejected.len();
-                if r.ingested > 0 || r.submitted > 0 {
-                    eprintln!(
-                        "ingested {} receipts, submitted {} payouts",
-                        r.ingested, r.submitted
-                    );
-                }
-                if r.input_drained && read > 0 && accepted == 0 {
-                    return Err(CliError::AllRejected(read));
-                }
-                if until_paid && r.input_drained && r.all_paid {
-                    eprintln!("input drained and every receipt paid");
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(interval_ms));
-            }
+        },
+        ingest_batch: batch,
+        vouchers: match &vouchers {
+            Some(p) => read_vouchers(p)?,
+            None => Vec::new(),
+        },
+    };
+    // The chain, not the database, says what was paid.
+    relay.sync(true)?;
+    let (mut read, mut accepted) = (0usize, 0usize);
+    loop {
+        let r = relay.tick(input.as_deref(), now())?;
+        for e in &r.rejected {
+            eprintln!("rejected: {e}");
         }
+        read += r.lines;
+        accepted += r.lines - r.rejected.len();
+        if r.ingested > 0 || r.submitted > 0 {
+            eprintln!(
+                "ingested {} receipts, submitted {} payouts",
+                r.ingested, r.submitted
+            );
+        }
+        if r.input_drained && read > 0 && accepted == 0 {
+            return Err(CliError::AllRejected(read));
+        }
+        if until_paid && r.input_drained && r.all_paid {
+            eprintln!("input drained and every receipt paid");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(interval_ms));
     }
 }
 
