@@ -196,29 +196,39 @@ fn a_torn_tail_is_repaired_on_open() {
 }
 
 #[test]
-fn a_damaged_last_record_is_dropped_but_more_garbage_is_refused() {
+fn a_damaged_complete_record_is_kept_and_a_foreign_file_is_refused() {
     let dir = common::temp_dir("journal-damaged");
     let path = dir.join("receipts.journal");
     let j = Journal::open(&path).unwrap();
     j.append_record(&record(1)).unwrap();
     drop(j);
     let good = std::fs::read(&path).unwrap();
-    // One complete line whose checksum fails: a torn rewrite, dropped.
+    // One complete line whose checksum fails (a damaged disk): kept, readers reject it; a
+    // reader may have consumed it, so it must not vanish.
     let mut bad = encode_line(&record(2)).into_bytes();
     bad[30] ^= 1;
-    std::fs::write(&path, [good.clone(), bad.clone()].concat()).unwrap();
+    let damaged = [good.clone(), bad.clone()].concat();
+    std::fs::write(&path, &damaged).unwrap();
     let j = Journal::open(&path).unwrap();
-    assert_eq!(j.recovery().dropped_bytes, bad.len() as u64);
+    assert_eq!(j.recovery().dropped_bytes, 0);
+    assert_eq!(j.recovery().damaged_lines, 1);
+    j.append_record(&record(3)).unwrap();
     drop(j);
-    assert_eq!(std::fs::read(&path).unwrap(), good);
-    // Several lines that are not records (e.g. a file of another format): refused, untouched.
-    let other = [good.clone(), b"{\"seq\":1}\n{\"seq\":2}\n".to_vec()].concat();
-    std::fs::write(&path, &other).unwrap();
-    match Journal::open(&path) {
-        Err(JournalError::Corrupt { lines: 2, .. }) => {}
-        r => panic!("expected Corrupt, got {r:?}"),
+    let lines = read_all(&path).unwrap();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].1.is_err() && lines[2].1.is_ok(), "{lines:?}");
+    // Lines that are not records (e.g. a file of another format): refused, untouched.
+    for other in [
+        [good.clone(), b"{\"seq\":1}\n{\"seq\":2}\n".to_vec()].concat(),
+        b"{\"seq\":1}\n".to_vec(),
+    ] {
+        std::fs::write(&path, &other).unwrap();
+        match Journal::open(&path) {
+            Err(JournalError::Corrupt { .. }) => {}
+            r => panic!("expected Corrupt, got {r:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), other);
     }
-    assert_eq!(std::fs::read(&path).unwrap(), other);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -322,6 +332,54 @@ fn the_receipt_relay_reads_the_journal_the_job_relay_writes() {
         "{:?}",
         report.rejected
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn relay_over(dir: &Path) -> Relay {
+    Relay {
+        store: ReceiptStore::open(&dir.join("receipts.sqlite")).unwrap(),
+        validator: Validator {
+            domain: domain(),
+            guests: BTreeSet::new(),
+        },
+        api: TonApi::new("http://127.0.0.1:9", None),
+        policy: BatchPolicy {
+            threshold: u128::MAX,
+            max_delay_s: u64::MAX,
+            resubmit_after_s: 60,
+        },
+        ingest_batch: 100,
+        vouchers: Vec::new(),
+    }
+}
+
+#[test]
+fn the_receipt_relay_reads_every_acknowledged_record_across_a_torn_append() {
+    let dir = common::temp_dir("journal-follow");
+    let path = dir.join("receipts.journal");
+    let j = Journal::open(&path).unwrap();
+    j.append_record(&record(1)).unwrap();
+    drop(j);
+    // A crash in the middle of the second append: the relay reads only the whole record.
+    let torn = encode_line(&record(2));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&torn.as_bytes()[..torn.len() - 1]).unwrap(); // all but the newline
+    drop(f);
+    let mut relay = relay_over(&dir);
+    let mut report = TickReport::default();
+    relay.ingest(&path, 1, &mut report).unwrap();
+    assert_eq!((report.lines, report.skipped), (1, 1), "{report:?}");
+    // Restart: the torn tail is repaired, the next record is appended where it was.
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.recovery().dropped_bytes, (torn.len() - 1) as u64);
+    j.append_record(&record(3)).unwrap();
+    let mut report = TickReport::default();
+    relay.ingest(&path, 1, &mut report).unwrap();
+    assert_eq!((report.lines, report.skipped), (1, 1), "{report:?}");
+    assert!(report.rejected.is_empty(), "{report:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

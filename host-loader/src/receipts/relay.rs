@@ -76,7 +76,20 @@ impl Relay {
         report: &mut TickReport,
     ) -> Result<(), ReceiptError> {
         let mut offset = self.store.meta(INPUT_OFFSET)?.unwrap_or(0);
-        let mut f = BufReader::new(File::open(input)?);
+        let file = File::open(input)?;
+        let size = file.metadata()?.len();
+        if offset > size {
+            // The journal rolled back a record it could not sync after this relay had read it
+            // (see relay::journal): new records start at the file's end again.
+            tracing::warn!(
+                offset,
+                size,
+                "receipt input is shorter than what was read; continuing at its end"
+            );
+            offset = size;
+            self.store.set_meta(INPUT_OFFSET, offset)?;
+        }
+        let mut f = BufReader::new(file);
         f.seek(SeekFrom::Start(offset))?;
         let mut line = Vec::new();
         for _ in 0..self.ingest_batch {

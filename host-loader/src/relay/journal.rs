@@ -24,11 +24,16 @@
 //! is only ever appended to, one whole record per write, so the only damage a crash or a full
 //! disk can leave is one partial record at the end (a *torn tail*):
 //!
-//! - a failed append (short write, `ENOSPC`, `EFBIG`, failed fsync) is rolled back at once:
+//! - an append whose write fails (a short write: `ENOSPC`, `EFBIG`) is rolled back at once:
 //!   the file is truncated to its last good length ([`File::set_len`]) and the append fails;
-//! - [`Journal::open`] truncates a torn tail (anything after the last valid record that is at
-//!   most one line) and logs how many bytes it dropped. Anything larger after the last valid
-//!   record is not a torn write: `open` refuses the file rather than destroying data.
+//!   an append whose line was written whole but whose fsync failed keeps the line (a reader may
+//!   have read it) and fails: in both cases nothing is acknowledged;
+//! - [`Journal::open`] truncates a torn tail (an incomplete last line) and logs how many bytes
+//!   it dropped. Only incomplete lines are ever removed, and readers ([`read_all`],
+//!   `receipts relay`) never consume one, so nothing a reader has seen disappears. A complete
+//!   line that is not a valid record (a damaged disk) is kept and rejected by readers; several
+//!   of them after the last valid record, or a file without any valid record, is not a pupa
+//!   journal: `open` refuses it rather than append to it.
 //!
 //! Lines holding only hex (a payout BOC, the input format of earlier versions) are still read by
 //! [`parse_line`].
@@ -62,19 +67,16 @@ pub enum JournalError {
     /// Not a receipt message.
     #[error("not a receipt message")]
     NotReceipt,
-    /// More than one torn record after the last valid one: not what a crash leaves.
+    /// Several complete lines after the last valid record, or no valid record at all: not
+    /// what a crash leaves, so nothing is appended to it.
     #[error(
-        "{path}: {bytes} bytes ({lines} lines) after the last valid record at offset {at} do not \
-         parse; that is not a torn write, so the file is left alone (is it a pupa receipt journal?)"
+        "{path}: {lines} complete lines are not journal records (several after the last valid \
+         one, or no valid one at all); is it a pupa receipt journal? It is left untouched"
     )]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// Offset of the end of the last valid record.
-        at: u64,
-        /// Bytes after it.
-        bytes: u64,
-        /// Lines after it.
+        /// Damaged lines.
         lines: usize,
     },
 }
@@ -181,7 +183,7 @@ pub struct Recovery {
     pub records: usize,
     /// Bytes of a torn tail that were truncated away.
     pub dropped_bytes: u64,
-    /// Damaged lines before the last valid record (kept; readers reject them).
+    /// Complete lines that are not valid records (kept; readers reject them).
     pub damaged_lines: usize,
 }
 
@@ -199,31 +201,43 @@ struct Inner {
     len: u64,
 }
 
-/// Scans `file`: (valid records, end of the last valid record, damaged lines before it,
-/// lines after it).
-fn scan(file: &File) -> io::Result<(usize, u64, usize, usize)> {
+/// What a scan of the journal found.
+struct Scan {
+    /// Valid records.
+    records: usize,
+    /// End of the last complete line (valid or not).
+    complete_end: u64,
+    /// Complete lines that are not valid records.
+    damaged: usize,
+    /// Damaged complete lines after the last valid record.
+    damaged_after: usize,
+}
+
+fn scan(file: &File) -> io::Result<Scan> {
     let mut rd = BufReader::new(file);
     rd.seek(SeekFrom::Start(0))?;
-    let (mut records, mut good_end, mut damaged, mut after) = (0, 0u64, 0, 0);
-    let mut offset = 0u64;
+    let mut s = Scan {
+        records: 0,
+        complete_end: 0,
+        damaged: 0,
+        damaged_after: 0,
+    };
     let mut buf = Vec::new();
     loop {
         buf.clear();
         let n = rd.read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            break;
+        if n == 0 || !buf.ends_with(b"\n") {
+            return Ok(s); // the end, or an incomplete last line (a torn append)
         }
-        offset += n as u64;
+        s.complete_end += n as u64;
         if std::str::from_utf8(&buf).is_ok_and(is_record) {
-            records += 1;
-            good_end = offset;
-            damaged += after;
-            after = 0;
+            s.records += 1;
+            s.damaged_after = 0;
         } else {
-            after += 1;
+            s.damaged += 1;
+            s.damaged_after += 1;
         }
     }
-    Ok((records, good_end, damaged, after))
 }
 
 impl Journal {
@@ -237,28 +251,28 @@ impl Journal {
             .truncate(false)
             .open(path)?;
         let size = file.metadata()?.len();
-        let (records, good_end, damaged_lines, after) = scan(&file)?;
-        if after > 1 {
+        let sc = scan(&file)?;
+        if sc.damaged_after > 1 || (sc.records == 0 && sc.damaged > 0) {
             return Err(JournalError::Corrupt {
                 path: path.to_path_buf(),
-                at: good_end,
-                bytes: size - good_end,
-                lines: after,
+                lines: sc.damaged,
             });
         }
-        let dropped_bytes = size - good_end;
+        // Only an incomplete last line is ever removed: readers never consume one, so nothing
+        // a reader has seen disappears.
+        let dropped_bytes = size - sc.complete_end;
         if dropped_bytes > 0 {
-            file.set_len(good_end)?;
+            file.set_len(sc.complete_end)?;
             file.sync_all()?;
             tracing::warn!(
                 path = %path.display(),
                 dropped_bytes,
-                at = good_end,
+                at = sc.complete_end,
                 "receipt journal: truncated a torn record at the end"
             );
         }
-        if damaged_lines > 0 {
-            tracing::warn!(path = %path.display(), damaged_lines, "receipt journal: damaged records before the last valid one are kept");
+        if sc.damaged > 0 {
+            tracing::warn!(path = %path.display(), damaged_lines = sc.damaged, "receipt journal: damaged records are kept (readers reject them)");
         }
         if created {
             // The new directory entry must be durable too.
@@ -269,12 +283,12 @@ impl Journal {
         Ok(Journal {
             inner: Mutex::new(Inner {
                 file,
-                len: good_end,
+                len: sc.complete_end,
             }),
             recovery: Recovery {
-                records,
+                records: sc.records,
                 dropped_bytes,
-                damaged_lines,
+                damaged_lines: sc.damaged,
             },
         })
     }
@@ -320,17 +334,20 @@ impl Journal {
         let written = g
             .file
             .seek(SeekFrom::Start(len))
-            .and_then(|_| g.file.write_all(line.as_bytes()))
-            .and_then(|_| g.file.sync_data());
+            .and_then(|_| g.file.write_all(line.as_bytes()));
         if let Err(e) = written {
-            // Roll back to the last durable record, so that no partial line stays behind.
+            // A short write (ENOSPC, EFBIG): the line has no `\n`, no reader has taken it.
+            // Roll back to the last complete record.
             let undo = g.file.set_len(len).and_then(|_| g.file.sync_data());
             if let Err(u) = undo {
                 tracing::error!(error = %u, "receipt journal: rollback failed; the torn tail is repaired at the next open");
             }
             return Err(e.into());
         }
+        // The line is whole: keep it even if the sync fails (a reader may already have read
+        // it; the next successful sync makes it durable), but do not acknowledge it.
         g.len = len + line.len() as u64;
+        g.file.sync_data()?;
         Ok(())
     }
 }
