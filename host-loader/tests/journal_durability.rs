@@ -137,7 +137,8 @@ impl SmallFs {
 }
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        // Lazy: a relay thread of the test may still hold the journal open.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         let _ = std::fs::remove_dir(&self.0);
     }
 }
@@ -438,4 +439,47 @@ fn a_receipt_relay_that_rejects_every_line_exits_non_zero() {
     );
     assert!(!err.contains("every receipt paid"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_receipt_the_full_disk_cannot_hold_is_not_forwarded() {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fs = match SmallFs::mount(64) {
+        Ok(fs) => fs,
+        Err(e) if !root => {
+            eprintln!("SKIPPED: cannot mount a tmpfs as non-root: {e}");
+            return;
+        }
+        Err(e) => panic!("mount tmpfs as root: {e}"),
+    };
+    let log = fs.0.join("receipts.journal");
+    let guest = common::guest_process::GuestProcess::start();
+    let (relay, addr) = common::relay_to(
+        guest.addr(),
+        pupa_host::relay::RelayConfig::default(),
+        Some(&log),
+    );
+    // One job's receipt is stored and acknowledged; then the disk fills up.
+    common::normal_job(addr);
+    let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 1024]).is_ok() {}
+    drop(filler);
+    // Receipts still fit in the journal's last page; the one that does not is withheld.
+    let mut acked = 1;
+    let e = loop {
+        let mut c = common::connect(addr);
+        let w = pupa_host::client::fetch_and_verify(&mut c, &common::DEV).unwrap();
+        match pupa_host::client::run_job(&mut c, &w, common::small_job(acked).job) {
+            Ok(_) => acked += 1,
+            Err(pupa_host::client::ClientError::Worker(e)) => break e,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        assert!(acked < 100, "the journal never filled up");
+    };
+    assert_eq!(e.code, pupa_protocol::msg::ErrorCode::Internal);
+    assert_eq!(e.detail, pupa_host::relay::RECEIPT_NOT_STORED_DETAIL);
+    // Acknowledged == readable.
+    assert_eq!(relay.stats().receipts, acked);
+    assert_all_valid(&log, acked as usize);
 }

@@ -42,7 +42,9 @@ use crate::profile::{Network, Tee, Vmm};
 pub use backend::{ExternalGuest, VmBackend};
 pub use health::HealthConfig;
 pub use journal::Journal;
-pub use proxy::{Relay, RelayConfig, RelayStats, BUSY_DETAIL, JOB_LOST_DETAIL};
+pub use proxy::{
+    Relay, RelayConfig, RelayStats, BUSY_DETAIL, JOB_LOST_DETAIL, RECEIPT_NOT_STORED_DETAIL,
+};
 pub use supervise::{start_guest, supervise, GuestBackend, StartError, Supervision};
 
 /// Arguments of `pupa-host run`.
