@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pupa_host::client::bench::{run_bench, BenchConfig};
+use pupa_host::client::jobspec::RefCheck;
 use pupa_host::client::{
-    fetch_and_verify, run_job, ClientError, Connection, EvidencePolicy, JobSpec, TlsClient,
+    fetch_and_verify, run_job, BuiltJob, ClientError, Connection, EvidencePolicy, JobOutcome,
+    JobSpec, TlsClient, VerifiedWorker,
 };
 
 #[derive(Parser)]
@@ -136,83 +138,7 @@ fn read_spec(p: &PathBuf) -> Result<JobSpec, CliError> {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
-        Cmd::Run { common, job, json } => {
-            let spec = read_spec(&job)?;
-            let built = spec.build().map_err(ClientError::from)?;
-            let policy = evidence_policy(&common)?;
-            let timeout = Duration::from_secs(common.timeout_s);
-            let mut c = Connection::connect(&common.worker, tls(&common)?.as_ref(), timeout)?;
-            let w = fetch_and_verify(&mut c, &policy)?;
-            if w.tee == "insecure-dev" && !json {
-                eprintln!("WARNING: the worker runs without a TEE (insecure development evidence): the job is NOT confidential");
-            }
-            let out = run_job(&mut c, &w, built.job.clone())?;
-            let check = built.check(&out.result).map_err(ClientError::from)?;
-            let r = &out.receipt.statement.receipt;
-            let t = out.timing;
-            if json {
-                let v = serde_json::json!({
-                    "evidence": w.tee,
-                    "image_sha384": w.image_sha384.map(|h| hex(&h)),
-                    "measurement": w.measurement.map(|h| hex(&h)),
-                    "hpke_pk": hex(&w.hpke_pk), "receipt_pk": hex(&w.receipt_pk),
-                    "job_id": hex(&out.result.job_id), "dims": out.result.dims,
-                    "flops": built.flops, "sealed_bytes": out.sealed_bytes,
-                    "rel_err": check.rel_err, "tolerance": check.tolerance, "passed": check.passed,
-                    "receipt": { "seq": r.seq, "units": r.units, "total_units": r.total_units, "job_hash": hex(&r.job_hash),
-                                 "ton_boc": out.receipt.ton.as_ref().map(|b| hex(b)) },
-                    "timing_us": { "seal": t.seal.as_secs_f64() * 1e6, "round_trip": t.round_trip.as_secs_f64() * 1e6,
-                                   "open_verify": t.open_verify.as_secs_f64() * 1e6 },
-                });
-                println!("{v}");
-            } else {
-                println!(
-                    "worker      {} evidence, receipt key {}{}",
-                    w.tee,
-                    &hex(&w.receipt_pk)[..16],
-                    w.measurement
-                        .map(|m| format!(", measurement {}", &hex(&m)[..16]))
-                        .unwrap_or_default()
-                );
-                println!(
-                    "job         {} dims {:?}, {} flops, sealed {} bytes",
-                    &hex(&out.result.job_id)[..16],
-                    out.result.dims,
-                    built.flops,
-                    out.sealed_bytes
-                );
-                println!(
-                    "result      rel. error {:.3e} vs f64 reference (bound {:.0e}): {}",
-                    check.rel_err,
-                    check.tolerance,
-                    if check.passed { "ok" } else { "FAILED" }
-                );
-                println!(
-                    "receipt     seq {} units {} total {} — signature ok{}",
-                    r.seq,
-                    r.units,
-                    r.total_units,
-                    if out.receipt.ton.is_some() {
-                        ", TON receipt ok"
-                    } else {
-                        ""
-                    }
-                );
-                println!(
-                    "timing      seal {:.1} µs, round trip {:.3} ms, open+verify {:.1} µs",
-                    t.seal.as_secs_f64() * 1e6,
-                    t.round_trip.as_secs_f64() * 1e3,
-                    t.open_verify.as_secs_f64() * 1e6
-                );
-            }
-            if !check.passed {
-                return Err(CliError::CheckFailed {
-                    rel_err: check.rel_err,
-                    tolerance: check.tolerance,
-                });
-            }
-            Ok(())
-        }
+        Cmd::Run { common, job, json } => run_one(&common, &job, json),
         Cmd::Bench {
             common,
             clients,
@@ -220,58 +146,152 @@ fn run(cli: Cli) -> Result<(), CliError> {
             samples,
             job,
             json,
-        } => {
-            let spec = match &job {
-                Some(p) => read_spec(p)?,
-                None => JobSpec::from_json(
-                    r#"{"op":"matmul","m":4,"n":4,"k":4,"dtype":"f32","seed":1}"#,
-                )
-                .map_err(ClientError::from)?,
-            };
-            let cfg = BenchConfig {
-                addr: common.worker.clone(),
-                tls: tls(&common)?,
-                policy: evidence_policy(&common)?,
-                spec,
-                samples: samples.max(1),
-                clients,
-                jobs,
-                timeout: Duration::from_secs(common.timeout_s),
-            };
-            let r = run_bench(&cfg, |m| eprintln!("{m}"))?;
-            if json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                println!(
-                    "sealed-job overhead ({} sequential tiny jobs, medians; p10–p90):",
-                    r.samples
-                );
-                println!(
-                    "  client-visible total  {:>9.1} µs  ({:.1}–{:.1})",
-                    r.total.median_us, r.total.p10_us, r.total.p90_us
-                );
-                println!("    seal                {:>9.1} µs", r.seal.median_us);
-                println!(
-                    "    round trip          {:>9.1} µs  ({:.1}–{:.1})",
-                    r.round_trip.median_us, r.round_trip.p10_us, r.round_trip.p90_us
-                );
-                println!(
-                    "    open + verify       {:>9.1} µs",
-                    r.open_verify.median_us
-                );
-                println!(
-                    "  kernel (same job, this process) {:>6.2} µs",
-                    r.kernel.median_us
-                );
-                println!("  overhead              {:>9.1} µs", r.overhead_us);
-                println!(
-                    "throughput: {} jobs, {} clients, {:.2} s: {:.0} jobs/s",
-                    r.jobs, r.clients, r.wall_s, r.jobs_per_s
-                );
-            }
-            Ok(())
-        }
+        } => bench(&common, clients, jobs, samples, job.as_ref(), json),
     }
+}
+
+/// `pupa-client run`: one job, checked against the reference.
+fn run_one(common: &Common, job: &PathBuf, json: bool) -> Result<(), CliError> {
+    let spec = read_spec(job)?;
+    let built = spec.build().map_err(ClientError::from)?;
+    let policy = evidence_policy(common)?;
+    let timeout = Duration::from_secs(common.timeout_s);
+    let mut c = Connection::connect(&common.worker, tls(common)?.as_ref(), timeout)?;
+    let w = fetch_and_verify(&mut c, &policy)?;
+    if w.tee == "insecure-dev" && !json {
+        eprintln!("WARNING: the worker runs without a TEE (insecure development evidence): the job is NOT confidential");
+    }
+    let out = run_job(&mut c, &w, built.job.clone())?;
+    let check = built.check(&out.result).map_err(ClientError::from)?;
+    let r = &out.receipt.statement.receipt;
+    let t = out.timing;
+    if json {
+        let v = serde_json::json!({
+            "evidence": w.tee,
+            "image_sha384": w.image_sha384.map(|h| hex(&h)),
+            "measurement": w.measurement.map(|h| hex(&h)),
+            "hpke_pk": hex(&w.hpke_pk), "receipt_pk": hex(&w.receipt_pk),
+            "job_id": hex(&out.result.job_id), "dims": out.result.dims,
+            "flops": built.flops, "sealed_bytes": out.sealed_bytes,
+            "rel_err": check.rel_err, "tolerance": check.tolerance, "passed": check.passed,
+            "receipt": { "seq": r.seq, "units": r.units, "total_units": r.total_units, "job_hash": hex(&r.job_hash),
+                         "ton_boc": out.receipt.ton.as_ref().map(|b| hex(b)) },
+            "timing_us": { "seal": t.seal.as_secs_f64() * 1e6, "round_trip": t.round_trip.as_secs_f64() * 1e6,
+                           "open_verify": t.open_verify.as_secs_f64() * 1e6 },
+        });
+        println!("{v}");
+    } else {
+        print_text(&w, &out, &built, &check);
+    }
+    if !check.passed {
+        return Err(CliError::CheckFailed {
+            rel_err: check.rel_err,
+            tolerance: check.tolerance,
+        });
+    }
+    Ok(())
+}
+
+/// The human-readable report of `pupa-client run`.
+fn print_text(w: &VerifiedWorker, out: &JobOutcome, built: &BuiltJob, check: &RefCheck) {
+    let r = &out.receipt.statement.receipt;
+    let t = out.timing;
+    println!(
+        "worker      {} evidence, receipt key {}{}",
+        w.tee,
+        &hex(&w.receipt_pk)[..16],
+        w.measurement
+            .map(|m| format!(", measurement {}", &hex(&m)[..16]))
+            .unwrap_or_default()
+    );
+    println!(
+        "job         {} dims {:?}, {} flops, sealed {} bytes",
+        &hex(&out.result.job_id)[..16],
+        out.result.dims,
+        built.flops,
+        out.sealed_bytes
+    );
+    println!(
+        "result      rel. error {:.3e} vs f64 reference (bound {:.0e}): {}",
+        check.rel_err,
+        check.tolerance,
+        if check.passed { "ok" } else { "FAILED" }
+    );
+    println!(
+        "receipt     seq {} units {} total {} — signature ok{}",
+        r.seq,
+        r.units,
+        r.total_units,
+        if out.receipt.ton.is_some() {
+            ", TON receipt ok"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "timing      seal {:.1} µs, round trip {:.3} ms, open+verify {:.1} µs",
+        t.seal.as_secs_f64() * 1e6,
+        t.round_trip.as_secs_f64() * 1e3,
+        t.open_verify.as_secs_f64() * 1e6
+    );
+}
+
+/// `pupa-client bench`.
+fn bench(
+    common: &Common,
+    clients: usize,
+    jobs: usize,
+    samples: usize,
+    job: Option<&PathBuf>,
+    json: bool,
+) -> Result<(), CliError> {
+    let spec = match job {
+        Some(p) => read_spec(p)?,
+        None => JobSpec::from_json(r#"{"op":"matmul","m":4,"n":4,"k":4,"dtype":"f32","seed":1}"#)
+            .map_err(ClientError::from)?,
+    };
+    let cfg = BenchConfig {
+        addr: common.worker.clone(),
+        tls: tls(common)?,
+        policy: evidence_policy(common)?,
+        spec,
+        samples: samples.max(1),
+        clients,
+        jobs,
+        timeout: Duration::from_secs(common.timeout_s),
+    };
+    let r = run_bench(&cfg, |m| eprintln!("{m}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        println!(
+            "sealed-job overhead ({} sequential tiny jobs, medians; p10–p90):",
+            r.samples
+        );
+        println!(
+            "  client-visible total  {:>9.1} µs  ({:.1}–{:.1})",
+            r.total.median_us, r.total.p10_us, r.total.p90_us
+        );
+        println!("    seal                {:>9.1} µs", r.seal.median_us);
+        println!(
+            "    round trip          {:>9.1} µs  ({:.1}–{:.1})",
+            r.round_trip.median_us, r.round_trip.p10_us, r.round_trip.p90_us
+        );
+        println!(
+            "    open + verify       {:>9.1} µs",
+            r.open_verify.median_us
+        );
+        println!(
+            "  kernel (same job, this process) {:>6.2} µs",
+            r.kernel.median_us
+        );
+        println!("  overhead              {:>9.1} µs", r.overhead_us);
+        println!(
+            "throughput: {} jobs, {} clients, {:.2} s: {:.0} jobs/s",
+            r.jobs, r.clients, r.wall_s, r.jobs_per_s
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
