@@ -56,10 +56,59 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     let image = std::fs::read(&args.image).map_err(|e| format!("{}: {e}", args.image.display()))?;
     let manifest_text = std::fs::read_to_string(&args.manifest)
         .map_err(|e| format!("{}: {e}", args.manifest.display()))?;
+    show_measurement(&manifest_text, &image)?;
+    let (mut guest, port) = boot(args)?;
+    println!("== client");
+    let addr = format!("127.0.0.1:{port}");
+    let mut conn =
+        Connection::connect(&addr, None, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let policy = EvidencePolicy {
+        allow_insecure_dev: true,
+        ..Default::default()
+    };
+    let worker = client::fetch_and_verify(&mut conn, &policy).map_err(|e| e.to_string())?;
+    println!(
+        "  WARNING: the worker's evidence is the INSECURE development report (plain VM, no TEE);"
+    );
+    println!("           accepted only because this demo allows it (pupa-client needs --allow-insecure-dev)");
+    println!(
+        "  evidence: tee {}, fresh nonce bound in REPORT_DATA",
+        worker.tee
+    );
+    println!("  guest hpke key    {}", hex(&worker.hpke_pk));
+    println!("  guest receipt key {}", hex(&worker.receipt_pk));
 
+    let specs: Vec<String> = if args.job.is_empty() {
+        DEFAULT_JOBS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.job
+            .iter()
+            .map(|p| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())))
+            .collect::<Result<_, _>>()?
+    };
+    let mut failed = 0;
+    for text in &specs {
+        if !run_one(&mut conn, &worker, text)? {
+            failed += 1;
+        }
+    }
+    drop(conn);
+    guest.stop();
+    if failed > 0 {
+        return Err(format!("{failed} job(s) differ from the reference"));
+    }
+    println!(
+        "== done: {} jobs sealed, run in the guest, opened and checked",
+        specs.len()
+    );
+    Ok(())
+}
+
+/// Recomputes the image's measurements and checks them against the manifest.
+fn show_measurement(manifest_text: &str, image: &[u8]) -> Result<(), String> {
     println!("== measurement");
     let report =
-        manifest::check(&manifest_text, &image).map_err(|e| format!("manifest check: {e}"))?;
+        manifest::check(manifest_text, image).map_err(|e| format!("manifest check: {e}"))?;
     for row in report.rows.iter().filter(|r| {
         r.what.contains("sha384") || r.what.contains("TDX") || r.what.starts_with("SNP 1 vCPU")
     }) {
@@ -79,6 +128,11 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         return Err("the image does not match its manifest".into());
     }
 
+    Ok(())
+}
+
+/// Boots the image with the job port forwarded from a free host port.
+fn boot(args: &DemoArgs) -> Result<(Guest, u16), String> {
     println!("== boot");
     let accel = if profile::kvm_works(&args.image, Duration::from_secs(10)) {
         Accel::Kvm
@@ -118,78 +172,44 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
 
-    println!("== client");
-    let addr = format!("127.0.0.1:{port}");
-    let mut conn =
-        Connection::connect(&addr, None, Duration::from_secs(60)).map_err(|e| e.to_string())?;
-    let policy = EvidencePolicy {
-        allow_insecure_dev: true,
-        ..Default::default()
-    };
-    let worker = client::fetch_and_verify(&mut conn, &policy).map_err(|e| e.to_string())?;
-    println!(
-        "  WARNING: the worker's evidence is the INSECURE development report (plain VM, no TEE);"
-    );
-    println!("           accepted only because this demo allows it (pupa-client needs --allow-insecure-dev)");
-    println!(
-        "  evidence: tee {}, fresh nonce bound in REPORT_DATA",
-        worker.tee
-    );
-    println!("  guest hpke key    {}", hex(&worker.hpke_pk));
-    println!("  guest receipt key {}", hex(&worker.receipt_pk));
+    Ok((guest, port))
+}
 
-    let specs: Vec<String> = if args.job.is_empty() {
-        DEFAULT_JOBS.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.job
-            .iter()
-            .map(|p| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())))
-            .collect::<Result<_, _>>()?
-    };
-    let mut failed = 0;
-    for text in &specs {
-        let spec = JobSpec::from_json(text).map_err(|e| format!("job {text}: {e}"))?;
-        let built = spec.build().map_err(|e| format!("job {text}: {e}"))?;
-        println!("== job {text}");
-        let out = client::run_job(&mut conn, &worker, built.job).map_err(|e| e.to_string())?;
-        let check = spec.check(&out.result).map_err(|e| e.to_string())?;
-        println!(
-            "  result: {} values, ‖out−ref‖/‖ref‖ = {:.3e} (bound {:.0e}) {}",
-            built.out_dims.iter().map(|&d| d as u64).product::<u64>(),
-            check.rel_err,
-            check.tolerance,
-            if check.passed { "OK" } else { "FAILED" }
-        );
-        println!(
-            "  timing: seal {:.2} ms, round trip {:.2} ms, open+verify {:.2} ms ({} sealed bytes, {:.1} MFLOP)",
-            out.timing.seal.as_secs_f64() * 1e3,
-            out.timing.round_trip.as_secs_f64() * 1e3,
-            out.timing.open_verify.as_secs_f64() * 1e3,
-            out.sealed_bytes,
-            built.flops as f64 / 1e6
-        );
-        println!(
-            "  receipt (signature verified): {:?}",
-            out.receipt.statement
-        );
-        if let Some(boc) = &out.receipt.ton {
-            match pupa_protocol::ton::boc::from_boc_single(boc) {
-                Ok(c) => println!("  TON receipt cell: representation hash {}", hex(&c.hash())),
-                Err(e) => println!("  TON receipt BOC does not parse: {e:?}"),
-            }
-        }
-        if !check.passed {
-            failed += 1;
-        }
-    }
-    drop(conn);
-    guest.stop();
-    if failed > 0 {
-        return Err(format!("{failed} job(s) differ from the reference"));
-    }
+/// Runs one job through `conn`; whether its result matched the reference.
+fn run_one(
+    conn: &mut Connection,
+    worker: &client::VerifiedWorker,
+    text: &str,
+) -> Result<bool, String> {
+    let spec = JobSpec::from_json(text).map_err(|e| format!("job {text}: {e}"))?;
+    let built = spec.build().map_err(|e| format!("job {text}: {e}"))?;
+    println!("== job {text}");
+    let out = client::run_job(conn, worker, built.job).map_err(|e| e.to_string())?;
+    let check = spec.check(&out.result).map_err(|e| e.to_string())?;
     println!(
-        "== done: {} jobs sealed, run in the guest, opened and checked",
-        specs.len()
+        "  result: {} values, ‖out−ref‖/‖ref‖ = {:.3e} (bound {:.0e}) {}",
+        built.out_dims.iter().map(|&d| d as u64).product::<u64>(),
+        check.rel_err,
+        check.tolerance,
+        if check.passed { "OK" } else { "FAILED" }
     );
-    Ok(())
+    println!(
+        "  timing: seal {:.2} ms, round trip {:.2} ms, open+verify {:.2} ms ({} sealed bytes, {:.1} MFLOP)",
+        out.timing.seal.as_secs_f64() * 1e3,
+        out.timing.round_trip.as_secs_f64() * 1e3,
+        out.timing.open_verify.as_secs_f64() * 1e3,
+        out.sealed_bytes,
+        built.flops as f64 / 1e6
+    );
+    println!(
+        "  receipt (signature verified): {:?}",
+        out.receipt.statement
+    );
+    if let Some(boc) = &out.receipt.ton {
+        match pupa_protocol::ton::boc::from_boc_single(boc) {
+            Ok(c) => println!("  TON receipt cell: representation hash {}", hex(&c.hash())),
+            Err(e) => println!("  TON receipt BOC does not parse: {e:?}"),
+        }
+    }
+    Ok(check.passed)
 }
