@@ -101,6 +101,40 @@ pub fn command(cfg: &LaunchConfig) -> Launch {
 }
 
 fn qemu(cfg: &LaunchConfig) -> Launch {
+    let mut a = qemu_machine(cfg);
+    a.push("-smp".into());
+    a.push(cfg.vcpus.to_string());
+    a.push("-bios".into());
+    a.push(cfg.image.display().to_string());
+    for s in [
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+    ] {
+        a.push(s.into());
+    }
+    a.extend(qemu_network(&cfg.network));
+    if cfg.debug_exit {
+        a.push("-device".into());
+        a.push("isa-debug-exit,iobase=0xf4,iosize=0x04".into());
+    }
+    for (name, value) in &cfg.fw_cfg {
+        a.push("-fw_cfg".into());
+        a.push(format!("name={name},string={value}"));
+    }
+    Launch {
+        program: "qemu-system-x86_64".into(),
+        args: a,
+        executed_here: cfg.tee == Tee::None,
+    }
+}
+
+/// QEMU's machine, accelerator, CPU and memory arguments for `cfg`'s TEE.
+fn qemu_machine(cfg: &LaunchConfig) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |s: &str| a.push(s.to_string());
     let mem = format!("{}M", cfg.memory_mib);
@@ -158,22 +192,13 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
             a.push(mem.clone());
         }
     }
-    a.push("-smp".into());
-    a.push(cfg.vcpus.to_string());
-    a.push("-bios".into());
-    a.push(cfg.image.display().to_string());
-    for s in [
-        "-nographic",
-        "-nodefaults",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-    ] {
-        a.push(s.into());
-    }
-    match &cfg.network {
+    a
+}
+
+/// QEMU's network arguments.
+fn qemu_network(network: &Network) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    match network {
         Network::None => {
             a.push("-nic".into());
             a.push("none".into());
@@ -198,19 +223,7 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
             a.push("virtio-net-pci,netdev=net0,disable-legacy=on,romfile=".into());
         }
     }
-    if cfg.debug_exit {
-        a.push("-device".into());
-        a.push("isa-debug-exit,iobase=0xf4,iosize=0x04".into());
-    }
-    for (name, value) in &cfg.fw_cfg {
-        a.push("-fw_cfg".into());
-        a.push(format!("name={name},string={value}"));
-    }
-    Launch {
-        program: "qemu-system-x86_64".into(),
-        args: a,
-        executed_here: cfg.tee == Tee::None,
-    }
+    a
 }
 
 fn cloud_hypervisor(cfg: &LaunchConfig) -> Launch {
