@@ -81,10 +81,11 @@ pub struct RunArgs {
     /// Where the guest's job port is reached (TAP networking, or an externally run guest).
     #[arg(long)]
     pub guest_addr: Option<SocketAddr>,
-    /// Guest memory in MiB.
+    /// Guest memory in MiB (at least 128: early memory, the shared window, the heap and one
+    /// 64 MiB job frame).
     #[arg(long, default_value_t = 512)]
     pub memory_mib: u32,
-    /// Guest vCPUs.
+    /// Guest vCPUs (1..=512).
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
     /// Seconds to wait for the guest to print `pupa: ready`.
