@@ -14,7 +14,12 @@ pub fn state(pid: u32) -> Option<char> {
 pub fn pgrp(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After "comm) ": state ppid pgrp ...
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(2)?.parse().ok()
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// Whether `pid` is gone (no such process, or a zombie waiting to be reaped).
