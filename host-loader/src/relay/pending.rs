@@ -68,8 +68,8 @@ pub(super) struct GuestSaid {
 }
 
 /// Answers every pending request with `code`/`detail`, including requests the client is still
-/// sending (for up to [`LATE_REQUEST_GRACE`], or until it stops sending); returns how many were
-/// answered as lost and as busy.
+/// sending (for up to [`LATE_REQUEST_GRACE`], or until it stops sending), counting each in
+/// `counter`; returns how many were answered.
 pub(super) fn answer_pending(
     id: u64,
     client: &mut dyn WriteHalf,
