@@ -322,9 +322,19 @@ fn connections_held(t: &mut Target) {
             Ok(_) | Err(_) => reset += 1,
         }
     }
+    let lines = t.console_for(Duration::from_millis(500));
+    let most = t
+        .guest
+        .console
+        .iter()
+        .chain(&lines)
+        .rev()
+        .find_map(|l| l.strip_prefix("pupa: connections high-water "))
+        .map(str::to_string);
     println!(
-        "connections: {} held at once, {busy} answered Busy, {reset} reset (no socket free)",
-        held.len()
+        "connections: {} holding an unfinished frame when sampled, {busy} answered Busy, {reset} reset (no socket free); guest: {}",
+        held.len(),
+        most.as_deref().unwrap_or("(not reported)")
     );
     assert!(
         held.len() >= 8 && busy >= 1,

@@ -124,11 +124,23 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
         .collect();
     let mut reported_fault = false;
     let mut reported_high_water = 0;
+    let mut most_serving = 0;
 
     loop {
         let changed = iface.poll(now(), &mut nic, &mut sockets) == PollResult::SocketStateChanged;
         let now_ns = worker.now_ns();
         admit(&mut conns, &mut sockets, worker, limits.sessions, now_ns);
+        let serving = conns.iter().filter(|c| c.serving).count();
+        if serving > most_serving {
+            most_serving = serving;
+            if serving % 8 == 0 || serving == limits.sessions {
+                // For operators and the attack tests: how many connections were served at once.
+                crate::println!(
+                    "pupa: connections high-water {serving} of {} slots",
+                    limits.sessions
+                );
+            }
+        }
         let mut moved = false;
         for c in conns.iter_mut() {
             moved |= drive(c, sockets.get_mut::<tcp::Socket>(c.handle), worker, now_ns);
