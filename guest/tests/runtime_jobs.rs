@@ -406,3 +406,34 @@ fn bad_vouchers_are_refused() {
     assert!(ton.is_some());
     assert_eq!(w.jobs_run(), 1);
 }
+
+#[test]
+fn the_voucher_table_is_bounded_and_known_vouchers_keep_working() {
+    use pupa_protocol::msg::ErrorCode;
+    let (mut w, _) = worker_with(Config {
+        max_vouchers: 2,
+        ..Config::default()
+    });
+    let c = Client::connect(&mut w, 23);
+    let run = |w: &mut TestWorker, client_seed: u8, id: u8| {
+        let (mut job, _, _) = matmul_job(&c, id, 2, 2, 2, DType::F32, Layout::RowMajor);
+        job.voucher = ByteBuf::from(voucher(&[client_seed; 32], &c.evidence.receipt_pk, 1 << 40));
+        let sj = SealedJob::seal(&job, &c.evidence.hpke_pk, Aead::Aes256Gcm, &fresh_ikm()).unwrap();
+        exchange(w, &frame(&Message::SealedJob(sj.clone())), 4096, false)
+    };
+    for (seed, id) in [(1, 1), (2, 2), (1, 3)] {
+        let ex = run(&mut w, seed, id);
+        assert!(matches!(
+            ex.replies[..],
+            [Message::SealedResult(_), Message::Receipt(_)]
+        ));
+    }
+    let e = expect_error(&run(&mut w, 3, 4), ErrorCode::VoucherRefused);
+    assert!(e.detail.contains("no new voucher"), "{}", e.detail);
+    assert_eq!(w.jobs_run(), 3, "the refused job did not run");
+    let ex = run(&mut w, 2, 5); // a known voucher still works
+    assert!(matches!(
+        ex.replies[..],
+        [Message::SealedResult(_), Message::Receipt(_)]
+    ));
+}

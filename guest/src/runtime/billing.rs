@@ -39,6 +39,12 @@ pub enum VoucherError {
         /// The voucher's cap.
         cap: u128,
     },
+    /// The guest already keeps running totals for as many vouchers as it may (by default
+    /// [`MAX_VOUCHER_LEDGERS`]): a new one
+    /// is refused (the job is not run). Totals cannot be forgotten: a receipt's cumulative
+    /// price must never go back, or the contract could pay twice or not at all.
+    #[error("this guest already keeps totals for {0} vouchers; no new voucher is accepted")]
+    TableFull(usize),
     /// The receipt cell could not be built (a bug, or totals out of range).
     #[error("receipt cell: {0}")]
     Receipt(TonError),
@@ -61,10 +67,21 @@ pub struct Charge {
     next: Totals,
 }
 
+/// Most vouchers (network, contract, client key) a guest keeps totals for: bounded memory
+/// (about 10 MiB at most) whatever clients send.
+pub const MAX_VOUCHER_LEDGERS: usize = 1 << 16;
+
 /// The TON ledgers of one guest.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Billing {
     ledgers: BTreeMap<LedgerKey, Totals>,
+    capacity: usize,
+}
+
+impl Default for Billing {
+    fn default() -> Self {
+        Billing::new(MAX_VOUCHER_LEDGERS)
+    }
 }
 
 /// Price in nanotons of `units` (`JobShape::units`) at `nanotons_per_munit` nanotons per 10⁶
@@ -74,6 +91,14 @@ pub fn price(units: u64, nanotons_per_munit: u64) -> u128 {
 }
 
 impl Billing {
+    /// Ledgers for at most `capacity` vouchers.
+    pub fn new(capacity: usize) -> Self {
+        Billing {
+            ledgers: BTreeMap::new(),
+            capacity,
+        }
+    }
+
     /// Checks `voucher` (a BOC; empty = none) for a job billed `units` (`JobShape::units`) by
     /// the guest `guest_key`, at `rate` nanotons per 10⁶ units. `Ok(None)`: no voucher and none
     /// required.
@@ -107,7 +132,13 @@ impl Billing {
             return Err(VoucherError::OtherGuest);
         }
         let key = (v.domain.network_id, v.domain.contract, v.client_key);
-        let cur = self.ledgers.get(&key).copied().unwrap_or_default();
+        let cur = match self.ledgers.get(&key) {
+            Some(t) => *t,
+            None if self.ledgers.len() >= self.capacity => {
+                return Err(VoucherError::TableFull(self.capacity))
+            }
+            None => Totals::default(),
+        };
         let would = cur.price.saturating_add(price(units, rate));
         if would > v.cap {
             return Err(VoucherError::CapExceeded { would, cap: v.cap });

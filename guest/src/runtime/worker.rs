@@ -59,6 +59,8 @@ pub struct Config {
     pub nanotons_per_munit: u64,
     /// Refuse jobs without a voucher.
     pub require_voucher: bool,
+    /// Vouchers the guest keeps running totals for (see `billing::MAX_VOUCHER_LEDGERS`).
+    pub max_vouchers: usize,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             job_timeout_ns: 60_000_000_000,
             nanotons_per_munit: 1,
             require_voucher: false,
+            max_vouchers: super::billing::MAX_VOUCHER_LEDGERS,
         }
     }
 }
@@ -133,7 +136,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             boot_frame,
             clients: ClientTable::new(config.max_clients),
             budget: Budget::new(config.memory_budget),
-            billing: Billing::default(),
+            billing: Billing::new(config.max_vouchers),
             jobs_run: 0,
         })
     }
