@@ -7,6 +7,8 @@
 //!    accepted only because the demo says `allow_insecure_dev`, with a warning);
 //! 4. seal an attention job and a matmul to the guest's key, run them, open the sealed results,
 //!    check them against the host's f64 reference, verify each receipt's signature;
+//!    print each receipt readably ([`crate::client::report`]): keys and hashes in hex, a TON
+//!    receipt's BOC in hex and base64 with its cell hash and the price in TON;
 //! 5. print measurement, results and receipts, and stop the guest.
 
 use std::net::TcpListener;
@@ -201,15 +203,8 @@ fn run_one(
         out.sealed_bytes,
         built.flops as f64 / 1e6
     );
-    println!(
-        "  receipt (signature verified): {:?}",
-        out.receipt.statement
-    );
-    if let Some(boc) = &out.receipt.ton {
-        match pupa_protocol::ton::boc::from_boc_single(boc) {
-            Ok(c) => println!("  TON receipt cell: representation hash {}", hex(&c.hash())),
-            Err(e) => println!("  TON receipt BOC does not parse: {e:?}"),
-        }
+    for line in client::report::receipt_lines(&out.receipt) {
+        println!("  {line}");
     }
     Ok(check.passed)
 }

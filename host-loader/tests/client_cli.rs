@@ -58,15 +58,29 @@ fn run_prints_a_checked_result_and_refuses_dev_evidence_without_the_flag() {
         .unwrap()
         .units;
     assert_eq!(v["receipt"]["units"], units);
+    assert_eq!(v["receipt"]["guest_key"], v["receipt_pk"]);
+    assert_eq!(v["receipt"]["signature_verified"], true);
+    assert_eq!(v["receipt"]["job_hash"].as_str().unwrap().len(), 64);
+    assert!(v["receipt"]["ton"].is_null(), "no voucher, no TON receipt");
     assert!(v["rel_err"].as_f64().unwrap() <= 1e-5);
 
     let text = client(&["run", "--worker", &worker, job_s, "--allow-insecure-dev"]);
     assert!(text.status.success());
     let s = String::from_utf8_lossy(&text.stdout);
     assert!(
-        s.contains("signature ok") && s.contains("rel. error"),
+        s.contains("receipt (per-job statement): signature verified") && s.contains("rel. error"),
         "{s}"
     );
+    let guest_key = v["receipt_pk"].as_str().unwrap();
+    assert!(
+        s.contains(&format!("  guest key          {guest_key}")),
+        "{s}"
+    );
+    assert!(
+        s.contains("TON receipt: none (the job carried no voucher)"),
+        "{s}"
+    );
+    assert!(!s.contains("guest_key: ["), "a Debug dump: {s}");
     assert!(String::from_utf8_lossy(&text.stderr).contains("NOT confidential"));
 
     let refused = client(&["run", "--worker", &worker, job_s]);
@@ -274,4 +288,79 @@ fn a_broken_policy_file_is_reported_before_connecting() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_job_with_a_voucher_reports_its_ton_receipt_in_hex_base64_and_ton() {
+    use base64::Engine;
+    use pupa_host::client::{self, report, Connection, EvidencePolicy, JobSpec};
+    use pupa_protocol::ton;
+
+    let guest = GuestProcess::start();
+    let mut c = Connection::connect(
+        &guest.addr().to_string(),
+        None,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    let w = client::fetch_and_verify(&mut c, &EvidencePolicy::insecure_dev()).unwrap();
+    let spec = r#"{ "op": "matmul", "m": 64, "n": 64, "k": 64, "dtype": "f32", "seed": 3 }"#;
+    let mut job = JobSpec::from_json(spec).unwrap().build().unwrap().job;
+    let client_key = ed25519_dalek::SigningKey::from_bytes(&[0xA7; 32]);
+    let voucher = ton::Voucher {
+        domain: ton::Domain {
+            network_id: ton::TESTNET_ID,
+            contract: ton::MsgAddressInt {
+                workchain: 0,
+                hash: [0xC0; 32],
+            },
+        },
+        client_key: client_key.verifying_key().to_bytes(),
+        guest_key: w.receipt_pk,
+        cap: 1_000_000_000,
+    };
+    let signed = voucher.sign(&client_key).unwrap();
+    job.voucher = serde_bytes::ByteBuf::from(ton::to_boc(&signed.to_cell().unwrap()));
+    let out = client::run_job(&mut c, &w, job).unwrap();
+    let boc = out
+        .receipt
+        .ton
+        .clone()
+        .expect("a TON receipt for a voucher job");
+    let view = report::TonReceiptView::parse(&boc).unwrap();
+    let r = view.signed.receipt;
+    assert!(view.verified && r.price > 0, "{r:?}");
+
+    let lines = report::receipt_lines(&out.receipt);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&boc);
+    for want in [
+        "TON receipt (payable, cumulative): signature verified".to_string(),
+        format!("  BOC hex            {}", hex(&boc)),
+        format!("  BOC base64         {b64}"),
+        format!("  cell hash          {}", hex(&view.cell_hash)),
+        format!("  client voucher key {}", hex(&voucher.client_key)),
+        format!(
+            "  cumulative         seq 1, units {}, price {} ({} nanotons)",
+            r.units,
+            report::ton_amount(r.price),
+            r.price
+        ),
+    ] {
+        assert!(lines.contains(&want), "{want:?} not in {lines:#?}");
+    }
+    let j = report::receipt_json(&out.receipt);
+    assert_eq!(j["ton"]["boc_base64"], b64);
+    assert_eq!(j["ton"]["price_nanotons"], u64::try_from(r.price).unwrap());
+    assert_eq!(j["ton"]["seq"], 1);
+    assert_eq!(
+        ton::from_boc_single(
+            &base64::engine::general_purpose::STANDARD
+                .decode(j["ton"]["boc_base64"].as_str().unwrap())
+                .unwrap()
+        )
+        .unwrap()
+        .hash(),
+        view.cell_hash
+    );
 }

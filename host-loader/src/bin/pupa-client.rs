@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pupa_host::client::bench::{run_bench, BenchConfig};
 use pupa_host::client::jobspec::RefCheck;
+use pupa_host::client::report::{receipt_json, receipt_lines};
 use pupa_host::client::{
     fetch_and_verify, run_job, BuiltJob, ClientError, Connection, EvidencePolicy, JobOutcome,
     JobSpec, TlsClient, VerifiedWorker,
@@ -163,7 +164,6 @@ fn run_one(common: &Common, job: &PathBuf, json: bool) -> Result<(), CliError> {
     }
     let out = run_job(&mut c, &w, built.job.clone())?;
     let check = built.check(&out.result).map_err(ClientError::from)?;
-    let r = &out.receipt.statement.receipt;
     let t = out.timing;
     if json {
         let v = serde_json::json!({
@@ -174,8 +174,7 @@ fn run_one(common: &Common, job: &PathBuf, json: bool) -> Result<(), CliError> {
             "job_id": hex(&out.result.job_id), "dims": out.result.dims,
             "flops": built.flops, "sealed_bytes": out.sealed_bytes,
             "rel_err": check.rel_err, "tolerance": check.tolerance, "passed": check.passed,
-            "receipt": { "seq": r.seq, "units": r.units, "total_units": r.total_units, "job_hash": hex(&r.job_hash),
-                         "ton_boc": out.receipt.ton.as_ref().map(|b| hex(b)) },
+            "receipt": receipt_json(&out.receipt),
             "timing_us": { "seal": t.seal.as_secs_f64() * 1e6, "round_trip": t.round_trip.as_secs_f64() * 1e6,
                            "open_verify": t.open_verify.as_secs_f64() * 1e6 },
         });
@@ -194,7 +193,6 @@ fn run_one(common: &Common, job: &PathBuf, json: bool) -> Result<(), CliError> {
 
 /// The human-readable report of `pupa-client run`.
 fn print_text(w: &VerifiedWorker, out: &JobOutcome, built: &BuiltJob, check: &RefCheck) {
-    let r = &out.receipt.statement.receipt;
     let t = out.timing;
     println!(
         "worker      {} evidence, receipt key {}{}",
@@ -217,17 +215,9 @@ fn print_text(w: &VerifiedWorker, out: &JobOutcome, built: &BuiltJob, check: &Re
         check.tolerance,
         if check.passed { "ok" } else { "FAILED" }
     );
-    println!(
-        "receipt     seq {} units {} total {} — signature ok{}",
-        r.seq,
-        r.units,
-        r.total_units,
-        if out.receipt.ton.is_some() {
-            ", TON receipt ok"
-        } else {
-            ""
-        }
-    );
+    for line in receipt_lines(&out.receipt) {
+        println!("{line}");
+    }
     println!(
         "timing      seal {:.1} µs, round trip {:.3} ms, open+verify {:.1} µs",
         t.seal.as_secs_f64() * 1e6,

@@ -12,12 +12,14 @@
 //! - [`attest`]: the evidence policy and the verification of dev, SEV-SNP and TDX evidence;
 //! - [`conn`]: framed TCP/TLS connection;
 //! - [`jobspec`]: the JSON job description, seeded tensors, the f64 reference check;
-//! - [`bench`]: the sealed-job overhead and throughput benchmark.
+//! - [`bench`]: the sealed-job overhead and throughput benchmark;
+//! - [`report`]: a verified receipt as text lines and JSON (hex, base64 BOC, TON amounts).
 
 pub mod attest;
 pub mod bench;
 pub mod conn;
 pub mod jobspec;
+pub mod report;
 
 use std::time::{Duration, Instant};
 
