@@ -105,12 +105,10 @@ fn capped<R>(cap: usize, f: impl FnOnce() -> R) -> (R, usize) {
     (r, PEAK.load(SeqCst).saturating_sub(base))
 }
 
-fn job(op: Op, dtype: DType, elems: &[u64], rng: &mut Rng) -> Job {
-    let es = match dtype {
-        DType::F32 => 4,
-        DType::F16 | DType::Bf16 => 2,
-    };
-    let tensors = elems
+fn job(op: Op, dtype: DType, rng: &mut Rng) -> Job {
+    let es = dtype.size() as usize;
+    let tensors = op
+        .input_elems()
         .iter()
         .map(|&n| {
             let mut b = vec![0u8; n as usize * es];
@@ -152,7 +150,7 @@ fn attention(seq_q: u32, seq_k: u32, heads: u32, kv_heads: u32, dim: u32, causal
 fn random_job(rng: &mut Rng) -> Job {
     let mut below = |n: u64| 1 + rng.next() % n;
     let dtype = [DType::F32, DType::F16, DType::Bf16][below(3) as usize - 1];
-    let (op, elems) = if below(2) == 1 {
+    let op = if below(2) == 1 {
         // Square-ish, or skinny with one long dimension.
         let (m, n, k) = match below(4) {
             1 => (below(4), below(4), below(20_000)),
@@ -173,7 +171,7 @@ fn random_job(rng: &mut Rng) -> Job {
             a_layout: l(below(2)),
             b_layout: l(below(2)),
         };
-        (op, vec![m * k, k * n])
+        op
     } else {
         let g = below(3);
         let h = g * below(3);
@@ -185,17 +183,16 @@ fn random_job(rng: &mut Rng) -> Job {
             _ => below(40),
         };
         let (sq, sk) = (below(150), below(300));
-        let op = attention(
+        attention(
             sq as u32,
             sk as u32,
             h as u32,
             g as u32,
             d as u32,
             below(2) == 1,
-        );
-        (op, vec![sq * h * d, sk * g * d, sk * g * d])
+        )
     };
-    job(op, dtype, &elems, rng)
+    job(op, dtype, rng)
 }
 
 #[test]
@@ -263,16 +260,13 @@ fn worker_runs_jobs_within_exec_bytes() {
     let c = Client::connect(&mut w, 4);
     let mut rng = Rng(0xfeed_0002);
     let ops = [
-        (mm_op(512, 512, 8), vec![512 * 8, 8 * 512]),
-        (mm_op(1, 2048, 300), vec![300, 300 * 2048]),
-        (
-            attention(300, 300, 4, 2, 128, true),
-            vec![300 * 4 * 128, 300 * 2 * 128, 300 * 2 * 128],
-        ),
+        mm_op(512, 512, 8),
+        mm_op(1, 2048, 300),
+        attention(300, 300, 4, 2, 128, true),
     ];
-    for (i, (op, elems)) in ops.into_iter().enumerate() {
+    for (i, op) in ops.into_iter().enumerate() {
         for dtype in [DType::F32, DType::Bf16] {
-            let mut j = job(op, dtype, &elems, &mut rng);
+            let mut j = job(op, dtype, &mut rng);
             j.reply_key = c.key.pk;
             let shape = j.validate().unwrap();
             let sj = c.seal(&j, 0x50 + i as u8);
@@ -316,7 +310,6 @@ fn finding_2_huge_head_dim_is_an_invalid_job() {
     let mut j = job(
         attention(1, 1, 1, 1, 200_000, false),
         DType::F32,
-        &[200_000; 3],
         &mut Rng(2),
     );
     j.reply_key = c.key.pk;
@@ -350,7 +343,6 @@ fn finding_5_long_cheap_attention_is_refused() {
     let mut j = job(
         attention(1, 5_000_000, 1, 1, 1, false),
         DType::Bf16,
-        &[1, 5_000_000, 5_000_000],
         &mut rng,
     );
     j.reply_key = c.key.pk;
@@ -380,7 +372,6 @@ fn finding_5_long_cheap_attention_is_refused() {
     let j = job(
         attention(1, MAX_SEQ, 1024, 1, 1, false),
         DType::Bf16,
-        &[1024, u64::from(MAX_SEQ), u64::from(MAX_SEQ)],
         &mut rng,
     );
     match j.validate() {
@@ -392,12 +383,7 @@ fn finding_5_long_cheap_attention_is_refused() {
     }
     // The finding's shape at the longest sequence allowed is billed for its time, not its
     // flops: far more units than flops.
-    let j = job(
-        attention(1, MAX_SEQ, 1, 1, 1, false),
-        DType::Bf16,
-        &[1, u64::from(MAX_SEQ), u64::from(MAX_SEQ)],
-        &mut rng,
-    );
+    let j = job(attention(1, MAX_SEQ, 1, 1, 1, false), DType::Bf16, &mut rng);
     let s = j.validate().unwrap();
     assert!(s.units > 100 * s.flops, "{} {}", s.units, s.flops);
 }
@@ -435,24 +421,7 @@ fn cost_model_ns_per_unit() {
     let mut per_unit = Vec::new();
     for dtype in [DType::F32, DType::Bf16] {
         for (name, op) in cases {
-            let elems = match op {
-                Op::Matmul { m, n, k, .. } => {
-                    let (m, n, k) = (u64::from(m), u64::from(n), u64::from(k));
-                    vec![m * k, k * n]
-                }
-                Op::Attention {
-                    seq_q,
-                    seq_k,
-                    heads,
-                    kv_heads,
-                    dim,
-                    ..
-                } => {
-                    let (q, kv) = (seq_q * heads * dim, seq_k * kv_heads * dim);
-                    vec![u64::from(q), u64::from(kv), u64::from(kv)]
-                }
-            };
-            let j = job(op, dtype, &elems, &mut rng);
+            let j = job(op, dtype, &mut rng);
             let shape = j.validate().unwrap();
             let mut best = f64::MAX;
             for _ in 0..3 {

@@ -88,6 +88,32 @@ pub enum DType {
     Bf16,
 }
 
+impl Op {
+    /// Elements of each input tensor, in order (`[A, B]` or `[Q, K, V]`), saturating at
+    /// `u64::MAX` (validation refuses such sizes).
+    pub fn input_elems(&self) -> Vec<u64> {
+        match *self {
+            Op::Matmul { m, n, k, .. } => {
+                let (m, n, k) = (u64::from(m), u64::from(n), u64::from(k));
+                alloc::vec![mul(&[m, k]), mul(&[k, n])]
+            }
+            Op::Attention {
+                seq_q,
+                seq_k,
+                heads,
+                kv_heads,
+                dim,
+                ..
+            } => {
+                let d = u64::from(dim);
+                let q = mul(&[u64::from(seq_q), u64::from(heads), d]);
+                let kv = mul(&[u64::from(seq_k), u64::from(kv_heads), d]);
+                alloc::vec![q, kv, kv]
+            }
+        }
+    }
+}
+
 impl DType {
     /// Bytes per element.
     pub fn size(self) -> u64 {
@@ -351,7 +377,7 @@ impl Job {
                 causal,
             } => attention_facts([seq_q, seq_k, heads, kv_heads, dim], causal, es)?,
         };
-        let total = self.input_bytes(&f.elems, es)?;
+        let total = self.input_bytes(&self.op.input_elems(), es)?;
         cap("input", total, MAX_INPUT_BYTES)?;
         let out_bytes = f.shape.out_elems.saturating_mul(4);
         cap("output", out_bytes, MAX_OUTPUT_BYTES)?;
@@ -401,8 +427,6 @@ impl Job {
 
 /// What `Job::validate` learns from the op alone.
 struct OpFacts {
-    /// Elements of each input tensor.
-    elems: Vec<u64>,
     /// The shape facts (`exec_bytes` still 0).
     shape: JobShape,
     /// The kernels' scratch bound for this shape.
@@ -427,7 +451,6 @@ fn matmul_facts(m: u32, n: u32, k: u32, es: u64) -> Result<OpFacts, JobError> {
     // Dims are ≤ 2^24, so they fit usize on the 64-bit guest.
     let scratch = pupa_kernels::matmul_scratch_bytes(m as usize, n as usize, k as usize);
     Ok(OpFacts {
-        elems: alloc::vec![mul(&[m, k]), mul(&[k, n])],
         shape,
         scratch: scratch as u64,
     })
@@ -451,17 +474,15 @@ fn attention_facts(dims: [u32; 5], causal: bool, es: u64) -> Result<OpFacts, Job
     if causal && sq > sk {
         return Err(JobError::CausalShape { seq_q, seq_k });
     }
-    let (q, kv) = (mul(&[sq, h, d]), mul(&[sk, g, d]));
     let shape = JobShape {
         out_dims: [seq_q, heads, dim],
         out_rank: 3,
-        out_elems: q,
+        out_elems: mul(&[sq, h, d]),
         flops: mul(&[4, h, sq, sk, d]),
         units: attention_units(sq, sk, h, g, d, es),
         exec_bytes: 0,
     };
     Ok(OpFacts {
-        elems: alloc::vec![q, kv, kv],
         shape,
         scratch: pupa_kernels::attention_scratch_bytes(d as usize) as u64,
     })

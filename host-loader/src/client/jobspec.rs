@@ -188,28 +188,7 @@ impl JobSpec {
             DTypeName::F16 => DType::F16,
             DTypeName::Bf16 => DType::Bf16,
         };
-        let elems: Vec<u64> = match op {
-            Op::Matmul { m, n, k, .. } => vec![
-                u64::from(m).saturating_mul(u64::from(k)),
-                u64::from(k).saturating_mul(u64::from(n)),
-            ],
-            Op::Attention {
-                seq_q,
-                seq_k,
-                heads,
-                kv_heads,
-                dim,
-                ..
-            } => {
-                let q = u64::from(seq_q)
-                    .saturating_mul(u64::from(heads))
-                    .saturating_mul(u64::from(dim));
-                let kv = u64::from(seq_k)
-                    .saturating_mul(u64::from(kv_heads))
-                    .saturating_mul(u64::from(dim));
-                vec![q, kv, kv]
-            }
-        };
+        let elems = op.input_elems();
         let input_bytes = elems.iter().fold(0u64, |a, &n| {
             a.saturating_add(n.saturating_mul(dtype.size()))
         });
