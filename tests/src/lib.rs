@@ -64,6 +64,40 @@ pub fn accel() -> Accel {
     })
 }
 
+/// The real image booted with a NIC: user networking forwards a free port of 127.0.0.1 to the
+/// guest's job port. Returns once the guest printed `pupa: ready` (its console echoed as
+/// `guest | …`), with the forwarded port.
+pub fn boot_with_nic() -> (Guest, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cfg = LaunchConfig {
+        tee: Tee::None,
+        vmm: Vmm::Qemu,
+        image: &image().image,
+        memory_mib: 512,
+        vcpus: 1,
+        accel: accel(),
+        network: Network::UserForward {
+            host_port: port,
+            guest_port: 7000,
+        },
+        debug_exit: true,
+        fw_cfg: vec![],
+    };
+    let mut guest = Guest::start(&cfg).unwrap_or_else(|e| panic!("start qemu: {e}"));
+    guest
+        .wait_for(
+            "pupa: ready",
+            Duration::from_secs(120),
+            |l| l == "pupa: ready",
+            |l| println!("guest | {l}"),
+        )
+        .unwrap_or_else(|e| panic!("guest ready: {e}"));
+    (guest, port)
+}
+
 /// What a boot produced.
 #[derive(Debug)]
 pub struct Boot {

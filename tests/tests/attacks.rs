@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use pupa_host::client::jobspec::JobSpec;
 use pupa_host::client::{self, ClientError, Connection, EvidencePolicy, VerifiedWorker};
-use pupa_host::profile::{LaunchConfig, Network, Tee, Vmm};
 use pupa_host::vm::Guest;
 use pupa_protocol::frame::{FrameDecoder, Kind, MAX_JOB_FRAME};
 use pupa_protocol::job::{DType, Job, Op};
@@ -22,7 +21,7 @@ use pupa_protocol::msg::{ErrorCode, Hello, Message, SealedJob};
 use pupa_protocol::seal::{Aead, KeyPair};
 use pupa_protocol::serde_bytes::ByteBuf;
 use pupa_protocol::PROTOCOL_VERSION;
-use pupa_tests::{accel, image};
+use pupa_tests::boot_with_nic;
 
 struct Target {
     guest: Guest,
@@ -30,34 +29,7 @@ struct Target {
 }
 
 fn start() -> Target {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = LaunchConfig {
-        tee: Tee::None,
-        vmm: Vmm::Qemu,
-        image: &image().image,
-        memory_mib: 512,
-        vcpus: 1,
-        accel: accel(),
-        network: Network::UserForward {
-            host_port: port,
-            guest_port: 7000,
-        },
-        debug_exit: true,
-        fw_cfg: vec![],
-    };
-    let mut guest = Guest::start(&cfg).expect("start qemu");
-    guest
-        .wait_for(
-            "pupa: ready",
-            Duration::from_secs(120),
-            |l| l == "pupa: ready",
-            |l| println!("guest | {l}"),
-        )
-        .expect("guest ready");
+    let (guest, port) = boot_with_nic();
     Target {
         guest,
         addr: format!("127.0.0.1:{port}"),

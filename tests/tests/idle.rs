@@ -11,40 +11,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pupa_host::client::{self, Connection, EvidencePolicy};
-use pupa_host::profile::{LaunchConfig, Network, Tee, Vmm};
-use pupa_host::vm::Guest;
-use pupa_tests::{accel, image};
+use pupa_host::vm::procfs;
+use pupa_tests::{accel, boot_with_nic};
 
 /// How long QEMU's CPU time is sampled.
 const SAMPLE: Duration = Duration::from_secs(10);
 /// The bound: QEMU's share of one host core while the guest idles.
 const MAX_IDLE_SHARE: f64 = 0.10;
 
-/// The pid of the QEMU whose user network forwards `host_port` (found through /proc, so the
-/// test does not depend on how `Guest` spawns it).
-fn qemu_pid(host_port: u16) -> u32 {
-    let needle = format!("hostfwd=tcp:127.0.0.1:{host_port}-:");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("qemu-system") && c.contains(&needle)
-                })
-                .unwrap_or(false)
-        })
-        .expect("the guest's QEMU process")
-}
-
-/// utime + stime of `pid`, in clock ticks (proc(5): fields 14 and 15 of /proc/PID/stat).
+/// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // the command name (field 2) may hold spaces: count fields after its closing parenthesis
-    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    procfs::stat(pid).expect("/proc/PID/stat").cpu_ticks
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
@@ -60,34 +37,7 @@ fn clock_ticks_per_s() -> u64 {
 #[test]
 fn an_idle_guest_halts_and_still_answers() {
     assert!(Path::new("/proc/self/stat").exists(), "needs Linux /proc");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = LaunchConfig {
-        tee: Tee::None,
-        vmm: Vmm::Qemu,
-        image: &image().image,
-        memory_mib: 512,
-        vcpus: 1,
-        accel: accel(),
-        network: Network::UserForward {
-            host_port: port,
-            guest_port: 7000,
-        },
-        debug_exit: true,
-        fw_cfg: vec![],
-    };
-    let mut guest = Guest::start(&cfg).expect("start qemu");
-    guest
-        .wait_for(
-            "pupa: ready",
-            Duration::from_secs(120),
-            |l| l == "pupa: ready",
-            |l| println!("guest | {l}"),
-        )
-        .expect("guest ready");
+    let (mut guest, port) = boot_with_nic();
     let console = guest.console.join("\n");
     assert!(console.contains("pupa: idle halt ("), "{console}");
     assert!(
@@ -95,7 +45,7 @@ fn an_idle_guest_halts_and_still_answers() {
         "the NIC must interrupt (else idle halts are capped at 1 ms): {console}"
     );
 
-    let pid = qemu_pid(port);
+    let pid = guest.pid();
     // let the boot's last work (smoltcp's first timers, QEMU's own start-up) settle
     std::thread::sleep(Duration::from_secs(2));
     let (t0, w0) = (cpu_ticks(pid), Instant::now());
@@ -105,7 +55,7 @@ fn an_idle_guest_halts_and_still_answers() {
     let share = (t1 - t0) as f64 / hz as f64 / wall.as_secs_f64();
     println!(
         "idle guest ({:?}): QEMU used {} CPU ticks ({hz} Hz) over {:.1} s = {:.1} % of a core",
-        cfg.accel,
+        accel(),
         t1 - t0,
         wall.as_secs_f64(),
         share * 100.0

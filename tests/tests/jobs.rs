@@ -8,38 +8,11 @@ use std::time::Duration;
 
 use pupa_host::client::jobspec::JobSpec;
 use pupa_host::client::{self, Connection, EvidencePolicy};
-use pupa_host::profile::{LaunchConfig, Network, Tee, Vmm};
 use pupa_host::vm::Guest;
-use pupa_tests::{accel, image};
+use pupa_tests::boot_with_nic;
 
 fn start_guest() -> (Guest, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = LaunchConfig {
-        tee: Tee::None,
-        vmm: Vmm::Qemu,
-        image: &image().image,
-        memory_mib: 512,
-        vcpus: 1,
-        accel: accel(),
-        network: Network::UserForward {
-            host_port: port,
-            guest_port: 7000,
-        },
-        debug_exit: true,
-        fw_cfg: vec![],
-    };
-    let mut g = Guest::start(&cfg).expect("start qemu");
-    g.wait_for(
-        "pupa: ready",
-        Duration::from_secs(120),
-        |l| l == "pupa: ready",
-        |l| println!("guest | {l}"),
-    )
-    .expect("guest ready");
+    let (g, port) = boot_with_nic();
     (g, format!("127.0.0.1:{port}"))
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use pupa_host::client::jobspec::JobSpec;
 use pupa_host::client::{self, ClientError, Connection, EvidencePolicy};
 use pupa_host::relay::journal::{read_all, Line, Record};
+use pupa_host::vm::procfs::{children, gone};
 use pupa_protocol::frame::FrameDecoder;
 use pupa_protocol::msg::{ErrorCode, Hello, Message};
 use pupa_tests::{image, pupa_host_bin, workspace};
@@ -67,34 +68,6 @@ fn start_host(journal: &Path) -> Host {
     Host { child, addr }
 }
 
-/// PIDs of the processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            v.push(p);
-        }
-    }
-    v
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-}
-
 fn kill9(pid: u32) {
     let st = Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -106,11 +79,11 @@ fn kill9(pid: u32) {
 fn qemu_of(host: &Host) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        for c in children(host.child.id()) {
-            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
-            if comm.starts_with("qemu") {
-                return c;
-            }
+        if let Some(c) = children(host.child.id(), "qemu")
+            .into_iter()
+            .find(|&c| !gone(c))
+        {
+            return c;
         }
         assert!(Instant::now() < deadline, "no QEMU child of pupa-host");
         thread::sleep(Duration::from_millis(50));
@@ -234,9 +207,9 @@ fn kill_9_of_qemu_or_pupa_host_loses_no_acknowledged_receipt() {
     kill9(qemu);
     let t = Instant::now();
     let restarted = loop {
-        let q = children(host.child.id())
+        let q = children(host.child.id(), "qemu")
             .into_iter()
-            .find(|&c| c != qemu && alive(c));
+            .find(|&c| c != qemu && !gone(c));
         if let Some(q) = q {
             break q;
         }
@@ -268,7 +241,7 @@ fn kill_9_of_qemu_or_pupa_host_loses_no_acknowledged_receipt() {
     thread::sleep(Duration::from_secs(5));
     kill9(host.child.id());
     let t = Instant::now();
-    while alive(restarted) {
+    while !gone(restarted) {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "QEMU outlived pupa-host"

@@ -7,6 +7,7 @@
 //! warnings. The VMM's own stderr is captured the same way (target `qemu`) and shown in the
 //! error when the VM fails to start or exits early.
 
+pub mod procfs;
 pub mod spawn;
 
 use std::collections::VecDeque;

@@ -4,48 +4,12 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// The state letter of `pid` (`R`, `S`, `Z`, …), None when it does not exist.
-pub fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
+#[allow(unused_imports)] // each test binary uses some of them
+pub use pupa_host::vm::procfs::{children, gone};
 
 /// The process group of `pid`.
 pub fn pgrp(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After "comm) ": state ppid pgrp ...
-    stat.rsplit_once(") ")?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
-/// Whether `pid` is gone (no such process, or a zombie waiting to be reaped).
-pub fn gone(pid: u32) -> bool {
-    matches!(state(pid), None | Some('Z'))
-}
-
-/// PIDs whose parent is `ppid` and whose command name starts with `prefix`.
-pub fn children(ppid: u32, prefix: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some((head, rest)) = stat.rsplit_once(") ") else {
-                return false;
-            };
-            let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or("");
-            let parent = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-            parent == Some(ppid) && comm.starts_with(prefix)
-        })
-        .collect()
+    pupa_host::vm::procfs::stat(pid).map(|s| s.pgrp)
 }
 
 /// Polls `cond` every 10 ms until it holds; panics after `limit`.
