@@ -129,8 +129,7 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
     loop {
         let changed = iface.poll(now(), &mut nic, &mut sockets) == PollResult::SocketStateChanged;
         let now_ns = worker.now_ns();
-        admit(&mut conns, &mut sockets, worker, limits.sessions, now_ns);
-        let serving = conns.iter().filter(|c| c.serving).count();
+        let serving = admit(&mut conns, &mut sockets, worker, limits.sessions, now_ns);
         if serving > most_serving {
             most_serving = serving;
             if serving % 8 == 0 || serving == limits.sessions {
@@ -184,14 +183,15 @@ fn is_new_connection(s: &tcp::Socket) -> bool {
 }
 
 /// Gives every newly seen connection a session: a serving slot (closing the longest-idle
-/// connection if that is what frees one), or a `Busy` answer.
+/// connection if that is what frees one), or a `Busy` answer. Returns the connections now
+/// holding a serving slot.
 fn admit<T: Tee, E: Entropy, C: Clock>(
     conns: &mut [Conn],
     sockets: &mut SocketSet,
     worker: &Worker<T, E, C>,
     slots: usize,
     now_ns: u64,
-) {
+) -> usize {
     let mut serving = conns.iter().filter(|c| c.serving).count();
     for i in 0..conns.len() {
         let c = &conns[i];
@@ -201,14 +201,16 @@ fn admit<T: Tee, E: Entropy, C: Clock>(
         {
             continue;
         }
-        let free = serving < slots || evict_idle(conns, worker, now_ns);
+        // An evicted connection hands its slot over: the count stays the same.
+        let evicted = serving >= slots && evict_idle(conns, worker, now_ns);
+        let free = serving < slots || evicted;
         let c = &mut conns[i];
         c.eof_seen = false;
         c.closed_at = None;
         if free {
             c.session = Some(Session::new(worker));
             c.serving = true;
-            serving += 1;
+            serving += usize::from(!evicted);
         } else {
             c.session = Some(Session::refuse(
                 worker,
@@ -217,6 +219,7 @@ fn admit<T: Tee, E: Entropy, C: Clock>(
             c.serving = false;
         }
     }
+    serving
 }
 
 /// Closes the serving connection that has been idle longest, if one has been idle for at

@@ -86,9 +86,7 @@ impl Session {
     /// `detail` and closed without reading anything.
     pub fn refuse<T: Tee, E: Entropy, C: Clock>(worker: &Worker<T, E, C>, detail: &str) -> Self {
         let mut s = Session::new(worker);
-        push_error(&mut s.out, ErrorCode::Busy, None, detail);
-        s.after_output(worker);
-        s.state = State::Closing;
+        s.close_with(worker, ErrorCode::Busy, detail);
         s
     }
 
