@@ -164,14 +164,13 @@ fn random_job(rng: &mut Rng) -> Job {
                 Layout::ColMajor
             }
         };
-        let op = Op::Matmul {
+        Op::Matmul {
             m: m as u32,
             n: n as u32,
             k: k as u32,
             a_layout: l(below(2)),
             b_layout: l(below(2)),
-        };
-        op
+        }
     } else {
         let g = below(3);
         let h = g * below(3);
