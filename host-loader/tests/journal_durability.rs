@@ -134,6 +134,22 @@ impl SmallFs {
         }
         Ok(SmallFs(dir))
     }
+
+    /// [`mount`](Self::mount), or None (the test skips) when not root: mounting needs
+    /// CAP_SYS_ADMIN, and the file-size-limit test covers the rollback. As root a failure
+    /// is a test failure.
+    fn mount_unless_unprivileged(kib: u32) -> Option<SmallFs> {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        match SmallFs::mount(kib) {
+            Ok(fs) => Some(fs),
+            Err(e) if !root => {
+                eprintln!("SKIPPED: cannot mount a tmpfs as non-root: {e}");
+                None
+            }
+            Err(e) => panic!("mount tmpfs as root: {e}"),
+        }
+    }
 }
 impl Drop for SmallFs {
     fn drop(&mut self) {
@@ -145,16 +161,8 @@ impl Drop for SmallFs {
 
 #[test]
 fn a_write_that_hits_enospc_is_rolled_back() {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    let fs = match SmallFs::mount(16) {
-        Ok(fs) => fs,
-        // Mounting needs root (CAP_SYS_ADMIN); the file-size-limit test covers the rollback.
-        Err(e) if !root => {
-            eprintln!("SKIPPED: cannot mount a tmpfs as non-root: {e}");
-            return;
-        }
-        Err(e) => panic!("mount tmpfs as root: {e}"),
+    let Some(fs) = SmallFs::mount_unless_unprivileged(16) else {
+        return;
     };
     let path = fs.0.join("receipts.journal");
     let j = Journal::open(&path).unwrap();
@@ -443,15 +451,8 @@ fn a_receipt_relay_that_rejects_every_line_exits_non_zero() {
 
 #[test]
 fn a_receipt_the_full_disk_cannot_hold_is_not_forwarded() {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    let fs = match SmallFs::mount(64) {
-        Ok(fs) => fs,
-        Err(e) if !root => {
-            eprintln!("SKIPPED: cannot mount a tmpfs as non-root: {e}");
-            return;
-        }
-        Err(e) => panic!("mount tmpfs as root: {e}"),
+    let Some(fs) = SmallFs::mount_unless_unprivileged(64) else {
+        return;
     };
     let log = fs.0.join("receipts.journal");
     let guest = common::guest_process::GuestProcess::start();
