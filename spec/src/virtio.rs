@@ -1,0 +1,1 @@
+//! Virtio 1.2 split-virtqueue structures (virtio spec v1.2 §2.7).
