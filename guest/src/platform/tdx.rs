@@ -34,10 +34,11 @@ pub fn handle_ve(frame: &mut TrapFrame) {
     let mut reason = u64::MAX;
     let res = VeInfo::decode(rax, rcx, rdx, r8, r9, r10).and_then(|info| {
         reason = info.exit_reason as u64;
-        let plan = ve::prepare(frame, &info)?;
-        // SAFETY: the Instruction.* sub-functions `prepare` emits touch no guest memory.
-        let (rax, r10, out) = unsafe { tdcall::tdvmcall(&plan.request) };
-        ve::complete(frame, &plan, vmcall_result(rax, r10).map(|()| out))
+        ve::emulate(frame, &info, |request| {
+            // SAFETY: the Instruction.* sub-functions `ve::prepare` emits touch no guest memory.
+            let (rax, r10, out) = unsafe { tdcall::tdvmcall(request) };
+            vmcall_result(rax, r10).map(|()| out)
+        })
     });
     if res.is_err() {
         frame.error_code = reason;

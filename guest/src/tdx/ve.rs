@@ -39,6 +39,12 @@ pub mod exit_reason {
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
 
+/// The CPUID leaves reserved for hypervisor communication (Intel SDM Vol. 2A "CPUID": "no
+/// existing or future CPU will return processor identification or feature information" there).
+/// Only these reach the VMM; GHCI 1.5 §3.6 leaves the filtering to the guest, and Linux
+/// `arch/x86/coco/tdx/tdx.c::handle_cpuid` applies the same range.
+pub const CPUID_VMM_LEAVES: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4FFF_FFFF;
+
 /// TDG.VP.VEINFO.GET output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VeInfo {
@@ -115,6 +121,11 @@ pub struct VmcallOut {
 pub enum Emulation {
     /// CPUID: R12..R15 → EAX, EBX, ECX, EDX.
     Cpuid,
+    /// CPUID of a leaf outside [`CPUID_VMM_LEAVES`]: EAX, EBX, ECX, EDX = 0 without asking the
+    /// VMM. The leaves the TDX module virtualizes never reach #VE; a leaf that does is one the
+    /// TD's CPUID configuration leaves to the VMM, and a VMM answer there (a feature bit, a
+    /// topology) is untrusted input, so it reads as an unsupported leaf reads on a CPU.
+    CpuidZero,
     /// IN of `size` bytes: R11 → AL/AX/EAX.
     In {
         /// 1, 2 or 4.
@@ -133,8 +144,8 @@ pub enum Emulation {
 /// What the handler must do for one #VE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VePlan {
-    /// The TDVMCALL to make.
-    pub request: VmcallRequest,
+    /// The TDVMCALL to make; `None` when the guest answers itself ([`Emulation::CpuidZero`]).
+    pub request: Option<VmcallRequest>,
     /// How to apply its result.
     pub emulation: Emulation,
     /// Bytes to skip (1..=15).
@@ -182,14 +193,19 @@ pub enum VeError {
 
 /// Decides the emulation of the #VE described by `info` for the interrupted `frame`.
 pub fn prepare(frame: &TrapFrame, info: &VeInfo) -> Result<VePlan, VeError> {
-    let req = |subfunction, r12, r13, r14, r15| VmcallRequest {
-        subfunction,
-        r12,
-        r13,
-        r14,
-        r15,
+    let req = |subfunction, r12, r13, r14, r15| {
+        Some(VmcallRequest {
+            subfunction,
+            r12,
+            r13,
+            r14,
+            r15,
+        })
     };
     let (request, emulation) = match info.exit_reason {
+        exit_reason::CPUID if !CPUID_VMM_LEAVES.contains(&(frame.rax as u32)) => {
+            (None, Emulation::CpuidZero)
+        }
         exit_reason::CPUID => (
             req(
                 vmcall::CPUID,
@@ -269,6 +285,21 @@ pub fn prepare(frame: &TrapFrame, info: &VeInfo) -> Result<VePlan, VeError> {
     })
 }
 
+/// The whole emulation of one #VE: [`prepare`], the TDG.VP.VMCALL through `vmcall` (only if
+/// the plan has one), then [`complete`]. The firmware's handler passes the real TDVMCALL; tests pass a mock VMM.
+pub fn emulate(
+    frame: &mut TrapFrame,
+    info: &VeInfo,
+    vmcall: impl FnOnce(&VmcallRequest) -> Result<VmcallOut, VmcallError>,
+) -> Result<(), VeError> {
+    let plan = prepare(frame, info)?;
+    let result = match &plan.request {
+        Some(request) => vmcall(request),
+        None => Ok(VmcallOut::default()),
+    };
+    complete(frame, &plan, result)
+}
+
 fn size_mask(size: u8) -> u64 {
     (1u64 << (8 * size as u32)) - 1
 }
@@ -282,7 +313,7 @@ pub fn complete(
 ) -> Result<(), VeError> {
     let out = result.map_err(|err| VeError::Vmcall {
         reason: match plan.emulation {
-            Emulation::Cpuid => exit_reason::CPUID,
+            Emulation::Cpuid | Emulation::CpuidZero => exit_reason::CPUID,
             Emulation::In { .. } | Emulation::Out => exit_reason::IO,
             Emulation::Rdmsr => exit_reason::RDMSR,
             Emulation::Wrmsr => exit_reason::WRMSR,
@@ -297,6 +328,7 @@ pub fn complete(
             out.r14 as u32,
             out.r15 as u32,
         ),
+        Emulation::CpuidZero => frame.set_cpuid_result(0, 0, 0, 0),
         Emulation::In { size: 4 } => frame.rax = out.r11 & 0xFFFF_FFFF, // 32-bit write zero-extends
         Emulation::In { size } => {
             let m = size_mask(size);
@@ -351,9 +383,11 @@ mod tests {
     #[test]
     fn cpuid_round_trip() {
         let mut f = frame();
+        f.rax = 0xDEAD_BEEF_4000_0001; // a hypervisor leaf
         let p = prepare(&f, &info(10, 0, 2)).unwrap();
-        assert_eq!(p.request.subfunction, 10);
-        assert_eq!((p.request.r12, p.request.r13), (7, 1)); // EAX, ECX only
+        let r = p.request.unwrap();
+        assert_eq!(r.subfunction, 10);
+        assert_eq!((r.r12, r.r13), (0x4000_0001, 1)); // EAX, ECX only
         let out = VmcallOut {
             r12: 0xFFFF_FFFF_0000_00AA,
             r13: 0xBB,
@@ -366,6 +400,54 @@ mod tests {
         assert_eq!(f.rip, 0x10_0002);
     }
 
+    /// A VMM that answers every call with all ones and counts the calls.
+    fn hostile_vmm(
+        calls: &mut u32,
+    ) -> impl FnMut(&VmcallRequest) -> Result<VmcallOut, VmcallError> + '_ {
+        move |_| {
+            *calls += 1;
+            Ok(VmcallOut {
+                r11: u64::MAX,
+                r12: u64::MAX,
+                r13: u64::MAX,
+                r14: u64::MAX,
+                r15: u64::MAX,
+            })
+        }
+    }
+
+    /// T3: only the hypervisor range 0x4000_0000..=0x4FFF_FFFF goes to the VMM; any other leaf
+    /// that reaches #VE reads as zeros, as a CPU answers an unsupported leaf (Linux
+    /// `handle_cpuid`), so the VMM cannot inject feature bits the TDX module did not vouch for.
+    #[test]
+    fn cpuid_outside_hypervisor_range_reads_zero_without_vmcall() {
+        for leaf in [
+            0u64,
+            7,
+            0xB,
+            0x3FFF_FFFF,
+            0x5000_0000,
+            0x8000_0001,
+            0xFFFF_FFFF,
+        ] {
+            let mut calls = 0;
+            let mut f = frame();
+            f.rax = 0xFFFF_FFFF_0000_0000 | leaf;
+            emulate(&mut f, &info(10, 0, 2), hostile_vmm(&mut calls)).unwrap();
+            assert_eq!(calls, 0, "leaf {leaf:#x} forwarded to the VMM");
+            assert_eq!((f.rax, f.rbx, f.rcx, f.rdx), (0, 0, 0, 0), "leaf {leaf:#x}");
+            assert_eq!(f.rip, 0x10_0002);
+        }
+        for leaf in [0x4000_0000u64, 0x4000_0001, 0x4FFF_FFFF] {
+            let mut calls = 0;
+            let mut f = frame();
+            f.rax = leaf;
+            emulate(&mut f, &info(10, 0, 2), hostile_vmm(&mut calls)).unwrap();
+            assert_eq!(calls, 1, "leaf {leaf:#x} not forwarded");
+            assert_eq!(f.rax, 0xFFFF_FFFF);
+        }
+    }
+
     #[test]
     fn io_in_and_out() {
         // `in al, dx` on port 0x3F9: size 0 (1 byte), bit 3 IN, port in 31:16.
@@ -373,13 +455,13 @@ mod tests {
         let p = prepare(&f, &info(30, (0x3F9 << 16) | 8, 1)).unwrap();
         assert_eq!(
             p.request,
-            VmcallRequest {
+            Some(VmcallRequest {
                 subfunction: 30,
                 r12: 1,
                 r13: 0,
                 r14: 0x3F9,
                 r15: 0
-            }
+            })
         );
         let out = VmcallOut {
             r11: 0x12_3456_789A,
@@ -405,13 +487,13 @@ mod tests {
         let p = prepare(&f, &info(30, (0x604 << 16) | 64 | 1, 2)).unwrap();
         assert_eq!(
             p.request,
-            VmcallRequest {
+            Some(VmcallRequest {
                 subfunction: 30,
                 r12: 2,
                 r13: 1,
                 r14: 0x604,
                 r15: 7
-            }
+            })
         );
         assert_eq!(p.emulation, Emulation::Out);
     }
@@ -435,7 +517,8 @@ mod tests {
     fn msr_and_hlt() {
         let mut f = frame();
         let p = prepare(&f, &info(31, 0, 2)).unwrap();
-        assert_eq!((p.request.subfunction, p.request.r12), (31, 1));
+        let r = p.request.unwrap();
+        assert_eq!((r.subfunction, r.r12), (31, 1));
         complete(
             &mut f,
             &p,
@@ -448,12 +531,17 @@ mod tests {
         assert_eq!((f.rax, f.rdx), (0xCCCC_DDDD, 0xAAAA_BBBB));
         let f = frame();
         let p = prepare(&f, &info(32, 0, 2)).unwrap();
-        assert_eq!((p.request.r12, p.request.r13), (1, 0x3333_4444_0000_0007));
+        let r = p.request.unwrap();
+        assert_eq!((r.r12, r.r13), (1, 0x3333_4444_0000_0007));
         let mut f = frame();
         let p = prepare(&f, &info(12, 0, 1)).unwrap();
-        assert_eq!((p.request.subfunction, p.request.r12), (12, 0)); // IF set
+        let r = p.request.unwrap();
+        assert_eq!((r.subfunction, r.r12), (12, 0)); // IF set
         f.rflags = 2;
-        assert_eq!(prepare(&f, &info(12, 0, 1)).unwrap().request.r12, 1);
+        assert_eq!(
+            prepare(&f, &info(12, 0, 1)).unwrap().request.unwrap().r12,
+            1
+        );
         complete(&mut f, &p, Ok(VmcallOut::default())).unwrap();
         assert_eq!(f.rip, 0x10_0001);
     }
@@ -486,6 +574,7 @@ mod tests {
         );
         // A VMM failure leaves the frame untouched.
         let mut g = frame();
+        g.rax = 0x4000_0000;
         let p = prepare(&g, &info(10, 0, 2)).unwrap();
         assert_eq!(
             complete(&mut g, &p, Err(VmcallError::InvalidOperand)),
@@ -494,6 +583,8 @@ mod tests {
                 err: VmcallError::InvalidOperand
             })
         );
-        assert_eq!(g, frame());
+        let mut untouched = frame();
+        untouched.rax = 0x4000_0000;
+        assert_eq!(g, untouched);
     }
 }
