@@ -51,6 +51,14 @@ pub enum MemMapError {
     HobNoPhit,
     /// An entry's address range overflows 64 bits.
     Overflow,
+    /// Two entries cover the same address (`[start, end)` of each, in address order): the
+    /// map is refused rather than merged, so no page is ever validated or accepted twice.
+    Overlap {
+        /// The entry that starts first.
+        first: (u64, u64),
+        /// The entry that starts inside it.
+        second: (u64, u64),
+    },
 }
 
 impl core::fmt::Display for MemMapError {
@@ -64,6 +72,11 @@ impl core::fmt::Display for MemMapError {
             MemMapError::HobUnterminated => write!(f, "HOB list has no end-of-list HOB"),
             MemMapError::HobNoPhit => write!(f, "HOB list does not start with a PHIT HOB"),
             MemMapError::Overflow => write!(f, "memory range overflows the address space"),
+            MemMapError::Overlap { first, second } => write!(
+                f,
+                "memory map entries [{:#x}, {:#x}) and [{:#x}, {:#x}) overlap",
+                first.0, first.1, second.0, second.1
+            ),
         }
     }
 }
@@ -89,7 +102,28 @@ pub fn parse_e820(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
         };
         out.push(Region { start, len, kind });
     }
-    Ok(out)
+    sorted_disjoint(out)
+}
+
+/// Sorts the entries by address, drops empty ones and refuses any two that share an address
+/// ([`MemMapError::Overlap`]). A host that lists a range twice (or RAM inside another range)
+/// would otherwise have it validated (SNP: PVALIDATE) or accepted (TDX) twice: between the
+/// two, it could reset the page's RMP entry / remove and re-add it, and the heap would hand
+/// out the same memory twice (Linux `e820__update_table` resolves overlaps by type priority;
+/// pupa has no reason to trust either entry and refuses the map).
+fn sorted_disjoint(mut regions: Vec<Region>) -> Result<Vec<Region>, MemMapError> {
+    regions.retain(|r| r.len != 0);
+    regions.sort_unstable_by_key(|r| (r.start, r.len));
+    // Sorted by start: if entries i < j overlap, so do i and i + 1.
+    for w in regions.windows(2) {
+        if w[0].end() > w[1].start {
+            return Err(MemMapError::Overlap {
+                first: (w[0].start, w[0].end()),
+                second: (w[1].start, w[1].end()),
+            });
+        }
+    }
+    Ok(regions)
 }
 
 /// HOB types (PI spec Vol. 3 §5.2).
@@ -116,7 +150,7 @@ pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
         }
         first = false;
         if ty == HOB_TYPE_END_OF_HOB_LIST {
-            return Ok(out);
+            return sorted_disjoint(out);
         }
         if len < 8 || off + len > bytes.len() {
             return Err(MemMapError::HobLength(off));
@@ -156,7 +190,9 @@ pub fn total(regions: &[Region], kind: RegionKind) -> u64 {
 }
 
 /// The parts of the `Ram` regions inside `[lo, hi)` that avoid every range in `exclude`,
-/// page-aligned inwards: the memory the allocator may take.
+/// page-aligned inwards: the memory the allocator may take. Sorted and disjoint (overlapping
+/// or touching pieces are merged) whatever `regions` holds, so that no page is validated,
+/// accepted or given to the allocator twice.
 pub fn usable_ram(regions: &[Region], lo: u64, hi: u64, exclude: &[(u64, u64)]) -> Vec<(u64, u64)> {
     const PAGE: u64 = 4096;
     let mut out = Vec::new();
@@ -186,7 +222,15 @@ pub fn usable_ram(regions: &[Region], lo: u64, hi: u64, exclude: &[(u64, u64)]) 
             }
         }
     }
-    out
+    out.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+    for (s, e) in out {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -222,6 +266,57 @@ mod tests {
         assert_eq!(parse_e820(&[0u8; 21]), Err(MemMapError::E820Length(21)));
         let b = e820(&[(u64::MAX, 2, 1)]);
         assert_eq!(parse_e820(&b), Err(MemMapError::Overflow));
+    }
+
+    fn ram(start: u64, len: u64) -> Region {
+        Region {
+            start,
+            len,
+            kind: RegionKind::Ram,
+        }
+    }
+
+    #[test]
+    fn e820_overlap_is_rejected_and_entries_sorted() {
+        // S1: a duplicated RAM entry (and a RAM entry overlapping a reserved one) must not reach
+        // the validator twice: the table is refused.
+        let dup = e820(&[(0x100000, 0x1000_0000, 1), (0x100000, 0x1000_0000, 1)]);
+        assert_eq!(
+            parse_e820(&dup),
+            Err(MemMapError::Overlap {
+                first: (0x100000, 0x1010_0000),
+                second: (0x100000, 0x1010_0000)
+            })
+        );
+        let inner = e820(&[(0x100000, 0x1000_0000, 1), (0x20_0000, 0x1000, 2)]);
+        assert!(matches!(
+            parse_e820(&inner),
+            Err(MemMapError::Overlap { .. })
+        ));
+        // Out of order but disjoint (and touching) is fine, and comes back sorted; empty
+        // entries are dropped.
+        let shuffled = e820(&[(0x100000, 0xff00000, 1), (0, 0x9fc00, 1), (0x5000, 0, 1)]);
+        let m = parse_e820(&shuffled).unwrap();
+        assert_eq!(m, alloc::vec![ram(0, 0x9fc00), ram(0x100000, 0xff00000)]);
+        let touching = e820(&[(0x100000, 0x100000, 1), (0x200000, 0x100000, 1)]);
+        assert_eq!(parse_e820(&touching).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn usable_ram_is_sorted_and_disjoint_whatever_the_input() {
+        // S1: even a map that skipped the parsers' check (duplicates, overlaps, out of order)
+        // yields every usable page at most once, in ascending order.
+        let m = [
+            ram(0x800000, 0x400000),
+            ram(0x100000, 0x800000),
+            ram(0x100000, 0x800000),
+            ram(0x300000, 0x100000),
+        ];
+        let u = usable_ram(&m, 0, 1 << 32, &[(0x400000, 0x500000)]);
+        assert_eq!(u, alloc::vec![(0x100000, 0x400000), (0x500000, 0xC00000)]);
+        for w in u.windows(2) {
+            assert!(w[0].1 < w[1].0, "{u:x?} not disjoint and sorted");
+        }
     }
 
     #[test]
@@ -273,6 +368,24 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(total(&m, RegionKind::Unaccepted), 0x7800000);
         assert_eq!(m[2].kind, RegionKind::Reserved);
+    }
+
+    #[test]
+    fn td_hob_overlap_is_rejected() {
+        // S1 for TDX: an unaccepted range listed twice (or inside a RAM range) would be
+        // accepted twice; the HOB is refused.
+        let mut list = hob(HOB_TYPE_HANDOFF, &[0u8; 48]);
+        list.extend(resource(RESOURCE_MEMORY_UNACCEPTED, 0x800000, 0x7800000));
+        list.extend(resource(RESOURCE_SYSTEM_MEMORY, 0, 0x80000));
+        list.extend(resource(RESOURCE_MEMORY_UNACCEPTED, 0x1000000, 0x200000));
+        list.extend(hob(HOB_TYPE_END_OF_HOB_LIST, &[]));
+        assert_eq!(
+            parse_td_hob(&list),
+            Err(MemMapError::Overlap {
+                first: (0x800000, 0x8000000),
+                second: (0x1000000, 0x1200000)
+            })
+        );
     }
 
     #[test]
