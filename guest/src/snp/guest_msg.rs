@@ -168,15 +168,24 @@ fn iv(seqno: u64) -> Nonce<aes_gcm::aead::consts::U12> {
     iv.into()
 }
 
-/// Checks a response page's header and decrypts its payload in place; returns the payload
-/// length (payload at `page[HEADER_LEN..HEADER_LEN + len]`).
-pub fn open(
-    key: &[u8; 32],
-    want_seqno: u64,
-    want_type: u8,
-    vmpck_id: u8,
-    page: &mut [u8],
-) -> Result<usize, GuestMsgError> {
+/// What a response header must carry: the request's sequence number + 1, its type + 1, the
+/// request's MSG_VERSION (SNP ABI 56860 §8.26, Table 99; Linux `verify_and_dec_payload`) and
+/// the VMPCK it was sealed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// MSG_SEQNO.
+    pub seqno: u64,
+    /// MSG_TYPE.
+    pub msg_type: u8,
+    /// MSG_VERSION (the request's).
+    pub msg_version: u8,
+    /// MSG_VMPCK.
+    pub vmpck_id: u8,
+}
+
+/// Checks a response page's header against `want` and decrypts its payload in place; returns
+/// the payload length (payload at `page[HEADER_LEN..HEADER_LEN + len]`).
+pub fn open(key: &[u8; 32], want: Expected, page: &mut [u8]) -> Result<usize, GuestMsgError> {
     if page.len() != PAGE_LEN {
         return Err(GuestMsgError::BadBuffer(page.len()));
     }
@@ -195,15 +204,20 @@ pub fn open(
         HDR_VERSION.into(),
     )?;
     field("HDR_SIZE", u16_at(offset::HDR_SIZE), HEADER_LEN as u64)?;
-    field("MSG_TYPE", page[offset::MSG_TYPE].into(), want_type.into())?;
-    field("MSG_VMPCK", page[offset::MSG_VMPCK].into(), vmpck_id.into())?;
+    field("MSG_TYPE", page[offset::MSG_TYPE].into(), want.msg_type.into())?;
+    field(
+        "MSG_VERSION",
+        page[offset::MSG_VERSION].into(),
+        want.msg_version.into(),
+    )?;
+    field("MSG_VMPCK", page[offset::MSG_VMPCK].into(), want.vmpck_id.into())?;
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&page[offset::SEQNO..offset::SEQNO + 8]);
     let got = u64::from_le_bytes(seq);
-    if got != want_seqno {
+    if got != want.seqno {
         return Err(GuestMsgError::BadSeqno {
             got,
-            want: want_seqno,
+            want: want.seqno,
         });
     }
     let len = u16_at(offset::MSG_SIZE) as usize;
@@ -229,7 +243,8 @@ pub struct GuestMessenger {
     vmpck_id: u8,
     /// Last sequence number used (a response's).
     seqno: u64,
-    in_flight: Option<(u64, u8)>,
+    /// The request sealed and not yet answered: (its sequence number, its type, its version).
+    in_flight: Option<(u64, u8, u8)>,
     disabled: bool,
 }
 
@@ -279,7 +294,7 @@ impl GuestMessenger {
             payload,
             page,
         )?;
-        self.in_flight = Some((req, t as u8 + 1));
+        self.in_flight = Some((req, t as u8, version));
         Ok(())
     }
 
@@ -298,13 +313,19 @@ impl GuestMessenger {
     }
 
     /// Opens the response to the request in flight (type = request type + 1, sequence number =
-    /// request + 1). Any failure disables the messenger for good.
+    /// request + 1, MSG_VERSION = the request's). Any failure disables the messenger for good.
     pub fn open_response(&mut self, page: &mut [u8]) -> Result<usize, GuestMsgError> {
         if self.disabled {
             return Err(GuestMsgError::Disabled);
         }
-        let (req, rsp_type) = self.in_flight.take().ok_or(GuestMsgError::NoRequest)?;
-        match open(&self.key, req + 1, rsp_type, self.vmpck_id, page) {
+        let (req, req_type, version) = self.in_flight.take().ok_or(GuestMsgError::NoRequest)?;
+        let want = Expected {
+            seqno: req + 1,
+            msg_type: req_type + 1,
+            msg_version: version,
+            vmpck_id: self.vmpck_id,
+        };
+        match open(&self.key, want, page) {
             Ok(len) => {
                 self.seqno = req + 1;
                 Ok(len)

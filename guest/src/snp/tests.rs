@@ -268,3 +268,36 @@ fn payload_parsers() {
     assert_eq!(messages::vmpck0(&secrets), Ok([5; 32]));
     assert!(messages::vmpck0(&secrets[..10]).is_err());
 }
+
+/// S7: a response whose MSG_VERSION differs from the request's is refused (SNP ABI 56860
+/// §8.26, Table 99 "Message Header Format": the response carries the request's MSG_VERSION;
+/// Linux `verify_and_dec_payload` checks the same), even when it authenticates, and the key is
+/// retired like after any failed exchange.
+#[test]
+fn response_with_another_msg_version_is_refused() {
+    let mut m = GuestMessenger::new(key(), 0, 0);
+    let mut req = page();
+    m.seal_request(MsgType::ReportReq, 1, &[0; 0x60], &mut req)
+        .unwrap();
+    let mut rsp = page();
+    // Forged with the right key, sequence number and type, but MSG_VERSION 2.
+    guest_msg::seal(
+        &key(),
+        2,
+        MsgType::ReportRsp as u8,
+        2,
+        0,
+        &report_rsp_payload(1),
+        &mut rsp,
+    )
+    .unwrap();
+    assert_eq!(
+        m.open_response(&mut rsp),
+        Err(GuestMsgError::BadHeader {
+            field: "MSG_VERSION",
+            got: 2,
+            want: 1,
+        })
+    );
+    assert!(m.is_disabled());
+}
