@@ -1,53 +1,17 @@
 //! Initial VMSA pages for SEV-ES/SNP vCPUs, as each VMM builds them.
 //!
-//! Field offsets: AMD64 Architecture Programmer's Manual Vol. 2 (publication 24593),
-//! Appendix B, Table B-4 "VMSA Layout, State Save Area for SEV-ES" (also Linux
-//! `struct sev_es_save_area`). Register values: what KVM/QEMU, EC2 and GCE put in a vCPU at
-//! reset (learnt from virtee/sev-snp-measure `vmsa.py`; values, not code).
+//! The layout is [`pupa_spec::snp::Vmsa`] (AMD64 APM Vol. 2, publication 24593, Appendix B,
+//! Table B-4 "VMSA Layout, State Save Area for SEV-ES"; the GHCB save area the firmware uses
+//! shares its offsets). Register values: what KVM/QEMU, EC2 and GCE put in a vCPU at reset
+//! (learnt from virtee/sev-snp-measure `vmsa.py`; values, not code).
+
+use pupa_spec::snp::{VmcbSegment, Vmsa};
+use zerocopy::{FromZeros, IntoBytes};
 
 use super::VmmType;
 
-/// Offsets into the VMSA (APM Vol. 2, Table B-4).
-mod off {
-    pub const ES: usize = 0x000;
-    pub const CS: usize = 0x010;
-    pub const SS: usize = 0x020;
-    pub const DS: usize = 0x030;
-    pub const FS: usize = 0x040;
-    pub const GS: usize = 0x050;
-    pub const GDTR: usize = 0x060;
-    pub const LDTR: usize = 0x070;
-    pub const IDTR: usize = 0x080;
-    pub const TR: usize = 0x090;
-    pub const EFER: usize = 0x0D0;
-    pub const CR4: usize = 0x148;
-    pub const CR0: usize = 0x158;
-    pub const DR7: usize = 0x160;
-    pub const DR6: usize = 0x168;
-    pub const RFLAGS: usize = 0x170;
-    pub const RIP: usize = 0x178;
-    pub const G_PAT: usize = 0x268;
-    pub const RDX: usize = 0x310;
-    pub const SEV_FEATURES: usize = 0x3B0;
-    pub const XCR0: usize = 0x3E8;
-    pub const MXCSR: usize = 0x408;
-    pub const X87_FCW: usize = 0x410;
-}
-
 /// Reset vector of the boot processor.
 pub const BSP_EIP: u32 = 0xFFFF_FFF0;
-
-/// A segment register image: selector, attributes, limit, base (VMCB segment format).
-fn seg(page: &mut [u8; 4096], at: usize, selector: u16, attrib: u16, limit: u32, base: u64) {
-    page[at..at + 2].copy_from_slice(&selector.to_le_bytes());
-    page[at + 2..at + 4].copy_from_slice(&attrib.to_le_bytes());
-    page[at + 4..at + 8].copy_from_slice(&limit.to_le_bytes());
-    page[at + 8..at + 16].copy_from_slice(&base.to_le_bytes());
-}
-
-fn put64(page: &mut [u8; 4096], at: usize, v: u64) {
-    page[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
 
 /// Builds the VMSA of a vCPU starting at `eip` (real mode, CS base = eip & 0xFFFF0000).
 pub fn build(eip: u32, sev_features: u64, vcpu_sig: u64, vmm: VmmType) -> Box<[u8; 4096]> {
@@ -71,36 +35,64 @@ pub fn build(eip: u32, sev_features: u64, vcpu_sig: u64, vmm: VmmType) -> Box<[u
         // GCE overrides the default PAT.
         VmmType::Gce => (0x9b, 0x93, 0x8b, 0x600, 0, 0, 0x0007_0106),
     };
+    let seg = VmcbSegment::new;
+    let mut v = Vmsa::new_zeroed();
+    v.es = seg(0, 0x93, 0xffff, 0);
+    v.cs = seg(0xf000, cs_flags, 0xffff, u64::from(eip & 0xffff_0000));
+    v.ss = seg(0, ss_flags, 0xffff, 0);
+    v.ds = seg(0, 0x93, 0xffff, 0);
+    v.fs = seg(0, 0x93, 0xffff, 0);
+    v.gs = seg(0, 0x93, 0xffff, 0);
+    v.gdtr = seg(0, 0, 0xffff, 0);
+    v.idtr = seg(0, 0, 0xffff, 0);
+    v.ldtr = seg(0, 0x82, 0xffff, 0);
+    v.tr = seg(0, tr_flags, 0xffff, 0);
+    v.efer.set(0x1000); // EFER.SVME, set by KVM
+    v.cr4.set(0x40); // CR4.MCE, set by KVM
+    v.cr0.set(0x10); // CR0.ET
+    v.dr7.set(0x400);
+    v.dr6.set(0xffff_0ff0);
+    v.rflags.set(0x2);
+    v.rip.set(u64::from(eip & 0xffff));
+    v.g_pat.set(g_pat);
+    v.rdx.set(rdx);
+    v.sev_features.set(sev_features);
+    v.xcr0.set(0x1);
+    v.mxcsr.set(mxcsr);
+    v.x87_fcw.set(fcw);
     let mut p = Box::new([0u8; 4096]);
-    seg(&mut p, off::ES, 0, 0x93, 0xffff, 0);
-    seg(
-        &mut p,
-        off::CS,
-        0xf000,
-        cs_flags,
-        0xffff,
-        u64::from(eip & 0xffff_0000),
-    );
-    seg(&mut p, off::SS, 0, ss_flags, 0xffff, 0);
-    seg(&mut p, off::DS, 0, 0x93, 0xffff, 0);
-    seg(&mut p, off::FS, 0, 0x93, 0xffff, 0);
-    seg(&mut p, off::GS, 0, 0x93, 0xffff, 0);
-    seg(&mut p, off::GDTR, 0, 0, 0xffff, 0);
-    seg(&mut p, off::IDTR, 0, 0, 0xffff, 0);
-    seg(&mut p, off::LDTR, 0, 0x82, 0xffff, 0);
-    seg(&mut p, off::TR, 0, tr_flags, 0xffff, 0);
-    put64(&mut p, off::EFER, 0x1000); // EFER.SVME, set by KVM
-    put64(&mut p, off::CR4, 0x40); // CR4.MCE, set by KVM
-    put64(&mut p, off::CR0, 0x10); // CR0.ET
-    put64(&mut p, off::DR7, 0x400);
-    put64(&mut p, off::DR6, 0xffff_0ff0);
-    put64(&mut p, off::RFLAGS, 0x2);
-    put64(&mut p, off::RIP, u64::from(eip & 0xffff));
-    put64(&mut p, off::G_PAT, g_pat);
-    put64(&mut p, off::RDX, rdx);
-    put64(&mut p, off::SEV_FEATURES, sev_features);
-    put64(&mut p, off::XCR0, 0x1);
-    p[off::MXCSR..off::MXCSR + 4].copy_from_slice(&mxcsr.to_le_bytes());
-    p[off::X87_FCW..off::X87_FCW + 2].copy_from_slice(&fcw.to_le_bytes());
+    p.copy_from_slice(v.as_bytes());
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pages this module built from byte offsets before the typed VMSA (kept in
+    /// spec/testdata; sev-snp-measure's launch digests pin them in tests/snp_vectors.rs).
+    #[test]
+    fn typed_vmsa_matches_the_byte_offset_pages() {
+        for (hex, eip, vmm, sig) in [
+            (
+                include_str!("../../../spec/testdata/vmsa_qemu_bsp.hex"),
+                BSP_EIP,
+                VmmType::Qemu,
+                0x80_0f12,
+            ),
+            (
+                include_str!("../../../spec/testdata/vmsa_ec2_ap.hex"),
+                0x80_b004,
+                VmmType::Ec2,
+                0x80_0f12,
+            ),
+        ] {
+            let want = crate::hexfmt::decode(hex.trim()).expect("hex");
+            assert_eq!(
+                build(eip, 1, sig, vmm).as_slice(),
+                want.as_slice(),
+                "{vmm:?}"
+            );
+        }
+    }
 }
