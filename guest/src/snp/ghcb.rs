@@ -250,41 +250,48 @@ pub mod exit {
     pub const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
 }
 
-/// Offsets in the GHCB page (GHCB spec §2.5, Table 3).
+/// Offsets in the GHCB page (GHCB spec §2.5, Table 3), taken from the one typed layout,
+/// [`pupa_spec::snp::Ghcb`] (the save area shares the VMSA's offsets; the spec crate asserts
+/// both against the tables). The page is host-writable, so it is never viewed as that type:
+/// the accessors below move each field with volatile byte accesses at these offsets.
 pub mod offset {
+    use core::mem::offset_of;
+    use pupa_spec::snp::{Ghcb, GhcbSaveArea};
+
     /// RAX.
-    pub const RAX: usize = 0x1F8;
+    pub const RAX: usize = offset_of!(GhcbSaveArea, rax);
     /// RCX.
-    pub const RCX: usize = 0x308;
+    pub const RCX: usize = offset_of!(GhcbSaveArea, rcx);
     /// RDX.
-    pub const RDX: usize = 0x310;
+    pub const RDX: usize = offset_of!(GhcbSaveArea, rdx);
     /// RBX.
-    pub const RBX: usize = 0x318;
+    pub const RBX: usize = offset_of!(GhcbSaveArea, rbx);
     /// SW_EXITCODE.
-    pub const SW_EXITCODE: usize = 0x390;
+    pub const SW_EXITCODE: usize = offset_of!(GhcbSaveArea, sw_exit_code);
     /// SW_EXITINFO1.
-    pub const SW_EXITINFO1: usize = 0x398;
+    pub const SW_EXITINFO1: usize = offset_of!(GhcbSaveArea, sw_exit_info_1);
     /// SW_EXITINFO2.
-    pub const SW_EXITINFO2: usize = 0x3A0;
+    pub const SW_EXITINFO2: usize = offset_of!(GhcbSaveArea, sw_exit_info_2);
     /// SW_SCRATCH.
-    pub const SW_SCRATCH: usize = 0x3A8;
+    pub const SW_SCRATCH: usize = offset_of!(GhcbSaveArea, sw_scratch);
     /// XCR0.
-    pub const XCR0: usize = 0x3E8;
+    pub const XCR0: usize = offset_of!(GhcbSaveArea, xcr0);
     /// The valid bitmap: bit n covers the quadword at n * 8 of the save area.
-    pub const VALID_BITMAP: usize = 0x3F0;
+    pub const VALID_BITMAP: usize = offset_of!(GhcbSaveArea, valid_bitmap);
     /// The shared buffer.
-    pub const SHARED_BUFFER: usize = 0x800;
+    pub const SHARED_BUFFER: usize = offset_of!(Ghcb, shared_buffer);
     /// PROTOCOL_VERSION (u16).
-    pub const PROTOCOL_VERSION: usize = 0xFFA;
+    pub const PROTOCOL_VERSION: usize = offset_of!(Ghcb, protocol_version);
     /// GHCB_USAGE (u32; 0 = standard).
-    pub const GHCB_USAGE: usize = 0xFFC;
+    pub const GHCB_USAGE: usize = offset_of!(Ghcb, ghcb_usage);
 }
 
 /// Size of the GHCB shared buffer.
-pub const SHARED_BUFFER_LEN: usize = 2032;
+pub const SHARED_BUFFER_LEN: usize = pupa_spec::snp::ghcb::SHARED_BUFFER_LEN;
 /// Size of the save area whose quadwords the valid bitmap covers (0x000..0x3F0) plus the
 /// bitmap itself (16 bytes).
-const SAVE_AREA_LEN: usize = 0x400;
+const SAVE_AREA_LEN: usize = offset::VALID_BITMAP + 16;
+const _: () = assert!(size_of::<pupa_spec::snp::Ghcb>() == 4096);
 
 /// The save-area fields pupa exchanges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,8 +383,7 @@ impl<'a> Ghcb<'a> {
     }
 
     fn valid_bit(off: usize) -> (usize, u8) {
-        let bit = off / 8;
-        (offset::VALID_BITMAP + bit / 8, 1 << (bit % 8))
+        pupa_spec::snp::Ghcb::valid_bit(off)
     }
 
     /// Clears the save area and the valid bitmap, and writes PROTOCOL_VERSION (2) and
