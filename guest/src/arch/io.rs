@@ -1,53 +1,86 @@
-//! Port I/O, routed for the TEE the guest runs in.
-//!
-//! Plain VM: IN/OUT. TDX: IN/OUT would raise #VE, so the same accesses go to the VMM through
-//! TDG.VP.VMCALL<Instruction.IO>. (SEV-SNP: IN/OUT raise #VC and are emulated through the GHCB;
-//! that backend comes with the SNP support, see the evidence issue.)
+//! Port I/O. Drivers call [`outb`], [`inl`] and friends; each access goes to the platform
+//! chosen at boot ([`Platform::port_read`]/[`Platform::port_write`]), which executes the
+//! IN/OUT instruction ([`raw_in`]/[`raw_out`]: plain VM; under SEV-SNP the #VC handler
+//! emulates it through the GHCB) or asks the VMM directly (TDX: TDG.VP.VMCALL<Instruction.IO>,
+//! since IN/OUT would raise #VE).
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
 
-static USE_TDVMCALL: AtomicBool = AtomicBool::new(false);
+use crate::platform::{current, Width};
 
-/// Route port I/O through TDVMCALL (call once, early, under TDX).
-pub fn use_tdvmcall() {
-    USE_TDVMCALL.store(true, Ordering::Relaxed);
+/// Executes `OUT` of `width` bytes.
+///
+/// # Safety
+/// The caller must know what the device behind `port` does with the write.
+pub unsafe fn raw_out(port: u16, width: Width, v: u32) {
+    // SAFETY: guaranteed by the caller (all arms).
+    unsafe {
+        match width {
+            Width::Byte => {
+                asm!("out dx, al", in("dx") port, in("al") v as u8, options(nomem, nostack, preserves_flags))
+            }
+            Width::Word => {
+                asm!("out dx, ax", in("dx") port, in("ax") v as u16, options(nomem, nostack, preserves_flags))
+            }
+            Width::Dword => {
+                asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+            }
+        }
+    }
+}
+
+/// Executes `IN` of `width` bytes (zero-extended).
+///
+/// # Safety
+/// The caller must know what the device behind `port` does on a read.
+pub unsafe fn raw_in(port: u16, width: Width) -> u32 {
+    // SAFETY: guaranteed by the caller (all arms).
+    unsafe {
+        match width {
+            Width::Byte => {
+                let v: u8;
+                asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags));
+                v as u32
+            }
+            Width::Word => {
+                let v: u16;
+                asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags));
+                v as u32
+            }
+            Width::Dword => {
+                let v: u32;
+                asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags));
+                v
+            }
+        }
+    }
 }
 
 macro_rules! port_fns {
-    ($out:ident, $in:ident, $ty:ty, $size:expr, $reg:tt) => {
-        /// Write to an I/O port.
+    ($out:ident, $in:ident, $ty:ty, $width:expr) => {
+        /// Write to an I/O port (through the platform).
         ///
         /// # Safety
         /// The caller must know what the device behind `port` does with the write.
         pub unsafe fn $out(port: u16, v: $ty) {
-            if USE_TDVMCALL.load(Ordering::Relaxed) {
-                let _ = super::tdcall::vmcall_io(port, $size, true, v as u32);
-                return;
-            }
-            // SAFETY: guaranteed by the caller.
-            unsafe { asm!(concat!("out dx, ", $reg), in("dx") port, in($reg) v, options(nomem, nostack, preserves_flags)) };
+            // SAFETY: forwarded from the caller.
+            unsafe { current().port_write(port, $width, v as u32) }
         }
-        /// Read from an I/O port.
-        #[allow(dead_code)]
+        /// Read from an I/O port (through the platform).
         ///
         /// # Safety
         /// The caller must know what the device behind `port` does on a read.
+        #[allow(dead_code)]
         pub unsafe fn $in(port: u16) -> $ty {
-            if USE_TDVMCALL.load(Ordering::Relaxed) {
-                return super::tdcall::vmcall_io(port, $size, false, 0).unwrap_or(!0) as $ty;
-            }
-            let v: $ty;
-            // SAFETY: guaranteed by the caller.
-            unsafe { asm!(concat!("in ", $reg, ", dx"), in("dx") port, out($reg) v, options(nomem, nostack, preserves_flags)) };
-            v
+            // SAFETY: forwarded from the caller.
+            unsafe { current().port_read(port, $width) as $ty }
         }
     };
 }
 
-port_fns!(outb, inb, u8, 1, "al");
-port_fns!(outw, inw, u16, 2, "ax");
-port_fns!(outl, inl, u32, 4, "eax");
+port_fns!(outb, inb, u8, Width::Byte);
+port_fns!(outw, inw, u16, Width::Word);
+port_fns!(outl, inl, u32, Width::Dword);
 
 /// Read a 32-bit PCI configuration register through the legacy 0xCF8/0xCFC mechanism
 /// (PCI Local Bus spec 3.0 §3.2.2.3.2).

@@ -8,7 +8,6 @@
 //! MapGPA) — the mapping alone grants the host nothing.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 extern "C" {
     static __pt_start: u8;
@@ -18,23 +17,6 @@ const PTE_PWT: u64 = 1 << 3;
 const PTE_PCD: u64 = 1 << 4;
 /// Granularity of the boot map.
 pub const PAGE_2M: u64 = 2 << 20;
-
-/// Bits to clear to make a mapping shared (SNP: the C-bit).
-static PRIVATE_BITS: AtomicU64 = AtomicU64::new(0);
-/// Bits to set to make a mapping shared (TDX: the shared bit).
-static SHARED_BITS: AtomicU64 = AtomicU64::new(0);
-
-/// Records how shared mappings differ from private ones. Call once at boot: SNP with
-/// `private_bits = 1 << c_bit`, TDX with `shared_bits = 1 << (gpaw - 1)`.
-pub fn set_confidentiality_bits(private_bits: u64, shared_bits: u64) {
-    PRIVATE_BITS.store(private_bits, Ordering::Relaxed);
-    SHARED_BITS.store(shared_bits, Ordering::Relaxed);
-}
-
-/// The bits that mark a GPA shared (TDX: the shared bit; 0 elsewhere), as set at boot.
-pub fn shared_bits() -> u64 {
-    SHARED_BITS.load(Ordering::Relaxed)
-}
 
 fn update(start: u64, end: u64, f: impl Fn(u64) -> u64) {
     let pds = (&raw const __pt_start) as u64 + 0x2000;
@@ -58,17 +40,15 @@ pub fn map_uncached(start: u64, end: u64) {
     update(start, end, |e| e | PTE_PCD | PTE_PWT);
 }
 
-/// Map the 2 MiB-aligned range `[start, end)` (below 4 GiB) shared with the host. Nothing
-/// else may live in these 2 MiB pages: everything in them becomes visible to the host.
+/// Map the 2 MiB-aligned range `[start, end)` (below 4 GiB) shared with the host, by clearing
+/// `private_bits` (SNP: the C-bit) and setting `shared_bits` (TDX: the shared bit) in its
+/// entries. Nothing else may live in these 2 MiB pages: everything in them becomes visible to
+/// the host.
 ///
 /// # Safety
 /// The pages must already be shared on the TEE's side (SNP page-state change to shared, TDX
 /// MapGPA); their previous contents are lost to the guest.
-pub unsafe fn map_shared(start: u64, end: u64) {
-    debug_assert!(start % PAGE_2M == 0 && end % PAGE_2M == 0);
-    let (clear, set) = (
-        PRIVATE_BITS.load(Ordering::Relaxed),
-        SHARED_BITS.load(Ordering::Relaxed),
-    );
-    update(start, end, |e| (e & !clear) | set);
+pub unsafe fn map_shared(start: u64, end: u64, private_bits: u64, shared_bits: u64) {
+    debug_assert!(start.is_multiple_of(PAGE_2M) && end.is_multiple_of(PAGE_2M));
+    update(start, end, |e| (e & !private_bits) | shared_bits);
 }

@@ -20,6 +20,9 @@
 //!   an interrupt is pending — including one that arrived before the call — and
 //!   `STI; NOP; CLI` then takes it.
 //!
+//! Which of the two is the platform's choice ([`Platform::halt`]), as is whether there is an
+//! 8259 pair to mask and whether the APIC must be an x2APIC ([`Platform::interrupts`]).
+//!
 //! The handlers only EOI (arch::interrupts): after a wake-up the loop polls as before, so the
 //! work per wake-up is one loop iteration. If anything here is unavailable (no APIC, no
 //! MSI-X), the guest keeps working: without an APIC [`halt_until`] returns at once (the loop
@@ -35,9 +38,10 @@ use pupa_guest::idle::{
 };
 use spin::Once;
 
+use super::{Interrupts, Platform};
 use crate::arch::apic::{self, Mode, Timer};
-use crate::arch::cpu::{cpuid, halt_with_interrupts, rdtsc, take_pending_interrupts};
-use crate::arch::{pic, tdcall};
+use crate::arch::cpu::{cpuid, rdtsc};
+use crate::arch::pic;
 
 /// CPUID.1:EDX[9]: local APIC present.
 const CPUID_1_EDX_APIC: u32 = 1 << 9;
@@ -53,7 +57,7 @@ struct Idle {
     tsc_hz: u64,
     timer: TimerMode,
     apic_id: u32,
-    tdx: bool,
+    platform: &'static dyn Platform,
 }
 
 static IDLE: Once<Idle> = Once::new();
@@ -61,12 +65,18 @@ static IDLE: Once<Idle> = Once::new();
 static DEVICE_IRQ: AtomicBool = AtomicBool::new(false);
 
 /// Sets up interrupts for idling (see the module doc) and prints what was chosen. `tsc` is the
-/// calibrated clock the network loop reads; `tdx` selects the TDX halt. Call once, after the
-/// TEE setup and before the NIC's `init`. On failure the guest polls as before.
-pub fn init(tsc: Tsc, tdx: bool) {
-    match setup(tsc, tdx) {
+/// calibrated clock the network loop reads; `platform` halts and says which interrupt
+/// hardware exists. Call once, after the TEE setup and before the NIC's `init`. On failure the
+/// guest polls as before.
+pub fn init(tsc: Tsc, platform: &'static dyn Platform) {
+    let ints = platform.interrupts();
+    match setup(tsc, ints, platform) {
         Ok(i) => {
-            let halt = if tdx { "TDVMCALL HLT" } else { "sti; hlt" };
+            let halt = if ints.x2apic_only {
+                "TDVMCALL HLT"
+            } else {
+                "sti; hlt"
+            };
             let (mode, id) = (i.mode.name(), i.apic_id);
             match i.timer {
                 TimerMode::TscDeadline => {
@@ -82,25 +92,29 @@ pub fn init(tsc: Tsc, tdx: bool) {
     }
 }
 
-fn apic_mode_of(tdx: bool) -> Mode {
-    if tdx || cpuid(1, 0).ecx & CPUID_1_ECX_X2APIC != 0 {
+fn apic_mode_of(ints: Interrupts) -> Mode {
+    if ints.x2apic_only || cpuid(1, 0).ecx & CPUID_1_ECX_X2APIC != 0 {
         Mode::X2Apic
     } else {
         Mode::XApic
     }
 }
 
-fn setup(tsc: Tsc, tdx: bool) -> Result<&'static Idle, IdleError> {
+fn setup(
+    tsc: Tsc,
+    ints: Interrupts,
+    platform: &'static dyn Platform,
+) -> Result<&'static Idle, IdleError> {
     let leaf1 = cpuid(1, 0);
     if leaf1.edx & CPUID_1_EDX_APIC == 0 {
         return Err(IdleError::NoApic);
     }
     // TDX has no 8259 (the TDX module only virtualises the x2APIC); elsewhere it must be
     // masked before the first STI.
-    if !tdx {
+    if ints.legacy_pic {
         pic::mask_all(VECTOR_PIC_BASE);
     }
-    let mode = apic_mode_of(tdx);
+    let mode = apic_mode_of(ints);
     let apic_id = apic::enable(mode, VECTOR_SPURIOUS);
     let timer = if leaf1.ecx & CPUID_1_ECX_TSC_DEADLINE != 0 {
         apic::set_timer(Timer::TscDeadline, VECTOR_TIMER, false);
@@ -115,7 +129,7 @@ fn setup(tsc: Tsc, tdx: bool) -> Result<&'static Idle, IdleError> {
         tsc_hz: tsc.hz,
         timer,
         apic_id,
-        tdx,
+        platform,
     }))
 }
 
@@ -166,13 +180,7 @@ pub fn halt_until(deadline_us: Option<u64>) {
         Wait::Expired => return,
         Wait::Halt { timer_tsc } => arm(i, now, timer_tsc),
     }
-    if i.tdx {
-        // A failed call (the VMM refused) only means no sleep: the loop polls again.
-        let _ = tdcall::vmcall_hlt(false);
-        take_pending_interrupts();
-    } else {
-        halt_with_interrupts();
-    }
+    i.platform.halt();
 }
 
 /// Arms the timer for `at` (TSC), or leaves it unarmed for `None`. A timer armed by an earlier

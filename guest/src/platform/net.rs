@@ -132,7 +132,7 @@ pub fn serve<T: Tee, E: Entropy, C: Clock>(
         let serving = admit(&mut conns, &mut sockets, worker, limits.sessions, now_ns);
         if serving > most_serving {
             most_serving = serving;
-            if serving % 8 == 0 || serving == limits.sessions {
+            if serving.is_multiple_of(8) || serving == limits.sessions {
                 // For operators and the attack tests: how many connections were served at once.
                 crate::println!(
                     "pupa: connections high-water {serving} of {} slots",

@@ -16,7 +16,13 @@
 //! and the handler needs the GHCB; then `accept_ram` for the heap; then `tee()` for evidence
 //! and `SnpDma` for virtio-net.
 
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pupa_guest::memmap::{self, Region};
+use pupa_guest::runtime;
 
 use pupa_guest::snp::backend::{guest_request_status, GuestRequest, GuestRequestError, SnpTee};
 use pupa_guest::snp::cpuid::{CpuState, CpuidError, CpuidTable};
@@ -28,7 +34,8 @@ use pupa_guest::trap::TrapFrame;
 use spin::Once;
 
 use super::virtio_net::DmaPool;
-use crate::arch::cpu::halt_forever;
+use crate::arch::cpu::{halt_forever, halt_with_interrupts};
+use crate::arch::io::{raw_in, raw_out};
 use crate::arch::paging::{self, PAGE_2M};
 use crate::arch::snp::{cr4, ghcb_msr_write, msr_protocol, pvalidate, vmgexit, xcr0};
 
@@ -157,12 +164,12 @@ pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
     }
     ghcb::sev_info_response(msr_protocol(ghcb::sev_info_request()))?;
     ghcb::psc_response(msr_protocol(ghcb::psc_request(GHCB_GPA, PageOp::Shared)?))?;
-    paging::set_confidentiality_bits(1 << page_bit, 0);
     // SAFETY: the GHCB page was just converted to shared; the rest of the window is not
     // touched until the page-state change below has converted it too. Nothing else lives in
     // these 2 MiB pages (early RAM ends below them).
-    unsafe { paging::map_shared(SHARED_WINDOW.0, SHARED_WINDOW.1) };
-    const _: () = assert!(SHARED_WINDOW.0 % PAGE_2M == 0 && SHARED_WINDOW.1 % PAGE_2M == 0);
+    unsafe { paging::map_shared(SHARED_WINDOW.0, SHARED_WINDOW.1, 1 << page_bit, 0) };
+    const _: () =
+        assert!(SHARED_WINDOW.0.is_multiple_of(PAGE_2M) && SHARED_WINDOW.1.is_multiple_of(PAGE_2M));
     page_at(GHCB_GPA).fill(0);
     ghcb::register_ghcb_response(
         msr_protocol(ghcb::register_ghcb_request(GHCB_GPA)?),
@@ -181,7 +188,6 @@ pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
     })??;
     page_at(REQ_GPA).fill(0);
     page_at(RSP_GPA).fill(0);
-    crate::arch::mmio::use_ghcb();
     Ok(())
 }
 
@@ -334,4 +340,98 @@ pub fn window_is_ram(map: &[pupa_guest::memmap::Region]) -> bool {
         .map(|&(s, e)| e - s)
         .sum::<u64>()
         == SHARED_WINDOW.1 - SHARED_WINDOW.0
+}
+
+/// Asks the hypervisor to terminate the VM with a reason of set 0 (GHCB spec 56421 §4.1.13:
+/// general reasons, e.g. [`term::SNP_UNSUPPORTED`]); halts if it returns. Usable before the
+/// GHCB exists and under SEV-ES without SNP (MSR protocol only).
+pub fn terminate_general(code: u8) -> ! {
+    ghcb_msr_write(ghcb::terminate_request(term::SET_GENERAL, code));
+    vmgexit();
+    halt_forever()
+}
+
+/// The SEV-SNP platform: the GHCB for port I/O (#VC), MMIO and guest requests; RAM validated
+/// with page-state changes and PVALIDATE; a fixed shared window for DMA; evidence from
+/// MSG_REPORT_REQ under VMPCK0.
+pub struct Snp;
+
+impl super::Platform for Snp {
+    fn kind(&self) -> pupa_guest::tee::TeeKind {
+        pupa_guest::tee::TeeKind::Snp
+    }
+
+    fn init(&self, boot: &super::BootArgs) -> Result<(), super::BootError> {
+        // Nothing can be printed before the GHCB works: a failure terminates the VM.
+        init(boot.c_bit_hi).unwrap_or_else(|e| terminate(e.term_code()));
+        Ok(())
+    }
+
+    fn memory_map(&self) -> Result<(Vec<Region>, &'static str), super::BootError> {
+        super::plain::e820_map()
+    }
+
+    fn accept_ram(
+        &self,
+        map: &[Region],
+        early: (u64, u64),
+    ) -> Result<super::Ram, super::BootError> {
+        if !window_is_ram(map) {
+            return Err(super::BootError::Accept(format!(
+                "the SNP shared window {:#x}..{:#x} is not RAM in the memory map",
+                SHARED_WINDOW.0, SHARED_WINDOW.1
+            )));
+        }
+        let ranges = memmap::usable_ram(map, 0x10_0000, 1 << 32, &[early, SHARED_WINDOW]);
+        let accepted_bytes =
+            accept_ram(&ranges).map_err(|e| super::BootError::Accept(format!("{e}")))?;
+        Ok(super::Ram {
+            ranges,
+            accepted_bytes,
+        })
+    }
+
+    fn dma_pool(&self) -> Result<Box<dyn DmaPool>, super::BootError> {
+        Ok(Box::new(SnpDma))
+    }
+
+    fn evidence(
+        &self,
+        _dma: &mut dyn DmaPool,
+        _facts: &super::BootFacts,
+    ) -> Result<Box<dyn runtime::Tee>, super::BootError> {
+        let tee =
+            tee().map_err(|e| super::BootError::Evidence(format!("SNP secrets page: {e}")))?;
+        Ok(Box::new(tee))
+    }
+
+    fn evidence_description(&self) -> &'static str {
+        "sev-snp (attestation report via SNP guest request, VMPCK0)"
+    }
+
+    fn interrupts(&self) -> super::Interrupts {
+        super::Interrupts {
+            legacy_pic: true,
+            x2apic_only: false,
+        }
+    }
+
+    fn halt(&self) {
+        // HLT is an automatic exit under SEV-ES/SNP, not a #VC (see platform/idle.rs).
+        halt_with_interrupts()
+    }
+
+    unsafe fn port_read(&self, port: u16, width: super::Width) -> u32 {
+        // SAFETY: forwarded from the caller; the #VC handler emulates IN through the GHCB.
+        unsafe { raw_in(port, width) }
+    }
+
+    unsafe fn port_write(&self, port: u16, width: super::Width, value: u32) {
+        // SAFETY: forwarded from the caller; the #VC handler emulates OUT through the GHCB.
+        unsafe { raw_out(port, width, value) }
+    }
+
+    unsafe fn mmio(&self, addr: u64, size: u8, write: bool, value: u64) -> u64 {
+        mmio(addr, size as u64, write, value)
+    }
 }

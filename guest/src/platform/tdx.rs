@@ -7,8 +7,17 @@
 //! [`TdxDma::new`] → [`measure_boot_config`] → `TdxTee::new(TdxPlatform::new(..))`.
 
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::Layout;
+
+use pupa_guest::banner::Hex;
+use pupa_guest::memmap;
+use pupa_guest::runtime;
+use pupa_guest::tdx::backend::TdxTee;
+use pupa_guest::tee::TeeKind;
+use spin::{Mutex, Once};
 
 use pupa_guest::clock::Tsc;
 use pupa_guest::memmap::Region;
@@ -21,6 +30,7 @@ use pupa_guest::tdx::ve::{self, VeInfo, VmcallRequest};
 use pupa_guest::trap::TrapFrame;
 
 use super::virtio_net::DmaPool;
+use crate::arch::cpu::take_pending_interrupts;
 use crate::arch::paging::{self, PAGE_2M};
 use crate::arch::tdcall::{self, ExtendIn, ReportIn, ReportOut};
 
@@ -46,13 +56,29 @@ pub fn handle_ve(frame: &mut TrapFrame) {
     }
 }
 
-/// TDG.VP.INFO, validated; records the shared bit for [`paging::map_shared`]. Call first
-/// under TDX, before any shared mapping.
+/// TDG.VP.INFO of this TD, read once by [`init`].
+static VP_INFO: Once<VpInfo> = Once::new();
+
+/// The RTMR event log of this boot: what the firmware measured into RTMR[0..3], in order.
+/// The evidence backend takes it over (`Tdx::evidence`) and sends it with every quote.
+static EVENT_LOG: Mutex<Option<EventLog>> = Mutex::new(None);
+
+/// TDG.VP.INFO, validated and recorded (the shared bit for shared mappings, the vCPU counts
+/// for the boot measurement). Call first under TDX, before any shared mapping.
 pub fn init() -> Result<VpInfo, VpInfoError> {
     let (rax, rcx, rdx, r8, r9) = tdcall::vp_info();
     let info = VpInfo::decode(rax, rcx, rdx, r8, r9)?;
-    paging::set_confidentiality_bits(0, info.shared_bit());
-    Ok(info)
+    Ok(*VP_INFO.call_once(|| info))
+}
+
+/// The GPA bit that marks an address shared (GPAW-1), or 0 before [`init`].
+fn shared_bit() -> u64 {
+    VP_INFO.get().map_or(0, VpInfo::shared_bit)
+}
+
+/// Runs `f` on this boot's event log (created on first use).
+pub fn with_event_log<R>(f: impl FnOnce(&mut EventLog) -> R) -> R {
+    f(EVENT_LOG.lock().get_or_insert_with(EventLog::new))
 }
 
 /// Accepts the TD HOB's unaccepted RAM inside `[lo, hi)` and returns the memory map with those
@@ -102,7 +128,7 @@ impl TdxDma {
         if p == 0 || p + size > 1 << 32 {
             return Err(TdxDmaError::NoMemory);
         }
-        let shared_bit = paging::shared_bits();
+        let shared_bit = shared_bit();
         accept::map_gpa_shared(p, p + size, shared_bit, &mut |gpa, len| {
             let req = VmcallRequest {
                 subfunction: vmcall::MAP_GPA,
@@ -116,7 +142,7 @@ impl TdxDma {
         })
         .map_err(TdxDmaError::MapGpa)?;
         // SAFETY: the window is 2 MiB aligned, converted to shared above and ours alone.
-        unsafe { paging::map_shared(p, p + size) };
+        unsafe { paging::map_shared(p, p + size, 0, shared_bit) };
         // SAFETY: the window is mapped shared now; zero what the VMM left there.
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, size as usize) };
         Ok(Self {
@@ -148,7 +174,7 @@ pub struct TdxPlatform {
 
 impl TdxPlatform {
     /// Takes the GetQuote buffer from `dma` ([`QUOTE_BUF_LEN`] bytes); `None` if it is full.
-    pub fn new(dma: &mut TdxDma, tsc: Tsc) -> Option<Self> {
+    pub fn new(dma: &mut dyn DmaPool, tsc: Tsc) -> Option<Self> {
         Some(Self {
             buf: dma.alloc(QUOTE_BUF_LEN)?,
             tsc,
@@ -189,7 +215,7 @@ impl TdxOps for TdxPlatform {
     fn get_quote(&mut self) -> Result<(), VmcallError> {
         let req = VmcallRequest {
             subfunction: vmcall::GET_QUOTE,
-            r12: self.buf as u64 | paging::shared_bits(),
+            r12: self.buf as u64 | shared_bit(),
             r13: QUOTE_BUF_LEN as u64,
             ..Default::default()
         };
@@ -215,4 +241,125 @@ pub fn measure_boot_config(log: &mut EventLog, cfg: &BootConfig) -> Result<[u8; 
         data.0[..48].copy_from_slice(digest);
         tdcall::rtmr_extend(&data, index)
     })
+}
+
+/// Size of the TDX shared window: the GetQuote buffer and the virtio rings and buffers.
+const DMA_WINDOW_BYTES: usize = 4 << 20;
+
+/// The memory map from the TD HOB (the TDVF metadata's TD_HOB section, `arch/boot.s`).
+fn td_hob_map() -> Result<Vec<Region>, String> {
+    // The TD_HOB section of the TDVF metadata (guest/linker.ld, arch/boot.s), parsed over its
+    // full declared size.
+    let (start, end) = super::layout::td_hob();
+    // SAFETY: under TDX the VMM adds the TD_HOB section as private memory before launch and
+    // nothing else uses it; it is identity-mapped.
+    let hob = unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+    memmap::parse_td_hob(hob).map_err(|e| format!("{e}"))
+}
+
+/// The Intel TDX platform: port I/O, MMIO and HLT as TDG.VP.VMCALLs, RAM accepted with
+/// TDG.MEM.PAGE.ACCEPT, a MapGPA'd shared window for DMA and GetQuote, evidence as a quote
+/// over TDREPORT with the RTMR event log.
+pub struct Tdx;
+
+impl super::Platform for Tdx {
+    fn kind(&self) -> TeeKind {
+        TeeKind::Tdx
+    }
+
+    fn init(&self, _boot: &super::BootArgs) -> Result<(), super::BootError> {
+        init()
+            .map(|_| ())
+            .map_err(|e| super::BootError::Init(format!("TDG.VP.INFO: {e}")))
+    }
+
+    fn memory_map(&self) -> Result<(Vec<Region>, &'static str), super::BootError> {
+        const SOURCE: &str = "TD HOB";
+        let map = td_hob_map().map_err(|why| super::BootError::MemoryMap {
+            source_name: SOURCE,
+            why,
+        })?;
+        Ok((map, SOURCE))
+    }
+
+    fn accept_ram(
+        &self,
+        map: &[Region],
+        early: (u64, u64),
+    ) -> Result<super::Ram, super::BootError> {
+        let (accepted_map, stats) = accept_ram(map, 0x10_0000, 1 << 32)
+            .map_err(|e| super::BootError::Accept(format!("{e}")))?;
+        Ok(super::Ram {
+            ranges: memmap::usable_ram(&accepted_map, 0x10_0000, 1 << 32, &[early]),
+            accepted_bytes: stats.accepted,
+        })
+    }
+
+    fn dma_pool(&self) -> Result<Box<dyn DmaPool>, super::BootError> {
+        let dma =
+            TdxDma::new(DMA_WINDOW_BYTES).map_err(|e| super::BootError::Dma(format!("{e}")))?;
+        Ok(Box::new(dma))
+    }
+
+    fn evidence(
+        &self,
+        dma: &mut dyn DmaPool,
+        facts: &super::BootFacts,
+    ) -> Result<Box<dyn runtime::Tee>, super::BootError> {
+        let err = |why: String| super::BootError::Evidence(why);
+        let vp = *VP_INFO
+            .get()
+            .ok_or_else(|| err("TDG.VP.INFO not read".into()))?;
+        let ops = TdxPlatform::new(dma, facts.tsc)
+            .ok_or_else(|| err("no room for the quote buffer".into()))?;
+        let cfg = BootConfig {
+            image_sha384: facts.image_sha384,
+            tee: TeeKind::Tdx,
+            gpaw: vp.gpaw,
+            td_attributes: vp.attributes,
+            num_vcpus: vp.num_vcpus,
+            max_vcpus: vp.max_vcpus,
+            ram_bytes: facts.ram_bytes,
+            accepted_bytes: facts.accepted_bytes,
+        };
+        // The log of what the boot measured so far; from here on the backend owns it.
+        let mut log = with_event_log(core::mem::take);
+        let rtmr =
+            measure_boot_config(&mut log, &cfg).map_err(|e| err(format!("RTMR extend: {e}")))?;
+        crate::println!("pupa: rtmr2 {} (boot configuration)", Hex(&rtmr));
+        Ok(Box::new(TdxTee::with_event_log(ops, log)))
+    }
+
+    fn evidence_description(&self) -> &'static str {
+        "tdx (quote via TDG.VP.VMCALL<GetQuote>, RTMR event log)"
+    }
+
+    fn interrupts(&self) -> super::Interrupts {
+        // TDX has no 8259; the TDX module virtualises only the x2APIC.
+        super::Interrupts {
+            legacy_pic: false,
+            x2apic_only: true,
+        }
+    }
+
+    fn halt(&self) {
+        // HLT would raise #VE: TDG.VP.VMCALL<Instruction.HLT> with "interrupts blocked" = 0
+        // and IF still clear (Linux `tdx_safe_halt`); the VMM returns when an interrupt is
+        // pending, which STI; NOP; CLI then takes. A refused call only means no sleep.
+        let _ = tdcall::vmcall_hlt(false);
+        take_pending_interrupts();
+    }
+
+    unsafe fn port_read(&self, port: u16, width: super::Width) -> u32 {
+        // A refused or failed read reads as all ones, as a missing device does.
+        tdcall::vmcall_io(port, width as u8, false, 0).unwrap_or(!0)
+    }
+
+    unsafe fn port_write(&self, port: u16, width: super::Width, value: u32) {
+        let _ = tdcall::vmcall_io(port, width as u8, true, value);
+    }
+
+    unsafe fn mmio(&self, addr: u64, size: u8, write: bool, value: u64) -> u64 {
+        tdcall::vmcall_mmio(addr | shared_bit(), size as u64, write, value)
+    }
 }

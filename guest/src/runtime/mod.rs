@@ -72,6 +72,13 @@ pub trait Tee {
     fn evidence(&mut self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeFailure>;
 }
 
+/// A TEE chosen at run time (the firmware's platform picks its backend at boot).
+impl<T: Tee + ?Sized> Tee for alloc::boxed::Box<T> {
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeFailure> {
+        (**self).evidence(report_data)
+    }
+}
+
 /// The TEE could not produce a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("TEE report failed: {0}")]

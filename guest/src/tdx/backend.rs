@@ -21,6 +21,7 @@ use pupa_protocol::evidence::TeeEvidence;
 
 use super::quote::{self, QuoteBufError, HEADER_LEN};
 use super::report::{TdReport, TdReportError, MRTD_OFFSET, TDREPORT_LEN};
+use super::rtmr::EventLog;
 use super::tdcall::VmcallError;
 use crate::runtime::{Tee, TeeFailure};
 
@@ -178,6 +179,9 @@ pub struct TdxTee<O: TdxOps> {
     pub timeout_ns: u64,
     /// The last failure in full (the [`Tee`] trait only carries a fixed string).
     pub last_error: Option<TdxEvidenceError>,
+    /// The RTMR event log of this boot, sent with every quote so that verifiers can replay
+    /// RTMR[0..3] (empty: no log is sent).
+    pub event_log: EventLog,
 }
 
 /// Default GetQuote budget: 30 s (a quote service fetching collateral can take seconds).
@@ -190,6 +194,16 @@ impl<O: TdxOps> TdxTee<O> {
             ops,
             timeout_ns: DEFAULT_TIMEOUT_NS,
             last_error: None,
+            event_log: EventLog::new(),
+        }
+    }
+
+    /// A backend whose evidence carries `log`, the event log of what this boot measured into
+    /// the RTMRs.
+    pub fn with_event_log(ops: O, event_log: EventLog) -> Self {
+        Self {
+            event_log,
+            ..Self::new(ops)
         }
     }
 
@@ -246,9 +260,10 @@ impl<O: TdxOps> Tee for TdxTee<O> {
         match self.quote(report_data) {
             Ok(quote) => {
                 self.last_error = None;
+                let log = self.event_log.bytes();
                 Ok(TeeEvidence::Tdx {
                     quote,
-                    event_log: None,
+                    event_log: (!log.is_empty()).then(|| log.to_vec().into()),
                 })
             }
             Err(e) => {

@@ -1,0 +1,97 @@
+//! A plain VM (no TEE): development and tests. Memory is usable as the host describes it,
+//! devices see the heap, port I/O and MMIO are the plain instructions, and the evidence is
+//! the insecure software report.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec::Vec;
+
+use pupa_guest::memmap::{self, Region};
+use pupa_guest::runtime::{self, DevTee};
+use pupa_guest::tee::TeeKind;
+
+use super::virtio_net::{DmaPool, PlainDma};
+use super::{fw_cfg, BootArgs, BootError, BootFacts, Interrupts, Platform, Ram, Width};
+use crate::arch::cpu::halt_with_interrupts;
+use crate::arch::io::{raw_in, raw_out};
+use crate::arch::mmio::raw_access;
+
+/// The memory map from QEMU's fw_cfg file `etc/e820` (plain VMs and SEV-SNP).
+pub fn e820_map() -> Result<(Vec<Region>, &'static str), BootError> {
+    const SOURCE: &str = "fw_cfg etc/e820";
+    let err = |why| BootError::MemoryMap {
+        source_name: SOURCE,
+        why,
+    };
+    let bytes = fw_cfg::read_file("etc/e820").map_err(|e| err(format!("{e}")))?;
+    let map = memmap::parse_e820(&bytes).map_err(|e| err(format!("{e}")))?;
+    Ok((map, SOURCE))
+}
+
+/// The plain-VM platform.
+pub struct Plain;
+
+impl Platform for Plain {
+    fn kind(&self) -> TeeKind {
+        TeeKind::None
+    }
+
+    fn init(&self, _boot: &BootArgs) -> Result<(), BootError> {
+        Ok(())
+    }
+
+    fn memory_map(&self) -> Result<(Vec<Region>, &'static str), BootError> {
+        e820_map()
+    }
+
+    fn accept_ram(&self, map: &[Region], early: (u64, u64)) -> Result<Ram, BootError> {
+        Ok(Ram {
+            ranges: memmap::usable_ram(map, 0x10_0000, 1 << 32, &[early]),
+            accepted_bytes: 0,
+        })
+    }
+
+    fn dma_pool(&self) -> Result<Box<dyn DmaPool>, BootError> {
+        Ok(Box::new(PlainDma))
+    }
+
+    fn evidence(
+        &self,
+        _dma: &mut dyn DmaPool,
+        facts: &BootFacts,
+    ) -> Result<Box<dyn runtime::Tee>, BootError> {
+        Ok(Box::new(DevTee {
+            image_sha384: facts.image_sha384,
+        }))
+    }
+
+    fn evidence_description(&self) -> &'static str {
+        "dev (INSECURE: software report, no TEE)"
+    }
+
+    fn interrupts(&self) -> Interrupts {
+        Interrupts {
+            legacy_pic: true,
+            x2apic_only: false,
+        }
+    }
+
+    fn halt(&self) {
+        halt_with_interrupts()
+    }
+
+    unsafe fn port_read(&self, port: u16, width: Width) -> u32 {
+        // SAFETY: forwarded from the caller.
+        unsafe { raw_in(port, width) }
+    }
+
+    unsafe fn port_write(&self, port: u16, width: Width, value: u32) {
+        // SAFETY: forwarded from the caller.
+        unsafe { raw_out(port, width, value) }
+    }
+
+    unsafe fn mmio(&self, addr: u64, size: u8, write: bool, value: u64) -> u64 {
+        // SAFETY: forwarded from the caller; device windows are mapped UC (pci.rs).
+        unsafe { raw_access(addr, size, write, value) }
+    }
+}
