@@ -206,8 +206,7 @@ fn fault_test() {
     match platform::fw_cfg::read_file("opt/pupa/fault").as_deref() {
         Ok(b"ud") => {
             println!("pupa: fault-test: raising #UD");
-            // SAFETY: deliberately executes UD2; the #UD handler reports and exits.
-            unsafe { core::arch::asm!("ud2") };
+            arch::trap::selftest::raise_ud();
         }
         Ok(b"trap") => {
             let (a, b, c) = (0x0123_4567_89ab_cdefu64, 41u64, 0x5a5a_5a5a_0f0f_0f0fu64);
@@ -220,9 +219,7 @@ fn fault_test() {
         }
         Ok(b"pf") => {
             println!("pupa: fault-test: raising #PF");
-            // SAFETY: deliberately reads an unmapped address (only 0..4 GiB is mapped); the #PF
-            // handler reports and exits.
-            unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
+            arch::trap::selftest::raise_pf();
         }
         _ => {}
     }

@@ -123,6 +123,19 @@ pub mod selftest {
     use core::arch::asm;
     use core::sync::atomic::{AtomicBool, Ordering};
 
+    /// Executes UD2: the #UD handler reports the exception and exits the VM.
+    pub fn raise_ud() {
+        // SAFETY: deliberately executes UD2; the #UD handler reports and exits.
+        unsafe { asm!("ud2") };
+    }
+
+    /// Reads an unmapped address (only 0..4 GiB is mapped): the #PF handler reports the
+    /// exception and exits the VM.
+    pub fn raise_pf() {
+        // SAFETY: deliberately reads an unmapped address; the #PF handler reports and exits.
+        unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
+    }
+
     use pupa_guest::trap::TrapFrame;
 
     pub(super) static ACTIVE: AtomicBool = AtomicBool::new(false);
