@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Every test of the project: the Rust workspace (unit tests, host-process runtime tests, the
+# Every test of the project: clippy (host and firmware), the Rust workspace (unit tests, host-process runtime tests, the
 # real image booted under QEMU, reproducibility, the sev-snp-measure oracle), the TON contract in
 # a real TVM, and the CUDA compile gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/bootstrap.sh
+
+echo "== clippy -D warnings (host crates, all targets; the firmware for its bare-metal target)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked -p pupa-guest --bin pupa-guest --features firmware \
+  --target guest/x86_64-pupa.json -Zjson-target-spec \
+  -Zbuild-std=core,alloc -Zbuild-std-features=compiler-builtins-mem -- -D warnings
 
 echo "== cargo test (workspace)"
 cargo test --locked --workspace --no-fail-fast
