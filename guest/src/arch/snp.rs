@@ -50,6 +50,32 @@ pub fn msr_protocol(request: u64) -> u64 {
     ghcb_msr_read()
 }
 
+/// Asks the hypervisor to terminate the VM (GHCB MSR protocol 0x100 with reason `set`/`code`,
+/// GHCB spec 56421 §4.1.13); halts if it returns. Needs no GHCB page, so it works before the
+/// GHCB is registered and inside the #VC handler.
+pub fn terminate(set: u8, code: u8) -> ! {
+    ghcb_msr_write(pupa_guest::snp::ghcb::terminate_request(set, code));
+    vmgexit();
+    crate::arch::cpu::halt_forever()
+}
+
+/// Reads SEV_STATUS (MSR C001_0131, AMD APM Vol. 2 §15.34.10) itself rather than trusting a
+/// value handed over in a register. Under SEV-ES/SNP the read raises no #VC, i.e. the
+/// hypervisor does not intercept it and cannot change the answer (Linux's early boot reads it
+/// with a #VC handler that only handles CPUID, as pupa's boot stub does).
+///
+/// Only call where the MSR exists (under SEV; the boot stub's read of it did not #GP):
+/// elsewhere RDMSR raises #GP, which the IDT reports as a fatal trap.
+pub fn sev_status() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading SEV_STATUS has no side effect; it writes EDX:EAX only.
+    unsafe {
+        asm!("rdmsr", in("ecx") pupa_guest::tee::MSR_SEV_STATUS, out("eax") lo, out("edx") hi,
+             options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
 /// PVALIDATE (bytes F2 0F 01 FF; AMD APM Vol. 3 "PVALIDATE"): RAX = the page's address, ECX =
 /// page size (0 = 4 KiB, 1 = 2 MiB), EDX = 1 to validate, 0 to rescind. Returns (the return
 /// code in EAX, CF): CF = 1 means the RMP entry was not changed.

@@ -155,6 +155,12 @@ fn with_ghcb<R>(f: impl FnOnce(&mut Ghcb<'_>) -> R) -> Result<R, SnpInitError> {
 /// PVALIDATE), maps the window shared, registers the GHCB (MSR protocol 0x012), and converts
 /// the rest of the window with a GHCB page-state change.
 pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
+    // SEV_STATUS read here from the MSR, not taken from the boot stub: SEV, SEV-ES and SNP on,
+    // and no feature pupa does not implement (vTOM, restricted injection, ...): otherwise
+    // reason set 0 code 2 ("SEV-SNP features not supported"), as Linux `snp_check_features`.
+    if pupa_guest::tee::check_snp_status(crate::arch::snp::sev_status()).is_err() {
+        crate::arch::snp::terminate(term::SET_GENERAL, term::SNP_UNSUPPORTED);
+    }
     let page_bit = cpuid_table().c_bit()?;
     if c_bit_hi.count_ones() != 1 || 32 + c_bit_hi.trailing_zeros() != u32::from(page_bit) {
         return Err(SnpInitError::CBit {
