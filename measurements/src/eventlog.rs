@@ -75,6 +75,14 @@ pub enum EventLogError {
     /// An event to be extended has no SHA-384 digest.
     #[error("event {0} has no SHA-384 digest")]
     MissingSha384(usize),
+    /// An event's SHA-384 digest is not the SHA-384 of its data.
+    #[error("event {event} at offset {offset:#x}: its SHA-384 digest is not the SHA-384 of its data (altered data, or an event this log format does not allow)")]
+    DigestMismatch {
+        /// Event number.
+        event: usize,
+        /// Offset.
+        offset: usize,
+    },
     /// An event names a register that cannot be extended.
     #[error("event {event} extends measurement register index {index}; only 1..=4 (RTMR0..3) can be extended")]
     BadIndex {
@@ -250,4 +258,29 @@ pub fn replay_rtmrs(log: &EventLog) -> Result<[Digest384; 4], EventLogError> {
 /// Parses and replays in one step.
 pub fn replay(bytes: &[u8]) -> Result<[Digest384; 4], EventLogError> {
     replay_rtmrs(&parse(bytes)?)
+}
+
+/// Checks that every extended event's SHA-384 digest is `SHA-384(event data)`.
+///
+/// Replay alone proves only that the digests explain the RTMRs; the data beside them is
+/// unauthenticated until it hashes to its digest. This holds for every event of pupa's guest
+/// log (`pupa_guest::tdx::rtmr::EventLog::measure` hashes exactly the data it logs), so a
+/// verifier of pupa evidence calls this before reading any event's data. It does not hold for
+/// logs in general: firmware such as OVMF logs a description as the data of events whose digest
+/// covers something else (EV_EFI_BOOT_SERVICES_APPLICATION: a PE/COFF image hash), so
+/// [`replay_rtmrs`] does not require it. EV_NO_ACTION events are not extended and not checked.
+pub fn check_data_digests(log: &EventLog) -> Result<(), EventLogError> {
+    for (i, e) in log.events.iter().enumerate() {
+        if e.event_type == EV_NO_ACTION {
+            continue;
+        }
+        let d = e.sha384.ok_or(EventLogError::MissingSha384(i))?;
+        if d[..] != Sha384::digest(&e.data)[..] {
+            return Err(EventLogError::DigestMismatch {
+                event: i,
+                offset: e.offset,
+            });
+        }
+    }
+    Ok(())
 }

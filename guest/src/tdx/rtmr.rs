@@ -29,24 +29,22 @@
 
 use alloc::vec::Vec;
 
+use pupa_spec::tdx::boot_config::{tee_code, BootConfigEvent, BootConfigRecord};
 use sha2::{Digest, Sha384};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::tee::TeeKind;
 
-/// The RTMR the boot configuration goes into (TDG.MR.RTMR.EXTEND RDX).
-pub const BOOT_CONFIG_RTMR: u8 = 2;
+/// The record's layout and constants live in `pupa_spec::tdx::boot_config`, shared with the
+/// verifier (`pupa_measurements::verify::tdx`), which decodes them from the log.
+pub use pupa_spec::tdx::boot_config::{
+    BOOT_CONFIG_DOMAIN, BOOT_CONFIG_LEN, BOOT_CONFIG_RTMR, EV_EVENT_TAG, PUPA_TAG_ID,
+};
 /// TPM_ALG_SHA384 (TCG Algorithm Registry).
 pub const ALG_SHA384: u16 = 0x000C;
 /// EV_NO_ACTION (PFP spec Table 9).
 pub const EV_NO_ACTION: u32 = 0x3;
-/// EV_EVENT_TAG (PFP spec Table 9).
-pub const EV_EVENT_TAG: u32 = 0x6;
-/// taggedEventID of pupa's boot-configuration event: "PUPA" little-endian.
-pub const PUPA_TAG_ID: u32 = u32::from_le_bytes(*b"PUPA");
-/// Domain string that opens [`BootConfig::encode`].
-pub const BOOT_CONFIG_DOMAIN: &[u8; 24] = b"pupa/tdx-boot-config/v1\0";
-/// Length of the encoded [`BootConfig`].
-pub const BOOT_CONFIG_LEN: usize = 24 + 48 + 1 + 1 + 8 + 4 + 4 + 8 + 8;
 
 /// The boot configuration recorded in RTMR[2].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,61 +67,62 @@ pub struct BootConfig {
     pub accepted_bytes: u64,
 }
 
-fn tee_code(t: TeeKind) -> u8 {
+fn tee_to_code(t: TeeKind) -> u8 {
     match t {
-        TeeKind::None => 0,
-        TeeKind::Snp => 1,
-        TeeKind::SevWithoutSnp => 2,
-        TeeKind::Tdx => 3,
+        TeeKind::None => tee_code::NONE,
+        TeeKind::Snp => tee_code::SNP,
+        TeeKind::SevWithoutSnp => tee_code::SEV_WITHOUT_SNP,
+        TeeKind::Tdx => tee_code::TDX,
     }
 }
 
 impl BootConfig {
-    /// `domain ‖ image_sha384 ‖ u8 tee (0 none, 1 snp, 2 sev, 3 tdx) ‖ u8 gpaw ‖
-    /// u64 td_attributes ‖ u32 num_vcpus ‖ u32 max_vcpus ‖ u64 ram_bytes ‖ u64 accepted_bytes`.
+    /// The shared record (`pupa_spec::tdx::boot_config::BootConfigRecord`): `domain ‖
+    /// image_sha384 ‖ u8 tee ‖ u8 gpaw ‖ u64 td_attributes ‖ u32 num_vcpus ‖ u32 max_vcpus ‖
+    /// u64 ram_bytes ‖ u64 accepted_bytes`, little-endian, no padding.
+    pub fn record(&self) -> BootConfigRecord {
+        BootConfigRecord {
+            domain: *BOOT_CONFIG_DOMAIN,
+            image_sha384: self.image_sha384,
+            tee: tee_to_code(self.tee),
+            gpaw: self.gpaw,
+            td_attributes: U64::new(self.td_attributes),
+            num_vcpus: U32::new(self.num_vcpus),
+            max_vcpus: U32::new(self.max_vcpus),
+            ram_bytes: U64::new(self.ram_bytes),
+            accepted_bytes: U64::new(self.accepted_bytes),
+        }
+    }
+
+    /// The record's bytes.
     pub fn encode(&self) -> [u8; BOOT_CONFIG_LEN] {
         let mut b = [0u8; BOOT_CONFIG_LEN];
-        let mut at = 0;
-        let mut put = |x: &[u8]| {
-            b[at..at + x.len()].copy_from_slice(x);
-            at += x.len();
-        };
-        put(BOOT_CONFIG_DOMAIN);
-        put(&self.image_sha384);
-        put(&[tee_code(self.tee), self.gpaw]);
-        put(&self.td_attributes.to_le_bytes());
-        put(&self.num_vcpus.to_le_bytes());
-        put(&self.max_vcpus.to_le_bytes());
-        put(&self.ram_bytes.to_le_bytes());
-        put(&self.accepted_bytes.to_le_bytes());
+        b.copy_from_slice(self.record().as_bytes());
         b
     }
 
-    /// Decodes [`encode`](Self::encode)'s output (for verifiers); `None` if malformed.
+    /// Decodes [`encode`](Self::encode)'s output; `None` if malformed.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != BOOT_CONFIG_LEN || &b[..24] != BOOT_CONFIG_DOMAIN {
+        let r = BootConfigRecord::read_from_bytes(b).ok()?;
+        if &r.domain != BOOT_CONFIG_DOMAIN {
             return None;
         }
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default());
-        let tee = match b[72] {
-            0 => TeeKind::None,
-            1 => TeeKind::Snp,
-            2 => TeeKind::SevWithoutSnp,
-            3 => TeeKind::Tdx,
+        let tee = match r.tee {
+            tee_code::NONE => TeeKind::None,
+            tee_code::SNP => TeeKind::Snp,
+            tee_code::SEV_WITHOUT_SNP => TeeKind::SevWithoutSnp,
+            tee_code::TDX => TeeKind::Tdx,
             _ => return None,
         };
-        let mut image_sha384 = [0u8; 48];
-        image_sha384.copy_from_slice(&b[24..72]);
         Some(Self {
-            image_sha384,
+            image_sha384: r.image_sha384,
             tee,
-            gpaw: b[73],
-            td_attributes: u64_at(74),
-            num_vcpus: u32_at(82),
-            max_vcpus: u32_at(86),
-            ram_bytes: u64_at(90),
-            accepted_bytes: u64_at(98),
+            gpaw: r.gpaw,
+            td_attributes: r.td_attributes.get(),
+            num_vcpus: r.num_vcpus.get(),
+            max_vcpus: r.max_vcpus.get(),
+            ram_bytes: r.ram_bytes.get(),
+            accepted_bytes: r.accepted_bytes.get(),
         })
     }
 }
@@ -195,6 +194,10 @@ impl EventLog {
 
     /// Extends RTMR[`rtmr`] with `SHA-384(data)` through `extend_fn(index, digest)` (the
     /// TDG.MR.RTMR.EXTEND wrapper, returning its RAX) and logs the event once it succeeded.
+    /// Every event of this log has digest = SHA-384(its data): the verifier
+    /// (`pupa_measurements::verify::tdx`) recomputes each digest and rejects a log where one
+    /// differs, so an event that measures something other than its logged data (e.g. a digest of
+    /// a large structure with a short description as data) needs a matching verifier change.
     pub fn measure(
         &mut self,
         rtmr: u8,
@@ -230,12 +233,8 @@ impl EventLog {
         cfg: &BootConfig,
         extend_fn: &mut impl FnMut(u8, &[u8; 48]) -> u64,
     ) -> Result<[u8; 48], RtmrError> {
-        let enc = cfg.encode();
-        let mut ev = Vec::with_capacity(8 + enc.len());
-        ev.extend_from_slice(&PUPA_TAG_ID.to_le_bytes());
-        ev.extend_from_slice(&(enc.len() as u32).to_le_bytes());
-        ev.extend_from_slice(&enc);
-        self.measure(BOOT_CONFIG_RTMR, EV_EVENT_TAG, &ev, extend_fn)
+        let ev = BootConfigEvent::new(cfg.record());
+        self.measure(BOOT_CONFIG_RTMR, EV_EVENT_TAG, ev.as_bytes(), extend_fn)
     }
 }
 

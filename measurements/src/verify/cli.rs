@@ -3,13 +3,14 @@
 //! ```text
 //! pupa-measure verify --evidence FILE [--vcek FILE] [--collateral FILE] [--now RFC3339] [POLICY]
 //! pupa-measure verify --tee snp --report FILE [--vcek FILE] [--now RFC3339] [POLICY]
-//! pupa-measure verify --tee tdx --quote FILE --collateral FILE [--now RFC3339] [POLICY]
+//! pupa-measure verify --tee tdx --quote FILE --collateral FILE [--event-log FILE] [--now RFC3339] [POLICY]
 //! pupa-measure verify --dev-evidence FILE [POLICY] --allow-insecure-dev   (= --evidence)
 //!   POLICY: [--policy FILE (TOML, see `policy_file`)], then flags, which override the file:
 //!           --expect manifest.json | --measurement HEX... | --any-measurement;
 //!           --report-data HEX | --hpke-pk HEX --receipt-pk HEX --nonce HEX;
 //!           --min-tcb (SNP: bl=N,tee=N,snp=N,ucode=N | TDX: a TCB status); --allow-debug[=BOOL];
-//!           --vmpl N; --allow-migration-agent[=BOOL]; --allow-insecure-dev[=BOOL]; --json
+//!           --vmpl N; --allow-migration-agent[=BOOL]; --allow-insecure-dev[=BOOL];
+//!           --tdx-vcpus N; --tdx-min-ram-mib N; --json
 //! ```
 //! With `--evidence`, REPORT_DATA must be the binding of the evidence's own keys and nonce;
 //! `--nonce`, `--hpke-pk`, `--receipt-pk` then pin what the evidence must carry (own checks).
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::{evidence, snp, tdx, Endorsements, PolicyKnobs, Verdict};
+use super::{evidence, snp, tdx, tdx_log, Endorsements, PolicyKnobs, Verdict};
 
 /// Which evidence `verify` reads.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -61,6 +62,9 @@ pub struct VerifyArgs {
     /// TDX: collateral JSON (TCB info, QE identity, CRLs, issuer chains).
     #[arg(long)]
     pub collateral: Option<PathBuf>,
+    /// TDX: the guest's RTMR event log served with the quote (inside --evidence already).
+    #[arg(long, conflicts_with = "evidence")]
+    pub event_log: Option<PathBuf>,
     /// The verification time (VCEK validity, TDX collateral), RFC 3339; default the system clock.
     #[arg(long)]
     pub now: Option<String>,
@@ -100,6 +104,12 @@ pub struct VerifyArgs {
     /// Accept debug-enabled guests (`--allow-debug=false` overrides a policy file).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allow_debug: Option<bool>,
+    /// TDX: the vCPU count the boot configuration (RTMR[2] event log) must record.
+    #[arg(long)]
+    pub tdx_vcpus: Option<u32>,
+    /// TDX: the least RAM, in MiB, the boot configuration must record.
+    #[arg(long)]
+    pub tdx_min_ram_mib: Option<u64>,
     /// SNP: required VMPL (default 0).
     #[arg(long)]
     pub vmpl: Option<u32>,
@@ -137,6 +147,8 @@ fn knobs(a: &VerifyArgs, tee: &str) -> Result<PolicyKnobs, String> {
         vmpl: a.vmpl,
         allow_migration_agent: a.allow_migration_agent,
         allow_insecure_dev: a.allow_insecure_dev,
+        tdx_vcpus: a.tdx_vcpus,
+        tdx_min_ram_mib: a.tdx_min_ram_mib,
         ..PolicyKnobs::default()
     };
     if let Some(t) = &a.min_tcb {
@@ -145,6 +157,9 @@ fn knobs(a: &VerifyArgs, tee: &str) -> Result<PolicyKnobs, String> {
             "tdx" => flags.tdx_min_tcb = Some(t.clone()),
             _ => return Err("--min-tcb applies to SNP and TDX evidence only".into()),
         }
+    }
+    if tee != "tdx" && (a.tdx_vcpus.is_some() || a.tdx_min_ram_mib.is_some()) {
+        return Err("--tdx-vcpus and --tdx-min-ram-mib apply to TDX evidence only".into());
     }
     let file = match &a.policy {
         Some(f) => PolicyKnobs::load(f).map_err(|e| e.to_string())?,
@@ -211,7 +226,14 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
             let coll = need(&a.collateral, "--collateral", "tdx")?;
             let end = Endorsements::load(None, Some(coll), a.now.as_deref()).map_err(err)?;
             let coll = end.tdx_collateral.as_ref().ok_or("no collateral")?;
-            tdx::verify(&quote, coll, end.now_secs().map_err(err)?, &p).map_err(err)?
+            let log = a
+                .event_log
+                .as_deref()
+                .map(|f| read(f, "event log"))
+                .transpose()?;
+            let mut v = tdx::verify(&quote, coll, end.now_secs().map_err(err)?, &p).map_err(err)?;
+            tdx_log::check(&mut v, &quote, log.as_deref(), &p.tdx_boot);
+            v
         }
     };
     print(&verdict, a.json);

@@ -13,7 +13,7 @@ use pupa_protocol::evidence::{Evidence, TeeEvidence};
 
 use super::policy::Policy;
 use super::policy_file::Pins;
-use super::{dev, snp, tdx, Verdict, VerifyError};
+use super::{dev, snp, tdx, tdx_log, Verdict, VerifyError};
 use crate::hexfmt;
 
 /// What verification needs besides the evidence and the policy: the SNP VCEK (when the evidence
@@ -141,9 +141,7 @@ pub fn verify(
                 )
             })?;
             let mut v = tdx::verify(quote, coll, endorsements.now_secs()?, &p)?;
-            if let Some(log) = event_log {
-                v.check_result("RTMR event log", check_rtmr_log(quote, log));
-            }
+            tdx_log::check(&mut v, quote, event_log.as_deref().map(|b| b.as_slice()), &p.tdx_boot);
             v
         }
     };
@@ -158,29 +156,13 @@ pub fn verify(
     Ok(v)
 }
 
-/// Replays the guest's RTMR event log (CCEL/TCG2, SHA-384) and compares all four RTMRs with the
-/// quote's: the log must explain the measured state exactly. (The quote's signature and body
-/// were verified by `tdx::verify`; this only reads the RTMR fields of its TD report.)
+/// Checks the guest's RTMR event log (CCEL/TCG2, SHA-384) against the quote: every digest is
+/// the SHA-384 of its data, and the replay gives all four quoted RTMRs exactly
+/// ([`tdx_log::replay_log`]; the boot configuration is decoded by [`tdx_log::check`]). (The
+/// quote's signature and body are `tdx::verify`'s; this only reads its TD report's fields.)
 pub fn check_rtmr_log(quote: &[u8], log: &[u8]) -> Result<String, String> {
-    let q = tdx::parse_quote(quote).map_err(|e| e.to_string())?;
-    let td = q.report.as_td10().ok_or("the quote holds no TD report")?;
-    let quoted = [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3];
-    let parsed = crate::eventlog::parse(log).map_err(|e| format!("event log: {e}"))?;
-    let replayed = crate::eventlog::replay_rtmrs(&parsed).map_err(|e| format!("event log: {e}"))?;
-    for i in 0..4 {
-        if replayed[i] != quoted[i] {
-            return Err(format!(
-                "RTMR[{i}] replays to {} but the quote holds {}",
-                hexfmt::encode(&replayed[i]),
-                hexfmt::encode(&quoted[i])
-            ));
-        }
-    }
-    Ok(format!(
-        "{} events replay to the quoted RTMR[0..4] (RTMR[2] {})",
-        parsed.events.len(),
-        hexfmt::encode(&quoted[2])
-    ))
+    let td = tdx_log::QuotedTd::from_quote(quote)?;
+    tdx_log::replay_log(&td, log).map(|(_, detail)| detail)
 }
 
 /// Adds a check for each key or nonce the policy pins: the evidence must carry exactly it

@@ -26,9 +26,10 @@ pub mod policy;
 pub mod policy_file;
 pub mod snp;
 pub mod tdx;
+pub mod tdx_log;
 
 pub use evidence::Endorsements;
-pub use policy::{MeasurementPolicy, Policy, SnpMinTcb, TdxTcbStatus};
+pub use policy::{MeasurementPolicy, Policy, SnpMinTcb, TdxBootPolicy, TdxTcbStatus};
 pub use policy_file::{Pins, PolicyKnobs};
 
 use serde::Serialize;

@@ -75,6 +75,46 @@ impl MeasurementPolicy {
     }
 }
 
+/// The image SHA-384 (`image.sha384`) of a `manifest.json` written by `pupa-image build`.
+pub fn image_sha384_from_manifest(json: &str) -> Result<[u8; 48], VerifyError> {
+    let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let s = v
+        .pointer("/image/sha384")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| bad("no image.sha384".into()))?;
+    hexfmt::decode_array::<48>(s).map_err(|e| bad(format!("image.sha384 {s:?}: {e}")))
+}
+
+/// TDX: what the guest's boot-configuration record (RTMR[2], read from the event log that comes
+/// with the evidence) must say. Unset fields are not checked; the record is always decoded and
+/// shown when a log is present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TdxBootPolicy {
+    /// The firmware image the guest hashed must be this one (the manifest's `image.sha384`).
+    pub image_sha384: Option<[u8; 48]>,
+    /// NUM_VCPUS must be exactly this.
+    pub vcpus: Option<u32>,
+    /// The TD's RAM (accepted plus unaccepted, from the TD HOB) must be at least this, bytes.
+    pub min_ram_bytes: Option<u64>,
+}
+
+impl TdxBootPolicy {
+    /// Nothing required (usable in constants).
+    pub const NONE: TdxBootPolicy = TdxBootPolicy {
+        image_sha384: None,
+        vcpus: None,
+        min_ram_bytes: None,
+    };
+
+    /// Whether evidence without an event log fails: the vCPU count or the RAM is required (the
+    /// image is pinned by MRTD already, so the image hash alone does not require the log).
+    pub fn requires_log(&self) -> bool {
+        self.vcpus.is_some() || self.min_ram_bytes.is_some()
+    }
+}
+
 /// Minimum SNP TCB (security patch levels), compared component-wise with the REPORTED_TCB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct SnpMinTcb {
@@ -187,6 +227,8 @@ pub struct Policy {
     pub allow_migration_agent: bool,
     /// TDX: the worst acceptable TCB status.
     pub tdx_min_status: TdxTcbStatus,
+    /// TDX: the boot configuration the RTMR[2] event log must record.
+    pub tdx_boot: TdxBootPolicy,
     /// Accept insecure development evidence (with a warning).
     pub allow_insecure_dev: bool,
 }
@@ -207,6 +249,7 @@ impl Policy {
         snp_vmpl: 0,
         allow_migration_agent: false,
         tdx_min_status: TdxTcbStatus::UpToDate,
+        tdx_boot: TdxBootPolicy::NONE,
         allow_insecure_dev: false,
     };
 

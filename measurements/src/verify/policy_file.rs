@@ -7,18 +7,23 @@
 //! allow_debug = false
 //! snp_min_tcb = "bl=3,tee=0,snp=8,ucode=115"
 //! tdx_min_tcb = "UpToDate"          # the worst accepted TDX TCB status
+//! tdx_vcpus = 2                     # TDX: the boot configuration's NUM_VCPUS, exactly
+//! tdx_min_ram_mib = 2048            # TDX: the boot configuration's RAM, at least
 //! vmpl = 0
 //! allow_migration_agent = false
 //! allow_insecure_dev = false
 //! report_data = "<128 hex>"         # or: hpke_pk, receipt_pk, nonce (64 hex each)
 //! ```
-//! A relative `expect` path is taken relative to the policy file's directory.
+//! A relative `expect` path is taken relative to the policy file's directory. With `expect`,
+//! TDX evidence must also record that manifest's `image.sha384` in its boot configuration.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::policy::{MeasurementPolicy, Policy, SnpMinTcb, TdxTcbStatus};
+use super::policy::{
+    image_sha384_from_manifest, MeasurementPolicy, Policy, SnpMinTcb, TdxBootPolicy, TdxTcbStatus,
+};
 use super::VerifyError;
 use crate::hexfmt;
 
@@ -50,6 +55,10 @@ pub struct PolicyKnobs {
     pub snp_min_tcb: Option<String>,
     /// TDX: the worst accepted TCB status (`UpToDate`, `SWHardeningNeeded`, ...).
     pub tdx_min_tcb: Option<String>,
+    /// TDX: the vCPU count the boot configuration must record.
+    pub tdx_vcpus: Option<u32>,
+    /// TDX: the least RAM (MiB) the boot configuration must record.
+    pub tdx_min_ram_mib: Option<u64>,
     /// SNP: required VMPL.
     pub vmpl: Option<u32>,
     /// SNP: accept a guest policy that allows a migration agent.
@@ -95,6 +104,8 @@ impl PolicyKnobs {
         allow_debug: None,
         snp_min_tcb: None,
         tdx_min_tcb: None,
+        tdx_vcpus: None,
+        tdx_min_ram_mib: None,
         vmpl: None,
         allow_migration_agent: None,
         allow_insecure_dev: None,
@@ -179,6 +190,8 @@ impl PolicyKnobs {
             allow_debug,
             snp_min_tcb,
             tdx_min_tcb,
+            tdx_vcpus,
+            tdx_min_ram_mib,
             vmpl,
             allow_migration_agent,
             allow_insecure_dev
@@ -278,7 +291,35 @@ impl PolicyKnobs {
         if let Some(t) = &self.tdx_min_tcb {
             p.tdx_min_status = t.trim().parse::<TdxTcbStatus>()?;
         }
+        if tee == "tdx" {
+            p.tdx_boot = self.tdx_boot_policy()?;
+        }
         Ok(p)
+    }
+
+    /// TDX: the boot-configuration requirements (`tdx_vcpus`, `tdx_min_ram_mib`, and the image
+    /// hash of the `expect` manifest).
+    pub fn tdx_boot_policy(&self) -> Result<TdxBootPolicy, VerifyError> {
+        let image_sha384 = match &self.expect {
+            Some(m) => {
+                let text = std::fs::read_to_string(m)
+                    .map_err(|e| bad(format!("cannot read manifest {}: {e}", m.display())))?;
+                Some(image_sha384_from_manifest(&text)?)
+            }
+            None => None,
+        };
+        let min_ram_bytes = self
+            .tdx_min_ram_mib
+            .map(|mib| {
+                mib.checked_mul(1 << 20)
+                    .ok_or_else(|| bad(format!("tdx_min_ram_mib {mib}: too large")))
+            })
+            .transpose()?;
+        Ok(TdxBootPolicy {
+            image_sha384,
+            vcpus: self.tdx_vcpus,
+            min_ram_bytes,
+        })
     }
 
     /// The whole policy for `tee`, REPORT_DATA included ([`Self::expected_report_data`]).

@@ -1,1 +1,3 @@
 //! Intel TDX structures.
+
+pub mod boot_config;
