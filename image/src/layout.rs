@@ -11,8 +11,8 @@
 //!   stacks, early heap) lies inside an SNP_SEC_MEM section AND a TDX TEMP_MEM section;
 //! - the image's bytes (every section's load address) lie inside the TDX BFV, which covers the
 //!   whole file, data offset 0, with MR.EXTEND (so MRTD covers all code);
-//! - the pages the VMM writes (SNP secrets and CPUID pages, the TD HOB) overlap no RAM section
-//!   and no early-memory section;
+//! - the pages the VMM writes (SNP secrets and CPUID pages, the TD HOB) overlap no RAM section,
+//!   no early-memory section and each other;
 //! - the SEV-ES AP reset address lies in the image.
 
 use pupa_measurements::ovmf::{Firmware, SevSectionType, TdvfSectionType, FOUR_GIB};
@@ -129,6 +129,18 @@ pub fn check(sections: &[AllocSection], fw: &Firmware) -> Vec<String> {
                 problems.push(format!(
                     "{} [{:#x}, {:#x}) overlaps the {what} page(s) the VMM writes",
                     s.name, run.0, run.1
+                ));
+            }
+        }
+    }
+    // The SNP pages and the TD HOB are written by different VMMs, but one image serves both:
+    // keep them apart so that neither TEE's layout constrains (or silently shrinks) the other.
+    for (i, (a, ra)) in vmm_written.iter().enumerate() {
+        for (b, rb) in &vmm_written[i + 1..] {
+            if overlaps(*ra, *rb) {
+                problems.push(format!(
+                    "{a} [{:#x}, {:#x}) overlaps {b} [{:#x}, {:#x})",
+                    ra.0, ra.1, rb.0, rb.1
                 ));
             }
         }

@@ -60,11 +60,10 @@
     .set SNP_CPUID_ENTRIES,    16
     .set SNP_CPUID_ENTRY_LEN,  48
 
-    /* SNP pages (SEV metadata section types 2 and 3) and the TD HOB, all below 1 MiB. */
+    /* SNP pages (SEV metadata section types 2 and 3), below 1 MiB. The TD HOB's place and size
+     * are the linker script's __td_hob_start / __td_hob_size (guest/linker.ld). */
     .set SNP_SECRETS_GPA,  0xA000
     .set SNP_CPUID_GPA,    0xB000
-    .set TD_HOB_GPA,       0x8000
-    .set TD_HOB_SIZE,      0x2000
 
     .pushsection .boot, "ax"
 boot_page:
@@ -410,9 +409,9 @@ tdvf_sections:
     .long 0, __rom_size
     .quad __rom_start, __rom_size
     .long 0, 1
-    /* TD_HOB: the VMM writes the memory map here */
+    /* TD_HOB: the VMM writes the memory map here (guest/linker.ld: 128 KiB) */
     .long 0, 0
-    .quad TD_HOB_GPA, TD_HOB_SIZE
+    .quad __td_hob_start, __td_hob_size
     .long 2, 0
     /* TEMP_MEM: early RAM (page tables, image copy, .bss, stacks, early heap) */
     .long 0, 0

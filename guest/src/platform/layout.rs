@@ -6,6 +6,8 @@ extern "C" {
     static __heap_start: u8;
     static __heap_end: u8;
     static __rom_size: u8;
+    static __td_hob_start: u8;
+    static __td_hob_end: u8;
 }
 
 fn addr(sym: *const u8) -> u64 {
@@ -24,6 +26,24 @@ pub fn early_ram() -> (u64, u64) {
 /// [start, end) of the early heap (inside early RAM).
 pub fn early_heap() -> (u64, u64) {
     (addr(&raw const __heap_start), addr(&raw const __heap_end))
+}
+
+/// [start, end) of the TDX TD_HOB section (the one definition is in guest/linker.ld; boot.s
+/// declares it in the TDVF metadata from the same symbols).
+pub fn td_hob() -> (u64, u64) {
+    // Only the addresses of linker symbols are taken, never their contents.
+    (
+        addr(&raw const __td_hob_start),
+        addr(&raw const __td_hob_end),
+    )
+}
+
+/// [start, end) of every section the TDVF metadata declares (arch/boot.s): BFV (the image, up
+/// to 4 GiB), TD_HOB and TEMP_MEM (early RAM). The VMM adds them (TDH.MEM.PAGE.ADD) before
+/// launch: they are never unaccepted and never accepted by pupa.
+pub fn tdvf_sections() -> [(u64, u64); 3] {
+    let rom = (1u64 << 32) - addr(&raw const __rom_size);
+    [(rom, 1 << 32), td_hob(), early_ram()]
 }
 
 /// The firmware image as mapped at the top of 4 GiB.
