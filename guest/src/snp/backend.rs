@@ -23,15 +23,6 @@ use crate::runtime::{Tee, TeeFailure};
 pub const MSG_VERSION: u8 = 1;
 /// The VMPL pupa runs at and asks reports for.
 pub const VMPL: u32 = 0;
-/// Offsets in the attestation report (FW ABI spec 56860 §7.3, Table 23 "ATTESTATION_REPORT").
-pub mod report {
-    /// VERSION (u32).
-    pub const VERSION: usize = 0x00;
-    /// VMPL (u32).
-    pub const VMPL: usize = 0x30;
-    /// REPORT_DATA (64 bytes).
-    pub const REPORT_DATA: usize = 0x50;
-}
 /// How often a request the hypervisor reports as busy is re-sent (the same page: same IV and
 /// plaintext, so re-sending is safe).
 pub const BUSY_RETRIES: usize = 16;
@@ -145,10 +136,6 @@ pub struct SnpTee<G: GuestRequest> {
     rsp: Box<[u8; PAGE_LEN]>,
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
 impl<G: GuestRequest> SnpTee<G> {
     /// A backend using VMPCK0 `key` (its sequence numbers start at 0 after launch).
     pub fn new(vmpck0: [u8; 32], transport: G) -> Self {
@@ -195,15 +182,16 @@ impl<G: GuestRequest> SnpTee<G> {
         let req = messages::report_request(report_data, VMPL);
         let len = self.round_trip(MsgType::ReportReq, &req)?;
         let r = messages::report_response(&self.rsp[HEADER_LEN..HEADER_LEN + len])?;
-        let version = u32_at(r, report::VERSION);
+        // The report's layout: pupa_spec::snp::AttestationReport (FW ABI 56860 §7.3 Table 23).
+        let version = r.version.get();
         if version < 2 {
             return Err(SnpError::ReportVersion(version));
         }
-        if r[report::REPORT_DATA..report::REPORT_DATA + 64] != report_data[..] {
+        if r.report_data != *report_data {
             return Err(SnpError::ReportDataMismatch);
         }
-        match u32_at(r, report::VMPL) {
-            VMPL => Ok(r.to_vec()),
+        match r.vmpl.get() {
+            VMPL => Ok(zerocopy::IntoBytes::as_bytes(r).to_vec()),
             v => Err(SnpError::Vmpl(v)),
         }
     }

@@ -29,7 +29,7 @@ use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 
 /// Size of the message header.
-pub const HEADER_LEN: usize = 0x60;
+pub const HEADER_LEN: usize = pupa_spec::snp::guest_msg::HEADER_LEN;
 /// Size of a message page.
 pub const PAGE_LEN: usize = 4096;
 /// Largest payload in one page.
@@ -39,26 +39,30 @@ pub const ALGO_AES_256_GCM: u8 = 1;
 /// HDR_VERSION this module speaks.
 pub const HDR_VERSION: u8 = 1;
 
-/// Offsets in the header (Table 97).
+/// Offsets in the header (Table 97), from the typed layout [`pupa_spec::snp::GuestMsgHeader`]
+/// (whose offsets the spec crate asserts against the table).
 pub mod offset {
+    use core::mem::offset_of;
+    use pupa_spec::snp::GuestMsgHeader as H;
+
     /// AUTHTAG.
-    pub const AUTHTAG: usize = 0x00;
+    pub const AUTHTAG: usize = offset_of!(H, authtag);
     /// MSG_SEQNO.
-    pub const SEQNO: usize = 0x20;
+    pub const SEQNO: usize = offset_of!(H, msg_seqno);
     /// ALGO; the AAD starts here.
-    pub const ALGO: usize = 0x30;
+    pub const ALGO: usize = offset_of!(H, algo);
     /// HDR_VERSION.
-    pub const HDR_VERSION: usize = 0x31;
+    pub const HDR_VERSION: usize = offset_of!(H, hdr_version);
     /// HDR_SIZE.
-    pub const HDR_SIZE: usize = 0x32;
+    pub const HDR_SIZE: usize = offset_of!(H, hdr_size);
     /// MSG_TYPE.
-    pub const MSG_TYPE: usize = 0x34;
+    pub const MSG_TYPE: usize = offset_of!(H, msg_type);
     /// MSG_VERSION.
-    pub const MSG_VERSION: usize = 0x35;
+    pub const MSG_VERSION: usize = offset_of!(H, msg_version);
     /// MSG_SIZE.
-    pub const MSG_SIZE: usize = 0x36;
+    pub const MSG_SIZE: usize = offset_of!(H, msg_size);
     /// MSG_VMPCK.
-    pub const MSG_VMPCK: usize = 0x3C;
+    pub const MSG_VMPCK: usize = offset_of!(H, msg_vmpck);
 }
 
 /// Message types (Table 98).

@@ -1,19 +1,24 @@
 //! Payloads of the SNP guest messages pupa sends (SEV-SNP Firmware ABI spec 56860, §7.3
 //! Table 21 "MSG_REPORT_REQ", Table 25 "MSG_REPORT_RSP", §7.2 Table 18 "MSG_KEY_REQ",
-//! Table 20 "MSG_KEY_RSP"), and the secrets page (§8.14.2.5, Table 71).
+//! Table 20 "MSG_KEY_RSP"), and the secrets page (§8.14.2.5, Table 71). The layouts are the
+//! typed ones of [`pupa_spec::snp::guest_msg`] and [`pupa_spec::snp::report`].
+
+use pupa_spec::snp::{AttestationReport, KeyReq, KeyRsp, ReportReq, ReportRsp, SecretsPage};
+use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Size of MSG_REPORT_REQ.
-pub const REPORT_REQ_LEN: usize = 0x60;
+pub const REPORT_REQ_LEN: usize = size_of::<ReportReq>();
 /// Size of the attestation report in MSG_REPORT_RSP.
-pub const REPORT_LEN: usize = 1184;
+pub const REPORT_LEN: usize = pupa_spec::snp::report::REPORT_LEN;
 /// Offset of the report in MSG_REPORT_RSP.
-pub const REPORT_RSP_REPORT_OFFSET: usize = 0x20;
+pub const REPORT_RSP_REPORT_OFFSET: usize = core::mem::offset_of!(ReportRsp, report);
 /// Size of MSG_KEY_REQ.
-pub const KEY_REQ_LEN: usize = 0x20;
+pub const KEY_REQ_LEN: usize = size_of::<KeyReq>();
 /// Size of MSG_KEY_RSP.
-pub const KEY_RSP_LEN: usize = 0x40;
+pub const KEY_RSP_LEN: usize = size_of::<KeyRsp>();
 /// Offset of VMPCK0 in the secrets page.
-pub const SECRETS_VMPCK0_OFFSET: usize = 0x20;
+pub const SECRETS_VMPCK0_OFFSET: usize = core::mem::offset_of!(SecretsPage, vmpck);
 
 /// Why a response payload is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,43 +45,41 @@ pub enum PayloadError {
     EmptyVmpck,
 }
 
-/// MSG_REPORT_REQ: REPORT_DATA (0x00, 64), VMPL (0x40, u32), KEY_SEL (0x44, u32: 0 = VLEK if
-/// installed else VCEK), reserved to 0x60.
+/// MSG_REPORT_REQ: REPORT_DATA, VMPL, KEY_SEL 0 (the VLEK if installed, else the VCEK).
 pub fn report_request(report_data: &[u8; 64], vmpl: u32) -> [u8; REPORT_REQ_LEN] {
-    let mut m = [0u8; REPORT_REQ_LEN];
-    m[..64].copy_from_slice(report_data);
-    m[0x40..0x44].copy_from_slice(&vmpl.to_le_bytes());
-    m
+    let mut m = ReportReq::new_zeroed();
+    m.report_data = *report_data;
+    m.vmpl.set(vmpl);
+    let mut out = [0u8; REPORT_REQ_LEN];
+    out.copy_from_slice(m.as_bytes());
+    out
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn need(b: &[u8], want: usize) -> Result<(), PayloadError> {
-    if b.len() < want {
-        return Err(PayloadError::Short { got: b.len(), want });
-    }
-    Ok(())
-}
-
-/// MSG_REPORT_RSP: STATUS (0x00), REPORT_SIZE (0x04), reserved, REPORT (0x20, 1184 bytes).
-pub fn report_response(payload: &[u8]) -> Result<&[u8], PayloadError> {
-    need(payload, 8)?;
-    let status = u32_at(payload, 0);
+/// MSG_REPORT_RSP: STATUS, REPORT_SIZE, REPORT. STATUS is checked first (an error response
+/// may be shorter than a report), then REPORT_SIZE, then the length.
+pub fn report_response(payload: &[u8]) -> Result<&AttestationReport, PayloadError> {
+    let Ok((head, _)) = <[U32; 2]>::ref_from_prefix(payload) else {
+        return Err(PayloadError::Short {
+            got: payload.len(),
+            want: 8,
+        });
+    };
+    let (status, size) = (head[0].get(), head[1].get());
     if status != 0 {
         return Err(PayloadError::Status(status));
     }
-    let size = u32_at(payload, 4);
     if size as usize != REPORT_LEN {
         return Err(PayloadError::ReportSize(size));
     }
-    need(payload, REPORT_RSP_REPORT_OFFSET + REPORT_LEN)?;
-    Ok(&payload[REPORT_RSP_REPORT_OFFSET..REPORT_RSP_REPORT_OFFSET + REPORT_LEN])
+    let (rsp, _) = ReportRsp::ref_from_prefix(payload).map_err(|_| PayloadError::Short {
+        got: payload.len(),
+        want: size_of::<ReportRsp>(),
+    })?;
+    Ok(&rsp.report)
 }
 
-/// MSG_KEY_REQ: ROOT_KEY_SELECT (0x00; bit 0: 0 = VCEK, 1 = VMRK), reserved, GUEST_FIELD_SELECT
-/// (0x08, u64: which guest fields are mixed in), VMPL (0x10), GUEST_SVN (0x14), TCB_VERSION (0x18).
+/// MSG_KEY_REQ: ROOT_KEY_SELECT (bit 0: 0 = VCEK, 1 = VMRK), GUEST_FIELD_SELECT (which guest
+/// fields are mixed in), VMPL, GUEST_SVN, TCB_VERSION.
 pub fn key_request(
     use_vmrk: bool,
     guest_field_select: u64,
@@ -84,34 +87,34 @@ pub fn key_request(
     guest_svn: u32,
     tcb_version: u64,
 ) -> [u8; KEY_REQ_LEN] {
-    let mut m = [0u8; KEY_REQ_LEN];
-    m[0..4].copy_from_slice(&u32::from(use_vmrk).to_le_bytes());
-    m[0x08..0x10].copy_from_slice(&guest_field_select.to_le_bytes());
-    m[0x10..0x14].copy_from_slice(&vmpl.to_le_bytes());
-    m[0x14..0x18].copy_from_slice(&guest_svn.to_le_bytes());
-    m[0x18..0x20].copy_from_slice(&tcb_version.to_le_bytes());
-    m
+    let mut m = KeyReq::new_zeroed();
+    m.root_key_select.set(u32::from(use_vmrk));
+    m.guest_field_select.set(guest_field_select);
+    m.vmpl.set(vmpl);
+    m.guest_svn.set(guest_svn);
+    m.tcb_version.set(tcb_version);
+    let mut out = [0u8; KEY_REQ_LEN];
+    out.copy_from_slice(m.as_bytes());
+    out
 }
 
-/// MSG_KEY_RSP: STATUS (0x00), reserved, DERIVED_KEY (0x20, 32 bytes).
+/// MSG_KEY_RSP: STATUS, DERIVED_KEY.
 pub fn key_response(payload: &[u8]) -> Result<[u8; 32], PayloadError> {
-    need(payload, KEY_RSP_LEN)?;
-    let status = u32_at(payload, 0);
-    if status != 0 {
-        return Err(PayloadError::Status(status));
+    let (rsp, _) = KeyRsp::ref_from_prefix(payload).map_err(|_| PayloadError::Short {
+        got: payload.len(),
+        want: KEY_RSP_LEN,
+    })?;
+    match rsp.status.get() {
+        0 => Ok(rsp.derived_key),
+        status => Err(PayloadError::Status(status)),
     }
-    let mut k = [0u8; 32];
-    k.copy_from_slice(&payload[0x20..0x40]);
-    Ok(k)
 }
 
 /// VMPCK0 from the secrets page (4096 bytes).
 pub fn vmpck0(secrets_page: &[u8]) -> Result<[u8; 32], PayloadError> {
-    if secrets_page.len() != 4096 {
-        return Err(PayloadError::SecretsPage(secrets_page.len()));
-    }
-    let mut k = [0u8; 32];
-    k.copy_from_slice(&secrets_page[SECRETS_VMPCK0_OFFSET..SECRETS_VMPCK0_OFFSET + 32]);
+    let page = SecretsPage::ref_from_bytes(secrets_page)
+        .map_err(|_| PayloadError::SecretsPage(secrets_page.len()))?;
+    let k = page.vmpck[0];
     if k == [0; 32] {
         return Err(PayloadError::EmptyVmpck);
     }

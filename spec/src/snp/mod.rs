@@ -1,7 +1,11 @@
 //! AMD SEV-SNP structures.
 
 pub mod ghcb;
+pub mod guest_msg;
+pub mod report;
 pub mod vmsa;
 
 pub use ghcb::{Ghcb, GhcbSaveArea};
+pub use guest_msg::{GuestMsgHeader, KeyReq, KeyRsp, ReportReq, ReportRsp, SecretsPage};
+pub use report::AttestationReport;
 pub use vmsa::{VmcbSegment, Vmsa};
