@@ -150,7 +150,8 @@ fn with_ghcb<R>(f: impl FnOnce(&mut Ghcb<'_>) -> R) -> Result<R, SnpInitError> {
 /// Sets up the GHCB. Call right after `arch::interrupts::init` under SNP, before any port I/O.
 /// `c_bit_hi` is the boot stub's C-bit mask of the page-table entries' high dword.
 ///
-/// Checks the C-bit against the CPUID page and the hypervisor's GHCB protocol range (version 2),
+/// Checks SEV_STATUS (read from the MSR), the C-bit against the CPUID page, the hypervisor's
+/// GHCB protocol range (version 2) and its SNP feature bit,
 /// converts the GHCB page to shared (MSR protocol; the page was never validated, so no
 /// PVALIDATE), maps the window shared, registers the GHCB (MSR protocol 0x012), and converts
 /// the rest of the window with a GHCB page-state change.
@@ -169,6 +170,12 @@ pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
         });
     }
     ghcb::sev_info_response(msr_protocol(ghcb::sev_info_request()))?;
+    // The hypervisor must implement the SNP part of GHCB protocol version 2 (feature bit 0 of
+    // the hypervisor feature response, GHCB spec §2.3.1), else set 0 code 2, as Linux
+    // `sev_enable` after `get_hv_features`.
+    if ghcb::hv_features_response(msr_protocol(ghcb::hv_features_request())).is_err() {
+        crate::arch::snp::terminate(term::SET_GENERAL, term::SNP_UNSUPPORTED);
+    }
     ghcb::psc_response(msr_protocol(ghcb::psc_request(GHCB_GPA, PageOp::Shared)?))?;
     // SAFETY: the GHCB page was just converted to shared; the rest of the window is not
     // touched until the page-state change below has converted it too. Nothing else lives in

@@ -31,6 +31,10 @@ pub mod info {
     pub const PSC_REQ: u64 = 0x014;
     /// SNP page state change response.
     pub const PSC_RESP: u64 = 0x015;
+    /// SNP hypervisor feature request (GHCB protocol version 2).
+    pub const HV_FEATURES_REQ: u64 = 0x080;
+    /// SNP hypervisor feature response.
+    pub const HV_FEATURES_RESP: u64 = 0x081;
     /// Termination request.
     pub const TERM_REQ: u64 = 0x100;
 }
@@ -102,6 +106,9 @@ pub enum MsrProtocolError {
     /// An address is not 4 KiB aligned.
     #[error("address {0:#x} is not page aligned")]
     Unaligned(u64),
+    /// The hypervisor's feature bitmap lacks SEV-SNP support.
+    #[error("hypervisor features {0:#x} lack SEV-SNP (bit 0)")]
+    NoSnpSupport(u64),
 }
 
 fn expect_code(msr: u64, want: u64) -> Result<(), MsrProtocolError> {
@@ -224,6 +231,38 @@ pub fn psc_response(msr: u64) -> Result<(), MsrProtocolError> {
         0 => Ok(()),
         e => Err(MsrProtocolError::PscFailed(e)),
     }
+}
+
+/// Hypervisor feature bits of the SNP hypervisor feature response (GHCB spec §2.3.1, "SNP
+/// Hypervisor Feature Request"; §7 "Hypervisor Supported Features"; Linux `GHCB_HV_FT_*`).
+pub mod hv_features {
+    /// SEV-SNP support (the rest of the version-2 protocol a SNP guest needs).
+    pub const SNP: u64 = 1 << 0;
+    /// SNP AP creation (the AP Creation NAE event).
+    pub const SNP_AP_CREATION: u64 = 1 << 1;
+    /// Restricted injection.
+    pub const RESTRICTED_INJECTION: u64 = 1 << 2;
+    /// Restricted injection timer.
+    pub const RESTRICTED_INJECTION_TIMER: u64 = 1 << 3;
+}
+
+/// SNP hypervisor feature request (no data; GHCB spec §2.3.1): the guest asks which GHCB
+/// version-2 features the hypervisor implements.
+pub const fn hv_features_request() -> u64 {
+    info::HV_FEATURES_REQ
+}
+
+/// SNP hypervisor feature response: `[63:12]` the feature bitmap, `[11:0]` 0x081. Returns the
+/// bitmap and requires [`hv_features::SNP`]: a hypervisor without it does not implement the
+/// SNP events pupa relies on, and the guest must terminate (reason set 0, code 2, as Linux
+/// `sev_enable` does after `get_hv_features`).
+pub fn hv_features_response(msr: u64) -> Result<u64, MsrProtocolError> {
+    expect_code(msr, info::HV_FEATURES_RESP)?;
+    let features = msr >> 12;
+    if features & hv_features::SNP == 0 {
+        return Err(MsrProtocolError::NoSnpSupport(features));
+    }
+    Ok(features)
 }
 
 /// Termination request: `[23:16]` reason code, `[15:12]` reason code set, `[11:0]` 0x100.

@@ -301,3 +301,33 @@ fn response_with_another_msg_version_is_refused() {
     );
     assert!(m.is_disabled());
 }
+
+/// S5: the SNP hypervisor feature exchange (GHCB spec 56421 §2.3.1: request 0x080, response
+/// 0x081 with the bitmap in [63:12]); a hypervisor without the SNP feature (bit 0) is refused.
+#[test]
+fn hv_features_exchange_requires_snp() {
+    use super::ghcb::{hv_features, hv_features_request, hv_features_response};
+    use super::ghcb::MsrProtocolError;
+    assert_eq!(hv_features_request(), 0x080);
+    // KVM answers SNP | AP creation: 0b11 << 12 | 0x081.
+    assert_eq!(
+        hv_features_response(0b11 << 12 | 0x081),
+        Ok(hv_features::SNP | hv_features::SNP_AP_CREATION)
+    );
+    assert_eq!(
+        hv_features_response(0b10 << 12 | 0x081),
+        Err(MsrProtocolError::NoSnpSupport(0b10))
+    );
+    assert_eq!(
+        hv_features_response(0x081),
+        Err(MsrProtocolError::NoSnpSupport(0))
+    );
+    // Another response code (e.g. an echo of the request) is not an answer.
+    assert_eq!(
+        hv_features_response(1 << 12 | 0x080),
+        Err(MsrProtocolError::UnexpectedCode {
+            got: 0x080,
+            want: 0x081
+        })
+    );
+}
