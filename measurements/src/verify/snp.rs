@@ -1,6 +1,10 @@
 //! AMD SEV-SNP attestation report verification (SEV-SNP Firmware ABI spec 56860, §7.3 Table 23
 //! "ATTESTATION_REPORT structure"; VCEK spec 57230 §3 for the certificate extensions).
 //!
+//! The report's layout is [`pupa_spec::snp::AttestationReport`], the type the firmware uses;
+//! virtee's `AttestationReport` is used only to decode the TCB_VERSION fields, whose byte
+//! layout depends on the processor generation.
+//!
 //! - the report is 1184 bytes (version 2 and later); its ECDSA P-384/SHA-384 signature covers
 //!   bytes [0, 0x2A0) and sits at 0x2A0 as R and S, each 72 bytes little-endian (§7.3, Table 139
 //!   "ECDSA signature format");
@@ -10,28 +14,33 @@
 //! - the VCEK's extensions state the chip (hwID, 64 bytes) and the TCB (bl/tee/snp/ucode SPL) it
 //!   was derived for: they must equal the report's CHIP_ID and REPORTED_TCB.
 
+use core::mem::offset_of;
+
 use p384::ecdsa::signature::Verifier as _;
+use pupa_spec::snp::report as spec_report;
+use pupa_spec::snp::AttestationReport as Layout;
 use sev::certs::snp::{ca, Certificate, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 use x509_cert::der::Decode;
+use zerocopy::FromBytes;
 
 use super::policy::{Policy, SnpMinTcb};
 use super::{Verdict, VerifyError};
 use crate::hexfmt;
 
 /// Size of an attestation report (versions 2 to 5).
-pub const REPORT_LEN: usize = 1184;
+pub const REPORT_LEN: usize = spec_report::REPORT_LEN;
 /// Bytes covered by the signature.
-pub const SIGNED_LEN: usize = 0x2A0;
+pub const SIGNED_LEN: usize = spec_report::SIGNED_LEN;
 /// Offset of the signature (R, then S at +0x48).
-pub const SIGNATURE_OFFSET: usize = 0x2A0;
+pub const SIGNATURE_OFFSET: usize = offset_of!(Layout, signature);
 /// Offset of the POLICY field.
-pub const POLICY_OFFSET: usize = 0x08;
+pub const POLICY_OFFSET: usize = offset_of!(Layout, policy);
 /// POLICY bit 19: DEBUG allowed.
-pub const POLICY_DEBUG_BIT: u64 = 1 << 19;
+pub const POLICY_DEBUG_BIT: u64 = spec_report::POLICY_DEBUG;
 /// POLICY bit 18: MIGRATE_MA allowed.
-pub const POLICY_MIGRATE_MA_BIT: u64 = 1 << 18;
+pub const POLICY_MIGRATE_MA_BIT: u64 = spec_report::POLICY_MIGRATE_MA;
 
 /// A pinned AMD root: the product's ARK and ASK certificates (PEM).
 #[derive(Debug, Clone, Copy)]
@@ -84,19 +93,23 @@ pub fn load_report(file: &[u8]) -> Result<Vec<u8>, VerifyError> {
 
 /// Parses a raw report (exactly [`REPORT_LEN`] bytes, version ≥ 2).
 pub fn parse_report(raw: &[u8]) -> Result<AttestationReport, VerifyError> {
-    if raw.len() != REPORT_LEN {
-        return Err(VerifyError::SnpReport(format!(
-            "{} bytes, an attestation report has {REPORT_LEN}",
-            raw.len()
-        )));
-    }
-    let version = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let version = layout(raw)?.version.get();
     if version < 2 {
         return Err(VerifyError::SnpReport(format!(
             "version {version}, want 2 or later"
         )));
     }
     AttestationReport::from_bytes(raw).map_err(|e| VerifyError::SnpReport(e.to_string()))
+}
+
+/// The report as its spec layout (exactly [`REPORT_LEN`] bytes).
+fn layout(raw: &[u8]) -> Result<&Layout, VerifyError> {
+    Layout::ref_from_bytes(raw).map_err(|_| {
+        VerifyError::SnpReport(format!(
+            "{} bytes, an attestation report has {REPORT_LEN}",
+            raw.len()
+        ))
+    })
 }
 
 /// Parses a VCEK certificate, DER or PEM.
@@ -128,18 +141,20 @@ pub fn verify_with_roots(
     roots: &[AmdRoots],
 ) -> Result<Verdict, VerifyError> {
     let report = parse_report(raw)?;
+    let fields = layout(raw)?;
     let vcek = vcek.map(parse_vcek).transpose()?;
     let mut v = Verdict::new("snp");
 
-    let signing_key = report.key_info.signing_key();
+    let signing_key = fields.signing_key();
+    let sig_algo = fields.signature_algo.get();
     v.check_result(
         "report format",
-        if report.sig_algo != 1 {
-            Err(format!("signature algorithm {} (want 1 = ECDSA P-384 with SHA-384)", report.sig_algo))
+        if sig_algo != spec_report::SIG_ALGO_ECDSA_P384_SHA384 {
+            Err(format!("signature algorithm {sig_algo} (want 1 = ECDSA P-384 with SHA-384)"))
         } else if signing_key != 0 {
             Err(format!("signed by key {signing_key} (1 = VLEK, 7 = none); only VCEK-signed reports are supported"))
         } else {
-            Ok(format!("version {}, ECDSA P-384/SHA-384, signed by the VCEK", report.version))
+            Ok(format!("version {}, ECDSA P-384/SHA-384, signed by the VCEK", fields.version.get()))
         },
     );
 
@@ -147,7 +162,7 @@ pub fn verify_with_roots(
         None => {
             let why = format!(
                 "no VCEK given (--vcek FILE; AMD KDS: /vcek/v1/{{product}}/{}?blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={})",
-                hexfmt::encode(&report.chip_id),
+                hexfmt::encode(&fields.chip_id),
                 report.reported_tcb.bootloader,
                 report.reported_tcb.tee,
                 report.reported_tcb.snp,
@@ -161,30 +176,29 @@ pub fn verify_with_roots(
         Some(vcek) => {
             v.check_result("VCEK chain", check_chain(vcek, roots));
             v.check_result("VCEK validity", check_validity(vcek, now_secs));
-            v.check_result("report signature", check_signature(raw, vcek));
+            v.check_result("report signature", check_signature(fields, vcek));
             v.check_result(
                 "VCEK matches chip and TCB",
-                check_vcek_binding(&report, vcek),
+                check_vcek_binding(fields, &report, vcek),
             );
         }
     }
 
-    v.check_result("measurement", policy.measurement.check(&report.measurement));
-    v.check_result("REPORT_DATA", policy.check_report_data(&report.report_data));
-    let raw_policy = u64::from(report.policy);
+    v.check_result("measurement", policy.measurement.check(&fields.measurement));
+    v.check_result("REPORT_DATA", policy.check_report_data(&fields.report_data));
+    let raw_policy = fields.policy.get();
     v.check_result(
         "debug",
         policy.check_debug(raw_policy & POLICY_DEBUG_BIT != 0, "policy bit 19 (DEBUG)"),
     );
     v.check_result(
         "VMPL",
-        if report.vmpl == policy.snp_vmpl {
-            Ok(format!("{}", report.vmpl))
-        } else {
-            Err(format!(
-                "report made at VMPL {}, policy wants {}",
-                report.vmpl, policy.snp_vmpl
-            ))
+        match fields.vmpl.get() {
+            vmpl if vmpl == policy.snp_vmpl => Ok(format!("{vmpl}")),
+            vmpl => Err(format!(
+                "report made at VMPL {vmpl}, policy wants {}",
+                policy.snp_vmpl
+            )),
         },
     );
     v.check_result(
@@ -281,11 +295,10 @@ fn rfc3339(secs: u64) -> String {
 }
 
 /// ECDSA P-384 / SHA-384 over raw[0, 0x2A0) with the VCEK's key (§7.3, Table 139).
-fn check_signature(raw: &[u8], vcek: &Certificate) -> Result<String, String> {
+fn check_signature(report: &Layout, vcek: &Certificate) -> Result<String, String> {
     let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(vcek.public_key_sec1())
         .map_err(|e| format!("VCEK key is not a P-384 point: {e}"))?;
-    let le_scalar = |off: usize| -> Result<[u8; 48], String> {
-        let field = &raw[off..off + 72];
+    let le_scalar = |field: &[u8; 72]| -> Result<[u8; 48], String> {
         if field[48..].iter().any(|&b| b != 0) {
             return Err("signature component wider than 384 bits".into());
         }
@@ -294,13 +307,14 @@ fn check_signature(raw: &[u8], vcek: &Certificate) -> Result<String, String> {
         be.reverse();
         Ok(be)
     };
-    let r = le_scalar(SIGNATURE_OFFSET)?;
-    let s = le_scalar(SIGNATURE_OFFSET + 0x48)?;
+    let r = le_scalar(&report.signature.r)?;
+    let s = le_scalar(&report.signature.s)?;
     let sig = p384::ecdsa::Signature::from_scalars(
         p384::FieldBytes::clone_from_slice(&r),
         p384::FieldBytes::clone_from_slice(&s),
     )
     .map_err(|e| format!("malformed signature: {e}"))?;
+    let raw = zerocopy::IntoBytes::as_bytes(report);
     key.verify(&raw[..SIGNED_LEN], &sig).map_err(|_| {
         "ECDSA P-384 signature over bytes [0, 0x2A0) does not verify with the VCEK".to_string()
     })?;
@@ -314,8 +328,13 @@ const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
 const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
 
-/// The VCEK's hwID and SPL extensions must equal CHIP_ID and REPORTED_TCB.
-fn check_vcek_binding(report: &AttestationReport, vcek: &Certificate) -> Result<String, String> {
+/// The VCEK's hwID and SPL extensions must equal CHIP_ID and REPORTED_TCB (decoded by virtee for
+/// the report's processor generation).
+fn check_vcek_binding(
+    fields: &Layout,
+    report: &AttestationReport,
+    vcek: &Certificate,
+) -> Result<String, String> {
     let cert: x509_cert::Certificate = vcek.clone().into();
     let exts = cert.tbs_certificate.extensions.unwrap_or_default();
     let ext = |oid: &str| {
@@ -342,7 +361,7 @@ fn check_vcek_binding(report: &AttestationReport, vcek: &Certificate) -> Result<
             ));
         }
     }
-    if report.key_info.mask_chip_key() {
+    if fields.mask_chip_key() {
         return Ok("TCB matches; CHIP_ID masked by the guest (MASK_CHIP_ID)".into());
     }
     let hwid = ext(OID_HWID)?;
@@ -353,7 +372,7 @@ fn check_vcek_binding(report: &AttestationReport, vcek: &Certificate) -> Result<
             .map_err(|e| format!("VCEK hwID: {e}"))?
             .into_bytes(),
     };
-    if hwid != report.chip_id {
+    if hwid != fields.chip_id {
         return Err(
             "VCEK hwID differs from the report's CHIP_ID: the VCEK is another chip's".into(),
         );
