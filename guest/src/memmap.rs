@@ -136,6 +136,12 @@ pub const RESOURCE_MEMORY_UNACCEPTED: u32 = 7;
 
 /// Parse a TD HOB list (as QEMU writes it for a TD) into memory regions.
 pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
+    parse_td_hob_list(bytes).map(|(regions, _)| regions)
+}
+
+/// [`parse_td_hob`], also returning the length of the list in bytes (from the PHIT HOB through
+/// the end-of-list HOB): `bytes` is the whole TD_HOB section, the list is what gets measured.
+pub fn parse_td_hob_list(bytes: &[u8]) -> Result<(Vec<Region>, usize), MemMapError> {
     let mut out = Vec::new();
     let mut off = 0usize;
     let mut first = true;
@@ -150,7 +156,7 @@ pub fn parse_td_hob(bytes: &[u8]) -> Result<Vec<Region>, MemMapError> {
         }
         first = false;
         if ty == HOB_TYPE_END_OF_HOB_LIST {
-            return sorted_disjoint(out);
+            return Ok((sorted_disjoint(out)?, off + 8));
         }
         if len < 8 || off + len > bytes.len() {
             return Err(MemMapError::HobLength(off));
@@ -365,6 +371,10 @@ mod tests {
         list.extend(resource(5, 0xfee00000, 0x1000));
         list.extend(hob(HOB_TYPE_END_OF_HOB_LIST, &[]));
         let m = parse_td_hob(&list).unwrap();
+        // The list length counts through the end-of-list header, not the section's tail.
+        let mut section = list.clone();
+        section.resize(128 << 10, 0);
+        assert_eq!(parse_td_hob_list(&section).unwrap(), (m.clone(), list.len()));
         assert_eq!(m.len(), 3);
         assert_eq!(total(&m, RegionKind::Unaccepted), 0x7800000);
         assert_eq!(m[2].kind, RegionKind::Reserved);

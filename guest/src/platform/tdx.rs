@@ -89,9 +89,11 @@ pub fn accept_ram(
     lo: u64,
     hi: u64,
 ) -> Result<(Vec<Region>, AcceptStats), AcceptError> {
-    let stats = accept::accept_unaccepted(map, lo, hi, &mut |gpa, size| {
-        // SAFETY: only ranges the TD HOB lists as unaccepted are passed: pending pages nothing
-        // uses yet (already accepted ones are left alone by the TDX module).
+    let declared = super::layout::tdvf_sections();
+    let stats = accept::accept_unaccepted(map, lo, hi, &declared, &mut |gpa, size| {
+        // SAFETY: only ranges the TD HOB lists as unaccepted, outside every TDVF section (so
+        // nothing of the running firmware), each once: pending pages nothing uses yet (one the
+        // TDX module calls already accepted is left alone and fails the boot).
         unsafe { tdcall::page_accept(gpa, size) }
     })?;
     Ok((accept::relabel_accepted(map, lo, hi), stats))
@@ -233,6 +235,36 @@ impl TdxOps for TdxPlatform {
     }
 }
 
+/// Why the TD HOB could not be used.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum TdHobError {
+    /// The HOB list is malformed or its ranges overlap.
+    #[error("{0}")]
+    Parse(memmap::MemMapError),
+    /// Measuring it into RTMR[0] failed.
+    #[error("measuring it into RTMR[0]: {0}")]
+    Measure(RtmrError),
+}
+
+/// Reads the TD HOB from the TD_HOB section (over its full declared size, `layout::td_hob`),
+/// measures the list into RTMR[0] and logs it in `log` before anything acts on it
+/// (`EventLog::measure_td_hob`, as OVMF's `TdxHelperMeasureTdHob`), and returns its memory
+/// map (sorted, disjoint). Call once, after [`init`], before [`accept_ram`].
+pub fn read_td_hob(log: &mut EventLog) -> Result<Vec<Region>, TdHobError> {
+    let (start, end) = super::layout::td_hob();
+    // SAFETY: under TDX the VMM adds the TD_HOB section as private memory before launch and
+    // nothing else uses it; it is identity-mapped.
+    let section = unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+    let (map, len) = memmap::parse_td_hob_list(section).map_err(TdHobError::Parse)?;
+    log.measure_td_hob(&section[..len], &mut |index, digest| {
+        let mut data = Box::new(ExtendIn([0; 64]));
+        data.0[..48].copy_from_slice(digest);
+        tdcall::rtmr_extend(&data, index)
+    })
+    .map_err(TdHobError::Measure)?;
+    Ok(map)
+}
+
 /// Measures `cfg` into RTMR[2] and logs it in `log` (call once at boot, after [`accept_ram`],
 /// before serving). The log bytes (`log.bytes()`) must reach verifiers with the evidence.
 pub fn measure_boot_config(log: &mut EventLog, cfg: &BootConfig) -> Result<[u8; 48], RtmrError> {
@@ -248,13 +280,7 @@ const DMA_WINDOW_BYTES: usize = 4 << 20;
 
 /// The memory map from the TD HOB (the TDVF metadata's TD_HOB section, `arch/boot.s`).
 fn td_hob_map() -> Result<Vec<Region>, String> {
-    // The TD_HOB section of the TDVF metadata (guest/linker.ld, arch/boot.s), parsed over its
-    // full declared size.
-    let (start, end) = super::layout::td_hob();
-    // SAFETY: under TDX the VMM adds the TD_HOB section as private memory before launch and
-    // nothing else uses it; it is identity-mapped.
-    let hob = unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
-    memmap::parse_td_hob(hob).map_err(|e| format!("{e}"))
+    with_event_log(read_td_hob).map_err(|e| format!("{e}"))
 }
 
 /// The Intel TDX platform: port I/O, MMIO and HLT as TDG.VP.VMCALLs, RAM accepted with

@@ -8,8 +8,13 @@
 //! aligned and the whole 2 MiB lies in the range, 4 KiB otherwise. If the VMM mapped the 2 MiB
 //! range with 4 KiB Secure-EPT entries the call fails with TDX_PAGE_SIZE_MISMATCH and the guest
 //! accepts the 512 4 KiB pages one by one (as Linux `arch/x86/coco/tdx/tdx-shared.c` does).
-//! TDX_PAGE_ALREADY_ACCEPTED is not an error (the firmware may be asked twice); TDX_OPERAND_BUSY
-//! is retried a bounded number of times; anything else is an error naming the GPA.
+//! TDX_PAGE_ALREADY_ACCEPTED is fatal: the TD HOB is host input, so a range it calls unaccepted
+//! that the TDX module calls accepted means a lying HOB or a page the VMM removed and re-added;
+//! the TDVF sections (BFV, TD_HOB, TEMP_MEM), which the VMM adds at launch, are never accepted
+//! and a HOB that calls them unaccepted fails the boot ([`check_declared`]); the HOB's ranges
+//! are disjoint (`memmap::parse_td_hob`), so pupa itself never accepts a page twice.
+//! TDX_OPERAND_BUSY is retried a bounded number of times; anything else is an error naming the
+//! GPA.
 //!
 //! MapGPA (GHCI 1.5 §3.2): R12 = start GPA with the shared bit set, R13 = size. The VMM may
 //! stop early with TDG.VP.VMCALL_RETRY and R11 = the GPA to resume from; that GPA must lie in
@@ -40,6 +45,31 @@ pub enum AcceptError {
         /// End.
         end: u64,
     },
+    /// The TD HOB calls part of a TDVF metadata section (BFV, TD_HOB, TEMP_MEM) unaccepted.
+    /// The VMM adds those pages before launch (TDH.MEM.PAGE.ADD) and the firmware runs on
+    /// them: accepting them again would zero them under the running firmware if the VMM had
+    /// removed and re-added them.
+    #[error("the TD HOB marks [{start:#x}, {end:#x}) unaccepted, inside the declared TDVF section [{section_start:#x}, {section_end:#x})")]
+    DeclaredUnaccepted {
+        /// Start of the HOB's unaccepted range.
+        start: u64,
+        /// End of the HOB's unaccepted range.
+        end: u64,
+        /// Start of the TDVF section it overlaps.
+        section_start: u64,
+        /// End of that section.
+        section_end: u64,
+    },
+    /// TDG.MEM.PAGE.ACCEPT answered TDX_PAGE_ALREADY_ACCEPTED for a page outside the declared
+    /// sections that pupa never accepted: the page's contents are not what the firmware
+    /// expects (the TD HOB lied, or the VMM re-added a page), so the boot stops.
+    #[error("TDG.MEM.PAGE.ACCEPT of {size:?} at GPA {gpa:#x}: page already accepted (TDX_PAGE_ALREADY_ACCEPTED), though pupa never accepted it")]
+    AlreadyAccepted {
+        /// The page.
+        gpa: u64,
+        /// Its size.
+        size: PageSize,
+    },
     /// TDG.MEM.PAGE.ACCEPT failed.
     #[error("TDG.MEM.PAGE.ACCEPT of {size:?} at GPA {gpa:#x} failed with status {status:#x}")]
     Failed {
@@ -57,8 +87,6 @@ pub enum AcceptError {
 pub struct AcceptStats {
     /// Bytes newly accepted.
     pub accepted: u64,
-    /// Bytes the TDX module reported as already accepted.
-    pub already: u64,
     /// 2 MiB operations that fell back to 4 KiB.
     pub fallbacks: u64,
 }
@@ -94,15 +122,13 @@ pub fn accept_range(
     for (gpa, size) in plan(start, end) {
         match accept_one(gpa, size, accept)? {
             Outcome::Accepted => stats.accepted += size.bytes(),
-            Outcome::Already => stats.already += size.bytes(),
             Outcome::SizeMismatch => {
-                // Only 2 MiB operations can get here (see accept_one).
+                // Only 2 MiB operations can get here (see accept_one), and a 4 KiB one never
+                // answers SizeMismatch.
                 stats.fallbacks += 1;
                 for p in (gpa..gpa + PAGE_2M).step_by(PAGE_4K as usize) {
-                    match accept_one(p, PageSize::Size4K, accept)? {
-                        Outcome::Accepted => stats.accepted += PAGE_4K,
-                        _ => stats.already += PAGE_4K,
-                    }
+                    accept_one(p, PageSize::Size4K, accept)?;
+                    stats.accepted += PAGE_4K;
                 }
             }
         }
@@ -110,14 +136,38 @@ pub fn accept_range(
     Ok(stats)
 }
 
+/// Refuses a TD HOB that calls any part of a `declared` TDVF section (`[start, end)` of the
+/// BFV, TD_HOB and TEMP_MEM sections) unaccepted: the VMM added those pages at launch and the
+/// firmware is running on them ([`AcceptError::DeclaredUnaccepted`]).
+pub fn check_declared(regions: &[Region], declared: &[(u64, u64)]) -> Result<(), AcceptError> {
+    for r in regions.iter().filter(|r| r.kind == RegionKind::Unaccepted) {
+        if let Some(&(ds, de)) = declared
+            .iter()
+            .find(|&&(ds, de)| r.start < de && ds < r.end())
+        {
+            return Err(AcceptError::DeclaredUnaccepted {
+                start: r.start,
+                end: r.end(),
+                section_start: ds,
+                section_end: de,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Accepts every [`RegionKind::Unaccepted`] region of the TD HOB inside `[lo, hi)` (clipped
-/// to 4 KiB pages inwards).
+/// to 4 KiB pages inwards), after [`check_declared`] found none of them inside a `declared`
+/// TDVF section. `regions` must be disjoint (as `memmap::parse_td_hob` returns them), so no
+/// page is accepted twice, and any TDX_PAGE_ALREADY_ACCEPTED is fatal.
 pub fn accept_unaccepted(
     regions: &[Region],
     lo: u64,
     hi: u64,
+    declared: &[(u64, u64)],
     accept: &mut impl FnMut(u64, PageSize) -> u64,
 ) -> Result<AcceptStats, AcceptError> {
+    check_declared(regions, declared)?;
     let mut total = AcceptStats::default();
     for r in regions.iter().filter(|r| r.kind == RegionKind::Unaccepted) {
         let s = r.start.max(lo).div_ceil(PAGE_4K) * PAGE_4K;
@@ -125,7 +175,6 @@ pub fn accept_unaccepted(
         if e > s {
             let st = accept_range(s, e, accept)?;
             total.accepted += st.accepted;
-            total.already += st.already;
             total.fallbacks += st.fallbacks;
         }
     }
@@ -161,7 +210,6 @@ pub fn relabel_accepted(regions: &[Region], lo: u64, hi: u64) -> Vec<Region> {
 
 enum Outcome {
     Accepted,
-    Already,
     SizeMismatch,
 }
 
@@ -176,7 +224,11 @@ fn accept_one(
         let st = TdcallStatus(rax);
         match st.code() {
             status::SUCCESS => return Ok(Outcome::Accepted),
-            status::PAGE_ALREADY_ACCEPTED => return Ok(Outcome::Already),
+            // pupa accepts each page once and never a declared one: the page was accepted
+            // behind its back (TDX module ABI, TDG.MEM.PAGE.ACCEPT: TDX_PAGE_ALREADY_ACCEPTED).
+            status::PAGE_ALREADY_ACCEPTED => {
+                return Err(AcceptError::AlreadyAccepted { gpa, size })
+            }
             status::PAGE_SIZE_MISMATCH if size == PageSize::Size2M => {
                 return Ok(Outcome::SizeMismatch)
             }
@@ -344,7 +396,7 @@ mod tests {
         let mut f = |g, s| m.accept(g, s);
         let st = accept_range(start, end, &mut f).unwrap();
         assert_eq!(st.accepted, end - start);
-        assert_eq!((st.already, st.fallbacks), (0, 1));
+        assert_eq!(st.fallbacks, 1);
         for p in (start..end).step_by(4096) {
             assert_eq!(m.accepted_count.get(&p), Some(&1), "page {p:#x}");
         }
@@ -354,11 +406,8 @@ mod tests {
     }
 
     #[test]
-    fn already_accepted_is_fine_other_errors_name_the_gpa() {
+    fn errors_name_the_gpa() {
         let mut m = MockModule::new();
-        m.pre_accepted.push(0x5000);
-        let st = accept_range(0x4000, 0x7000, &mut |g, s| m.accept(g, s)).unwrap();
-        assert_eq!((st.accepted, st.already), (0x2000, 0x1000));
         assert_eq!(
             accept_range(0x4001, 0x7000, &mut |g, s| m.accept(g, s)),
             Err(AcceptError::Unaligned {
@@ -416,7 +465,8 @@ mod tests {
             },
         ];
         let mut m = MockModule::new();
-        let st = accept_unaccepted(&regions, 0, 0x100_0000, &mut |g, s| m.accept(g, s)).unwrap();
+        let st =
+            accept_unaccepted(&regions, 0, 0x100_0000, &[], &mut |g, s| m.accept(g, s)).unwrap();
         assert_eq!(st.accepted, 0x80_0000);
         assert!(m
             .calls
@@ -451,6 +501,68 @@ mod tests {
         assert_eq!(
             total(&after, RegionKind::Ram) + total(&after, RegionKind::Unaccepted),
             total(&regions, RegionKind::Ram) + total(&regions, RegionKind::Unaccepted)
+        );
+    }
+
+    /// TEMP_MEM, TD_HOB and BFV as pupa declares them (guest/linker.ld).
+    const DECLARED: [(u64, u64); 3] = [
+        (0x10_0000, 0x50_0000),
+        (0x1_0000, 0x3_0000),
+        (0xFFF8_0000, 1 << 32),
+    ];
+
+    #[test]
+    fn hob_marking_a_declared_section_unaccepted_fails_the_boot() {
+        // T1: a HOB whose unaccepted range covers TEMP_MEM (where the firmware runs): no page
+        // of it (nor anything else) may be accepted.
+        let un = |start, len| Region {
+            start,
+            len,
+            kind: RegionKind::Unaccepted,
+        };
+        for bad in [
+            un(0x40_0000, 0x800_0000),  // overlaps the end of TEMP_MEM
+            un(0x2_0000, 0x1000),       // inside the TD HOB
+            un(0xFFF0_0000, 0x10_0000), // the image
+        ] {
+            let regions = [un(0x800_0000, 0x100_0000), bad];
+            let mut m = MockModule::new();
+            let r = accept_unaccepted(&regions, 0, 1 << 32, &DECLARED, &mut |g, s| {
+                m.accept(g, s)
+            });
+            assert!(
+                matches!(r, Err(AcceptError::DeclaredUnaccepted { start, .. }) if start == bad.start),
+                "{bad:x?}: {r:?}"
+            );
+            assert!(m.calls.is_empty(), "accepted before refusing: {:x?}", m.calls);
+        }
+        // Touching a declared section is fine.
+        let ok = [un(0x50_0000, 0x10_0000)];
+        let mut m = MockModule::new();
+        accept_unaccepted(&ok, 0, 1 << 32, &DECLARED, &mut |g, s| m.accept(g, s)).unwrap();
+    }
+
+    #[test]
+    fn already_accepted_outside_declared_sections_is_fatal() {
+        // T1: a page pupa never accepted that the TDX module calls accepted (4 KiB, and a
+        // 2 MiB page) stops the boot.
+        let mut m = MockModule::new();
+        m.pre_accepted.push(0x5000);
+        assert_eq!(
+            accept_range(0x4000, 0x7000, &mut |g, s| m.accept(g, s)),
+            Err(AcceptError::AlreadyAccepted {
+                gpa: 0x5000,
+                size: PageSize::Size4K
+            })
+        );
+        let mut m = MockModule::new();
+        m.pre_accepted.push(0x60_0000);
+        assert_eq!(
+            accept_range(0x40_0000, 0x80_0000, &mut |g, s| m.accept(g, s)),
+            Err(AcceptError::AlreadyAccepted {
+                gpa: 0x60_0000,
+                size: PageSize::Size2M
+            })
         );
     }
 

@@ -13,8 +13,22 @@
 //! _PROTOCOL", TDVF design guide "Measurement"), RTMR[0] holds firmware configuration, RTMR[1]
 //! the OS loader/kernel, RTMR[2] the OS/application and its parameters, RTMR[3] is left for
 //! run-time use. pupa is firmware and application at once: MRTD covers the code, and the
-//! application-level configuration belongs in RTMR[2]; RTMR[0..1] stay zero, so a verifier
+//! application-level configuration belongs in RTMR[2]; RTMR[1] stays zero, so a verifier
 //! also sees that nothing loaded another stage.
+//!
+//! **The TD HOB (RTMR[0]).** The memory map the VMM wrote into the TD_HOB section is host
+//! input that neither MRTD nor the boot configuration covers. Before the firmware uses it, it
+//! is measured into RTMR[0] (TDG.MR.RTMR.EXTEND index 0; CCEL index 1), as OVMF's
+//! `TdxHelperMeasureTdHob` does, by [`EventLog::measure_td_hob`]: event type
+//! EV_PLATFORM_CONFIG_FLAGS (0x0000000A, PFP spec Table 9: platform configuration data), event
+//! data = the HOB list itself, from the PHIT HOB through the 8-byte end-of-list HOB (type
+//! 0xFFFF) inclusive (the unused tail of the section is not part of it), digest =
+//! SHA-384(event data). A verifier recomputes the digest from the data and decodes the data as
+//! a PI spec Vol. 3 §5 HOB list (`pupa_guest::memmap::parse_td_hob` reads exactly this) to see
+//! the RAM, unaccepted RAM and MMIO ranges the host declared. (OVMF hashes the list without
+//! the end-of-list HOB and logs an `EV_EFI_HANDOFF_TABLES2` pointer record instead of the
+//! bytes, so its RTMR[0] value differs; pupa logs the bytes so the log alone is checkable.)
+//! It is the first event of the log; RTMR[0] holds nothing else.
 //!
 //! **Extend.** `digest = SHA-384(event data)`, `RTMR' = SHA-384(RTMR ‖ digest)` (TDX Module ABI
 //! spec, "TDG.MR.RTMR.EXTEND"); RTMRs start as 48 zero bytes.
@@ -41,6 +55,10 @@ use crate::tee::TeeKind;
 pub use pupa_spec::tdx::boot_config::{
     BOOT_CONFIG_DOMAIN, BOOT_CONFIG_LEN, BOOT_CONFIG_RTMR, EV_EVENT_TAG, PUPA_TAG_ID,
 };
+/// The RTMR the TD HOB goes into (TDG.MR.RTMR.EXTEND RDX), as in OVMF.
+pub const TD_HOB_RTMR: u8 = 0;
+/// EV_PLATFORM_CONFIG_FLAGS (PFP spec Table 9): the event type of the TD HOB measurement.
+pub const EV_PLATFORM_CONFIG_FLAGS: u32 = 0xA;
 /// TPM_ALG_SHA384 (TCG Algorithm Registry).
 pub const ALG_SHA384: u16 = 0x000C;
 /// EV_NO_ACTION (PFP spec Table 9).
@@ -227,6 +245,17 @@ impl EventLog {
         Ok(digest)
     }
 
+    /// Measures the TD HOB list `hob_list` (PHIT through end-of-list, see the module docs)
+    /// into RTMR[0] as an EV_PLATFORM_CONFIG_FLAGS event whose data is the list. Call before
+    /// anything acts on the HOB.
+    pub fn measure_td_hob(
+        &mut self,
+        hob_list: &[u8],
+        extend_fn: &mut impl FnMut(u8, &[u8; 48]) -> u64,
+    ) -> Result<[u8; 48], RtmrError> {
+        self.measure(TD_HOB_RTMR, EV_PLATFORM_CONFIG_FLAGS, hob_list, extend_fn)
+    }
+
     /// Measures `cfg` into RTMR[2] as a pupa tagged event.
     pub fn measure_boot_config(
         &mut self,
@@ -297,6 +326,36 @@ pub(crate) mod tests {
         assert_eq!(rec[0..4], 3u32.to_le_bytes());
         assert_eq!(rec[4..8], 6u32.to_le_bytes());
         assert_eq!(rec[12..14], [0x0C, 0]);
+    }
+
+    #[test]
+    fn td_hob_goes_into_rtmr0_with_its_bytes() {
+        // T1: the host-written HOB list is logged whole and extended into RTMR[0].
+        let mut list = Vec::new();
+        list.extend_from_slice(&[1, 0, 56, 0, 0, 0, 0, 0]);
+        list.extend_from_slice(&[0u8; 48]);
+        list.extend_from_slice(&[0xFF, 0xFF, 8, 0, 0, 0, 0, 0]);
+        let mut log = EventLog::new();
+        let mut seen = Vec::new();
+        let d = log
+            .measure_td_hob(&list, &mut |i, d| {
+                seen.push((i, *d));
+                0
+            })
+            .unwrap();
+        assert_eq!(seen, alloc::vec![(0u8, d)]);
+        assert_eq!(d[..], Sha384::digest(&list)[..]);
+        let mut h = Sha384::new();
+        h.update([0u8; 48]);
+        h.update(d);
+        assert_eq!(log.expected_rtmr(0).unwrap()[..], h.finalize()[..]);
+        assert_eq!(log.expected_rtmr(2), Some([0; 48]));
+        // CCEL index 1, EV_PLATFORM_CONFIG_FLAGS, SHA-384, the list as the event data.
+        let rec = &log.bytes()[log.bytes().len() - (4 + 4 + 4 + 2 + 48 + 4 + list.len())..];
+        assert_eq!(rec[0..4], 1u32.to_le_bytes());
+        assert_eq!(rec[4..8], 0xAu32.to_le_bytes());
+        assert_eq!(rec[62..66], (list.len() as u32).to_le_bytes());
+        assert_eq!(&rec[66..], &list[..]);
     }
 
     #[test]
