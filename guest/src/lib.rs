@@ -20,6 +20,7 @@ pub mod snp;
 pub mod tdx;
 pub mod tee;
 pub mod trap;
+pub mod virtio_pci;
 pub mod virtqueue;
 
 /// The version printed in the boot banner and recorded in the manifest.

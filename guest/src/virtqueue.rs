@@ -9,22 +9,32 @@
 //!
 //! Addresses handed to the device are guest-physical; the caller guarantees that the memory
 //! stays valid and identity-mapped while a buffer is in flight.
+//!
+//! The ring layouts are `pupa_spec::virtio`'s typed elements ([`VirtqDesc`],
+//! [`VirtqAvailHeader`], [`VirtqUsedElem`], [`VirtqUsedHeader`]). The memory is shared with the
+//! device, which may write it at any time, so it is only ever accessed through raw pointers
+//! with one volatile access per element or index — never through a Rust reference.
 
+use core::ptr::addr_of_mut;
 use core::sync::atomic::{fence, Ordering};
 
-/// Descriptor flags (§2.7.5).
-pub const VIRTQ_DESC_F_NEXT: u16 = 1;
-pub const VIRTQ_DESC_F_WRITE: u16 = 2;
+use pupa_spec::virtio::{
+    avail_ring_bytes, avail_ring_entry_offset, desc_table_bytes, used_ring_bytes,
+    used_ring_elem_offset, VirtqAvailHeader, VirtqDesc, VirtqUsedElem, VirtqUsedHeader,
+};
+pub use pupa_spec::virtio::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
 
-/// Bytes of each area for a queue of `size` entries (§2.7: alignments 16, 2, 4).
+/// Bytes of the descriptor table of a queue of `size` entries (§2.7; 16-byte aligned).
 pub const fn desc_bytes(size: u16) -> usize {
-    16 * size as usize
+    desc_table_bytes(size)
 }
+/// Bytes of the available ring (§2.7; 2-byte aligned).
 pub const fn avail_bytes(size: u16) -> usize {
-    6 + 2 * size as usize
+    avail_ring_bytes(size)
 }
+/// Bytes of the used ring (§2.7; 4-byte aligned).
 pub const fn used_bytes(size: u16) -> usize {
-    6 + 8 * size as usize
+    used_ring_bytes(size)
 }
 
 /// The device broke the queue protocol.
@@ -41,9 +51,9 @@ pub enum QueueError {
 /// Driver side of one split virtqueue.
 pub struct SplitQueue {
     size: u16,
-    desc: *mut u8,
-    avail: *mut u8,
-    used: *mut u8,
+    desc: *mut VirtqDesc,
+    avail: *mut VirtqAvailHeader,
+    used: *mut VirtqUsedHeader,
     /// Capacity of each in-flight descriptor (0 = free).
     in_flight: alloc::vec::Vec<u32>,
     free: alloc::vec::Vec<u16>,
@@ -59,9 +69,9 @@ impl SplitQueue {
     /// Set up a queue over zeroed areas.
     ///
     /// # Safety
-    /// `desc`, `avail` and `used` must point to zeroed, suitably aligned memory of at least
-    /// [`desc_bytes`], [`avail_bytes`], [`used_bytes`] for `size`, valid for the queue's
-    /// lifetime and used by nothing but this queue and the device.
+    /// `desc`, `avail` and `used` must point to zeroed memory, aligned to 16, 2 and 4 bytes
+    /// (§2.7), of at least [`desc_bytes`], [`avail_bytes`], [`used_bytes`] for `size`, valid
+    /// for the queue's lifetime and used by nothing but this queue and the device.
     pub unsafe fn new(size: u16, desc: *mut u8, avail: *mut u8, used: *mut u8) -> SplitQueue {
         assert!(
             size.is_power_of_two(),
@@ -69,9 +79,9 @@ impl SplitQueue {
         );
         SplitQueue {
             size,
-            desc,
-            avail,
-            used,
+            desc: desc.cast(),
+            avail: avail.cast(),
+            used: used.cast(),
             in_flight: alloc::vec![0; size as usize],
             free: (0..size).rev().collect(),
             avail_idx: 0,
@@ -93,33 +103,35 @@ impl SplitQueue {
     /// Returns the descriptor id, or `None` if the queue is full.
     pub fn push(&mut self, gpa: u64, len: u32, writable: bool) -> Option<u16> {
         let id = self.free.pop()?;
-        let d = id as usize * 16;
-        // SAFETY: `id < size`, so the 16-byte descriptor lies inside the table (new's contract).
-        unsafe {
-            let p = self.desc.add(d);
-            (p as *mut u64).write_volatile(gpa.to_le());
-            (p.add(8) as *mut u32).write_volatile(len.to_le());
-            (p.add(12) as *mut u16)
-                .write_volatile(if writable { VIRTQ_DESC_F_WRITE } else { 0 }.to_le());
-            (p.add(14) as *mut u16).write_volatile(0);
-        }
+        let desc = VirtqDesc {
+            addr: gpa.to_le(),
+            len: len.to_le(),
+            flags: if writable { VIRTQ_DESC_F_WRITE } else { 0 }.to_le(),
+            next: 0,
+        };
+        // SAFETY: `id < size`, so the descriptor lies inside the table (new's contract).
+        unsafe { self.desc.add(id as usize).write_volatile(desc) };
         self.in_flight[id as usize] = len.max(1);
-        let slot = (self.avail_idx % self.size) as usize;
-        // SAFETY: ring entry `slot < size` of the available ring (flags u16, idx u16, ring[]).
-        unsafe { (self.avail.add(4 + 2 * slot) as *mut u16).write_volatile(id.to_le()) };
+        let slot = self.avail_idx % self.size;
+        // SAFETY: ring entry `slot < size` of the available ring, which `new`'s contract makes
+        // `avail_bytes(size)` long and 2-byte aligned.
+        unsafe {
+            let entry = self.avail.cast::<u8>().add(avail_ring_entry_offset(slot));
+            entry.cast::<u16>().write_volatile(id.to_le());
+        }
         // the device must see the descriptor and ring entry before the new index (§2.7.13)
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        // SAFETY: the idx field of the available ring.
-        unsafe { (self.avail.add(2) as *mut u16).write_volatile(self.avail_idx.to_le()) };
+        // SAFETY: the idx field of the available ring's header (no reference is created).
+        unsafe { addr_of_mut!((*self.avail).idx).write_volatile(self.avail_idx.to_le()) };
         fence(Ordering::SeqCst);
         Some(id)
     }
 
     /// Take one used buffer: `(descriptor id, bytes written by the device)`.
     pub fn pop(&mut self) -> Result<Option<(u16, u32)>, QueueError> {
-        // SAFETY: the idx field of the used ring.
-        let now = u16::from_le(unsafe { (self.used.add(2) as *const u16).read_volatile() });
+        // SAFETY: the idx field of the used ring's header (no reference is created).
+        let now = u16::from_le(unsafe { addr_of_mut!((*self.used).idx).read_volatile() });
         if now == self.last_used {
             return Ok(None);
         }
@@ -131,15 +143,14 @@ impl SplitQueue {
             });
         }
         fence(Ordering::SeqCst);
-        let slot = (self.last_used % self.size) as usize;
-        // SAFETY: used element `slot < size`: {u32 id, u32 len} at 4 + 8 * slot.
-        let (id, len) = unsafe {
-            let p = self.used.add(4 + 8 * slot);
-            (
-                u32::from_le((p as *const u32).read_volatile()),
-                u32::from_le((p.add(4) as *const u32).read_volatile()),
-            )
+        let slot = self.last_used % self.size;
+        // SAFETY: used element `slot < size` of the used ring, which `new`'s contract makes
+        // `used_bytes(size)` long and 4-byte aligned.
+        let elem = unsafe {
+            let p = self.used.cast::<u8>().add(used_ring_elem_offset(slot));
+            p.cast::<VirtqUsedElem>().read_volatile()
         };
+        let (id, len) = (u32::from_le(elem.id), u32::from_le(elem.len));
         if id >= self.size as u32 || self.in_flight[id as usize] == 0 {
             return Err(QueueError::BogusId(id));
         }

@@ -22,7 +22,9 @@ pub const VIRTQ_DESC_F_WRITE: u16 = 2;
 pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 
 /// `struct virtq_desc` (§2.7.5): one entry of the descriptor table, 16-byte aligned table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtqDesc {
     /// Guest-physical address of the buffer.
@@ -37,7 +39,9 @@ pub struct VirtqDesc {
 
 /// The fixed head of `struct virtq_avail` (§2.7.6); `ring[queue size]` of `u16` descriptor
 /// heads and the optional `used_event` `u16` follow it. The ring is 2-byte aligned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtqAvailHeader {
     /// `VIRTQ_AVAIL_F_NO_INTERRUPT` (bit 0).
@@ -47,7 +51,9 @@ pub struct VirtqAvailHeader {
 }
 
 /// `struct virtq_used_elem` (§2.7.8): one used-ring entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtqUsedElem {
     /// Head of the used descriptor chain (`u32` to pad the element to 8 bytes).
@@ -58,7 +64,9 @@ pub struct VirtqUsedElem {
 
 /// The fixed head of `struct virtq_used` (§2.7.8); `ring[queue size]` of [`VirtqUsedElem`] and
 /// the optional `avail_event` `u16` follow it. The ring is 4-byte aligned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtqUsedHeader {
     /// `VIRTQ_USED_F_NO_NOTIFY` (bit 0).
@@ -144,7 +152,9 @@ pub const PCI_CAP_ID_VNDR: u8 = 0x09;
 /// `struct virtio_pci_cap` (§4.1.4): where one virtio structure lives. Everything in it is
 /// device-supplied: `bar` may name a BAR that does not exist, and `offset`/`length` may reach
 /// beyond the BAR.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtioPciCap {
     /// PCI capability ID: [`PCI_CAP_ID_VNDR`].
@@ -169,7 +179,9 @@ pub struct VirtioPciCap {
 
 /// `struct virtio_pci_notify_cap` (§4.1.4.4): the notify capability, which adds the
 /// multiplier for each queue's `queue_notify_off`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtioPciNotifyCap {
     /// The generic part.
@@ -184,7 +196,9 @@ pub struct VirtioPciNotifyCap {
 /// §4.1.3.1). `queue_notify_data` and `queue_reset` exist only when VIRTIO_F_NOTIF_CONFIG_DATA /
 /// VIRTIO_F_RING_RESET are negotiated, so a device may present a structure of only
 /// [`COMMON_CFG_MIN_LEN`] bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VirtioPciCommonCfg {
     /// Selects which 32 feature bits `device_feature` shows.

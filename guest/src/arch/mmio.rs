@@ -100,3 +100,123 @@ pub unsafe fn write32(addr: u64, v: u32) {
     // SAFETY: forwarded.
     unsafe { access(addr, 4, true, v as u64) };
 }
+
+/// A window of device registers: `len` bytes at guest-physical `base`. Every access is checked
+/// against the window and for natural alignment (virtio 1.2 §4.1.3.1), so an offset a device
+/// reported cannot reach past the structure it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mmio {
+    base: u64,
+    len: u64,
+}
+
+/// An access an [`Mmio`] window refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioError {
+    /// `offset + size` is beyond the window's `len` bytes.
+    OutOfWindow { offset: u64, size: u64, len: u64 },
+    /// The register address is not a multiple of the access size.
+    Misaligned { offset: u64, size: u64 },
+}
+
+impl core::fmt::Display for MmioError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            MmioError::OutOfWindow { offset, size, len } => {
+                write!(f, "{size}-byte MMIO access at {offset:#x} beyond a {len:#x}-byte window")
+            }
+            MmioError::Misaligned { offset, size } => {
+                write!(f, "misaligned {size}-byte MMIO access at {offset:#x}")
+            }
+        }
+    }
+}
+
+impl Mmio {
+    /// The window `[base, base + len)`.
+    ///
+    /// # Safety
+    /// The whole window must be registers of one device that the caller drives, mapped
+    /// uncached (or routed to the VMM by the platform), so that no access inside it touches
+    /// memory the firmware uses.
+    pub const unsafe fn new(base: u64, len: u64) -> Mmio {
+        Mmio { base, len }
+    }
+
+    /// Bytes in the window.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The sub-window of `len` bytes at `offset`, if it lies inside this one.
+    pub fn sub(&self, offset: u64, len: u64) -> Result<Mmio, MmioError> {
+        if !pupa_guest::virtio_pci::within(offset, len, self.len) {
+            return Err(MmioError::OutOfWindow {
+                offset,
+                size: len,
+                len: self.len,
+            });
+        }
+        Ok(Mmio {
+            base: self.base + offset,
+            len,
+        })
+    }
+
+    /// The address of a `size`-byte register at `offset`, if inside the window and aligned.
+    fn reg(&self, offset: u64, size: u64) -> Result<u64, MmioError> {
+        if !pupa_guest::virtio_pci::within(offset, size, self.len) {
+            return Err(MmioError::OutOfWindow {
+                offset,
+                size,
+                len: self.len,
+            });
+        }
+        let addr = self.base + offset;
+        if !addr.is_multiple_of(size) {
+            return Err(MmioError::Misaligned { offset, size });
+        }
+        Ok(addr)
+    }
+
+    /// Reads the byte register at `offset`.
+    pub fn read8(&self, offset: u64) -> Result<u8, MmioError> {
+        let a = self.reg(offset, 1)?;
+        // SAFETY: `a` lies inside the window (checked by `reg`), which `new`'s contract makes
+        // the caller's device registers.
+        Ok(unsafe { read8(a) })
+    }
+    /// Reads the 16-bit register at `offset`.
+    pub fn read16(&self, offset: u64) -> Result<u16, MmioError> {
+        let a = self.reg(offset, 2)?;
+        // SAFETY: as in `read8`.
+        Ok(unsafe { read16(a) })
+    }
+    /// Reads the 32-bit register at `offset`.
+    pub fn read32(&self, offset: u64) -> Result<u32, MmioError> {
+        let a = self.reg(offset, 4)?;
+        // SAFETY: as in `read8`.
+        Ok(unsafe { read32(a) })
+    }
+    /// Writes the byte register at `offset`.
+    pub fn write8(&self, offset: u64, v: u8) -> Result<(), MmioError> {
+        let a = self.reg(offset, 1)?;
+        // SAFETY: as in `read8`.
+        unsafe { write8(a, v) };
+        Ok(())
+    }
+    /// Writes the 16-bit register at `offset`.
+    pub fn write16(&self, offset: u64, v: u16) -> Result<(), MmioError> {
+        let a = self.reg(offset, 2)?;
+        // SAFETY: as in `read8`.
+        unsafe { write16(a, v) };
+        Ok(())
+    }
+    /// Writes the 32-bit register at `offset`.
+    pub fn write32(&self, offset: u64, v: u32) -> Result<(), MmioError> {
+        let a = self.reg(offset, 4)?;
+        // SAFETY: as in `read8`.
+        unsafe { write32(a, v) };
+        Ok(())
+    }
+}

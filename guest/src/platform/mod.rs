@@ -38,6 +38,7 @@ pub mod serial;
 pub mod snp;
 pub mod tdx;
 pub mod virtio_net;
+pub mod virtio_pci;
 
 /// Why a platform hook could not do its part of the boot (printed as the boot failure).
 #[derive(Debug, thiserror::Error)]

@@ -23,49 +23,22 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use super::idle;
-use super::pci::{self, Msix};
-use crate::arch::mmio;
+use super::pci::MsixError;
+use super::virtio_pci::{
+    Notifier, Transport, TransportError, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
+    STATUS_FAILED, STATUS_FEATURES_OK, VIRTIO_MSI_NO_VECTOR,
+};
 use pupa_guest::idle::VECTOR_NET;
 
 const VIRTIO_VENDOR: u16 = 0x1AF4;
 /// Modern virtio-net (0x1040 + device type 1) and the transitional id.
 const VIRTIO_NET_IDS: [(u16, u16); 2] = [(VIRTIO_VENDOR, 0x1041), (VIRTIO_VENDOR, 0x1000)];
 
-// Virtio PCI capability types (§4.1.4).
-const PCI_CAP_VENDOR: u8 = 0x09;
-const CAP_COMMON_CFG: u8 = 1;
-const CAP_NOTIFY_CFG: u8 = 2;
-const CAP_DEVICE_CFG: u8 = 4;
-
-// Device status bits (§2.1).
-const STATUS_ACKNOWLEDGE: u8 = 1;
-const STATUS_DRIVER: u8 = 2;
-const STATUS_DRIVER_OK: u8 = 4;
-const STATUS_FEATURES_OK: u8 = 8;
-const STATUS_FAILED: u8 = 128;
-
 // Feature bits (§5.1.3, §6).
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << 33;
 
-// Common configuration structure offsets (§4.1.4.3).
-const CC_DEVICE_FEATURE_SELECT: usize = 0x00;
-const CC_MSIX_CONFIG: usize = 0x10;
-const CC_QUEUE_MSIX_VECTOR: usize = 0x1A;
-const CC_DEVICE_FEATURE: usize = 0x04;
-const CC_DRIVER_FEATURE_SELECT: usize = 0x08;
-const CC_DRIVER_FEATURE: usize = 0x0C;
-const CC_DEVICE_STATUS: usize = 0x14;
-const CC_QUEUE_SELECT: usize = 0x16;
-const CC_QUEUE_SIZE: usize = 0x18;
-const CC_QUEUE_ENABLE: usize = 0x1C;
-const CC_QUEUE_NOTIFY_OFF: usize = 0x1E;
-const CC_QUEUE_DESC: usize = 0x20;
-const CC_QUEUE_DRIVER: usize = 0x28;
-const CC_QUEUE_DEVICE: usize = 0x30;
-/// "No vector" for msix_config / queue_msix_vector (§4.1.5.1.2).
-const VIRTIO_MSI_NO_VECTOR: u16 = 0xFFFF;
 /// The MSI-X table entry both queues use.
 const MSIX_ENTRY_QUEUES: u16 = 0;
 
@@ -100,12 +73,24 @@ impl DmaPool for PlainDma {
 /// Why the NIC could not be brought up.
 #[derive(Debug)]
 pub enum NetError {
+    /// No virtio-net device on PCI bus 0.
     NoDevice,
-    Pci(&'static str),
-    MissingCapability(&'static str),
+    /// The virtio-pci transport failed (BARs, capabilities, register bounds).
+    Transport(TransportError),
+    /// VIRTIO_NET_F_MAC was negotiated but there is no device configuration structure.
+    NoDeviceConfig,
     Features(&'static str),
     Queue(&'static str),
     NoMemory,
+}
+
+impl From<TransportError> for NetError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::NoDevice => NetError::NoDevice,
+            e => NetError::Transport(e),
+        }
+    }
 }
 
 /// Why the NIC runs without interrupts (it still works: the idle halt is then capped).
@@ -114,7 +99,7 @@ pub enum IrqError {
     /// The local APIC is not set up (`idle::init` failed or was not called).
     NoApic,
     /// The device's MSI-X could not be programmed.
-    Msix(pci::MsixError),
+    Msix(MsixError),
     /// The device refused the queues' MSI-X vector.
     VectorRefused,
 }
@@ -133,9 +118,12 @@ impl core::fmt::Display for NetError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             NetError::NoDevice => write!(f, "no virtio-net device on PCI bus 0"),
-            NetError::Pci(e) => write!(f, "PCI: {e}"),
-            NetError::MissingCapability(c) => {
-                write!(f, "the device lacks the virtio {c} capability")
+            NetError::Transport(e) => write!(f, "virtio-pci: {e}"),
+            NetError::NoDeviceConfig => {
+                write!(
+                    f,
+                    "the device offers a MAC but no device configuration structure"
+                )
             }
             NetError::Features(e) => write!(f, "feature negotiation: {e}"),
             NetError::Queue(e) => write!(f, "virtqueue setup: {e}"),
@@ -144,52 +132,14 @@ impl core::fmt::Display for NetError {
     }
 }
 
-struct Mmio(*mut u8);
-
-impl Mmio {
-    fn at(&self, off: usize) -> u64 {
-        self.0 as u64 + off as u64
-    }
-    fn r8(&self, off: usize) -> u8 {
-        // SAFETY: `off` lies within the capability's BAR window mapped by `init`.
-        unsafe { mmio::read8(self.at(off)) }
-    }
-    fn r16(&self, off: usize) -> u16 {
-        // SAFETY: as above.
-        unsafe { mmio::read16(self.at(off)) }
-    }
-    fn r32(&self, off: usize) -> u32 {
-        // SAFETY: as above.
-        unsafe { mmio::read32(self.at(off)) }
-    }
-    fn w8(&self, off: usize, v: u8) {
-        // SAFETY: as above.
-        unsafe { mmio::write8(self.at(off), v) }
-    }
-    fn w16(&self, off: usize, v: u16) {
-        // SAFETY: as above.
-        unsafe { mmio::write16(self.at(off), v) }
-    }
-    fn w32(&self, off: usize, v: u32) {
-        // SAFETY: as above.
-        unsafe { mmio::write32(self.at(off), v) }
-    }
-    fn w64(&self, off: usize, v: u64) {
-        self.w32(off, v as u32);
-        self.w32(off + 4, (v >> 32) as u32);
-    }
-}
-
 struct Queue {
     q: SplitQueue,
-    notify: *mut u16,
-    index: u16,
+    notifier: Notifier,
 }
 
 impl Queue {
     fn kick(&self) {
-        // SAFETY: the queue's notification address inside the notify capability window.
-        unsafe { mmio::write16(self.notify as u64, self.index) }
+        self.notifier.notify();
     }
 }
 
@@ -221,129 +171,25 @@ pub struct VirtioNet {
 }
 
 impl VirtioNet {
-    /// Find, reset and bring up the first virtio-net device.
+    /// Find, reset and bring up the first virtio-net device (§3.1.1 driver initialisation).
     pub fn init(dma: &mut dyn DmaPool) -> Result<VirtioNet, NetError> {
-        let dev = pci::find(&VIRTIO_NET_IDS).ok_or(NetError::NoDevice)?;
-        let mut next = pci::mmio_window_start();
-        let bars = pci::assign_bars(&dev, &mut next).map_err(NetError::Pci)?;
-        crate::arch::paging::map_uncached(pci::mmio_window_start(), next);
-        let (mut common, mut notify, mut device_cfg) = (None, None, None);
-        let mut notify_mult = 0u32;
-        for (off, id) in pci::capabilities(&dev) {
-            if id != PCI_CAP_VENDOR {
-                continue;
-            }
-            let cfg_type = dev.read8(off + 3);
-            let bar = dev.read8(off + 4) as usize;
-            let offset = dev.read(off + 8) as u64;
-            if bar >= 6 || bars[bar] == 0 {
-                continue;
-            }
-            let addr = (bars[bar] + offset) as *mut u8;
-            match cfg_type {
-                CAP_COMMON_CFG => common = Some(Mmio(addr)),
-                CAP_NOTIFY_CFG => {
-                    notify = Some(addr);
-                    notify_mult = dev.read(off + 16);
-                }
-                CAP_DEVICE_CFG => device_cfg = Some(Mmio(addr)),
-                _ => {}
-            }
-        }
-        let cc = common.ok_or(NetError::MissingCapability("common configuration"))?;
-        let notify = notify.ok_or(NetError::MissingCapability("notification"))?;
-        let devcfg = device_cfg.ok_or(NetError::MissingCapability("device configuration"))?;
+        let t = Transport::probe(&VIRTIO_NET_IDS)?;
         // MSI-X entry 0 → this CPU's VECTOR_NET; the queues are pointed at it below (after the
         // reset, which unassigns every vector).
-        let msix = idle::msi_message(VECTOR_NET)
-            .ok_or(IrqError::NoApic)
-            .and_then(|msg| {
-                let m = Msix::find(&dev, &bars).map_err(IrqError::Msix)?;
-                m.set_entry(MSIX_ENTRY_QUEUES, msg)
-                    .map_err(IrqError::Msix)?;
-                m.enable(&dev);
-                Ok(())
-            });
+        let msix = arm_msix(&t);
         let queue_vector = if msix.is_ok() {
             MSIX_ENTRY_QUEUES
         } else {
             VIRTIO_MSI_NO_VECTOR
         };
-
-        // §3.1.1 driver initialisation
-        cc.w8(CC_DEVICE_STATUS, 0);
-        while cc.r8(CC_DEVICE_STATUS) != 0 {
-            core::hint::spin_loop();
-        }
-        cc.w8(CC_DEVICE_STATUS, STATUS_ACKNOWLEDGE);
-        cc.w8(CC_DEVICE_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        cc.w32(CC_DEVICE_FEATURE_SELECT, 0);
-        let lo = cc.r32(CC_DEVICE_FEATURE) as u64;
-        cc.w32(CC_DEVICE_FEATURE_SELECT, 1);
-        let offered = lo | (cc.r32(CC_DEVICE_FEATURE) as u64) << 32;
-        if offered & VIRTIO_F_VERSION_1 == 0 {
-            cc.w8(CC_DEVICE_STATUS, STATUS_FAILED);
-            return Err(NetError::Features(
-                "the device does not offer VIRTIO_F_VERSION_1",
-            ));
-        }
-        let wanted = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_F_ACCESS_PLATFORM;
-        let features = offered & wanted;
-        cc.w32(CC_DRIVER_FEATURE_SELECT, 0);
-        cc.w32(CC_DRIVER_FEATURE, features as u32);
-        cc.w32(CC_DRIVER_FEATURE_SELECT, 1);
-        cc.w32(CC_DRIVER_FEATURE, (features >> 32) as u32);
-        let st = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-        cc.w8(CC_DEVICE_STATUS, st);
-        if cc.r8(CC_DEVICE_STATUS) & STATUS_FEATURES_OK == 0 {
-            cc.w8(CC_DEVICE_STATUS, STATUS_FAILED);
-            return Err(NetError::Features(
-                "the device refused the negotiated features",
-            ));
-        }
-        let mut mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-        if features & VIRTIO_NET_F_MAC != 0 {
-            for (i, b) in mac.iter_mut().enumerate() {
-                *b = devcfg.r8(i);
-            }
-        }
-
-        cc.w16(CC_MSIX_CONFIG, VIRTIO_MSI_NO_VECTOR);
-        // Returns the queue and whether the device took its MSI-X vector.
-        let mut setup = |index: u16| -> Result<(Queue, bool), NetError> {
-            cc.w16(CC_QUEUE_SELECT, index);
-            let max = cc.r16(CC_QUEUE_SIZE);
-            if max == 0 {
-                return Err(NetError::Queue("queue not available"));
-            }
-            let pow2 = 1u16 << (15 - max.leading_zeros()); // largest power of two <= max
-            let size = QUEUE_SIZE.min(pow2);
-            cc.w16(CC_QUEUE_SIZE, size);
-            let desc = dma.alloc(desc_bytes(size)).ok_or(NetError::NoMemory)?;
-            let avail = dma.alloc(avail_bytes(size)).ok_or(NetError::NoMemory)?;
-            let used = dma.alloc(used_bytes(size)).ok_or(NetError::NoMemory)?;
-            cc.w64(CC_QUEUE_DESC, desc as u64);
-            cc.w64(CC_QUEUE_DRIVER, avail as u64);
-            cc.w64(CC_QUEUE_DEVICE, used as u64);
-            let off = cc.r16(CC_QUEUE_NOTIFY_OFF) as usize * notify_mult as usize;
-            // §4.1.5.1.2: the device answers VIRTIO_MSI_NO_VECTOR if it cannot use the vector.
-            cc.w16(CC_QUEUE_MSIX_VECTOR, queue_vector);
-            let vector_ok = cc.r16(CC_QUEUE_MSIX_VECTOR) == queue_vector;
-            cc.w16(CC_QUEUE_ENABLE, 1);
-            // SAFETY: the three areas were just allocated zeroed, page-aligned and large
-            // enough, and belong to this queue only.
-            let q = unsafe { SplitQueue::new(size, desc, avail, used) };
-            // SAFETY: `off` lies within the notify capability's window.
-            let notify_at = unsafe { notify.add(off) } as *mut u16;
-            let queue = Queue {
-                q,
-                notify: notify_at,
-                index,
-            };
-            Ok((queue, vector_ok))
-        };
-        let (rxq, rx_vector) = setup(RX_QUEUE)?;
-        let (txq, tx_vector) = setup(TX_QUEUE)?;
+        t.reset()?;
+        t.set_status(STATUS_ACKNOWLEDGE)?;
+        t.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER)?;
+        let (features, st) = negotiate(&t)?;
+        let mac = read_mac(&t, features)?;
+        t.set_config_msix_vector(VIRTIO_MSI_NO_VECTOR)?;
+        let (rxq, rx_vector) = setup_queue(&t, dma, RX_QUEUE, queue_vector)?;
+        let (txq, tx_vector) = setup_queue(&t, dma, TX_QUEUE, queue_vector)?;
         let irq = msix.and_then(|()| {
             (rx_vector && tx_vector)
                 .then_some(())
@@ -376,7 +222,7 @@ impl VirtioNet {
         for _ in 0..n {
             tx.bufs.push(dma.alloc(BUF_SIZE).ok_or(NetError::NoMemory)?);
         }
-        cc.w8(CC_DEVICE_STATUS, st | STATUS_DRIVER_OK);
+        t.set_status(st | STATUS_DRIVER_OK)?;
         rx.queue.kick();
         match &irq {
             Ok(()) => {
@@ -389,6 +235,7 @@ impl VirtioNet {
                 crate::println!("pupa: nic interrupts none ({e}): idle halts poll every 1 ms")
             }
         }
+        let dev = t.device();
         Ok(VirtioNet {
             rx,
             tx,
@@ -426,6 +273,76 @@ impl VirtioNet {
             }
         }
     }
+}
+
+/// Points MSI-X table entry [`MSIX_ENTRY_QUEUES`] at this CPU's [`VECTOR_NET`] and enables
+/// MSI-X.
+fn arm_msix(t: &Transport) -> Result<(), IrqError> {
+    let msg = idle::msi_message(VECTOR_NET).ok_or(IrqError::NoApic)?;
+    let m = t.msix().map_err(IrqError::Msix)?;
+    m.set_entry(MSIX_ENTRY_QUEUES, msg)
+        .map_err(IrqError::Msix)?;
+    m.enable(t.device());
+    Ok(())
+}
+
+/// Feature negotiation (§3.1.1 steps 4–6): VERSION_1 required, MAC and ACCESS_PLATFORM taken
+/// when offered. Returns the features and the device status so far.
+fn negotiate(t: &Transport) -> Result<(u64, u8), NetError> {
+    let offered = t.device_features()?;
+    if offered & VIRTIO_F_VERSION_1 == 0 {
+        t.set_status(STATUS_FAILED)?;
+        return Err(NetError::Features(
+            "the device does not offer VIRTIO_F_VERSION_1",
+        ));
+    }
+    let wanted = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | VIRTIO_F_ACCESS_PLATFORM;
+    let features = offered & wanted;
+    t.set_driver_features(features)?;
+    let st = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+    t.set_status(st)?;
+    if t.status()? & STATUS_FEATURES_OK == 0 {
+        t.set_status(STATUS_FAILED)?;
+        return Err(NetError::Features(
+            "the device refused the negotiated features",
+        ));
+    }
+    Ok((features, st))
+}
+
+/// The MAC from the device configuration (`struct virtio_net_config.mac`, §5.1.4) when
+/// VIRTIO_NET_F_MAC was negotiated, else QEMU's default.
+fn read_mac(t: &Transport, features: u64) -> Result<[u8; 6], NetError> {
+    let mut mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    if features & VIRTIO_NET_F_MAC != 0 {
+        let cfg = t.device_cfg().ok_or(NetError::NoDeviceConfig)?;
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = cfg.read8(i as u64).map_err(TransportError::from)?;
+        }
+    }
+    Ok(mac)
+}
+
+/// Sets up queue `index` with the largest power-of-two size up to [`QUEUE_SIZE`] the device
+/// allows, its areas from `dma`. Returns the queue and whether the device took `vector`.
+fn setup_queue(
+    t: &Transport,
+    dma: &mut dyn DmaPool,
+    index: u16,
+    vector: u16,
+) -> Result<(Queue, bool), NetError> {
+    let max = t.queue_max_size(index)?;
+    let pow2 = 1u16 << (15 - max.leading_zeros()); // largest power of two <= max (max > 0)
+    let size = QUEUE_SIZE.min(pow2);
+    let desc = dma.alloc(desc_bytes(size)).ok_or(NetError::NoMemory)?;
+    let avail = dma.alloc(avail_bytes(size)).ok_or(NetError::NoMemory)?;
+    let used = dma.alloc(used_bytes(size)).ok_or(NetError::NoMemory)?;
+    let areas = (desc as u64, avail as u64, used as u64);
+    let (notifier, vector_ok) = t.setup_queue(index, size, areas, vector)?;
+    // SAFETY: the three areas were just allocated zeroed, page-aligned and large enough, and
+    // belong to this queue only.
+    let q = unsafe { SplitQueue::new(size, desc, avail, used) };
+    Ok((Queue { q, notifier }, vector_ok))
 }
 
 /// A received frame, copied out of the bounce buffer.
