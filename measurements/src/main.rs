@@ -120,7 +120,7 @@ struct MeasureArgs {
     /// SNP: write the VMSA pages as DIR/vmsa<N>.bin.
     #[arg(long)]
     dump_vmsa: Option<PathBuf>,
-    /// TDX: PAGE.ADD / MR.EXTEND ordering (single = QEMU >= 9, twopass = older).
+    /// TDX: PAGE.ADD / MR.EXTEND ordering (single = QEMU >= 10.1 / Linux >= 6.16, twopass = older).
     #[arg(long, default_value = "single")]
     order: String,
     /// TDX: CCEL event log (the log area) to replay into RTMR0..3.

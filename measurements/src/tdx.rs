@@ -12,13 +12,20 @@
 //! - **TDH.MR.FINALIZE** finalizes the hash.
 //!
 //! Which pages are added and extended comes from the TDVF metadata: every section is added
-//! page by page (TDH.MEM.PAGE.ADD), except sections with the PAGE.AUG attribute, which are
-//! added after launch with TDH.MEM.PAGE.AUG and never measured; sections with the MR.EXTEND
-//! attribute are also extended. BFV/CFV bytes come from the image at `data_offset`; TD_HOB and
-//! TEMP_MEM start out as VMM-provided memory.
+//! page by page (TDH.MEM.PAGE.ADD); sections with the MR.EXTEND attribute are also extended.
+//! BFV/CFV bytes come from the image at `data_offset`; TD_HOB and TEMP_MEM start out as
+//! VMM-provided memory. The TDVF design guide gives sections with the PAGE.AUG attribute to
+//! TDH.MEM.PAGE.AUG after launch (never measured), but upstream QEMU ignores the attribute
+//! (`hw/i386/tdvf.c` stores it; `target/i386/kvm/tdx.c` `tdx_init_fw_mem_region`, called from
+//! `tdx_finalize_vm`, issues `KVM_TDX_INIT_MEM_REGION` for every section with flags from
+//! MR.EXTEND alone): it adds
+//! such a section like any other. So the single-pass (QEMU) order refuses images with a
+//! PAGE.AUG section ([`TdxError::PageAugUnderQemu`]) rather than give an MRTD no QEMU host
+//! produces; the two-pass order (older stacks) keeps the design guide's meaning.
 //!
 //! **Orderings.** What we found in the sources:
-//! - QEMU ≥ 9 / KVM with guest_memfd (upstream QEMU `target/i386/kvm/tdx.c`
+//! - QEMU ≥ 10.1 / Linux ≥ 6.16 KVM with guest_memfd, the first upstream releases with TDX
+//!   (upstream QEMU `target/i386/kvm/tdx.c`
 //!   `tdx_init_fw_mem_region`, one `KVM_TDX_INIT_MEM_REGION` per section with
 //!   `KVM_TDX_MEASURE_MEMORY_REGION` when MR.EXTEND is set; Linux
 //!   `arch/x86/kvm/vmx/tdx.c` `tdx_gmem_post_populate` does TDH.MEM.PAGE.ADD and then the 16
@@ -45,7 +52,7 @@ pub const MR_EXTEND_CHUNK: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")] // "single", "twopass"
 pub enum Order {
-    /// Per page: add, then extend its 16 chunks (QEMU ≥ 9).
+    /// Per page: add, then extend its 16 chunks (upstream QEMU ≥ 10.1 / Linux ≥ 6.16).
     Single,
     /// Per section: add every page, then extend every page (older stacks).
     TwoPass,
@@ -100,6 +107,14 @@ pub enum TdxError {
     /// A TD_HOB section with MR.EXTEND: its contents are built by the VMM at launch.
     #[error("TDVF section {0} is a TD_HOB with MR.EXTEND: its contents are built by the VMM, so MRTD cannot be computed offline")]
     HobExtended(usize),
+    /// A PAGE.AUG section under the single-pass (QEMU) order: QEMU ignores the attribute.
+    #[error("TDVF section {index} ({kind}) has PAGE.AUG, which QEMU ignores (it adds and measures every section with TDH.MEM.PAGE.ADD before launch): the MRTD of this image under QEMU is not the TDVF model's; drop the attribute")]
+    PageAugUnderQemu {
+        /// Section index.
+        index: usize,
+        /// Section type name.
+        kind: &'static str,
+    },
 }
 
 fn page_add_block(gpa: u64) -> [u8; 128] {
@@ -132,6 +147,12 @@ pub fn mrtd(fw: &Firmware, order: Order) -> Result<Digest384, TdxError> {
         }
         if s.kind == TdvfSectionType::TdHob && s.mr_extend() {
             return Err(TdxError::HobExtended(index));
+        }
+        if order == Order::Single && s.page_aug() {
+            return Err(TdxError::PageAugUnderQemu {
+                index,
+                kind: s.kind.name(),
+            });
         }
     }
     let zero_page = [0u8; PAGE_SIZE as usize];
