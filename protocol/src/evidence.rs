@@ -1,8 +1,9 @@
 //! Evidence: what binds the guest's keys to a TEE report.
 //!
-//! `REPORT_DATA = SHA-512("pupa/evidence/v1" ‖ hpke_pk ‖ receipt_pk ‖ nonce)` (DESIGN.md,
-//! "Keys and sessions"): the 64 bytes go into the SNP report's REPORT_DATA field or the TDX
-//! TDREPORT's REPORTDATA, so a verified report vouches for exactly these keys and this nonce.
+//! `REPORT_DATA = SHA-512("pupa/evidence/v1" ‖ hpke_pk ‖ receipt_pk ‖ nonce)`
+//! (docs/DESIGN.md, "Keys and sessions"): the 64 bytes go into the SNP report's REPORT_DATA
+//! field or the TDX TDREPORT's REPORTDATA, so a verified report vouches for exactly these keys
+//! and this nonce.
 //!
 //! The development report ([`DevReport`]) is for machines without a TEE. It is **insecure by
 //! design**: it carries the in-band marker `PUPA-INSECURE-DEV`, the image's SHA-384 (the
