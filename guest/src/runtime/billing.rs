@@ -1,6 +1,6 @@
 //! Billing: checks a job's TON voucher before the job runs and, after it ran, signs the TON
-//! receipt with the running totals (the cumulative pattern of DESIGN.md "Receipts and payment
-//! on TON"; cell formats in `pupa_protocol::ton::receipt`).
+//! receipt with the running totals (the cumulative pattern of docs/DESIGN.md "Receipts and
+//! payment on TON"; cell formats in `pupa_protocol::ton::receipt`).
 //!
 //! Per (network, contract, client voucher key) the guest keeps `seq`, cumulative `units` and
 //! cumulative `price` (nanotons). A job is billed its `JobShape::units` (the cost model of

@@ -120,7 +120,7 @@ pub struct BuiltJob {
 pub struct RefCheck {
     /// ‖out − ref‖ / ‖ref‖.
     pub rel_err: f64,
-    /// The bound for this op and dtype (DESIGN.md, "Kernels").
+    /// The bound for this op and dtype (docs/DESIGN.md, "Kernels").
     pub tolerance: f64,
     /// Whether `rel_err ≤ tolerance` (NaN never passes).
     pub passed: bool,
@@ -303,8 +303,8 @@ impl BuiltJob {
         r.unwrap_or_default()
     }
 
-    /// The accuracy bound for this job (DESIGN.md: f32 ≤ 1e-5, attention ≤ 1e-4; f16 inputs
-    /// ≤ 2e-3; bf16 inputs ≤ 1e-2).
+    /// The accuracy bound for this job (docs/DESIGN.md, "Kernels": f32 ≤ 1e-5, attention
+    /// ≤ 1e-4; f16 inputs ≤ 2e-3; bf16 inputs ≤ 1e-2).
     pub fn tolerance(&self) -> f64 {
         match (self.job.dtype, self.job.op) {
             (DType::F32, Op::Matmul { .. }) => 1e-5,

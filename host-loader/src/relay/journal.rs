@@ -1,6 +1,7 @@
 //! The receipt journal: every receipt the relay forwards is appended here and synced to disk
-//! before the client sees it (DESIGN.md: receipts are on disk before the client sees them), and
-//! `pupa-host receipts relay --input` reads the same file.
+//! before the client sees it (docs/DESIGN.md, "Receipts and payment on TON": receipts are on
+//! disk before the client sees them), and `pupa-host receipts relay --input` reads the same
+//! file.
 //!
 //! # Format
 //!

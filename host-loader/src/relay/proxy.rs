@@ -480,7 +480,7 @@ fn forward_frames(
             }
             Kind::Receipt => {
                 if let Some(j) = &shared.journal {
-                    // DESIGN.md: receipts are on disk before the client sees them.
+                    // docs/DESIGN.md §9: receipts are on disk before the client sees them.
                     if let Err(e) = j.append(&frame.body) {
                         tracing::error!(conn = id, error = %e, "cannot store the receipt; withholding it");
                         return Err(DownStop::NotStored);
