@@ -17,6 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+pub use pupa_spec::tee::TeeKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
@@ -75,6 +76,17 @@ pub enum TeeEvidence {
         /// boot configuration measured into RTMR[2], to be replayed against the quote.
         event_log: Option<serde_bytes::ByteBuf>,
     },
+}
+
+impl TeeEvidence {
+    /// The TEE this evidence comes from.
+    pub fn kind(&self) -> TeeKind {
+        match self {
+            TeeEvidence::Dev(_) => TeeKind::Dev,
+            TeeEvidence::Snp { .. } => TeeKind::Snp,
+            TeeEvidence::Tdx { .. } => TeeKind::Tdx,
+        }
+    }
 }
 
 /// Evidence message: the guest's public keys, the nonce, and the TEE report over their binding.

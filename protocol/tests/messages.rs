@@ -1,7 +1,7 @@
 //! Round trips and refusals of messages, sealed jobs/results, evidence and receipts.
 
 use pupa_protocol::evidence::{
-    report_data, sign_dev, verify_dev, Evidence, EvidenceError, TeeEvidence,
+    report_data, sign_dev, verify_dev, Evidence, EvidenceError, TeeEvidence, TeeKind,
 };
 use pupa_protocol::frame::{Frame, FrameDecoder, Kind};
 use pupa_protocol::job::{DType, Job, JobError, JobResult, Layout, Op};
@@ -64,8 +64,15 @@ fn dev_evidence_verifies_and_refuses_tampering() {
         },
     };
     assert_eq!(verify_dev(&ev), Err(EvidenceError::NotDev));
+    assert_eq!(ev.tee.kind(), TeeKind::Tdx);
     ev.tee = TeeEvidence::Dev(sign_dev(&image, &ev.expected_report_data()));
     assert_eq!(verify_dev(&ev), Ok(image));
+    assert_eq!(ev.tee.kind(), TeeKind::Dev);
+    let snp = TeeEvidence::Snp {
+        report: vec![],
+        vcek: None,
+    };
+    assert_eq!((snp.kind(), snp.kind().name()), (TeeKind::Snp, "snp"));
     // Round trip through the wire.
     let frame = Message::Evidence(ev.clone()).to_frame().unwrap();
     let mut d = FrameDecoder::new();
