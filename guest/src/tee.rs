@@ -1,9 +1,12 @@
-//! Which world the guest runs in, decided from CPUID and (for SEV) one MSR.
+//! Which world the guest runs in, decided from one MSR (SEV) and CPUID (TDX).
 //!
-//! Detection executes no TEE instruction: on a plain VM it reads CPUID only; the SEV status MSR
-//! is read only when CPUID says the CPU supports SEV (AMD APM Vol. 2 §15.34.10, "SEV_STATUS
-//! MSR"); TDX is recognised by CPUID leaf 0x21 returning the vendor string "IntelTDX    "
-//! (Intel TDX Module ABI spec, "CPUID virtualization", leaf 0x21).
+//! Detection executes no TEE instruction. SEV is decided by the SEV_STATUS MSR alone (AMD APM
+//! Vol. 2 §15.34.10, "SEV_STATUS MSR"), never by the hypervisor's CPUID: under SEV-SNP CPUID
+//! answers come from the CPUID page, which the hypervisor fills (the PSP only checks that it
+//! claims no more than the hardware has), so CPUID Fn8000_001F may hide SEV from an SNP guest
+//! (Linux `sev_enable` and OVMF read the MSR too). TDX is recognised by CPUID leaf 0x21
+//! returning the vendor string "IntelTDX    " (Intel TDX Module ABI spec, "CPUID
+//! virtualization", leaf 0x21), which the TDX module answers itself.
 
 /// The TEE the guest runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,28 +142,28 @@ pub fn check_snp_status(status: u64) -> Result<(), SevStatusError> {
     }
 }
 
-/// Decide the TEE from CPUID (and the SEV status MSR, read only if `read_sev_status` is asked).
+/// Decide the TEE: SEV_STATUS first, then the TDX CPUID signature.
 ///
 /// `cpuid(leaf, subleaf)` and `read_sev_status()` are the machine accessors (mocked in tests).
+/// `read_sev_status` returns SEV_STATUS as read from the MSR, or 0 where the MSR does not exist
+/// (the boot stub's RDMSR of it raised #GP: not AMD, or no SEV) or is not read (the TDX entry).
 pub fn detect(
     mut cpuid: impl FnMut(u32, u32) -> CpuidResult,
     read_sev_status: impl FnOnce() -> u64,
 ) -> TeeKind {
+    let status = read_sev_status();
+    if status & sev_status::SNP != 0 {
+        return TeeKind::Snp;
+    }
+    if status & (sev_status::SEV | sev_status::SEV_ES) != 0 {
+        return TeeKind::SevWithoutSnp;
+    }
     let max_basic = cpuid(0, 0).eax;
     if max_basic >= TDX_CPUID_LEAF {
         let r = cpuid(TDX_CPUID_LEAF, 0);
         if [r.ebx, r.edx, r.ecx] == TDX_SIGNATURE {
             return TeeKind::Tdx;
         }
-    }
-    let max_ext = cpuid(0x8000_0000, 0).eax;
-    if max_ext >= AMD_MEM_ENC_LEAF && cpuid(AMD_MEM_ENC_LEAF, 0).eax & 0b10 != 0 {
-        let status = read_sev_status();
-        return match status & 0b111 {
-            s if s & 0b100 != 0 => TeeKind::Snp,
-            s if s & 0b001 != 0 => TeeKind::SevWithoutSnp,
-            _ => TeeKind::None,
-        };
     }
     TeeKind::None
 }
@@ -174,14 +177,14 @@ mod tests {
     }
 
     #[test]
-    fn plain_vm_reads_no_msr() {
+    fn plain_vm() {
         let kind = detect(
             |leaf, _| match leaf {
                 0 => regs(0x1f, 0, 0, 0),
                 0x8000_0000 => regs(0x8000_0008, 0, 0, 0),
                 _ => regs(0, 0, 0, 0),
             },
-            || panic!("must not read SEV_STATUS on a CPU without SEV"),
+            || 0, // the MSR does not exist (the stub's RDMSR raised #GP)
         );
         assert_eq!(kind, TeeKind::None);
     }
@@ -194,7 +197,7 @@ mod tests {
                 0x21 => regs(0, TDX_SIGNATURE[0], TDX_SIGNATURE[2], TDX_SIGNATURE[1]),
                 _ => regs(0, 0, 0, 0),
             },
-            || panic!("no MSR under TDX"),
+            || 0, // not read on the TDX entry path
         );
         assert_eq!(kind, TeeKind::Tdx);
     }
@@ -255,6 +258,33 @@ mod tests {
             check_snp_status(SEV | SEV_ES),
             Err(SevStatusError::NotSnp(SEV | SEV_ES))
         );
+    }
+
+    /// S2: the hypervisor's CPUID (max extended leaf below Fn8000_001F, or Fn8000_001F with
+    /// the SEV bit clear) must not turn an SNP guest into a plain one: SEV_STATUS decides.
+    #[test]
+    fn snp_detected_from_sev_status_when_cpuid_hides_sev() {
+        let no_mem_enc_leaf = |leaf, _| match leaf {
+            0 => regs(0x10, 0, 0, 0),
+            0x8000_0000 => regs(0x8000_0008, 0, 0, 0),
+            _ => regs(0, 0, 0, 0),
+        };
+        let sev_bit_clear = |leaf, _| match leaf {
+            0 => regs(0x10, 0, 0, 0),
+            0x8000_0000 => regs(0x8000_0021, 0, 0, 0),
+            AMD_MEM_ENC_LEAF => regs(0, 0x33, 0, 0),
+            _ => regs(0, 0, 0, 0),
+        };
+        assert_eq!(detect(no_mem_enc_leaf, || 0b111), TeeKind::Snp);
+        assert_eq!(detect(sev_bit_clear, || 0b111), TeeKind::Snp);
+        assert_eq!(detect(sev_bit_clear, || 0b011), TeeKind::SevWithoutSnp);
+        // Nor can a TDX signature in the hypervisor's CPUID page override SEV_STATUS.
+        let fake_tdx = |leaf, _| match leaf {
+            0 => regs(0x23, 0, 0, 0),
+            0x21 => regs(0, TDX_SIGNATURE[0], TDX_SIGNATURE[2], TDX_SIGNATURE[1]),
+            _ => regs(0, 0, 0, 0),
+        };
+        assert_eq!(detect(fake_tdx, || 0b111), TeeKind::Snp);
     }
 
     #[test]

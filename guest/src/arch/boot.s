@@ -13,16 +13,20 @@
  * Before long mode only declared memory is touched: the page tables at __pt_start, inside early
  * RAM, which the metadata below declares as SNP_SEC_MEM and TDX TEMP_MEM.
  *
- * SEV-ES/SNP (reset-vector path only; not executed on this machine, which has no SNP): CPUID
- * raises #VC before any Rust code exists, so the 32-bit stub loads a tiny IDT whose #VC gate
- * answers CPUID through the GHCB MSR protocol (GHCB spec 56421 §2.3.1, "CPUID request/response")
- * and whose #GP gate turns a faulting RDMSR of SEV_STATUS into "no SEV". If SEV_STATUS says SNP,
- * the C-bit position is read from the SNP CPUID page (validated by the PSP at launch, so the
- * hypervisor cannot move the C-bit; SNP FW ABI 56860 §8.17.2) and set in every page-table entry;
- * plain SEV or SEV-ES without SNP is refused (halt / GHCB termination request). All CPUID the
- * stub needs (SEV detection, XSAVE state) runs in 32-bit mode under that IDT; the 64-bit stub
- * executes no CPUID. Rust receives the SEV status and the C-bit position, and installs its own
- * #VC handler (arch/trap.rs) before anything else can trap.
+ * SEV-ES/SNP (reset-vector path only; not executed on this machine, which has no SNP): the
+ * 32-bit stub loads a tiny IDT (idt32) and first reads SEV_STATUS from the MSR: whether SEV is on
+ * never depends on the hypervisor's CPUID answers. Its #GP gate turns a faulting RDMSR of
+ * SEV_STATUS (no such MSR: not AMD, or no SEV) into "no SEV". If SEV_STATUS says SNP, the C-bit
+ * position is read from the SNP CPUID page (validated by the PSP at launch, so the hypervisor
+ * cannot move the C-bit; SNP FW ABI 56860 §8.17.2) and set in every page-table entry; SEV-ES
+ * without SNP sends a GHCB termination request, plain SEV (no GHCB protocol) halts. The CPUID the
+ * stub then executes (XSAVE state) raises #VC under SNP, and the #VC gate answers it from the
+ * CPUID page, never from the hypervisor (Linux `do_vc_no_ghcb` + `snp_cpuid`, OVMF
+ * `SnpCpuidLookup`). Before paging is enabled the stub loads an empty IDT: an event injected
+ * while the CPU is in IA-32e mode (an NMI, a #VC) then shuts the VM down instead of going
+ * through 32-bit gates read as 64-bit ones. The 64-bit stub executes no CPUID. Rust receives the
+ * SEV status and the C-bit position, installs its own #VC handler (arch/trap.rs) before anything
+ * else can trap, and re-reads SEV_STATUS itself (platform/snp.rs).
  */
 
     .set EFER_MSR,        0xC0000080
@@ -47,11 +51,14 @@
     .set BOOT_MODE_TDX32,   1
     /* SEV (AMD APM Vol. 2 §15.34.10; GHCB spec 56421 §2.3.1). */
     .set MSR_SEV_STATUS,       0xC0010131
+    .set SEV_STATUS_SEV,       0x1
+    .set SEV_STATUS_ES,        0x2
     .set SEV_STATUS_SNP,       0x4
     .set MSR_GHCB,             0xC0010130
-    .set GHCB_MSR_CPUID_REQ,   0x004
-    .set GHCB_MSR_CPUID_RESP,  0x005
     .set GHCB_MSR_TERM_REQ,    0x100
+    /* Termination reason set 0 (GHCB spec 56421 §4.1.13): 0 general, 2 SEV-SNP not supported */
+    .set TERM_GENERAL,         0
+    .set TERM_SNP_UNSUPPORTED, 2
     .set SVM_EXIT_CPUID,       0x72
     .set CPUID_MEM_ENC_LEAF,   0x8000001F
     /* SNP CPUID page (SNP FW ABI 56860 §8.17.2): u32 count at +0, entries from +16, 48 bytes each
@@ -116,37 +123,26 @@ protected32:
     cmpl $BOOT_MODE_TDX32, %ebp
     je sev_done
     lidtl idt32_ptr
-    movl $0x80000000, %eax
-    cpuid
-    cmpl $CPUID_MEM_ENC_LEAF, %eax
-    jb sev_done
-    movl $CPUID_MEM_ENC_LEAF, %eax
-    cpuid
-    btl $1, %eax                          /* Fn8000_001F EAX[1]: SEV supported */
-    jnc sev_done
+    /* SEV_STATUS straight from the MSR, before any CPUID (AMD APM Vol. 2 §15.34.10): a
+     * hypervisor that hides SEV in CPUID Fn8000_001F cannot make an SNP guest take the plain
+     * path. Under SEV-ES/SNP the read raises no #VC (it is not intercepted). */
     movl $MSR_SEV_STATUS, %ecx
 rdmsr_sev_status:
     rdmsr                                 /* #GP (no such MSR) -> gp32 -> EAX = 0 */
     movl %eax, %ebx
     testl $SEV_STATUS_SNP, %ebx
     jnz snp_cbit
-    testl $0x3, %ebx                      /* SEV or SEV-ES without SNP: unsupported */
-    jnz sev_unsupported
+    testl $SEV_STATUS_ES, %ebx            /* SEV-ES without SNP: unsupported, say so */
+    jnz sev_es_terminate
+    testl $SEV_STATUS_SEV, %ebx           /* plain SEV: no GHCB protocol to report through */
+    jnz halt32
     jmp sev_done
 snp_cbit:
     /* Fn8000_001F EBX[5:0] from the CPUID page. */
-    movl SNP_CPUID_GPA, %ecx
-    cmpl $SNP_CPUID_MAX, %ecx
-    ja vc32_terminate
-    movl $(SNP_CPUID_GPA + SNP_CPUID_ENTRIES), %edx
-1:  testl %ecx, %ecx                     /* leaf missing: refuse to guess */
-    jz vc32_terminate
-    cmpl $CPUID_MEM_ENC_LEAF, (%edx)
-    je 2f
-    addl $SNP_CPUID_ENTRY_LEN, %edx
-    decl %ecx
-    jmp 1b
-2:  movl 28(%edx), %ecx
+    movl $CPUID_MEM_ENC_LEAF, %eax
+    xorl %ecx, %ecx
+    call snp_cpuid_entry                  /* EDX = the entry */
+    movl 28(%edx), %ecx
     andl $0x3F, %ecx
     subl $32, %ecx                        /* the C-bit is above bit 31 on every SNP CPU */
     jb vc32_terminate
@@ -299,61 +295,83 @@ gdt_ptr:
 
 /* ---------------------------------------------------------------- SEV-ES/SNP early #VC */
     .code32
-/* #VC from CPUID before Rust runs: ask the hypervisor for each of EAX..EDX with the GHCB MSR
- * protocol (request: leaf in [63:32], register in [31:30], 0x004; response 0x005 with the value
- * in [63:32]). The values only size XSAVE state and find 0x8000001F; the C-bit itself comes from
- * the CPUID page. Any other #VC this early is fatal. */
+/* #VC before Rust runs. The stub executes CPUID only once SEV_STATUS said SNP (leaf 1 and leaf
+ * 0xD/0 for the XSAVE set-up), so the only #VC handled is CPUID under SNP, answered from the SNP
+ * CPUID page (validated by the PSP at launch), never from the hypervisor. Anything else -- another
+ * exit code, bytes at EIP other than CPUID (0F A2), SNP off, a leaf the page lacks -- terminates.
+ * Linux `snp_cpuid` and OVMF `SnpCpuidLookup` adjust leaf 1 EBX/ECX[27] and leaf 0xD EBX to
+ * the running state; the bits the stub uses (leaf 1 ECX[26], leaf 0xD/0 EAX) are taken as
+ * the page has them. */
 vc32:
     cmpl $SVM_EXIT_CPUID, (%esp)
     jne vc32_terminate
-    pushl %esi
     pushl %edi
-    movl %eax, %edi                       /* the leaf */
-    subl $16, %esp                        /* EAX, EBX, ECX, EDX */
-    xorl %esi, %esi
-1:  movl %esi, %eax
-    shll $30, %eax
-    orl $GHCB_MSR_CPUID_REQ, %eax
-    movl %edi, %edx
-    movl $MSR_GHCB, %ecx
-    wrmsr
-    .byte 0xf3, 0x0f, 0x01, 0xd9          /* vmgexit (rep vmmcall) */
-    movl $MSR_GHCB, %ecx
-    rdmsr
-    andl $0xFFF, %eax
-    cmpl $GHCB_MSR_CPUID_RESP, %eax
+    movl 8(%esp), %edi                    /* EIP of the faulting instruction */
+    cmpw $0xA20F, (%edi)                  /* CPUID = 0F A2 */
     jne vc32_terminate
-    movl %edx, (%esp, %esi, 4)
-    incl %esi
-    cmpl $4, %esi
-    jb 1b
-    popl %eax
-    popl %ebx
-    popl %ecx
-    popl %edx
+    movl %eax, %edi                       /* the leaf */
+    movl %ecx, %ebx                       /* the subleaf (EBX is an output anyway) */
+    movl $MSR_SEV_STATUS, %ecx
+    rdmsr                                 /* not intercepted under SEV-ES/SNP */
+    testl $SEV_STATUS_SNP, %eax
+    jz vc32_terminate
+    movl %edi, %eax
+    movl %ebx, %ecx
+    call snp_cpuid_entry
+    movl 24(%edx), %eax
+    movl 28(%edx), %ebx
+    movl 32(%edx), %ecx
+    movl 36(%edx), %edx
     popl %edi
-    popl %esi
     addl $4, %esp                         /* the error code */
     addl $2, (%esp)                       /* past CPUID (0F A2) */
     iretl
 
-/* GHCB MSR protocol termination request, reason set 0 / code 0 ("general"). */
+/* EDX = the entry of the SNP CPUID page for leaf EAX (and subleaf ECX for leaf 0xD, the one
+ * indexed leaf the stub asks for; Linux `cpuid_function_is_indexed`). Terminates if the page
+ * claims more than 64 entries or has none for the leaf: refuse to guess. Preserves the other
+ * registers. */
+snp_cpuid_entry:
+    pushl %esi
+    movl SNP_CPUID_GPA, %esi              /* COUNT */
+    cmpl $SNP_CPUID_MAX, %esi
+    ja vc32_terminate
+    movl $(SNP_CPUID_GPA + SNP_CPUID_ENTRIES), %edx
+1:  testl %esi, %esi
+    jz vc32_terminate
+    cmpl %eax, (%edx)                     /* EAX_IN */
+    jne 2f
+    cmpl $0xD, %eax
+    jne 3f
+    cmpl %ecx, 4(%edx)                    /* ECX_IN */
+    je 3f
+2:  addl $SNP_CPUID_ENTRY_LEN, %edx
+    decl %esi
+    jmp 1b
+3:  popl %esi
+    ret
+
+/* GHCB MSR protocol termination request (GHCB spec 56421 §4.1.13: GHCBData[23:16] reason
+ * code, [15:12] reason set 0, [11:0] 0x100), then halt should the hypervisor resume us. */
 vc32_terminate:
+    movl $(TERM_GENERAL << 16 | GHCB_MSR_TERM_REQ), %eax
+    jmp 1f
+sev_es_terminate:                         /* SEV-ES without SNP: pupa needs SNP */
+    movl $(TERM_SNP_UNSUPPORTED << 16 | GHCB_MSR_TERM_REQ), %eax
+1:  xorl %edx, %edx
     movl $MSR_GHCB, %ecx
-    movl $GHCB_MSR_TERM_REQ, %eax
-    xorl %edx, %edx
     wrmsr
     .byte 0xf3, 0x0f, 0x01, 0xd9          /* vmgexit */
-sev_unsupported:
+halt32:
     cli
     hlt
-    jmp sev_unsupported
+    jmp halt32
 
 /* #GP: only the SEV_STATUS RDMSR can fault here (a CPU/hypervisor without that MSR): read it
  * as 0 and continue. Anything else halts. */
 gp32:
     cmpl $rdmsr_sev_status, 4(%esp)
-    jne sev_unsupported
+    jne halt32
     addl $4, %esp                         /* the error code */
     xorl %eax, %eax
     xorl %edx, %edx
