@@ -233,6 +233,10 @@ sev_done:
     orl $EFER_LME, %eax
     wrmsr
 3:
+    /* From here on the CPU is in IA-32e mode, where idt32's 8-byte gates would be read as
+     * 16-byte ones: an empty IDT makes any event until Rust loads its IDT (an injected #VC or
+     * NMI) escalate to a shutdown. */
+    lidtl idt_empty_ptr
     movl %cr0, %eax
     andl $~(CR0_CD | CR0_NW), %eax        /* the reset value has caches disabled */
     orl $(CR0_PG | CR0_PE), %eax
@@ -395,6 +399,10 @@ idt32_end:
 idt32_ptr:
     .word idt32_end - idt32 - 1
     .long idt32
+/* The empty IDT (limit 0) loaded before paging is enabled. */
+idt_empty_ptr:
+    .word 0
+    .long 0
 
 /* ---------------------------------------------------------------- SEV metadata */
 /* OVMF's SEV metadata ("ASEV" header: signature, length, version 1, item count; then items
