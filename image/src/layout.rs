@@ -45,6 +45,46 @@ fn overlaps(a: Range, b: Range) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
+/// Smallest TD_HOB section: what td-shim declares. cloud-hypervisor writes its ACPI tables into
+/// the HOB without a bound, and QEMU's HOB grows with the number of RAM ranges.
+pub const MIN_TD_HOB: u64 = 128 << 10;
+
+/// The rules for the ranges the VMMs write: exactly one TD_HOB of at least [`MIN_TD_HOB`], and
+/// no two ranges overlapping (the SNP pages and the TD HOB are written by different VMMs, but
+/// one image serves both: neither TEE's layout may constrain or silently shrink the other).
+fn vmm_written_problems(vmm_written: &[(&str, Range)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let hobs: Vec<Range> = vmm_written
+        .iter()
+        .filter(|(what, _)| *what == "TD_HOB")
+        .map(|(_, r)| *r)
+        .collect();
+    match hobs.as_slice() {
+        [h] if h.1 - h.0 >= MIN_TD_HOB => {}
+        [h] => problems.push(format!(
+            "TD_HOB [{:#x}, {:#x}) is smaller than {} KiB",
+            h.0,
+            h.1,
+            MIN_TD_HOB >> 10
+        )),
+        _ => problems.push(format!(
+            "expected exactly one TDX TD_HOB section, found {}",
+            hobs.len()
+        )),
+    }
+    for (i, (a, ra)) in vmm_written.iter().enumerate() {
+        for (b, rb) in &vmm_written[i + 1..] {
+            if overlaps(*ra, *rb) {
+                problems.push(format!(
+                    "{a} [{:#x}, {:#x}) overlaps {b} [{:#x}, {:#x})",
+                    ra.0, ra.1, rb.0, rb.1
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Check the layout; returns every violation found (empty = declared correctly).
 pub fn check(sections: &[AllocSection], fw: &Firmware) -> Vec<String> {
     let mut problems = Vec::new();
@@ -133,18 +173,7 @@ pub fn check(sections: &[AllocSection], fw: &Firmware) -> Vec<String> {
             }
         }
     }
-    // The SNP pages and the TD HOB are written by different VMMs, but one image serves both:
-    // keep them apart so that neither TEE's layout constrains (or silently shrinks) the other.
-    for (i, (a, ra)) in vmm_written.iter().enumerate() {
-        for (b, rb) in &vmm_written[i + 1..] {
-            if overlaps(*ra, *rb) {
-                problems.push(format!(
-                    "{a} [{:#x}, {:#x}) overlaps {b} [{:#x}, {:#x})",
-                    ra.0, ra.1, rb.0, rb.1
-                ));
-            }
-        }
-    }
+    problems.extend(vmm_written_problems(&vmm_written));
     for (what, r) in &vmm_written {
         for m in sec_mem.iter().chain(&temp_mem) {
             if overlaps(*r, *m) {
@@ -182,5 +211,24 @@ mod tests {
         ));
         assert!(!covered((0x1000, 0x2000), &[(0x1001, 0x3000)]));
         assert!(overlaps((0, 2), (1, 3)) && !overlaps((0, 1), (1, 2)));
+    }
+
+    #[test]
+    fn td_hob_is_big_enough_and_clear_of_the_snp_pages() {
+        let snp = [("SECRETS", (0xA000, 0xB000)), ("CPUID", (0xB000, 0xC000))];
+        let with = |hob: Range| {
+            let mut v = snp.to_vec();
+            v.push(("TD_HOB", hob));
+            vmm_written_problems(&v)
+        };
+        // T2: the old 8 KiB HOB at 0x8000 is refused, as is a big one over the CPUID page.
+        let old = with((0x8000, 0xA000));
+        assert_eq!(old.len(), 1, "{old:?}");
+        assert!(old[0].contains("smaller than 128 KiB"), "{old:?}");
+        let over = with((0x0, 0x20000));
+        assert_eq!(over.len(), 2, "{over:?}");
+        assert!(over.iter().all(|p| p.contains("overlaps TD_HOB")), "{over:?}");
+        assert!(with((0x10000, 0x30000)).is_empty());
+        assert_eq!(vmm_written_problems(&snp).len(), 1);
     }
 }
