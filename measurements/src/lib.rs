@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod ovmf;
 pub mod snp;
 pub mod tdx;
+pub mod tee_arg;
 pub mod verify;
 
 pub use guid::Guid;

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pupa_measurements::hexfmt;
 use pupa_measurements::snp::{self, CpuType, KernelHashes, SnpConfig, VmmType};
 use pupa_measurements::tdx::{self, Order};
+use pupa_measurements::tee_arg::{self, TeeKind};
 use pupa_measurements::{eventlog, manifest, Firmware};
 use serde_json::json;
 
@@ -62,12 +63,6 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Tee {
-    Snp,
-    Tdx,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
     Table,
     Hex,
@@ -79,8 +74,8 @@ struct MeasureArgs {
     #[arg(required = true)]
     firmware: Option<PathBuf>,
     /// Which TEE's measurement to compute.
-    #[arg(long, value_enum, required = true)]
-    tee: Option<Tee>,
+    #[arg(long, required = true, value_parser = tee_arg::parser(&[TeeKind::Snp, TeeKind::Tdx]))]
+    tee: Option<TeeKind>,
     /// SNP: number of vCPUs.
     #[arg(long)]
     vcpus: Option<u32>,
@@ -225,8 +220,9 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
         "firmware".into(),
         format!("{} ({} bytes)", path.display(), fw.len()),
     )];
-    let (digest, mut obj) = match a.tee.ok_or("missing --tee snp|tdx")? {
-        Tee::Snp => {
+    let tee = a.tee.ok_or("missing --tee snp|tdx")?;
+    let (digest, mut obj) = match tee {
+        TeeKind::Snp => {
             let cfg = snp_config(a)?;
             let (digest, vmsas) =
                 snp::launch_digest_with_vmsas(&fw, &cfg).map_err(|e| e.to_string())?;
@@ -263,14 +259,14 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
                 ),
             ]);
             let obj = json!({
-                "tee": "snp", "vmm_type": cfg.vmm, "vcpus": cfg.vcpus, "vcpu_sig": cfg.vcpu_sig,
+                "tee": tee.name(), "vmm_type": cfg.vmm, "vcpus": cfg.vcpus, "vcpu_sig": cfg.vcpu_sig,
                 "guest_features": cfg.guest_features, "kernel_hashes": cfg.kernel_hashes.is_some(),
                 "launch_digest": hexfmt::encode(&digest),
             });
             rows.push(("launch digest".into(), hexfmt::encode(&digest)));
             (digest, obj)
         }
-        Tee::Tdx => {
+        TeeKind::Tdx => {
             let order: Order = a.order.parse().map_err(|e| format!("{e}"))?;
             let mrtd = tdx::mrtd(&fw, order).map_err(|e| e.to_string())?;
             rows.extend([
@@ -278,8 +274,13 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
                 ("order".into(), order.to_string()),
             ]);
             rows.push(("MRTD".into(), hexfmt::encode(&mrtd)));
-            let obj = json!({"tee": "tdx", "order": order, "mrtd": hexfmt::encode(&mrtd)});
+            let obj = json!({"tee": tee.name(), "order": order, "mrtd": hexfmt::encode(&mrtd)});
             (mrtd, obj)
+        }
+        TeeKind::Dev => {
+            return Err("--tee dev has no launch measurement: dev evidence carries the image's \
+                        SHA-384 (pupa-image build's manifest)"
+                .into())
         }
     };
     if let Some(log) = &a.event_log {

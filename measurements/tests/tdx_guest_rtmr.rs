@@ -197,7 +197,7 @@ fn boot_check(
         tdx_collateral: Some(tdx::parse_collateral(coll).unwrap()),
         now: Some(tdx::parse_now("2025-07-01T00:00:00Z").unwrap()),
     };
-    let policy = knobs.policy_without_report_data("tdx").unwrap();
+    let policy = knobs.policy_without_report_data(pupa_spec::tee::TeeKind::Tdx).unwrap();
     let v = evidence::verify(ev, &[0; 64], &policy, &end).unwrap();
     assert!(v.get("RTMR event log").unwrap().passed, "{v:#?}");
     v.get("boot configuration")

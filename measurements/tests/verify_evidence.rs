@@ -7,7 +7,7 @@ use pupa_measurements::hexfmt;
 use pupa_measurements::verify::{
     evidence, snp, tdx, Endorsements, MeasurementPolicy, Pins, Policy, PolicyKnobs, VerifyError,
 };
-use pupa_protocol::evidence::{Evidence, TeeEvidence};
+use pupa_protocol::evidence::{Evidence, TeeEvidence, TeeKind};
 
 mod verdict;
 use verdict::{cli, failed};
@@ -190,10 +190,10 @@ fn flags_override_the_policy_file() {
         allow_insecure_dev: Some(false),
         ..PolicyKnobs::default()
     };
-    assert!(k.policy("dev").unwrap().allow_insecure_dev);
+    assert!(k.policy(TeeKind::Dev).unwrap().allow_insecure_dev);
     assert!(
         !k.overridden_by(&flags)
-            .policy("dev")
+            .policy(TeeKind::Dev)
             .unwrap()
             .allow_insecure_dev
     );
@@ -289,9 +289,9 @@ fn policy_knobs_merge_and_binding_rules() {
     };
     let merged = k.overridden_by(&any);
     assert_eq!(merged.expect, None);
-    assert_eq!(merged.measurement("snp").unwrap(), MeasurementPolicy::Any);
+    assert_eq!(merged.measurement(TeeKind::Snp).unwrap(), MeasurementPolicy::Any);
     // No measurement choice at all is an error, not "any".
-    assert!(PolicyKnobs::default().measurement("snp").is_err());
+    assert!(PolicyKnobs::default().measurement(TeeKind::Snp).is_err());
 }
 
 fn any() -> Policy {

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use pupa_measurements::verify::{evidence, snp, tdx, Endorsements, PolicyKnobs, Verdict};
-use pupa_protocol::evidence::{report_data, verify_dev, Evidence, TeeEvidence};
+use pupa_protocol::evidence::{report_data, verify_dev, Evidence, TeeEvidence, TeeKind};
 
 use super::{ClientError, VerifiedWorker};
 
@@ -88,7 +88,7 @@ impl EvidencePolicy {
             k.any_measurement = Some(true);
         }
         let mut first = None;
-        for tee in ["snp", "tdx", "dev"] {
+        for tee in TeeKind::ALL {
             match k.policy_without_report_data(tee) {
                 Ok(_) => return Ok(()),
                 Err(e) => {
@@ -135,7 +135,7 @@ pub fn verify_evidence(
             if policy.knobs.chooses_measurement() {
                 let m = policy
                     .knobs
-                    .measurement("dev")
+                    .measurement(TeeKind::Dev)
                     .map_err(|e| ClientError::Policy(e.to_string()))?;
                 m.check(&image)
                     .map_err(|reason| ClientError::EvidenceRejected {
@@ -167,10 +167,11 @@ fn verify_tee(
     policy: &EvidencePolicy,
 ) -> Result<VerifiedWorker, ClientError> {
     policy.check_knobs()?;
-    let (kind, name) = match &ev.tee {
-        TeeEvidence::Snp { .. } => ("snp", "SEV-SNP"),
-        TeeEvidence::Tdx { .. } => ("tdx", "TDX"),
-        TeeEvidence::Dev(_) => ("dev", "insecure-dev"),
+    let kind = ev.tee.kind();
+    let name = match kind {
+        TeeKind::Snp => "SEV-SNP",
+        TeeKind::Tdx => "TDX",
+        TeeKind::Dev => "insecure-dev",
     };
     if !policy.knobs.chooses_measurement() {
         return Err(ClientError::Policy(format!(

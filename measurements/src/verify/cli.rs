@@ -19,37 +19,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::{evidence, snp, tdx, tdx_log, Endorsements, PolicyKnobs, Verdict};
-
-/// Which evidence `verify` reads.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
-pub enum VerifyTee {
-    /// AMD SEV-SNP attestation report.
-    Snp,
-    /// Intel TDX quote v4.
-    Tdx,
-    /// Insecure development evidence (postcard `Evidence`).
-    Dev,
-}
-
-impl VerifyTee {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Snp => "snp",
-            Self::Tdx => "tdx",
-            Self::Dev => "dev",
-        }
-    }
-}
+use crate::tee_arg::{self, TeeKind};
 
 /// Arguments of `pupa-measure verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Evidence kind (with --evidence: must match the evidence's).
-    #[arg(long, value_enum)]
-    pub tee: Option<VerifyTee>,
+    /// Evidence kind: snp (attestation report), tdx (quote v4), dev (insecure development
+    /// evidence, with --evidence only); with --evidence it must match the evidence's.
+    #[arg(long, value_parser = tee_arg::parser(&[TeeKind::Snp, TeeKind::Tdx, TeeKind::Dev]))]
+    pub tee: Option<TeeKind>,
     /// SNP: the attestation report (1184 bytes, raw or hex).
     #[arg(long, conflicts_with = "evidence")]
     pub report: Option<PathBuf>,
@@ -128,13 +109,13 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
-fn need<'a>(p: &'a Option<PathBuf>, flag: &str, tee: &str) -> Result<&'a Path, String> {
+fn need<'a>(p: &'a Option<PathBuf>, flag: &str, tee: TeeKind) -> Result<&'a Path, String> {
     p.as_deref()
         .ok_or_else(|| format!("--tee {tee} needs {flag} FILE"))
 }
 
 /// The policy file (if any) overridden by the flags, for evidence of kind `tee`.
-fn knobs(a: &VerifyArgs, tee: &str) -> Result<PolicyKnobs, String> {
+fn knobs(a: &VerifyArgs, tee: TeeKind) -> Result<PolicyKnobs, String> {
     let mut flags = PolicyKnobs {
         expect: a.expect.clone(),
         measurements: (!a.measurement.is_empty()).then(|| a.measurement.clone()),
@@ -153,12 +134,12 @@ fn knobs(a: &VerifyArgs, tee: &str) -> Result<PolicyKnobs, String> {
     };
     if let Some(t) = &a.min_tcb {
         match tee {
-            "snp" => flags.snp_min_tcb = Some(t.clone()),
-            "tdx" => flags.tdx_min_tcb = Some(t.clone()),
-            _ => return Err("--min-tcb applies to SNP and TDX evidence only".into()),
+            TeeKind::Snp => flags.snp_min_tcb = Some(t.clone()),
+            TeeKind::Tdx => flags.tdx_min_tcb = Some(t.clone()),
+            TeeKind::Dev => return Err("--min-tcb applies to SNP and TDX evidence only".into()),
         }
     }
-    if tee != "tdx" && (a.tdx_vcpus.is_some() || a.tdx_min_ram_mib.is_some()) {
+    if tee != TeeKind::Tdx && (a.tdx_vcpus.is_some() || a.tdx_min_ram_mib.is_some()) {
         return Err("--tdx-vcpus and --tdx-min-ram-mib apply to TDX evidence only".into());
     }
     let file = match &a.policy {
@@ -175,10 +156,9 @@ fn verify_evidence_file(a: &VerifyArgs, file: &Path) -> Result<Verdict, String> 
     let ev = evidence::decode(&read(file, "evidence")?).map_err(err)?;
     let tee = evidence::tee_of(&ev);
     if let Some(t) = a.tee {
-        if t.name() != tee {
+        if t != tee {
             return Err(format!(
-                "--tee {} but {} holds {tee} evidence",
-                t.name(),
+                "--tee {t} but {} holds {tee} evidence",
                 file.display()
             ));
         }
@@ -206,10 +186,10 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
     let verdict = match (&a.evidence, a.tee) {
         (Some(f), _) => verify_evidence_file(a, f)?,
         (None, None) => return Err("give --evidence FILE, or --tee snp|tdx with its files".into()),
-        (None, Some(VerifyTee::Dev)) => return Err("--tee dev needs --evidence FILE".into()),
-        (None, Some(VerifyTee::Snp)) => {
-            let p = knobs(a, "snp")?.policy("snp").map_err(err)?;
-            let report = snp::load_report(&read(need(&a.report, "--report", "snp")?, "report")?)
+        (None, Some(TeeKind::Dev)) => return Err("--tee dev needs --evidence FILE".into()),
+        (None, Some(tee @ TeeKind::Snp)) => {
+            let p = knobs(a, tee)?.policy(tee).map_err(err)?;
+            let report = snp::load_report(&read(need(&a.report, "--report", tee)?, "report")?)
                 .map_err(err)?;
             let end = Endorsements::load(a.vcek.as_deref(), None, a.now.as_deref()).map_err(err)?;
             snp::verify(
@@ -220,10 +200,10 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
             )
             .map_err(err)?
         }
-        (None, Some(VerifyTee::Tdx)) => {
-            let p = knobs(a, "tdx")?.policy("tdx").map_err(err)?;
-            let quote = read(need(&a.quote, "--quote", "tdx")?, "quote")?;
-            let coll = need(&a.collateral, "--collateral", "tdx")?;
+        (None, Some(tee @ TeeKind::Tdx)) => {
+            let p = knobs(a, tee)?.policy(tee).map_err(err)?;
+            let quote = read(need(&a.quote, "--quote", tee)?, "quote")?;
+            let coll = need(&a.collateral, "--collateral", tee)?;
             let end = Endorsements::load(None, Some(coll), a.now.as_deref()).map_err(err)?;
             let coll = end.tdx_collateral.as_ref().ok_or("no collateral")?;
             let log = a

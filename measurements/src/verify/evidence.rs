@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use dcap_qvl::QuoteCollateralV3;
-use pupa_protocol::evidence::{Evidence, TeeEvidence};
+use pupa_protocol::evidence::{Evidence, TeeEvidence, TeeKind};
 
 use super::policy::Policy;
 use super::policy_file::Pins;
@@ -100,13 +100,9 @@ pub fn decode(bytes: &[u8]) -> Result<Evidence, VerifyError> {
     Ok(ev)
 }
 
-/// `"snp"`, `"tdx"` or `"dev"`: the kind of the evidence.
-pub fn tee_of(ev: &Evidence) -> &'static str {
-    match ev.tee {
-        TeeEvidence::Dev(_) => "dev",
-        TeeEvidence::Snp { .. } => "snp",
-        TeeEvidence::Tdx { .. } => "tdx",
-    }
+/// The kind of the evidence (`TeeEvidence::kind`).
+pub fn tee_of(ev: &Evidence) -> TeeKind {
+    ev.tee.kind()
 }
 
 /// Verifies `ev` under `policy`, requiring `report_data` in the report (whatever

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use pupa_spec::tee::TeeKind;
 use serde::Serialize;
 
 use super::VerifyError;
@@ -19,24 +20,22 @@ pub enum MeasurementPolicy {
 }
 
 impl MeasurementPolicy {
-    /// The expected measurements for `tee` (`"snp"`, `"tdx"` or `"dev"`) listed in a
+    /// The expected measurements for `tee` listed in a
     /// `manifest.json` written by `pupa-image build`: every SNP digest, every TDX MRTD, or the
     /// image SHA-384 for dev evidence.
-    pub fn from_manifest(json: &str, tee: &str) -> Result<Self, VerifyError> {
+    pub fn from_manifest(json: &str, tee: TeeKind) -> Result<Self, VerifyError> {
         let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
         let v: serde_json::Value =
             serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
         let strings: Vec<&str> = match tee {
-            "dev" => vec![v
+            TeeKind::Dev => vec![v
                 .pointer("/image/sha384")
                 .and_then(|s| s.as_str())
                 .ok_or_else(|| bad("no image.sha384".into()))?],
-            "snp" | "tdx" => {
-                let (list, key) = if tee == "snp" {
-                    ("snp", "digest")
-                } else {
-                    ("tdx", "mrtd")
-                };
+            TeeKind::Snp | TeeKind::Tdx => {
+                // manifest.json's `measurements` lists are keyed by the kind's name
+                let list = tee.name();
+                let key = if tee == TeeKind::Snp { "digest" } else { "mrtd" };
                 v.pointer(&format!("/measurements/{list}"))
                     .and_then(|a| a.as_array())
                     .ok_or_else(|| bad(format!("no measurements.{list} array")))?
@@ -45,7 +44,6 @@ impl MeasurementPolicy {
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| bad(format!("a measurements.{list} entry lacks \"{key}\"")))?
             }
-            other => return Err(bad(format!("unknown TEE {other:?}"))),
         };
         if strings.is_empty() {
             return Err(bad(format!("lists no {tee} measurement")));

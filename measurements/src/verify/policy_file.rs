@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pupa_spec::tee::TeeKind;
 use serde::Deserialize;
 
 use super::policy::{
@@ -199,9 +200,9 @@ impl PolicyKnobs {
         self
     }
 
-    /// The measurement policy for `tee` (`"snp"`, `"tdx"` or `"dev"`); exactly one of
+    /// The measurement policy for `tee`; exactly one of
     /// `expect`, `measurements`, `any_measurement = true` must be given.
-    pub fn measurement(&self, tee: &str) -> Result<MeasurementPolicy, VerifyError> {
+    pub fn measurement(&self, tee: TeeKind) -> Result<MeasurementPolicy, VerifyError> {
         let any = self.any_measurement == Some(true);
         let given = usize::from(self.expect.is_some())
             + usize::from(self.measurements.is_some())
@@ -268,7 +269,7 @@ impl PolicyKnobs {
     }
 
     /// Everything but REPORT_DATA: measurement, debug, TCB, VMPL, migration, dev.
-    pub fn policy_without_report_data(&self, tee: &str) -> Result<Policy, VerifyError> {
+    pub fn policy_without_report_data(&self, tee: TeeKind) -> Result<Policy, VerifyError> {
         let mut p = Policy {
             measurement: self.measurement(tee)?,
             ..Policy::STRICT
@@ -291,7 +292,7 @@ impl PolicyKnobs {
         if let Some(t) = &self.tdx_min_tcb {
             p.tdx_min_status = t.trim().parse::<TdxTcbStatus>()?;
         }
-        if tee == "tdx" {
+        if tee == TeeKind::Tdx {
             p.tdx_boot = self.tdx_boot_policy()?;
         }
         Ok(p)
@@ -323,7 +324,7 @@ impl PolicyKnobs {
     }
 
     /// The whole policy for `tee`, REPORT_DATA included ([`Self::expected_report_data`]).
-    pub fn policy(&self, tee: &str) -> Result<Policy, VerifyError> {
+    pub fn policy(&self, tee: TeeKind) -> Result<Policy, VerifyError> {
         Ok(Policy {
             report_data: self.expected_report_data()?,
             ..self.policy_without_report_data(tee)?
