@@ -278,9 +278,11 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
             (mrtd, obj)
         }
         TeeKind::Dev => {
-            return Err("--tee dev has no launch measurement: dev evidence carries the image's \
+            return Err(
+                "--tee dev has no launch measurement: dev evidence carries the image's \
                         SHA-384 (pupa-image build's manifest)"
-                .into())
+                    .into(),
+            )
         }
     };
     if let Some(log) = &a.event_log {

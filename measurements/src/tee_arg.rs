@@ -55,7 +55,9 @@ mod tests {
             assert_eq!(parse(&["--tee", s]).unwrap().tee, k, "{s}");
         }
         assert_eq!(
-            parse(&["--tee", "dev", "--measure", "tdx"]).unwrap().measure,
+            parse(&["--tee", "dev", "--measure", "tdx"])
+                .unwrap()
+                .measure,
             Some(TeeKind::Tdx)
         );
     }

@@ -197,7 +197,9 @@ fn boot_check(
         tdx_collateral: Some(tdx::parse_collateral(coll).unwrap()),
         now: Some(tdx::parse_now("2025-07-01T00:00:00Z").unwrap()),
     };
-    let policy = knobs.policy_without_report_data(pupa_spec::tee::TeeKind::Tdx).unwrap();
+    let policy = knobs
+        .policy_without_report_data(pupa_spec::tee::TeeKind::Tdx)
+        .unwrap();
     let v = evidence::verify(ev, &[0; 64], &policy, &end).unwrap();
     assert!(v.get("RTMR event log").unwrap().passed, "{v:#?}");
     v.get("boot configuration")
@@ -240,19 +242,28 @@ fn boot_config_vcpus_and_ram_follow_the_policy() {
     };
     let (ok, detail) = boot_check(&ev, &knobs(Some(4), Some(2048))).unwrap();
     assert!(ok, "{detail}");
-    assert!(detail.contains("4 vCPUs") && detail.contains("2048 MiB RAM"), "{detail}");
+    assert!(
+        detail.contains("4 vCPUs") && detail.contains("2048 MiB RAM"),
+        "{detail}"
+    );
     let (ok, detail) = boot_check(&ev, &knobs(Some(2), None)).unwrap();
     assert!(!ok);
     assert_eq!(detail, "4 vCPUs, the policy requires 2");
     let (ok, detail) = boot_check(&ev, &knobs(None, Some(4096))).unwrap();
     assert!(!ok);
-    assert_eq!(detail, "2048 MiB RAM, the policy requires at least 4096 MiB");
+    assert_eq!(
+        detail,
+        "2048 MiB RAM, the policy requires at least 4096 MiB"
+    );
 
     // Another TD attribute set than the quote's (e.g. DEBUG flipped in the record).
     cfg.td_attributes ^= 1;
     let (log, rtmrs) = guest_log(&cfg);
-    let (ok, detail) = boot_check(&tdx_evidence(quote_with(&rtmrs, 4), log), &knobs(None, None))
-        .unwrap();
+    let (ok, detail) = boot_check(
+        &tdx_evidence(quote_with(&rtmrs, 4), log),
+        &knobs(None, None),
+    )
+    .unwrap();
     assert!(!ok);
     assert!(detail.contains("differ from the quote's"), "{detail}");
 
@@ -276,14 +287,21 @@ fn boot_config_vcpus_and_ram_follow_the_policy() {
 fn missing_or_foreign_boot_config_is_rejected() {
     use pupa_measurements::verify::tdx_log::{boot_config, replay_log, QuotedTd};
     let mut log = EventLog::new();
-    log.measure(BOOT_CONFIG_RTMR, EV_EVENT_TAG, b"not a pupa record", &mut |_, _| 0)
-        .unwrap();
+    log.measure(
+        BOOT_CONFIG_RTMR,
+        EV_EVENT_TAG,
+        b"not a pupa record",
+        &mut |_, _| 0,
+    )
+    .unwrap();
     let td = QuotedTd {
         rtmrs: [0, 1, 2, 3].map(|i| log.expected_rtmr(i).unwrap()),
         td_attributes: 0,
     };
     let (parsed, _) = replay_log(&td, log.bytes()).unwrap();
-    assert!(boot_config(&parsed).unwrap_err().contains("no pupa boot-configuration event"));
+    assert!(boot_config(&parsed)
+        .unwrap_err()
+        .contains("no pupa boot-configuration event"));
 
     let mut data = b"PUPA".to_vec();
     data.extend_from_slice(&106u32.to_le_bytes());

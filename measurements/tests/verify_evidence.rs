@@ -289,7 +289,10 @@ fn policy_knobs_merge_and_binding_rules() {
     };
     let merged = k.overridden_by(&any);
     assert_eq!(merged.expect, None);
-    assert_eq!(merged.measurement(TeeKind::Snp).unwrap(), MeasurementPolicy::Any);
+    assert_eq!(
+        merged.measurement(TeeKind::Snp).unwrap(),
+        MeasurementPolicy::Any
+    );
     // No measurement choice at all is an error, not "any".
     assert!(PolicyKnobs::default().measurement(TeeKind::Snp).is_err());
 }

@@ -35,7 +35,11 @@ impl MeasurementPolicy {
             TeeKind::Snp | TeeKind::Tdx => {
                 // manifest.json's `measurements` lists are keyed by the kind's name
                 let list = tee.name();
-                let key = if tee == TeeKind::Snp { "digest" } else { "mrtd" };
+                let key = if tee == TeeKind::Snp {
+                    "digest"
+                } else {
+                    "mrtd"
+                };
                 v.pointer(&format!("/measurements/{list}"))
                     .and_then(|a| a.as_array())
                     .ok_or_else(|| bad(format!("no measurements.{list} array")))?
