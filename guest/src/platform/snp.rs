@@ -24,6 +24,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pupa_guest::memmap::{self, Region};
 use pupa_guest::runtime;
 
+use pupa_guest::clock::Tsc;
 use pupa_guest::snp::backend::{guest_request_status, GuestRequest, GuestRequestError, SnpTee};
 use pupa_guest::snp::cpuid::{CpuState, CpuidError, CpuidTable};
 use pupa_guest::snp::ghcb::{self, exit, term, Field, Ghcb, MsrProtocolError, PageOp};
@@ -311,8 +312,10 @@ impl DmaPool for SnpDma {
 }
 
 /// The SNP_GUEST_REQUEST exit (GHCB spec §4.1.7): the request and response pages of the
-/// shared window, SW_EXITINFO1/2 = their GPAs.
-pub struct SnpGuestRequest;
+/// shared window, SW_EXITINFO1/2 = their GPAs. The TSC times the busy back-off.
+pub struct SnpGuestRequest {
+    tsc: Tsc,
+}
 
 impl GuestRequest for SnpGuestRequest {
     fn exchange(
@@ -335,15 +338,23 @@ impl GuestRequest for SnpGuestRequest {
         })
         .map_err(|_| GuestRequestError::Unavailable)?
     }
+    fn now_ns(&mut self) -> u64 {
+        self.tsc.ticks_to_ns(crate::arch::cpu::rdtsc())
+    }
+    fn relax(&mut self) {
+        for _ in 0..1000 {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 /// The SNP evidence backend: VMPCK0 from the secrets page, guest requests through the GHCB.
-/// Call after [`init`].
-pub fn tee() -> Result<SnpTee<SnpGuestRequest>, PayloadError> {
+/// Call after [`init`]; `tsc` times the back-off when the hypervisor reports busy.
+pub fn tee(tsc: Tsc) -> Result<SnpTee<SnpGuestRequest>, PayloadError> {
     // SAFETY: the secrets page is validated by the PSP at launch, identity-mapped private
     // memory; it is only read.
     let secrets = unsafe { core::slice::from_raw_parts(SECRETS_GPA as *const u8, 4096) };
-    SnpTee::from_secrets_page(secrets, SnpGuestRequest)
+    SnpTee::from_secrets_page(secrets, SnpGuestRequest { tsc })
 }
 
 /// Checks that the shared window is RAM in the memory map (call once the E820 map is read).
@@ -411,10 +422,10 @@ impl super::Platform for Snp {
     fn evidence(
         &self,
         _dma: &mut dyn DmaPool,
-        _facts: &super::BootFacts,
+        facts: &super::BootFacts,
     ) -> Result<Box<dyn runtime::Tee>, super::BootError> {
-        let tee =
-            tee().map_err(|e| super::BootError::Evidence(format!("SNP secrets page: {e}")))?;
+        let tee = tee(facts.tsc)
+            .map_err(|e| super::BootError::Evidence(format!("SNP secrets page: {e}")))?;
         Ok(Box::new(tee))
     }
 

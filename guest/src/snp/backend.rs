@@ -23,9 +23,13 @@ use crate::runtime::{Tee, TeeFailure};
 pub const MSG_VERSION: u8 = 1;
 /// The VMPL pupa runs at and asks reports for.
 pub const VMPL: u32 = 0;
-/// How often a request the hypervisor reports as busy is re-sent (the same page: same IV and
-/// plaintext, so re-sending is safe).
-pub const BUSY_RETRIES: usize = 16;
+/// How long to wait before re-sending a request the hypervisor reported as busy (Linux
+/// `SNP_REQ_RETRY_DELAY`, 2 s). Re-sending is safe: the same page, so the same IV with the
+/// same plaintext.
+pub const BUSY_RETRY_DELAY_NS: u64 = 2_000_000_000;
+/// How long busy answers are retried before giving up (Linux `SNP_REQ_MAX_RETRY_DURATION`,
+/// 60 s).
+pub const BUSY_MAX_DURATION_NS: u64 = 60_000_000_000;
 
 /// SW_EXITINFO2[63:32] of an SNP guest request (GHCB spec §4.1.7; Linux
 /// `SNP_GUEST_VMM_ERR_*`).
@@ -82,6 +86,12 @@ pub trait GuestRequest {
         req: &[u8; PAGE_LEN],
         rsp: &mut [u8; PAGE_LEN],
     ) -> Result<(), GuestRequestError>;
+    /// A monotonic clock in nanoseconds (the firmware: the calibrated TSC), for the back-off
+    /// between requests the hypervisor reports as busy.
+    fn now_ns(&mut self) -> u64;
+    /// Called while waiting for the back-off to pass (the firmware: a spin-loop pause; there is
+    /// nothing else to run).
+    fn relax(&mut self);
 }
 
 /// Why the SNP backend could not produce a report or key.
@@ -105,6 +115,13 @@ pub enum SnpError {
     /// Report VERSION below 2.
     #[error("report version {0}, want >= 2")]
     ReportVersion(u32),
+    /// The hypervisor answered busy for longer than [`BUSY_MAX_DURATION_NS`]; VMPCK0 was
+    /// retired (see [`SnpTee`]'s busy handling).
+    #[error("hypervisor busy for {elapsed_ms} ms, over the 60 s limit")]
+    BusyTimeout {
+        /// Time from the first attempt to the last busy answer.
+        elapsed_ms: u64,
+    },
 }
 
 impl SnpError {
@@ -124,6 +141,7 @@ impl SnpError {
             SnpError::ReportDataMismatch => "SNP: report carries other REPORT_DATA",
             SnpError::Vmpl(_) => "SNP: report for another VMPL",
             SnpError::ReportVersion(_) => "SNP: report version below 2",
+            SnpError::BusyTimeout { .. } => "SNP: hypervisor busy for over 60 s (VMPCK0 retired)",
         }
     }
 }
@@ -162,18 +180,40 @@ impl<G: GuestRequest> SnpTee<G> {
     fn round_trip(&mut self, t: MsgType, payload: &[u8]) -> Result<usize, SnpError> {
         self.messenger
             .seal_request(t, MSG_VERSION, payload, &mut self.req[..])?;
-        let mut busy = 0;
-        loop {
-            match self.transport.exchange(&self.req, &mut self.rsp) {
-                Ok(()) => break,
-                Err(GuestRequestError::Busy) if busy < BUSY_RETRIES => busy += 1,
-                Err(e) => {
-                    self.messenger.disable();
-                    return Err(e.into());
-                }
-            }
+        if let Err(e) = self.send_until_not_busy() {
+            self.messenger.disable();
+            return Err(e);
         }
         Ok(self.messenger.open_response(&mut self.rsp[..])?)
+    }
+
+    /// Sends the sealed request page; while the hypervisor answers busy, waits
+    /// [`BUSY_RETRY_DELAY_NS`] on the transport's clock and re-sends the same page, for at most
+    /// [`BUSY_MAX_DURATION_NS`] (Linux `__handle_guest_request`).
+    ///
+    /// On any error the caller retires VMPCK0, the busy timeout included, as Linux
+    /// `snp_send_guest_request` does: the request has left the guest, the hypervisor may have
+    /// passed it to the secure processor while answering busy, so its sequence number may be
+    /// spent, and any other message under that number would reuse the AES-GCM IV.
+    fn send_until_not_busy(&mut self) -> Result<(), SnpError> {
+        let start = self.transport.now_ns();
+        loop {
+            match self.transport.exchange(&self.req, &mut self.rsp) {
+                Ok(()) => return Ok(()),
+                Err(GuestRequestError::Busy) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let busy_at = self.transport.now_ns();
+            let elapsed = busy_at.saturating_sub(start);
+            if elapsed > BUSY_MAX_DURATION_NS {
+                return Err(SnpError::BusyTimeout {
+                    elapsed_ms: elapsed / 1_000_000,
+                });
+            }
+            while self.transport.now_ns().saturating_sub(busy_at) < BUSY_RETRY_DELAY_NS {
+                self.transport.relax();
+            }
+        }
     }
 
     /// An attestation report (1184 bytes) over `report_data`, checked: REPORT_DATA as asked,

@@ -23,6 +23,8 @@ enum Fault {
     Status,
     /// The hypervisor is busy this many times, then forwards.
     Busy(usize),
+    /// The hypervisor is busy until the mock clock reaches this many nanoseconds.
+    BusyUntil(u64),
     /// The hypervisor fails the exit.
     InvalidLength,
 }
@@ -34,7 +36,14 @@ struct MockPsp {
     requests: usize,
     last_rsp: Option<[u8; PAGE_LEN]>,
     last_plaintext: Vec<u8>,
+    /// The mock clock: each exit takes 1 ms, each `relax` 1 ms.
+    now_ns: u64,
+    /// When each request arrived (mock clock).
+    request_times: Vec<u64>,
 }
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000 * MS;
 
 fn iv(seq: u64) -> [u8; 12] {
     let mut iv = [0u8; 12];
@@ -50,6 +59,8 @@ impl MockPsp {
             requests: 0,
             last_rsp: None,
             last_plaintext: vec![],
+            now_ns: 0,
+            request_times: vec![],
         }
     }
 
@@ -127,8 +138,11 @@ impl GuestRequest for &mut MockPsp {
         rsp: &mut [u8; PAGE_LEN],
     ) -> Result<(), GuestRequestError> {
         self.requests += 1;
+        self.request_times.push(self.now_ns);
+        self.now_ns += MS;
         match self.fault {
             Fault::Busy(n) if self.requests <= n => return Err(GuestRequestError::Busy),
+            Fault::BusyUntil(t) if self.now_ns < t => return Err(GuestRequestError::Busy),
             Fault::InvalidLength => return Err(GuestRequestError::InvalidLength),
             _ => {}
         }
@@ -139,6 +153,12 @@ impl GuestRequest for &mut MockPsp {
         };
         self.last_rsp = Some(fresh);
         Ok(())
+    }
+    fn now_ns(&mut self) -> u64 {
+        self.now_ns
+    }
+    fn relax(&mut self) {
+        self.now_ns += MS;
     }
 }
 
@@ -221,16 +241,6 @@ fn busy_is_retried_and_other_exit_errors_retire_the_key() {
     drop(tee);
     assert_eq!(psp.requests, 4);
 
-    let mut psp = MockPsp::new(Fault::Busy(usize::MAX));
-    let mut tee = SnpTee::new(KEY, &mut psp);
-    assert_eq!(
-        tee.report(&[1; 64]),
-        Err(SnpError::Request(GuestRequestError::Busy))
-    );
-    assert!(tee.is_disabled());
-    drop(tee);
-    assert_eq!(psp.requests, 1 + BUSY_RETRIES);
-
     let mut psp = MockPsp::new(Fault::InvalidLength);
     let mut tee = SnpTee::new(KEY, &mut psp);
     assert_eq!(
@@ -271,4 +281,52 @@ fn guest_request_status_decodes_exitinfo2() {
         guest_request_status(7 << 32 | 5),
         Err(GuestRequestError::Vmm(7))
     );
+}
+
+/// S4: a PSP the hypervisor reports busy for 50 s is retried every 2 s (Linux
+/// `SNP_REQ_RETRY_DELAY`) on the clock, not back to back, and the request then succeeds with
+/// the key intact.
+#[test]
+fn busy_for_50_s_is_retried_on_the_clock_and_succeeds() {
+    let mut psp = MockPsp::new(Fault::BusyUntil(50 * S));
+    let mut tee = SnpTee::new(KEY, &mut psp);
+    tee.report(&[1; 64]).unwrap();
+    assert!(!tee.is_disabled());
+    tee.report(&[2; 64]).unwrap();
+    drop(tee);
+    let t = &psp.request_times;
+    // 0, 2, ..., 50 s (each plus the exits' 1 ms), then the second report.
+    assert_eq!(t.len(), 27, "{t:?}");
+    assert!(t
+        .windows(2)
+        .take(25)
+        .all(|w| w[1] - w[0] >= BUSY_RETRY_DELAY_NS));
+    assert!(t[25] >= 50 * S && t[25] < 51 * S, "{t:?}");
+}
+
+/// S4: busy for longer than 60 s (Linux `SNP_REQ_MAX_RETRY_DURATION`) fails with its own
+/// error, and VMPCK0 is retired, as Linux `snp_send_guest_request` does after -ETIMEDOUT: the
+/// hypervisor may have passed the request on, so its sequence number may be spent, and any
+/// other message under it would reuse the AES-GCM IV.
+#[test]
+fn busy_for_over_60_s_times_out_and_retires_the_key() {
+    let mut psp = MockPsp::new(Fault::BusyUntil(u64::MAX));
+    let mut tee = SnpTee::new(KEY, &mut psp);
+    let err = tee.report(&[1; 64]).unwrap_err();
+    let SnpError::BusyTimeout { elapsed_ms } = err else {
+        panic!("{err:?}")
+    };
+    assert!((60_000..63_000).contains(&elapsed_ms), "{elapsed_ms}");
+    assert_eq!(
+        err.as_str(),
+        "SNP: hypervisor busy for over 60 s (VMPCK0 retired)"
+    );
+    assert!(tee.is_disabled());
+    assert_eq!(
+        tee.report(&[1; 64]),
+        Err(SnpError::Message(GuestMsgError::Disabled))
+    );
+    drop(tee);
+    // Every 2 s from 0 to 60 s: the 31st answer comes 60.03 s after the first attempt.
+    assert_eq!(psp.requests, 31, "then nothing");
 }
