@@ -208,13 +208,21 @@ pub fn open(key: &[u8; 32], want: Expected, page: &mut [u8]) -> Result<usize, Gu
         HDR_VERSION.into(),
     )?;
     field("HDR_SIZE", u16_at(offset::HDR_SIZE), HEADER_LEN as u64)?;
-    field("MSG_TYPE", page[offset::MSG_TYPE].into(), want.msg_type.into())?;
+    field(
+        "MSG_TYPE",
+        page[offset::MSG_TYPE].into(),
+        want.msg_type.into(),
+    )?;
     field(
         "MSG_VERSION",
         page[offset::MSG_VERSION].into(),
         want.msg_version.into(),
     )?;
-    field("MSG_VMPCK", page[offset::MSG_VMPCK].into(), want.vmpck_id.into())?;
+    field(
+        "MSG_VMPCK",
+        page[offset::MSG_VMPCK].into(),
+        want.vmpck_id.into(),
+    )?;
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&page[offset::SEQNO..offset::SEQNO + 8]);
     let got = u64::from_le_bytes(seq);

@@ -306,8 +306,8 @@ fn response_with_another_msg_version_is_refused() {
 /// 0x081 with the bitmap in [63:12]); a hypervisor without the SNP feature (bit 0) is refused.
 #[test]
 fn hv_features_exchange_requires_snp() {
-    use super::ghcb::{hv_features, hv_features_request, hv_features_response};
     use super::ghcb::MsrProtocolError;
+    use super::ghcb::{hv_features, hv_features_request, hv_features_response};
     assert_eq!(hv_features_request(), 0x080);
     // KVM answers SNP | AP creation: 0b11 << 12 | 0x081.
     assert_eq!(
