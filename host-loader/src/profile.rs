@@ -92,6 +92,20 @@ impl fmt::Display for Launch {
 const SNP_CBITPOS: u32 = 51;
 const SNP_REDUCED_PHYS_BITS: u32 = 1;
 
+/// Why cloud-hypervisor cannot launch a TDX guest on any upstream host.
+pub const CLOUD_HYPERVISOR_TDX_UNSUPPORTED: &str = "cloud-hypervisor's TDX support targets the \
+    out-of-tree KVM TDX interface, not the one upstream Linux (>= 6.16) merged, so it runs on no \
+    upstream TDX host; use the QEMU profile (QEMU >= 10.1). No MRTD is published for it";
+
+/// Why the `tee` × `vmm` combination is not offered (no script, `pupa-host run` refuses it), or
+/// `None` if it is.
+pub fn unsupported(tee: Tee, vmm: Vmm) -> Option<&'static str> {
+    match (tee, vmm) {
+        (Tee::Tdx, Vmm::CloudHypervisor) => Some(CLOUD_HYPERVISOR_TDX_UNSUPPORTED),
+        _ => None,
+    }
+}
+
 /// Build the command line for a profile.
 pub fn command(cfg: &LaunchConfig) -> Launch {
     match cfg.vmm {
@@ -388,17 +402,13 @@ pub fn scripts() -> Vec<(String, String)> {
     ch.network = Network::Tap {
         ifname: "pupa0".into(),
     };
-    let mut ch_tdx = base(Tee::Tdx, Vmm::CloudHypervisor);
-    ch_tdx.network = Network::Tap {
-        ifname: "pupa0".into(),
-    };
+    // No cloud-hypervisor TDX script: see [`unsupported`].
     let profiles = [
         ("qemu-plain-kvm.sh", base(Tee::None, Vmm::Qemu), "Plain VM under KVM (development). Executed on the development machine only where KVM works."),
         ("qemu-plain-tcg.sh", plain_tcg, "Plain VM under TCG (development; no KVM needed). Executed by the tests on the development machine."),
         ("qemu-snp.sh", base(Tee::Snp, Vmm::Qemu), "AMD SEV-SNP guest. NOT EXECUTED on the development machines: needs an SNP host (EPYC Milan or later, SNP-enabled firmware and kernel, QEMU >= 9.1)."),
-        ("qemu-tdx.sh", base(Tee::Tdx, Vmm::Qemu), "Intel TDX guest. NOT EXECUTED on the development machines: needs a TDX host (TDX module, KVM with TDX, QEMU >= 10.1, a QGS for quotes)."),
+        ("qemu-tdx.sh", base(Tee::Tdx, Vmm::Qemu), "Intel TDX guest. NOT EXECUTED on the development machines: needs a TDX host (TDX module, Linux >= 6.16 KVM with TDX, QEMU >= 10.1, a QGS for quotes)."),
         ("cloud-hypervisor.sh", ch, "Plain VM under cloud-hypervisor with a TAP device. NOT EXECUTED on the development machines (cloud-hypervisor is not installed there)."),
-        ("cloud-hypervisor-tdx.sh", ch_tdx, "TDX guest under cloud-hypervisor. NOT EXECUTED on the development machines: needs a TDX host."),
     ];
     profiles
         .into_iter()
@@ -429,6 +439,23 @@ mod script_tests {
                 committed, body,
                 "qemu/{name} is stale; run `pupa-host profiles --write qemu/`"
             );
+        }
+    }
+
+    /// T8: cloud-hypervisor TDX runs on no upstream TDX host: no script is generated or kept
+    /// for it, and the combination is named unsupported (so `pupa-host run` refuses it).
+    #[test]
+    fn cloud_hypervisor_tdx_is_not_offered() {
+        use super::{unsupported, Tee, Vmm};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu");
+        assert!(super::scripts()
+            .iter()
+            .all(|(name, body)| name != "cloud-hypervisor-tdx.sh" && !body.contains("tdx=on")));
+        assert!(!dir.join("cloud-hypervisor-tdx.sh").exists());
+        assert!(unsupported(Tee::Tdx, Vmm::CloudHypervisor)
+            .is_some_and(|why| why.contains("out-of-tree KVM TDX interface")));
+        for tee in [Tee::None, Tee::Snp, Tee::Tdx] {
+            assert_eq!(unsupported(tee, Vmm::Qemu), None);
         }
     }
 }

@@ -173,6 +173,19 @@ fn bad_flags_are_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// T8: cloud-hypervisor's TDX support runs on no upstream TDX host: refused before boot.
+#[test]
+fn cloud_hypervisor_tdx_is_refused() {
+    let dir = common::temp_dir("ch-tdx");
+    let p = image(&dir);
+    let e = run_fails(&["--image", s(&p), "--tee", "tdx", "--vmm", "cloud-hypervisor"]);
+    assert!(
+        e.contains("--vmm cloud-hypervisor: cloud-hypervisor's TDX support targets the out-of-tree"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn an_encrypted_tls_key_is_named_as_such() {
     let dir = common::temp_dir("tls-enc");

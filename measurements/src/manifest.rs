@@ -20,13 +20,19 @@ pub const DEFAULT_VCPUS: [u32; 4] = [1, 2, 4, 8];
 pub const DEFAULT_CPUS: [CpuType; 3] = [CpuType::Epyc, CpuType::Milan, CpuType::Genoa];
 /// Guest features (SEV_FEATURES) of the default SNP launch profiles: SNP active only.
 pub const DEFAULT_GUEST_FEATURES: u64 = 0x1;
+/// The TDX MRTD orderings a manifest publishes: `single`, the flow of upstream QEMU ≥ 10.1 on
+/// Linux ≥ 6.16, and `twopass`, that of the older QEMU/KVM stacks (see [`crate::tdx`]). None
+/// is published for cloud-hypervisor: its TDX support targets the out-of-tree KVM TDX
+/// interface and runs on no upstream host (qemu/README.md), so no MRTD is vouched for it.
+pub const PUBLISHED_TDX_ORDERS: [Order; 2] = [Order::Single, Order::TwoPass];
 
 /// Expected launch measurements of one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedMeasurements {
     /// SNP launch digests, one per profile.
     pub snp: Vec<SnpMeasurement>,
-    /// TDX MRTDs, one per ordering.
+    /// TDX MRTDs, one per ordering of [`PUBLISHED_TDX_ORDERS`] (QEMU stacks; none for
+    /// cloud-hypervisor).
     pub tdx: Vec<TdxMeasurement>,
 }
 
@@ -77,8 +83,8 @@ pub enum ManifestError {
 }
 
 /// Computes the default launch profiles: SNP 1/2/4/8 vCPUs × EPYC-v4/Milan/Genoa on QEMU with
-/// guest features 0x1 (when the image has SEV metadata), and TDX MRTD in both orderings (when it
-/// has TDVF metadata).
+/// guest features 0x1 (when the image has SEV metadata), and TDX MRTD in the
+/// [`PUBLISHED_TDX_ORDERS`] (when it has TDVF metadata).
 pub fn expected_measurements(fw: &Firmware) -> Result<ExpectedMeasurements, ManifestError> {
     let mut out = ExpectedMeasurements {
         snp: Vec::new(),
@@ -103,7 +109,7 @@ pub fn expected_measurements(fw: &Firmware) -> Result<ExpectedMeasurements, Mani
         }
     }
     if fw.tdvf_sections().is_some() {
-        for order in [Order::Single, Order::TwoPass] {
+        for order in PUBLISHED_TDX_ORDERS {
             out.tdx.push(TdxMeasurement {
                 order,
                 mrtd: hexfmt::encode(&tdx::mrtd(fw, order)?),

@@ -309,3 +309,21 @@ fn debian_ovmf_if_installed() {
         );
     }
 }
+
+/// T8: a manifest publishes the TDX MRTDs of the QEMU stacks only (upstream single-pass and the
+/// older two-pass flow): no cloud-hypervisor entry, whose TDX runs on no upstream host.
+#[test]
+fn manifest_publishes_no_cloud_hypervisor_tdx_measurement() {
+    use pupa_measurements::manifest::{expected_measurements, PUBLISHED_TDX_ORDERS};
+    let fw_bytes = pupa_like(64 * 1024).build();
+    let fw = Firmware::parse(&fw_bytes).unwrap();
+    let m = expected_measurements(&fw).unwrap();
+    let orders: Vec<Order> = m.tdx.iter().map(|e| e.order).collect();
+    assert_eq!(orders, PUBLISHED_TDX_ORDERS);
+    assert_eq!(PUBLISHED_TDX_ORDERS, [Order::Single, Order::TwoPass]);
+    let json = serde_json::to_string(&m.tdx).unwrap();
+    assert!(!json.to_lowercase().contains("cloud"), "{json}");
+    for e in &m.tdx {
+        assert_eq!(e.mrtd, pupa_measurements::hexfmt::encode(&tdx::mrtd(&fw, e.order).unwrap()));
+    }
+}

@@ -122,6 +122,11 @@ pub fn check_flags(a: &RunArgs) -> Result<(), CheckError> {
             format!("the guest needs {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB} MiB"),
         ));
     }
+    if let Some(why) = crate::profile::unsupported(a.tee, a.vmm) {
+        let vmm = clap::ValueEnum::to_possible_value(&a.vmm)
+            .map_or_else(|| format!("{:?}", a.vmm), |v| v.get_name().to_string());
+        return Err(flag("vmm", vmm, why));
+    }
     if a.vcpus == 0 || a.vcpus > MAX_VCPUS {
         return Err(flag("vcpus", a.vcpus, format!("want 1..={MAX_VCPUS}")));
     }
