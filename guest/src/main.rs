@@ -96,7 +96,9 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     let evidence = platform
         .evidence(&mut *dma, &facts)
         .unwrap_or_else(|e| boot_failure(format_args!("{e}")));
-    let limits = net::Limits::for_heap(heap_bytes);
+    // The budget counts the RAM the heap may still accept on demand (TDX), not just what it
+    // holds now.
+    let limits = net::Limits::for_heap(heap_bytes + heap::pending_bytes());
     let config = Config {
         memory_budget: limits.memory_budget,
         ..Config::default()

@@ -3,8 +3,10 @@
 //! `pupa_guest::tdx::backend::TdxTee`. The decisions are made in `pupa_guest::tdx` (host
 //! tested); this file only connects them to the thin TDCALL wrappers of `arch/tdcall.rs`.
 //!
-//! Boot order (main.rs, under TDX): [`init`] → [`accept_ram`] → heap from the returned map →
-//! [`TdxDma::new`] → [`measure_boot_config`] → `TdxTee::new(TdxPlatform::new(..))`.
+//! Boot order (the [`Tdx`] platform's hooks): [`init`] → [`read_td_hob`] (measured into
+//! RTMR[0] before use) → [`accept_ram`] (the boot's chunk; the heap accepts the rest on demand)
+//! → heap from the returned map → [`TdxDma::new`] → [`measure_boot_config`] →
+//! `TdxTee::new(TdxPlatform::new(..))`.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -21,14 +23,16 @@ use spin::{Mutex, Once};
 
 use pupa_guest::clock::Tsc;
 use pupa_guest::memmap::Region;
-use pupa_guest::tdx::accept::{self, AcceptError, AcceptStats, MapGpaError};
+use pupa_guest::tdx::accept::{self, AcceptStats, MapGpaError};
 use pupa_guest::tdx::backend::{TdxOps, MAX_QUOTE_LEN};
+use pupa_guest::tdx::lazy::{self, BootAcceptError, LazyAccept, BOOT_ACCEPT};
 use pupa_guest::tdx::report::TDREPORT_LEN;
 use pupa_guest::tdx::rtmr::{BootConfig, EventLog, RtmrError};
-use pupa_guest::tdx::tdcall::{vmcall, vmcall_result, VmcallError, VpInfo, VpInfoError};
+use pupa_guest::tdx::tdcall::{vmcall, vmcall_result, PageSize, VmcallError, VpInfo, VpInfoError};
 use pupa_guest::tdx::ve::{self, VeInfo, VmcallRequest};
 use pupa_guest::trap::TrapFrame;
 
+use super::heap;
 use super::virtio_net::DmaPool;
 use crate::arch::cpu::take_pending_interrupts;
 use crate::arch::paging::{self, PAGE_2M};
@@ -81,22 +85,50 @@ pub fn with_event_log<R>(f: impl FnOnce(&mut EventLog) -> R) -> R {
     f(EVENT_LOG.lock().get_or_insert_with(EventLog::new))
 }
 
-/// Accepts the TD HOB's unaccepted RAM inside `[lo, hi)` and returns the memory map with those
-/// parts relabelled as RAM (feed it to `memmap::usable_ram` for the heap). Call once, after
-/// [`init`], before the heap takes memory beyond early RAM.
+/// Accepts the boot's share of the TD HOB's unaccepted RAM inside `[lo, hi)`
+/// ([`BOOT_ACCEPT`] bytes, `pupa_guest::tdx::lazy`) and returns the memory map with those parts
+/// relabelled as RAM (feed it to `memmap::usable_ram` for the heap); the rest is left to the
+/// heap, which accepts it chunk by chunk when an allocation finds no room
+/// ([`heap::grow_lazily`]; `heap::pending_bytes` says how much). A HOB that marks a TDVF
+/// section unaccepted fails here. Call once, after [`init`] and [`read_td_hob`], before the
+/// heap takes memory beyond early RAM.
 pub fn accept_ram(
     map: &[Region],
     lo: u64,
     hi: u64,
-) -> Result<(Vec<Region>, AcceptStats), AcceptError> {
+) -> Result<(Vec<Region>, AcceptStats), BootAcceptError> {
     let declared = super::layout::tdvf_sections();
-    let stats = accept::accept_unaccepted(map, lo, hi, &declared, &mut |gpa, size| {
-        // SAFETY: only ranges the TD HOB lists as unaccepted, outside every TDVF section (so
-        // nothing of the running firmware), each once: pending pages nothing uses yet (one the
-        // TDX module calls already accepted is left alone and fails the boot).
-        unsafe { tdcall::page_accept(gpa, size) }
-    })?;
-    Ok((accept::relabel_accepted(map, lo, hi), stats))
+    let (boot, pending) =
+        lazy::accept_for_boot(map, lo, hi, &declared, BOOT_ACCEPT, &mut page_accept)?;
+    heap::grow_lazily(pending, grow_heap);
+    let stats = AcceptStats {
+        accepted: boot.iter().map(|(s, e)| e - s).sum(),
+        ..AcceptStats::default()
+    };
+    Ok((accept::relabel_accepted(map, &boot), stats))
+}
+
+/// TDG.MEM.PAGE.ACCEPT of one page, for `pupa_guest::tdx::accept`.
+fn page_accept(gpa: u64, size: PageSize) -> u64 {
+    // SAFETY: `lazy` passes only ranges the TD HOB lists as unaccepted, outside every TDVF
+    // section (so nothing of the running firmware), each once: pending pages nothing uses yet
+    // (one the TDX module calls already accepted is left alone and stops the VM).
+    unsafe { tdcall::page_accept(gpa, size) }
+}
+
+/// The heap's grow function ([`heap::GrowFn`]): accepts the next chunk of unaccepted RAM. Runs
+/// inside the allocator; an acceptance failure (a lying HOB or a VMM that re-added a page)
+/// stops the VM here, since the allocation cannot be served with memory of unknown contents.
+fn grow_heap(pending: &mut LazyAccept, min: u64) -> Option<(u64, u64)> {
+    match pending.grow(min, &mut page_accept) {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            super::serial::emergency_println(format_args!(
+                "pupa: FATAL: TDX memory acceptance (heap growth): {e}"
+            ));
+            super::exit::fail(pupa_guest::exit_code::BOOT_FAILURE)
+        }
+    }
 }
 
 /// Why the shared DMA window could not be set up.
@@ -254,7 +286,8 @@ pub fn read_td_hob(log: &mut EventLog) -> Result<Vec<Region>, TdHobError> {
     let (start, end) = super::layout::td_hob();
     // SAFETY: under TDX the VMM adds the TD_HOB section as private memory before launch and
     // nothing else uses it; it is identity-mapped.
-    let section = unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+    let section =
+        unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
     let (map, len) = memmap::parse_td_hob_list(section).map_err(TdHobError::Parse)?;
     log.measure_td_hob(&section[..len], &mut |index, digest| {
         let mut data = Box::new(ExtendIn([0; 64]));

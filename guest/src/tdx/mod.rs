@@ -3,6 +3,7 @@
 //! - [`tdcall`]: TDCALL leaves, TDG.VP.VMCALL sub-functions, status decoding, TDG.VP.INFO;
 //! - [`ve`]: the #VE handler's decode and emulation (CPUID, port I/O, MSRs, HLT);
 //! - [`accept`]: TDG.MEM.PAGE.ACCEPT planning with the 2 MiB → 4 KiB fallback, MapGPA retry;
+//! - [`lazy`]: accepting the TD's RAM in chunks as the heap needs it;
 //! - [`rtmr`]: the boot-configuration measurement into RTMR[2] and its TCG event log;
 //! - [`backend`]: [`backend::TdxTee`], the `runtime::Tee` of a TD (TDREPORT → GetQuote);
 //! - [`report`]: the TDREPORT_STRUCT that TDG.MR.REPORT writes (TDX Module ABI spec,
@@ -14,6 +15,7 @@
 
 pub mod accept;
 pub mod backend;
+pub mod lazy;
 pub mod quote;
 pub mod report;
 pub mod rtmr;

@@ -246,7 +246,7 @@ impl EventLog {
     }
 
     /// Measures the TD HOB list `hob_list` (PHIT through end-of-list, see the module docs)
-    /// into RTMR[0] as an EV_PLATFORM_CONFIG_FLAGS event whose data is the list. Call before
+    /// into RTMR\[0\] as an EV_PLATFORM_CONFIG_FLAGS event whose data is the list. Call before
     /// anything acts on the HOB.
     pub fn measure_td_hob(
         &mut self,
