@@ -407,7 +407,9 @@ idt_empty_ptr:
 /* ---------------------------------------------------------------- SEV metadata */
 /* OVMF's SEV metadata ("ASEV" header: signature, length, version 1, item count; then items
  * (u32 gpa, u32 size, u32 type)); consumed by QEMU/KVM at SNP launch and by sev-snp-measure.
- * Types: 1 SNP_SEC_MEM (pre-validated zero pages), 2 SECRETS, 3 CPUID. */
+ * Types: 1 SNP_SEC_MEM (pre-validated zero pages), 2 SECRETS, 3 CPUID. The layout is
+ * pupa_spec::snp::metadata (SevMetadataHeader, SevMetadataSection), which pupa-measurements
+ * parses images with. */
     .balign 16
 sev_metadata:
     .ascii "ASEV"
@@ -423,7 +425,9 @@ sev_metadata_end:
 /* ---------------------------------------------------------------- TDX metadata */
 /* The TDVF descriptor (TDVF design guide §11 "TDVF metadata"): "TDVF", length, version 1,
  * section count; sections (u32 data offset, u32 raw size, u64 GPA, u64 memory size, u32 type,
- * u32 attributes). Types: 0 BFV, 2 TD_HOB, 3 TEMP_MEM. Attribute bit 0: MR.EXTEND. */
+ * u32 attributes). Types: 0 BFV, 2 TD_HOB, 3 TEMP_MEM. Attribute bit 0: MR.EXTEND. The layout
+ * is pupa_spec::tdx::metadata (TdvfDescriptor, TdvfSection), which pupa-measurements parses
+ * images with. */
     .balign 16
 tdvf_descriptor:
     .ascii "TDVF"

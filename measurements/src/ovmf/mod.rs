@@ -7,13 +7,12 @@
 //! `len` covers data, length and GUID; they are walked backwards from the footer.
 //!
 //! SEV metadata (`OvmfPkg/ResetVector/X64/OvmfSevMetadata.asm`): the table entry holds a u32
-//! offset from the end of the image to an `ASEV` header {signature, size, version = 1, count}
-//! followed by `count` descriptors {u32 gpa, u32 size, u32 type}.
+//! offset from the end of the image to an `ASEV` header followed by its section descriptors,
+//! laid out as [`pupa_spec::snp::metadata`] (the types pupa's `boot.s` block follows).
 //!
-//! TDX metadata (TDVF Design Guide §"TDVF Metadata"; QEMU `hw/i386/tdvf.c`): the table entry
-//! holds a u32 offset from the end of the image to a `TDVF` header {signature, length,
-//! version = 1, count} followed by `count` 32-byte sections {u32 data offset, u32 raw size,
-//! u64 GPA, u64 memory size, u32 type, u32 attributes}.
+//! TDX metadata (TDVF Design Guide §11 "TDVF Metadata"; QEMU `hw/i386/tdvf.c`): the table entry
+//! holds a u32 offset from the end of the image to a `TDVF_DESCRIPTOR` followed by its 32-byte
+//! `TDVF_SECTION`s, laid out as [`pupa_spec::tdx::metadata`].
 //!
 //! Everything is bounds-checked; malformed input yields an [`OvmfError`] naming the problem.
 
@@ -21,6 +20,10 @@ mod describe;
 mod error;
 
 pub use error::OvmfError;
+
+use pupa_spec::snp::metadata::{self as sev_md, SevMetadataHeader, SevMetadataSection};
+use pupa_spec::tdx::metadata::{self as tdvf_md, TdvfDescriptor};
+use zerocopy::FromBytes;
 
 use crate::guid::{self, Guid};
 
@@ -32,9 +35,9 @@ const ENTRY_HEADER: usize = 18;
 pub const FOUR_GIB: u64 = 1 << 32;
 
 /// TDVF section attribute: the section's pages are extended into MRTD (TDH.MR.EXTEND).
-pub const TDVF_ATTR_MR_EXTEND: u32 = 1 << 0;
+pub const TDVF_ATTR_MR_EXTEND: u32 = tdvf_md::ATTR_MR_EXTEND;
 /// TDVF section attribute: the pages are added after launch with TDH.MEM.PAGE.AUG (unmeasured).
-pub const TDVF_ATTR_PAGE_AUG: u32 = 1 << 1;
+pub const TDVF_ATTR_PAGE_AUG: u32 = tdvf_md::ATTR_PAGE_AUG;
 /// Most guest memory the TDVF sections may declare in total. Real TDVF images declare a few
 /// MiB (OVMF: BFV+CFV of 2–4 MiB plus some MiB of TEMP_MEM); the bound keeps MRTD of a hostile
 /// image from hashing for hours (found by fuzzing: a 2^52-byte TEMP_MEM is "valid" otherwise).
@@ -69,23 +72,25 @@ pub enum SevSectionType {
 impl SevSectionType {
     /// Decodes the u32 type field.
     pub fn from_u32(v: u32) -> Option<Self> {
+        use sev_md::section_type as t;
         Some(match v {
-            1 => Self::SnpSecMem,
-            2 => Self::Secrets,
-            3 => Self::Cpuid,
-            4 => Self::SvsmCaa,
-            0x10 => Self::KernelHashes,
+            t::SNP_SEC_MEM => Self::SnpSecMem,
+            t::SNP_SECRETS => Self::Secrets,
+            t::CPUID => Self::Cpuid,
+            t::SVSM_CAA => Self::SvsmCaa,
+            t::SNP_KERNEL_HASHES => Self::KernelHashes,
             _ => return None,
         })
     }
     /// The u32 type field.
     pub fn code(self) -> u32 {
+        use sev_md::section_type as t;
         match self {
-            Self::SnpSecMem => 1,
-            Self::Secrets => 2,
-            Self::Cpuid => 3,
-            Self::SvsmCaa => 4,
-            Self::KernelHashes => 0x10,
+            Self::SnpSecMem => t::SNP_SEC_MEM,
+            Self::Secrets => t::SNP_SECRETS,
+            Self::Cpuid => t::CPUID,
+            Self::SvsmCaa => t::SVSM_CAA,
+            Self::KernelHashes => t::SNP_KERNEL_HASHES,
         }
     }
     /// Name as in edk2.
@@ -127,21 +132,23 @@ pub enum TdvfSectionType {
 impl TdvfSectionType {
     /// Decodes the u32 type field.
     pub fn from_u32(v: u32) -> Option<Self> {
+        use tdvf_md::section_type as t;
         Some(match v {
-            0 => Self::Bfv,
-            1 => Self::Cfv,
-            2 => Self::TdHob,
-            3 => Self::TempMem,
+            t::BFV => Self::Bfv,
+            t::CFV => Self::Cfv,
+            t::TD_HOB => Self::TdHob,
+            t::TEMP_MEM => Self::TempMem,
             _ => return None,
         })
     }
     /// The u32 type field.
     pub fn code(self) -> u32 {
+        use tdvf_md::section_type as t;
         match self {
-            Self::Bfv => 0,
-            Self::Cfv => 1,
-            Self::TdHob => 2,
-            Self::TempMem => 3,
+            Self::Bfv => t::BFV,
+            Self::Cfv => t::CFV,
+            Self::TdHob => t::TD_HOB,
+            Self::TempMem => t::TEMP_MEM,
         }
     }
     /// Name as in the TDVF design guide.
@@ -207,9 +214,6 @@ pub struct Firmware {
 
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
 }
 
 impl Firmware {
@@ -379,25 +383,25 @@ fn locate(b: &[u8], what: &'static str, off: u32, len: u64) -> Result<usize, Ovm
     Ok((n - off) as usize)
 }
 
+/// Checks a metadata header's signature and version (1); returns (length, count).
 fn check_header(
-    b: &[u8],
-    at: usize,
     what: &'static str,
-    want: &[u8; 4],
+    (signature, want): ([u8; 4], [u8; 4]),
+    version: u32,
+    length: u32,
+    count: u32,
 ) -> Result<(u32, u32), OvmfError> {
-    let sig: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
-    if &sig != want {
+    if signature != want {
         return Err(OvmfError::BadSignature {
             what,
-            found: sig,
-            want: *want,
+            found: signature,
+            want,
         });
     }
-    let version = le32(b, at + 8);
     if version != 1 {
         return Err(OvmfError::BadVersion { what, version });
     }
-    Ok((le32(b, at + 4), le32(b, at + 12)))
+    Ok((length, count))
 }
 
 fn overlapping<T>(items: &[T], range: impl Fn(&T) -> (u64, u64)) -> Option<(usize, usize)> {
@@ -416,9 +420,25 @@ fn overlapping<T>(items: &[T], range: impl Fn(&T) -> (u64, u64)) -> Option<(usiz
 /// `ASEV` block: OvmfSevMetadata.asm (`OvmfSevMetadata` / `OvmfSevMetadataSectionDesc`).
 fn parse_sev(b: &[u8], off: u32) -> Result<Vec<SevSection>, OvmfError> {
     const WHAT: &str = "SEV metadata (ASEV)";
-    let at = locate(b, WHAT, off, 16)?;
-    let (length, count) = check_header(b, at, WHAT, b"ASEV")?;
-    let want = 16 + 12 * u64::from(count);
+    const HDR: usize = size_of::<SevMetadataHeader>();
+    const ITEM: u64 = size_of::<SevMetadataSection>() as u64;
+    let at = locate(b, WHAT, off, HDR as u64)?;
+    let out_of_file = |len| OvmfError::OutOfFile {
+        what: WHAT,
+        offset_from_end: u64::from(off),
+        len,
+        size: b.len(),
+    };
+    let (h, items) =
+        SevMetadataHeader::ref_from_prefix(&b[at..]).map_err(|_| out_of_file(HDR as u64))?;
+    let (length, count) = check_header(
+        WHAT,
+        (h.signature, sev_md::SIGNATURE),
+        h.version.get(),
+        h.size.get(),
+        h.num_sections.get(),
+    )?;
+    let want = HDR as u64 + ITEM * u64::from(count);
     // edk2 sets Size to exactly the header plus descriptors.
     if u64::from(length) != want {
         return Err(OvmfError::BadBlockLength {
@@ -428,22 +448,15 @@ fn parse_sev(b: &[u8], off: u32) -> Result<Vec<SevSection>, OvmfError> {
             want,
         });
     }
-    if ((b.len() - at) as u64) < want {
-        return Err(OvmfError::OutOfFile {
-            what: WHAT,
-            offset_from_end: u64::from(off),
-            len: want,
-            size: b.len(),
-        });
-    }
+    let (items, _) = <[SevMetadataSection]>::ref_from_prefix_with_elems(items, count as usize)
+        .map_err(|_| out_of_file(want))?;
     if count == 0 {
         return Err(OvmfError::NoSections(WHAT));
     }
     let load_gpa = FOUR_GIB - b.len() as u64;
-    let mut out = Vec::with_capacity(count as usize);
-    for index in 0..count as usize {
-        let d = at + 16 + 12 * index;
-        let (gpa, size, kind) = (le32(b, d), le32(b, d + 4), le32(b, d + 8));
+    let mut out = Vec::with_capacity(items.len());
+    for (index, d) in items.iter().enumerate() {
+        let (gpa, size, kind) = (d.base.get(), d.size.get(), d.kind.get());
         let kind =
             SevSectionType::from_u32(kind).ok_or(OvmfError::UnknownSevType { index, kind })?;
         let bad = |problem| OvmfError::BadSection {
@@ -489,9 +502,25 @@ fn parse_sev(b: &[u8], off: u32) -> Result<Vec<SevSection>, OvmfError> {
 /// `TDVF` block: TDVF Design Guide "TDVF Metadata"; checks as QEMU `tdvf_parse_metadata`.
 fn parse_tdvf(b: &[u8], off: u32) -> Result<Vec<TdvfSection>, OvmfError> {
     const WHAT: &str = "TDX metadata (TDVF)";
-    let at = locate(b, WHAT, off, 16)?;
-    let (length, count) = check_header(b, at, WHAT, b"TDVF")?;
-    let want = 16 + 32 * u64::from(count);
+    const HDR: usize = size_of::<TdvfDescriptor>();
+    const ITEM: u64 = size_of::<tdvf_md::TdvfSection>() as u64;
+    let at = locate(b, WHAT, off, HDR as u64)?;
+    let out_of_file = |len| OvmfError::OutOfFile {
+        what: WHAT,
+        offset_from_end: u64::from(off),
+        len,
+        size: b.len(),
+    };
+    let (h, items) =
+        TdvfDescriptor::ref_from_prefix(&b[at..]).map_err(|_| out_of_file(HDR as u64))?;
+    let (length, count) = check_header(
+        WHAT,
+        (h.signature, tdvf_md::SIGNATURE),
+        h.version.get(),
+        h.length.get(),
+        h.number_of_section_entry.get(),
+    )?;
+    let want = HDR as u64 + ITEM * u64::from(count);
     if u64::from(length) != want {
         return Err(OvmfError::BadBlockLength {
             what: WHAT,
@@ -500,32 +529,25 @@ fn parse_tdvf(b: &[u8], off: u32) -> Result<Vec<TdvfSection>, OvmfError> {
             want,
         });
     }
-    if ((b.len() - at) as u64) < want {
-        return Err(OvmfError::OutOfFile {
-            what: WHAT,
-            offset_from_end: u64::from(off),
-            len: want,
-            size: b.len(),
-        });
-    }
+    let (items, _) = <[tdvf_md::TdvfSection]>::ref_from_prefix_with_elems(items, count as usize)
+        .map_err(|_| out_of_file(want))?;
     if count == 0 {
         return Err(OvmfError::NoSections(WHAT));
     }
-    let mut out = Vec::with_capacity(count as usize);
-    for index in 0..count as usize {
-        let d = at + 16 + 32 * index;
-        let kind_raw = le32(b, d + 24);
+    let mut out = Vec::with_capacity(items.len());
+    for (index, d) in items.iter().enumerate() {
+        let kind_raw = d.kind.get();
         let kind = TdvfSectionType::from_u32(kind_raw).ok_or(OvmfError::UnknownTdvfType {
             index,
             kind: kind_raw,
         })?;
         let s = TdvfSection {
-            data_offset: le32(b, d),
-            raw_size: le32(b, d + 4),
-            gpa: le64(b, d + 8),
-            mem_size: le64(b, d + 16),
+            data_offset: d.data_offset.get(),
+            raw_size: d.raw_data_size.get(),
+            gpa: d.memory_address.get(),
+            mem_size: d.memory_data_size.get(),
             kind,
-            attributes: le32(b, d + 28),
+            attributes: d.attributes.get(),
         };
         let bad = |problem| OvmfError::BadSection {
             what: "TDVF",

@@ -1,3 +1,4 @@
 //! Intel TDX structures.
 
 pub mod boot_config;
+pub mod metadata;
