@@ -374,7 +374,10 @@ mod tests {
         // The list length counts through the end-of-list header, not the section's tail.
         let mut section = list.clone();
         section.resize(128 << 10, 0);
-        assert_eq!(parse_td_hob_list(&section).unwrap(), (m.clone(), list.len()));
+        assert_eq!(
+            parse_td_hob_list(&section).unwrap(),
+            (m.clone(), list.len())
+        );
         assert_eq!(m.len(), 3);
         assert_eq!(total(&m, RegionKind::Unaccepted), 0x7800000);
         assert_eq!(m[2].kind, RegionKind::Reserved);

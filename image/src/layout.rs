@@ -227,7 +227,10 @@ mod tests {
         assert!(old[0].contains("smaller than 128 KiB"), "{old:?}");
         let over = with((0x0, 0x20000));
         assert_eq!(over.len(), 2, "{over:?}");
-        assert!(over.iter().all(|p| p.contains("overlaps TD_HOB")), "{over:?}");
+        assert!(
+            over.iter().all(|p| p.contains("overlaps TD_HOB")),
+            "{over:?}"
+        );
         assert!(with((0x10000, 0x30000)).is_empty());
         assert_eq!(vmm_written_problems(&snp).len(), 1);
     }
