@@ -88,7 +88,7 @@ pub struct BootFacts {
     pub ram_bytes: u64,
     /// Bytes accepted by the TEE at boot.
     pub accepted_bytes: u64,
-    /// The calibrated clock (TDX: the GetQuote timeout).
+    /// The calibrated clock (TDX: the GetQuote timeout; SNP: the busy-PSP back-off).
     pub tsc: pupa_guest::clock::Tsc,
 }
 
@@ -187,7 +187,8 @@ pub fn select(kind: TeeKind) -> &'static dyn Platform {
         TeeKind::Snp => &snp::Snp,
         TeeKind::Tdx => &tdx::Tdx,
         TeeKind::SevWithoutSnp => {
-            snp::terminate_general(pupa_guest::snp::ghcb::term::SNP_UNSUPPORTED)
+            use pupa_guest::snp::ghcb::term;
+            crate::arch::snp::terminate(term::SET_GENERAL, term::SNP_UNSUPPORTED)
         }
     })
 }

@@ -366,15 +366,6 @@ pub fn window_is_ram(map: &[pupa_guest::memmap::Region]) -> bool {
         == SHARED_WINDOW.1 - SHARED_WINDOW.0
 }
 
-/// Asks the hypervisor to terminate the VM with a reason of set 0 (GHCB spec 56421 §4.1.13:
-/// general reasons, e.g. [`term::SNP_UNSUPPORTED`]); halts if it returns. Usable before the
-/// GHCB exists and under SEV-ES without SNP (MSR protocol only).
-pub fn terminate_general(code: u8) -> ! {
-    ghcb_msr_write(ghcb::terminate_request(term::SET_GENERAL, code));
-    vmgexit();
-    halt_forever()
-}
-
 /// The SEV-SNP platform: the GHCB for port I/O (#VC), MMIO and guest requests; RAM validated
 /// with page-state changes and PVALIDATE; a fixed shared window for DMA; evidence from
 /// MSG_REPORT_REQ under VMPCK0.
