@@ -1,14 +1,9 @@
 //! SNP page-state changes (GHCB spec 56421 §4.1.6 "SNP Page State Change") and the PVALIDATE
 //! plan (AMD APM Vol. 3 "PVALIDATE"; Vol. 2 §15.36.6 "Page Validation").
 //!
-//! The page-state change descriptor lives in the GHCB shared buffer:
-//!
-//! | offset | size | field |
-//! |---|---|---|
-//! | 0 | 2 | CUR_ENTRY |
-//! | 2 | 2 | END_ENTRY |
-//! | 4 | 4 | reserved |
-//! | 8 + 8·i | 8 | entry i: CUR_PAGE 11:0, GFN 51:12, OPERATION 55:52 (1 private, 2 shared), PAGE_SIZE 56 (1 = 2 MiB) |
+//! The page-state change descriptor lives in the GHCB shared buffer; its layout is
+//! [`pupa_spec::snp::PscDesc`]: CUR_ENTRY, END_ENTRY, then up to 253 entries (CUR_PAGE 11:0,
+//! GFN 51:12, OPERATION 55:52 (1 private, 2 shared), PAGE_SIZE 56 (1 = 2 MiB)).
 //!
 //! SW_EXITCODE 0x8000_0010, SW_EXITINFO1/2 = 0, SW_SCRATCH = GPA of the shared buffer. The
 //! hypervisor advances CUR_ENTRY (and CUR_PAGE inside a 2 MiB entry) as it works and may return
@@ -18,11 +13,18 @@
 //! Order (as Linux `set_pages_state`): to make memory private, change its state and then
 //! PVALIDATE it; to share memory, rescind validation first and then change its state.
 
+use core::mem::offset_of;
+
+use pupa_spec::snp::psc::{entry, PscDesc, PscHeader};
+use zerocopy::{FromBytes, IntoBytes};
+
 use super::ghcb::{exit, Field, Ghcb, GhcbError, PageOp, SHARED_BUFFER_LEN};
 
 /// Most entries in one descriptor: (2032 − 8) / 8.
-pub const MAX_ENTRIES: usize = 253;
-const _: () = assert!(8 + MAX_ENTRIES * 8 <= SHARED_BUFFER_LEN);
+pub const MAX_ENTRIES: usize = pupa_spec::snp::psc::MAX_ENTRIES;
+const _: () = assert!(size_of::<PscDesc>() == SHARED_BUFFER_LEN);
+/// Offset of entry 0 in the descriptor.
+const ENTRIES: usize = offset_of!(PscDesc, entries);
 /// 4 KiB.
 pub const PAGE_4K: u64 = 0x1000;
 /// 2 MiB.
@@ -56,10 +58,7 @@ pub struct PscEntry {
 impl PscEntry {
     /// The entry as a u64.
     pub fn encode(&self) -> u64 {
-        u64::from(self.cur_page & 0xFFF)
-            | (self.gfn & ((1 << 40) - 1)) << 12
-            | (self.op as u64) << 52
-            | u64::from(self.size_2m) << 56
+        entry::encode(self.cur_page, self.gfn, self.op as u8, self.size_2m)
     }
 
     fn pages(&self) -> u16 {
@@ -162,22 +161,16 @@ impl Iterator for Plan {
 /// Writes a descriptor of `entries` (1..=253) into the shared buffer, CUR_ENTRY 0.
 pub fn write_descriptor(buf: &mut [u8], entries: &[PscEntry]) {
     debug_assert!(!entries.is_empty() && entries.len() <= MAX_ENTRIES);
-    buf[0..2].copy_from_slice(&0u16.to_le_bytes());
-    buf[2..4].copy_from_slice(&((entries.len() - 1) as u16).to_le_bytes());
-    buf[4..8].fill(0);
+    let header = PscHeader {
+        cur_entry: 0.into(),
+        end_entry: ((entries.len() - 1) as u16).into(),
+        _reserved: 0.into(),
+    };
+    buf[..ENTRIES].copy_from_slice(header.as_bytes());
     for (i, e) in entries.iter().enumerate() {
-        buf[8 + 8 * i..16 + 8 * i].copy_from_slice(&e.encode().to_le_bytes());
+        let at = ENTRIES + 8 * i;
+        buf[at..at + 8].copy_from_slice(&e.encode().to_le_bytes());
     }
-}
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn entry_at(b: &[u8], i: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[8 + 8 * i..16 + 8 * i]);
-    u64::from_le_bytes(v)
 }
 
 /// Changes the state of `[start, end)` to `op` through the GHCB (SNP_PSC exits), in
@@ -234,8 +227,12 @@ fn submit(
             0 => {}
             e => return Err(PscError::Hypervisor(e)),
         }
-        let buf = ghcb.shared_buffer();
-        let (cur, last) = (usize::from(u16_at(buf, 0)), usize::from(u16_at(buf, 2)));
+        let d = PscDesc::ref_from_bytes(ghcb.shared_buffer())
+            .map_err(|_| PscError::Inconsistent("shared buffer is not a descriptor"))?;
+        let (cur, last) = (
+            usize::from(d.header.cur_entry.get()),
+            usize::from(d.header.end_entry.get()),
+        );
         if last != rest.len() - 1 {
             return Err(PscError::Inconsistent("END_ENTRY changed"));
         }
@@ -247,7 +244,7 @@ fn submit(
         }
         // Entries before `cur` are done; entry `cur` may be partly done.
         let want = rest[cur];
-        let got = entry_at(buf, cur);
+        let got = d.entries[cur].get();
         if got & !0xFFF != want.encode() & !0xFFF {
             return Err(PscError::Inconsistent("entry rewritten"));
         }

@@ -6,6 +6,18 @@ use super::*;
 
 const SCRATCH: u64 = 0x20_0800;
 
+/// The mock hypervisor reads the descriptor as raw bytes at the GHCB spec's offsets (§4.1.6:
+/// CUR_ENTRY at 0, END_ENTRY at 2, entry i at 8 + 8·i), independently of the typed layout.
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+
+fn entry_at(b: &[u8], i: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[8 + 8 * i..16 + 8 * i]);
+    u64::from_le_bytes(v)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Misbehave {
     None,

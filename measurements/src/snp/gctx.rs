@@ -1,20 +1,15 @@
 //! The SNP launch digest chain: SHA-384 over PAGE_INFO records.
 //!
 //! AMD SEV-SNP Firmware ABI Specification (publication 56860), §8.17.2 "SNP_LAUNCH_UPDATE",
-//! Table "Layout of the PAGE_INFO Structure": for every page the PSP computes
-//! `LD' = SHA-384(PAGE_INFO)` where PAGE_INFO (0x70 bytes) is
-//!
-//! | offset | field |
-//! |---|---|
-//! | 0x00 | DIGEST_CUR: the current launch digest (48 bytes) |
-//! | 0x30 | CONTENTS: SHA-384 of the page for NORMAL and VMSA pages, zero otherwise |
-//! | 0x60 | LENGTH (u16) = 0x70 |
-//! | 0x62 | PAGE_TYPE (u8) |
-//! | 0x63 | IMI_PAGE (u8) = 0 |
-//! | 0x64 | VMPL3/2/1_PERMS (u8 each) = 0, then a reserved byte |
-//! | 0x68 | GPA (u64) |
+//! Table 67 "Layout of the PAGE_INFO Structure": for every page the PSP computes
+//! `LD' = SHA-384(PAGE_INFO)`, PAGE_INFO being [`pupa_spec::snp::PageInfo`] (DIGEST_CUR = the
+//! current digest, CONTENTS = SHA-384 of the page for NORMAL and VMSA pages and zero otherwise,
+//! LENGTH 0x70, PAGE_TYPE, IMI_PAGE and VMPL permissions 0, GPA).
 
+use pupa_spec::snp::page_info::{self, PAGE_INFO_LEN};
+use pupa_spec::snp::PageInfo;
 use sha2::{Digest, Sha384};
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::Digest384;
 
@@ -23,21 +18,21 @@ use crate::Digest384;
 #[repr(u8)]
 pub enum PageType {
     /// Page with measured contents.
-    Normal = 1,
+    Normal = page_info::page_type::NORMAL,
     /// A VMSA page.
-    Vmsa = 2,
+    Vmsa = page_info::page_type::VMSA,
     /// Zero page.
-    Zero = 3,
+    Zero = page_info::page_type::ZERO,
     /// Unmeasured page.
-    Unmeasured = 4,
+    Unmeasured = page_info::page_type::UNMEASURED,
     /// The secrets page.
-    Secrets = 5,
+    Secrets = page_info::page_type::SECRETS,
     /// The CPUID page.
-    Cpuid = 6,
+    Cpuid = page_info::page_type::CPUID,
 }
 
 /// GPA recorded for VMSA pages: the PSP records (u64)-1, page-aligned with bits above 51 clear.
-pub const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+pub const VMSA_GPA: u64 = page_info::VMSA_GPA;
 
 /// Running launch digest.
 #[derive(Debug, Clone)]
@@ -57,13 +52,13 @@ impl LaunchDigest {
     }
 
     fn update(&mut self, page_type: PageType, gpa: u64, contents: &Digest384) {
-        let mut info = [0u8; 0x70];
-        info[..48].copy_from_slice(&self.ld);
-        info[48..96].copy_from_slice(contents);
-        info[0x60..0x62].copy_from_slice(&0x70u16.to_le_bytes());
-        info[0x62] = page_type as u8;
-        info[0x68..0x70].copy_from_slice(&gpa.to_le_bytes());
-        self.ld = Sha384::digest(info).into();
+        let mut info = PageInfo::new_zeroed();
+        info.digest_cur = self.ld;
+        info.contents = *contents;
+        info.length.set(PAGE_INFO_LEN as u16);
+        info.page_type = page_type as u8;
+        info.gpa.set(gpa);
+        self.ld = Sha384::digest(info.as_bytes()).into();
     }
 
     /// Measures `data` (a page multiple) as NORMAL pages starting at `gpa`.
@@ -86,5 +81,29 @@ impl LaunchDigest {
     pub fn vmsa_page(&mut self, page: &[u8; 4096]) {
         let h: Digest384 = Sha384::digest(page).into();
         self.update(PageType::Vmsa, VMSA_GPA, &h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two steps of the chain against SHA-384 over PAGE_INFO records packed by hand (Python
+    /// `hashlib.sha384(ld + contents + struct.pack('<HBBBBBBQ', 0x70, type, 0, 0, 0, 0, 0, gpa))`).
+    #[test]
+    fn page_info_chain_matches_hand_packed_records() {
+        let mut ld = LaunchDigest::new([0; 48]);
+        ld.empty_pages(PageType::Zero, 0x80_0000, 4096);
+        assert_eq!(
+            crate::hexfmt::encode(&ld.digest()),
+            "4472405c6dbc65e5629805f2be1b3df74eb119841eff12466c24f43e67083c23\
+             df5e645b2742b6d9aa0f943e095cebaa"
+        );
+        ld.normal_pages(0xFFFF_F000, &[0xAA; 4096]);
+        assert_eq!(
+            crate::hexfmt::encode(&ld.digest()),
+            "45179c36d09c353bc785fc03866171693afded77dba6508971df594773cf0599\
+             041ce78af377a09dae4008f7f3b882a8"
+        );
     }
 }
