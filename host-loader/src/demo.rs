@@ -20,7 +20,7 @@ use pupa_measurements::manifest;
 
 use crate::client::jobspec::JobSpec;
 use crate::client::{self, Connection, EvidencePolicy};
-use crate::profile::{self, Accel, LaunchConfig, Network, Tee, Vmm};
+use crate::profile::{self, Accel, LaunchConfig, Network, TeeKind, Vmm};
 use crate::vm::Guest;
 
 /// Arguments of `pupa-host demo`.
@@ -151,7 +151,7 @@ fn boot(args: &DemoArgs) -> Result<(Guest, u16), String> {
     );
     let port = free_port()?;
     let cfg = LaunchConfig {
-        tee: Tee::None,
+        tee: TeeKind::Dev,
         vmm: Vmm::Qemu,
         image: &args.image,
         memory_mib: args.memory_mib,

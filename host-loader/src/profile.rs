@@ -9,16 +9,9 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-/// Which TEE the VM is launched as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Tee {
-    /// A plain VM (development; the guest serves insecure dev evidence).
-    None,
-    /// AMD SEV-SNP.
-    Snp,
-    /// Intel TDX.
-    Tdx,
-}
+/// Which TEE the VM is launched as: the one kind the guest, the protocol and the verifier
+/// share (`dev` is a plain VM whose guest serves insecure development evidence).
+pub use pupa_measurements::tee_arg::TeeKind;
 
 /// Which VMM launches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +42,7 @@ pub enum Network {
 /// Everything a launch needs.
 #[derive(Clone, Debug)]
 pub struct LaunchConfig<'a> {
-    pub tee: Tee,
+    pub tee: TeeKind,
     pub vmm: Vmm,
     pub image: &'a Path,
     pub memory_mib: u32,
@@ -99,9 +92,9 @@ pub const CLOUD_HYPERVISOR_TDX_UNSUPPORTED: &str = "cloud-hypervisor's TDX suppo
 
 /// Why the `tee` × `vmm` combination is not offered (no script, `pupa-host run` refuses it), or
 /// `None` if it is.
-pub fn unsupported(tee: Tee, vmm: Vmm) -> Option<&'static str> {
+pub fn unsupported(tee: TeeKind, vmm: Vmm) -> Option<&'static str> {
     match (tee, vmm) {
-        (Tee::Tdx, Vmm::CloudHypervisor) => Some(CLOUD_HYPERVISOR_TDX_UNSUPPORTED),
+        (TeeKind::Tdx, Vmm::CloudHypervisor) => Some(CLOUD_HYPERVISOR_TDX_UNSUPPORTED),
         _ => None,
     }
 }
@@ -143,7 +136,7 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
     Launch {
         program: "qemu-system-x86_64".into(),
         args: a,
-        executed_here: cfg.tee == Tee::None,
+        executed_here: cfg.tee == TeeKind::Dev,
     }
 }
 
@@ -153,7 +146,7 @@ fn qemu_machine(cfg: &LaunchConfig) -> Vec<String> {
     let mut push = |s: &str| a.push(s.to_string());
     let mem = format!("{}M", cfg.memory_mib);
     match cfg.tee {
-        Tee::None => {
+        TeeKind::Dev => {
             push("-machine");
             push("q35");
             push("-accel");
@@ -172,7 +165,7 @@ fn qemu_machine(cfg: &LaunchConfig) -> Vec<String> {
             push("-m");
             push(&mem);
         }
-        Tee::Snp => {
+        TeeKind::Snp => {
             // QEMU >= 9.1 with a host kernel that has SNP support (upstream KVM 6.11+).
             push("-machine");
             push("q35,confidential-guest-support=sev0,memory-backend=ram0");
@@ -189,7 +182,7 @@ fn qemu_machine(cfg: &LaunchConfig) -> Vec<String> {
             a.push("-m".into());
             a.push(mem.clone());
         }
-        Tee::Tdx => {
+        TeeKind::Tdx => {
             // QEMU >= 10.1 with a host kernel that has TDX support (upstream KVM 6.16+); the
             // quote service (QGS) listens on vsock port 4050 of the host.
             push("-machine");
@@ -254,12 +247,12 @@ fn cloud_hypervisor(cfg: &LaunchConfig) -> Launch {
         "off".into(),
     ];
     match cfg.tee {
-        Tee::None => {}
-        Tee::Tdx => {
+        TeeKind::Dev => {}
+        TeeKind::Tdx => {
             a.push("--platform".into());
             a.push("tdx=on".into());
         }
-        Tee::Snp => {
+        TeeKind::Snp => {
             // cloud-hypervisor supports SEV-SNP on the MSHV hypervisor only.
             a.push("--platform".into());
             a.push("sev_snp=on".into());
@@ -306,7 +299,7 @@ pub fn kvm_works_or_stop(
         return false;
     }
     let cfg = LaunchConfig {
-        tee: Tee::None,
+        tee: TeeKind::Dev,
         vmm: Vmm::Qemu,
         image,
         memory_mib: 128,
@@ -328,7 +321,7 @@ pub fn kvm_works_or_stop(
 mod tests {
     use super::*;
 
-    fn cfg(tee: Tee, vmm: Vmm) -> LaunchConfig<'static> {
+    fn cfg(tee: TeeKind, vmm: Vmm) -> LaunchConfig<'static> {
         LaunchConfig {
             tee,
             vmm,
@@ -347,7 +340,7 @@ mod tests {
 
     #[test]
     fn plain_is_firmware_boot_with_forward() {
-        let l = command(&cfg(Tee::None, Vmm::Qemu));
+        let l = command(&cfg(TeeKind::Dev, Vmm::Qemu));
         let s = l.args.join(" ");
         assert!(s.contains("-bios pupa.fd"));
         assert!(s.contains("hostfwd=tcp:127.0.0.1:7000-:7000"));
@@ -357,19 +350,19 @@ mod tests {
 
     #[test]
     fn tee_profiles_name_their_objects_and_are_marked_unexecuted() {
-        let snp = command(&cfg(Tee::Snp, Vmm::Qemu));
+        let snp = command(&cfg(TeeKind::Snp, Vmm::Qemu));
         assert!(snp
             .args
             .iter()
             .any(|a| a.starts_with("sev-snp-guest,id=sev0,cbitpos=51")));
         assert!(!snp.executed_here);
-        let tdx = command(&cfg(Tee::Tdx, Vmm::Qemu));
+        let tdx = command(&cfg(TeeKind::Tdx, Vmm::Qemu));
         assert!(tdx
             .args
             .iter()
             .any(|a| a.contains("\"qom-type\":\"tdx-guest\"")));
         assert!(tdx.args.iter().any(|a| a.contains("kernel-irqchip=split")));
-        let ch = command(&cfg(Tee::Tdx, Vmm::CloudHypervisor));
+        let ch = command(&cfg(TeeKind::Tdx, Vmm::CloudHypervisor));
         assert_eq!(
             &ch.args[..2],
             &["--firmware".to_string(), "pupa.fd".to_string()]
@@ -396,18 +389,18 @@ pub fn scripts() -> Vec<(String, String)> {
         debug_exit: false,
         fw_cfg: vec![],
     };
-    let mut plain_tcg = base(Tee::None, Vmm::Qemu);
+    let mut plain_tcg = base(TeeKind::Dev, Vmm::Qemu);
     plain_tcg.accel = Accel::Tcg;
-    let mut ch = base(Tee::None, Vmm::CloudHypervisor);
+    let mut ch = base(TeeKind::Dev, Vmm::CloudHypervisor);
     ch.network = Network::Tap {
         ifname: "pupa0".into(),
     };
     // No cloud-hypervisor TDX script: see [`unsupported`].
     let profiles = [
-        ("qemu-plain-kvm.sh", base(Tee::None, Vmm::Qemu), "Plain VM under KVM (development). Executed on the development machine only where KVM works."),
+        ("qemu-plain-kvm.sh", base(TeeKind::Dev, Vmm::Qemu), "Plain VM under KVM (development). Executed on the development machine only where KVM works."),
         ("qemu-plain-tcg.sh", plain_tcg, "Plain VM under TCG (development; no KVM needed). Executed by the tests on the development machine."),
-        ("qemu-snp.sh", base(Tee::Snp, Vmm::Qemu), "AMD SEV-SNP guest. NOT EXECUTED on the development machines: needs an SNP host (EPYC Milan or later, SNP-enabled firmware and kernel, QEMU >= 9.1)."),
-        ("qemu-tdx.sh", base(Tee::Tdx, Vmm::Qemu), "Intel TDX guest. NOT EXECUTED on the development machines: needs a TDX host (TDX module, Linux >= 6.16 KVM with TDX, QEMU >= 10.1, a QGS for quotes)."),
+        ("qemu-snp.sh", base(TeeKind::Snp, Vmm::Qemu), "AMD SEV-SNP guest. NOT EXECUTED on the development machines: needs an SNP host (EPYC Milan or later, SNP-enabled firmware and kernel, QEMU >= 9.1)."),
+        ("qemu-tdx.sh", base(TeeKind::Tdx, Vmm::Qemu), "Intel TDX guest. NOT EXECUTED on the development machines: needs a TDX host (TDX module, Linux >= 6.16 KVM with TDX, QEMU >= 10.1, a QGS for quotes)."),
         ("cloud-hypervisor.sh", ch, "Plain VM under cloud-hypervisor with a TAP device. NOT EXECUTED on the development machines (cloud-hypervisor is not installed there)."),
     ];
     profiles
@@ -446,15 +439,15 @@ mod script_tests {
     /// for it, and the combination is named unsupported (so `pupa-host run` refuses it).
     #[test]
     fn cloud_hypervisor_tdx_is_not_offered() {
-        use super::{unsupported, Tee, Vmm};
+        use super::{unsupported, TeeKind, Vmm};
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu");
         assert!(super::scripts()
             .iter()
             .all(|(name, body)| name != "cloud-hypervisor-tdx.sh" && !body.contains("tdx=on")));
         assert!(!dir.join("cloud-hypervisor-tdx.sh").exists());
-        assert!(unsupported(Tee::Tdx, Vmm::CloudHypervisor)
+        assert!(unsupported(TeeKind::Tdx, Vmm::CloudHypervisor)
             .is_some_and(|why| why.contains("out-of-tree KVM TDX interface")));
-        for tee in [Tee::None, Tee::Snp, Tee::Tdx] {
+        for tee in [TeeKind::Dev, TeeKind::Snp, TeeKind::Tdx] {
             assert_eq!(unsupported(tee, Vmm::Qemu), None);
         }
     }

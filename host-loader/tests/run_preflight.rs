@@ -145,6 +145,23 @@ fn an_snp_launch_of_an_image_without_sev_metadata_is_refused() {
     let p = image(&dir);
     let e = run_fails(&["--image", s(&p), "--tee", "snp"]);
     assert!(e.contains("has no SEV metadata"), "{e}");
+    assert!(e.contains("cannot boot with --tee snp"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `--tee` takes the shared TEE kind's names (`none` is `dev`), and nothing else.
+#[test]
+fn tee_names_are_the_shared_kinds() {
+    let dir = common::temp_dir("tee-names");
+    let p = image(&dir);
+    // both spellings of the plain VM get past the flag (and stop at the bad memory size)
+    for plain in ["none", "dev"] {
+        let e = run_fails(&["--image", s(&p), "--tee", plain, "--memory-mib", "0"]);
+        assert!(e.contains("--memory-mib 0"), "--tee {plain}: {e}");
+    }
+    let e = run_fails(&["--image", s(&p), "--tee", "sev"]);
+    assert!(e.contains("invalid value 'sev'"), "{e}");
+    assert!(e.contains("dev, snp, tdx"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

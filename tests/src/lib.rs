@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pupa_host::profile::{self, Accel, LaunchConfig, Network, Tee, Vmm};
+use pupa_host::profile::{self, Accel, LaunchConfig, Network, TeeKind, Vmm};
 use pupa_host::vm::Guest;
 use pupa_image::build::{self, BuildOptions, BuildOutput};
 
@@ -73,7 +73,7 @@ pub fn boot_with_nic() -> (Guest, u16) {
         .expect("a free port")
         .port();
     let cfg = LaunchConfig {
-        tee: Tee::None,
+        tee: TeeKind::Dev,
         vmm: Vmm::Qemu,
         image: &image().image,
         memory_mib: 512,
@@ -112,7 +112,7 @@ pub struct Boot {
 /// Boot `image` once, without network, and wait for QEMU to exit (or kill it at `timeout`).
 pub fn boot(image: &Path, accel: Accel, fw_cfg: &[(&str, &str)], timeout: Duration) -> Boot {
     let cfg = LaunchConfig {
-        tee: Tee::None,
+        tee: TeeKind::Dev,
         vmm: Vmm::Qemu,
         image,
         memory_mib: 256,

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::supervise::{GuestBackend, StartError};
-use crate::profile::{self, Accel, LaunchConfig, Network, Tee, Vmm};
+use crate::profile::{self, Accel, LaunchConfig, Network, TeeKind, Vmm};
 use crate::vm;
 
 /// A guest VM launched from a profile (`profile::command`) and watched through `vm::Guest`.
@@ -15,7 +15,7 @@ pub struct VmBackend {
     /// The firmware image.
     pub image: PathBuf,
     /// TEE kind.
-    pub tee: Tee,
+    pub tee: TeeKind,
     /// VMM.
     pub vmm: Vmm,
     /// Memory in MiB.
@@ -39,7 +39,7 @@ impl VmBackend {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         image: PathBuf,
-        tee: Tee,
+        tee: TeeKind,
         vmm: Vmm,
         memory_mib: u32,
         vcpus: u32,
@@ -63,7 +63,7 @@ impl VmBackend {
     }
 
     fn accel(&mut self, stop: &AtomicBool) -> Result<Accel, StartError> {
-        if self.tee != Tee::None {
+        if self.tee != TeeKind::Dev {
             return Ok(Accel::Kvm);
         }
         if let Some(a) = self.accel {

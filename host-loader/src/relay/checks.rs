@@ -15,7 +15,7 @@ use pupa_measurements::{Firmware, OvmfError};
 use sha2::{Digest, Sha384};
 
 use super::RunArgs;
-use crate::profile::Tee;
+use crate::profile::TeeKind;
 
 /// Least guest memory `run` accepts, in MiB.
 pub const MIN_MEMORY_MIB: u32 = 128;
@@ -79,7 +79,7 @@ pub enum CheckError {
         /// `SEV` or `TDVF`.
         what: &'static str,
         /// The TEE.
-        tee: &'static str,
+        tee: TeeKind,
     },
     /// The manifest cannot be read or lacks the image hash.
     #[error("--manifest {}: {why}", path.display())]
@@ -151,7 +151,7 @@ pub fn check_flags(a: &RunArgs) -> Result<(), CheckError> {
 }
 
 /// Reads `path` and checks that it is an OVMF-format firmware fit for `tee`; returns its bytes.
-pub fn check_image(path: &Path, tee: Tee) -> Result<Vec<u8>, CheckError> {
+pub fn check_image(path: &Path, tee: TeeKind) -> Result<Vec<u8>, CheckError> {
     let read_err = |err| CheckError::ImageRead {
         path: path.to_path_buf(),
         err,
@@ -180,11 +180,11 @@ pub fn check_image(path: &Path, tee: Tee) -> Result<Vec<u8>, CheckError> {
         err,
     })?;
     let missing = match tee {
-        Tee::Snp if fw.sev_sections().is_none() => Some(("SEV", "snp")),
-        Tee::Tdx if fw.tdvf_sections().is_none() => Some(("TDVF", "tdx")),
+        TeeKind::Snp if fw.sev_sections().is_none() => Some("SEV"),
+        TeeKind::Tdx if fw.tdvf_sections().is_none() => Some("TDVF"),
         _ => None,
     };
-    if let Some((what, tee)) = missing {
+    if let Some(what) = missing {
         return Err(CheckError::NoTeeMetadata {
             path: path.to_path_buf(),
             what,

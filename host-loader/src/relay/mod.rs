@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::profile::{Network, Tee, Vmm};
+use crate::profile::{Network, TeeKind, Vmm};
+use pupa_measurements::tee_arg;
 
 pub use backend::{ExternalGuest, VmBackend};
 pub use health::HealthConfig;
@@ -50,9 +51,10 @@ pub use supervise::{start_guest, supervise, GuestBackend, StartError, Supervisio
 /// Arguments of `pupa-host run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// TEE the VM is launched as (`none`: plain VM with insecure dev evidence).
-    #[arg(long, value_enum, default_value = "none")]
-    pub tee: Tee,
+    /// TEE the VM is launched as (`dev`, also spelled `none`: a plain VM with insecure dev
+    /// evidence).
+    #[arg(long, default_value = "none", value_parser = tee_arg::parser(&TeeKind::ALL))]
+    pub tee: TeeKind,
     /// VMM that launches the guest.
     #[arg(long, value_enum, default_value = "qemu")]
     pub vmm: Vmm,
