@@ -18,6 +18,7 @@
 use alloc::vec::Vec;
 
 use pupa_protocol::evidence::TeeEvidence;
+use pupa_spec::tdx::report::{self as spec, TdReportBody10};
 
 use super::quote::{self, QuoteBufError, HEADER_LEN};
 use super::report::{TdReport, TdReportError, MRTD_OFFSET, TDREPORT_LEN};
@@ -25,18 +26,19 @@ use super::rtmr::EventLog;
 use super::tdcall::VmcallError;
 use crate::runtime::{Tee, TeeFailure};
 
-/// Quote header length (Intel DCAP "Quote Library API", Quote format v4 §A.3/v5).
-pub const QUOTE_HEADER_LEN: usize = 48;
+/// Quote header length (Intel DCAP "Quote Library API", Quote format v4 §A.3/v5; the layouts
+/// are [`pupa_spec::tdx::report::QuoteHeader`] and [`TdReportBody10`]).
+pub const QUOTE_HEADER_LEN: usize = spec::QUOTE_HEADER_LEN;
 /// TD report body (TDX 1.0 "TD10") length; TDX 1.5 "TD15" bodies add 64 bytes.
-pub const TD10_BODY_LEN: usize = 584;
+pub const TD10_BODY_LEN: usize = spec::TD10_BODY_LEN;
 /// TD15 report body length.
-pub const TD15_BODY_LEN: usize = 648;
+pub const TD15_BODY_LEN: usize = spec::TD15_BODY_LEN;
 /// Offset of REPORTDATA inside a TD report body.
-pub const BODY_REPORTDATA: usize = 520;
+pub const BODY_REPORTDATA: usize = core::mem::offset_of!(TdReportBody10, report_data);
 /// Offset of MRTD inside a TD report body.
-pub const BODY_MRTD: usize = 136;
+pub const BODY_MRTD: usize = core::mem::offset_of!(TdReportBody10, mrtd);
 /// Quote header TEE type of TDX.
-pub const TEE_TYPE_TDX: u32 = 0x81;
+pub const TEE_TYPE_TDX: u32 = spec::TEE_TYPE_TDX;
 /// Smallest acceptable quote: header + TD10 body + signature length.
 pub const MIN_QUOTE_LEN: usize = QUOTE_HEADER_LEN + TD10_BODY_LEN + 4;
 /// Largest accepted quote (real ones with the PCK chain are 5–8 KiB).

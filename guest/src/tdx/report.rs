@@ -1,18 +1,24 @@
 //! TDREPORT_STRUCT (Intel TDX Module ABI spec, §"TDREPORT_STRUCT": REPORTMACSTRUCT 256 bytes,
-//! TEE_TCB_INFO 239 bytes, reserved 17, TDINFO_STRUCT 512 bytes) as written by TDG.MR.REPORT.
+//! TEE_TCB_INFO 239 bytes, reserved 17, TDINFO_STRUCT 512 bytes) as written by TDG.MR.REPORT;
+//! the layout is [`pupa_spec::tdx::report::TdReport`].
+
+use core::mem::offset_of;
+
+use pupa_spec::tdx::report::{TdInfo, TdReport as Layout};
+use zerocopy::FromBytes;
 
 /// Size of TDREPORT_STRUCT.
-pub const TDREPORT_LEN: usize = 1024;
+pub const TDREPORT_LEN: usize = pupa_spec::tdx::report::TDREPORT_LEN;
 /// REPORTTYPE.TYPE of a TDX report.
-pub const REPORT_TYPE_TDX: u8 = 0x81;
+pub const REPORT_TYPE_TDX: u8 = pupa_spec::tdx::report::REPORT_TYPE_TDX;
 /// REPORTMACSTRUCT.REPORTDATA.
-pub const REPORTDATA_OFFSET: usize = 128;
+pub const REPORTDATA_OFFSET: usize = offset_of!(Layout, mac.report_data);
 /// TDINFO_STRUCT.ATTRIBUTES.
-pub const ATTRIBUTES_OFFSET: usize = 512;
+pub const ATTRIBUTES_OFFSET: usize = offset_of!(Layout, td_info) + offset_of!(TdInfo, attributes);
 /// TDINFO_STRUCT.MRTD.
-pub const MRTD_OFFSET: usize = 528;
+pub const MRTD_OFFSET: usize = offset_of!(Layout, td_info) + offset_of!(TdInfo, mrtd);
 /// TDINFO_STRUCT.RTMR[0]; RTMR[i] at + 48·i.
-pub const RTMR_OFFSET: usize = 720;
+pub const RTMR_OFFSET: usize = offset_of!(Layout, td_info) + offset_of!(TdInfo, rtmr);
 
 /// A malformed TDREPORT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,44 +33,36 @@ pub enum TdReportError {
 
 /// A checked view of a TDREPORT_STRUCT.
 #[derive(Debug, Clone, Copy)]
-pub struct TdReport<'a>(&'a [u8]);
+pub struct TdReport<'a>(&'a Layout);
 
 impl<'a> TdReport<'a> {
     /// Checks size and REPORTTYPE.
     pub fn parse(b: &'a [u8]) -> Result<Self, TdReportError> {
-        if b.len() != TDREPORT_LEN {
-            return Err(TdReportError::Size(b.len()));
+        let r = Layout::ref_from_bytes(b).map_err(|_| TdReportError::Size(b.len()))?;
+        if r.mac.report_type != REPORT_TYPE_TDX {
+            return Err(TdReportError::Type(r.mac.report_type));
         }
-        if b[0] != REPORT_TYPE_TDX {
-            return Err(TdReportError::Type(b[0]));
-        }
-        Ok(Self(b))
-    }
-
-    fn arr<const N: usize>(&self, o: usize) -> [u8; N] {
-        let mut a = [0u8; N];
-        a.copy_from_slice(&self.0[o..o + N]);
-        a
+        Ok(Self(r))
     }
 
     /// REPORTDATA.
     pub fn report_data(&self) -> [u8; 64] {
-        self.arr(REPORTDATA_OFFSET)
+        self.0.mac.report_data
     }
 
     /// TD ATTRIBUTES (bit 0: DEBUG).
     pub fn attributes(&self) -> u64 {
-        u64::from_le_bytes(self.arr(ATTRIBUTES_OFFSET))
+        self.0.attributes()
     }
 
     /// MRTD.
     pub fn mrtd(&self) -> [u8; 48] {
-        self.arr(MRTD_OFFSET)
+        self.0.td_info.mrtd
     }
 
     /// RTMR[i], i < 4.
     pub fn rtmr(&self, i: usize) -> Option<[u8; 48]> {
-        (i < 4).then(|| self.arr(RTMR_OFFSET + 48 * i))
+        self.0.td_info.rtmr.get(i).copied()
     }
 }
 

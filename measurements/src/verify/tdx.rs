@@ -11,24 +11,25 @@
 use dcap_qvl::quote::Quote;
 use dcap_qvl::verify::QuoteVerifier;
 use dcap_qvl::QuoteCollateralV3;
+use pupa_spec::tdx::report as spec;
 
 use super::policy::{Policy, TdxTcbStatus};
 use super::{Verdict, VerifyError};
 
-/// Quote header size.
-pub const HEADER_LEN: usize = 48;
-/// TD report body (TDX 1.0) size.
-pub const TD_REPORT_LEN: usize = 584;
+/// Quote header size (the layout: [`pupa_spec::tdx::report::QuoteHeader`]).
+pub const HEADER_LEN: usize = spec::QUOTE_HEADER_LEN;
+/// TD report body (TDX 1.0) size ([`pupa_spec::tdx::report::TdReportBody10`]).
+pub const TD_REPORT_LEN: usize = spec::TD10_BODY_LEN;
 /// Offset of the u32 signature-data length (= bytes covered by the quote signature).
 pub const SIG_DATA_LEN_OFFSET: usize = HEADER_LEN + TD_REPORT_LEN;
 /// Largest quote accepted (certification data included); real quotes are ~5 KiB.
 pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 /// TEE type of TDX in the quote header.
-pub const TEE_TYPE_TDX: u32 = 0x81;
+pub const TEE_TYPE_TDX: u32 = spec::TEE_TYPE_TDX;
 /// dcap-qvl's error when no TCB level matches the platform.
 const NO_MATCHING_TCB_LEVEL: &str = "No matching TCB level found";
 /// TD attributes bit 0: TUD.DEBUG.
-pub const TD_ATTR_DEBUG: u64 = 1;
+pub const TD_ATTR_DEBUG: u64 = spec::TD_ATTR_DEBUG;
 
 /// Parses the collateral file: the JSON form of `dcap_qvl::QuoteCollateralV3` (as written by
 /// `dcap-qvl`'s collateral fetcher: issuer chains PEM, CRLs and signatures hex, TCB info and QE

@@ -2,3 +2,4 @@
 
 pub mod boot_config;
 pub mod metadata;
+pub mod report;
