@@ -60,3 +60,17 @@ fn tdreport_fields_at_the_abi_offsets() {
     assert_eq!(r.td_info.servtd_hash[0], 0x5D);
     assert!(TdReport::ref_from_bytes(&raw[..1023]).is_err());
 }
+
+#[test]
+fn get_quote_header_fields() {
+    use pupa_spec::tdx::get_quote::{GetQuoteHeader, STATUS_IN_FLIGHT};
+    let mut raw = [0u8; 24];
+    raw[0] = 1; // VERSION
+    raw[8..16].fill(0xFF); // STATUS: in flight
+    raw[16..20].copy_from_slice(&1024u32.to_le_bytes()); // IN_LEN
+    raw[20..24].copy_from_slice(&5006u32.to_le_bytes()); // OUT_LEN
+    let h = GetQuoteHeader::ref_from_bytes(&raw).unwrap();
+    assert_eq!(h.version.get(), 1);
+    assert_eq!(h.status.get(), STATUS_IN_FLIGHT);
+    assert_eq!((h.in_len.get(), h.out_len.get()), (1024, 5006));
+}

@@ -1,16 +1,20 @@
 //! The GetQuote shared buffer (GHCI spec 1.5, §3.3 TDG.VP.VMCALL<GetQuote>, Table 3-10):
 //! `VERSION u64 (1) | STATUS u64 | IN_LEN u32 | OUT_LEN u32 | DATA`. The guest writes its
 //! TDREPORT as DATA with STATUS 0; the host's quote service replaces DATA with the quote and sets
-//! STATUS and OUT_LEN. The buffer is shared memory: everything in it is untrusted.
+//! STATUS and OUT_LEN. The buffer is shared memory: everything in it is untrusted. The header's
+//! layout is [`pupa_spec::tdx::get_quote::GetQuoteHeader`].
+
+use pupa_spec::tdx::get_quote::{self as spec, GetQuoteHeader};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::report::TDREPORT_LEN;
 
 /// Header size.
-pub const HEADER_LEN: usize = 24;
+pub const HEADER_LEN: usize = spec::HEADER_LEN;
 /// STATUS: success.
-pub const STATUS_SUCCESS: u64 = 0;
+pub const STATUS_SUCCESS: u64 = spec::STATUS_SUCCESS;
 /// STATUS: the request is still being processed.
-pub const STATUS_IN_FLIGHT: u64 = 0xFFFF_FFFF_FFFF_FFFF;
+pub const STATUS_IN_FLIGHT: u64 = spec::STATUS_IN_FLIGHT;
 
 /// Why a GetQuote buffer is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,8 +42,10 @@ pub fn write_request(td_report: &[u8; TDREPORT_LEN], buf: &mut [u8]) -> Result<(
         return Err(QuoteBufError::TooSmall(buf.len()));
     }
     buf.fill(0);
-    buf[0..8].copy_from_slice(&1u64.to_le_bytes());
-    buf[16..20].copy_from_slice(&(TDREPORT_LEN as u32).to_le_bytes());
+    let mut h = GetQuoteHeader::new_zeroed();
+    h.version.set(spec::VERSION);
+    h.in_len.set(TDREPORT_LEN as u32);
+    buf[..HEADER_LEN].copy_from_slice(h.as_bytes());
     buf[HEADER_LEN..HEADER_LEN + TDREPORT_LEN].copy_from_slice(td_report);
     Ok(())
 }
@@ -47,21 +53,17 @@ pub fn write_request(td_report: &[u8; TDREPORT_LEN], buf: &mut [u8]) -> Result<(
 /// Checks the reply header (VERSION, STATUS) and returns OUT_LEN (not yet checked against
 /// any buffer). The firmware reads the header out of shared memory into a private copy first.
 pub fn parse_header(hdr: &[u8; HEADER_LEN]) -> Result<u32, QuoteBufError> {
-    let u64_at = |o: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&hdr[o..o + 8]);
-        u64::from_le_bytes(a)
-    };
-    let version = u64_at(0);
-    if version != 1 {
+    let h = GetQuoteHeader::ref_from_bytes(hdr).map_err(|_| QuoteBufError::TooSmall(hdr.len()))?;
+    let version = h.version.get();
+    if version != spec::VERSION {
         return Err(QuoteBufError::Version(version));
     }
-    match u64_at(8) {
+    match h.status.get() {
         STATUS_SUCCESS => {}
         STATUS_IN_FLIGHT => return Err(QuoteBufError::InFlight),
         s => return Err(QuoteBufError::Status(s)),
     }
-    Ok(u32::from_le_bytes([hdr[20], hdr[21], hdr[22], hdr[23]]))
+    Ok(h.out_len.get())
 }
 
 /// Reads the host's reply: the quote bytes (to be copied out of shared memory before use).
