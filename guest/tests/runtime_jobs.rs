@@ -323,14 +323,22 @@ fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
         );
         assert!(rc.seq > last_seq);
         last_seq = rc.seq;
+        // The reply carries the voucher that covered the job in the clear beside the TON
+        // receipt: together, the payout the host relays (query id = seq).
+        let Message::Receipt(rr) = &ex.replies[1] else {
+            panic!("{:?}", ex.replies)
+        };
+        let payout = rr.payout().unwrap().expect("a payout");
+        assert_eq!(
+            payout,
+            Payout {
+                query_id: rc.seq,
+                receipt: r,
+                voucher: sv,
+            }
+        );
         // What the payment contract checks off-chain (signatures, domain, keys, price ≤ cap).
-        Payout {
-            query_id: 1,
-            receipt: r,
-            voucher: sv,
-        }
-        .check(&test_domain())
-        .unwrap();
+        payout.check(&test_domain()).unwrap();
     }
     // A third job would exceed the cap: refused before it runs.
     let (mut job, _, _) = matmul_job(&c, 9, 4, 4, 4, DType::F32, Layout::RowMajor);

@@ -7,7 +7,7 @@
 //! | `Evidence` | guest → client | [`Evidence`] |
 //! | `SealedJob` | client → guest | [`SealedJob`]: replies are `SealedResult` then `Receipt`, or `Error` |
 //! | `SealedResult` | guest → client | [`SealedResult`] |
-//! | `Receipt` | guest → client | [`ReceiptReply`] |
+//! | `Receipt` | guest → client | [`ReceiptReply`] (the statement; with a voucher, the TON receipt and voucher in the clear: a payout) |
 //! | `Error` | guest → client | [`ErrorReply`] |
 //!
 //! A body must be exactly one postcard value: trailing bytes are an error. Postcard cannot
@@ -111,6 +111,51 @@ pub struct ReceiptReply {
     /// When the job carried a voucher: the BOC of the TON `Signed PupaReceipt` cell
     /// ([`crate::ton::SignedReceipt`]) with the running totals for that voucher — the payable one.
     pub ton: Option<serde_bytes::ByteBuf>,
+    /// When the job carried a voucher: the BOC of the client's `Signed PupaVoucher` cell
+    /// ([`crate::ton::SignedVoucher`]) that covered this job, as the guest checked it (one
+    /// root, re-encoded canonically). Present exactly when `ton` is. With `ton` it is all a
+    /// payout needs ([`ReceiptReply::payout`]); both are signed and neither is secret, so the
+    /// host's relay journals them (the voucher otherwise travels only inside the sealed job).
+    pub ton_voucher: Option<serde_bytes::ByteBuf>,
+}
+
+/// Why a [`ReceiptReply`]'s TON parts do not make a payout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PayoutPartsError {
+    /// A TON receipt without a voucher, or a voucher without a TON receipt.
+    #[error("the TON receipt and the voucher must come together")]
+    Unpaired,
+    /// The TON receipt BOC does not parse as a `Signed PupaReceipt`.
+    #[error("TON receipt: {0}")]
+    Receipt(crate::ton::TonError),
+    /// The voucher BOC does not parse as a `Signed PupaVoucher`.
+    #[error("voucher: {0}")]
+    Voucher(crate::ton::TonError),
+}
+
+impl ReceiptReply {
+    /// The payout claim (`payout#70757061`, query id = the receipt's `seq`) made of the TON
+    /// receipt and the voucher; `Ok(None)` when the job carried no voucher. Parses only: the
+    /// checks are `Payout::check`'s (and the contract's).
+    pub fn payout(&self) -> Result<Option<crate::ton::Payout>, PayoutPartsError> {
+        use crate::ton::{from_boc_single, Payout, SignedReceipt, SignedVoucher};
+        let (r, v) = match (&self.ton, &self.ton_voucher) {
+            (None, None) => return Ok(None),
+            (Some(r), Some(v)) => (r, v),
+            _ => return Err(PayoutPartsError::Unpaired),
+        };
+        let receipt = from_boc_single(r)
+            .and_then(|c| SignedReceipt::from_cell(&c))
+            .map_err(PayoutPartsError::Receipt)?;
+        let voucher = from_boc_single(v)
+            .and_then(|c| SignedVoucher::from_cell(&c))
+            .map_err(PayoutPartsError::Voucher)?;
+        Ok(Some(Payout {
+            query_id: receipt.receipt.seq,
+            receipt,
+            voucher,
+        }))
+    }
 }
 
 /// An error reply.

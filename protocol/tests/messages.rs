@@ -6,8 +6,8 @@ use pupa_protocol::evidence::{
 use pupa_protocol::frame::{Frame, FrameDecoder, Kind};
 use pupa_protocol::job::{DType, Job, JobError, JobResult, Layout, Op};
 use pupa_protocol::msg::{
-    ErrorCode, ErrorReply, Hello, Message, MsgError, OpenError, ReceiptReply, SealedJob,
-    SealedResult,
+    ErrorCode, ErrorReply, Hello, Message, MsgError, OpenError, PayoutPartsError, ReceiptReply,
+    SealedJob, SealedResult,
 };
 use pupa_protocol::receipt::{job_hash, Receipt, ReceiptError};
 use pupa_protocol::seal::{Aead, KeyPair, SealError};
@@ -328,7 +328,11 @@ fn receipts_sign_and_verify() {
     t.receipt.total_units = 11;
     assert_eq!(t.verify(&gk), Err(ReceiptError::BadSignature));
     for ton in [None, Some(ByteBuf::from(vec![0xb5, 0xee]))] {
-        let m = Message::Receipt(ReceiptReply { statement: s, ton });
+        let m = Message::Receipt(ReceiptReply {
+            statement: s,
+            ton_voucher: ton.clone(),
+            ton,
+        });
         let back = Message::from_frame(&Frame {
             kind: Kind::Receipt,
             body: m.encode_body().unwrap(),
@@ -337,4 +341,24 @@ fn receipts_sign_and_verify() {
         assert_eq!(back, m);
     }
     assert_ne!(job_hash(&[2; 32], b"ct"), job_hash(&[2; 32], b"cu"));
+    // The TON parts make a payout only together, and only when they parse.
+    let reply = |ton: Option<&[u8]>, v: Option<&[u8]>| ReceiptReply {
+        statement: s,
+        ton: ton.map(ByteBuf::from),
+        ton_voucher: v.map(ByteBuf::from),
+    };
+    assert_eq!(reply(None, None).payout(), Ok(None));
+    let junk: &[u8] = &[0xb5, 0xee];
+    assert_eq!(
+        reply(Some(junk), None).payout(),
+        Err(PayoutPartsError::Unpaired)
+    );
+    assert_eq!(
+        reply(None, Some(junk)).payout(),
+        Err(PayoutPartsError::Unpaired)
+    );
+    assert!(matches!(
+        reply(Some(junk), Some(junk)).payout(),
+        Err(PayoutPartsError::Receipt(_))
+    ));
 }

@@ -109,7 +109,7 @@ fn examples() -> BTreeMap<&'static str, Vec<u8>> {
         reply_key: client.pk,
         reply_aead: Aead::ChaCha20Poly1305,
         client_seq: CLIENT_SEQ,
-        voucher: ByteBuf::from(voucher_boc),
+        voucher: ByteBuf::from(voucher_boc.clone()),
     };
     let shape = job.validate().expect("example job is valid");
     ex.insert(
@@ -214,18 +214,19 @@ fn examples() -> BTreeMap<&'static str, Vec<u8>> {
     .expect("receipt signs");
     let ton_boc = ton::to_boc(&ton_receipt.to_cell().expect("receipt cell"));
     ex.insert("ton-receipt-boc", ton_boc.clone());
-    ex.insert(
-        "receipt-frame",
-        frame(Message::Receipt(ReceiptReply {
-            statement: statement.sign(&receipt_key),
-            ton: Some(ByteBuf::from(ton_boc)),
-        })),
-    );
+    let reply = ReceiptReply {
+        statement: statement.sign(&receipt_key),
+        ton: Some(ByteBuf::from(ton_boc)),
+        ton_voucher: Some(ByteBuf::from(voucher_boc.clone())),
+    };
     let payout = Payout {
         query_id: 1,
         receipt: ton_receipt,
         voucher,
     };
+    // The reply's clear TON parts are exactly the payout of example payout-boc.
+    assert_eq!(reply.payout(), Ok(Some(payout)));
+    ex.insert("receipt-frame", frame(Message::Receipt(reply)));
     payout.check(&domain).expect("payout checks");
     ex.insert(
         "payout-boc",

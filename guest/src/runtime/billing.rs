@@ -65,6 +65,17 @@ pub struct Charge {
     domain: Domain,
     client_key: [u8; 32],
     next: Totals,
+    voucher: SignedVoucher,
+}
+
+/// What a billed job gives its client, and the host's relay, to claim payment with: the
+/// signed TON receipt and the client's voucher that covered it, as BOCs (neither is secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// BOC of the `Signed PupaReceipt` with the new running totals.
+    pub receipt: Vec<u8>,
+    /// BOC of the client's `Signed PupaVoucher` (its one cell re-encoded canonically).
+    pub voucher: Vec<u8>,
 }
 
 /// Most vouchers (network, contract, client key) a guest keeps totals for: bounded memory
@@ -152,16 +163,18 @@ impl Billing {
             domain: v.domain,
             client_key: v.client_key,
             next,
+            voucher: sv,
         }))
     }
 
-    /// Records a charge for the job `job_hash` and returns the BOC of the signed TON receipt.
+    /// Records a charge for the job `job_hash` and returns the signed TON receipt with the
+    /// voucher that covers it.
     pub fn commit(
         &mut self,
         charge: &Charge,
         job_hash: &[u8; 32],
         key: &SigningKey,
-    ) -> Result<Vec<u8>, VoucherError> {
+    ) -> Result<Claim, VoucherError> {
         let t = charge.next;
         let receipt = Receipt {
             domain: charge.domain,
@@ -176,6 +189,7 @@ impl Billing {
             .sign(key)
             .and_then(|s| s.to_cell())
             .map_err(VoucherError::Receipt)?;
+        let voucher = charge.voucher.to_cell().map_err(VoucherError::Receipt)?;
         self.ledgers.insert(
             (
                 charge.domain.network_id,
@@ -184,6 +198,9 @@ impl Billing {
             ),
             t,
         );
-        Ok(ton::to_boc(&cell))
+        Ok(Claim {
+            receipt: ton::to_boc(&cell),
+            voucher: ton::to_boc(&voucher),
+        })
     }
 }

@@ -39,7 +39,7 @@ mod dev;
 mod session;
 mod worker;
 
-pub use billing::{price, Billing, Charge, VoucherError, MAX_VOUCHER_LEDGERS};
+pub use billing::{price, Billing, Charge, Claim, VoucherError, MAX_VOUCHER_LEDGERS};
 pub use budget::{Budget, Reservation};
 pub use clients::{ClientTable, Ledger, ReplayError};
 pub use compute::{execute, ComputeError};

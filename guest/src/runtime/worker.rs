@@ -9,8 +9,9 @@
 //! committed) → HPKE open → replay check (the client's counter, [`ClientTable`]) →
 //! `Job::validate` → memory for its execution → voucher check (`billing`) → kernels, under
 //! the job deadline → seal the result to the job's reply key (fresh `ikmE`) → advance that
-//! client's receipt ledger → sign the receipt. Each failure is a specific [`ErrorCode`]
-//! reply; the connection stays open.
+//! client's receipt ledger → sign the receipt (and, with a voucher, the TON receipt, sent in
+//! the clear with the voucher that covered it: what the host needs for a payout). Each
+//! failure is a specific [`ErrorCode`] reply; the connection stays open.
 
 use alloc::format;
 use alloc::string::String;
@@ -25,6 +26,7 @@ use pupa_protocol::msg::{
 };
 use pupa_protocol::receipt::{job_hash, Receipt, SignedReceipt};
 use pupa_protocol::seal::KeyPair;
+use pupa_protocol::serde_bytes::ByteBuf;
 
 use super::billing::Billing;
 use super::budget::Budget;
@@ -304,7 +306,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         let result = JobResult {
             job_id: job.job_id,
             dims: shape.out_dims[..shape.out_rank].to_vec(),
-            data: pupa_protocol::serde_bytes::ByteBuf::from(data),
+            data: ByteBuf::from(data),
             units: shape.units,
         };
         let mut ikm = [0u8; 32];
@@ -324,18 +326,26 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
         let mut frames = Message::SealedResult(sealed)
             .to_frame()
             .map_err(|e| (ErrorCode::Internal, format!("result: {e}")))?;
-        let ton = match &charge {
-            Some(c) => Some(pupa_protocol::serde_bytes::ByteBuf::from(
+        let claim = match &charge {
+            Some(c) => Some(
                 self.billing
                     .commit(c, hash, &self.receipt_key)
                     .map_err(|e| (ErrorCode::Internal, format!("{e}")))?,
-            )),
+            ),
             None => None,
+        };
+        let (ton, ton_voucher) = match claim {
+            Some(c) => (
+                Some(ByteBuf::from(c.receipt)),
+                Some(ByteBuf::from(c.voucher)),
+            ),
+            None => (None, None),
         };
         let receipt = self.sign_receipt(&job.reply_key, hash, shape.units);
         let reply = Message::Receipt(ReceiptReply {
             statement: receipt,
             ton,
+            ton_voucher,
         })
         .to_frame()
         .map_err(|e| (ErrorCode::Internal, format!("receipt: {e}")))?;

@@ -179,6 +179,8 @@ pub fn expect_result_ton(
         r.receipt.job_hash,
         pupa_protocol::receipt::job_hash(&sj.enc, &sj.ciphertext)
     );
+    // The TON receipt and the voucher that covered the job come together, or not at all.
+    assert_eq!(rr.ton.is_some(), rr.ton_voucher.is_some(), "{rr:?}");
     (res, *r, rr.ton.as_ref().map(|b| b.to_vec()))
 }
 

@@ -236,7 +236,11 @@ mod tests {
             let cell = r.sign(&guest).unwrap().to_cell().unwrap();
             serde_bytes::ByteBuf::from(ton::to_boc(&cell))
         });
-        ReceiptReply { statement, ton }
+        ReceiptReply {
+            statement,
+            ton,
+            ton_voucher: None,
+        }
     }
 
     // The fixture's values, computed once and checked independently below (base64 by Python's
