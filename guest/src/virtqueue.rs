@@ -37,6 +37,32 @@ pub const fn used_bytes(size: u16) -> usize {
     used_ring_bytes(size)
 }
 
+/// Copies `dst.len()` bytes out of device-shared memory at `src`, one volatile read per byte:
+/// the device (the host) may write the buffer at any time, so no Rust reference into it is
+/// ever made; a concurrent write leaves some mix of old and new bytes in `dst`, which the
+/// caller treats as untrusted input anyway.
+///
+/// # Safety
+/// `src .. src + dst.len()` must be mapped and readable.
+pub unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
+    for (i, b) in dst.iter_mut().enumerate() {
+        // SAFETY: inside the readable range (the caller's contract).
+        *b = unsafe { src.add(i).read_volatile() };
+    }
+}
+
+/// Copies `src` into device-shared memory at `dst`, one volatile write per byte (see
+/// [`copy_from_shared`]).
+///
+/// # Safety
+/// `dst .. dst + src.len()` must be mapped, writable, and not memory the firmware itself uses.
+pub unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
+    for (i, &b) in src.iter().enumerate() {
+        // SAFETY: inside the writable range (the caller's contract).
+        unsafe { dst.add(i).write_volatile(b) };
+    }
+}
+
 /// The device broke the queue protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueError {
@@ -249,6 +275,18 @@ mod tests {
             assert_eq!(q.pop(), Ok(None));
         }
         assert_eq!(q.free_count(), 4);
+    }
+
+    #[test]
+    fn shared_copies_move_exactly_the_bytes() {
+        let mut shared = [0u8; 16];
+        // SAFETY: both ranges lie inside `shared`.
+        unsafe { copy_to_shared(b"pupa", shared.as_mut_ptr().add(3)) };
+        assert_eq!(&shared[..8], b"\0\0\0pupa\0");
+        let mut out = [0xFFu8; 5];
+        // SAFETY: as above.
+        unsafe { copy_from_shared(shared.as_ptr().add(2), &mut out) };
+        assert_eq!(&out, b"\0pupa");
     }
 
     #[test]

@@ -18,7 +18,9 @@
 use alloc::vec::Vec;
 use core::alloc::Layout;
 
-use pupa_guest::virtqueue::{avail_bytes, desc_bytes, used_bytes, QueueError, SplitQueue};
+use pupa_guest::virtqueue::{
+    avail_bytes, copy_from_shared, copy_to_shared, desc_bytes, used_bytes, QueueError, SplitQueue,
+};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
@@ -153,6 +155,9 @@ struct Rx {
 struct Tx {
     queue: Queue,
     bufs: Vec<*mut u8>,
+    /// Private memory the network stack writes a frame into before it is copied to a bounce
+    /// buffer (the stack never gets a reference into host-shared memory).
+    scratch: Vec<u8>,
     free: Vec<usize>,
     /// descriptor id -> buffer index
     slot_of: Vec<usize>,
@@ -216,6 +221,7 @@ impl VirtioNet {
         let mut tx = Tx {
             queue: txq,
             bufs: Vec::new(),
+            scratch: alloc::vec![0; BUF_SIZE],
             free: (0..n).collect(),
             slot_of: alloc::vec![usize::MAX; n],
         };
@@ -366,12 +372,13 @@ impl phy::TxToken for TxToken<'_> {
             .pop()
             .expect("transmit() only hands out a token when a buffer is free");
         let buf = tx.bufs[slot];
-        // SAFETY: `buf` is a BUF_SIZE bounce buffer owned by this slot, not in flight.
-        let frame = unsafe {
-            core::ptr::write_bytes(buf, 0, NET_HDR);
-            core::slice::from_raw_parts_mut(buf.add(NET_HDR), len)
-        };
-        let r = f(frame);
+        // the zeroed virtio_net_hdr, then the frame the stack writes into private memory
+        let frame = &mut tx.scratch[..NET_HDR + len];
+        frame[..NET_HDR].fill(0);
+        let r = f(&mut frame[NET_HDR..]);
+        // SAFETY: `buf` is a BUF_SIZE bounce buffer of DMA memory owned by this slot and not in
+        // flight; NET_HDR + len <= BUF_SIZE.
+        unsafe { copy_to_shared(frame, buf) };
         match tx.queue.q.push(buf as u64, (NET_HDR + len) as u32, false) {
             Some(id) => {
                 tx.slot_of[id as usize] = slot;
@@ -403,8 +410,11 @@ impl phy::Device for VirtioNet {
         let buf = self.rx.bufs[id as usize];
         let len = len as usize;
         let frame = if len > NET_HDR && len - NET_HDR <= MTU + 4 {
-            // SAFETY: the device wrote `len` ≤ BUF_SIZE bytes (checked by the queue) into `buf`.
-            Some(unsafe { core::slice::from_raw_parts(buf.add(NET_HDR), len - NET_HDR) }.to_vec())
+            let mut f = alloc::vec![0; len - NET_HDR];
+            // SAFETY: `buf` is a BUF_SIZE bounce buffer of DMA memory and len ≤ BUF_SIZE
+            // (checked by the queue against the posted length).
+            unsafe { copy_from_shared(buf.add(NET_HDR), &mut f) };
+            Some(f)
         } else {
             None
         };
