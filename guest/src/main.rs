@@ -36,7 +36,13 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     // Under SEV-ES/SNP any CPUID or port I/O raises #VC: the IDT with the #VC entry comes first.
     arch::interrupts::init();
     let t0 = rdtsc();
-    let platform = platform::select(tee::detect(cpuid, || sev_status as u64));
+    // SEV_STATUS is read again here rather than taken from the stub's register; 0 from the
+    // stub means the MSR is absent (or TDX), where RDMSR must not run.
+    let sev_status = || match sev_status {
+        0 => 0,
+        _ => arch::snp::sev_status(),
+    };
+    let platform = platform::select(tee::detect(cpuid, sev_status));
     let boot = BootArgs { c_bit_hi };
     // Before the console: SNP's port I/O needs the GHCB.
     let init = platform.init(&boot);

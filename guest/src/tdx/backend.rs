@@ -182,8 +182,8 @@ pub struct TdxTee<O: TdxOps> {
     /// The last failure in full (the [`Tee`] trait only carries a fixed string).
     pub last_error: Option<TdxEvidenceError>,
     /// The RTMR event log of this boot, sent with every quote so that verifiers can replay
-    /// RTMR[0..3] (empty: no log is sent).
-    pub event_log: EventLog,
+    /// RTMR[0..3] (`None`: no log is sent).
+    pub event_log: Option<EventLog>,
 }
 
 /// Default GetQuote budget: 30 s (a quote service fetching collateral can take seconds).
@@ -196,7 +196,7 @@ impl<O: TdxOps> TdxTee<O> {
             ops,
             timeout_ns: DEFAULT_TIMEOUT_NS,
             last_error: None,
-            event_log: EventLog::new(),
+            event_log: None,
         }
     }
 
@@ -204,7 +204,7 @@ impl<O: TdxOps> TdxTee<O> {
     /// the RTMRs.
     pub fn with_event_log(ops: O, event_log: EventLog) -> Self {
         Self {
-            event_log,
+            event_log: Some(event_log),
             ..Self::new(ops)
         }
     }
@@ -262,10 +262,9 @@ impl<O: TdxOps> Tee for TdxTee<O> {
         match self.quote(report_data) {
             Ok(quote) => {
                 self.last_error = None;
-                let log = self.event_log.bytes();
                 Ok(TeeEvidence::Tdx {
                     quote,
-                    event_log: (!log.is_empty()).then(|| log.to_vec().into()),
+                    event_log: self.event_log.as_ref().map(|l| l.bytes().to_vec().into()),
                 })
             }
             Err(e) => {

@@ -162,6 +162,23 @@ fn honest_vmm_yields_the_real_quote() {
 }
 
 #[test]
+fn the_boot_event_log_travels_with_every_quote() {
+    // The backend owns the log of what the boot measured: each evidence carries its bytes, so
+    // nothing outside the backend has to patch evidence after the fact.
+    let mut log = crate::tdx::rtmr::EventLog::new();
+    log.measure(2, 0xD, b"pupa test event", &mut |_, _| 0)
+        .unwrap();
+    let mut t = TdxTee::with_event_log(Mock::new(Vmm::Honest), log.clone());
+    for _ in 0..2 {
+        let Ok(TeeEvidence::Tdx { quote, event_log }) = t.evidence(&quote_report_data()) else {
+            panic!("honest VMM")
+        };
+        assert_eq!(quote, trimmed());
+        assert_eq!(event_log.as_deref().map(|v| &v[..]), Some(log.bytes()));
+    }
+}
+
+#[test]
 fn v5_and_trailing_bytes() {
     let (r, _) = run(Vmm::V5);
     let Ok(TeeEvidence::Tdx { quote, .. }) = r else {
