@@ -46,6 +46,14 @@
     .set SEL_CODE32,      0x08
     .set SEL_DATA,        0x10
     .set SEL_CODE64,      0x18
+    /* TDX AP mailbox (at __ap_mailbox; guest/linker.ld AP_PARK_BASE documents the pages). */
+    .set AP_MAILBOX_WAKEUP,    0           /* u64: 0, or where the parked APs jump */
+    /* Entry bits of the APs' page tables: P | RW | A, and for the 1 GiB leaves also D | PS. */
+    .set AP_PTE_TABLE,         0x23
+    .set AP_PTE_1G_LEAF,       0xE3
+    /* TDG.VP.VMCALL (GHCI 1.5 §2.4.1, §3.8): RCX bitmap exposing R10-R15; Instruction.HLT. */
+    .set TDVMCALL_EXPOSE_R10_R15, 0xFC00
+    .set TDVMCALL_HLT,         12
     /* Boot-mode word handed to Rust in EDI. */
     .set BOOT_MODE_RESET16, 0
     .set BOOT_MODE_TDX32,   1
@@ -92,18 +100,34 @@ boot16:
 /* ---------------------------------------------------------------- 32-bit entry (TDX) */
     .code32
 tdx32:
-    /* Only vCPU 0 builds the page tables; the others park here (see ap_park32). */
+    /* Only vCPU 0 builds the page tables; the others park (see ap_park32). */
     testl %esi, %esi
     jnz ap_park32
     lgdtl gdt_ptr
     movl $BOOT_MODE_TDX32, %ebp
     ljmpl $SEL_CODE32, $protected32
 
-/* TDX application processors: pupa runs its work on vCPU 0. APs spin on PAUSE (HLT would exit
- * to the host through #VE, which needs an IDT they do not have). They touch no memory. */
+/* TDX application processors (ESI = vCPU index, 1..NUM_VCPUS-1): pupa runs its work on vCPU 0;
+ * the others park in long mode, halted in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8), until
+ * woken through the AP mailbox (guest/linker.ld AP_PARK_BASE). A plain HLT would raise #VE,
+ * which needs an IDT the APs do not have, and TDG.VP.VMCALL takes its sub-function and
+ * arguments in R10-R15, which 32-bit code cannot load: so the APs enter long mode first, on
+ * page tables of their own that are part of the measured image (ap_pml4: identity 0..4 GiB in
+ * 1 GiB pages), independent of vCPU 0's. They read only those pages and the mailbox, and write
+ * no memory at all (Accessed/Dirty are preset in their entries). */
 ap_park32:
-    pause
-    jmp ap_park32
+    lgdtl gdt_ptr
+    lidtl idt_empty_ptr                   /* an event from here on shuts the TD down */
+    movl %cr4, %eax
+    orl $CR4_PAE, %eax
+    movl %eax, %cr4
+    movl $ap_pml4, %eax
+    movl %eax, %cr3
+    movl %cr0, %eax                       /* EFER.LME is set by the TDX module */
+    andl $~(CR0_CD | CR0_NW), %eax
+    orl $(CR0_PG | CR0_PE), %eax
+    movl %eax, %cr0
+    ljmpl $SEL_CODE64, $ap_park64
 
 /* ---------------------------------------------------------------- common 32-bit path */
 protected32:
@@ -274,6 +298,53 @@ long64:
     callq *%rax
 6:  hlt
     jmp 6b
+
+/* TDX APs in long mode (from ap_park32): sleep in TDG.VP.VMCALL<Instruction.HLT> until the
+ * mailbox's wakeup_vector is non-zero, and jump there with RSI = the vCPU index and RDI = the
+ * mailbox (no stack, the empty IDT, RFLAGS.IF = 0). R12 (GHCI "interrupt blocked")
+ * is 0 although IF is 0: with 1, KVM never ends the halt for an interrupt
+ * (tdx_protected_apic_has_interrupt), and the waker's IPI must end it; the interrupt then stays
+ * pending (IF = 0) for the woken code to take once it has an IDT. A wake without a vector (a
+ * stray interrupt) only repeats the loop, which then exits to the VMM at once on every pass
+ * until the vector is written: CPU time the VMM spends, no guest state changes. A failed
+ * TDCALL is retried the same way. TDG.VP.VMCALL exposes R10-R15 only; RBX and RSI are kept by
+ * the TDX module. */
+    .code64
+ap_park64:
+    movl %esi, %esi                       /* vCPU index; the upper half is undefined */
+    movl $__ap_mailbox, %ebx
+1:  movq AP_MAILBOX_WAKEUP(%rbx), %rax
+    testq %rax, %rax
+    jnz 2f
+    xorl %eax, %eax                       /* TDCALL leaf 0: TDG.VP.VMCALL */
+    movl $TDVMCALL_EXPOSE_R10_R15, %ecx
+    xorl %r10d, %r10d                     /* a GHCI-defined call */
+    movl $TDVMCALL_HLT, %r11d             /* Instruction.HLT */
+    xorl %r12d, %r12d                     /* interrupt blocked flag, see above */
+    .byte 0x66, 0x0f, 0x01, 0xcc          /* tdcall */
+    pause
+    jmp 1b
+2:  movq %rbx, %rdi
+    jmpq *%rax
+
+/* The TDX APs' page tables and mailbox: three pages at AP_PARK_BASE (guest/linker.ld), part of
+ * the image, so their contents are measured into MRTD with the rest of the BFV. */
+    .pushsection .ap_park, "aw"
+    .balign 4096
+ap_pml4:
+    .quad ap_pdpt + AP_PTE_TABLE          /* PML4[0] -> the PDPT; the rest not present */
+    .fill 511, 8, 0
+ap_pdpt:
+    .quad 0x00000000 + AP_PTE_1G_LEAF     /* identity 0..4 GiB, four 1 GiB pages */
+    .quad 0x40000000 + AP_PTE_1G_LEAF
+    .quad 0x80000000 + AP_PTE_1G_LEAF
+    .quad 0xC0000000 + AP_PTE_1G_LEAF
+    .fill 508, 8, 0
+    .globl __ap_mailbox
+__ap_mailbox:
+    .quad 0                               /* AP_MAILBOX_WAKEUP */
+    .fill 511, 8, 0
+    .popsection
 
 /* ---------------------------------------------------------------- SEV-ES/SNP AP entry */
 /* The AP reset address named in the SEV-ES reset block. pupa runs on the BSP; an AP that is

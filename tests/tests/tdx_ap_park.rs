@@ -1,0 +1,65 @@
+//! TDX application processors park in TDG.VP.VMCALL<Instruction.HLT> on page tables and a
+//! mailbox that are part of the measured image (guest/src/arch/boot.s `ap_park32`,
+//! guest/linker.ld `AP_PARK_BASE`). No TDX machine runs here, so this checks the built image:
+//! the pages are where the linker script says, inside the MRTD-measured BFV and outside every
+//! section the VMM may preset (TEMP_MEM, TD_HOB), their contents are the identity map with
+//! Accessed/Dirty preset and an empty mailbox, and the boot page holds the TDVMCALL<HLT>
+//! sequence (instead of the former endless PAUSE loop).
+
+use pupa_measurements::ovmf::TdvfSectionType;
+use pupa_measurements::Firmware;
+use pupa_tests::image;
+
+const AP_PARK_BASE: u64 = 0xFFFF_C000;
+const FOUR_GIB: u64 = 1 << 32;
+
+fn quad(image: &[u8], gpa: u64) -> u64 {
+    let off = (gpa - (FOUR_GIB - image.len() as u64)) as usize;
+    u64::from_le_bytes(image[off..off + 8].try_into().unwrap())
+}
+
+#[test]
+fn tdx_aps_park_on_measured_pages_in_tdvmcall_hlt() {
+    let img = image();
+    let bytes = std::fs::read(&img.image).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&img.manifest).unwrap()).unwrap();
+    let park = manifest["layout"]["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == ".ap_park")
+        .expect("no .ap_park section in the image");
+    assert_eq!(park["vma"], format!("{AP_PARK_BASE:#x}"));
+    assert_eq!(park["size"], "0x3000");
+
+    // In the BFV (measured), in no section whose contents the VMM chooses.
+    let fw = Firmware::parse(&bytes).unwrap();
+    let end = AP_PARK_BASE + 0x3000;
+    for s in fw.tdvf_sections().unwrap() {
+        let inside = s.gpa <= AP_PARK_BASE && end <= s.gpa + s.mem_size;
+        let overlaps = s.gpa < end && AP_PARK_BASE < s.gpa + s.mem_size;
+        match s.kind {
+            TdvfSectionType::Bfv => assert!(inside && s.mr_extend(), "{s:?}"),
+            _ => assert!(!overlaps, "{s:?} overlaps the AP pages"),
+        }
+    }
+
+    // PML4[0] -> PDPT (P|RW|A); PDPT: four 1 GiB identity leaves (P|RW|A|D|PS); mailbox 0.
+    assert_eq!(quad(&bytes, AP_PARK_BASE), AP_PARK_BASE + 0x1000 + 0x23);
+    for i in 0..4u64 {
+        assert_eq!(quad(&bytes, AP_PARK_BASE + 0x1000 + 8 * i), (i << 30) | 0xE3);
+    }
+    for gpa in (AP_PARK_BASE + 0x2000..end).step_by(8) {
+        assert_eq!(quad(&bytes, gpa), 0, "mailbox at {gpa:#x}");
+    }
+
+    // The boot page: `mov ecx, 0xFC00` (expose R10-R15), `mov r11d, 12` (Instruction.HLT),
+    // then TDCALL (66 0F 01 CC).
+    let boot = &bytes[bytes.len() - 4096..];
+    let find = |needle: &[u8]| boot.windows(needle.len()).position(|w| w == needle);
+    let expose = find(&[0xB9, 0x00, 0xFC, 0x00, 0x00]).expect("no mov ecx, 0xFC00");
+    let hlt = find(&[0x41, 0xBB, 0x0C, 0x00, 0x00, 0x00]).expect("no mov r11d, 12");
+    let tdcall = find(&[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL in the boot page");
+    assert!(expose < hlt && hlt < tdcall, "{expose} {hlt} {tdcall}");
+}
