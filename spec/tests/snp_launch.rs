@@ -45,3 +45,22 @@ fn psc_descriptor_bytes() {
         0x0020_0000_0000_0FFF
     );
 }
+
+#[test]
+fn cpuid_page_entry_at_table_14_offsets() {
+    use pupa_spec::snp::SnpCpuidPage;
+    let mut page = vec![0u8; 4096];
+    page[0] = 1; // COUNT
+    let e = 0x10; // entry 0
+    page[e..e + 4].copy_from_slice(&0x8000_001Fu32.to_le_bytes()); // EAX_IN
+    page[e + 8] = 1; // XCR0_IN
+    page[e + 0x1C..e + 0x20].copy_from_slice(&0x33u32.to_le_bytes()); // EBX: C-bit 51
+    page[e + 0x30] = 0xEE; // entry 1's EAX_IN
+    let p = SnpCpuidPage::ref_from_bytes(&page).unwrap();
+    assert_eq!(p.count.get(), 1);
+    let f = &p.functions[0];
+    assert_eq!(f.eax_in.get(), 0x8000_001F);
+    assert_eq!((f.xcr0_in.get(), f.xss_in.get()), (1, 0));
+    assert_eq!(f.ebx.get() & 0x3F, 51);
+    assert_eq!(p.functions[1].eax_in.get(), 0xEE);
+}

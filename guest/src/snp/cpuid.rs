@@ -2,24 +2,24 @@
 //! Structure" and the CPUID page format of SNP_LAUNCH_UPDATE): a page the AMD secure processor
 //! checked at launch, so its values are trusted where the hypervisor's CPUID answers are not.
 //!
-//! | offset | size | field |
-//! |---|---|---|
-//! | 0x00 | 4 | COUNT (≤ 64) |
-//! | 0x04 | 12 | reserved |
-//! | 0x10 + 0x30·i | 0x30 | entry i: EAX_IN, ECX_IN (u32), XCR0_IN, XSS_IN (u64), EAX, EBX, ECX, EDX (u32), reserved (u64) |
+//! The layout is [`pupa_spec::snp::SnpCpuidPage`]: COUNT (≤ 64), then 0x30-byte entries from
+//! 0x10 (EAX_IN, ECX_IN, XCR0_IN, XSS_IN, EAX, EBX, ECX, EDX).
 //!
 //! Lookup follows Linux `arch/x86/coco/sev/core.c` (`snp_cpuid`): the subleaf only selects an
 //! entry for indexed leaves; a leaf not in the table reads as zeros; a few register bits that
 //! depend on the guest's own state (CR4.OSXSAVE, CR4.PKE, XCR0/XSS) are computed by the guest.
 
+use pupa_spec::snp::{SnpCpuidFn, SnpCpuidPage};
+use zerocopy::FromBytes;
+
 use crate::tee::CpuidResult;
 
 /// Most entries a CPUID page holds.
-pub const MAX_ENTRIES: usize = 64;
+pub const MAX_ENTRIES: usize = pupa_spec::snp::cpuid::MAX_ENTRIES;
 /// Offset of the first entry.
-pub const ENTRIES_OFFSET: usize = 0x10;
+pub const ENTRIES_OFFSET: usize = core::mem::offset_of!(SnpCpuidPage, functions);
 /// Size of one entry.
-pub const ENTRY_LEN: usize = 0x30;
+pub const ENTRY_LEN: usize = size_of::<SnpCpuidFn>();
 /// The leaf holding the C-bit position (AMD APM Vol. 2 §15.34.1: Fn8000_001F EBX[5:0]).
 pub const LEAF_MEM_ENC: u32 = 0x8000_001F;
 /// Size of the legacy XSAVE area plus header (SDM Vol. 1 §13.4).
@@ -102,37 +102,26 @@ pub struct CpuidTable {
     entries: [CpuidEntry; MAX_ENTRIES],
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from(u32_at(b, o)) | u64::from(u32_at(b, o + 4)) << 32
-}
-
 impl CpuidTable {
     /// Parses the 4 KiB CPUID page (bounds-checked: COUNT ≤ 64).
     pub fn parse(page: &[u8]) -> Result<Self, CpuidError> {
-        if page.len() != 4096 {
-            return Err(CpuidError::BadPage(page.len()));
-        }
-        let count = u32_at(page, 0);
+        let p = SnpCpuidPage::ref_from_bytes(page).map_err(|_| CpuidError::BadPage(page.len()))?;
+        let count = p.count.get();
         if count as usize > MAX_ENTRIES {
             return Err(CpuidError::TooManyEntries(count));
         }
         let mut entries = [CpuidEntry::default(); MAX_ENTRIES];
-        for (i, e) in entries.iter_mut().take(count as usize).enumerate() {
-            let o = ENTRIES_OFFSET + i * ENTRY_LEN;
+        for (e, f) in entries.iter_mut().zip(&p.functions[..count as usize]) {
             *e = CpuidEntry {
-                eax_in: u32_at(page, o),
-                ecx_in: u32_at(page, o + 4),
-                xcr0_in: u64_at(page, o + 8),
-                xss_in: u64_at(page, o + 0x10),
+                eax_in: f.eax_in.get(),
+                ecx_in: f.ecx_in.get(),
+                xcr0_in: f.xcr0_in.get(),
+                xss_in: f.xss_in.get(),
                 out: CpuidResult {
-                    eax: u32_at(page, o + 0x18),
-                    ebx: u32_at(page, o + 0x1C),
-                    ecx: u32_at(page, o + 0x20),
-                    edx: u32_at(page, o + 0x24),
+                    eax: f.eax.get(),
+                    ebx: f.ebx.get(),
+                    ecx: f.ecx.get(),
+                    edx: f.edx.get(),
                 },
             };
         }

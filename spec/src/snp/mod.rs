@@ -1,5 +1,6 @@
 //! AMD SEV-SNP structures.
 
+pub mod cpuid;
 pub mod ghcb;
 pub mod guest_msg;
 pub mod metadata;
@@ -8,6 +9,7 @@ pub mod psc;
 pub mod report;
 pub mod vmsa;
 
+pub use cpuid::{SnpCpuidFn, SnpCpuidPage};
 pub use ghcb::{Ghcb, GhcbSaveArea};
 pub use guest_msg::{GuestMsgHeader, KeyReq, KeyRsp, ReportReq, ReportRsp, SecretsPage};
 pub use page_info::PageInfo;
