@@ -270,7 +270,7 @@ fn boot_config_vcpus_and_ram_follow_the_policy() {
     // No log: the vCPU/RAM policy cannot be met; without such a policy nothing is required.
     use pupa_measurements::verify::{tdx_log, TdxBootPolicy, Verdict};
     let quote = quote_with(&rtmrs, 4);
-    let mut v = Verdict::new("tdx");
+    let mut v = Verdict::new(pupa_spec::tee::TeeKind::Tdx);
     tdx_log::check(&mut v, &quote, None, &TdxBootPolicy::NONE);
     assert!(v.checks.is_empty());
     let need = TdxBootPolicy {

@@ -229,11 +229,11 @@ fn print(v: &Verdict, json: bool) {
         eprintln!("WARNING: {w}");
     }
     if json {
-        let out = serde_json::json!({ "tee": v.tee, "ok": v.ok(), "checks": v.checks, "warnings": v.warnings });
+        let out = serde_json::json!({ "tee": v.tee.name(), "ok": v.ok(), "checks": v.checks, "warnings": v.warnings });
         println!("{out}");
         return;
     }
-    println!("evidence: {}", v.tee.to_uppercase());
+    println!("evidence: {}", v.tee.name().to_uppercase());
     let width = v
         .checks
         .iter()

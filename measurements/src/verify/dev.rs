@@ -4,7 +4,7 @@
 use pupa_protocol::evidence::{verify_dev, Evidence, TeeEvidence};
 
 use super::policy::Policy;
-use super::{Verdict, VerifyError};
+use super::{TeeKind, Verdict, VerifyError};
 
 /// Largest evidence file accepted (a dev evidence message is ~300 bytes; SNP/TDX ones ~6 KiB).
 pub const MAX_EVIDENCE_LEN: usize = 64 * 1024;
@@ -31,7 +31,7 @@ pub fn verify(ev: &Evidence, policy: &Policy) -> Result<Verdict, VerifyError> {
             "the evidence is SNP or TDX evidence, not a dev report".into(),
         ));
     };
-    let mut v = Verdict::new("dev");
+    let mut v = Verdict::new(TeeKind::Dev);
     if policy.allow_insecure_dev {
         v.check(
             "insecure dev evidence",

@@ -32,6 +32,7 @@ pub use evidence::Endorsements;
 pub use policy::{MeasurementPolicy, Policy, SnpMinTcb, TdxBootPolicy, TdxTcbStatus};
 pub use policy_file::{Pins, PolicyKnobs};
 
+pub use pupa_spec::tee::TeeKind;
 use serde::Serialize;
 
 /// One named check of a verdict.
@@ -45,11 +46,16 @@ pub struct Check {
     pub detail: String,
 }
 
+fn serialize_tee<S: serde::Serializer>(tee: &TeeKind, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(tee)
+}
+
 /// The result of verifying one piece of evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// `"snp"`, `"tdx"` or `"dev"`.
-    pub tee: String,
+    /// The kind of evidence verified (serialized as its name: `"snp"`, `"tdx"` or `"dev"`).
+    #[serde(serialize_with = "serialize_tee")]
+    pub tee: TeeKind,
     /// Every check, in the order performed.
     pub checks: Vec<Check>,
     /// Warnings that do not fail the verdict (e.g. insecure dev evidence accepted).
@@ -58,9 +64,9 @@ pub struct Verdict {
 
 impl Verdict {
     /// An empty verdict for `tee`.
-    pub fn new(tee: &str) -> Self {
+    pub fn new(tee: TeeKind) -> Self {
         Self {
-            tee: tee.into(),
+            tee,
             checks: Vec::new(),
             warnings: Vec::new(),
         }

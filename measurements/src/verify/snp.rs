@@ -26,7 +26,7 @@ use x509_cert::der::Decode;
 use zerocopy::FromBytes;
 
 use super::policy::{Policy, SnpMinTcb};
-use super::{Verdict, VerifyError};
+use super::{TeeKind, Verdict, VerifyError};
 use crate::hexfmt;
 
 /// Size of an attestation report (versions 2 to 5).
@@ -143,7 +143,7 @@ pub fn verify_with_roots(
     let report = parse_report(raw)?;
     let fields = layout(raw)?;
     let vcek = vcek.map(parse_vcek).transpose()?;
-    let mut v = Verdict::new("snp");
+    let mut v = Verdict::new(TeeKind::Snp);
 
     let signing_key = fields.signing_key();
     let sig_algo = fields.signature_algo.get();

@@ -14,7 +14,7 @@ use dcap_qvl::QuoteCollateralV3;
 use pupa_spec::tdx::report as spec;
 
 use super::policy::{Policy, TdxTcbStatus};
-use super::{Verdict, VerifyError};
+use super::{TeeKind, Verdict, VerifyError};
 
 /// Quote header size (the layout: [`pupa_spec::tdx::report::QuoteHeader`]).
 pub const HEADER_LEN: usize = spec::QUOTE_HEADER_LEN;
@@ -157,7 +157,7 @@ fn verify_with_verifier(
         .report
         .as_td10()
         .ok_or_else(|| VerifyError::TdxQuote("body is not a TD report".into()))?;
-    let mut v = Verdict::new("tdx");
+    let mut v = Verdict::new(TeeKind::Tdx);
     v.check(
         "quote format",
         true,
