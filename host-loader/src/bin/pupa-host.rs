@@ -83,8 +83,9 @@ struct RelayArgs {
     /// Receipt input: the job relay's receipt journal (`pupa-host run --receipts-log`).
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Client vouchers (one hex `Signed PupaVoucher` BOC per line) that journaled TON
-    /// receipts are paid under.
+    /// Client vouchers (one hex `Signed PupaVoucher` BOC per line) for journaled TON receipts
+    /// that came without one (journals of earlier versions); a receipt journaled with the
+    /// voucher the guest sent beside it is paid under that one.
     #[arg(long)]
     vouchers: Option<PathBuf>,
     /// Submit when at least this many nanoton are unpaid on a channel.

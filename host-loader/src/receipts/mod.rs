@@ -70,7 +70,14 @@ pub enum ReceiptError {
     /// An input line that is not a journal record (or a hex payout BOC).
     #[error("{0}")]
     Record(#[from] crate::relay::journal::RecordError),
-    /// A journaled TON receipt whose client gave no voucher (`--vouchers`).
+    /// A journaled voucher BOC that is not a `Signed PupaVoucher`.
+    #[error("malformed journaled voucher BOC: {0}")]
+    MalformedVoucher(TonError),
+    /// A journal record with a voucher but no TON receipt: nothing to pay it for.
+    #[error("journal record has a voucher but no TON receipt")]
+    VoucherWithoutReceipt,
+    /// A journaled TON receipt that came without a voucher (a record of an earlier version)
+    /// and that no `--vouchers` entry matches.
     #[error("no voucher for client {client} and guest {guest} (give it with --vouchers)")]
     NoVoucher {
         /// Client key (hex).

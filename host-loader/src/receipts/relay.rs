@@ -1,6 +1,7 @@
 //! The receipt relay: ingest receipts durably (from the job relay's receipt journal,
-//! [`crate::relay::journal`]; a journaled TON receipt is paired with its client's voucher), learn what the contract has paid, submit
-//! the latest receipt of each channel when the [`BatchPolicy`] says so.
+//! [`crate::relay::journal`]: a journaled TON receipt is paid under the voucher the guest sent
+//! beside it, the one that covered its job), learn what the contract has paid, submit the
+//! latest receipt of each channel when the [`BatchPolicy`] says so.
 //!
 //! Safe to kill at any instant (SIGKILL included): a receipt is acknowledged (its input
 //! offset advanced) in the same SQLite transaction that stores it; what was paid is always
@@ -22,6 +23,12 @@ use super::toncenter::{ApiError, TonApi};
 use super::validate::Validator;
 use super::{hex, parse_hex, ReceiptError};
 use crate::relay::journal::{parse_line, Line, Record, RecordError};
+
+/// A record field that must be hex.
+fn hex_field(name: &str, h: &str) -> Result<Vec<u8>, ReceiptError> {
+    parse_hex(h)
+        .ok_or_else(|| ReceiptError::Record(RecordError::Payload(format!("{name} is not hex"))))
+}
 
 /// Contract exit code for "seq not above the last paid" (contracts/src/payment.fc).
 pub const EXIT_REPLAY: i32 = 411;
@@ -58,7 +65,8 @@ pub struct Relay {
     pub policy: BatchPolicy,
     /// Most input lines ingested per tick.
     pub ingest_batch: usize,
-    /// Client vouchers, matched to journaled TON receipts by (client, guest, domain).
+    /// Client vouchers, matched by (client, guest, domain) to journaled TON receipts that
+    /// came without one (records of earlier versions).
     pub vouchers: Vec<SignedVoucher>,
 }
 
@@ -124,46 +132,59 @@ impl Relay {
             std::str::from_utf8(line).map_err(|_| ReceiptError::Record(RecordError::Shape))?;
         let boc = match parse_line(text)? {
             Line::LegacyPayout(boc) => boc,
-            Line::Record(Record::Payout { payout_boc }) => parse_hex(&payout_boc).ok_or(
-                ReceiptError::Record(RecordError::Payload("payout_boc is not hex".into())),
-            )?,
+            Line::Record(Record::Payout { payout_boc }) => hex_field("payout_boc", &payout_boc)?,
             Line::Record(Record::Receipt {
-                ton_receipt_boc: None,
-                ..
-            }) => return Ok(None),
-            Line::Record(Record::Receipt {
-                ton_receipt_boc: Some(h),
+                ton_receipt_boc,
+                ton_voucher_boc,
                 ..
             }) => {
-                let boc = parse_hex(&h).ok_or(ReceiptError::Record(RecordError::Payload(
-                    "ton_receipt_boc is not hex".into(),
-                )))?;
-                let receipt = from_boc_single(&boc)
-                    .and_then(|c| SignedReceipt::from_cell(&c))
-                    .map_err(ReceiptError::Malformed)?;
-                let r = &receipt.receipt;
-                let voucher = self
-                    .vouchers
-                    .iter()
-                    .find(|v| {
-                        v.voucher.client_key == r.client_key
-                            && v.voucher.guest_key == r.guest_key
-                            && v.voucher.domain == r.domain
-                    })
-                    .ok_or_else(|| ReceiptError::NoVoucher {
-                        client: hex(&r.client_key),
-                        guest: hex(&r.guest_key),
-                    })?;
-                let p = Payout {
-                    query_id: r.seq,
-                    receipt,
-                    voucher: *voucher,
-                };
-                self.validator.check(&p)?;
-                return Ok(Some(p));
+                return self
+                    .journaled_payout(ton_receipt_boc.as_deref(), ton_voucher_boc.as_deref())
             }
         };
         self.validator.check_boc(&boc).map(Some)
+    }
+
+    /// The payout of a journaled receipt record: its TON receipt with the voucher the guest
+    /// sent beside it (for records without one, the matching `--vouchers` entry).
+    fn journaled_payout(
+        &self,
+        receipt_hex: Option<&str>,
+        voucher_hex: Option<&str>,
+    ) -> Result<Option<Payout>, ReceiptError> {
+        let receipt_hex = match (receipt_hex, voucher_hex) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => return Err(ReceiptError::VoucherWithoutReceipt),
+            (Some(r), _) => r,
+        };
+        let receipt = from_boc_single(&hex_field("ton_receipt_boc", receipt_hex)?)
+            .and_then(|c| SignedReceipt::from_cell(&c))
+            .map_err(ReceiptError::Malformed)?;
+        let r = &receipt.receipt;
+        let voucher = match voucher_hex {
+            Some(v) => from_boc_single(&hex_field("ton_voucher_boc", v)?)
+                .and_then(|c| SignedVoucher::from_cell(&c))
+                .map_err(ReceiptError::MalformedVoucher)?,
+            None => *self
+                .vouchers
+                .iter()
+                .find(|v| {
+                    v.voucher.client_key == r.client_key
+                        && v.voucher.guest_key == r.guest_key
+                        && v.voucher.domain == r.domain
+                })
+                .ok_or_else(|| ReceiptError::NoVoucher {
+                    client: hex(&r.client_key),
+                    guest: hex(&r.guest_key),
+                })?,
+        };
+        let p = Payout {
+            query_id: r.seq,
+            receipt,
+            voucher,
+        };
+        self.validator.check(&p)?;
+        Ok(Some(p))
     }
 
     /// Re-reads what the contract has paid for every channel with unpaid receipts (or all

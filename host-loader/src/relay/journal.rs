@@ -15,9 +15,12 @@
 //! - `<check>`: the first 8 bytes of SHA-256(`<payload>`), 16 lowercase hex characters;
 //! - `<payload>`: one compact JSON object (no newline), a [`Record`]:
 //!   - `{"kind":"receipt", received_at, guest_key, client_key, job_hash, seq, units,
-//!     total_units, signature, ton_receipt_boc}`: a receipt the job relay forwarded (the
-//!     interim statement's fields and signature, hex; `ton_receipt_boc` is the TON
-//!     `Signed PupaReceipt` BOC when the job carried a voucher, else null);
+//!     total_units, signature, ton_receipt_boc, ton_voucher_boc}`: a receipt the job relay
+//!     forwarded (the interim statement's fields and signature, hex; when the job carried a
+//!     voucher, `ton_receipt_boc` is the TON `Signed PupaReceipt` BOC and `ton_voucher_boc`
+//!     the client's `Signed PupaVoucher` BOC that covered the job, both as the guest sent
+//!     them in the clear: together a payout, which `receipts relay` builds; else null. A
+//!     record without `ton_voucher_boc`, as earlier versions wrote, reads as null);
 //!   - `{"kind":"payout", "payout_boc": HEX}`: a complete payout claim (signed receipt and
 //!     voucher), e.g. assembled by the operator.
 //!
@@ -120,6 +123,10 @@ pub enum Record {
         signature: String,
         /// TON `Signed PupaReceipt` BOC (hex) when the job carried a voucher.
         ton_receipt_boc: Option<String>,
+        /// The client's `Signed PupaVoucher` BOC (hex) that covered the job, beside
+        /// `ton_receipt_boc` (absent in records of earlier versions).
+        #[serde(default)]
+        ton_voucher_boc: Option<String>,
     },
     /// A complete payout claim (`payout#70757061`, hex BOC).
     Payout {
@@ -324,6 +331,7 @@ impl Journal {
             total_units: s.receipt.total_units,
             signature: hex(&s.signature),
             ton_receipt_boc: r.ton.as_ref().map(|b| hex(b)),
+            ton_voucher_boc: r.ton_voucher.as_ref().map(|b| hex(b)),
         })
     }
 
