@@ -53,7 +53,7 @@ pub use supervise::{start_guest, supervise, GuestBackend, StartError, Supervisio
 pub struct RunArgs {
     /// TEE the VM is launched as (`dev`, also spelled `none`: a plain VM with insecure dev
     /// evidence).
-    #[arg(long, default_value = "none", value_parser = tee_arg::parser(&TeeKind::ALL))]
+    #[arg(long, default_value = "dev", value_parser = tee_arg::parser(&TeeKind::ALL))]
     pub tee: TeeKind,
     /// VMM that launches the guest.
     #[arg(long, value_enum, default_value = "qemu")]
