@@ -77,16 +77,19 @@ impl MeasurementPolicy {
     }
 }
 
-/// The image SHA-384 (`image.sha384`) of a `manifest.json` written by `pupa-image build`.
-pub fn image_sha384_from_manifest(json: &str) -> Result<[u8; 48], VerifyError> {
+/// The image SHA-384 (`image.sha384`) of a `manifest.json` written by `pupa-image build`;
+/// `None` if the manifest names none (a hand-written list of measurements).
+pub fn image_sha384_from_manifest(json: &str) -> Result<Option<[u8; 48]>, VerifyError> {
     let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let s = v
-        .pointer("/image/sha384")
-        .and_then(|s| s.as_str())
-        .ok_or_else(|| bad("no image.sha384".into()))?;
-    hexfmt::decode_array::<48>(s).map_err(|e| bad(format!("image.sha384 {s:?}: {e}")))
+    match v.pointer("/image/sha384") {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => hexfmt::decode_array::<48>(s)
+            .map(Some)
+            .map_err(|e| bad(format!("image.sha384 {s:?}: {e}"))),
+        Some(_) => Err(bad("image.sha384 is not a string".into())),
+    }
 }
 
 /// TDX: what the guest's boot-configuration record (RTMR[2], read from the event log that comes

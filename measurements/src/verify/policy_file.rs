@@ -305,7 +305,7 @@ impl PolicyKnobs {
             Some(m) => {
                 let text = std::fs::read_to_string(m)
                     .map_err(|e| bad(format!("cannot read manifest {}: {e}", m.display())))?;
-                Some(image_sha384_from_manifest(&text)?)
+                image_sha384_from_manifest(&text)?
             }
             None => None,
         };

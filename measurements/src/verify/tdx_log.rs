@@ -141,7 +141,7 @@ pub fn check_boot_config(
     let pinned = if policy.image_sha384.is_some() {
         " (the manifest's)"
     } else {
-        " (not pinned: no manifest)"
+        " (not pinned: no manifest image hash)"
     };
     Ok(format!(
         "image {image}{pinned}; {vcpus} vCPUs (max {max_vcpus}); {} MiB RAM ({} MiB accepted at \
