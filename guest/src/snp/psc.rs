@@ -16,6 +16,7 @@
 use core::mem::offset_of;
 
 use pupa_spec::snp::psc::{entry, PscDesc, PscHeader};
+use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::ghcb::{exit, Field, Ghcb, GhcbError, PageOp, SHARED_BUFFER_LEN};
@@ -227,11 +228,14 @@ fn submit(
             0 => {}
             e => return Err(PscError::Hypervisor(e)),
         }
-        let d = PscDesc::ref_from_bytes(ghcb.shared_buffer())
-            .map_err(|_| PscError::Inconsistent("shared buffer is not a descriptor"))?;
+        // The shared buffer is host-writable: copy the header out once and check the copy
+        // (no typed reference into it, no second read of a field already checked).
+        let buf = ghcb.shared_buffer();
+        let (h, _) = PscHeader::read_from_prefix(buf)
+            .map_err(|_| PscError::Inconsistent("shared buffer shorter than a header"))?;
         let (cur, last) = (
-            usize::from(d.header.cur_entry.get()),
-            usize::from(d.header.end_entry.get()),
+            usize::from(h.cur_entry.get()),
+            usize::from(h.end_entry.get()),
         );
         if last != rest.len() - 1 {
             return Err(PscError::Inconsistent("END_ENTRY changed"));
@@ -244,7 +248,10 @@ fn submit(
         }
         // Entries before `cur` are done; entry `cur` may be partly done.
         let want = rest[cur];
-        let got = d.entries[cur].get();
+        let at = ENTRIES + 8 * cur;
+        let got = U64::read_from_bytes(&buf[at..at + 8])
+            .map_err(|_| PscError::Inconsistent("entry outside the shared buffer"))?
+            .get();
         if got & !0xFFF != want.encode() & !0xFFF {
             return Err(PscError::Inconsistent("entry rewritten"));
         }
