@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project: clippy (host and firmware), the Rust workspace (unit tests, host-process runtime tests, the
-# real image booted under QEMU, reproducibility, the sev-snp-measure oracle), the TON contract in
+# real image booted under QEMU, reproducibility, the sev-snp-measure oracle), the Python client
+# against the image under QEMU, the TON contract in
 # a real TVM, and the CUDA compile gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ cargo clippy --locked -p pupa-guest --bin pupa-guest --features firmware \
 
 echo "== cargo test (workspace)"
 cargo test --locked --workspace --no-fail-fast
+
+echo "== Python client (pip install ./clients/python, pytest against the image under QEMU)"
+bash clients/python/test.sh
 
 if [ -x contracts/test.sh ]; then
   echo "== contracts (TON sandbox)"

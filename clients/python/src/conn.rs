@@ -40,9 +40,13 @@ pub struct Worker {
 #[pymethods]
 impl Worker {
     fn __repr__(&self) -> String {
+        let m = self
+            .measurement
+            .as_ref()
+            .map_or("None".into(), |m| format!("'{m}'"));
         format!(
-            "Worker(tee={:?}, measurement={:?}, receipt_pk={:?})",
-            self.tee, self.measurement, self.receipt_pk
+            "Worker(tee='{}', measurement={m}, receipt_pk='{}')",
+            self.tee, self.receipt_pk
         )
     }
 }
