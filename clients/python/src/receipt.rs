@@ -121,7 +121,7 @@ pub struct Receipt {
     /// The statement's counter for this reply key.
     #[pyo3(get)]
     pub seq: u64,
-    /// Work units of this job (the cost model of docs/DESIGN.md).
+    /// Work units of this job (the cost model: docs/PROTOCOL.md, "Pricing and the cost model").
     #[pyo3(get)]
     pub units: u64,
     /// Total units for this reply key.
