@@ -162,7 +162,10 @@ fn each_journaled_receipt_is_paid_under_the_voucher_of_its_job_and_counted_once(
 fn refusal(tag: &str, record: Record) -> String {
     let dir = common::temp_dir(tag);
     let path = dir.join("receipts.journal");
-    Journal::open(&path).unwrap().append_record(&record).unwrap();
+    Journal::open(&path)
+        .unwrap()
+        .append_record(&record)
+        .unwrap();
     let mut relay = relay_over(&dir);
     let mut report = TickReport::default();
     relay.ingest(&path, 1, &mut report).unwrap();
