@@ -1,44 +1,55 @@
 //! pupa-bench: kernel benchmarks side by side with references.
 //!
 //! ```text
-//! pupa-bench matmul --backend cpu [--dtype f32|f16|bf16] --m M --n N --k K [--threads T] [--json]
+//! pupa-bench matmul --backend cpu [--dtype f32|f16|bf16] --m M --n N --k K [--threads T] [--json] [--plot F.svg]
 //! pupa-bench attention --backend cpu [--dtype ...] --seq S --heads H [--kv-heads G] --dim D [--causal] [--json]
 //! ```
 //! Sizes and thread counts take comma-separated lists (a sweep, with a progress bar). Each
 //! configuration runs `--rounds` rounds; in each round pupa and every reference are timed
 //! `--repeats` times after `--warmup` runs, interleaved, so that noise from the machine hits
 //! all of them alike. Reported: median, min and max GFLOP/s over all samples, % of the peak
-//! (`--peak`, or measured with an FMA / `vdpbf16ps` throughput loop), and the ratio to pupa.
+//! (`--peak`, or measured with an FMA / `vdpbf16ps` throughput loop before the first
+//! configuration and again in every round, the best trial counting), and the ratio to pupa.
+//! `--json` prints one JSON document with every row; `--plot` draws the sweep as SVG.
 //!
-//! CPU references: `faer` (Rust), numpy/OpenBLAS through `kernels/bench/ref_numpy.py`
-//! (`--python`, run with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment),
-//! and a naive triple loop (`--naive`, off above 2^31 FLOPs unless forced).
+//! CPU references: `faer` (Rust), numpy/OpenBLAS through `kernels/bench/ref_numpy.py` (in a
+//! venv pupa-bench creates and reuses, or `--python`; run with OPENBLAS_CORETYPE and
+//! OPENBLAS_L2_SIZE removed from its environment), and a naive triple loop (`--naive`, off
+//! above 2^31 FLOPs unless forced). When numpy cannot be set up, one line says how, and the
+//! bench goes on without it.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use half::{bf16, f16};
 use indicatif::{ProgressBar, ProgressStyle};
-use pupa_kernels::{attention_parallel, detect, matmul_parallel, AttnShape, Element, Isa, MatRef};
+use pupa_kernels::{detect, AttnShape, Isa};
 use serde::Serialize;
 
+#[path = "pupa_bench/cpu.rs"]
+mod cpu;
 #[cfg(feature = "cuda")]
 #[path = "pupa_bench/cuda.rs"]
 mod cuda;
 #[path = "pupa_bench/huge.rs"]
 mod huge;
-use huge::HugeBuf;
 #[path = "pupa_bench/naive.rs"]
 mod naive;
+#[path = "pupa_bench/numpy.rs"]
+mod numpy;
 #[path = "pupa_bench/peak.rs"]
 mod peak;
+#[path = "pupa_bench/plot.rs"]
+mod plot;
+#[path = "pupa_bench/report.rs"]
+mod report;
+use report::{Case, Document, Run};
 
 #[derive(Parser)]
 #[command(
     name = "pupa-bench",
-    about = "Benchmark pupa's kernels against references"
+    about = "Benchmark pupa's kernels against references",
+    after_help = "numpy reference: a venv at $PUPA_BENCH_VENV, else $XDG_CACHE_HOME/pupa-bench/venv, else ~/.cache/pupa-bench/venv, created on first use (python3 -m venv, pip install -r kernels/bench/requirements.txt)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -132,12 +143,16 @@ struct Common {
     /// run the naive triple-loop reference even for large problems
     #[arg(long)]
     naive: bool,
-    /// python interpreter for the numpy reference
-    #[arg(long, default_value = "python3")]
-    python: String,
-    /// one JSON object per line and implementation instead of the table
+    /// python interpreter with numpy for the numpy reference (default: a venv pupa-bench
+    /// creates once with the pinned numpy of kernels/bench/requirements.txt)
+    #[arg(long)]
+    python: Option<String>,
+    /// print one JSON document (every row of the tables, same fields) instead of the tables
     #[arg(long)]
     json: bool,
+    /// write an SVG plot of the sweep: GFLOP/s vs size, one series per implementation, the peak
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// wall: elapsed time; thread-cpu: CPU time of the timing thread (with --threads 1 only;
     /// excludes time descheduled by other processes on a shared machine)
     #[arg(long, value_enum, default_value = "wall")]
@@ -170,26 +185,6 @@ fn now(clock: Clock) -> f64 {
     }
 }
 
-/// One measured implementation in one configuration (a `--json` line).
-#[derive(Serialize)]
-struct Run {
-    bench: &'static str,
-    implementation: String,
-    backend: &'static str,
-    dtype: Dt,
-    shape: String,
-    threads: usize,
-    gflops: f64,
-    gflops_min: f64,
-    gflops_max: f64,
-    seconds_median: f64,
-    samples: usize,
-    peak_gflops: f64,
-    peak_source: &'static str,
-    pct_of_peak: f64,
-    ratio_to_pupa: f64,
-    note: String,
-}
 
 fn main() {
     let cli = Cli::parse();
@@ -199,12 +194,14 @@ fn main() {
     }
 }
 
-type Timer<'a> = Box<dyn FnMut() -> Result<Vec<f64>, String> + 'a>;
-
-fn run(cli: Cli) -> Result<(), String> {
-    let common = match &cli.cmd {
+fn common(cmd: &Cmd) -> &Common {
+    match cmd {
         Cmd::Matmul { common, .. } | Cmd::Attention { common, .. } => common,
-    };
+    }
+}
+
+/// The ISA pupa runs with: `--isa`, checked against the CPU, else the best detected.
+fn pick_isa(common: &Common) -> Result<Isa, String> {
     if common.backend == Backend::Cuda && !cfg!(feature = "cuda") {
         return Err("--backend cuda: this pupa-bench was built without the `cuda` feature (cargo build --release -p pupa-kernels --features cuda)".into());
     }
@@ -238,14 +235,29 @@ fn run(cli: Cli) -> Result<(), String> {
             detect().name()
         ));
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/ref_numpy.py");
-    let configs: Vec<(String, Vec<usize>)> = match &cli.cmd {
+    Ok(isa)
+}
+
+/// One configuration of a sweep: its label, its plot size, and its dimensions.
+struct Config {
+    label: String,
+    size: f64,
+    /// [m, n, k] or [seq]
+    dims: Vec<usize>,
+}
+
+fn configs(cmd: &Cmd) -> Vec<Config> {
+    match cmd {
         Cmd::Matmul { m, n, k, .. } => {
             let mut v = vec![];
             for &m in m {
                 for &n in n {
                     for &k in k {
-                        v.push((format!("{m}x{n}x{k}"), vec![m, n, k]));
+                        v.push(Config {
+                            label: format!("{m}x{n}x{k}"),
+                            size: (m as f64 * n as f64 * k as f64).cbrt(),
+                            dims: vec![m, n, k],
+                        });
                     }
                 }
             }
@@ -260,18 +272,81 @@ fn run(cli: Cli) -> Result<(), String> {
             ..
         } => seq
             .iter()
-            .map(|&s| {
-                (
-                    format!(
-                        "seq{s} h{heads} kv{} d{dim}{}",
-                        kv_heads.unwrap_or(*heads),
-                        if *causal { " causal" } else { "" }
-                    ),
-                    vec![s],
-                )
+            .map(|&s| Config {
+                label: format!(
+                    "seq{s} h{heads} kv{} d{dim}{}",
+                    kv_heads.unwrap_or(*heads),
+                    if *causal { " causal" } else { "" }
+                ),
+                size: s as f64,
+                dims: vec![s],
             })
             .collect(),
+    }
+}
+
+fn attn_shape(cmd: &Cmd, seq: usize) -> Option<AttnShape> {
+    match cmd {
+        Cmd::Attention {
+            heads,
+            kv_heads,
+            dim,
+            causal,
+            ..
+        } => Some(AttnShape {
+            seq_q: seq,
+            seq_k: seq,
+            heads: *heads,
+            kv_heads: kv_heads.unwrap_or(*heads),
+            dim: *dim,
+            causal: *causal,
+        }),
+        Cmd::Matmul { .. } => None,
+    }
+}
+
+/// What one invocation shares across its configurations.
+struct Session<'a> {
+    cmd: &'a Cmd,
+    common: &'a Common,
+    isa: Isa,
+    bench: &'static str,
+    numpy: Option<numpy::NumpyRef>,
+    /// Measured peaks by (threads, bf16 loop).
+    peaks: std::collections::HashMap<(usize, bool), f64>,
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let common = common(&cli.cmd);
+    let isa = pick_isa(common)?;
+    let mut warnings = vec![];
+    let numpy = if common.backend == Backend::Cpu && !common.no_numpy {
+        let cpu_clock = common.clock == Clock::ThreadCpu;
+        match numpy::setup(common.python.as_deref(), cpu_clock, common.json) {
+            Ok(np) => Some(np),
+            Err(e) => {
+                eprintln!("pupa-bench: numpy reference skipped: {e}");
+                warnings.push(format!("numpy reference skipped: {e}"));
+                None
+            }
+        }
+    } else {
+        None
     };
+    let bench = if matches!(cli.cmd, Cmd::Matmul { .. }) {
+        "matmul"
+    } else {
+        "attention"
+    };
+    let mut s = Session {
+        cmd: &cli.cmd,
+        common,
+        isa,
+        bench,
+        numpy,
+        peaks: Default::default(),
+    };
+    let configs = configs(&cli.cmd);
     let total = (configs.len() * common.threads.len()) as u64;
     let bar = if total > 1 && !common.json {
         ProgressBar::new(total)
@@ -282,520 +357,161 @@ fn run(cli: Cli) -> Result<(), String> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .map_err(|e| e.to_string())?,
     );
-    let mut peaks = std::collections::HashMap::new();
-    let bench_name = if matches!(cli.cmd, Cmd::Matmul { .. }) {
-        "matmul"
-    } else {
-        "attention"
-    };
-    for (label, dims) in &configs {
+    let mut all: Vec<Run> = vec![];
+    for cfg in &configs {
         for &threads in &common.threads {
-            bar.set_message(format!("{label} t{threads}"));
-            #[cfg(feature = "cuda")]
-            if common.backend == Backend::Cuda {
-                let job = match &cli.cmd {
-                    Cmd::Matmul { .. } => cuda::Job::Matmul(dims[0], dims[1], dims[2]),
-                    Cmd::Attention {
-                        heads,
-                        kv_heads,
-                        dim,
-                        causal,
-                        ..
-                    } => cuda::Job::Attention(AttnShape {
-                        seq_q: dims[0],
-                        seq_k: dims[0],
-                        heads: *heads,
-                        kv_heads: kv_heads.unwrap_or(*heads),
-                        dim: *dim,
-                        causal: *causal,
-                    }),
-                };
-                let (timed, flops) =
-                    cuda::time(&job, common.warmup, common.repeats * common.rounds)?;
-                let case = Case {
-                    bench: bench_name,
-                    backend: "cuda",
-                    dtype: common.dtype,
-                    shape: label,
-                    threads,
-                    flops,
-                    peak: common.peak.unwrap_or(f64::NAN),
-                    peak_source: if common.peak.is_some() {
-                        "given"
-                    } else {
-                        "none (pass --peak)"
-                    },
-                    pupa_median: median(&timed[0].2),
-                };
-                let runs: Vec<Run> = timed
-                    .into_iter()
-                    .map(|(name, note, gf)| case.row(name.into(), &gf, note.into()))
-                    .collect();
-                bar.suspend(|| print_runs(&runs, common.json, isa));
-                bar.inc(1);
-                continue;
+            bar.set_message(format!("{} t{threads}", cfg.label));
+            let rows = if common.backend == Backend::Cuda {
+                cuda_case(&s, cfg, threads)?
+            } else {
+                cpu_case(&mut s, cfg, threads)?
+            };
+            if !common.json {
+                bar.suspend(|| report::print_table(&rows));
             }
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| e.to_string())?;
-            let bf16_peak = common.dtype == Dt::Bf16 && isa == Isa::Avx512Bf16;
-            let (peak, peak_source) = match common.peak {
-                Some(p) => (p, "given"),
-                None => (
-                    *peaks.entry((threads, bf16_peak)).or_insert_with(|| {
-                        peak::measure(isa, bf16_peak, threads, common.clock == Clock::ThreadCpu)
-                    }),
-                    "measured",
-                ),
-            };
-            let runs = match &cli.cmd {
-                Cmd::Matmul { .. } => bench_matmul(
-                    common, isa, &pool, threads, dims[0], dims[1], dims[2], &script,
-                )?,
-                Cmd::Attention {
-                    heads,
-                    kv_heads,
-                    dim,
-                    causal,
-                    ..
-                } => {
-                    let sh = AttnShape {
-                        seq_q: dims[0],
-                        seq_k: dims[0],
-                        heads: *heads,
-                        kv_heads: kv_heads.unwrap_or(*heads),
-                        dim: *dim,
-                        causal: *causal,
-                    };
-                    sh.validate(0, 0, 0, 0, None)
-                        .or_else(|e| {
-                            if matches!(e, pupa_kernels::KernelError::BufferTooShort { .. }) {
-                                Ok(())
-                            } else {
-                                Err(e)
-                            }
-                        })
-                        .map_err(|e| e.to_string())?;
-                    bench_attention(common, isa, &pool, threads, sh, &script)?
-                }
-            };
-            let pupa_median = median(&runs[0].1);
-            let out: Vec<Run> = runs
-                .into_iter()
-                .map(|(name, gf, note, flops)| {
-                    Case {
-                        bench: bench_name,
-                        backend: "cpu",
-                        dtype: common.dtype,
-                        shape: label,
-                        threads,
-                        flops,
-                        peak,
-                        peak_source,
-                        pupa_median,
-                    }
-                    .row(name, &gf, note)
-                })
-                .collect();
-            bar.suspend(|| print_runs(&out, common.json, isa));
+            all.extend(rows);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
+    finish(&s, &all, &warnings)
+}
+
+/// The JSON document and the plot.
+fn finish(s: &Session<'_>, all: &[Run], warnings: &[String]) -> Result<(), String> {
+    let common = s.common;
+    if common.json {
+        let doc = Document {
+            bench: s.bench,
+            backend: backend_name(common.backend),
+            isa: s.isa.name(),
+            dtype: common.dtype,
+            clock: match common.clock {
+                Clock::Wall => "wall",
+                Clock::ThreadCpu => "thread-cpu",
+            },
+            warnings,
+            runs: all,
+        };
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        println!("{text}");
+    }
+    if let Some(path) = &common.plot {
+        std::fs::write(path, plot::svg(all))
+            .map_err(|e| format!("writing the plot {}: {e}", path.display()))?;
+        if !common.json {
+            println!("\nplot: {}", path.display());
+        }
+    }
     Ok(())
 }
 
-/// What the rows of one benchmark case share.
-struct Case<'a> {
-    bench: &'static str,
-    backend: &'static str,
-    dtype: Dt,
-    shape: &'a str,
-    threads: usize,
-    flops: f64,
-    peak: f64,
-    peak_source: &'static str,
-    /// pupa's median GFLOP/s, the base of `ratio_to_pupa`.
-    pupa_median: f64,
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Cpu => "cpu",
+        Backend::Cuda => "cuda",
+    }
 }
 
-impl Case<'_> {
-    /// The row of one implementation from its GFLOP/s samples.
-    fn row(&self, implementation: String, gf: &[f64], note: String) -> Run {
-        let med = median(gf);
-        Run {
-            bench: self.bench,
-            implementation,
-            backend: self.backend,
-            dtype: self.dtype,
-            shape: self.shape.to_string(),
-            threads: self.threads,
-            gflops: med,
-            gflops_min: gf.iter().cloned().fold(f64::INFINITY, f64::min),
-            gflops_max: gf.iter().cloned().fold(0.0, f64::max),
-            seconds_median: self.flops / med / 1e9,
-            samples: gf.len(),
-            peak_gflops: self.peak,
-            peak_source: self.peak_source,
-            pct_of_peak: 100.0 * med / self.peak,
-            ratio_to_pupa: med / self.pupa_median,
-            note,
+/// One CPU configuration: pupa and the references, the peak measured (once per thread count
+/// and loop, then refreshed by every round's probe) or given.
+fn cpu_case(s: &mut Session<'_>, cfg: &Config, threads: usize) -> Result<Vec<Run>, String> {
+    let common = s.common;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bf16_peak = common.dtype == Dt::Bf16 && s.isa == Isa::Avx512Bf16;
+    let cpu_clock = common.clock == Clock::ThreadCpu;
+    let isa = s.isa;
+    if common.peak.is_none() {
+        s.peaks
+            .entry((threads, bf16_peak))
+            .or_insert_with(|| peak::measure(isa, bf16_peak, threads, cpu_clock, peak::TRIALS));
+    }
+    let ctx = cpu::Ctx {
+        common,
+        isa,
+        pool: &pool,
+        threads,
+        numpy: s.numpy.as_ref(),
+        probe_bf16: common.peak.is_none().then_some(bf16_peak),
+    };
+    let (runs, probe) = match attn_shape(s.cmd, cfg.dims[0]) {
+        None => cpu::bench_matmul(&ctx, cfg.dims[0], cfg.dims[1], cfg.dims[2])?,
+        Some(sh) => {
+            sh.validate(0, 0, 0, 0, None)
+                .or_else(|e| {
+                    if matches!(e, pupa_kernels::KernelError::BufferTooShort { .. }) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            cpu::bench_attention(&ctx, sh)?
         }
-    }
-}
-
-fn print_runs(runs: &[Run], json: bool, isa: Isa) {
-    if json {
-        for r in runs {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+    };
+    let (peak, peak_source) = match common.peak {
+        Some(p) => (p, "given"),
+        None => {
+            let p = s.peaks.entry((threads, bf16_peak)).or_insert(0.0);
+            *p = p.max(probe);
+            (*p, "measured")
         }
-        return;
-    }
-    let r0 = &runs[0];
-    println!(
-        "\n{} {} {} threads={} isa={} peak={:.1} GFLOP/s ({})",
-        r0.bench,
-        r0.shape,
-        serde_json::to_string(&r0.dtype)
-            .unwrap_or_default()
-            .trim_matches('"'),
-        r0.threads,
-        isa.name(),
-        r0.peak_gflops,
-        r0.peak_source
-    );
-    println!(
-        "{:<16} {:>10} {:>10} {:>10} {:>7} {:>9}  note",
-        "impl", "GFLOP/s", "min", "max", "%peak", "vs pupa"
-    );
-    for r in runs {
-        println!(
-            "{:<16} {:>10.1} {:>10.1} {:>10.1} {:>6.1}% {:>8.3}x  {}",
-            r.implementation,
-            r.gflops,
-            r.gflops_min,
-            r.gflops_max,
-            r.pct_of_peak,
-            r.ratio_to_pupa,
-            r.note
-        );
-    }
-}
-
-fn median(x: &[f64]) -> f64 {
-    let mut v = x.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Times `f` `warmup + repeats` times and returns the timed seconds.
-fn time_it(
-    clock: Clock,
-    warmup: usize,
-    repeats: usize,
-    mut f: impl FnMut() -> Result<(), String>,
-) -> Result<Vec<f64>, String> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut secs = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let t = now(clock);
-        f()?;
-        secs.push(now(clock) - t);
-    }
-    Ok(secs)
-}
-
-fn random<T: Element>(n: usize, seed: u64) -> HugeBuf<T> {
-    let mut s = seed;
-    let mut v = HugeBuf::new(n, T::from_f32(0.0));
-    for x in v.iter_mut() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        *x = T::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0);
-    }
-    v
-}
-
-fn numpy(
-    common: &Common,
-    threads: usize,
-    script: &PathBuf,
-    args: &[String],
-) -> Result<Vec<f64>, String> {
-    let out = Command::new(&common.python)
-        .arg(script)
-        .args(args)
-        .arg(common.warmup.to_string())
-        .arg(common.repeats.to_string())
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .env("OPENBLAS_NUM_THREADS", threads.to_string())
-        .env("OMP_NUM_THREADS", threads.to_string())
-        .env(
-            "PUPA_BENCH_CLOCK",
-            if common.clock == Clock::ThreadCpu {
-                "thread-cpu"
-            } else {
-                "wall"
-            },
-        )
-        .output()
-        .map_err(|e| {
-            format!(
-                "running {} {}: {e} (use --no-numpy to skip)",
-                common.python,
-                script.display()
-            )
-        })?;
-    if !out.status.success() {
-        return Err(format!(
-            "numpy reference failed (use --no-numpy to skip): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("numpy reference printed bad JSON: {e}"))?;
-    v["seconds"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .ok_or_else(|| "numpy reference: no seconds".into())
-}
-
-type Measured = Vec<(String, Vec<f64>, String, f64)>;
-
-/// Runs the timers interleaved for `rounds` rounds and converts seconds to GFLOP/s.
-fn interleave(
-    common: &Common,
-    flops: f64,
-    mut timers: Vec<(String, String, Timer<'_>)>,
-) -> Result<Measured, String> {
-    let mut secs: Vec<Vec<f64>> = vec![vec![]; timers.len()];
-    for _ in 0..common.rounds {
-        for (i, (_, _, t)) in timers.iter_mut().enumerate() {
-            secs[i].extend(t()?);
-        }
-    }
-    Ok(timers
+    };
+    let case = Case {
+        bench: s.bench,
+        backend: "cpu",
+        isa: isa.name(),
+        dtype: common.dtype,
+        shape: &cfg.label,
+        size: cfg.size,
+        threads,
+        flops: runs[0].3,
+        peak,
+        peak_source,
+        pupa_median: report::median(&runs[0].1),
+    };
+    Ok(runs
         .into_iter()
-        .zip(secs)
-        .map(|((name, note, _), s)| {
-            (
-                name,
-                s.iter().map(|t| flops / t / 1e9).collect(),
-                note,
-                flops,
-            )
-        })
+        .map(|(name, gf, note, _)| case.row(name, &gf, note))
         .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench_matmul(
-    common: &Common,
-    isa: Isa,
-    pool: &rayon::ThreadPool,
-    threads: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    script: &PathBuf,
-) -> Result<Measured, String> {
-    match common.dtype {
-        Dt::F32 => bench_matmul_t::<f32>(common, isa, pool, threads, m, n, k, script),
-        Dt::F16 => bench_matmul_t::<f16>(common, isa, pool, threads, m, n, k, script),
-        Dt::Bf16 => bench_matmul_t::<bf16>(common, isa, pool, threads, m, n, k, script),
-    }
+/// One CUDA configuration: pupa's Hopper kernel and cuBLAS.
+#[cfg(feature = "cuda")]
+fn cuda_case(s: &Session<'_>, cfg: &Config, threads: usize) -> Result<Vec<Run>, String> {
+    let common = s.common;
+    let job = match attn_shape(s.cmd, cfg.dims[0]) {
+        None => cuda::Job::Matmul(cfg.dims[0], cfg.dims[1], cfg.dims[2]),
+        Some(sh) => cuda::Job::Attention(sh),
+    };
+    let (timed, flops) = cuda::time(&job, common.warmup, common.repeats * common.rounds)?;
+    let case = Case {
+        bench: s.bench,
+        backend: "cuda",
+        isa: "sm_90a",
+        dtype: common.dtype,
+        shape: &cfg.label,
+        size: cfg.size,
+        threads,
+        flops,
+        peak: common.peak.unwrap_or(f64::NAN),
+        peak_source: if common.peak.is_some() {
+            "given"
+        } else {
+            "none (pass --peak)"
+        },
+        pupa_median: report::median(&timed[0].2),
+    };
+    Ok(timed
+        .into_iter()
+        .map(|(name, note, gf)| case.row(name.into(), &gf, note.into()))
+        .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench_matmul_t<T: Element>(
-    common: &Common,
-    isa: Isa,
-    pool: &rayon::ThreadPool,
-    threads: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    script: &PathBuf,
-) -> Result<Measured, String> {
-    if m == 0 || n == 0 || k == 0 {
-        return Err("--m, --n and --k must be at least 1".into());
-    }
-    let flops = 2.0 * m as f64 * n as f64 * k as f64;
-    let a = random::<T>(m * k, 1);
-    let b = random::<T>(k * n, 2);
-    let mut c = HugeBuf::new(m * n, 0f32);
-    let (w, r, ck) = (common.warmup, common.repeats, common.clock);
-    let mut timers: Vec<(String, String, Timer<'_>)> = vec![];
-    let cref = &mut c;
-    let (ar, br) = (&a, &b);
-    timers.push((
-        "pupa".into(),
-        format!("isa {}", isa.name()),
-        Box::new(move || {
-            let av = MatRef::row_major(ar, m, k).map_err(|e| e.to_string())?;
-            let bv = MatRef::row_major(br, k, n).map_err(|e| e.to_string())?;
-            pool.install(|| {
-                time_it(ck, w, r, || {
-                    matmul_parallel(isa, av, bv, cref, n).map_err(|e| e.to_string())
-                })
-            })
-        }),
-    ));
-    if !common.no_faer {
-        let fa = faer::Mat::<f32>::from_fn(m, k, |i, j| a[i * k + j].to_f32());
-        let fb = faer::Mat::<f32>::from_fn(k, n, |i, j| b[i * n + j].to_f32());
-        let mut fc = faer::Mat::<f32>::zeros(m, n);
-        let par = if threads == 1 {
-            faer::Par::Seq
-        } else {
-            faer::Par::rayon(threads)
-        };
-        let note = if T::DTYPE == pupa_kernels::DType::F32 {
-            String::from("faer 0.24")
-        } else {
-            String::from("faer 0.24, f32 on the same values")
-        };
-        timers.push((
-            "faer".into(),
-            note,
-            Box::new(move || {
-                pool.install(|| {
-                    time_it(ck, w, r, || {
-                        faer::linalg::matmul::matmul(
-                            fc.as_mut(),
-                            faer::Accum::Replace,
-                            fa.as_ref(),
-                            fb.as_ref(),
-                            1.0f32,
-                            par,
-                        );
-                        Ok(())
-                    })
-                })
-            }),
-        ));
-    }
-    if !common.no_numpy {
-        let args = vec![
-            "matmul".into(),
-            "f32".into(),
-            m.to_string(),
-            n.to_string(),
-            k.to_string(),
-        ];
-        let note = if T::DTYPE == pupa_kernels::DType::F32 {
-            "numpy/OpenBLAS sgemm"
-        } else {
-            "numpy/OpenBLAS sgemm (no low-precision GEMM)"
-        };
-        timers.push((
-            "numpy-openblas".into(),
-            note.into(),
-            Box::new(move || numpy(common, threads, script, &args)),
-        ));
-    }
-    if common.naive || flops <= (1u64 << 31) as f64 {
-        timers.push((
-            "naive".into(),
-            "triple loop, 1 run/round".into(),
-            Box::new(move || {
-                let mut cn = vec![0f32; m * n];
-                time_it(ck, 0, 1, || {
-                    naive::matmul(ar, br, &mut cn, m, n, k);
-                    Ok(())
-                })
-            }),
-        ));
-    }
-    interleave(common, flops, timers)
-}
-
-fn bench_attention(
-    common: &Common,
-    isa: Isa,
-    pool: &rayon::ThreadPool,
-    threads: usize,
-    sh: AttnShape,
-    script: &PathBuf,
-) -> Result<Measured, String> {
-    match common.dtype {
-        Dt::F32 => bench_attention_t::<f32>(common, isa, pool, threads, sh, script),
-        Dt::F16 => bench_attention_t::<f16>(common, isa, pool, threads, sh, script),
-        Dt::Bf16 => bench_attention_t::<bf16>(common, isa, pool, threads, sh, script),
-    }
-}
-
-fn bench_attention_t<T: Element>(
-    common: &Common,
-    isa: Isa,
-    pool: &rayon::ThreadPool,
-    threads: usize,
-    sh: AttnShape,
-    script: &PathBuf,
-) -> Result<Measured, String> {
-    if sh.seq_q == 0 {
-        return Err("--seq must be at least 1".into());
-    }
-    let flops = sh.flops();
-    let q = random::<T>(sh.seq_q * sh.heads * sh.dim, 3);
-    let k = random::<T>(sh.seq_k * sh.kv_heads * sh.dim, 4);
-    let v = random::<T>(sh.seq_k * sh.kv_heads * sh.dim, 5);
-    let mut out = HugeBuf::new(sh.seq_q * sh.heads * sh.dim, 0f32);
-    let (w, r, ck) = (common.warmup, common.repeats, common.clock);
-    let (qr, kr, vr) = (&q, &k, &v);
-    let oref = &mut out;
-    let mut timers: Vec<(String, String, Timer<'_>)> = vec![(
-        "pupa".into(),
-        format!("isa {}", isa.name()),
-        Box::new(move || {
-            pool.install(|| {
-                time_it(ck, w, r, || {
-                    attention_parallel(isa, qr, kr, vr, oref, sh, None).map_err(|e| e.to_string())
-                })
-            })
-        }),
-    )];
-    if !common.no_numpy {
-        let args = vec![
-            "attention".into(),
-            "f32".into(),
-            sh.seq_q.to_string(),
-            sh.heads.to_string(),
-            sh.kv_heads.to_string(),
-            sh.dim.to_string(),
-            if sh.causal { "1".into() } else { "0".into() },
-        ];
-        timers.push((
-            "numpy-openblas".into(),
-            "numpy: per head QKᵀ, softmax, PV in f32".into(),
-            Box::new(move || numpy(common, threads, script, &args)),
-        ));
-    }
-    if common.naive || flops <= (1u64 << 31) as f64 {
-        timers.push((
-            "naive".into(),
-            "scalar loops, 1 run/round".into(),
-            Box::new(move || {
-                let mut on = vec![0f32; sh.seq_q * sh.heads * sh.dim];
-                time_it(ck, 0, 1, || {
-                    naive::attention(qr, kr, vr, &mut on, &sh);
-                    Ok(())
-                })
-            }),
-        ));
-    }
-    interleave(common, flops, timers)
+#[cfg(not(feature = "cuda"))]
+fn cuda_case(_: &Session<'_>, _: &Config, _: usize) -> Result<Vec<Run>, String> {
+    Err("--backend cuda: built without the `cuda` feature".into())
 }

@@ -4,18 +4,27 @@
 use pupa_kernels::Isa;
 use std::time::Instant;
 
-const ITERS: u64 = 2_000_000;
-/// Trials per thread; the best one counts (other processes on a shared machine only ever
-/// make a trial slower).
-const TRIALS: usize = 15;
+/// Iterations per trial: ~0.5 ms at 2 FMA/cycle, short enough that many trials fit between the
+/// time slices of other processes on a shared machine (such a process only ever makes a trial
+/// slower, and the best trial counts).
+const ITERS: u64 = 150_000;
+/// Trials per thread of a first measurement ([`measure`]); [`TRIALS_PER_ROUND`] again in each
+/// round of a benchmark, beside the kernels, so that the peak sees the same machine they do.
+pub const TRIALS: usize = 60;
+pub const TRIALS_PER_ROUND: usize = 8;
+/// Independent accumulator chains: at least 2 FMA pipes × 4-6 cycles of latency (Intel since
+/// Skylake-SP, AMD Zen 4/5) with margin, all in registers (24 + 2 of 32 zmm, 12 + 2 of 16 ymm).
+const CHAINS_512: usize = 24;
+const CHAINS_256: usize = 12;
+const _: () = assert!(CHAINS_512 >= 2 * 6 && CHAINS_256 >= 2 * 5);
 
 /// GFLOP/s of `threads` threads running the widest multiply-add this ISA has. With
 /// `cpu_clock`, each thread times itself on its own CPU-time clock (what a thread achieves
 /// while it runs, whatever else shares the machine).
-pub fn measure(isa: Isa, bf16: bool, threads: usize, cpu_clock: bool) -> f64 {
+pub fn measure(isa: Isa, bf16: bool, threads: usize, cpu_clock: bool, trials: usize) -> f64 {
     let flops_per_thread = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
-            .map(|_| s.spawn(move || one(isa, bf16, cpu_clock)))
+            .map(|_| s.spawn(move || one(isa, bf16, cpu_clock, trials)))
             .collect();
         hs.into_iter()
             .map(|h| h.join().unwrap_or(0.0))
@@ -24,8 +33,8 @@ pub fn measure(isa: Isa, bf16: bool, threads: usize, cpu_clock: bool) -> f64 {
     flops_per_thread.iter().sum()
 }
 
-fn one(isa: Isa, bf16: bool, cpu_clock: bool) -> f64 {
-    (0..TRIALS)
+fn one(isa: Isa, bf16: bool, cpu_clock: bool, trials: usize) -> f64 {
+    (0..trials)
         .map(|_| trial(isa, bf16, cpu_clock))
         .fold(0.0, f64::max)
 }
@@ -65,13 +74,14 @@ fn trial(isa: Isa, bf16: bool, cpu_clock: bool) -> f64 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::{CHAINS_256, CHAINS_512};
     use core::arch::x86_64::*;
     use std::hint::black_box;
 
-    /// 24 chains × 16 lanes × 2 flops per iteration.
+    /// [`CHAINS_512`] chains × 16 lanes × 2 flops per iteration.
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn fma512(iters: u64) -> f64 {
-        let mut acc = [_mm512_set1_ps(0.0); 24];
+        let mut acc = [_mm512_set1_ps(0.0); CHAINS_512];
         let x = black_box(_mm512_set1_ps(1.000_000_1));
         let y = black_box(_mm512_set1_ps(0.999_999_9));
         for _ in 0..iters {
@@ -80,13 +90,13 @@ mod x86 {
             }
         }
         black_box(acc);
-        24.0 * 32.0
+        CHAINS_512 as f64 * 32.0
     }
 
-    /// 24 chains × 16 lanes × 4 flops (two bf16 products and their sums) per iteration.
+    /// [`CHAINS_512`] chains × 16 lanes × 4 flops (two bf16 products and their sums) per iteration.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn dpbf16(iters: u64) -> f64 {
-        let mut acc = [_mm512_set1_ps(0.0); 24];
+        let mut acc = [_mm512_set1_ps(0.0); CHAINS_512];
         // SAFETY: both are 512-bit plain vector types; 0x3f80 is bf16 1.0 in every lane.
         let x: __m512bh = black_box(unsafe {
             core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi16(0x3f80))
@@ -97,13 +107,13 @@ mod x86 {
             }
         }
         black_box(acc);
-        24.0 * 64.0
+        CHAINS_512 as f64 * 64.0
     }
 
-    /// 12 chains × 8 lanes × 2 flops per iteration.
+    /// [`CHAINS_256`] chains × 8 lanes × 2 flops per iteration.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fma256(iters: u64) -> f64 {
-        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let mut acc = [_mm256_set1_ps(0.0); CHAINS_256];
         let x = black_box(_mm256_set1_ps(1.000_000_1));
         let y = black_box(_mm256_set1_ps(0.999_999_9));
         for _ in 0..iters {
@@ -112,6 +122,6 @@ mod x86 {
             }
         }
         black_box(acc);
-        12.0 * 16.0
+        CHAINS_256 as f64 * 16.0
     }
 }
