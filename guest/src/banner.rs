@@ -55,7 +55,7 @@ impl fmt::Display for BootReport<'_> {
             Hex(&self.image_sha384),
             self.image_size / 1024
         )?;
-        writeln!(f, "pupa: tee {}", self.tee.name())?;
+        writeln!(f, "pupa: tee {}", crate::tee::banner_name(self.tee))?;
         writeln!(
             f,
             "pupa: entry {}",
@@ -178,7 +178,7 @@ mod tests {
             version: "0.1.0",
             image_sha384: [0xab; 48],
             image_size: 512 * 1024,
-            tee: TeeKind::None,
+            tee: TeeKind::Dev,
             entered_32bit: false,
             memmap_source: "fw_cfg etc/e820",
             ram_bytes: 256 << 20,

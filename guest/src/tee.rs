@@ -8,28 +8,19 @@
 //! returning the vendor string "IntelTDX    " (Intel TDX Module ABI spec, "CPUID
 //! virtualization", leaf 0x21), which the TDX module answers itself.
 
-/// The TEE the guest runs in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TeeKind {
-    /// No TEE: a plain VM. Evidence is the insecure development report.
-    None,
-    /// AMD SEV-SNP.
-    Snp,
-    /// AMD SEV or SEV-ES without SNP: not supported by pupa (no usable attestation).
-    SevWithoutSnp,
-    /// Intel TDX.
-    Tdx,
-}
+pub use pupa_spec::tee::TeeKind;
 
-impl TeeKind {
-    /// A short name for the banner and the manifest.
-    pub fn name(self) -> &'static str {
-        match self {
-            TeeKind::None => "none (plain VM, insecure dev evidence)",
-            TeeKind::Snp => "sev-snp",
-            TeeKind::SevWithoutSnp => "sev/sev-es without snp (unsupported)",
-            TeeKind::Tdx => "tdx",
-        }
+/// SEV or SEV-ES without SNP: detected, but not supported by pupa (no usable attestation);
+/// the platform terminates the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SevWithoutSnp;
+
+/// A short description of the kind for the boot banner.
+pub fn banner_name(kind: TeeKind) -> &'static str {
+    match kind {
+        TeeKind::Dev => "none (plain VM, insecure dev evidence)",
+        TeeKind::Snp => "sev-snp",
+        TeeKind::Tdx => "tdx",
     }
 }
 
@@ -150,22 +141,22 @@ pub fn check_snp_status(status: u64) -> Result<(), SevStatusError> {
 pub fn detect(
     mut cpuid: impl FnMut(u32, u32) -> CpuidResult,
     read_sev_status: impl FnOnce() -> u64,
-) -> TeeKind {
+) -> Result<TeeKind, SevWithoutSnp> {
     let status = read_sev_status();
     if status & sev_status::SNP != 0 {
-        return TeeKind::Snp;
+        return Ok(TeeKind::Snp);
     }
     if status & (sev_status::SEV | sev_status::SEV_ES) != 0 {
-        return TeeKind::SevWithoutSnp;
+        return Err(SevWithoutSnp);
     }
     let max_basic = cpuid(0, 0).eax;
     if max_basic >= TDX_CPUID_LEAF {
         let r = cpuid(TDX_CPUID_LEAF, 0);
         if [r.ebx, r.edx, r.ecx] == TDX_SIGNATURE {
-            return TeeKind::Tdx;
+            return Ok(TeeKind::Tdx);
         }
     }
-    TeeKind::None
+    Ok(TeeKind::Dev)
 }
 
 #[cfg(test)]
@@ -186,7 +177,7 @@ mod tests {
             },
             || 0, // the MSR does not exist (the stub's RDMSR raised #GP)
         );
-        assert_eq!(kind, TeeKind::None);
+        assert_eq!(kind, Ok(TeeKind::Dev));
     }
 
     #[test]
@@ -199,7 +190,7 @@ mod tests {
             },
             || 0, // not read on the TDX entry path
         );
-        assert_eq!(kind, TeeKind::Tdx);
+        assert_eq!(kind, Ok(TeeKind::Tdx));
     }
 
     #[test]
@@ -212,7 +203,7 @@ mod tests {
             },
             || 0,
         );
-        assert_eq!(kind, TeeKind::None);
+        assert_eq!(kind, Ok(TeeKind::Dev));
     }
 
     /// S3: any SEV_STATUS bit outside the supported set is refused (vTOM, restricted
@@ -275,16 +266,16 @@ mod tests {
             AMD_MEM_ENC_LEAF => regs(0, 0x33, 0, 0),
             _ => regs(0, 0, 0, 0),
         };
-        assert_eq!(detect(no_mem_enc_leaf, || 0b111), TeeKind::Snp);
-        assert_eq!(detect(sev_bit_clear, || 0b111), TeeKind::Snp);
-        assert_eq!(detect(sev_bit_clear, || 0b011), TeeKind::SevWithoutSnp);
+        assert_eq!(detect(no_mem_enc_leaf, || 0b111), Ok(TeeKind::Snp));
+        assert_eq!(detect(sev_bit_clear, || 0b111), Ok(TeeKind::Snp));
+        assert_eq!(detect(sev_bit_clear, || 0b011), Err(SevWithoutSnp));
         // Nor can a TDX signature in the hypervisor's CPUID page override SEV_STATUS.
         let fake_tdx = |leaf, _| match leaf {
             0 => regs(0x23, 0, 0, 0),
             0x21 => regs(0, TDX_SIGNATURE[0], TDX_SIGNATURE[2], TDX_SIGNATURE[1]),
             _ => regs(0, 0, 0, 0),
         };
-        assert_eq!(detect(fake_tdx, || 0b111), TeeKind::Snp);
+        assert_eq!(detect(fake_tdx, || 0b111), Ok(TeeKind::Snp));
     }
 
     #[test]
@@ -295,8 +286,8 @@ mod tests {
             AMD_MEM_ENC_LEAF => regs(0x1_fffb, 0x33, 0, 0),
             _ => regs(0, 0, 0, 0),
         };
-        assert_eq!(detect(cpuid, || 0b111), TeeKind::Snp);
-        assert_eq!(detect(cpuid, || 0b011), TeeKind::SevWithoutSnp);
-        assert_eq!(detect(cpuid, || 0), TeeKind::None);
+        assert_eq!(detect(cpuid, || 0b111), Ok(TeeKind::Snp));
+        assert_eq!(detect(cpuid, || 0b011), Err(SevWithoutSnp));
+        assert_eq!(detect(cpuid, || 0), Ok(TeeKind::Dev));
     }
 }

@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 
 use pupa_guest::memmap::Region;
 use pupa_guest::runtime;
-use pupa_guest::tee::TeeKind;
+use pupa_guest::tee::{SevWithoutSnp, TeeKind};
 use spin::Once;
 
 use virtio_net::DmaPool;
@@ -181,12 +181,12 @@ static PLATFORM: Once<&'static dyn Platform> = Once::new();
 /// Chooses the platform for `kind`, once; later calls return the first choice. SEV or
 /// SEV-ES without SNP has no usable attestation: the VM is terminated (GHCB MSR protocol:
 /// under SEV-ES nothing else, not even the console, works without a GHCB).
-pub fn select(kind: TeeKind) -> &'static dyn Platform {
+pub fn select(kind: Result<TeeKind, SevWithoutSnp>) -> &'static dyn Platform {
     *PLATFORM.call_once(|| match kind {
-        TeeKind::None => &plain::Plain,
-        TeeKind::Snp => &snp::Snp,
-        TeeKind::Tdx => &tdx::Tdx,
-        TeeKind::SevWithoutSnp => {
+        Ok(TeeKind::Dev) => &plain::Plain,
+        Ok(TeeKind::Snp) => &snp::Snp,
+        Ok(TeeKind::Tdx) => &tdx::Tdx,
+        Err(SevWithoutSnp) => {
             use pupa_guest::snp::ghcb::term;
             crate::arch::snp::terminate(term::SET_GENERAL, term::SNP_UNSUPPORTED)
         }

@@ -33,7 +33,7 @@ pub struct Plain;
 
 impl Platform for Plain {
     fn kind(&self) -> TeeKind {
-        TeeKind::None
+        TeeKind::Dev
     }
 
     fn init(&self, _boot: &BootArgs) -> Result<(), BootError> {

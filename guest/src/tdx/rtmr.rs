@@ -87,9 +87,8 @@ pub struct BootConfig {
 
 fn tee_to_code(t: TeeKind) -> u8 {
     match t {
-        TeeKind::None => tee_code::NONE,
+        TeeKind::Dev => tee_code::NONE,
         TeeKind::Snp => tee_code::SNP,
-        TeeKind::SevWithoutSnp => tee_code::SEV_WITHOUT_SNP,
         TeeKind::Tdx => tee_code::TDX,
     }
 }
@@ -126,9 +125,8 @@ impl BootConfig {
             return None;
         }
         let tee = match r.tee {
-            tee_code::NONE => TeeKind::None,
+            tee_code::NONE => TeeKind::Dev,
             tee_code::SNP => TeeKind::Snp,
-            tee_code::SEV_WITHOUT_SNP => TeeKind::SevWithoutSnp,
             tee_code::TDX => TeeKind::Tdx,
             _ => return None,
         };

@@ -26,11 +26,12 @@ pub const BOOT_CONFIG_EVENT_LEN: usize = 8 + BOOT_CONFIG_LEN;
 
 /// Values of [`BootConfigRecord::tee`].
 pub mod tee_code {
-    /// No TEE (a plain VM).
+    /// No TEE (a plain VM: `TeeKind::Dev`).
     pub const NONE: u8 = 0;
     /// AMD SEV-SNP.
     pub const SNP: u8 = 1;
-    /// AMD SEV or SEV-ES without SNP.
+    /// Reserved (AMD SEV or SEV-ES without SNP in the first layout): never recorded, since
+    /// such a guest terminates before it measures anything; decoders refuse it.
     pub const SEV_WITHOUT_SNP: u8 = 2;
     /// Intel TDX (the only value a TD measures).
     pub const TDX: u8 = 3;
