@@ -185,7 +185,6 @@ fn now(clock: Clock) -> f64 {
     }
 }
 
-
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {

@@ -69,7 +69,13 @@ fn interleave(
             secs[i].extend(t()?);
         }
         if let Some(bf16) = ctx.probe_bf16 {
-            let p = peak::measure(ctx.isa, bf16, ctx.threads, cpu_clock, peak::TRIALS_PER_ROUND);
+            let p = peak::measure(
+                ctx.isa,
+                bf16,
+                ctx.threads,
+                cpu_clock,
+                peak::TRIALS_PER_ROUND,
+            );
             probe = probe.max(p);
         }
     }
@@ -129,38 +135,7 @@ fn bench_matmul_t<T: Element>(
         }),
     ));
     if !common.no_faer {
-        let fa = faer::Mat::<f32>::from_fn(m, k, |i, j| a[i * k + j].to_f32());
-        let fb = faer::Mat::<f32>::from_fn(k, n, |i, j| b[i * n + j].to_f32());
-        let mut fc = faer::Mat::<f32>::zeros(m, n);
-        let par = if threads == 1 {
-            faer::Par::Seq
-        } else {
-            faer::Par::rayon(threads)
-        };
-        let note = if T::DTYPE == pupa_kernels::DType::F32 {
-            String::from("faer 0.24")
-        } else {
-            String::from("faer 0.24, f32 on the same values")
-        };
-        timers.push((
-            "faer".into(),
-            note,
-            Box::new(move || {
-                pool.install(|| {
-                    time_it(ck, w, r, || {
-                        faer::linalg::matmul::matmul(
-                            fc.as_mut(),
-                            faer::Accum::Replace,
-                            fa.as_ref(),
-                            fb.as_ref(),
-                            1.0f32,
-                            par,
-                        );
-                        Ok(())
-                    })
-                })
-            }),
-        ));
+        timers.push(faer_timer(ctx, &a, &b, m, n, k));
     }
     if let Some(np) = ctx.numpy {
         let args = vec![
@@ -173,7 +148,10 @@ fn bench_matmul_t<T: Element>(
         let note = if T::DTYPE == pupa_kernels::DType::F32 {
             format!("numpy {} OpenBLAS sgemm", np.version)
         } else {
-            format!("numpy {} OpenBLAS sgemm (no low-precision GEMM)", np.version)
+            format!(
+                "numpy {} OpenBLAS sgemm (no low-precision GEMM)",
+                np.version
+            )
         };
         timers.push((
             "numpy-openblas".into(),
@@ -195,6 +173,52 @@ fn bench_matmul_t<T: Element>(
         ));
     }
     interleave(ctx, flops, timers)
+}
+
+/// faer's f32 GEMM on the same values (widened from f16/bf16).
+fn faer_timer<'a, T: Element>(
+    ctx: &Ctx<'a>,
+    a: &[T],
+    b: &[T],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> (String, String, Timer<'a>) {
+    let (w, r, ck, pool) = (
+        ctx.common.warmup,
+        ctx.common.repeats,
+        ctx.common.clock,
+        ctx.pool,
+    );
+    let fa = faer::Mat::<f32>::from_fn(m, k, |i, j| a[i * k + j].to_f32());
+    let fb = faer::Mat::<f32>::from_fn(k, n, |i, j| b[i * n + j].to_f32());
+    let mut fc = faer::Mat::<f32>::zeros(m, n);
+    let par = if ctx.threads == 1 {
+        faer::Par::Seq
+    } else {
+        faer::Par::rayon(ctx.threads)
+    };
+    let note = if T::DTYPE == pupa_kernels::DType::F32 {
+        String::from("faer 0.24")
+    } else {
+        String::from("faer 0.24, f32 on the same values")
+    };
+    let timer: Timer<'a> = Box::new(move || {
+        pool.install(|| {
+            time_it(ck, w, r, || {
+                faer::linalg::matmul::matmul(
+                    fc.as_mut(),
+                    faer::Accum::Replace,
+                    fa.as_ref(),
+                    fb.as_ref(),
+                    1.0f32,
+                    par,
+                );
+                Ok(())
+            })
+        })
+    });
+    ("faer".into(), note, timer)
 }
 
 /// Attention forward of shape `sh` in `--dtype`.

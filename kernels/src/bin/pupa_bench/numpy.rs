@@ -154,7 +154,11 @@ impl NumpyRef {
         repeats: usize,
         threads: usize,
     ) -> Result<Vec<f64>, String> {
-        let clock = if self.thread_cpu { "thread-cpu" } else { "wall" };
+        let clock = if self.thread_cpu {
+            "thread-cpu"
+        } else {
+            "wall"
+        };
         let out = openblas_env(&mut Command::new(&self.python), threads)
             .arg(&self.script)
             .args(args)

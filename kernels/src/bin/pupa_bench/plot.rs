@@ -3,7 +3,8 @@
 //!
 //! x: `Run::size` ((m·n·k)^(1/3) for matmul, seq for attention), on a log₂ axis when the sweep
 //! spans more than a factor 4; y: GFLOP/s from 0. Each series is a
-//! `<g class="series" data-impl=".." data-threads="..">` (the peak: `class="peak"`).
+//! `<g class="series" data-impl=".." data-threads="..">` (the peak: `class="peak"`); colour
+//! tells the implementation, the dash pattern the thread count.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,6 +17,11 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 190.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
+/// Per thread count of a sweep (first, second, ...): the series' dash pattern, the peak's grey.
+const DASHES: [&str; 4] = ["none", "2 3", "8 3", "8 3 2 3"];
+const PEAK_GREYS: [&str; 4] = ["#000", "#666", "#999", "#bbb"];
+const PEAK_DASH: &str = "6 4";
+/// Per implementation (in the order of the rows).
 const COLORS: [&str; 8] = [
     "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
 ];
@@ -186,13 +192,20 @@ pub fn svg(runs: &[Run]) -> String {
         hi: (ymax * 1.05 / ystep).ceil() * ystep,
         log: false,
     };
-    let multi_threads = runs.iter().any(|r| r.threads != runs[0].threads);
     let mut o = String::new();
     let _ = writeln!(
         o,
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
+    title(&mut o, runs);
+    axes(&mut o, &xa, &ya, &sizes, ystep);
+    draw(&mut o, runs, &xa, &ya);
+    o.push_str("</svg>\n");
+    o
+}
+
+fn title(o: &mut String, runs: &[Run]) {
     if let Some(r0) = runs.first() {
         let x_name = if r0.bench == "matmul" {
             "size: (m·n·k)^(1/3)"
@@ -212,28 +225,46 @@ pub fn svg(runs: &[Run]) -> String {
             TOP + (H - TOP - BOTTOM) / 2.0
         );
     }
-    axes(&mut o, &xa, &ya, &sizes, ystep);
-    let mut legend: Vec<(String, String, bool)> = vec![];
+}
+
+/// The peak lines, the series and the legend.
+fn draw(o: &mut String, runs: &[Run], xa: &Axis, ya: &Axis) {
+    let multi_threads = runs.iter().any(|r| r.threads != runs[0].threads);
+    let threads: Vec<usize> = {
+        let mut t: Vec<usize> = runs.iter().map(|r| r.threads).collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    let ti = |t: usize| threads.iter().position(|&x| x == t).unwrap_or(0);
+    // (label, colour, dash pattern)
+    let mut legend: Vec<(String, String, &str)> = vec![];
     for (t, pts) in peaks(runs) {
         let name = if multi_threads {
             format!("peak t{t}")
         } else {
             "peak".into()
         };
+        let grey = PEAK_GREYS[ti(t) % PEAK_GREYS.len()];
         let _ = writeln!(o, r#"<g class="peak" data-threads="{t}">"#);
-        polyline(&mut o, &pts, &xa, &ya, r##"fill="none" stroke="#000" stroke-width="1.5" stroke-dasharray="6 4""##);
+        let attrs = format!(
+            r#"fill="none" stroke="{grey}" stroke-width="1.5" stroke-dasharray="{PEAK_DASH}""#
+        );
+        polyline(o, &pts, xa, ya, &attrs);
         o.push_str("</g>\n");
-        legend.push((name, "#000".into(), true));
+        legend.push((name, grey.into(), PEAK_DASH));
     }
-    for (i, ((_, name, t), pts)) in series(runs).into_iter().enumerate() {
+    for ((i, name, t), pts) in series(runs) {
         let color = COLORS[i % COLORS.len()];
+        let dash = DASHES[ti(t) % DASHES.len()];
         let _ = writeln!(
             o,
             r#"<g class="series" data-impl="{}" data-threads="{t}">"#,
             esc(&name)
         );
-        let attrs = format!(r#"fill="none" stroke="{color}" stroke-width="2""#);
-        polyline(&mut o, &pts, &xa, &ya, &attrs);
+        let attrs =
+            format!(r#"fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}""#);
+        polyline(o, &pts, xa, ya, &attrs);
         for &(x, y) in &pts {
             let (px, py) = (
                 LEFT + xa.t(x) * (W - LEFT - RIGHT),
@@ -241,9 +272,10 @@ pub fn svg(runs: &[Run]) -> String {
             );
             let _ = writeln!(
                 o,
-                r#"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="{color}"><title>{} {:.1} GFLOP/s</title></circle>"#,
-                x.round(),
-                y
+                r#"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="{color}"><title>{} t{t}: {:.1} GFLOP/s at size {}</title></circle>"#,
+                esc(&name),
+                y,
+                x.round()
             );
         }
         o.push_str("</g>\n");
@@ -252,24 +284,17 @@ pub fn svg(runs: &[Run]) -> String {
         } else {
             name
         };
-        legend.push((label, color.into(), false));
+        legend.push((label, color.into(), dash));
     }
-    for (i, (name, color, dashed)) in legend.iter().enumerate() {
+    for (i, (name, color, dash)) in legend.iter().enumerate() {
         let (x, y) = (W - RIGHT + 16.0, TOP + 10.0 + 20.0 * i as f64);
-        let dash = if *dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
         let _ = writeln!(
             o,
-            r#"<line x1="{x}" y1="{y}" x2="{:.1}" y2="{y}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<line x1="{x}" y1="{y}" x2="{:.1}" y2="{y}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
             x + 24.0,
             x + 30.0,
             y + 4.0,
             esc(name)
         );
     }
-    o.push_str("</svg>\n");
-    o
 }
