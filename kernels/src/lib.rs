@@ -41,6 +41,7 @@ mod mat;
 mod parallel;
 pub mod reference;
 mod scratch;
+mod split;
 
 pub use attention::{
     attention, attention_scratch_bytes, attention_until, attention_with, AttnShape, MAX_HEAD_DIM,
@@ -53,8 +54,9 @@ pub use isa::{detect, Isa};
 pub use mat::{DType, Element, MatRef};
 #[cfg(feature = "std")]
 pub use parallel::{
-    attention_parallel, attention_parallel_until, matmul_parallel, matmul_parallel_until,
+    attention_parallel, attention_parallel_until, matmul_parallel, matmul_parallel_until, Rayon,
 };
+pub use split::{attention_split_until, matmul_split_until, Serial, Workers};
 pub use reference::rel_l2_error;
 
 /// `C = A · B` on the best ISA of this CPU. `c` is row-major `m × n`, contiguous

@@ -295,7 +295,6 @@ pub(crate) fn k_blocks<K: Kernel>(k: usize) -> impl Iterator<Item = KBlock> {
 }
 
 /// Scratch for the packed A block of rows `m` over `k` (see [`GemmScratch::try_new`]).
-#[cfg(feature = "std")]
 pub(crate) fn a_scratch<K: Kernel>(m: usize, k: usize) -> Result<AlignedBuf, KernelError> {
     AlignedBuf::try_new(scratch_lens(K::MR, K::NR, K::KPACK, m, 0, k)[0])
 }
