@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod dev;
 pub mod evidence;
+pub mod gpu;
 pub mod policy;
 pub mod policy_file;
 pub mod snp;
