@@ -13,7 +13,7 @@
 //! - the last certificate byte-equal to the pinned root [`DEVICE_ROOT_PEM`], itself self-signed;
 //! - validity of each at `now`, both bounds inclusive (RFC 5280 §4.1.2.5);
 //! - the report signature: ECDSA P-384 over SHA-384 of request || response-without-signature
-//!   with the AK certificate's key (DSP0274 1.1 §10.11.2; nvtrust `AttestationReport.
+//!   with the AK certificate's key (DSP0274 1.1 §10.11; nvtrust `AttestationReport.
 //!   verify_signature` hashes exactly those bytes with SHA-384 and takes the 96-byte `r || s`).
 
 use p384::ecdsa::signature::Verifier as _;
@@ -243,39 +243,37 @@ fn common_name(c: &ChainCert) -> String {
 /// notBefore ≤ now ≤ notAfter for every certificate (RFC 5280 §4.1.2.5).
 pub fn check_validity(chain: &[ChainCert], now: time::OffsetDateTime) -> Result<String, String> {
     let now_s = now.unix_timestamp();
-    let mut earliest_end: Option<i64> = None;
+    let secs = |t: x509_cert::time::Time| {
+        i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+    };
+    let mut earliest: Option<x509_cert::time::Time> = None;
     for c in chain {
         let v = &c.cert.tbs_certificate.validity;
-        let secs = |t: x509_cert::time::Time| {
-            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
-        };
-        let (from, until) = (secs(v.not_before), secs(v.not_after));
-        if now_s < from {
+        if now_s < secs(v.not_before) {
+            let when = v.not_before;
             return Err(format!(
-                "{}: not valid before {} (now {now})",
-                c.subject(),
-                v.not_before
+                "{}: not valid before {when} (now {now})",
+                c.subject()
             ));
         }
-        if now_s > until {
-            return Err(format!(
-                "{}: expired {} (now {now})",
-                c.subject(),
-                v.not_after
-            ));
+        if now_s > secs(v.not_after) {
+            let when = v.not_after;
+            return Err(format!("{}: expired at {when} (now {now})", c.subject()));
         }
-        earliest_end = Some(earliest_end.map_or(until, |e| e.min(until)));
+        if earliest.is_none_or(|e| secs(v.not_after) < secs(e)) {
+            earliest = Some(v.not_after);
+        }
     }
-    let end = earliest_end.ok_or("no certificate")?;
+    let end = earliest.ok_or("no certificate")?;
     Ok(format!(
-        "{} certificates valid at {now}; the first expires at Unix time {end}",
+        "{} certificates valid at {now}; the first to expire does at {end}",
         chain.len()
     ))
 }
 
 /// ECDSA P-384 / SHA-384 over `signed` (request || response without its signature) with the
 /// AK certificate's key; `signature` is `r || s`, 48 bytes each, big-endian (DSP0274 1.1
-/// §10.11.2 and §14 "signature generation"; nvtrust `AttestationReport.verify_signature`).
+/// §10.11; nvtrust `AttestationReport.verify_signature`).
 pub fn check_report_signature(
     leaf: &ChainCert,
     signed: &[u8],

@@ -3,9 +3,9 @@
 //! `nvmlDeviceGetConfComputeGpuAttestationReport` returns it (and as NVIDIA's samples store it,
 //! in hex).
 //!
-//! Layouts are DMTF DSP0274 (SPDM) 1.1: GET_MEASUREMENTS §10.11.1 (Table 40), MEASUREMENTS
-//! §10.11.2 (Table 42), the measurement block §10.11.2.1 (Table 43) and the DMTF measurement
-//! §10.11.2.2 (Table 44). The opaque data is NVIDIA's list of little-endian
+//! Layouts are DMTF DSP0274 (SPDM) 1.1, §10.11 (GET_MEASUREMENTS request and MEASUREMENTS
+//! response): the tables of the request, the response, the measurement block and the DMTF
+//! measurement field (named, not numbered). The opaque data is NVIDIA's list of little-endian
 //! `type: u16, size: u16, value` entries; the type codes and value encodings below are those of
 //! NVIDIA/nvtrust's local GPU verifier (`verifier/attestation/spdm_msrt_resp_msg.py`,
 //! `OpaqueData.OPAQUE_DATA_TYPES`; `verifier/utils/__init__.py`, `format_vbios_version`).
@@ -19,25 +19,26 @@ use thiserror::Error;
 
 /// SPDM version 1.1 (DSP0274 §10.11: `SPDMVersion` = 0x11), the version Hopper speaks.
 pub const SPDM_VERSION_11: u8 = 0x11;
-/// `RequestResponseCode` of GET_MEASUREMENTS (DSP0274 1.1 Table 4).
+/// `RequestResponseCode` of GET_MEASUREMENTS (DSP0274 1.1 §10.1).
 pub const GET_MEASUREMENTS: u8 = 0xE0;
-/// `RequestResponseCode` of MEASUREMENTS (DSP0274 1.1 Table 5).
+/// `RequestResponseCode` of MEASUREMENTS (DSP0274 1.1 §10.2).
 pub const MEASUREMENTS: u8 = 0x60;
 /// GET_MEASUREMENTS with a signature requested: 4 header bytes, 32-byte nonce, `SlotIDParam`.
 pub const REQUEST_LEN: usize = 37;
-/// ECDSA P-384 signature, raw `r || s` (DSP0274 1.1 §10.11.2: `Signature`, `SigLen` bytes;
+/// ECDSA P-384 signature, raw `r || s` (DSP0274 1.1 §10.11: `Signature`, `SigLen` bytes;
 /// NVIDIA's Hopper settings: `signature_length = 96`).
 pub const SIGNATURE_LEN: usize = 96;
 /// Largest report accepted: NVML's attestation-report buffer
 /// (`NVML_CC_GPU_ATTESTATION_REPORT_SIZE`, 8 KiB).
 pub const MAX_REPORT_LEN: usize = 0x2000;
-/// `OpaqueLength` shall not exceed 1024 (DSP0274 1.1 §10.11.2, Table 42).
+/// `OpaqueLength` shall not exceed 1024 (DSP0274 1.1 §10.11, MEASUREMENTS; libspdm's
+/// `SPDM_MAX_OPAQUE_DATA_SIZE`).
 pub const MAX_OPAQUE_LEN: usize = 1024;
-/// `MeasurementSpecification` bit 0: the DMTF measurement format (DSP0274 1.1 Table 43).
+/// `MeasurementSpecification` bit 0: the DMTF measurement format (DSP0274 1.1 §10.11).
 pub const MEAS_SPEC_DMTF: u8 = 0x01;
-/// Param2 of GET_MEASUREMENTS: "all measurement blocks" (DSP0274 1.1 Table 40).
+/// Param2 of GET_MEASUREMENTS: "all measurement blocks" (DSP0274 1.1 §10.11).
 pub const ALL_MEASUREMENTS: u8 = 0xFF;
-/// Param1 bit 0 of GET_MEASUREMENTS: signature requested (DSP0274 1.1 Table 41).
+/// Param1 bit 0 of GET_MEASUREMENTS: signature requested (DSP0274 1.1 §10.11).
 pub const SIGNATURE_REQUESTED: u8 = 0x01;
 
 /// NVIDIA opaque-data type codes (nvtrust `OpaqueData.OPAQUE_DATA_TYPES`).
@@ -134,7 +135,7 @@ pub enum SpdmError {
     #[error("measurement record: {0} bytes after block {1}")]
     RecordTrailing(usize, u8),
     /// `OpaqueLength` above the spec's maximum.
-    #[error("OpaqueLength {0} exceeds {MAX_OPAQUE_LEN} (DSP0274 1.1 Table 42)")]
+    #[error("OpaqueLength {0} exceeds {MAX_OPAQUE_LEN} (DSP0274 1.1 §10.11)")]
     OpaqueTooLong(usize),
     /// An opaque-data entry is malformed.
     #[error("opaque data type {kind}: {reason}")]
@@ -149,7 +150,7 @@ pub enum SpdmError {
     SignatureLength(usize),
 }
 
-/// The GET_MEASUREMENTS request (DSP0274 1.1 §10.11.1, Table 40).
+/// The GET_MEASUREMENTS request (DSP0274 1.1 §10.11).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpdmRequest {
     /// `SPDMVersion`.
@@ -164,7 +165,7 @@ pub struct SpdmRequest {
     pub slot_id: u8,
 }
 
-/// One measurement block in the DMTF format (DSP0274 1.1 Tables 43 and 44).
+/// One measurement block in the DMTF format (DSP0274 1.1 §10.11).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeasurementBlock {
     /// `Index` (1..=0xFE).
@@ -186,7 +187,7 @@ pub struct OpaqueField {
     pub value: Vec<u8>,
 }
 
-/// The MEASUREMENTS response (DSP0274 1.1 §10.11.2, Table 42).
+/// The MEASUREMENTS response (DSP0274 1.1 §10.11).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpdmResponse {
     /// `SPDMVersion`.
@@ -216,7 +217,7 @@ pub struct GpuReport {
 }
 
 impl GpuReport {
-    /// The signed message: request || response without its signature (DSP0274 1.1 §10.11.2:
+    /// The signed message: request || response without its signature (DSP0274 1.1 §10.11:
     /// the signature covers L1/L2, the concatenation of the GET_MEASUREMENTS request and the
     /// MEASUREMENTS response up to the signature; nvtrust `AttestationReport.concatenate`).
     pub fn signed_bytes(&self) -> &[u8] {
@@ -422,7 +423,7 @@ pub fn parse(raw: Vec<u8>) -> Result<GpuReport, SpdmError> {
     })
 }
 
-/// GET_MEASUREMENTS (DSP0274 1.1 §10.11.1, Tables 40 and 41). pupa asks for every block with a
+/// GET_MEASUREMENTS (DSP0274 1.1 §10.11, request and attributes). pupa asks for every block with a
 /// signature, from a slot 0..=7, as NVIDIA's driver does; anything else is refused.
 fn parse_request(c: &mut Cursor<'_>) -> Result<SpdmRequest, SpdmError> {
     let version = c.u8("request SPDMVersion")?;
@@ -471,7 +472,7 @@ fn parse_request(c: &mut Cursor<'_>) -> Result<SpdmRequest, SpdmError> {
     })
 }
 
-/// MEASUREMENTS (DSP0274 1.1 §10.11.2, Table 42): header, record of exactly `NumberOfBlocks`
+/// MEASUREMENTS (DSP0274 1.1 §10.11): header, record of exactly `NumberOfBlocks`
 /// blocks in `MeasurementRecordLength` bytes, nonce, opaque data, and the signature as the
 /// last [`SIGNATURE_LEN`] bytes.
 fn parse_response(c: &mut Cursor<'_>, req_version: u8) -> Result<SpdmResponse, SpdmError> {
@@ -520,9 +521,9 @@ fn parse_response(c: &mut Cursor<'_>, req_version: u8) -> Result<SpdmResponse, S
     })
 }
 
-/// The measurement record: `count` blocks (DSP0274 1.1 Table 43), each a DMTF measurement
-/// (Table 44) whose `MeasurementSize` is exactly 3 + its value size; indices unique and in
-/// 1..=0xFE (0 and 0xFF are operations, not block indices: Table 40); no trailing bytes.
+/// The measurement record: `count` blocks (DSP0274 1.1 §10.11), each a DMTF measurement
+/// whose `MeasurementSize` is exactly 3 + its value size; indices unique and in
+/// 1..=0xFE (0 and 0xFF are operations, not block indices in GET_MEASUREMENTS); no trailing bytes.
 fn parse_record(record: &[u8], count: u8) -> Result<Vec<MeasurementBlock>, SpdmError> {
     let mut c = Cursor {
         buf: record,
