@@ -3,7 +3,7 @@
 
 With PUPA_BENCH_CLOCK=thread-cpu the calling thread's CPU time is measured (one thread).
 Invoked by `pupa-bench` (it sets OPENBLAS_NUM_THREADS and unsets OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE). Prints one JSON object: {"seconds": [...], "config": "..."}.
+OPENBLAS_L2_SIZE), under the interpreter of its venv (numpy pinned in requirements.txt) or --python. Prints one JSON object: {"seconds": [...], "config": "..."}.
 
   ref_numpy.py matmul  DTYPE M N K WARMUP REPEATS
   ref_numpy.py attention DTYPE SEQ HEADS KV_HEADS DIM CAUSAL WARMUP REPEATS

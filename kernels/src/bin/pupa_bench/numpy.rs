@@ -6,6 +6,7 @@
 //! OpenBLAS environment: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed (so OpenBLAS picks its
 //! kernels for this CPU itself), thread counts set to the run's.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -47,8 +48,14 @@ fn openblas_env(cmd: &mut Command, threads: usize) -> &mut Command {
 /// The last non-empty line of a process's stderr (one-line error reports).
 fn last_line(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
-    let line = s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    line.trim().chars().take(200).collect()
+    // (venv's last line names the temporary path it failed in: the line before says why)
+    let line = s
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("Failing command:"));
+    line.map_or("no message".into(), |l| {
+        l.trim().chars().take(200).collect()
+    })
 }
 
 /// `numpy.__version__` under `python`, or why not.
@@ -56,7 +63,10 @@ fn numpy_version(python: &Path) -> Result<String, String> {
     let out = openblas_env(&mut Command::new(python), 1)
         .args(["-c", "import numpy; print(numpy.__version__)"])
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{} not found", python.display()),
+            _ => format!("cannot run {}: {e}", python.display()),
+        })?;
     if !out.status.success() {
         return Err(format!(
             "{} has no numpy: {}",
@@ -68,7 +78,12 @@ fn numpy_version(python: &Path) -> Result<String, String> {
 }
 
 fn run_step(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+    let out = cmd.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{what}: {} not found", cmd.get_program().to_string_lossy())
+        }
+        _ => format!("{what}: {e}"),
+    })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -87,7 +102,14 @@ fn create_venv(dir: &Path, base_python: &str) -> Result<PathBuf, String> {
         run_step(
             Command::new(base_python).args(["-m", "venv"]).arg(&tmp),
             &format!("{base_python} -m venv"),
-        )?;
+        )
+        .map_err(|e| {
+            if e.ends_with("not found") {
+                e
+            } else {
+                format!("{e} (Debian/Ubuntu: apt-get install python3-venv)")
+            }
+        })?;
         let req = manifest_dir().join("bench/requirements.txt");
         run_step(
             openblas_env(&mut Command::new(tmp.join("bin/python")), 1)
@@ -129,9 +151,11 @@ pub fn setup(python: Option<&str>, thread_cpu: bool, quiet: bool) -> Result<Nump
     if let Ok(v) = numpy_version(&vpy) {
         return Ok(make(vpy, v));
     }
-    if !quiet {
-        eprintln!(
-            "pupa-bench: setting up the numpy reference in {} (once)",
+    // A progress line only on a terminal, erased again, so that a failure stays one line.
+    let progress = !quiet && std::io::stderr().is_terminal();
+    if progress {
+        eprint!(
+            "pupa-bench: setting up the numpy reference in {} (once)...",
             dir.display()
         );
     }
@@ -140,8 +164,11 @@ pub fn setup(python: Option<&str>, thread_cpu: bool, quiet: bool) -> Result<Nump
         d = dir.display(),
         r = manifest_dir().join("bench/requirements.txt").display()
     );
-    let vpy = create_venv(&dir, "python3").map_err(|e| format!("{e}; {hint}"))?;
-    let v = numpy_version(&vpy).map_err(|e| format!("{e}; {hint}"))?;
+    let made = create_venv(&dir, "python3").and_then(|vpy| numpy_version(&vpy).map(|v| (vpy, v)));
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    let (vpy, v) = made.map_err(|e| format!("{e}; {hint}"))?;
     Ok(make(vpy, v))
 }
 
