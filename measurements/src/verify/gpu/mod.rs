@@ -28,6 +28,10 @@
 
 pub mod certs;
 pub mod spdm;
+pub mod rim;
+mod xml_c14n;
+mod xmldsig;
+mod xmldsig_chain;
 
 use super::Check;
 use serde::Serialize;
