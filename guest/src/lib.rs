@@ -15,7 +15,6 @@ pub mod clock;
 pub mod entropy;
 pub mod idle;
 pub mod memmap;
-pub mod runtime;
 pub mod snp;
 pub mod tdx;
 pub mod tee;

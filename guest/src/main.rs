@@ -14,9 +14,9 @@ use pupa_guest::banner::{BootReport, Hex};
 use pupa_guest::clock::Tsc;
 use pupa_guest::entropy::{Entropy, EntropyError};
 use pupa_guest::memmap::{self, RegionKind};
-use pupa_guest::runtime::{self, Config, Worker};
 use pupa_guest::tee;
 use pupa_guest::{exit_code, VERSION};
+use pupa_runtime::{Config, Worker};
 use sha2::{Digest, Sha384};
 
 use alloc::vec::Vec;
@@ -143,7 +143,7 @@ fn claim_ram(platform: &dyn Platform) -> (Vec<Region>, &'static str, Ram, u64) {
 }
 
 /// Finds the NIC and serves on it forever (powers off if there is none).
-fn serve<T: runtime::Tee>(
+fn serve<T: pupa_runtime::Tee>(
     dma: &mut dyn DmaPool,
     worker: &mut Worker<T, GuestEntropy, TscClock>,
     limits: net::Limits,
@@ -179,15 +179,15 @@ fn serve<T: runtime::Tee>(
 /// The runtime's entropy: the health-tested RDSEED/RDRAND source.
 struct GuestEntropy(Entropy<cpu::CpuRng>);
 
-impl runtime::Entropy for GuestEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), runtime::EntropyFailure> {
+impl pupa_runtime::Entropy for GuestEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), pupa_runtime::EntropyFailure> {
         self.0.fill(buf).map_err(|e| match e {
-            EntropyError::NoHardwareRng => runtime::EntropyFailure("no RDSEED/RDRAND"),
+            EntropyError::NoHardwareRng => pupa_runtime::EntropyFailure("no RDSEED/RDRAND"),
             EntropyError::RetriesExhausted(_) => {
-                runtime::EntropyFailure("RDSEED/RDRAND retries exhausted")
+                pupa_runtime::EntropyFailure("RDSEED/RDRAND retries exhausted")
             }
             EntropyError::HealthTestFailed(..) => {
-                runtime::EntropyFailure("RDSEED/RDRAND health test failed")
+                pupa_runtime::EntropyFailure("RDSEED/RDRAND health test failed")
             }
         })
     }
@@ -196,7 +196,7 @@ impl runtime::Entropy for GuestEntropy {
 /// The runtime's clock: the calibrated TSC.
 struct TscClock(Tsc);
 
-impl runtime::Clock for TscClock {
+impl pupa_runtime::Clock for TscClock {
     fn now_ns(&self) -> u64 {
         self.0.ticks_to_ns(rdtsc())
     }

@@ -35,7 +35,7 @@
 //!   as full ones.
 //!
 //! Measured with `execute` (decode + kernels, release build) on one Zen 3 core (AVX2), see
-//! the ignored test `cost_model_ns_per_unit` in `guest/tests/runtime_limits.rs`: a unit takes
+//! the ignored test `cost_model_ns_per_unit` in `runtime/tests/runtime_limits.rs`: a unit takes
 //! 0.0104 ns in an f32 GEMM 1024³ (0.0106 bf16) and 0.0112 ns (f32) / 0.0159 ns (bf16) in the
 //! memory-bound attention `seq_q = 1, seq_k = 500 000, dim = 1` (finding 5 of issue 11 at a
 //! tenth); over 18 shapes (both dtypes; k = 1, GEMV and dot-product matmuls; decode, dim-1

@@ -123,7 +123,10 @@ impl core::fmt::Display for MmioError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             MmioError::OutOfWindow { offset, size, len } => {
-                write!(f, "{size}-byte MMIO access at {offset:#x} beyond a {len:#x}-byte window")
+                write!(
+                    f,
+                    "{size}-byte MMIO access at {offset:#x} beyond a {len:#x}-byte window"
+                )
             }
             MmioError::Misaligned { offset, size } => {
                 write!(f, "misaligned {size}-byte MMIO access at {offset:#x}")

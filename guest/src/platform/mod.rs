@@ -19,7 +19,6 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use pupa_guest::memmap::Region;
-use pupa_guest::runtime;
 use pupa_guest::tee::{SevWithoutSnp, TeeKind};
 use spin::Once;
 
@@ -144,7 +143,7 @@ pub trait Platform: Sync {
         &self,
         dma: &mut dyn DmaPool,
         facts: &BootFacts,
-    ) -> Result<Box<dyn runtime::Tee>, BootError>;
+    ) -> Result<Box<dyn pupa_runtime::Tee>, BootError>;
 
     /// One line for the console: what the evidence is.
     fn evidence_description(&self) -> &'static str;

@@ -19,7 +19,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use pupa_guest::runtime::{Clock, Entropy, Session, Tee, Worker};
+use pupa_runtime::{Clock, Entropy, Session, Tee, Worker};
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};

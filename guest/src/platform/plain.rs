@@ -7,8 +7,8 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use pupa_guest::memmap::{self, Region};
-use pupa_guest::runtime::{self, DevTee};
 use pupa_guest::tee::TeeKind;
+use pupa_runtime::DevTee;
 
 use super::virtio_net::{DmaPool, PlainDma};
 use super::{fw_cfg, BootArgs, BootError, BootFacts, Interrupts, Platform, Ram, Width};
@@ -59,7 +59,7 @@ impl Platform for Plain {
         &self,
         _dma: &mut dyn DmaPool,
         facts: &BootFacts,
-    ) -> Result<Box<dyn runtime::Tee>, BootError> {
+    ) -> Result<Box<dyn pupa_runtime::Tee>, BootError> {
         Ok(Box::new(DevTee {
             image_sha384: facts.image_sha384,
         }))

@@ -22,7 +22,6 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pupa_guest::memmap::{self, Region};
-use pupa_guest::runtime;
 
 use pupa_guest::clock::Tsc;
 use pupa_guest::snp::backend::{guest_request_status, GuestRequest, GuestRequestError, SnpTee};
@@ -414,7 +413,7 @@ impl super::Platform for Snp {
         &self,
         _dma: &mut dyn DmaPool,
         facts: &super::BootFacts,
-    ) -> Result<Box<dyn runtime::Tee>, super::BootError> {
+    ) -> Result<Box<dyn pupa_runtime::Tee>, super::BootError> {
         let tee = tee(facts.tsc)
             .map_err(|e| super::BootError::Evidence(format!("SNP secrets page: {e}")))?;
         Ok(Box::new(tee))

@@ -16,7 +16,6 @@ use core::alloc::Layout;
 
 use pupa_guest::banner::Hex;
 use pupa_guest::memmap;
-use pupa_guest::runtime;
 use pupa_guest::tdx::backend::TdxTee;
 use pupa_guest::tee::TeeKind;
 use spin::{Mutex, Once};
@@ -364,7 +363,7 @@ impl super::Platform for Tdx {
         &self,
         dma: &mut dyn DmaPool,
         facts: &super::BootFacts,
-    ) -> Result<Box<dyn runtime::Tee>, super::BootError> {
+    ) -> Result<Box<dyn pupa_runtime::Tee>, super::BootError> {
         let err = |why: String| super::BootError::Evidence(why);
         let vp = *VP_INFO
             .get()

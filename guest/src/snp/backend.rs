@@ -17,7 +17,7 @@ use pupa_protocol::evidence::TeeEvidence;
 use super::ghcb::GhcbError;
 use super::guest_msg::{GuestMessenger, GuestMsgError, MsgType, HEADER_LEN, PAGE_LEN};
 use super::messages::{self, PayloadError};
-use crate::runtime::{Tee, TeeFailure};
+use pupa_runtime::{Tee, TeeFailure};
 
 /// MSG_VERSION of the requests pupa sends (FW ABI Table 98: version 1 of both messages).
 pub const MSG_VERSION: u8 = 1;

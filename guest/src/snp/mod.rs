@@ -9,7 +9,7 @@
 //! - [`cpuid`]: the SNP CPUID page and CPUID lookup;
 //! - [`vc`]: #VC decode/emulation (CPUID, IN/OUT, RDMSR/WRMSR) around the VMGEXIT;
 //! - [`psc`]: page-state change requests and the PVALIDATE plan;
-//! - [`backend`]: [`backend::SnpTee`], the `runtime::Tee` over SNP guest requests.
+//! - [`backend`]: [`backend::SnpTee`], the `pupa_runtime::Tee` over SNP guest requests.
 //!
 //! The instructions themselves (VMGEXIT, PVALIDATE, the GHCB MSR) live in the firmware binary
 //! (`arch/snp.rs`, `platform/snp.rs`), which drives these modules.

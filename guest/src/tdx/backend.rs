@@ -1,5 +1,5 @@
 //! The TDX evidence backend: TDG.MR.REPORT, then TDG.VP.VMCALL<GetQuote> to the host's quote
-//! service, behind [`runtime::Tee`](crate::runtime::Tee).
+//! service, behind [`runtime::Tee`](pupa_runtime::Tee).
 //!
 //! Flow of [`TdxTee::quote`] (runs each time a client asks for evidence):
 //! 1. TDREPORT over our REPORT_DATA; check it is a TDX report carrying exactly that REPORTDATA;
@@ -24,7 +24,7 @@ use super::quote::{self, QuoteBufError, HEADER_LEN};
 use super::report::{TdReport, TdReportError, MRTD_OFFSET, TDREPORT_LEN};
 use super::rtmr::EventLog;
 use super::tdcall::VmcallError;
-use crate::runtime::{Tee, TeeFailure};
+use pupa_runtime::{Tee, TeeFailure};
 
 /// Quote header length (Intel DCAP "Quote Library API", Quote format v4 §A.3/v5; the layouts
 /// are [`pupa_spec::tdx::report::QuoteHeader`] and [`TdReportBody10`]).

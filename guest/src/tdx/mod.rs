@@ -5,7 +5,7 @@
 //! - [`accept`]: TDG.MEM.PAGE.ACCEPT planning with the 2 MiB → 4 KiB fallback, MapGPA retry;
 //! - [`lazy`]: accepting the TD's RAM in chunks as the heap needs it;
 //! - [`rtmr`]: the boot-configuration measurement into RTMR[2] and its TCG event log;
-//! - [`backend`]: [`backend::TdxTee`], the `runtime::Tee` of a TD (TDREPORT → GetQuote);
+//! - [`backend`]: [`backend::TdxTee`], the `pupa_runtime::Tee` of a TD (TDREPORT → GetQuote);
 //! - [`report`]: the TDREPORT_STRUCT that TDG.MR.REPORT writes (TDX Module ABI spec,
 //!   "TDREPORT_STRUCT", 1024 bytes) and the shared bit that MapGPA uses;
 //! - [`quote`]: the shared buffer of TDG.VP.VMCALL<GetQuote> (GHCI spec 1.5, §3.3).

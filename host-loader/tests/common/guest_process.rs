@@ -1,4 +1,4 @@
-//! Test fixture: the guest runtime (`pupa_guest::runtime`: `Worker` + one `Session` per
+//! Test fixture: the guest runtime (`pupa_runtime`: `Worker` + one `Session` per
 //! connection — the same code the firmware runs) behind a std `TcpListener` on 127.0.0.1, driven
 //! by the loop the runtime's docs prescribe. It lets the relay and the client be tested end to
 //! end without QEMU. It can be told to die when the next bytes arrive (a guest crash with a job
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use pupa_guest::runtime::{Clock, Config, DevTee, Entropy, EntropyFailure, Session, Worker};
+use pupa_runtime::{Clock, Config, DevTee, Entropy, EntropyFailure, Session, Worker};
 use rand::RngCore;
 
 /// Image hash the fixture's development evidence names.
@@ -169,7 +169,7 @@ struct Flags {
 
 fn serve<T, E, C>(listener: TcpListener, mut worker: Worker<T, E, C>, flags: &Flags)
 where
-    T: pupa_guest::runtime::Tee,
+    T: pupa_runtime::Tee,
     E: Entropy,
     C: Clock,
 {

@@ -5,7 +5,6 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use pupa_guest::runtime::{Clock, Config, DevTee, Entropy, EntropyFailure, Session, Worker};
 use pupa_protocol::evidence::{verify_dev, Evidence};
 use pupa_protocol::frame::FrameDecoder;
 use pupa_protocol::job::{DType, Job, JobResult, Layout, Op};
@@ -13,6 +12,9 @@ use pupa_protocol::msg::{ErrorCode, ErrorReply, Hello, Message, SealedJob};
 use pupa_protocol::receipt::SignedReceipt;
 use pupa_protocol::seal::{Aead, KeyPair};
 use pupa_protocol::serde_bytes::ByteBuf;
+use pupa_runtime::{
+    Clock, Compute, Config, DevTee, Entropy, EntropyFailure, Session, Worker,
+};
 use sha2::{Digest, Sha256};
 
 /// Image hash the dev TEE reports.
@@ -59,11 +61,16 @@ impl TestClock {
     }
 }
 
-pub type TestWorker = Worker<DevTee, TestEntropy, TestClock>;
+pub type TestWorker<K = pupa_runtime::CpuKernels> = Worker<DevTee, TestEntropy, TestClock, K>;
 
 pub fn worker_with(config: Config) -> (TestWorker, TestClock) {
+    worker_computing(config, pupa_runtime::CpuKernels)
+}
+
+/// A test worker whose jobs run on `compute`.
+pub fn worker_computing<K: Compute>(config: Config, compute: K) -> (TestWorker<K>, TestClock) {
     let clock = TestClock::default();
-    let w = Worker::new(
+    let w = Worker::with_compute(
         DevTee {
             image_sha384: IMAGE,
         },
@@ -74,6 +81,7 @@ pub fn worker_with(config: Config) -> (TestWorker, TestClock) {
         },
         clock.clone(),
         config,
+        compute,
     )
     .expect("worker starts");
     (w, clock)
@@ -91,7 +99,7 @@ pub struct Exchange {
 }
 
 /// Sends `bytes` on a fresh session in `chunk`-byte pieces, then EOF if `eof`; drains replies.
-pub fn exchange(w: &mut TestWorker, bytes: &[u8], chunk: usize, eof: bool) -> Exchange {
+pub fn exchange<K: Compute>(w: &mut TestWorker<K>, bytes: &[u8], chunk: usize, eof: bool) -> Exchange {
     let mut s = Session::new(w);
     for piece in bytes.chunks(chunk.max(1)) {
         let n = s.receive(w, piece);
@@ -136,7 +144,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(w: &mut TestWorker, seed: u8) -> Client {
+    pub fn connect<K: Compute>(w: &mut TestWorker<K>, seed: u8) -> Client {
         let ex = exchange(w, &frame(&Message::Hello(Hello {})), 4096, false);
         let [Message::Evidence(ev)] = &ex.replies[..] else {
             panic!("{:?}", ex.replies)

@@ -4,11 +4,11 @@
 
 mod runtime_common;
 
-use pupa_guest::runtime::{Config, Session};
 use pupa_protocol::frame::{Kind, HEADER_LEN, MAX_JOB_FRAME};
 use pupa_protocol::msg::{ErrorCode, EvidenceRequest, Hello, Message, SealedJob};
 use pupa_protocol::seal::{self, Aead};
 use pupa_protocol::PROTOCOL_VERSION;
+use pupa_runtime::{Config, Session};
 use runtime_common::*;
 
 fn header(kind: Kind, len: u32) -> Vec<u8> {
@@ -218,7 +218,7 @@ fn non_canonical_encodings_are_refused() {
 /// A clock that advances one second each time it is read: a job that polls its deadline
 /// once per outer block runs out of time after a few blocks, deterministically.
 struct Ticking(std::cell::Cell<u64>);
-impl pupa_guest::runtime::Clock for Ticking {
+impl pupa_runtime::Clock for Ticking {
     fn now_ns(&self) -> u64 {
         let t = self.0.get() + 1_000_000_000;
         self.0.set(t);
@@ -228,7 +228,7 @@ impl pupa_guest::runtime::Clock for Ticking {
 
 #[test]
 fn a_job_past_its_compute_deadline_is_stopped_and_not_billed() {
-    use pupa_guest::runtime::{DevTee, Worker};
+    use pupa_runtime::{DevTee, Worker};
     let mut w = Worker::new(
         DevTee {
             image_sha384: [0x11; 48],

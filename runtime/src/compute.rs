@@ -1,5 +1,5 @@
-//! Running a validated job on the CPU kernels of `pupa_kernels`. [`execute_until`] is the one
-//! function that touches the kernels: swapping the backend is a change here only.
+//! Running a validated job: the [`Compute`] trait a platform implements, and [`CpuKernels`],
+//! the one on pupa's CPU kernels (`pupa_kernels`), which [`execute_until`] runs.
 //!
 //! Nothing here may abort the guest on a job's account: every allocation whose size comes from
 //! the job is fallible ([`ComputeError::OutOfMemory`]), the kernels' scratch too, and the
@@ -41,6 +41,44 @@ impl From<KernelError> for ComputeError {
             },
             e => ComputeError::Kernel(e),
         }
+    }
+}
+
+/// Where jobs run: the runtime hands every validated job to its platform's `Compute`.
+///
+/// An implementation must compute exactly what the CPU reference kernels compute (to their
+/// error bounds), consume the job's tensor bytes, allocate only fallibly, and call `expired`
+/// often enough that a job stops soon after its deadline.
+pub trait Compute {
+    /// A short name for logs and the banner ("cpu", "cuda").
+    fn name(&self) -> &'static str;
+
+    /// Runs `job`, which passed `Job::validate` with the result `shape`; returns the output
+    /// as f32 (row-major, `shape.out_elems` values). Stops with [`ComputeError::Deadline`]
+    /// once `expired` returns true.
+    fn execute(
+        &mut self,
+        job: &mut Job,
+        shape: &JobShape,
+        expired: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, ComputeError>;
+}
+
+/// pupa's CPU kernels on the calling thread, on the best ISA of this CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuKernels;
+
+impl Compute for CpuKernels {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn execute(
+        &mut self,
+        job: &mut Job,
+        shape: &JobShape,
+        expired: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, ComputeError> {
+        execute_until(job, shape, expired)
     }
 }
 

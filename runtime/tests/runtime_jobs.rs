@@ -3,12 +3,12 @@
 
 mod runtime_common;
 
-use pupa_guest::runtime::{Config, DevTee, Session, Worker, WorkerError};
 use pupa_protocol::evidence::verify_dev;
 use pupa_protocol::job::{DType, Job, Layout, Op};
 use pupa_protocol::msg::{EvidenceRequest, Message, SealedJob};
 use pupa_protocol::seal::Aead;
 use pupa_protocol::serde_bytes::ByteBuf;
+use pupa_runtime::{Config, DevTee, Session, Worker, WorkerError};
 use runtime_common::*;
 
 fn matmul_ref(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
@@ -296,7 +296,7 @@ fn vouchers_yield_cumulative_ton_receipts_the_contract_accepts() {
     // Each 4×4×4 job costs `u` units → ⌈u × 1000 / 10⁶⌉ nanotons; the cap covers two.
     let (probe, _, _) = matmul_job(&c, 0, 4, 4, 4, DType::F32, Layout::RowMajor);
     let u = probe.validate().unwrap().units;
-    let each = pupa_guest::runtime::price(u, 1000);
+    let each = pupa_runtime::price(u, 1000);
     let cap = 2 * each;
     let v = voucher(&client_seed, &c.evidence.receipt_pk, cap);
     let sv = SignedVoucher::from_cell(&from_boc_single(&v).unwrap()).unwrap();

@@ -14,12 +14,12 @@ use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
-use pupa_guest::runtime::Session;
-use pupa_guest::runtime::{execute, ComputeError};
 use pupa_protocol::job::{DType, Job, JobError, Layout, Op, MAX_HEAD_DIM, MAX_SEQ, MAX_UNITS};
 use pupa_protocol::msg::{ErrorCode, Message};
 use pupa_protocol::seal::Aead;
 use pupa_protocol::serde_bytes::ByteBuf;
+use pupa_runtime::Session;
+use pupa_runtime::{execute, ComputeError};
 use runtime_common::{
     exchange, expect_error, expect_result, finish, frame, next_seq, worker, Client, Rng,
 };

@@ -30,7 +30,7 @@ use pupa_protocol::msg::ErrorCode;
 
 use super::budget::Reservation;
 use super::worker::{push_error, Worker};
-use super::{Clock, Entropy, Tee};
+use super::{Clock, Compute, Entropy, Tee};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -67,7 +67,7 @@ fn transfer_ns(len: usize, rate: u64) -> u64 {
 
 impl Session {
     /// A new connection of `worker`, accepted now.
-    pub fn new<T: Tee, E: Entropy, C: Clock>(worker: &Worker<T, E, C>) -> Self {
+    pub fn new<T: Tee, E: Entropy, C: Clock, K: Compute>(worker: &Worker<T, E, C, K>) -> Self {
         Session {
             decoder: FrameDecoder::new(),
             out: Vec::new(),
@@ -84,7 +84,10 @@ impl Session {
 
     /// A connection the guest cannot take now (no free slot): it is answered `Busy` with
     /// `detail` and closed without reading anything.
-    pub fn refuse<T: Tee, E: Entropy, C: Clock>(worker: &Worker<T, E, C>, detail: &str) -> Self {
+    pub fn refuse<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        worker: &Worker<T, E, C, K>,
+        detail: &str,
+    ) -> Self {
         let mut s = Session::new(worker);
         s.close_with(worker, ErrorCode::Busy, detail);
         s
@@ -106,9 +109,9 @@ impl Session {
     /// Feeds received bytes and answers every complete frame. Returns how many bytes were
     /// consumed: at most `data.len()`; fewer (possibly 0) when the session stops reading
     /// (closing, backlogged): the rest stays with the caller.
-    pub fn receive<T: Tee, E: Entropy, C: Clock>(
+    pub fn receive<T: Tee, E: Entropy, C: Clock, K: Compute>(
         &mut self,
-        worker: &mut Worker<T, E, C>,
+        worker: &mut Worker<T, E, C, K>,
         data: &[u8],
     ) -> usize {
         let mut used = 0;
@@ -139,7 +142,10 @@ impl Session {
 
     /// Takes the next complete frame from the decoder, if any, and answers it. Returns
     /// whether the decoder made progress (false: more bytes are needed).
-    fn next<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) -> bool {
+    fn next<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        &mut self,
+        worker: &mut Worker<T, E, C, K>,
+    ) -> bool {
         let had_header = self.decoder.announced().is_some();
         match self.decoder.next_frame() {
             Ok(Some(frame)) => {
@@ -167,9 +173,9 @@ impl Session {
     }
 
     /// The input could not be buffered (memory budget or allocator): `Busy`, then close.
-    fn refuse_input<T: Tee, E: Entropy, C: Clock>(
+    fn refuse_input<T: Tee, E: Entropy, C: Clock, K: Compute>(
         &mut self,
-        worker: &Worker<T, E, C>,
+        worker: &Worker<T, E, C, K>,
         e: FeedError,
     ) {
         let b = worker.budget();
@@ -183,7 +189,10 @@ impl Session {
 
     /// The peer will send nothing more (EOF). An unfinished frame is answered
     /// `TruncatedFrame`; pending replies are still flushed before closing.
-    pub fn peer_closed<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) {
+    pub fn peer_closed<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        &mut self,
+        worker: &mut Worker<T, E, C, K>,
+    ) {
         if self.state != State::Open {
             return;
         }
@@ -198,7 +207,10 @@ impl Session {
 
     /// Periodic work: answers frames held back by backpressure once the backlog drained, and
     /// applies the deadlines.
-    pub fn poll<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &mut Worker<T, E, C>) {
+    pub fn poll<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        &mut self,
+        worker: &mut Worker<T, E, C, K>,
+    ) {
         let now = worker.now_ns();
         if self.send_deadline.is_some_and(|d| now > d) {
             // The client does not read its replies: drop them and close.
@@ -242,7 +254,10 @@ impl Session {
 
     /// Closes an idle connection to give its slot to a new one, telling the client why
     /// (`Busy`: reconnect when it has something to send).
-    pub fn close_idle<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &Worker<T, E, C>) {
+    pub fn close_idle<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        &mut self,
+        worker: &Worker<T, E, C, K>,
+    ) {
         if self.idle_since_ns().is_some() {
             let d = "idle connection closed to free a slot for another client; reconnect";
             self.close_with(worker, ErrorCode::Busy, d);
@@ -251,9 +266,9 @@ impl Session {
 
     /// The earliest time at which [`poll`](Self::poll) has work to do, if any: for the
     /// platform's idle wait.
-    pub fn next_deadline_ns<T: Tee, E: Entropy, C: Clock>(
+    pub fn next_deadline_ns<T: Tee, E: Entropy, C: Clock, K: Compute>(
         &self,
-        worker: &Worker<T, E, C>,
+        worker: &Worker<T, E, C, K>,
     ) -> Option<u64> {
         let idle = self
             .idle_since_ns()
@@ -270,9 +285,9 @@ impl Session {
         }
     }
 
-    fn close_with<T: Tee, E: Entropy, C: Clock>(
+    fn close_with<T: Tee, E: Entropy, C: Clock, K: Compute>(
         &mut self,
-        worker: &Worker<T, E, C>,
+        worker: &Worker<T, E, C, K>,
         code: ErrorCode,
         detail: &str,
     ) {
@@ -286,9 +301,9 @@ impl Session {
         self.state = State::Closing;
     }
 
-    fn stream_error<T: Tee, E: Entropy, C: Clock>(
+    fn stream_error<T: Tee, E: Entropy, C: Clock, K: Compute>(
         &mut self,
-        worker: &Worker<T, E, C>,
+        worker: &Worker<T, E, C, K>,
         e: &FrameError,
     ) {
         let code = match e {
@@ -301,7 +316,10 @@ impl Session {
     }
 
     /// Books the reply bytes and starts their send deadline.
-    fn after_output<T: Tee, E: Entropy, C: Clock>(&mut self, worker: &Worker<T, E, C>) {
+    fn after_output<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        &mut self,
+        worker: &Worker<T, E, C, K>,
+    ) {
         self.out_mem.set(self.out.capacity());
         let pending = self.pending().len();
         if pending == 0 {

@@ -31,7 +31,7 @@ use pupa_protocol::serde_bytes::ByteBuf;
 use super::billing::Billing;
 use super::budget::Budget;
 use super::clients::ClientTable;
-use super::compute::{execute_until, ComputeError};
+use super::compute::{Compute, ComputeError, CpuKernels};
 use super::{Clock, Entropy, EntropyFailure, Tee, TeeFailure};
 
 /// Tunables of the runtime.
@@ -97,11 +97,13 @@ pub enum WorkerError {
     Encode(pupa_protocol::msg::MsgError),
 }
 
-/// The guest's keys, evidence and job state, shared by all sessions.
-pub struct Worker<T: Tee, E: Entropy, C: Clock> {
+/// The guest's keys, evidence and job state, shared by all sessions. `K` runs the jobs
+/// ([`CpuKernels`] unless made with [`Worker::with_compute`]).
+pub struct Worker<T: Tee, E: Entropy, C: Clock, K: Compute = CpuKernels> {
     tee: T,
     entropy: E,
     clock: C,
+    compute: K,
     config: Config,
     hpke: KeyPair,
     receipt_key: SigningKey,
@@ -114,8 +116,21 @@ pub struct Worker<T: Tee, E: Entropy, C: Clock> {
 }
 
 impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
-    /// Makes the keys and the boot evidence.
-    pub fn new(tee: T, mut entropy: E, clock: C, config: Config) -> Result<Self, WorkerError> {
+    /// Makes the keys and the boot evidence; jobs run on the CPU kernels.
+    pub fn new(tee: T, entropy: E, clock: C, config: Config) -> Result<Self, WorkerError> {
+        Worker::with_compute(tee, entropy, clock, config, CpuKernels)
+    }
+}
+
+impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
+    /// Makes the keys and the boot evidence; jobs run on `compute`.
+    pub fn with_compute(
+        tee: T,
+        mut entropy: E,
+        clock: C,
+        config: Config,
+        compute: K,
+    ) -> Result<Self, WorkerError> {
         let mut seed = [0u8; 64];
         entropy.fill(&mut seed)?;
         let (ikm, ed) = seed.split_at(32);
@@ -131,6 +146,7 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             tee,
             entropy,
             clock,
+            compute,
             config,
             hpke,
             receipt_key,
@@ -299,7 +315,9 @@ impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
             .map_err(|e| (ErrorCode::VoucherRefused, format!("{e}")))?;
         let deadline = self.now_ns().saturating_add(cfg.job_timeout_ns);
         let clock = &self.clock;
-        let values = execute_until(&mut job, &shape, &|| clock.now_ns() > deadline)
+        let values = self
+            .compute
+            .execute(&mut job, &shape, &|| clock.now_ns() > deadline)
             .map_err(|e| (compute_error_code(&e), format!("{e}")))?;
         let data = le_bytes(&values)?;
         drop(values);

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pupa_guest::runtime::{Clock, Config, DevTee, Session, Worker};
 use pupa_protocol::evidence::{verify_dev, Evidence};
 use pupa_protocol::frame::FrameDecoder;
 use pupa_protocol::job::{DType, Layout};
 use pupa_protocol::msg::{ErrorCode, Hello, Message, SealedJob};
 use pupa_protocol::seal::KeyPair;
+use pupa_runtime::{Clock, Config, DevTee, Session, Worker};
 use runtime_common::*;
 
 struct WallClock(Instant);

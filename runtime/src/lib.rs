@@ -28,8 +28,15 @@
 //! whole life of the keys by per-client counters ([`ClientTable`]). Every deadline is
 //! absolute (see [`Session`]).
 //!
+//! Compute is the fourth trait, [`Compute`]: [`CpuKernels`] (pupa's CPU kernels) everywhere,
+//! and on Linux with a GPU the CUDA kernels (`pupa-worker --compute cuda`).
+//!
 //! Known limits: jobs run synchronously, so a long job delays the other connections' replies
 //! (never their correctness), up to `Config::job_timeout_ns`.
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 mod billing;
 mod budget;
@@ -42,7 +49,7 @@ mod worker;
 pub use billing::{price, Billing, Charge, Claim, VoucherError, MAX_VOUCHER_LEDGERS};
 pub use budget::{Budget, Reservation};
 pub use clients::{ClientTable, Ledger, ReplayError};
-pub use compute::{execute, ComputeError};
+pub use compute::{execute, execute_until, Compute, ComputeError, CpuKernels};
 pub use dev::DevTee;
 pub use session::Session;
 pub use worker::{Config, Worker, WorkerError};

@@ -3,12 +3,12 @@
 
 mod runtime_common;
 
-use pupa_guest::runtime::{Config, Session};
 use pupa_protocol::frame::{encode_frame, Kind, MAX_JOB_FRAME};
 use pupa_protocol::job::{DType, Layout};
 use pupa_protocol::msg::{ErrorCode, Hello, Message, SealedJob};
 use pupa_protocol::seal::{Aead, KeyPair};
 use pupa_protocol::serde_bytes::ByteBuf;
+use pupa_runtime::{Config, Session};
 use runtime_common::*;
 
 #[test]
