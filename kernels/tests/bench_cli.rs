@@ -270,3 +270,24 @@ fn numpy_venv_is_created_and_reused() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_failed_run_with_json_prints_an_error_document() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pupa-bench"))
+        .args([
+            "matmul",
+            "--m",
+            "0",
+            "--n",
+            "8",
+            "--k",
+            "8",
+            "--json",
+            "--no-numpy",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let d = doc(&out);
+    assert!(d["error"].as_str().unwrap().contains("at least 1"), "{d}");
+}

@@ -187,8 +187,13 @@ fn now(clock: Clock) -> f64 {
 
 fn main() {
     let cli = Cli::parse();
+    let json = common(&cli.cmd).json;
     if let Err(e) = run(cli) {
         eprintln!("pupa-bench: error: {e}");
+        if json {
+            // A script reading stdout gets a document here too.
+            println!("{}", serde_json::json!({ "error": e }));
+        }
         std::process::exit(2);
     }
 }
@@ -423,7 +428,8 @@ fn cpu_case(s: &mut Session<'_>, cfg: &Config, threads: usize) -> Result<Vec<Run
     let bf16_peak = common.dtype == Dt::Bf16 && s.isa == Isa::Avx512Bf16;
     let cpu_clock = common.clock == Clock::ThreadCpu;
     let isa = s.isa;
-    if common.peak.is_none() {
+    let probe = common.peak.is_none() && isa != Isa::Portable;
+    if probe {
         s.peaks
             .entry((threads, bf16_peak))
             .or_insert_with(|| peak::measure(isa, bf16_peak, threads, cpu_clock, peak::TRIALS));
@@ -434,7 +440,7 @@ fn cpu_case(s: &mut Session<'_>, cfg: &Config, threads: usize) -> Result<Vec<Run
         pool: &pool,
         threads,
         numpy: s.numpy.as_ref(),
-        probe_bf16: common.peak.is_none().then_some(bf16_peak),
+        probe_bf16: probe.then_some(bf16_peak),
     };
     let (runs, probe) = match attn_shape(s.cmd, cfg.dims[0]) {
         None => cpu::bench_matmul(&ctx, cfg.dims[0], cfg.dims[1], cfg.dims[2])?,
@@ -453,6 +459,7 @@ fn cpu_case(s: &mut Session<'_>, cfg: &Config, threads: usize) -> Result<Vec<Run
     };
     let (peak, peak_source) = match common.peak {
         Some(p) => (p, "given"),
+        None if isa == Isa::Portable => (f64::NAN, "none (no peak loop for portable; pass --peak)"),
         None => {
             let p = s.peaks.entry((threads, bf16_peak)).or_insert(0.0);
             *p = p.max(probe);
