@@ -353,3 +353,53 @@ fn truncation_and_bit_flips_never_panic() {
         }
     }
 }
+
+#[test]
+fn chain_order_and_length_are_enforced() {
+    let all = certs(DRIVER);
+    // The intermediates swapped.
+    let swapped = format!("{}{}{}{}", all[0], all[2], all[1], all[3]);
+    let xml = replace(DRIVER, &all.concat(), &swapped);
+    assert!(matches!(
+        verify(&xml),
+        Err(RimError::ChainBroken { index: 0, .. })
+    ));
+    // More certificates than nvtrust's MAX_CERT_CHAIN_LENGTH (5).
+    let long = format!("{}{}", all.concat(), all[3].repeat(2));
+    let xml = replace(DRIVER, &all.concat(), &long);
+    assert_eq!(
+        verify(&xml),
+        Err(RimError::ChainTooLong { count: 6, max: 5 })
+    );
+    // A certificate that is not DER.
+    let xml = replace(
+        DRIVER,
+        &all[1],
+        "<ds:X509Certificate>AAAA</ds:X509Certificate>",
+    );
+    assert!(matches!(
+        verify(&xml),
+        Err(RimError::BadCertificate { index: 1, .. })
+    ));
+    let xml = replace(
+        DRIVER,
+        &all[1],
+        "<ds:X509Certificate>!!</ds:X509Certificate>",
+    );
+    assert_eq!(verify(&xml), Err(RimError::Base64("X509Certificate")));
+}
+
+#[test]
+fn size_encoding_and_depth_limits() {
+    assert!(matches!(
+        verify(&vec![b' '; (1 << 20) + 1]),
+        Err(RimError::TooLarge { .. })
+    ));
+    assert_eq!(verify(b"<r>\xff</r>"), Err(RimError::NotUtf8));
+    // Deep nesting: refused by the node limit, or parsed and refused, without recursion.
+    for depth in [10_000, 100_000] {
+        let xml = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        assert!(verify(xml.as_bytes()).is_err());
+    }
+    assert!(matches!(verify(b""), Err(RimError::Xml(_))));
+}
