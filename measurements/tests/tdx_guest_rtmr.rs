@@ -181,6 +181,7 @@ fn tdx_evidence(quote: Vec<u8>, log: Vec<u8>) -> pupa_protocol::evidence::Eviden
             quote,
             event_log: Some(serde_bytes::ByteBuf::from(log)),
         },
+        gpus: Vec::new(),
     }
 }
 

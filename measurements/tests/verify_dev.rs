@@ -18,6 +18,7 @@ fn evidence() -> Evidence {
             &IMAGE_SHA384,
             &report_data(&hpke_pk, &receipt_pk, &nonce),
         )),
+        gpus: Vec::new(),
     }
 }
 

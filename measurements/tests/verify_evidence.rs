@@ -51,6 +51,7 @@ fn snp_evidence(with_vcek: bool) -> Evidence {
             report: snp::load_report(REPORT_HEX).unwrap(),
             vcek: with_vcek.then(|| serde_bytes::ByteBuf::from(VCEK.to_vec())),
         },
+        gpus: Vec::new(),
     }
 }
 

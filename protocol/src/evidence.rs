@@ -28,6 +28,26 @@ pub const DEV_MARKER: &str = "PUPA-INSECURE-DEV";
 const DEV_SIGNED_DOMAIN: &[u8] = b"PUPA-INSECURE-DEV/v1";
 const DEV_KEY_DOMAIN: &[u8] = b"pupa/dev-report-key/v1";
 
+/// Domain separator of [`gpu_nonce`].
+pub const GPU_NONCE_DOMAIN: &[u8] = b"pupa/gpu-nonce/v1\0";
+
+/// The 32-byte SPDM nonce GPU `gpu_index` signs in its attestation report, derived from the
+/// same 64-byte REPORT_DATA that the CPU report carries (which binds the guest's keys and the
+/// client's nonce):
+///
+/// `SHA-256("pupa/gpu-nonce/v1" ‖ 0x00 ‖ report_data ‖ gpu_index as u32 little-endian)`
+///
+/// One client nonce freshens the CPU report and every GPU report, and a GPU report cannot be
+/// moved to another guest, session or GPU slot: its nonce would differ (docs/PROTOCOL.md,
+/// "GPU evidence").
+pub fn gpu_nonce(report_data: &[u8; 64], gpu_index: u32) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(GPU_NONCE_DOMAIN);
+    h.update(report_data);
+    h.update(gpu_index.to_le_bytes());
+    h.finalize().into()
+}
+
 /// `SHA-512("pupa/evidence/v1" ‖ hpke_pk ‖ receipt_pk ‖ nonce)`.
 pub fn report_data(hpke_pk: &[u8; 32], receipt_pk: &[u8; 32], nonce: &[u8; 32]) -> [u8; 64] {
     let mut h = Sha512::new();
@@ -100,6 +120,9 @@ pub struct Evidence {
     pub nonce: [u8; 32],
     /// The report.
     pub tee: TeeEvidence,
+    /// One attestation report per GPU the worker computes on, GPU `i` over
+    /// [`gpu_nonce`]`(REPORT_DATA, i)`; empty when it has none (the firmware's CPU runtime).
+    pub gpus: Vec<GpuEvidence>,
 }
 
 impl Evidence {
@@ -107,6 +130,27 @@ impl Evidence {
     pub fn expected_report_data(&self) -> [u8; 64] {
         report_data(&self.hpke_pk, &self.receipt_pk, &self.nonce)
     }
+
+    /// The SPDM nonce GPU `index`'s report must carry.
+    pub fn expected_gpu_nonce(&self, index: u32) -> [u8; 32] {
+        gpu_nonce(&self.expected_report_data(), index)
+    }
+}
+
+/// Most GPUs one evidence message may describe (an HGX board has 8).
+pub const MAX_GPUS: usize = 8;
+
+/// An NVIDIA GPU's confidential-computing evidence, as NVML returns it
+/// (`nvmlDeviceGetConfComputeGpuAttestationReport`, `nvmlDeviceGetConfComputeGpuCertificate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuEvidence {
+    /// The SPDM 1.1 GET_MEASUREMENTS request followed by the signed MEASUREMENTS response
+    /// (DMTF DSP0274 §10.11), whose nonce is this GPU's [`gpu_nonce`].
+    #[serde(with = "serde_bytes")]
+    pub report: Vec<u8>,
+    /// The attestation key's certificate chain, PEM, leaf first, up to NVIDIA's device root.
+    #[serde(with = "serde_bytes")]
+    pub cert_chain: Vec<u8>,
 }
 
 /// Why evidence does not verify.

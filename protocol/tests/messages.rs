@@ -62,6 +62,7 @@ fn dev_evidence_verifies_and_refuses_tampering() {
             quote: vec![],
             event_log: None,
         },
+        gpus: Vec::new(),
     };
     assert_eq!(verify_dev(&ev), Err(EvidenceError::NotDev));
     assert_eq!(ev.tee.kind(), TeeKind::Tdx);

@@ -79,6 +79,7 @@ fn examples() -> BTreeMap<&'static str, Vec<u8>> {
             receipt_pk,
             nonce: NONCE,
             tee: TeeEvidence::Dev(sign_dev(&IMAGE_SHA384, &rd)),
+            gpus: Vec::new(),
         })),
     );
 

@@ -54,7 +54,9 @@ pub use dev::DevTee;
 pub use session::Session;
 pub use worker::{Config, Worker, WorkerError};
 
-use pupa_protocol::evidence::TeeEvidence;
+use alloc::vec::Vec;
+
+use pupa_protocol::evidence::{GpuEvidence, TeeEvidence};
 
 /// A source of cryptographic randomness (RDSEED/RDRAND with health tests, TEE entropy).
 pub trait Entropy {
@@ -73,16 +75,28 @@ pub trait Clock {
     fn now_ns(&self) -> u64;
 }
 
-/// What the TEE provides: a signed report over REPORT_DATA.
+/// What the TEE provides: a signed report over REPORT_DATA, and the attested GPUs' reports.
 pub trait Tee {
     /// Produces the TEE evidence whose REPORT_DATA is `report_data`.
     fn evidence(&mut self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeFailure>;
+
+    /// The attestation report of every GPU jobs may run on, GPU `i` over
+    /// `pupa_protocol::evidence::gpu_nonce(report_data, i)`, asked for with the same
+    /// `report_data` as [`Tee::evidence`] (and before it). None by default: the firmware
+    /// computes on its CPUs only.
+    fn gpu_evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<GpuEvidence>, TeeFailure> {
+        let _ = report_data;
+        Ok(Vec::new())
+    }
 }
 
 /// A TEE chosen at run time (the firmware's platform picks its backend at boot).
 impl<T: Tee + ?Sized> Tee for alloc::boxed::Box<T> {
     fn evidence(&mut self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeFailure> {
         (**self).evidence(report_data)
+    }
+    fn gpu_evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<GpuEvidence>, TeeFailure> {
+        (**self).gpu_evidence(report_data)
     }
 }
 

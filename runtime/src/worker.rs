@@ -428,12 +428,15 @@ fn evidence_for<T: Tee>(
     nonce: &[u8; 32],
 ) -> Result<Evidence, TeeFailure> {
     let receipt_pk = receipt_key.verifying_key().to_bytes();
-    let tee = tee.evidence(&report_data(hpke_pk, &receipt_pk, nonce))?;
+    let binding = report_data(hpke_pk, &receipt_pk, nonce);
+    let gpus = tee.gpu_evidence(&binding)?;
+    let tee = tee.evidence(&binding)?;
     Ok(Evidence {
         hpke_pk: *hpke_pk,
         receipt_pk,
         nonce: *nonce,
         tee,
+        gpus,
     })
 }
 

@@ -53,6 +53,7 @@ fn snp_evidence() -> Evidence {
             report: snp_report(),
             vcek: Some(serde_bytes::ByteBuf::from(VCEK.to_vec())),
         },
+        gpus: Vec::new(),
     }
 }
 
