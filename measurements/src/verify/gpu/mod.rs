@@ -20,15 +20,17 @@
 //! them from NVML at collection time (nvtrust `cc_admin.py`, `init_nvml`), which an offline
 //! verifier cannot see; the signed opaque data carries only the feature flag (opaque-data version
 //! ≥ 1: SPT, MPT or PPCIE). `gpu mode` therefore fails a PPCIE or unknown flag, passes SPT/MPT,
-//! and when the flag is absent passes with a warning saying what was not checked. The firmware
-//! state a mode changes is bound by the measurement blocks, which the RIM step compares.
+//! and when the flag is absent passes with a warning saying what was not checked. The debug
+//! state is bound by the measurement blocks: NVIDIA's own verifier claims `dbgstat: disabled`
+//! only when every active measurement matches the RIMs (nvtrust `utils/claims_utils.py`), so the
+//! RIM step, which compares them, is what rules devtools out offline.
 //!
 //! The RIM comparison (driver and VBIOS reference manifests) is a separate step that takes
 //! [`GpuVerdict::report`]'s versions and blocks.
 
 pub mod certs;
-pub mod spdm;
 pub mod rim;
+pub mod spdm;
 mod xml_c14n;
 mod xmldsig;
 mod xmldsig_chain;
@@ -284,7 +286,8 @@ fn check_mode(r: &spdm::GpuReport) -> Result<String, String> {
         Some(f) => Err(format!("unknown feature flag {f}")),
         None => Ok(format!(
             "opaque data version {version} has no feature flag; the report does not state CC or \
-             devtools mode (NVIDIA reads them from NVML), so only the RIM measurements bind them"
+             devtools mode (NVIDIA reads them from NVML): the RIM measurement match rules devtools \
+             out"
         )),
     }
 }
