@@ -15,7 +15,7 @@ const W: f64 = 860.0;
 const H: f64 = 520.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 190.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 /// Per thread count of a sweep (first, second, ...): the series' dash pattern, the peak's grey.
 const DASHES: [&str; 4] = ["none", "2 3", "8 3", "8 3 2 3"];
@@ -214,7 +214,7 @@ fn title(o: &mut String, runs: &[Run]) {
         };
         let _ = writeln!(
             o,
-            r#"<text x="{LEFT}" y="24" font-size="15">{} {} {}, isa {}: GFLOP/s vs size</text><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">GFLOP/s</text>"#,
+            r#"<text x="{LEFT}" y="20" font-size="15">{} {} {}, isa {}: GFLOP/s vs size</text><text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">GFLOP/s</text>"#,
             esc(r0.bench),
             esc(r0.backend),
             esc(&dtype_name(r0.dtype)),
@@ -223,6 +223,17 @@ fn title(o: &mut String, runs: &[Run]) {
             H - 18.0,
             esc(x_name),
             TOP + (H - TOP - BOTTOM) / 2.0
+        );
+        let last = runs.last().map_or("", |r| r.shape.as_str());
+        let shapes = if last == r0.shape {
+            r0.shape.clone()
+        } else {
+            format!("{} … {}", r0.shape, last)
+        };
+        let _ = writeln!(
+            o,
+            r##"<text x="{LEFT}" y="38" font-size="11" fill="#555">{}</text>"##,
+            esc(&shapes)
         );
     }
 }
