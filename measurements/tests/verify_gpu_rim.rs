@@ -403,3 +403,36 @@ fn size_encoding_and_depth_limits() {
     }
     assert!(matches!(verify(b""), Err(RimError::Xml(_))));
 }
+
+/// The 2023 report that goes with these RIMs (../testdata/gpu/SOURCE, the same nvtrust commit).
+const REPORT_2023: &[u8] = include_bytes!("../testdata/gpu/hopper-2023/attestationReport.txt");
+
+#[test]
+fn the_2023_report_matches_every_active_value_at_index_plus_one() {
+    use pupa_measurements::verify::gpu::spdm;
+    let report = spdm::parse_report(REPORT_2023).unwrap();
+    let (driver, vbios) = (verify(DRIVER).unwrap(), verify(VBIOS).unwrap());
+    let mut matched = 0;
+    for m in driver
+        .measurements
+        .iter()
+        .chain(&vbios.measurements)
+        .filter(|m| m.active)
+    {
+        let block = report
+            .response
+            .blocks
+            .iter()
+            .find(|b| u16::from(b.index) == m.index + 1)
+            .unwrap_or_else(|| panic!("no block {}", m.index + 1));
+        assert!(m.alternatives.contains(&block.value), "index {}", m.index);
+        matched += 1;
+    }
+    assert_eq!(matched, 33);
+    // No index is active in both RIMs.
+    assert!(driver
+        .measurements
+        .iter()
+        .zip(&vbios.measurements)
+        .all(|(d, v)| !(d.active && v.active)));
+}

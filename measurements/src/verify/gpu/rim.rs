@@ -13,8 +13,10 @@
 //! `config.py`; facts, not code):
 //! - the version is `Meta/@colloquialVersion`, compared lowercased (`545.00`,
 //!   `96.00.5e.00.01`);
-//! - each `Payload/Resource` is one measurement: `index` (the measurement block's index in
-//!   the GPU's SPDM GET_MEASUREMENTS report), `active` (`True`/`False`: whether the report's
+//! - each `Payload/Resource` is one measurement: `index` (numbered from 0: the report's SPDM
+//!   measurement block `index + 1`, blocks being numbered from 1 — in the 2023 samples all 33
+//!   active values, 21 of the driver RIM and 12 of the VBIOS RIM, equal blocks `index + 1`, and
+//!   no index is active in both RIMs), `active` (`True`/`False`: whether the report's
 //!   block at that index is compared), `alternatives` (how many golden values), and the values
 //!   themselves as hex in the attributes `Hash0`, `Hash1`, … of the namespace
 //!   `http://www.w3.org/2001/04/xmlenc#sha384`, each `size` bytes; the report's value must
@@ -49,7 +51,7 @@ pub struct Rim {
 /// One golden measurement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RimMeasurement {
-    /// The measurement block index in the GPU's report.
+    /// `Resource/@index`, from 0: the report's SPDM measurement block `index + 1`.
     pub index: u16,
     /// Whether the block at this index is to be compared.
     pub active: bool,
