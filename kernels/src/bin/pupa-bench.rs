@@ -327,7 +327,13 @@ fn run(cli: Cli) -> Result<(), String> {
     let numpy = if common.backend == Backend::Cpu && !common.no_numpy {
         let cpu_clock = common.clock == Clock::ThreadCpu;
         match numpy::setup(common.python.as_deref(), cpu_clock, common.json) {
-            Ok(np) => Some(np),
+            Ok(np) => {
+                if let Some(w) = &np.fallback {
+                    eprintln!("pupa-bench: {w}");
+                    warnings.push(w.clone());
+                }
+                Some(np)
+            }
             Err(e) => {
                 eprintln!("pupa-bench: numpy reference skipped: {e}");
                 warnings.push(format!("numpy reference skipped: {e}"));

@@ -16,6 +16,8 @@ pub struct NumpyRef {
     script: PathBuf,
     /// `numpy.__version__`, for the rows' note.
     pub version: String,
+    /// Why this is not the pinned numpy of the venv (the system python3's, used as a fallback).
+    pub fallback: Option<String>,
     thread_cpu: bool,
 }
 
@@ -138,6 +140,7 @@ pub fn setup(python: Option<&str>, thread_cpu: bool, quiet: bool) -> Result<Nump
         python,
         script: script.clone(),
         version,
+        fallback: None,
         thread_cpu,
     };
     if let Some(py) = python {
@@ -168,8 +171,24 @@ pub fn setup(python: Option<&str>, thread_cpu: bool, quiet: bool) -> Result<Nump
     if progress {
         eprint!("\r\x1b[2K");
     }
-    let (vpy, v) = made.map_err(|e| format!("{e}; {hint}"))?;
-    Ok(make(vpy, v))
+    match made {
+        Ok((vpy, v)) => Ok(make(vpy, v)),
+        // Offline, but the system python3 has a numpy: use it, unpinned, and say so (one line).
+        Err(e) => match numpy_version(Path::new("python3")) {
+            Ok(v) if !quiet_fallback() => Ok(NumpyRef {
+                fallback: Some(format!(
+                    "numpy reference: using python3's numpy {v} (not the pinned one: {e}; {hint})"
+                )),
+                ..make("python3".into(), v)
+            }),
+            _ => Err(format!("{e}; {hint}")),
+        },
+    }
+}
+
+/// `PUPA_BENCH_NO_SYSTEM_NUMPY=1`: never fall back to the system python3's numpy.
+fn quiet_fallback() -> bool {
+    std::env::var_os("PUPA_BENCH_NO_SYSTEM_NUMPY").is_some_and(|v| v == "1")
 }
 
 impl NumpyRef {
