@@ -1,0 +1,297 @@
+//! Direct Linux boot: the host-testable half of loading a bzImage that QEMU hands over through
+//! fw_cfg (`-kernel`, `-initrd`, `-append`) and entering it with the x86 64-bit boot protocol
+//! (Linux `Documentation/arch/x86/boot.rst`, "64-bit Boot Protocol").
+//!
+//! Everything here works on host-supplied bytes (the setup header QEMU gives as the setup item,
+//! item sizes, the memory map) and is bounded and fallible: a malformed kernel is a typed
+//! [`LinuxError`], never a panic. The firmware side (`platform/linux_boot.rs`) reads the items,
+//! places them and jumps.
+
+pub mod bootparam;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256, Sha384};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::memmap::{Region, RegionKind};
+use bootparam::*;
+
+/// The largest `init_size` (memory the kernel needs from its load address) pupa accepts.
+pub const MAX_INIT_SIZE: u64 = 1 << 30;
+/// The legacy VGA/BIOS hole a PC has below 1 MiB: reported reserved to Linux (QEMU's
+/// `etc/e820` lists it as RAM and leaves it to the firmware, as SeaBIOS and OVMF do).
+pub const LEGACY_HOLE: (u64, u64) = (0xA_0000, 0x10_0000);
+
+/// Why a Linux payload cannot be booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinuxError {
+    /// The setup item is shorter than the header it must hold (bytes).
+    #[error("setup of {0} bytes is too short for a boot-protocol 2.12 header")]
+    SetupTooShort(usize),
+    /// No "HdrS" magic or 0xAA55 boot flag.
+    #[error("not a bzImage (no HdrS header)")]
+    NotBzImage,
+    /// Boot protocol older than 2.12 (no `xloadflags`).
+    #[error("boot protocol {0:#x} is older than 2.12")]
+    ProtocolTooOld(u16),
+    /// The header's own length (0x202 + byte at 0x201) lies outside the setup item or the
+    /// zero page's header area.
+    #[error("setup header end {0:#x} out of bounds")]
+    HeaderLength(usize),
+    /// `(setup_sects + 1) * 512` differs from the setup item's size.
+    #[error("setup_sects says {sects_bytes} bytes, the setup item has {setup_len}")]
+    SetupSize {
+        sects_bytes: usize,
+        setup_len: usize,
+    },
+    /// No 64-bit entry point (`XLF_KERNEL_64` clear).
+    #[error("kernel has no 64-bit entry point")]
+    No64BitEntry,
+    /// Not relocatable: pupa places the kernel where its heap has room.
+    #[error("kernel is not relocatable")]
+    NotRelocatable,
+    /// `kernel_alignment` is not a power of two in [4 KiB, 1 GiB].
+    #[error("kernel_alignment {0:#x} unusable")]
+    Alignment(u32),
+    /// `init_size` is below the kernel's size or above [`MAX_INIT_SIZE`].
+    #[error("init_size {init_size:#x} unusable for a kernel of {kernel_len:#x} bytes")]
+    InitSize { init_size: u32, kernel_len: usize },
+    /// The command line (without its NUL) is longer than the kernel's `cmdline_size`.
+    #[error("command line of {len} bytes exceeds the kernel's limit of {max}")]
+    CmdlineTooLong { len: usize, max: u32 },
+    /// An address the 32-bit header fields cannot hold, above `initrd_addr_max`, or a range
+    /// that overflows.
+    #[error("{0} at {1:#x} is not addressable by the boot protocol")]
+    Address(&'static str, u64),
+    /// The memory map has unaccepted memory (TDX), which Linux cannot learn of without UEFI.
+    #[error("memory map has unaccepted memory")]
+    Unaccepted,
+    /// More E820 entries than the zero page holds.
+    #[error("more than 128 E820 entries")]
+    TooManyE820,
+}
+
+/// What the setup header says about how to load the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// Bytes of setup (real-mode part) before the protected-mode kernel in the bzImage.
+    pub setup_len: usize,
+    /// Alignment of the load address (`kernel_alignment`).
+    pub align: u64,
+    /// Bytes the kernel needs from its load address (max of `init_size` and its own size).
+    pub size: u64,
+    /// Longest command line, without the NUL (`cmdline_size`).
+    pub cmdline_max: u32,
+    /// Highest address the initrd may end at (`initrd_addr_max`, inclusive), or `u64::MAX`.
+    pub initrd_max: u64,
+}
+
+fn rd<T: FromBytes>(b: &[u8], off: usize) -> Option<T> {
+    T::read_from_prefix(b.get(off..)?).ok().map(|(v, _)| v)
+}
+
+/// The end of the setup header in the image (0x202 + the byte at 0x201), checked to lie
+/// inside `setup` and before the zero page's next field (0x290).
+fn header_end(setup: &[u8]) -> Result<usize, LinuxError> {
+    let jump = rd::<u8>(setup, 0x201).ok_or(LinuxError::SetupTooShort(setup.len()))?;
+    let end = 0x202 + jump as usize;
+    if end > setup.len() || end > 0x290 || end < 0x264 {
+        return Err(LinuxError::HeaderLength(end));
+    }
+    Ok(end)
+}
+
+/// Parses and checks the setup header of QEMU's setup item against the kernel item's size.
+pub fn parse_setup(setup: &[u8], kernel_len: usize) -> Result<KernelLayout, LinuxError> {
+    let hdr = rd::<SetupHeader>(setup, SETUP_HEADER_OFFSET)
+        .ok_or(LinuxError::SetupTooShort(setup.len()))?;
+    if hdr.header != HDRS_MAGIC || hdr.boot_flag != BOOT_FLAG {
+        return Err(LinuxError::NotBzImage);
+    }
+    if hdr.version < 0x020C {
+        return Err(LinuxError::ProtocolTooOld(hdr.version));
+    }
+    header_end(setup)?;
+    let sects = if hdr.setup_sects == 0 {
+        4
+    } else {
+        hdr.setup_sects as usize
+    };
+    let sects_bytes = (sects + 1) * 512;
+    if sects_bytes != setup.len() {
+        return Err(LinuxError::SetupSize {
+            sects_bytes,
+            setup_len: setup.len(),
+        });
+    }
+    if hdr.xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(LinuxError::No64BitEntry);
+    }
+    if hdr.relocatable_kernel == 0 {
+        return Err(LinuxError::NotRelocatable);
+    }
+    let align = hdr.kernel_alignment;
+    if !align.is_power_of_two() || !(0x1000..=1 << 30).contains(&align) {
+        return Err(LinuxError::Alignment(align));
+    }
+    let init_size = hdr.init_size;
+    if (init_size as usize) < kernel_len || init_size as u64 > MAX_INIT_SIZE {
+        return Err(LinuxError::InitSize {
+            init_size,
+            kernel_len,
+        });
+    }
+    let initrd_max = if hdr.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
+        u64::MAX
+    } else {
+        hdr.initrd_addr_max as u64
+    };
+    Ok(KernelLayout {
+        setup_len: setup.len(),
+        align: align as u64,
+        size: init_size as u64,
+        cmdline_max: hdr.cmdline_size,
+        initrd_max,
+    })
+}
+
+/// The command line as Linux wants it: QEMU's bytes up to the first NUL, NUL-terminated,
+/// within the kernel's limit.
+pub fn cmdline_bytes(raw: &[u8], max: u32) -> Result<Vec<u8>, LinuxError> {
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    if len > max as usize {
+        return Err(LinuxError::CmdlineTooLong { len, max });
+    }
+    let mut v = Vec::with_capacity(len + 1);
+    v.extend_from_slice(&raw[..len]);
+    v.push(0);
+    Ok(v)
+}
+
+/// Linux's E820 table from the firmware's memory map: RAM inside `reserved` (the firmware's
+/// own memory, still in use at the hand-over) and inside [`LEGACY_HOLE`] becomes
+/// `E820_TYPE_RESERVED`, everything else keeps its kind. `map` must be sorted and disjoint
+/// (as `memmap::parse_e820` returns it).
+pub fn e820_table(map: &[Region], reserved: &[(u64, u64)]) -> Result<Vec<E820Entry>, LinuxError> {
+    let mut cuts: Vec<(u64, u64)> = reserved.iter().copied().chain([LEGACY_HOLE]).collect();
+    cuts.sort_unstable();
+    let mut out: Vec<E820Entry> = Vec::new();
+    for r in map {
+        match r.kind {
+            RegionKind::Unaccepted => return Err(LinuxError::Unaccepted),
+            RegionKind::Reserved => push(&mut out, r.start, r.end(), E820_TYPE_RESERVED),
+            RegionKind::Ram => {
+                let mut at = r.start;
+                for &(cs, ce) in &cuts {
+                    let (s, e) = (cs.max(at), ce.min(r.end()));
+                    if s >= e {
+                        continue;
+                    }
+                    push(&mut out, at, s, E820_TYPE_RAM);
+                    push(&mut out, s, e, E820_TYPE_RESERVED);
+                    at = e;
+                }
+                push(&mut out, at, r.end(), E820_TYPE_RAM);
+            }
+        }
+    }
+    if out.len() > E820_MAX_ENTRIES_ZEROPAGE {
+        return Err(LinuxError::TooManyE820);
+    }
+    Ok(out)
+}
+
+/// Appends [start, end) of type `typ`, merging with the previous entry when they touch.
+fn push(out: &mut Vec<E820Entry>, start: u64, end: u64, typ: u32) {
+    if start >= end {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        let (la, ls, lt) = (last.addr, last.size, last.typ);
+        if lt == typ && la + ls == start {
+            last.size = end - la;
+            return;
+        }
+    }
+    out.push(E820Entry {
+        addr: start,
+        size: end - start,
+        typ,
+    });
+}
+
+/// Where the firmware placed the pieces (guest-physical addresses, identity-mapped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The protected-mode kernel's load address (aligned to `kernel_alignment`).
+    pub kernel: u64,
+    /// The initrd and its length (0, 0 without one).
+    pub initrd: (u64, u64),
+    /// The NUL-terminated command line.
+    pub cmdline: u64,
+}
+
+fn lo32(what: &'static str, a: u64) -> Result<u32, LinuxError> {
+    u32::try_from(a).map_err(|_| LinuxError::Address(what, a))
+}
+
+/// Builds the zero page: the image's setup header copied as boot.rst asks (0x1F1 to its end),
+/// then the loader's fields (loader type, command line, initrd, no setup_data) and the E820
+/// table.
+pub fn boot_params(
+    setup: &[u8],
+    layout: &KernelLayout,
+    at: &Placement,
+    e820: &[E820Entry],
+) -> Result<BootParams, LinuxError> {
+    let end = header_end(setup)?;
+    if e820.len() > E820_MAX_ENTRIES_ZEROPAGE {
+        return Err(LinuxError::TooManyE820);
+    }
+    let (rd_start, rd_len) = at.initrd;
+    let rd_end = rd_start
+        .checked_add(rd_len)
+        .ok_or(LinuxError::Address("initrd", rd_start))?;
+    if rd_len != 0 && rd_end - 1 > layout.initrd_max {
+        return Err(LinuxError::Address("initrd", rd_start));
+    }
+    let mut bp = BootParams::new_zeroed();
+    bp.as_mut_bytes()[SETUP_HEADER_OFFSET..end].copy_from_slice(&setup[SETUP_HEADER_OFFSET..end]);
+    bp.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
+    bp.hdr.loadflags |= LOADED_HIGH;
+    bp.hdr.code32_start = lo32("kernel", at.kernel)?;
+    bp.hdr.cmd_line_ptr = lo32("command line", at.cmdline)?;
+    bp.hdr.ramdisk_image = lo32("initrd", rd_start)?;
+    bp.hdr.ramdisk_size = lo32("initrd size", rd_len)?;
+    // QEMU's setup_data list points into where *it* would have loaded the kernel.
+    bp.hdr.setup_data = 0;
+    for (slot, e) in bp.e820_table.iter_mut().zip(e820) {
+        *slot = *e;
+    }
+    bp.e820_entries = e820.len() as u8;
+    Ok(bp)
+}
+
+/// SHA-256 and SHA-384 of one part of the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartDigests {
+    pub sha256: [u8; 32],
+    pub sha384: [u8; 48],
+}
+
+impl PartDigests {
+    /// The digests of the concatenation of `parts`.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let (mut a, mut b) = (Sha256::new(), Sha384::new());
+        for p in parts {
+            a.update(p);
+            b.update(p);
+        }
+        PartDigests {
+            sha256: a.finalize().into(),
+            sha384: b.finalize().into(),
+        }
+    }
+}

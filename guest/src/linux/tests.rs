@@ -1,0 +1,211 @@
+//! Host tests of the setup-header parser, the E820 table and the zero page.
+
+use super::bootparam::*;
+use super::*;
+use crate::memmap::{Region, RegionKind};
+
+/// A setup item as a 6.x bzImage has it: 4 setup sectors + the boot sector, protocol 2.15.
+fn setup() -> Vec<u8> {
+    let mut s = vec![0u8; 5 * 512];
+    s[0x1F1] = 4;
+    s[0x1FE..0x200].copy_from_slice(&BOOT_FLAG.to_le_bytes());
+    s[0x201] = 0x6A; // header end 0x26C
+    s[0x202..0x206].copy_from_slice(&HDRS_MAGIC.to_le_bytes());
+    s[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+    s[0x210] = 0xB0; // QEMU's loader id, overwritten
+    s[0x22C..0x230].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+    s[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes());
+    s[0x234] = 1;
+    s[0x236..0x238].copy_from_slice(&(XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G).to_le_bytes());
+    s[0x238..0x23C].copy_from_slice(&2047u32.to_le_bytes());
+    s[0x250..0x258].copy_from_slice(&0x1234_5678u64.to_le_bytes()); // QEMU's setup_data
+    s[0x260..0x264].copy_from_slice(&0x300_0000u32.to_le_bytes());
+    s
+}
+
+#[test]
+fn a_good_header_parses() {
+    let l = parse_setup(&setup(), 0x100_0000).unwrap();
+    assert_eq!(
+        l,
+        KernelLayout {
+            setup_len: 2560,
+            align: 0x20_0000,
+            size: 0x300_0000,
+            cmdline_max: 2047,
+            initrd_max: u64::MAX
+        }
+    );
+}
+
+#[test]
+fn bad_headers_are_typed_errors() {
+    let cases: [(fn(&mut Vec<u8>), LinuxError); 9] = [
+        (|s| s[0x202] = b'X', LinuxError::NotBzImage),
+        (|s| s[0x1FE] = 0, LinuxError::NotBzImage),
+        (|s| s[0x206] = 0x0B, LinuxError::ProtocolTooOld(0x020B)),
+        (|s| s[0x201] = 0xFF, LinuxError::HeaderLength(0x301)),
+        (
+            |s| s[0x1F1] = 5,
+            LinuxError::SetupSize {
+                sects_bytes: 3072,
+                setup_len: 2560,
+            },
+        ),
+        (|s| s[0x236] = 0, LinuxError::No64BitEntry),
+        (|s| s[0x234] = 0, LinuxError::NotRelocatable),
+        (|s| s[0x230] = 3, LinuxError::Alignment(0x20_0003)),
+        (
+            |s| s[0x263] = 0,
+            LinuxError::InitSize {
+                init_size: 0,
+                kernel_len: 0x100_0000,
+            },
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut s = setup();
+        mutate(&mut s);
+        assert_eq!(parse_setup(&s, 0x100_0000), Err(want));
+    }
+}
+
+#[test]
+fn truncated_setups_never_panic() {
+    let s = setup();
+    for n in 0..s.len() {
+        assert!(parse_setup(&s[..n], 0).is_err(), "length {n}");
+    }
+    assert_eq!(parse_setup(&[], 0), Err(LinuxError::SetupTooShort(0)));
+}
+
+#[test]
+fn cmdline_is_cut_at_nul_and_bounded() {
+    assert_eq!(
+        cmdline_bytes(b"console=ttyS0\0", 100).unwrap(),
+        b"console=ttyS0\0"
+    );
+    assert_eq!(cmdline_bytes(b"abc", 3).unwrap(), b"abc\0");
+    assert_eq!(cmdline_bytes(b"", 0).unwrap(), b"\0");
+    assert_eq!(
+        cmdline_bytes(b"abcd\0", 3),
+        Err(LinuxError::CmdlineTooLong { len: 4, max: 3 })
+    );
+}
+
+fn ram(start: u64, len: u64) -> Region {
+    Region {
+        start,
+        len,
+        kind: RegionKind::Ram,
+    }
+}
+
+#[test]
+fn e820_reserves_the_firmware_and_the_legacy_hole() {
+    let map = [
+        ram(0, 0x1000_0000),
+        Region {
+            start: 0xFEFF_C000,
+            len: 0x4000,
+            kind: RegionKind::Reserved,
+        },
+    ];
+    let t = e820_table(&map, &[(0x10_0000, 0x50_0000)]).unwrap();
+    let got: Vec<(u64, u64, u32)> = t.iter().map(|e| (e.addr, e.size, e.typ)).collect();
+    assert_eq!(
+        got,
+        [
+            (0, 0xA_0000, E820_TYPE_RAM),
+            (0xA_0000, 0x46_0000, E820_TYPE_RESERVED), // hole and firmware merged
+            (0x50_0000, 0x1000_0000 - 0x50_0000, E820_TYPE_RAM),
+            (0xFEFF_C000, 0x4000, E820_TYPE_RESERVED),
+        ]
+    );
+}
+
+#[test]
+fn e820_refuses_unaccepted_and_overlong_maps() {
+    let un = [Region {
+        start: 0,
+        len: 0x1000,
+        kind: RegionKind::Unaccepted,
+    }];
+    assert_eq!(e820_table(&un, &[]), Err(LinuxError::Unaccepted));
+    let many: Vec<Region> = (0..200)
+        .map(|i| Region {
+            start: 0x1_0000_0000 + i * 0x2000,
+            len: 0x1000,
+            kind: RegionKind::Ram,
+        })
+        .collect();
+    assert_eq!(e820_table(&many, &[]), Err(LinuxError::TooManyE820));
+}
+
+#[test]
+fn zero_page_has_header_loader_fields_and_e820() {
+    let s = setup();
+    let l = parse_setup(&s, 0x100_0000).unwrap();
+    let at = Placement {
+        kernel: 0x200_0000,
+        initrd: (0x800_0000, 0x1234),
+        cmdline: 0x9000,
+    };
+    let e820 = e820_table(&[ram(0, 0x1000_0000)], &[]).unwrap();
+    let bp = boot_params(&s, &l, &at, &e820).unwrap();
+    let b = bp.as_bytes();
+    // the header came over byte for byte, then the loader's fields
+    assert_eq!(&b[0x202..0x206], b"HdrS");
+    assert_eq!(b[0x210], LOADER_TYPE_UNDEFINED);
+    assert_eq!(b[0x211] & LOADED_HIGH, LOADED_HIGH);
+    assert_eq!(&b[0x214..0x218], &0x200_0000u32.to_le_bytes());
+    assert_eq!(&b[0x218..0x21C], &0x800_0000u32.to_le_bytes());
+    assert_eq!(&b[0x21C..0x220], &0x1234u32.to_le_bytes());
+    assert_eq!(&b[0x228..0x22C], &0x9000u32.to_le_bytes());
+    assert_eq!(
+        &b[0x250..0x258],
+        &[0; 8],
+        "QEMU's setup_data pointer is dropped"
+    );
+    assert_eq!(&b[0x260..0x264], &0x300_0000u32.to_le_bytes());
+    assert_eq!(b[0x1E8], 3, "RAM, the legacy hole, RAM");
+    assert_eq!(&b[0x2D0..0x2D8], &0u64.to_le_bytes());
+    assert_eq!(&b[0x2D8..0x2E0], &0xA_0000u64.to_le_bytes());
+    assert_eq!(&b[0x2E0..0x2E4], &E820_TYPE_RAM.to_le_bytes());
+    assert_eq!(&b[0x2E4..0x2EC], &0xA_0000u64.to_le_bytes());
+    // nothing outside the header and the fields above is set
+    assert!(b[..0x1E8].iter().all(|&x| x == 0));
+}
+
+#[test]
+fn zero_page_refuses_unaddressable_pieces() {
+    let mut s = setup();
+    s[0x236] = XLF_KERNEL_64 as u8; // initrd must end below initrd_addr_max
+    let l = parse_setup(&s, 0).unwrap();
+    let at = Placement {
+        kernel: 0x200_0000,
+        initrd: (0x8000_0000, 0x10),
+        cmdline: 0x9000,
+    };
+    assert_eq!(
+        boot_params(&s, &l, &at, &[]).err(),
+        Some(LinuxError::Address("initrd", 0x8000_0000))
+    );
+    let at = Placement {
+        kernel: 0x1_0000_0000,
+        initrd: (0, 0),
+        cmdline: 0x9000,
+    };
+    assert_eq!(
+        boot_params(&s, &l, &at, &[]).err(),
+        Some(LinuxError::Address("kernel", 0x1_0000_0000))
+    );
+}
+
+#[test]
+fn digests_cover_the_concatenation() {
+    let d = PartDigests::of(&[b"ab", b"c"]);
+    assert_eq!(d, PartDigests::of(&[b"abc"]));
+    // SHA-256("abc"), FIPS 180-2 appendix B.1
+    assert_eq!(d.sha256[..4], [0xba, 0x78, 0x16, 0xbf]);
+}
