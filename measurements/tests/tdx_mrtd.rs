@@ -324,6 +324,9 @@ fn manifest_publishes_no_cloud_hypervisor_tdx_measurement() {
     let json = serde_json::to_string(&m.tdx).unwrap();
     assert!(!json.to_lowercase().contains("cloud"), "{json}");
     for e in &m.tdx {
-        assert_eq!(e.mrtd, pupa_measurements::hexfmt::encode(&tdx::mrtd(&fw, e.order).unwrap()));
+        assert_eq!(
+            e.mrtd,
+            pupa_measurements::hexfmt::encode(&tdx::mrtd(&fw, e.order).unwrap())
+        );
     }
 }

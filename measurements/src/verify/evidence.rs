@@ -137,7 +137,12 @@ pub fn verify(
                 )
             })?;
             let mut v = tdx::verify(quote, coll, endorsements.now_secs()?, &p)?;
-            tdx_log::check(&mut v, quote, event_log.as_deref().map(|b| b.as_slice()), &p.tdx_boot);
+            tdx_log::check(
+                &mut v,
+                quote,
+                event_log.as_deref().map(|b| b.as_slice()),
+                &p.tdx_boot,
+            );
             v
         }
     };

@@ -81,9 +81,9 @@ pub fn boot_config(log: &EventLog) -> Result<BootConfigRecord, String> {
             && e.event_type == EV_EVENT_TAG
             && BootConfigEvent::is_pupa_tagged(&e.data)
     });
-    let ev = found
-        .next()
-        .ok_or("the log holds no pupa boot-configuration event (RTMR[2], EV_EVENT_TAG, \"PUPA\")")?;
+    let ev = found.next().ok_or(
+        "the log holds no pupa boot-configuration event (RTMR[2], EV_EVENT_TAG, \"PUPA\")",
+    )?;
     if found.next().is_some() {
         return Err("the log holds more than one boot-configuration event".into());
     }

@@ -29,6 +29,7 @@
 //! [`GpuVerdict::report`]'s versions and blocks.
 
 pub mod certs;
+pub mod evidence;
 pub mod rim;
 pub mod spdm;
 mod xml_c14n;
@@ -37,25 +38,9 @@ mod xmldsig_chain;
 
 use super::Check;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-/// Domain-separation prefix of [`gpu_nonce`].
-pub const GPU_NONCE_DOMAIN: &[u8] = b"pupa/gpu-nonce/v1\0";
-
-/// The 32-byte SPDM nonce pupa asks GPU `gpu_index` to sign, derived from the 64-byte
-/// REPORT_DATA that binds the guest's keys and the client's nonce in the CPU evidence:
-///
-/// `SHA-256( "pupa/gpu-nonce/v1" || 0x00 || report_data[64] || gpu_index as u32 little-endian )`
-///
-/// One client nonce thus freshens the CPU report and every GPU report, and a GPU report cannot be
-/// moved to another guest, session or GPU slot: its nonce would differ.
-pub fn gpu_nonce(report_data: &[u8; 64], gpu_index: u32) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(GPU_NONCE_DOMAIN);
-    h.update(report_data);
-    h.update(gpu_index.to_le_bytes());
-    h.finalize().into()
-}
+/// The GPU nonce derivation is the protocol's (docs/PROTOCOL.md, "GPU evidence").
+pub use pupa_protocol::evidence::{gpu_nonce, GPU_NONCE_DOMAIN};
 
 /// What the report says, for the RIM and policy steps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -325,6 +310,7 @@ fn summary(r: &spdm::GpuReport) -> GpuReportSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn nonce_derivation_is_domain_separated_and_per_gpu() {
