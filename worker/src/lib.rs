@@ -1,0 +1,174 @@
+//! pupa-worker: pupa's runtime (`pupa_runtime`: keys, evidence, sealed jobs, billing,
+//! receipts, one `Session` per connection — the code the firmware runs) as a Linux process.
+//!
+//! - [`serve`]: the serving loop on std's nonblocking TCP sockets (the firmware's limits);
+//! - [`tsm`]: SEV-SNP / TDX evidence through configfs-tsm (Documentation/ABI/testing/
+//!   configfs-tsm); [`certtable`]: the SNP certificate table of its `auxblob`;
+//! - [`compute`]: `--compute auto|cpu|cuda`;
+//! - [`platform`]: entropy (`getrandom`) and the monotonic clock.
+//!
+//! Keys exist only in this process's memory; nothing is written to disk.
+
+pub mod certtable;
+pub mod compute;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod platform;
+pub mod serve;
+pub mod tsm;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use pupa_runtime::{Config, DevTee, Tee, Worker};
+
+use compute::{ComputeChoice, ComputeSetupError};
+use platform::{MonotonicClock, OsEntropy};
+use tsm::{ConfigfsTsm, TsmKind};
+
+/// The TEE whose evidence the worker serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TeeChoice {
+    /// The insecure development report: no TEE, anyone can forge it.
+    Dev,
+    /// AMD SEV-SNP through configfs-tsm.
+    Snp,
+    /// Intel TDX through configfs-tsm.
+    Tdx,
+}
+
+/// `pupa-worker`'s command line.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "pupa-worker",
+    version,
+    about = "pupa's runtime as a Linux process: serves pupa's protocol on TCP with TEE evidence from configfs-tsm"
+)]
+pub struct Args {
+    /// Address to serve on (ADDR:PORT; port 0 picks a free one).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Evidence: `dev` (INSECURE development report), `snp` or `tdx` (configfs-tsm).
+    #[arg(long, value_enum)]
+    pub tee: TeeChoice,
+    /// The configfs-tsm report directory.
+    #[arg(long, default_value = tsm::DEFAULT_TSM_PATH)]
+    pub tsm_path: PathBuf,
+    /// Where jobs run.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub compute: ComputeChoice,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+    /// Bytes of the runtime's memory budget (partial frames, replies, job memory), MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory_budget_mib: usize,
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--compute` cannot be honoured.
+    #[error(transparent)]
+    Compute(#[from] ComputeSetupError),
+    /// The listening socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The runtime could not make its keys or boot evidence.
+    #[error("the runtime cannot start: {0}")]
+    Runtime(#[from] pupa_runtime::WorkerError),
+    /// The serving loop failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl StartError {
+    /// The process exit code: 2 for a configuration the machine cannot honour, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Compute(_) | StartError::Listen { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// SHA-384 of this executable, the dev report's "image" (the firmware hashes its ROM).
+fn own_sha384() -> [u8; 48] {
+    use sha2::{Digest, Sha384};
+    match std::fs::read("/proc/self/exe") {
+        Ok(b) => Sha384::digest(&b).into(),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read /proc/self/exe ({e}): dev evidence names an all-zero image hash"
+            );
+            [0; 48]
+        }
+    }
+}
+
+/// The TEE backend `args` asks for.
+pub fn tee_of(args: &Args) -> Box<dyn Tee> {
+    match args.tee {
+        TeeChoice::Dev => {
+            for line in [
+                "--tee dev: serving the INSECURE development report: no TEE, no confidentiality;",
+                "anyone can forge this evidence; clients refuse it unless --allow-insecure-dev.",
+                "Never run --tee dev where real data or payments are involved.",
+            ] {
+                tracing::warn!("{line}");
+            }
+            Box::new(DevTee {
+                image_sha384: own_sha384(),
+            })
+        }
+        TeeChoice::Snp => Box::new(ConfigfsTsm::new(&args.tsm_path, TsmKind::Snp)),
+        TeeChoice::Tdx => Box::new(ConfigfsTsm::new(&args.tsm_path, TsmKind::Tdx)),
+    }
+}
+
+/// Starts the worker and serves until `stop` is set: opens the compute backend, listens,
+/// makes the keys and boot evidence, prints `pupa-worker: listening on ADDR` to stdout.
+pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
+    let compute = compute::select(args.compute)?;
+    let compute_name = pupa_runtime::Compute::name(&compute);
+    let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Listen {
+        addr: args.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: args.listen,
+        source,
+    })?;
+    let config = Config {
+        memory_budget: args.memory_budget_mib.saturating_mul(1 << 20),
+        ..Config::default()
+    };
+    let mut worker = Worker::with_compute(
+        tee_of(args),
+        OsEntropy,
+        MonotonicClock::start(),
+        config,
+        compute,
+    )?;
+    tracing::info!(
+        tee = ?args.tee,
+        compute = compute_name,
+        "keys made, boot evidence ready"
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "pupa-worker: listening on {addr}");
+    let _ = out.flush();
+    drop(out);
+    let limits = serve::Limits {
+        sessions: args.max_connections.max(1),
+        ..serve::Limits::default()
+    };
+    serve::serve(&listener, &mut worker, limits, stop).map_err(StartError::Serve)
+}
