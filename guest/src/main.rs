@@ -84,6 +84,10 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     #[cfg(feature = "fault-test")]
     fault_test();
 
+    // A Linux payload from fw_cfg (-kernel) takes over here; without one, the runtime runs.
+    platform::linux_boot::boot_if_present(platform, &map)
+        .unwrap_or_else(|e| boot_failure(format_args!("linux: {e}")));
+
     // The runtime: keys, evidence, sessions, over the TEE the guest runs in.
     let mut entropy = GuestEntropy(entropy);
     let seed = entropy

@@ -21,6 +21,7 @@ pub mod apic;
 pub mod cpu;
 pub mod interrupts;
 pub mod io;
+pub mod linux;
 pub mod mmio;
 pub mod paging;
 pub mod pic;

@@ -80,3 +80,34 @@ pub fn read_file(name: &str) -> Result<Vec<u8>, FwCfgError> {
     }
     Err(FwCfgError::NotFound)
 }
+
+/// The legacy items QEMU fills for `-kernel`/`-initrd`/`-append` (QEMU `include/standard-headers/
+/// linux/qemu_fw_cfg.h`; `hw/i386/x86.c::x86_load_linux`): sizes are little-endian u32.
+pub mod key {
+    pub const KERNEL_SIZE: u16 = 0x08;
+    pub const INITRD_SIZE: u16 = 0x0B;
+    pub const KERNEL_DATA: u16 = 0x11;
+    pub const INITRD_DATA: u16 = 0x12;
+    pub const CMDLINE_SIZE: u16 = 0x14;
+    pub const CMDLINE_DATA: u16 = 0x15;
+    pub const SETUP_SIZE: u16 = 0x17;
+    pub const SETUP_DATA: u16 = 0x18;
+}
+
+/// A little-endian u32 item (a size), or `NotPresent` without the device.
+pub fn item_u32(key: u16) -> Result<u32, FwCfgError> {
+    if !present() {
+        return Err(FwCfgError::NotPresent);
+    }
+    select(key);
+    let mut b = [0u8; 4];
+    read(&mut b);
+    Ok(u32::from_le_bytes(b))
+}
+
+/// Reads the first `buf.len()` bytes of item `key` into `buf` (the caller sized it from the
+/// item's size item, bounded).
+pub fn read_item_into(key: u16, buf: &mut [u8]) {
+    select(key);
+    read(buf);
+}

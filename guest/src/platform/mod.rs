@@ -29,6 +29,7 @@ pub mod fw_cfg;
 pub mod heap;
 pub mod idle;
 pub mod layout;
+pub mod linux_boot;
 pub mod net;
 pub mod pci;
 pub mod pit;

@@ -1,0 +1,117 @@
+//! Direct Linux boot: when QEMU provides a kernel through fw_cfg (`-kernel`, `-initrd`,
+//! `-append`), load it, build its zero page and hand over (the decisions are in the library,
+//! `pupa_guest::linux`; the jump is `arch::linux::enter_linux64`).
+//!
+//! Only on a plain VM for now: under SEV-SNP the kernel, initrd and command line would have to
+//! be checked against QEMU's SEV hashes table, under TDX measured into the RTMRs, before
+//! hand-over; until that exists a payload there stops the boot rather than run unmeasured.
+
+use alloc::vec::Vec;
+
+use pupa_guest::banner::Hex;
+use pupa_guest::linux::{self, LinuxError, PartDigests, Placement};
+use pupa_guest::memmap::Region;
+use pupa_guest::tee::TeeKind;
+use zerocopy::IntoBytes;
+
+use super::fw_cfg::{self, key};
+use super::{layout, Platform};
+use crate::println;
+
+/// Largest kernel or initrd item read (fw_cfg sizes are the host's word).
+const MAX_ITEM: u32 = 512 << 20;
+/// Largest setup or command-line item read.
+const MAX_SMALL_ITEM: u32 = 64 << 10;
+
+/// Why the Linux payload could not be booted.
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxBootError {
+    #[error("{0}")]
+    Kernel(#[from] LinuxError),
+    #[error("fw_cfg item {key:#x} of {size} bytes exceeds the limit of {max}")]
+    ItemTooLarge { key: u16, size: u32, max: u32 },
+    #[error("no Linux payload support under {0:?} yet (its measurement would be missing)")]
+    Unsupported(TeeKind),
+}
+
+/// Whether QEMU was given `-kernel` (fw_cfg present and a non-zero kernel size).
+pub fn kernel_present() -> bool {
+    matches!(fw_cfg::item_u32(key::KERNEL_SIZE), Ok(n) if n != 0)
+}
+
+fn item_len(size_key: u16, max: u32) -> Result<usize, LinuxBootError> {
+    let size = fw_cfg::item_u32(size_key).unwrap_or(0);
+    if size > max {
+        return Err(LinuxBootError::ItemTooLarge { key: size_key, size, max });
+    }
+    Ok(size as usize)
+}
+
+fn read_item(size_key: u16, data_key: u16, max: u32) -> Result<Vec<u8>, LinuxBootError> {
+    let mut v = alloc::vec![0u8; item_len(size_key, max)?];
+    fw_cfg::read_item_into(data_key, &mut v);
+    Ok(v)
+}
+
+/// A zeroed, leaked heap buffer of `size` bytes aligned to `align` (a power of two): the
+/// firmware never frees what it hands to Linux.
+fn leak_aligned(size: usize, align: usize) -> &'static mut [u8] {
+    let buf = alloc::vec![0u8; size + align].leak();
+    let off = buf.as_ptr().align_offset(align).min(align);
+    &mut buf[off..off + size]
+}
+
+/// Boots the fw_cfg kernel if there is one (never returns then); returns without one.
+pub fn boot_if_present(platform: &dyn Platform, map: &[Region]) -> Result<(), LinuxBootError> {
+    if !kernel_present() {
+        return Ok(());
+    }
+    if platform.kind() != TeeKind::Dev {
+        return Err(LinuxBootError::Unsupported(platform.kind()));
+    }
+    let setup = read_item(key::SETUP_SIZE, key::SETUP_DATA, MAX_SMALL_ITEM)?;
+    let kernel_len = item_len(key::KERNEL_SIZE, MAX_ITEM)?;
+    let kl = linux::parse_setup(&setup, kernel_len)?;
+    let kernel = leak_aligned(kl.size as usize, kl.align as usize);
+    fw_cfg::read_item_into(key::KERNEL_DATA, &mut kernel[..kernel_len]);
+    let initrd_len = item_len(key::INITRD_SIZE, MAX_ITEM)?;
+    let initrd = leak_aligned(initrd_len, 4096);
+    fw_cfg::read_item_into(key::INITRD_DATA, initrd);
+    let raw_cmdline = read_item(key::CMDLINE_SIZE, key::CMDLINE_DATA, MAX_SMALL_ITEM)?;
+    let cmdline = linux::cmdline_bytes(&raw_cmdline, kl.cmdline_max)?.leak();
+
+    print_digests("kernel", &PartDigests::of(&[&setup, &kernel[..kernel_len]]));
+    print_digests("initrd", &PartDigests::of(&[initrd]));
+    print_digests("cmdline", &PartDigests::of(&[&raw_cmdline]));
+    let shown = core::str::from_utf8(&cmdline[..cmdline.len() - 1]).unwrap_or("(not UTF-8)");
+    println!("pupa: linux cmdline \"{shown}\"");
+
+    let e820 = linux::e820_table(map, &[layout::early_ram()])?;
+    let at = Placement {
+        kernel: kernel.as_ptr() as u64,
+        initrd: (initrd.as_ptr() as u64, initrd_len as u64),
+        cmdline: cmdline.as_ptr() as u64,
+    };
+    let bp = alloc::boxed::Box::leak(alloc::boxed::Box::new(linux::boot_params(
+        &setup, &kl, &at, &e820,
+    )?));
+    let entry = at.kernel + linux::bootparam::STARTUP_64_OFFSET;
+    println!(
+        "pupa: linux kernel {kernel_len} bytes at {:#x} (init_size {:#x}), initrd {initrd_len} bytes at {:#x}, {} e820 entries",
+        at.kernel,
+        kl.size,
+        at.initrd.0,
+        e820.len()
+    );
+    println!("pupa: linux entering startup_64 at {entry:#x}");
+    let bp_addr = bp.as_bytes().as_ptr() as u64;
+    // SAFETY: `entry` is startup_64 of the kernel just loaded at its aligned load address with
+    // init_size bytes leaked for it; the zero page, command line and initrd are leaked heap
+    // memory below 4 GiB, identity-mapped by the boot stub; nothing of pupa runs afterwards.
+    unsafe { crate::arch::linux::enter_linux64(entry, bp_addr) }
+}
+
+fn print_digests(what: &str, d: &PartDigests) {
+    println!("pupa: linux {what} sha384 {}", Hex(&d.sha384));
+    println!("pupa: linux {what} sha256 {}", Hex(&d.sha256));
+}
