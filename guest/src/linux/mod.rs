@@ -97,7 +97,7 @@ fn rd<T: FromBytes>(b: &[u8], off: usize) -> Option<T> {
 fn header_end(setup: &[u8]) -> Result<usize, LinuxError> {
     let jump = rd::<u8>(setup, 0x201).ok_or(LinuxError::SetupTooShort(setup.len()))?;
     let end = 0x202 + jump as usize;
-    if end > setup.len() || end > 0x290 || end < 0x264 {
+    if end > setup.len() || !(0x264..=0x290).contains(&end) {
         return Err(LinuxError::HeaderLength(end));
     }
     Ok(end)
