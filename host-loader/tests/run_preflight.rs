@@ -195,9 +195,18 @@ fn bad_flags_are_refused() {
 fn cloud_hypervisor_tdx_is_refused() {
     let dir = common::temp_dir("ch-tdx");
     let p = image(&dir);
-    let e = run_fails(&["--image", s(&p), "--tee", "tdx", "--vmm", "cloud-hypervisor"]);
+    let e = run_fails(&[
+        "--image",
+        s(&p),
+        "--tee",
+        "tdx",
+        "--vmm",
+        "cloud-hypervisor",
+    ]);
     assert!(
-        e.contains("--vmm cloud-hypervisor: cloud-hypervisor's TDX support targets the out-of-tree"),
+        e.contains(
+            "--vmm cloud-hypervisor: cloud-hypervisor's TDX support targets the out-of-tree"
+        ),
         "{e}"
     );
     let _ = std::fs::remove_dir_all(dir);

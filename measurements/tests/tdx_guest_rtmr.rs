@@ -197,6 +197,7 @@ fn boot_check(
         vcek: None,
         tdx_collateral: Some(tdx::parse_collateral(coll).unwrap()),
         now: Some(tdx::parse_now("2025-07-01T00:00:00Z").unwrap()),
+        ..Endorsements::NONE
     };
     let policy = knobs
         .policy_without_report_data(pupa_spec::tee::TeeKind::Tdx)

@@ -310,6 +310,7 @@ fn endorsements(vcek: bool, collateral: bool) -> Endorsements {
         vcek: vcek.then(|| VCEK.to_vec()),
         tdx_collateral: collateral.then(|| tdx::parse_collateral(COLLATERAL).unwrap()),
         now: Some(tdx::parse_now(NOW).unwrap()),
+        ..Endorsements::NONE
     }
 }
 

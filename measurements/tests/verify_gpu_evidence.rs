@@ -265,3 +265,43 @@ fn a_policy_requiring_a_gpu_refuses_evidence_without_one() {
     );
     assert!(v.checks.is_empty());
 }
+
+/// `pupa-measure verify --gpu-report`: the same lines on the command line; the exit status says
+/// the verdict, and revocation is never skipped without the flag.
+#[test]
+fn the_cli_verifies_one_report_with_its_rims() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/gpu/hopper-2023/");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pupa-measure"))
+            .arg("verify")
+            .args(["--gpu-report", &format!("{dir}attestationReport.txt")])
+            .args(["--gpu-chain", &format!("{dir}gpuAkCertChain.txt")])
+            .args(["--gpu-nonce", NONCE_2023])
+            .args(["--gpu-rim", &format!("{dir}Driver_RIM_test_no_gpu.swidtag")])
+            .args([
+                "--gpu-rim",
+                &format!("{dir}1010_0200_882_96005E0001_test_no_gpu.swidtag"),
+            ])
+            .args(["--now", "2024-03-01T00:00:00Z"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = run(&["--gpu-skip-revocation"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("verdict: ACCEPTED (13 checks passed)"),
+        "{text}"
+    );
+    let (ok, text) = run(&[]);
+    assert!(!ok);
+    assert!(text.contains("FAIL  gpu revocation"), "{text}");
+    assert!(text.contains("REJECTED (1 of 13 checks failed)"), "{text}");
+    let (ok, text) = run(&["--gpu-skip-revocation", "--gpu-driver-version", "550.90.07"]);
+    assert!(!ok);
+    assert!(text.contains("FAIL  gpu version policy"), "{text}");
+}

@@ -10,9 +10,13 @@
 //!   VCEK / TDX collateral / "now" of the policy, and REPORT_DATA required to be
 //!   `SHA-512("pupa/evidence/v1" ‖ hpke_pk ‖ receipt_pk ‖ our nonce)`: the report vouches for
 //!   exactly the keys the job will be sealed to, and is fresh.
+//! - GPUs (either kind): every GPU report in the evidence over its nonce derived from that
+//!   REPORT_DATA, its RIMs, and the policy's `require_gpus`: a worker whose policy asks for a
+//!   GPU and whose evidence has none is refused.
 
 use std::path::Path;
 
+use pupa_measurements::verify::gpu::evidence as gpu_evidence;
 use pupa_measurements::verify::{evidence, snp, tdx, Endorsements, PolicyKnobs, Verdict};
 use pupa_protocol::evidence::{report_data, verify_dev, Evidence, TeeEvidence, TeeKind};
 
@@ -44,7 +48,8 @@ impl EvidencePolicy {
     pub const fn insecure_dev() -> Self {
         EvidencePolicy {
             allow_insecure_dev: true,
-            ..Self::STRICT
+            knobs: PolicyKnobs::NONE,
+            endorsements: Endorsements::NONE,
         }
     }
 
@@ -70,6 +75,7 @@ impl EvidencePolicy {
         let p = EvidencePolicy {
             allow_insecure_dev: allow_insecure_dev || knobs.allow_insecure_dev == Some(true),
             endorsements: Endorsements::load(vcek, collateral, now)
+                .and_then(|e| e.with_gpu_knobs(&knobs))
                 .map_err(ClientError::Unverifiable)?,
             knobs,
         };
@@ -132,6 +138,7 @@ pub fn verify_evidence(
                 return Err(ClientError::InsecureDevRefused);
             }
             let image = verify_dev(ev)?;
+            check_gpus(ev, policy)?;
             if policy.knobs.chooses_measurement() {
                 let m = policy
                     .knobs
@@ -157,6 +164,34 @@ pub fn verify_evidence(
             let binding = report_data(&ev.hpke_pk, &ev.receipt_pk, nonce);
             verify_tee(ev, &binding, policy)
         }
+    }
+}
+
+/// The GPU lines of the verifier (`pupa_measurements::verify::gpu::evidence`) for dev evidence,
+/// whose CPU part the client checks itself (SNP and TDX evidence get them from
+/// `evidence::verify`): a policy that requires GPUs refuses evidence without them, and every GPU
+/// report present is verified.
+fn check_gpus(ev: &Evidence, policy: &EvidencePolicy) -> Result<(), ClientError> {
+    let mut v = Verdict::new(ev.tee.kind());
+    let now = policy
+        .endorsements
+        .now_datetime()
+        .map_err(ClientError::Unverifiable)?;
+    gpu_evidence::check_evidence(
+        &mut v,
+        ev,
+        &policy.knobs.gpu_policy(),
+        &policy.endorsements.gpu,
+        now,
+    );
+    match v.first_failure() {
+        Some(c) => Err(ClientError::EvidenceRejected {
+            tee: "insecure-dev",
+            check: c.name.clone(),
+            reason: c.detail.clone(),
+            verdict: Some(Box::new(v.clone())),
+        }),
+        None => Ok(()),
     }
 }
 

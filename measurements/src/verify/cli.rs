@@ -10,7 +10,12 @@
 //!           --report-data HEX | --hpke-pk HEX --receipt-pk HEX --nonce HEX;
 //!           --min-tcb (SNP: bl=N,tee=N,snp=N,ucode=N | TDX: a TCB status); --allow-debug[=BOOL];
 //!           --vmpl N; --allow-migration-agent[=BOOL]; --allow-insecure-dev[=BOOL];
-//!           --tdx-vcpus N; --tdx-min-ram-mib N; --json
+//!           --tdx-vcpus N; --tdx-min-ram-mib N; --require-gpus N;
+//!           --gpu-driver-version V...; --gpu-vbios-version V...; --json
+//!   GPUs (evidence with GPU reports): --gpu-rim FILE... (driver and VBIOS RIMs),
+//!           --gpu-skip-revocation (OCSP is not checked offline: a warning instead of a failure)
+//! pupa-measure verify --gpu-report FILE --gpu-chain FILE --gpu-nonce HEX [--gpu-rim FILE...]
+//!           [--gpu-skip-revocation] [--now RFC3339]   (one NVIDIA report on its own)
 //! ```
 //! With `--evidence`, REPORT_DATA must be the binding of the evidence's own keys and nonce;
 //! `--nonce`, `--hpke-pk`, `--receipt-pk` then pin what the evidence must carry (own checks).
@@ -21,7 +26,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{evidence, snp, tdx, tdx_log, Endorsements, PolicyKnobs, Verdict};
+use super::{evidence, gpu, snp, tdx, tdx_log, Endorsements, PolicyKnobs, Verdict};
 use crate::tee_arg::{self, TeeKind};
 
 /// Arguments of `pupa-measure verify`.
@@ -100,6 +105,31 @@ pub struct VerifyArgs {
     /// Accept insecure development evidence (prints a warning).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allow_insecure_dev: Option<bool>,
+    /// GPUs: at least this many attested GPUs in the evidence.
+    #[arg(long)]
+    pub require_gpus: Option<u32>,
+    /// GPUs: an allowed driver version (repeatable; default any).
+    #[arg(long)]
+    pub gpu_driver_version: Vec<String>,
+    /// GPUs: an allowed VBIOS version (repeatable; default any).
+    #[arg(long)]
+    pub gpu_vbios_version: Vec<String>,
+    /// GPUs: a driver or VBIOS reference integrity manifest (signed SWID tag; repeatable).
+    #[arg(long)]
+    pub gpu_rim: Vec<PathBuf>,
+    /// GPUs: accept the certificates without a revocation (OCSP) check, reported as a warning.
+    #[arg(long)]
+    pub gpu_skip_revocation: bool,
+    /// One NVIDIA GPU attestation report (hex as NVIDIA stores it, or binary), verified on its
+    /// own with --gpu-chain and --gpu-nonce.
+    #[arg(long, conflicts_with_all = ["evidence", "report", "quote"], requires_all = ["gpu_chain", "gpu_nonce"])]
+    pub gpu_report: Option<PathBuf>,
+    /// The GPU attestation key's PEM certificate chain (with --gpu-report).
+    #[arg(long)]
+    pub gpu_chain: Option<PathBuf>,
+    /// The nonce the GPU report must answer, 64 hex characters (with --gpu-report).
+    #[arg(long)]
+    pub gpu_nonce: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -130,6 +160,12 @@ fn knobs(a: &VerifyArgs, tee: TeeKind) -> Result<PolicyKnobs, String> {
         allow_insecure_dev: a.allow_insecure_dev,
         tdx_vcpus: a.tdx_vcpus,
         tdx_min_ram_mib: a.tdx_min_ram_mib,
+        require_gpus: a.require_gpus,
+        gpu_driver_versions: (!a.gpu_driver_version.is_empty())
+            .then(|| a.gpu_driver_version.clone()),
+        gpu_vbios_versions: (!a.gpu_vbios_version.is_empty()).then(|| a.gpu_vbios_version.clone()),
+        gpu_rims: (!a.gpu_rim.is_empty()).then(|| a.gpu_rim.clone()),
+        gpu_skip_revocation: a.gpu_skip_revocation.then_some(true),
         ..PolicyKnobs::default()
     };
     if let Some(t) = &a.min_tcb {
@@ -174,9 +210,39 @@ fn verify_evidence_file(a: &VerifyArgs, file: &Path) -> Result<Verdict, String> 
     let policy = k.policy_without_report_data(tee).map_err(err)?;
     let pins = k.pins().map_err(err)?;
     let end = Endorsements::load(a.vcek.as_deref(), a.collateral.as_deref(), a.now.as_deref())
+        .and_then(|e| e.with_gpu_knobs(&k))
         .map_err(err)?;
     let mut v = evidence::verify(&ev, &ev.expected_report_data(), &policy, &end).map_err(err)?;
     evidence::check_pins(&mut v, &ev, &pins);
+    Ok(v)
+}
+
+/// Verifies one NVIDIA GPU report on its own (`--gpu-report`): the report lines, the RIMs,
+/// revocation and the version policy, as for a GPU inside evidence but over the given nonce.
+fn verify_gpu_file(a: &VerifyArgs) -> Result<Verdict, String> {
+    let err = |e: super::VerifyError| e.to_string();
+    let report = read(
+        a.gpu_report.as_deref().ok_or("--gpu-report FILE")?,
+        "GPU report",
+    )?;
+    let chain = read(
+        a.gpu_chain.as_deref().ok_or("--gpu-chain FILE")?,
+        "GPU chain",
+    )?;
+    let nonce = a.gpu_nonce.as_deref().ok_or("--gpu-nonce HEX")?;
+    let nonce =
+        crate::hexfmt::decode_array::<32>(nonce.trim()).map_err(|e| format!("--gpu-nonce: {e}"))?;
+    let k = knobs(a, TeeKind::Dev)?;
+    let end = Endorsements::load(None, None, a.now.as_deref())
+        .and_then(|e| e.with_gpu_knobs(&k))
+        .map_err(err)?;
+    let now = end.now_datetime().map_err(err)?;
+    let policy = k.gpu_policy();
+    let rims = gpu::evidence::load_rims(&end.gpu.rims, now);
+    let mut v = Verdict::new(TeeKind::Dev);
+    gpu::evidence::check_one(
+        &mut v, "gpu", &report, &chain, &nonce, &rims, &policy, &end.gpu, now,
+    );
     Ok(v)
 }
 
@@ -184,6 +250,7 @@ fn verify_evidence_file(a: &VerifyArgs, file: &Path) -> Result<Verdict, String> 
 pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
     let err = |e: super::VerifyError| e.to_string();
     let verdict = match (&a.evidence, a.tee) {
+        _ if a.gpu_report.is_some() => verify_gpu_file(a)?,
         (Some(f), _) => verify_evidence_file(a, f)?,
         (None, None) => return Err("give --evidence FILE, or --tee snp|tdx with its files".into()),
         (None, Some(TeeKind::Dev)) => return Err("--tee dev needs --evidence FILE".into()),
@@ -216,7 +283,11 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
             v
         }
     };
-    print(&verdict, a.json);
+    let title = match a.gpu_report {
+        Some(_) => "GPU (NVIDIA attestation report)",
+        None => verdict.tee.name(),
+    };
+    print(&verdict, a.json, title);
     Ok(if verdict.ok() {
         ExitCode::SUCCESS
     } else {
@@ -224,16 +295,16 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode, String> {
     })
 }
 
-fn print(v: &Verdict, json: bool) {
+fn print(v: &Verdict, json: bool, title: &str) {
     for w in &v.warnings {
         eprintln!("WARNING: {w}");
     }
     if json {
-        let out = serde_json::json!({ "tee": v.tee.name(), "ok": v.ok(), "checks": v.checks, "warnings": v.warnings });
+        let out = serde_json::json!({ "tee": v.tee.name(), "evidence": title, "ok": v.ok(), "checks": v.checks, "warnings": v.warnings });
         println!("{out}");
         return;
     }
-    println!("evidence: {}", v.tee.name().to_uppercase());
+    println!("evidence: {}", title.to_uppercase());
     let width = v
         .checks
         .iter()

@@ -6,13 +6,14 @@
 //! own keys and nonce ([`Evidence::expected_report_data`], what `pupa-measure verify
 //! --evidence` uses), or the binding to a nonce the caller chose (`pupa-client`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dcap_qvl::QuoteCollateralV3;
 use pupa_protocol::evidence::{Evidence, TeeEvidence, TeeKind};
 
+use super::gpu::evidence::{check_evidence, GpuCollateral};
 use super::policy::Policy;
-use super::policy_file::Pins;
+use super::policy_file::{Pins, PolicyKnobs};
 use super::{dev, snp, tdx, tdx_log, Verdict, VerifyError};
 use crate::hexfmt;
 
@@ -26,6 +27,8 @@ pub struct Endorsements {
     pub tdx_collateral: Option<QuoteCollateralV3>,
     /// The verification time, Unix seconds; `None`: the system clock when verifying.
     pub now: Option<u64>,
+    /// GPUs: the driver and VBIOS RIMs, and whether revocation may go unchecked.
+    pub gpu: GpuCollateral,
 }
 
 impl Endorsements {
@@ -34,6 +37,7 @@ impl Endorsements {
         vcek: None,
         tdx_collateral: None,
         now: None,
+        gpu: GpuCollateral::NONE,
     };
 
     /// Reads the VCEK file (DER or PEM, checked to parse), the collateral JSON file and parses
@@ -60,7 +64,44 @@ impl Endorsements {
             vcek,
             tdx_collateral,
             now,
+            gpu: GpuCollateral::NONE,
         })
+    }
+
+    /// Adds the GPU collateral: the RIM files (driver and VBIOS, any order) and whether
+    /// revocation may go unchecked.
+    pub fn with_gpu(
+        mut self,
+        rims: &[PathBuf],
+        skip_revocation: bool,
+    ) -> Result<Self, VerifyError> {
+        let rims = rims
+            .iter()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| {
+                    VerifyError::Policy(format!("cannot read RIM {}: {e}", p.display()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        self.gpu = GpuCollateral {
+            rims,
+            skip_revocation,
+        };
+        Ok(self)
+    }
+
+    /// [`Self::with_gpu`] with the policy's `gpu_rims` and `gpu_skip_revocation`.
+    pub fn with_gpu_knobs(self, k: &PolicyKnobs) -> Result<Self, VerifyError> {
+        let rims = k.gpu_rims.clone().unwrap_or_default();
+        self.with_gpu(&rims, k.gpu_skip_revocation == Some(true))
+    }
+
+    /// The verification time as a date (for certificate validity).
+    pub fn now_datetime(&self) -> Result<time::OffsetDateTime, VerifyError> {
+        let secs = i64::try_from(self.now_secs()?)
+            .map_err(|_| VerifyError::Policy("time out of range".into()))?;
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .map_err(|e| VerifyError::Policy(format!("time out of range: {e}")))
     }
 
     /// The verification time: `now`, or the system clock.
@@ -146,6 +187,13 @@ pub fn verify(
             v
         }
     };
+    check_evidence(
+        &mut v,
+        ev,
+        &p.gpu,
+        &endorsements.gpu,
+        endorsements.now_datetime()?,
+    );
     if *report_data == ev.expected_report_data() {
         if let Some(c) = v.checks.iter_mut().find(|c| c.name == "REPORT_DATA") {
             c.detail.push_str(

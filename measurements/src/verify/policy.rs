@@ -1,6 +1,7 @@
 //! What a verifier requires of evidence: measurement, debug off, minimum TCB, VMPL, migration
 //! policy, REPORT_DATA binding, and whether insecure development evidence is acceptable.
 
+use super::gpu::evidence::GpuPolicy;
 use std::fmt;
 use std::str::FromStr;
 
@@ -236,6 +237,8 @@ pub struct Policy {
     pub tdx_boot: TdxBootPolicy,
     /// Accept insecure development evidence (with a warning).
     pub allow_insecure_dev: bool,
+    /// What the evidence's GPUs must show (none required by default).
+    pub gpu: GpuPolicy,
 }
 
 impl Default for Policy {
@@ -256,6 +259,7 @@ impl Policy {
         tdx_min_status: TdxTcbStatus::UpToDate,
         tdx_boot: TdxBootPolicy::NONE,
         allow_insecure_dev: false,
+        gpu: GpuPolicy::NONE,
     };
 
     /// Checks REPORT_DATA against the policy.

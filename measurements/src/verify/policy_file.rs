@@ -17,6 +17,7 @@
 //! A relative `expect` path is taken relative to the policy file's directory. With `expect`,
 //! TDX evidence must also record that manifest's `image.sha384` in its boot configuration.
 
+use super::gpu::evidence::GpuPolicy;
 use std::path::{Path, PathBuf};
 
 use pupa_spec::tee::TeeKind;
@@ -66,6 +67,16 @@ pub struct PolicyKnobs {
     pub allow_migration_agent: Option<bool>,
     /// Accept insecure development evidence.
     pub allow_insecure_dev: Option<bool>,
+    /// GPUs: at least this many attested GPUs in the evidence.
+    pub require_gpus: Option<u32>,
+    /// GPUs: allowed driver versions (e.g. `["550.90.07"]`); absent: any.
+    pub gpu_driver_versions: Option<Vec<String>>,
+    /// GPUs: allowed VBIOS versions (e.g. `["96.00.9f.00.01"]`); absent: any.
+    pub gpu_vbios_versions: Option<Vec<String>>,
+    /// GPUs: the driver and VBIOS RIM files (relative paths: to the policy file's directory).
+    pub gpu_rims: Option<Vec<PathBuf>>,
+    /// GPUs: accept the certificates without a revocation (OCSP) check, with a warning.
+    pub gpu_skip_revocation: Option<bool>,
 }
 
 /// Keys and nonce a policy pins; evidence verification checks the evidence carries them.
@@ -110,6 +121,11 @@ impl PolicyKnobs {
         vmpl: None,
         allow_migration_agent: None,
         allow_insecure_dev: None,
+        require_gpus: None,
+        gpu_driver_versions: None,
+        gpu_vbios_versions: None,
+        gpu_rims: None,
+        gpu_skip_revocation: None,
     };
 
     /// Whether a measurement choice (`expect`, `measurements`, `any_measurement`) is made.
@@ -142,6 +158,11 @@ impl PolicyKnobs {
         if let Some(p) = &k.expect {
             if p.is_relative() {
                 k.expect = Some(base_dir.join(p));
+            }
+        }
+        for p in k.gpu_rims.iter_mut().flatten() {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
             }
         }
         Ok(k)
@@ -195,7 +216,12 @@ impl PolicyKnobs {
             tdx_min_ram_mib,
             vmpl,
             allow_migration_agent,
-            allow_insecure_dev
+            allow_insecure_dev,
+            require_gpus,
+            gpu_driver_versions,
+            gpu_vbios_versions,
+            gpu_rims,
+            gpu_skip_revocation
         );
         self
     }
@@ -295,7 +321,23 @@ impl PolicyKnobs {
         if tee == TeeKind::Tdx {
             p.tdx_boot = self.tdx_boot_policy()?;
         }
+        p.gpu = self.gpu_policy();
         Ok(p)
+    }
+
+    /// What the GPUs must show (`require_gpus`, `gpu_driver_versions`, `gpu_vbios_versions`).
+    pub fn gpu_policy(&self) -> GpuPolicy {
+        let lower = |v: &Option<Vec<String>>| {
+            v.iter()
+                .flatten()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        };
+        GpuPolicy {
+            require_gpus: self.require_gpus.unwrap_or(0),
+            driver_versions: lower(&self.gpu_driver_versions),
+            vbios_versions: lower(&self.gpu_vbios_versions),
+        }
     }
 
     /// TDX: the boot-configuration requirements (`tdx_vcpus`, `tdx_min_ram_mib`, and the image

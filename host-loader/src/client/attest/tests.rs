@@ -345,3 +345,39 @@ fn dev_evidence_measurement_is_checked_when_configured() {
     p.knobs.measurements = Some(vec![hex(&image)]);
     assert!(verify_evidence(&ev, &p, &NONCE).is_ok());
 }
+
+#[test]
+fn a_policy_requiring_a_gpu_refuses_a_worker_without_one() {
+    let mut ev = snp_evidence();
+    ev.tee = TeeEvidence::Dev(sign_dev(
+        &[0x42; 48],
+        &report_data(&ev.hpke_pk, &ev.receipt_pk, &NONCE),
+    ));
+    let mut p = EvidencePolicy::insecure_dev();
+    assert!(verify_evidence(&ev, &p, &NONCE).is_ok());
+    p.knobs.require_gpus = Some(1);
+    let e = verify_evidence(&ev, &p, &NONCE).unwrap_err();
+    assert!(
+        matches!(&e, ClientError::EvidenceRejected { check, reason, .. }
+            if check == "gpu count" && reason.contains("requires 1")),
+        "{e}"
+    );
+    // A GPU report that is not over the nonce derived from this session's REPORT_DATA (NVIDIA's
+    // own sample) is refused on exactly that line.
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../measurements/testdata/gpu/hopper-2023/"
+    );
+    let report = std::fs::read(format!("{dir}attestationReport.txt")).unwrap();
+    ev.gpus = vec![pupa_protocol::evidence::GpuEvidence {
+        report,
+        cert_chain: std::fs::read(format!("{dir}gpuAkCertChain.txt")).unwrap(),
+    }];
+    p.endorsements.now = Some(1_709_251_200); // 2024-03-01, inside the sample chain's validity
+    p.endorsements.gpu.skip_revocation = true;
+    let e = verify_evidence(&ev, &p, &NONCE).unwrap_err();
+    assert!(
+        matches!(&e, ClientError::EvidenceRejected { check, .. } if check == "gpu0 nonce"),
+        "{e}"
+    );
+}
