@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use pupa_host::client::{ClientError, EvidencePolicy, VerifiedWorker};
 use pupa_protocol::evidence::TeeKind;
-use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 
 use crate::errors;
@@ -165,19 +164,34 @@ impl Policy {
         .build(py)
     }
 
-    /// GPU evidence is not verified by pupa's client yet (no GPU attestation in the Rust
-    /// client or the guest's evidence): this raises `NotImplementedError` rather than accept
-    /// anything unverified.
-    #[staticmethod]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn gpu(
-        _args: &Bound<'_, pyo3::types::PyTuple>,
-        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    /// This policy, also requiring at least `require` attested NVIDIA GPUs in the evidence:
+    /// each GPU report over the nonce derived from this session's REPORT_DATA, chained to
+    /// NVIDIA's device root, its measurements equal to the driver and VBIOS `rims` (signed
+    /// SWID tag files), versions among `driver_versions` / `vbios_versions` when given.
+    /// Certificate revocation (OCSP) cannot be checked offline: it fails unless
+    /// `skip_revocation=True`, which is then reported as a warning.
+    #[pyo3(signature = (require=1, rims=Vec::new(), skip_revocation=false, driver_versions=None, vbios_versions=None))]
+    fn with_gpus(
+        &self,
+        py: Python<'_>,
+        require: u32,
+        rims: Vec<PathBuf>,
+        skip_revocation: bool,
+        driver_versions: Option<Vec<String>>,
+        vbios_versions: Option<Vec<String>>,
     ) -> PyResult<Policy> {
-        Err(PyNotImplementedError::new_err(
-            "GPU evidence verification is not implemented in pupa's client: the guest's \
-             evidence carries no GPU attestation yet; use Policy.snp or Policy.tdx",
-        ))
+        let mut inner = self.inner.clone();
+        inner.knobs.require_gpus = Some(require);
+        inner.knobs.gpu_driver_versions = driver_versions;
+        inner.knobs.gpu_vbios_versions = vbios_versions;
+        inner.endorsements = inner
+            .endorsements
+            .with_gpu(&rims, skip_revocation)
+            .map_err(|e| errors::to_py(py, ClientError::Unverifiable(e)))?;
+        Ok(Policy {
+            inner,
+            tee: self.tee,
+        })
     }
 
     /// `"dev"`, `"snp"` or `"tdx"`.
@@ -195,6 +209,10 @@ impl Policy {
         } else {
             "any measurement".into()
         };
-        format!("Policy.{}({what})", self.tee.name())
+        let gpus = match k.require_gpus {
+            Some(n) if n > 0 => format!(".with_gpus({n})"),
+            _ => String::new(),
+        };
+        format!("Policy.{}({what}){gpus}", self.tee.name())
     }
 }

@@ -76,8 +76,9 @@ def test_wrong_policy_is_refused(worker_addr, manifest):
     # A dev policy pinned to another image.
     with pytest.raises(pupa.EvidenceError, match="measurement"):
         pupa.Client.connect(worker_addr, policy=pupa.Policy.dev(measurements=["ab" * 48]))
-    with pytest.raises(NotImplementedError, match="GPU"):
-        pupa.Policy.gpu()
+    # A policy that requires an attested GPU refuses this guest (its evidence has none).
+    with pytest.raises(pupa.EvidenceError, match="gpu count"):
+        pupa.Client.connect(worker_addr, policy=pupa.Policy.dev().with_gpus(1))
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
