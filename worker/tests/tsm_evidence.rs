@@ -58,6 +58,7 @@ fn policy() -> EvidencePolicy {
                 tdx::parse_collateral(&sample("tdx_quote_collateral.json")).unwrap(),
             ),
             now: Some(tdx::parse_now(NOW).unwrap()),
+            ..Endorsements::NONE
         },
     }
 }
