@@ -9,10 +9,13 @@
 //! checked before it and after it.
 
 use half::bf16;
+use half::slice::HalfBitsSliceExt;
 use pupa_kernels::cuda::{CudaError, CudaKernels};
 use pupa_kernels::AttnShape;
 use pupa_protocol::job::{DType, Job, JobShape, Layout, Op};
 use pupa_runtime::{Compute, ComputeError, CpuKernels};
+
+use crate::layout::{bf16_row_major, transposed};
 
 /// pupa's Hopper kernels on one GPU, with the CPU kernels for what they do not take.
 pub struct CudaCompute {
@@ -34,12 +37,14 @@ impl CudaCompute {
         })
     }
 
-    /// The GPU's result for `job`, `None` when the GPU kernels do not take it.
-    fn on_gpu(&self, job: &Job) -> Option<Result<Vec<f32>, CudaError>> {
+    /// The GPU's result for `job`: `Ok(None)` when the GPU kernels do not take it, `Err` when
+    /// its tensors cannot be decoded (the CPU kernels would fail the same way).
+    fn on_gpu(&self, job: &Job) -> Result<Option<Result<Vec<f32>, CudaError>>, ComputeError> {
         if job.dtype != DType::Bf16 {
-            return None;
+            return Ok(None);
         }
-        match (job.op, job.tensors.as_slice()) {
+        let flat = |t: &[u8]| bf16_row_major(t, 1, t.len() / 2, Layout::RowMajor);
+        Ok(match (job.op, job.tensors.as_slice()) {
             (
                 Op::Matmul {
                     m,
@@ -51,10 +56,13 @@ impl CudaCompute {
                 [a, b],
             ) if k % 8 == 0 => {
                 let (m, n, k) = (m as usize, n as usize, k as usize);
-                // A as m x k row-major; B as n x k row-major (Bᵀ), what the GEMM takes.
-                let a = row_major(&bf16s(a), m, k, a_layout);
-                let b_nk = row_major(&bf16s(b), n, k, flip(b_layout));
-                Some(self.gpu.gemm_host(&a, &b_nk, m, n, k))
+                let a = bf16_row_major(a, m, k, a_layout)?;
+                let b_nk = bf16_row_major(b, n, k, transposed(b_layout))?;
+                let (a, b_nk) = (
+                    a.reinterpret_cast::<bf16>(),
+                    b_nk.reinterpret_cast::<bf16>(),
+                );
+                Some(self.gpu.gemm_host(a, b_nk, m, n, k))
             }
             (
                 Op::Attention {
@@ -75,44 +83,16 @@ impl CudaCompute {
                     dim: dim as usize,
                     causal,
                 };
-                Some(
-                    self.gpu
-                        .attention_host(&bf16s(q), &bf16s(k), &bf16s(v), &shape),
-                )
+                let (q, k, v) = (flat(q)?, flat(k)?, flat(v)?);
+                Some(self.gpu.attention_host(
+                    q.reinterpret_cast(),
+                    k.reinterpret_cast(),
+                    v.reinterpret_cast(),
+                    &shape,
+                ))
             }
             _ => None,
-        }
-    }
-}
-
-/// The other layout: B (k x n) stored column-major is Bᵀ (n x k) stored row-major.
-fn flip(l: Layout) -> Layout {
-    match l {
-        Layout::RowMajor => Layout::ColMajor,
-        Layout::ColMajor => Layout::RowMajor,
-    }
-}
-
-fn bf16s(bytes: &[u8]) -> Vec<bf16> {
-    bytes
-        .chunks_exact(2)
-        .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-        .collect()
-}
-
-/// `rows x cols` row-major from data stored in `layout` (ColMajor: stored as its transpose).
-fn row_major(d: &[bf16], rows: usize, cols: usize, layout: Layout) -> Vec<bf16> {
-    match layout {
-        Layout::RowMajor => d.to_vec(),
-        Layout::ColMajor => {
-            let mut out = vec![bf16::ZERO; rows * cols];
-            for (j, col) in d.chunks_exact(rows.max(1)).enumerate().take(cols) {
-                for (i, &x) in col.iter().enumerate() {
-                    out[i * cols + j] = x;
-                }
-            }
-            out
-        }
+        })
     }
 }
 
@@ -130,7 +110,7 @@ impl Compute for CudaCompute {
         if expired() {
             return Err(ComputeError::Deadline);
         }
-        match self.on_gpu(job) {
+        match self.on_gpu(job)? {
             Some(Ok(out)) => {
                 if expired() {
                     return Err(ComputeError::Deadline);

@@ -4,7 +4,7 @@
 //! - [`serve`]: the serving loop on std's nonblocking TCP sockets (the firmware's limits);
 //! - [`tsm`]: SEV-SNP / TDX evidence through configfs-tsm (Documentation/ABI/testing/
 //!   configfs-tsm); [`certtable`]: the SNP certificate table of its `auxblob`;
-//! - [`compute`]: `--compute auto|cpu|cuda`;
+//! - [`compute`]: `--compute auto|cpu|cuda`; [`layout`]: job tensors as the CUDA kernels take them;
 //! - [`platform`]: entropy (`getrandom`) and the monotonic clock.
 //!
 //! Keys exist only in this process's memory; nothing is written to disk.
@@ -13,6 +13,7 @@ pub mod certtable;
 pub mod compute;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod layout;
 pub mod platform;
 pub mod serve;
 pub mod tsm;
