@@ -38,9 +38,12 @@ fn a_good_header_parses() {
     );
 }
 
+/// A corruption of the setup item and the error it must give.
+type Case = (fn(&mut Vec<u8>), LinuxError);
+
 #[test]
 fn bad_headers_are_typed_errors() {
-    let cases: [(fn(&mut Vec<u8>), LinuxError); 9] = [
+    let cases: [Case; 9] = [
         (|s| s[0x202] = b'X', LinuxError::NotBzImage),
         (|s| s[0x1FE] = 0, LinuxError::NotBzImage),
         (|s| s[0x206] = 0x0B, LinuxError::ProtocolTooOld(0x020B)),

@@ -42,7 +42,11 @@ pub fn kernel_present() -> bool {
 fn item_len(size_key: u16, max: u32) -> Result<usize, LinuxBootError> {
     let size = fw_cfg::item_u32(size_key).unwrap_or(0);
     if size > max {
-        return Err(LinuxBootError::ItemTooLarge { key: size_key, size, max });
+        return Err(LinuxBootError::ItemTooLarge {
+            key: size_key,
+            size,
+            max,
+        });
     }
     Ok(size as usize)
 }
