@@ -120,3 +120,41 @@ fn connections_beyond_the_limit_are_answered_busy() {
     }
     still_serves(&w);
 }
+
+#[test]
+fn a_client_that_does_not_read_is_held_back_then_answered_in_full() {
+    use std::io::Read;
+
+    use pupa_protocol::frame::FrameDecoder;
+
+    let dir = temp_dir("backpressure");
+    let w = WorkerProc::start(&["--tee", "dev", "--compute", "cpu"], &dir);
+    // ~15 MB of evidence replies (~300 bytes each): more than both sockets' kernel buffers
+    // (a few MB on loopback) plus the 1 MiB backlog at which the session stops reading, so
+    // the worker must hold the unread requests, not drop or mis-frame them.
+    const N: usize = 50_000;
+    let reqs: Vec<u8> = (0..N).flat_map(|_| evidence_request()).collect();
+    let mut s = TcpStream::connect(w.addr).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let t = std::thread::spawn(move || writer.write_all(&reqs).is_ok());
+    std::thread::sleep(Duration::from_millis(1000));
+    // Meanwhile the others are served.
+    still_serves(&w);
+    s.set_read_timeout(Some(T)).unwrap();
+    let (mut dec, mut got, mut buf) = (FrameDecoder::new(), 0, vec![0u8; 64 * 1024]);
+    while got < N {
+        let n = s.read(&mut buf).expect("replies keep coming");
+        assert!(n > 0, "closed after {got} replies: {}", w.log());
+        dec.feed(&buf[..n]);
+        while let Ok(Some(f)) = dec.next_frame() {
+            let m = Message::from_frame(&f).unwrap();
+            assert!(
+                matches!(m, Message::Evidence(ref e) if e.nonce == [9; 32]),
+                "{:?}",
+                m.kind()
+            );
+            got += 1;
+        }
+    }
+    assert!(t.join().unwrap());
+}
