@@ -8,6 +8,7 @@
 //! places them and jumps.
 
 pub mod bootparam;
+pub mod sev_hashes;
 #[cfg(test)]
 mod tests;
 
