@@ -81,8 +81,12 @@ pub fn select(choice: ComputeChoice) -> Result<WorkerCompute, ComputeSetupError>
         ComputeChoice::Auto => match open_cuda() {
             Ok(c) => Ok(c),
             Err(e) => {
+                let why = match e {
+                    ComputeSetupError::NotBuilt => "built without the `cuda` feature".into(),
+                    ComputeSetupError::Cuda(m) => m,
+                };
                 tracing::info!(
-                    "--compute auto: no CUDA backend ({e}); jobs run on the CPU kernels"
+                    "--compute auto: no CUDA backend ({why}); jobs run on the CPU kernels"
                 );
                 Ok(WorkerCompute::Cpu(CpuKernels))
             }
