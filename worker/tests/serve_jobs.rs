@@ -11,24 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{temp_dir, WorkerProc};
+use common::{temp_dir, workspace_bin, WorkerProc};
 use pupa_host::client::{fetch_and_verify, run_job, Connection, EvidencePolicy, JobSpec};
 
-/// `target/<profile>/pupa-host`, built (with this test's profile) if need be.
 fn pupa_host_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(ws)
-        .args(["build", "-p", "pupa-host", "--bin", "pupa-host"]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().unwrap().success(), "building pupa-host failed");
-    profile_dir.join("pupa-host")
+    workspace_bin("pupa-host", "pupa-host")
 }
 
 struct Relay(Child);

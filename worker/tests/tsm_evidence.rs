@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::tsm_mimic::{Mimic, Scenario};
-use common::{sample, snp_report, temp_dir, WorkerProc};
+use common::{sample, snp_report, temp_dir, workspace_bin, WorkerProc};
 use pupa_host::client::{verify_evidence, ClientError, Connection, EvidencePolicy};
 use pupa_measurements::verify::{tdx, Endorsements, PolicyKnobs, Verdict};
 use pupa_protocol::evidence::{report_data, TeeEvidence};
@@ -109,7 +109,44 @@ fn fetch_from_worker(tee: &str, scenario: Scenario) -> (TeeEvidence, ClientError
         "{}",
         w.log()
     );
+    measure_cli_fails_only_the_binding(&ev, &dir);
     (ev.tee, err, inblobs)
+}
+
+/// `pupa-measure verify --evidence` on the evidence as received: exactly REPORT_DATA fails.
+fn measure_cli_fails_only_the_binding(
+    ev: &pupa_protocol::evidence::Evidence,
+    dir: &std::path::Path,
+) {
+    let file = dir.join("evidence.bin");
+    std::fs::write(&file, postcard::to_allocvec(ev).unwrap()).unwrap();
+    let collateral = format!("{}tdx_quote_collateral.json", common::SAMPLES);
+    let out = std::process::Command::new(workspace_bin("pupa-measurements", "pupa-measure"))
+        .arg("verify")
+        .arg("--evidence")
+        .arg(&file)
+        .args([
+            "--any-measurement",
+            "--now",
+            NOW,
+            "--collateral",
+            &collateral,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("FAIL  "))
+        .map(|l| l.split("  ").next().unwrap_or_default().trim())
+        .collect();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(failed, ["REPORT_DATA"], "{text}");
 }
 
 fn assert_only_binding_fails(err: &ClientError) {

@@ -39,6 +39,24 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// `target/<profile>/BIN` of `package`, built (with this test's profile) first: the
+/// workspace's other binaries are not this crate's, so cargo does not build them for its tests.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(ws)
+        .args(["build", "-p", package, "--bin", bin]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "building {bin} failed");
+    profile_dir.join(bin)
+}
+
 /// A running `pupa-worker`; killed on drop.
 pub struct WorkerProc {
     pub child: Child,
