@@ -15,6 +15,7 @@
 //! equivalent is its version policy (`--gpu-driver-version`, `--gpu-vbios-version`), so every
 //! case gives both tools the same expected versions.
 
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -127,6 +128,18 @@ fn nvidia(c: &Case) -> Nvidia {
         "{}: not the pinned NVIDIA verifier",
         c.name
     );
+    // NVIDIA's bundled trust anchors are byte for byte the roots pupa pins.
+    for (key, pem) in [
+        ("device_root_sha256", "verifier_device_root.pem"),
+        ("rim_root_sha256", "verifier_RIM_root.pem"),
+    ] {
+        let ours = std::fs::read(Path::new(D23).join("..").join(pem)).unwrap();
+        assert_eq!(
+            v[key].as_str(),
+            Some(hex::encode(Sha256::digest(ours)).as_str()),
+            "NVIDIA's {pem} differs from testdata/gpu/{pem}"
+        );
+    }
     Nvidia {
         ok: v["ok"].as_bool().expect("ok"),
         reason: v["reason"].as_str().unwrap_or("").to_string(),
@@ -297,6 +310,17 @@ fn cases(dir: &Path) -> Vec<Case> {
         ..base.clone()
     });
     v.push(Case {
+        name: "chain: two certificates swapped",
+        chain: {
+            let s = std::fs::read_to_string(&chain).unwrap();
+            let certs: Vec<&str> = s.split_inclusive("-----END CERTIFICATE-----\n").collect();
+            let kept: String = [certs[0], certs[2], certs[1], certs[3], certs[4]].concat();
+            write(dir, "chain_swapped.txt", kept)
+        },
+        reject: Some(("gpu cert chain", "CertChainVerificationFailureError")),
+        ..base.clone()
+    });
+    v.push(Case {
         name: "2025 report with the 2023 RIMs",
         report: Path::new(D25).join("hopperAttestationReport.txt"),
         chain: Path::new(D25).join("hopperCertChain.txt"),
@@ -314,10 +338,8 @@ fn nvidia_verifier_agrees_on_the_samples_and_every_tamper() {
     if !setup() {
         return;
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "gpu-oracle-cases-{}",
-        std::process::id()
-    ));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gpu-oracle-cases-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut table = Vec::new();
     let mut errors = Vec::new();
@@ -350,5 +372,10 @@ fn nvidia_verifier_agrees_on_the_samples_and_every_tamper() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", table.join("\n"));
-    assert!(errors.is_empty(), "{}\n{}", errors.join("\n"), table.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{}\n{}",
+        errors.join("\n"),
+        table.join("\n")
+    );
 }

@@ -5,7 +5,8 @@ Runs NVIDIA's `verifier.cc_admin` (package nv-local-gpu-verifier, pinned in run.
 no-GPU test mode (`test_no_gpu`: NvmlHandlerTest stands in for NVML and reads the report and
 the certificate chain from files) on the files given here, and prints one JSON line on stdout:
 
-    {"ok": true|false, "reason": "...", "failed": [...], "nvidia_version": "2.7.3"}
+    {"ok": true|false, "reason": "...", "failed": [...], "nvidia_version": "2.7.3",
+     "device_root_sha256": "...", "rim_root_sha256": "..."}
 
 `ok` is NVIDIA's overall verdict (`attest()`'s status, i.e. `settings.check_status()`), `reason`
 the exception NVIDIA raised (or, when it raised none, the status flags it marked False).
@@ -27,10 +28,12 @@ NVIDIA's code is not edited. What is replaced at run time, and nothing else:
      event log file (verifier.log, written in the working directory) to a temporary directory.
 """
 import argparse
+import atexit
 import datetime as dt
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -53,7 +56,9 @@ def main():
 
     # Patch 4 (logging): NVIDIA's config module writes verifier.log into the working directory
     # at import time; keep it out of the repository.
-    os.chdir(tempfile.mkdtemp(prefix="gpu-oracle-"))
+    work = tempfile.mkdtemp(prefix="gpu-oracle-")
+    atexit.register(shutil.rmtree, work, True)
+    os.chdir(work)
 
     # Patch 2 (clock): pin the time of every X509 store verification. cc_admin_utils calls
     # `crypto.X509StoreContext(store, cert)` and signxml's `_add_cert_to_store` imports
@@ -142,8 +147,18 @@ def main():
         reason = "GPU attestation successful"
     if ok and caught:  # never report a pass next to an exception
         ok = False
+    # The trust anchors NVIDIA used (its bundled certs/), so the test can check they are the
+    # ones pupa pins (testdata/gpu/verifier_*.pem).
+    import hashlib
+
+    def sha256(path):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
     print(json.dumps({"ok": ok, "reason": " ".join(reason.split()), "failed": failed,
-                      "nvidia_version": __version__}))
+                      "nvidia_version": __version__,
+                      "device_root_sha256": sha256(BaseSettings.DEVICE_ROOT_CERT),
+                      "rim_root_sha256": sha256(BaseSettings.RIM_ROOT_CERT)}))
     return 0
 
 

@@ -13,7 +13,9 @@ root="$(cd "$here/../../.." && pwd)"
 venv="${PUPA_GPU_ORACLE_VENV:-$root/target/gpu-oracle-venv}"
 # Pinned: the version measurements/testdata/gpu/SOURCE names (NVIDIA's last 2.x release).
 pkg="nv-local-gpu-verifier==2.7.3"
-stamp="$venv/.pupa-oracle-$pkg"
+# Its dependencies, pinned too (constraints.txt); a change of either reinstalls the venv.
+constraints="$here/constraints.txt"
+stamp="$venv/.pupa-oracle-$pkg-$(sha256sum "$constraints" | cut -c1-16)"
 
 setup() {
   if [ -f "$stamp" ] && [ -x "$venv/bin/python" ]; then return 0; fi
@@ -27,7 +29,7 @@ setup() {
   if [ ! -f "$stamp" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv" >&2 || { echo "gpu oracle: python3 -m venv failed; run tests/bootstrap.sh" >&2; exit 3; }
-    "$venv/bin/pip" install -q --disable-pip-version-check "$pkg" >&2 ||
+    "$venv/bin/pip" install -q --disable-pip-version-check -c "$constraints" "$pkg" >&2 ||
       { echo "gpu oracle: pip install $pkg failed (PyPI reachable?)" >&2; exit 3; }
     (cd "$venv" && "$venv/bin/python" -W ignore -c "import verifier.cc_admin") >/dev/null 2>&1 ||
       { echo "gpu oracle: $pkg installed but does not import" >&2; exit 3; }
