@@ -3,8 +3,8 @@
 # `pip install ./clients/python` (maturin builds the Rust extension), then the pytest suite
 # against the real image booted under QEMU behind `pupa-host run`.
 #
-# The image: $PUPA_IMAGE, else the one the workspace tests build (target/pupa-test-release),
-# else target/pupa/pupa.fd, else it is built here (`pupa-image build --out target/pupa`).
+# The image: $PUPA_IMAGE, else built here from the current sources into the directory the
+# workspace tests use (`pupa-image build --out target/pupa-test-release`; a no-op when current).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -26,14 +26,12 @@ echo "python client: pip install ./clients/python"
 cargo build --locked -q -p pupa-host --bin pupa-host
 export PUPA_HOST_BIN="$PWD/target/debug/pupa-host"
 if [ -z "${PUPA_IMAGE:-}" ]; then
-  for f in target/pupa-test-release/pupa.fd target/pupa/pupa.fd; do
-    if [ -f "$f" ]; then PUPA_IMAGE="$PWD/$f"; break; fi
-  done
-fi
-if [ -z "${PUPA_IMAGE:-}" ]; then
-  echo "python client: building the image (target/pupa)"
-  cargo run --locked -q --release -p pupa-image -- build --out target/pupa
-  PUPA_IMAGE="$PWD/target/pupa/pupa.fd"
+  # Always from the current sources, into the directories the workspace tests use (an up-to-date
+  # image is a no-op rebuild; a stale one is never used).
+  echo "python client: building the image (target/pupa-test-release)"
+  cargo run --locked -q --release -p pupa-image -- build --out target/pupa-test-release \
+    --target-dir target/pupa-test-fw-release
+  PUPA_IMAGE="$PWD/target/pupa-test-release/pupa.fd"
 fi
 export PUPA_IMAGE
 echo "python client: pytest against $PUPA_IMAGE"
