@@ -26,10 +26,14 @@ impl Rng {
     }
 }
 
-/// The GPU, or `None` with the reason printed when this machine cannot run the kernels.
+/// The GPU, or `None` with the reason printed when this machine cannot run the kernels. With
+/// `PUPA_REQUIRE_GPU` set (kernels/cuda/gpu-check.sh) a missing GPU fails the test instead.
 fn gpu() -> Option<CudaKernels> {
     match CudaKernels::new(0) {
         Ok(g) => Some(g),
+        Err(e) if std::env::var_os("PUPA_REQUIRE_GPU").is_some() => {
+            panic!("PUPA_REQUIRE_GPU is set but the GPU cannot run the kernels: {e}")
+        }
         Err(
             e @ (CudaError::NoDriver
             | CudaError::NoNvrtc
@@ -60,7 +64,7 @@ fn nvrtc_compiles_every_kernel_for_sm_90a() {
                 );
             }
         }
-        Err(CudaError::NoNvrtc) => {
+        Err(CudaError::NoNvrtc) if std::env::var_os("PUPA_REQUIRE_GPU").is_none() => {
             eprintln!("SKIPPED: libnvrtc not found (see kernels/cuda/DEPS.md for LD_LIBRARY_PATH)")
         }
         Err(e) => panic!("{e}"),
