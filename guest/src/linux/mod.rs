@@ -9,6 +9,7 @@
 
 pub mod bootparam;
 pub mod sev_hashes;
+pub mod tdx_measure;
 #[cfg(test)]
 mod tests;
 
