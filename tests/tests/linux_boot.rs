@@ -57,7 +57,12 @@ fn kernel() -> PathBuf {
             .args(["download", &spec]));
     }
     let got = hex(&Sha256::digest(std::fs::read(&deb).unwrap()));
-    assert_eq!(got, lock["sha256"], "{} does not match image/linux.lock", deb.display());
+    assert_eq!(
+        got,
+        lock["sha256"],
+        "{} does not match image/linux.lock",
+        deb.display()
+    );
     let root = dir.join("deb");
     let vmlinuz = root.join(&lock["vmlinuz"]);
     if !vmlinuz.exists() {
@@ -69,7 +74,19 @@ fn kernel() -> PathBuf {
 /// Appends one newc entry (kernel `Documentation/driver-api/early-userspace/buffer-format.rst`).
 fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
     let fields = [
-        ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0,
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0,
     ];
     out.extend_from_slice(b"070701");
     for f in fields {
@@ -77,11 +94,11 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u3
     }
     out.extend_from_slice(name.as_bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(data);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -92,14 +109,28 @@ fn initramfs() -> PathBuf {
     let dir = cache();
     let init = dir.join("init");
     run(Command::new("gcc")
-        .args(["-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-O2", "-o"])
+        .args([
+            "-static",
+            "-nostdlib",
+            "-ffreestanding",
+            "-fno-stack-protector",
+            "-O2",
+            "-o",
+        ])
         .arg(&init)
         .arg(workspace().join("tests/linux/init.c")));
     let mut c = Vec::new();
     cpio_entry(&mut c, 1, "dev", 0o040755, (0, 0), &[]);
     cpio_entry(&mut c, 2, "dev/console", 0o020600, (5, 1), &[]);
     cpio_entry(&mut c, 3, "proc", 0o040755, (0, 0), &[]);
-    cpio_entry(&mut c, 4, "init", 0o100755, (0, 0), &std::fs::read(&init).unwrap());
+    cpio_entry(
+        &mut c,
+        4,
+        "init",
+        0o100755,
+        (0, 0),
+        &std::fs::read(&init).unwrap(),
+    );
     cpio_entry(&mut c, 0, "TRAILER!!!", 0, (0, 0), &[]);
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, c).unwrap();
@@ -162,11 +193,17 @@ fn boots_the_pinned_kernel_with_initrd_and_cmdline() {
     assert!(serial.contains(&format!("pupa: linux cmdline \"{CMDLINE}\"")));
     assert!(serial.contains("pupa: linux entering startup_64 at 0x"));
     // Linux ran /init from the initramfs, with our command line
-    assert!(serial.contains("PUPA_LINUX_INIT_OK"), "no marker from /init");
+    assert!(
+        serial.contains("PUPA_LINUX_INIT_OK"),
+        "no marker from /init"
+    );
     assert!(
         serial.contains(&format!("pupa-linux-test: cmdline: {CMDLINE}")),
         "/proc/cmdline differs"
     );
-    assert!(!serial.contains("pupa: ready"), "the runtime must not start");
+    assert!(
+        !serial.contains("pupa: ready"),
+        "the runtime must not start"
+    );
     assert_eq!(status, Some(INIT_EXIT_STATUS), "/init's isa-debug-exit");
 }
