@@ -6,7 +6,13 @@ use std::sync::atomic::AtomicBool;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+mod init;
+
 fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        // the only process of a Linux VM: /init of pupa's initramfs (docs/DESIGN.md §2.3)
+        init::main();
+    }
     let args = pupa_worker::Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -1,0 +1,182 @@
+//! `pupa-worker` as the only process of a Linux VM (PID 1, `/init` of the initramfs that
+//! `pupa-image initramfs` writes): mounts proc, sysfs, devtmpfs and configfs, loads the
+//! modules the initramfs lists in `/lib/modules/pupa.order` (in that order, finit_module),
+//! configures the NIC from the kernel command line ([`cmdline`]: static IPv4 address, default
+//! route; no DHCP), then serves like `pupa-worker --listen … --tee …`.
+//!
+//! PID 1 must never exit (the kernel panics): any fatal error prints one line
+//! (`pupa-init: fatal: …`) to the console and powers the machine off. SIGCHLD is ignored, so
+//! a child (there are none) could not linger as a zombie.
+
+pub mod cmdline;
+mod sys;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use cmdline::BootOptions;
+use pupa_worker::{Args, TeeChoice};
+
+/// The module list of the initramfs: one file name per line, relative to its directory.
+pub const MODULE_LIST: &str = "/lib/modules/pupa.order";
+/// How long PID 1 waits for the NIC to appear after its driver loaded.
+const NIC_WAIT: Duration = Duration::from_secs(10);
+
+/// One line to the console (the kernel opened /dev/console as stdout for /init).
+fn say(msg: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "pupa-init: {msg}");
+    let _ = out.flush();
+}
+
+/// Prints `pupa-init: fatal: MSG` and powers off.
+fn fatal(msg: &str) -> ! {
+    say(&format!("fatal: {msg}; powering off"));
+    sys::power_off()
+}
+
+/// The PID 1 entry point: sets the machine up, serves, and powers off if anything fails.
+pub fn main() -> ! {
+    if let Err(e) = sys::ignore_sigchld() {
+        fatal(&format!("SIGCHLD: {e}"));
+    }
+    let start = Instant::now();
+    if let Err(e) = setup() {
+        fatal(&e);
+    }
+    let opts = match std::fs::read_to_string("/proc/cmdline") {
+        Ok(line) => cmdline::parse(&line).unwrap_or_else(|e| fatal(&format!("cmdline: {e}"))),
+        Err(e) => fatal(&format!("/proc/cmdline: {e}")),
+    };
+    if let Err(e) = mount_configfs(opts.tee) {
+        fatal(&e);
+    }
+    let iface = network(&opts).unwrap_or_else(|e| fatal(&e));
+    say(&format!(
+        "{iface} {}/{} gw {}, set up in {:?}",
+        opts.ip.addr,
+        opts.ip.prefix,
+        opts.gateway.map_or("none".into(), |g| g.to_string()),
+        start.elapsed()
+    ));
+    serve(&opts)
+}
+
+/// Mounts proc, sysfs and devtmpfs, then loads the listed modules.
+fn setup() -> Result<(), String> {
+    for (fstype, dir) in [("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev")] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {dir}: {e}"))?;
+        sys::mount(fstype, dir, fstype).map_err(|e| format!("mount {fstype} on {dir}: {e}"))?;
+    }
+    load_modules(Path::new(MODULE_LIST))
+}
+
+/// Loads each module named in `list` (absent list: none). A module already present
+/// (EEXIST: built in or loaded) is not an error.
+fn load_modules(list: &Path) -> Result<(), String> {
+    let text = match std::fs::read_to_string(list) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", list.display())),
+    };
+    let dir = list.parent().unwrap_or(Path::new("/"));
+    for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        match sys::finit_module(&file) {
+            Ok(()) => say(&format!("loaded {name}")),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(format!("finit_module {}: {e}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Mounts configfs on /sys/kernel/config (configfs-tsm lives there); required for SNP/TDX
+/// evidence, only warned about for `dev`.
+fn mount_configfs(tee: TeeChoice) -> Result<(), String> {
+    let dir = "/sys/kernel/config";
+    match sys::mount("configfs", dir, "configfs") {
+        Ok(()) => Ok(()),
+        Err(e) if tee == TeeChoice::Dev => {
+            say(&format!(
+                "no configfs on {dir} ({e}); not needed for pupa.tee=dev"
+            ));
+            Ok(())
+        }
+        Err(e) => Err(format!("mount configfs on {dir}: {e}")),
+    }
+}
+
+/// The interface to configure: `pupa.iface`, else the first non-loopback one in name order.
+fn find_iface(opts: &BootOptions) -> Option<String> {
+    if let Some(i) = &opts.iface {
+        return Path::new("/sys/class/net")
+            .join(i)
+            .exists()
+            .then(|| i.clone());
+    }
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+/// Brings lo and the NIC up with the static address and default route; returns its name.
+fn network(opts: &BootOptions) -> Result<String, String> {
+    let deadline = Instant::now() + NIC_WAIT;
+    let iface = loop {
+        if let Some(i) = find_iface(opts) {
+            break i;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no network interface after {NIC_WAIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ctl = sys::NetCtl::open().map_err(|e| format!("socket: {e}"))?;
+    ctl.up("lo").map_err(|e| format!("lo up: {e}"))?;
+    ctl.set_ipv4(&iface, opts.ip.addr, opts.ip.netmask())
+        .map_err(|e| format!("{iface}: address: {e}"))?;
+    ctl.up(&iface).map_err(|e| format!("{iface} up: {e}"))?;
+    if let Some(gw) = opts.gateway {
+        ctl.default_route(gw)
+            .map_err(|e| format!("default route via {gw}: {e}"))?;
+    }
+    Ok(iface)
+}
+
+/// Serves as `pupa-worker --listen … --tee … --compute …` would; powers off when it ends.
+fn serve(opts: &BootOptions) -> ! {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .init();
+    // through the parser, so that options added to `Args` later keep their defaults
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
+    let argv = [
+        "pupa-worker".to_string(),
+        format!("--listen={}", opts.listen),
+        format!(
+            "--tee={}",
+            name(opts.tee.to_possible_value()).unwrap_or_default()
+        ),
+        format!(
+            "--compute={}",
+            name(opts.compute.to_possible_value()).unwrap_or_default()
+        ),
+    ];
+    let args = Args::try_parse_from(argv).unwrap_or_else(|e| fatal(&format!("arguments: {e}")));
+    let stop = AtomicBool::new(false);
+    match pupa_worker::run(&args, &stop) {
+        Ok(()) => fatal("the worker stopped"),
+        Err(e) => fatal(&format!("worker: {e}")),
+    }
+}
