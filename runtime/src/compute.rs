@@ -130,30 +130,35 @@ fn run<T: Element>(
             let (a, b) = (view(a, m, k, a_layout)?, view(b, k, n, b_layout)?);
             pupa_kernels::matmul_until(detect(), a, b, &mut out, n, expired)?;
         }
-        (
-            Op::Attention {
-                seq_q,
-                seq_k,
-                heads,
-                kv_heads,
-                dim,
-                causal,
-            },
-            [q, k, v],
-        ) => {
-            let sh = AttnShape {
-                seq_q: seq_q as usize,
-                seq_k: seq_k as usize,
-                heads: heads as usize,
-                kv_heads: kv_heads as usize,
-                dim: dim as usize,
-                causal,
-            };
+        (op @ Op::Attention { .. }, [q, k, v]) => {
+            let sh = attn_shape(&op).ok_or(ComputeError::Inconsistent)?;
             pupa_kernels::attention_until(detect(), q, k, v, &mut out, sh, None, expired)?;
         }
         _ => return Err(ComputeError::Inconsistent),
     }
     Ok(out)
+}
+
+/// The kernels' shape of an attention op (`None` for other ops).
+pub fn attn_shape(op: &Op) -> Option<AttnShape> {
+    match *op {
+        Op::Attention {
+            seq_q,
+            seq_k,
+            heads,
+            kv_heads,
+            dim,
+            causal,
+        } => Some(AttnShape {
+            seq_q: seq_q as usize,
+            seq_k: seq_k as usize,
+            heads: heads as usize,
+            kv_heads: kv_heads as usize,
+            dim: dim as usize,
+            causal,
+        }),
+        Op::Matmul { .. } => None,
+    }
 }
 
 fn view<T: Element>(

@@ -49,7 +49,7 @@ mod worker;
 pub use billing::{price, Billing, Charge, Claim, VoucherError, MAX_VOUCHER_LEDGERS};
 pub use budget::{Budget, Reservation};
 pub use clients::{ClientTable, Ledger, ReplayError};
-pub use compute::{execute, execute_until, Compute, ComputeError, CpuKernels};
+pub use compute::{attn_shape, execute, execute_until, Compute, ComputeError, CpuKernels};
 pub use dev::DevTee;
 pub use session::Session;
 pub use worker::{Config, Worker, WorkerError};

@@ -11,9 +11,8 @@
 use half::bf16;
 use half::slice::HalfBitsSliceExt;
 use pupa_kernels::cuda::{CudaError, CudaKernels};
-use pupa_kernels::AttnShape;
 use pupa_protocol::job::{DType, Job, JobShape, Layout, Op};
-use pupa_runtime::{Compute, ComputeError, CpuKernels};
+use pupa_runtime::{attn_shape, Compute, ComputeError, CpuKernels};
 
 use crate::layout::{bf16_row_major, transposed};
 
@@ -64,24 +63,9 @@ impl CudaCompute {
                 );
                 Some(self.gpu.gemm_host(a, b_nk, m, n, k))
             }
-            (
-                Op::Attention {
-                    seq_q,
-                    seq_k,
-                    heads,
-                    kv_heads,
-                    dim,
-                    causal,
-                },
-                [q, k, v],
-            ) if dim == 64 || dim == 128 => {
-                let shape = AttnShape {
-                    seq_q: seq_q as usize,
-                    seq_k: seq_k as usize,
-                    heads: heads as usize,
-                    kv_heads: kv_heads as usize,
-                    dim: dim as usize,
-                    causal,
+            (op @ Op::Attention { dim, .. }, [q, k, v]) if dim == 64 || dim == 128 => {
+                let Some(shape) = attn_shape(&op) else {
+                    return Ok(None);
                 };
                 let (q, k, v) = (flat(q)?, flat(k)?, flat(v)?);
                 Some(self.gpu.attention_host(
