@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod elf;
+pub mod initramfs;
 pub mod layout;
 
 /// ROM size of the image: a multiple of 64 KiB (QEMU's `-bios` requirement).

@@ -1,11 +1,14 @@
 //! `pupa-image`: build the measured firmware image, or inspect any OVMF-format firmware.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pupa_image::build::{self, BuildOptions};
+use pupa_image::initramfs;
+use pupa_measurements::hexfmt::encode as hex;
 use pupa_measurements::ovmf::Firmware;
+use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +43,19 @@ enum Cmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a deterministic initramfs (newc cpio, uncompressed): /init, /dev/console and the
+    /// modules, listed in lib/modules/pupa.order in the order given (the load order).
+    Initramfs {
+        /// The executable to run as /init (a static pupa-worker).
+        #[arg(long)]
+        init: PathBuf,
+        /// A kernel module (.ko) to include and load at boot; repeat, in load order.
+        #[arg(long)]
+        module: Vec<PathBuf>,
+        /// Where to write the archive.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the GUID table, SEV and TDVF metadata of an OVMF-format firmware file.
     Inspect {
@@ -94,6 +110,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Cmd::Initramfs { init, module, out } => write_initramfs(&init, &module, &out),
         Cmd::Inspect { file, json } => {
             let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let fw = Firmware::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -105,6 +122,24 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn write_initramfs(init: &Path, modules: &[PathBuf], out: &Path) -> Result<(), String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut mods = Vec::new();
+    for m in modules {
+        let name = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: no file name", m.display()))?;
+        mods.push((name.to_string(), read(m)?));
+    }
+    let bytes = initramfs::payload(&read(init)?, &mods).map_err(|e| e.to_string())?;
+    std::fs::write(out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("initramfs {}", out.display());
+    println!("size      {} bytes", bytes.len());
+    println!("sha256    {}", hex(&Sha256::digest(&bytes)));
+    Ok(())
 }
 
 fn inspect_json(fw: &Firmware) -> serde_json::Value {
