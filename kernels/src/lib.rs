@@ -56,8 +56,8 @@ pub use mat::{DType, Element, MatRef};
 pub use parallel::{
     attention_parallel, attention_parallel_until, matmul_parallel, matmul_parallel_until, Rayon,
 };
-pub use split::{attention_split_until, matmul_split_until, Serial, Workers};
 pub use reference::rel_l2_error;
+pub use split::{attention_split_until, matmul_split_until, Serial, Workers};
 
 /// `C = A · B` on the best ISA of this CPU. `c` is row-major `m × n`, contiguous
 /// (`c.len() ≥ m·n`); every element of it is written.

@@ -60,7 +60,10 @@ fn jobs_run_on_the_workers_compute_backend() {
 fn backend_errors_become_specific_replies() {
     for (fail, code) in [
         (ComputeError::Deadline, ErrorCode::DeadlineExceeded),
-        (ComputeError::OutOfMemory { bytes: 1 << 40 }, ErrorCode::Busy),
+        (
+            ComputeError::OutOfMemory { bytes: 1 << 40 },
+            ErrorCode::Busy,
+        ),
         (ComputeError::Inconsistent, ErrorCode::InvalidJob),
     ] {
         let jobs = Rc::new(Cell::new(0));
@@ -75,7 +78,11 @@ fn backend_errors_become_specific_replies() {
         let ex = exchange(&mut w, &frame(&Message::SealedJob(sj)), 4096, false);
         let e = expect_error(&ex, code);
         assert_eq!(e.job_id, Some([2; 16]), "{fail:?}: the error names the job");
-        assert!(e.detail.contains(&fail.to_string()), "{fail:?}: {}", e.detail);
+        assert!(
+            e.detail.contains(&fail.to_string()),
+            "{fail:?}: {}",
+            e.detail
+        );
         assert_eq!(jobs.get(), 1);
     }
 }

@@ -12,9 +12,7 @@ use pupa_protocol::msg::{ErrorCode, ErrorReply, Hello, Message, SealedJob};
 use pupa_protocol::receipt::SignedReceipt;
 use pupa_protocol::seal::{Aead, KeyPair};
 use pupa_protocol::serde_bytes::ByteBuf;
-use pupa_runtime::{
-    Clock, Compute, Config, DevTee, Entropy, EntropyFailure, Session, Worker,
-};
+use pupa_runtime::{Clock, Compute, Config, DevTee, Entropy, EntropyFailure, Session, Worker};
 use sha2::{Digest, Sha256};
 
 /// Image hash the dev TEE reports.
@@ -99,7 +97,12 @@ pub struct Exchange {
 }
 
 /// Sends `bytes` on a fresh session in `chunk`-byte pieces, then EOF if `eof`; drains replies.
-pub fn exchange<K: Compute>(w: &mut TestWorker<K>, bytes: &[u8], chunk: usize, eof: bool) -> Exchange {
+pub fn exchange<K: Compute>(
+    w: &mut TestWorker<K>,
+    bytes: &[u8],
+    chunk: usize,
+    eof: bool,
+) -> Exchange {
     let mut s = Session::new(w);
     for piece in bytes.chunks(chunk.max(1)) {
         let n = s.receive(w, piece);
