@@ -200,3 +200,105 @@ pub fn pupa_host_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// `image/linux.lock`: the pinned Debian kernel package (`key = value` lines).
+pub fn linux_lock() -> std::collections::HashMap<String, String> {
+    let text = std::fs::read_to_string(workspace().join("image/linux.lock")).expect("linux.lock");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The pinned kernel package unpacked under `cache` (`dpkg-deb -x`): its `.deb` from `cache`,
+/// from tests/tests/linux_boot.rs's cache, or `apt-get download`, its SHA-256 checked against
+/// image/linux.lock first. Returns the unpacked root (`boot/vmlinuz-…`, `lib/modules/…`).
+pub fn pinned_linux_package(cache: &Path) -> PathBuf {
+    use pupa_measurements::hexfmt::encode as hex;
+    use sha2::{Digest, Sha256};
+    let lock = linux_lock();
+    std::fs::create_dir_all(cache).expect("cache dir");
+    let shared = workspace().join("target/linux-boot").join(&lock["deb"]);
+    let mut deb = cache.join(&lock["deb"]);
+    if !deb.exists() && shared.exists() {
+        deb = shared;
+    } else if !deb.exists() {
+        let spec = format!("{}={}", lock["package"], lock["version"]);
+        run_ok(
+            Command::new("apt-get")
+                .current_dir(cache)
+                .args(["download", &spec]),
+        );
+    }
+    let got = hex(&Sha256::digest(std::fs::read(&deb).expect("read the .deb")));
+    assert_eq!(
+        got,
+        lock["sha256"],
+        "{} does not match image/linux.lock",
+        deb.display()
+    );
+    let root = cache.join("deb");
+    if !root.join(&lock["vmlinuz"]).exists() {
+        run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    }
+    root
+}
+
+/// The Rust toolchain with the x86_64-unknown-linux-musl standard library (the pinned nightly
+/// has none): `PUPA_MUSL_TOOLCHAIN`, else 1.95.0 (tests/bootstrap.sh installs it).
+pub const MUSL_TOOLCHAIN: &str = "1.95.0";
+
+/// A static `pupa-worker` (x86_64-unknown-linux-musl, release, default CPU features), built
+/// into target/musl with [`MUSL_TOOLCHAIN`].
+pub fn static_worker() -> PathBuf {
+    let ws = workspace();
+    let tc = std::env::var("PUPA_MUSL_TOOLCHAIN").unwrap_or_else(|_| MUSL_TOOLCHAIN.into());
+    let target_dir = ws.join("target/musl");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&ws)
+        .arg(format!("+{tc}"))
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "pupa-worker",
+            "--bin",
+            "pupa-worker",
+        ])
+        .args(["--target", "x86_64-unknown-linux-musl", "--target-dir"])
+        .arg(&target_dir);
+    for v in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC",
+    ] {
+        cmd.env_remove(v);
+    }
+    for v in [
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_RUSTC_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cmd.env_remove(v);
+    }
+    let st = cmd.status().expect("run cargo");
+    assert!(
+        st.success(),
+        "building the static pupa-worker failed (toolchain {tc})"
+    );
+    target_dir.join("x86_64-unknown-linux-musl/release/pupa-worker")
+}

@@ -157,6 +157,7 @@ fn network(opts: &BootOptions) -> Result<String, String> {
 fn serve(opts: &BootOptions) -> ! {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .init();
     // through the parser, so that options added to `Args` later keep their defaults
