@@ -26,4 +26,8 @@ fi
 # rust-toolchain.toml pins the channel and its components; this installs them if missing.
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup component list --installed 2>/dev/null | grep -q '^rust-src' || rustup component add rust-src
+# The static pupa-worker of the Linux payload (tests/tests/linux_worker.rs): the pinned nightly
+# ships no x86_64-unknown-linux-musl standard library, so a stable toolchain builds it.
+rustup target list --toolchain 1.95.0 --installed 2>/dev/null | grep -q '^x86_64-unknown-linux-musl$' \
+  || rustup toolchain install 1.95.0 --profile minimal --target x86_64-unknown-linux-musl
 echo "bootstrap: ok ($(qemu-system-x86_64 --version | head -1); $(rustc -V))"
