@@ -37,6 +37,7 @@ fn nonce(h: &str) -> [u8; 32] {
 fn coll(skip_revocation: bool) -> GpuCollateral {
     GpuCollateral {
         rims: vec![VBIOS_RIM.to_vec(), DRIVER_RIM.to_vec()],
+        ocsp: Vec::new(),
         skip_revocation,
     }
 }

@@ -13,9 +13,10 @@
 //!           --tdx-vcpus N; --tdx-min-ram-mib N; --require-gpus N;
 //!           --gpu-driver-version V...; --gpu-vbios-version V...; --json
 //!   GPUs (evidence with GPU reports): --gpu-rim FILE... (driver and VBIOS RIMs),
-//!           --gpu-skip-revocation (OCSP is not checked offline: a warning instead of a failure)
+//!           --gpu-ocsp FILE... (DER OCSP responses for the GPU chain's certificates), or
+//!           --gpu-skip-revocation (OCSP not checked: a warning instead of a failure)
 //! pupa-measure verify --gpu-report FILE --gpu-chain FILE --gpu-nonce HEX [--gpu-rim FILE...]
-//!           [--gpu-skip-revocation] [--now RFC3339]   (one NVIDIA report on its own)
+//!           [--gpu-ocsp FILE... | --gpu-skip-revocation] [--now RFC3339]   (one report on its own)
 //! ```
 //! With `--evidence`, REPORT_DATA must be the binding of the evidence's own keys and nonce;
 //! `--nonce`, `--hpke-pk`, `--receipt-pk` then pin what the evidence must carry (own checks).
@@ -120,6 +121,10 @@ pub struct VerifyArgs {
     /// GPUs: accept the certificates without a revocation (OCSP) check, reported as a warning.
     #[arg(long)]
     pub gpu_skip_revocation: bool,
+    /// GPUs: a DER OCSP response (RFC 6960) for a certificate of the GPU chain (repeatable);
+    /// every certificate below the root needs a current, signed, good one.
+    #[arg(long)]
+    pub gpu_ocsp: Vec<PathBuf>,
     /// One NVIDIA GPU attestation report (hex as NVIDIA stores it, or binary), verified on its
     /// own with --gpu-chain and --gpu-nonce.
     #[arg(long, conflicts_with_all = ["evidence", "report", "quote"], requires_all = ["gpu_chain", "gpu_nonce"])]
@@ -166,6 +171,7 @@ fn knobs(a: &VerifyArgs, tee: TeeKind) -> Result<PolicyKnobs, String> {
         gpu_vbios_versions: (!a.gpu_vbios_version.is_empty()).then(|| a.gpu_vbios_version.clone()),
         gpu_rims: (!a.gpu_rim.is_empty()).then(|| a.gpu_rim.clone()),
         gpu_skip_revocation: a.gpu_skip_revocation.then_some(true),
+        gpu_ocsp: (!a.gpu_ocsp.is_empty()).then(|| a.gpu_ocsp.clone()),
         ..PolicyKnobs::default()
     };
     if let Some(t) = &a.min_tcb {

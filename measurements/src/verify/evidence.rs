@@ -85,15 +85,33 @@ impl Endorsements {
             .collect::<Result<_, _>>()?;
         self.gpu = GpuCollateral {
             rims,
+            ocsp: std::mem::take(&mut self.gpu.ocsp),
             skip_revocation,
         };
         Ok(self)
     }
 
-    /// [`Self::with_gpu`] with the policy's `gpu_rims` and `gpu_skip_revocation`.
+    /// Adds the GPU OCSP responses (DER `OCSPResponse` files, RFC 6960), read here and parsed
+    /// when the revocation line is checked.
+    pub fn with_gpu_ocsp(mut self, files: &[PathBuf]) -> Result<Self, VerifyError> {
+        self.gpu.ocsp = files
+            .iter()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| {
+                    VerifyError::Policy(format!("cannot read OCSP response {}: {e}", p.display()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// [`Self::with_gpu`] and [`Self::with_gpu_ocsp`] with the policy's `gpu_rims`,
+    /// `gpu_skip_revocation` and `gpu_ocsp`.
     pub fn with_gpu_knobs(self, k: &PolicyKnobs) -> Result<Self, VerifyError> {
         let rims = k.gpu_rims.clone().unwrap_or_default();
-        self.with_gpu(&rims, k.gpu_skip_revocation == Some(true))
+        let ocsp = k.gpu_ocsp.clone().unwrap_or_default();
+        self.with_gpu(&rims, k.gpu_skip_revocation == Some(true))?
+            .with_gpu_ocsp(&ocsp)
     }
 
     /// The verification time as a date (for certificate validity).

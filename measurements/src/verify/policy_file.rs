@@ -77,6 +77,9 @@ pub struct PolicyKnobs {
     pub gpu_rims: Option<Vec<PathBuf>>,
     /// GPUs: accept the certificates without a revocation (OCSP) check, with a warning.
     pub gpu_skip_revocation: Option<bool>,
+    /// GPUs: DER OCSP responses for the GPU chain (relative paths: to the policy file's
+    /// directory).
+    pub gpu_ocsp: Option<Vec<PathBuf>>,
 }
 
 /// Keys and nonce a policy pins; evidence verification checks the evidence carries them.
@@ -126,6 +129,7 @@ impl PolicyKnobs {
         gpu_vbios_versions: None,
         gpu_rims: None,
         gpu_skip_revocation: None,
+        gpu_ocsp: None,
     };
 
     /// Whether a measurement choice (`expect`, `measurements`, `any_measurement`) is made.
@@ -160,7 +164,7 @@ impl PolicyKnobs {
                 k.expect = Some(base_dir.join(p));
             }
         }
-        for p in k.gpu_rims.iter_mut().flatten() {
+        for p in k.gpu_rims.iter_mut().chain(k.gpu_ocsp.iter_mut()).flatten() {
             if p.is_relative() {
                 *p = base_dir.join(&*p);
             }
@@ -221,7 +225,8 @@ impl PolicyKnobs {
             gpu_driver_versions,
             gpu_vbios_versions,
             gpu_rims,
-            gpu_skip_revocation
+            gpu_skip_revocation,
+            gpu_ocsp
         );
         self
     }

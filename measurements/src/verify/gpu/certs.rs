@@ -144,7 +144,7 @@ fn raw_tbs(der: &[u8]) -> Result<&[u8], String> {
 
 /// `child` signed by `issuer`: issuer name, ecdsa-with-SHA384 (RFC 5758 §3.2: parameters
 /// absent), DER ECDSA-Sig-Value over the raw TBS, verified with the issuer's P-384 key.
-fn check_signed_by(child: &ChainCert, issuer: &ChainCert) -> Result<(), String> {
+pub fn check_signed_by(child: &ChainCert, issuer: &ChainCert) -> Result<(), String> {
     let tbs = &child.cert.tbs_certificate;
     if tbs.issuer != issuer.cert.tbs_certificate.subject {
         return Err(format!(
@@ -232,7 +232,7 @@ pub fn check_chain(chain: &[ChainCert], root: &ChainCert) -> Result<String, Stri
 }
 
 /// The certificate's CN, or its whole subject.
-fn common_name(c: &ChainCert) -> String {
+pub fn common_name(c: &ChainCert) -> String {
     let subject = c.subject();
     subject
         .split(',')

@@ -12,13 +12,18 @@
 //! NVIDIA's 2023 sample equal its RIMs (tests/verify_gpu_evidence.rs). The RIM for a report is the one whose version equals
 //! the version the report states in its signed opaque data.
 //!
-//! Revocation (OCSP for the device chain and the RIM chains) needs NVIDIA's OCSP service, which
-//! an offline verifier cannot query and for which no recorded responses exist here; it is
-//! therefore a failing line unless the caller explicitly skips it, which shows as a warning.
+//! Revocation: an offline verifier cannot query NVIDIA's OCSP service, so the responses come as
+//! collateral files (`--gpu-ocsp`, [`super::ocsp::check_chain_revocation`]): every certificate
+//! of the GPU's chain below the root needs a current, properly signed *good* response. The RIM
+//! signer chains are not covered by it (their certificates are not kept past the RIM check),
+//! which the verdict states as a warning. Without responses the line fails, unless the caller
+//! explicitly skips it, which shows as a warning.
 
 use pupa_protocol::evidence::{Evidence, MAX_GPUS};
 use time::OffsetDateTime;
 
+use super::certs::parse_pem_chain;
+use super::ocsp::check_chain_revocation;
 use super::rim::{verify_rim, Rim, RimMeasurement};
 use super::{verify_gpu_report, GpuReportSummary};
 use crate::verify::Verdict;
@@ -53,13 +58,16 @@ impl GpuPolicy {
     };
 }
 
-/// What GPU verification needs besides the evidence: the RIM files, and whether revocation may
-/// go unchecked.
+/// What GPU verification needs besides the evidence: the RIM files, the OCSP responses, and
+/// whether revocation may go unchecked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GpuCollateral {
     /// Driver and VBIOS RIMs (SWID tag XML), in any order.
     pub rims: Vec<Vec<u8>>,
-    /// Accept the certificates without a revocation check (a warning line).
+    /// DER OCSP responses (RFC 6960 `OCSPResponse`) for the GPU chain's certificates.
+    pub ocsp: Vec<Vec<u8>>,
+    /// Accept the certificates without a revocation check (a warning line); only used when no
+    /// OCSP response is given.
     pub skip_revocation: bool,
 }
 
@@ -67,6 +75,7 @@ impl GpuCollateral {
     /// No RIMs; revocation required.
     pub const NONE: GpuCollateral = GpuCollateral {
         rims: Vec::new(),
+        ocsp: Vec::new(),
         skip_revocation: false,
     };
 }
@@ -165,24 +174,43 @@ pub fn check_one(
         _ => Err("not checked: no verified RIM for the report's versions".into()),
     };
     v.check_result(&format!("{name} measurements"), golden);
-    if coll.skip_revocation {
-        v.check(
-            &format!("{name} revocation"),
-            true,
-            "SKIPPED (--gpu-skip-revocation)",
-        );
+    revocation(v, name, chain, coll, now);
+    v.check_result(&format!("{name} version policy"), version_policy(r, policy));
+}
+
+/// The `{name} revocation` line: the GPU chain against the OCSP responses; without any, a failure
+/// unless explicitly skipped (then a warning).
+fn revocation(
+    v: &mut Verdict,
+    name: &str,
+    chain: &[u8],
+    coll: &GpuCollateral,
+    now: OffsetDateTime,
+) {
+    let line = format!("{name} revocation");
+    if !coll.ocsp.is_empty() {
+        let r = parse_pem_chain(chain)
+            .map_err(|e| format!("not checked: {e}"))
+            .and_then(|c| check_chain_revocation(&c, &coll.ocsp, now))
+            .map(|s| format!("GPU chain: {s}"));
+        v.check_result(&line, r);
+        v.warnings.push(format!(
+            "{name}: certificate revocation (OCSP) of the RIM signer chains was not checked \
+             (only the GPU chain's)"
+        ));
+    } else if coll.skip_revocation {
+        v.check(&line, true, "SKIPPED (--gpu-skip-revocation)");
         v.warnings.push(format!(
             "{name}: certificate revocation (OCSP) of the GPU and RIM chains was not checked"
         ));
     } else {
         v.check(
-            &format!("{name} revocation"),
+            &line,
             false,
-            "OCSP for the GPU and RIM chains cannot be checked offline; pass \
-             --gpu-skip-revocation to accept that (it is reported as a warning)",
+            "no OCSP response for the GPU chain: pass them with --gpu-ocsp FILE, or \
+             --gpu-skip-revocation to accept the chain unchecked (reported as a warning)",
         );
     }
-    v.check_result(&format!("{name} version policy"), version_policy(r, policy));
 }
 
 /// The verified RIM whose version equals `version`, and a line saying so.

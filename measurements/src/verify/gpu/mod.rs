@@ -30,6 +30,7 @@
 
 pub mod certs;
 pub mod evidence;
+pub mod ocsp;
 pub mod rim;
 pub mod spdm;
 mod xml_c14n;
