@@ -4,6 +4,7 @@
 //! - [`serve`]: the serving loop on std's nonblocking TCP sockets (the firmware's limits);
 //! - [`tsm`]: SEV-SNP / TDX evidence through configfs-tsm (Documentation/ABI/testing/
 //!   configfs-tsm); [`certtable`]: the SNP certificate table of its `auxblob`;
+//! - [`gpu`]: NVIDIA GPU evidence through NVML (`--gpus`), bound to the same REPORT_DATA;
 //! - [`compute`]: `--compute auto|cpu|cuda`; [`layout`]: job tensors as the CUDA kernels take them;
 //! - [`platform`]: entropy (`getrandom`) and the monotonic clock.
 //!
@@ -13,6 +14,7 @@ pub mod certtable;
 pub mod compute;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod gpu;
 pub mod layout;
 pub mod platform;
 pub mod serve;
@@ -26,6 +28,7 @@ use std::sync::atomic::AtomicBool;
 use pupa_runtime::{Config, DevTee, Tee, Worker};
 
 use compute::{ComputeChoice, ComputeSetupError};
+use gpu::{GpuChoice, GpuStartError};
 use platform::{MonotonicClock, OsEntropy};
 use tsm::{ConfigfsTsm, TsmKind};
 
@@ -60,6 +63,10 @@ pub struct Args {
     /// Where jobs run.
     #[arg(long, value_enum, default_value = "auto")]
     pub compute: ComputeChoice,
+    /// GPU evidence: `auto` (NVML if it loads and sees GPUs), `none`, `nvml` (required) or
+    /// `mock:DIR` (tests: serves DIR's sample, see `gpu::mock`).
+    #[arg(long, default_value = "auto")]
+    pub gpus: GpuChoice,
     /// Connections served at once.
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,
@@ -74,6 +81,12 @@ pub enum StartError {
     /// `--compute` cannot be honoured.
     #[error(transparent)]
     Compute(#[from] ComputeSetupError),
+    /// The GPUs cannot be attested.
+    #[error(transparent)]
+    Gpu(#[from] GpuStartError),
+    /// `--compute cuda` on a TEE without GPU evidence.
+    #[error("--compute cuda needs GPU evidence (--gpus auto|nvml with a GPU in CC mode) unless --tee dev")]
+    CudaWithoutGpuEvidence,
     /// The listening socket.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -94,7 +107,10 @@ impl StartError {
     /// The process exit code: 2 for a configuration the machine cannot honour, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Compute(_) | StartError::Listen { .. } => 2,
+            StartError::Compute(_)
+            | StartError::Listen { .. }
+            | StartError::Gpu(_)
+            | StartError::CudaWithoutGpuEvidence => 2,
             _ => 1,
         }
     }
@@ -114,7 +130,16 @@ fn own_sha384() -> [u8; 48] {
     }
 }
 
-/// The TEE backend `args` asks for.
+/// The TEE backend `args` asks for, with the GPUs' evidence beside it when `gpus` is some.
+pub fn tee_with_gpus(args: &Args, gpus: Option<Box<dyn gpu::GpuAttestation>>) -> Box<dyn Tee> {
+    let cpu = tee_of(args);
+    match gpus {
+        Some(g) => Box::new(gpu::GpuTee::new(cpu, g)),
+        None => cpu,
+    }
+}
+
+/// The CPU TEE backend `args` asks for.
 pub fn tee_of(args: &Args) -> Box<dyn Tee> {
     match args.tee {
         TeeChoice::Dev => {
@@ -137,6 +162,10 @@ pub fn tee_of(args: &Args) -> Box<dyn Tee> {
 /// Starts the worker and serves until `stop` is set: opens the compute backend, listens,
 /// makes the keys and boot evidence, prints `pupa-worker: listening on ADDR` to stdout.
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
+    let gpus = gpu::open(&args.gpus)?;
+    if args.compute == ComputeChoice::Cuda && gpus.is_none() && args.tee != TeeChoice::Dev {
+        return Err(StartError::CudaWithoutGpuEvidence);
+    }
     let compute = compute::select(args.compute)?;
     let compute_name = pupa_runtime::Compute::name(&compute);
     let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Listen {
@@ -151,8 +180,9 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
         memory_budget: args.memory_budget_mib.saturating_mul(1 << 20),
         ..Config::default()
     };
+    let n_gpus = gpus.as_ref().map_or(0, |g| g.device_count().unwrap_or(0));
     let mut worker = Worker::with_compute(
-        tee_of(args),
+        tee_with_gpus(args, gpus),
         OsEntropy,
         MonotonicClock::start(),
         config,
@@ -161,6 +191,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
     tracing::info!(
         tee = ?args.tee,
         compute = compute_name,
+        gpus = n_gpus,
         "keys made, boot evidence ready"
     );
     let mut out = std::io::stdout().lock();
