@@ -205,7 +205,7 @@ fn ica_ok(p: &Pki) -> Vec<u8> {
 }
 
 fn check(p: &Pki, responses: &[Vec<u8>]) -> Result<String, String> {
-    check_chain_revocation(&p.chain(), responses, now())
+    check_chain_revocation(&p.chain(), 0, responses, now())
 }
 
 #[test]
@@ -215,6 +215,20 @@ fn good_responses_by_the_issuers_pass() {
     let r = check(&p, &[leaf, ica_ok(&p)]).unwrap();
     assert!(r.contains("2 certificate(s)"), "{r}");
     assert!(r.contains("Test Leaf") && r.contains("Test ICA"), "{r}");
+}
+
+/// From index 1 (what the GPU chain uses: its leaf is issued by the device, without OCSP
+/// status), the leaf needs no response.
+#[test]
+fn from_index_one_the_leaf_needs_no_response() {
+    let p = pki();
+    let r = check_chain_revocation(&p.chain(), 1, &[ica_ok(&p)], now()).unwrap();
+    assert!(
+        r.contains("1 certificate(s): Test ICA (not the first 1"),
+        "{r}"
+    );
+    let e = check_chain_revocation(&p.chain(), 2, &[ica_ok(&p)], now()).unwrap_err();
+    assert!(e.contains("none to check"), "{e}");
 }
 
 #[test]
@@ -501,4 +515,33 @@ fn the_cli_fails_revocation_on_a_garbage_response() {
         "{line}"
     );
     assert!(text.contains("REJECTED (1 of 13 checks failed)"), "{text}");
+
+    // A well-formed, properly signed response about another chain: the revocation line names
+    // the first NVIDIA certificate without a response, index 1 (the device-issued leaf, index
+    // 0, needs none).
+    let p = pki();
+    let other = Path::new(env!("CARGO_TARGET_TMPDIR")).join("verify_gpu_ocsp_other.der");
+    std::fs::write(&other, ica_ok(&p)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pupa-measure"))
+        .arg("verify")
+        .args(["--gpu-report", &format!("{dir}attestationReport.txt")])
+        .args(["--gpu-chain", &format!("{dir}gpuAkCertChain.txt")])
+        .args([
+            "--gpu-nonce",
+            "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e",
+        ])
+        .args(["--now", "2024-03-01T00:00:00Z"])
+        .arg("--gpu-ocsp")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("gpu revocation"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("FAIL"), "{line}");
+    assert!(line.contains("certificate 1 ("), "{line}");
+    assert!(line.contains("no OCSP response for it"), "{line}");
 }

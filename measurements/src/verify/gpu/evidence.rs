@@ -23,7 +23,7 @@ use pupa_protocol::evidence::{Evidence, MAX_GPUS};
 use time::OffsetDateTime;
 
 use super::certs::parse_pem_chain;
-use super::ocsp::check_chain_revocation;
+use super::ocsp::{check_chain_revocation, GPU_CHAIN_FIRST_CHECKED};
 use super::rim::{verify_rim, Rim, RimMeasurement};
 use super::{verify_gpu_report, GpuReportSummary};
 use crate::verify::Verdict;
@@ -191,7 +191,7 @@ fn revocation(
     if !coll.ocsp.is_empty() {
         let r = parse_pem_chain(chain)
             .map_err(|e| format!("not checked: {e}"))
-            .and_then(|c| check_chain_revocation(&c, &coll.ocsp, now))
+            .and_then(|c| check_chain_revocation(&c, GPU_CHAIN_FIRST_CHECKED, &coll.ocsp, now))
             .map(|s| format!("GPU chain: {s}"));
         v.check_result(&line, r);
         v.warnings.push(format!(

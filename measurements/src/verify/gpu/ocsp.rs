@@ -3,8 +3,8 @@
 //! `responseBytes` is an `id-pkix-ocsp-basic` `BasicOCSPResponse`, parsed with RustCrypto's
 //! `x509-ocsp` (no DER by hand).
 //!
-//! For every certificate of the chain below the root (the root is pinned, not revocable here),
-//! some `SingleResponse` must carry its `CertID` (RFC 6960 §4.1.1: SHA-1, SHA-256 or SHA-384 of
+//! For every certificate of the chain from index `first` up to, not including, the root (the
+//! root is pinned, not revocable here), some `SingleResponse` must carry its `CertID` (RFC 6960 §4.1.1: SHA-1, SHA-256 or SHA-384 of
 //! the issuer's subject name DER and of the issuer's subjectPublicKey bits, and the serial), and
 //! that response must be:
 //! - signed with ECDSA P-384 / SHA-384 over the *raw* `tbsResponseData` bytes, by the issuer
@@ -15,6 +15,12 @@
 //!   certificate in `certs`, i.e. NVIDIA's OCSP service uses a delegated responder;
 //! - `responseStatus` successful, `certStatus` good;
 //! - current: `thisUpdate ≤ now < nextUpdate`, `nextUpdate` required (RFC 6960 §4.2.2.1).
+//!
+//! For the GPU chain `first` is [`GPU_CHAIN_FIRST_CHECKED`] = 1: the leaf, the attestation-key
+//! certificate, is issued by the GPU itself (its BROM key), not by an NVIDIA CA, so NVIDIA's OCSP
+//! service has no status for it; nvtrust (`CcAdminUtils.ocsp_certificate_chain_validation`,
+//! `start_index = 1` in GPU_ATTESTATION mode) checks the certificates from index 1 to the one
+//! below the root, and so does this.
 //!
 //! A matching response that says *revoked* fails the check, naming the certificate and the
 //! revocation time and reason; a certificate with no matching response fails it, named; a file
@@ -38,6 +44,9 @@ use super::certs::{check_signed_by, check_validity, common_name, p384_key, Chain
 pub const MAX_OCSP_RESPONSE: usize = 64 * 1024;
 /// Most response files accepted.
 pub const MAX_OCSP_FILES: usize = 32;
+/// The first certificate of a GPU chain that needs a response: index 1, the one above the
+/// device-issued attestation-key leaf (see the module documentation).
+pub const GPU_CHAIN_FIRST_CHECKED: usize = 1;
 
 const OID_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 const OID_KP_OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
@@ -96,10 +105,12 @@ fn first_element(der: &[u8]) -> Result<&[u8], String> {
 }
 
 /// The revocation check of `chain` (leaf first, root last) against the response files at
-/// `now`: `Ok` with a summary when every certificate below the root has a current, properly
-/// signed *good* response, else `Err` with why (the first certificate that fails).
+/// `now`: `Ok` with a summary when every certificate from index `first` to the one below the
+/// root has a current, properly signed *good* response, else `Err` with why (the first
+/// certificate that fails, by its index in the chain).
 pub fn check_chain_revocation(
     chain: &[ChainCert],
+    first: usize,
     responses: &[Vec<u8>],
     now: OffsetDateTime,
 ) -> Result<String, String> {
@@ -112,8 +123,11 @@ pub fn check_chain_revocation(
             responses.len()
         ));
     }
-    if chain.len() < 2 {
-        return Err("no certificate below the root".into());
+    if chain.len() < first + 2 {
+        return Err(format!(
+            "{} certificate(s): none to check from index {first} below the root",
+            chain.len()
+        ));
     }
     let parsed = responses
         .iter()
@@ -121,14 +135,20 @@ pub fn check_chain_revocation(
         .map(|(i, r)| parse_response(r).map_err(|e| format!("OCSP response #{}: {e}", i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut names = Vec::new();
-    for (i, pair) in chain.windows(2).enumerate() {
+    for (i, pair) in chain.windows(2).enumerate().skip(first) {
         let (cert, issuer) = (&pair[0], &pair[1]);
         check_one_cert(cert, issuer, &parsed, now)
             .map_err(|e| format!("certificate {i} ({}): {e}", common_name(cert)))?;
         names.push(common_name(cert));
     }
+    let skipped = match first {
+        0 => String::new(),
+        n => format!(
+            " (not the first {n}: issued by the device, without OCSP status, as for nvtrust)"
+        ),
+    };
     Ok(format!(
-        "OCSP good and current for {} certificate(s): {}",
+        "OCSP good and current for {} certificate(s): {}{skipped}",
         names.len(),
         names.join(", ")
     ))
