@@ -168,9 +168,9 @@ impl Policy {
     /// each GPU report over the nonce derived from this session's REPORT_DATA, chained to
     /// NVIDIA's device root, its measurements equal to the driver and VBIOS `rims` (signed
     /// SWID tag files), versions among `driver_versions` / `vbios_versions` when given.
-    /// Certificate revocation (OCSP) cannot be checked offline: it fails unless
-    /// `skip_revocation=True`, which is then reported as a warning.
-    #[pyo3(signature = (require=1, rims=Vec::new(), skip_revocation=false, driver_versions=None, vbios_versions=None))]
+    /// Certificate revocation: the DER OCSP responses in `ocsp` (files) are checked for the GPU
+    /// chain; without them it fails unless `skip_revocation=True`, reported as a warning.
+    #[pyo3(signature = (require=1, rims=Vec::new(), skip_revocation=false, driver_versions=None, vbios_versions=None, ocsp=Vec::new()))]
     fn with_gpus(
         &self,
         py: Python<'_>,
@@ -179,6 +179,7 @@ impl Policy {
         skip_revocation: bool,
         driver_versions: Option<Vec<String>>,
         vbios_versions: Option<Vec<String>>,
+        ocsp: Vec<PathBuf>,
     ) -> PyResult<Policy> {
         let mut inner = self.inner.clone();
         inner.knobs.require_gpus = Some(require);
@@ -187,6 +188,7 @@ impl Policy {
         inner.endorsements = inner
             .endorsements
             .with_gpu(&rims, skip_revocation)
+            .and_then(|e| e.with_gpu_ocsp(&ocsp))
             .map_err(|e| errors::to_py(py, ClientError::Unverifiable(e)))?;
         Ok(Policy {
             inner,
