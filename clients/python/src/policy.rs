@@ -171,6 +171,8 @@ impl Policy {
     /// Certificate revocation: the DER OCSP responses in `ocsp` (files) are checked for the GPU
     /// chain; without them it fails unless `skip_revocation=True`, reported as a warning.
     #[pyo3(signature = (require=1, rims=Vec::new(), skip_revocation=false, driver_versions=None, vbios_versions=None, ocsp=Vec::new()))]
+    // One Rust argument per Python keyword argument.
+    #[allow(clippy::too_many_arguments)]
     fn with_gpus(
         &self,
         py: Python<'_>,
