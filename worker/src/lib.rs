@@ -20,9 +20,11 @@ pub mod platform;
 pub mod serve;
 pub mod tsm;
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 
 use pupa_runtime::{Config, DevTee, Tee, Worker};
@@ -159,38 +161,53 @@ pub fn tee_of(args: &Args) -> Box<dyn Tee> {
     }
 }
 
-/// Starts the worker and serves until `stop` is set: opens the compute backend, listens,
-/// makes the keys and boot evidence, prints `pupa-worker: listening on ADDR` to stdout.
+/// Binds the listening socket.
+fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// Starts the worker and serves until `stop` is set: checks the GPUs (`--gpus`), opens the
+/// compute backend, listens, makes the keys and boot evidence, prints `pupa-worker: listening
+/// on ADDR` to stdout. With GPUs the compute backend opens after the boot evidence, which
+/// attests them and sets them ready (CUDA takes work on a CC GPU only then).
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
-    let gpus = gpu::open(&args.gpus)?;
+    let (gpus, n_gpus, note) = match gpu::open(&args.gpus)? {
+        gpu::Opened::Gpus(g, n) => (Some(g), n, None),
+        gpu::Opened::NoGpus(why) => (None, 0, Some(why)),
+    };
     if args.compute == ComputeChoice::Cuda && gpus.is_none() && args.tee != TeeChoice::Dev {
         return Err(StartError::CudaWithoutGpuEvidence);
     }
-    let compute = compute::select(args.compute)?;
-    let compute_name = pupa_runtime::Compute::name(&compute);
-    let listener = TcpListener::bind(args.listen).map_err(|source| StartError::Listen {
-        addr: args.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: args.listen,
-        source,
-    })?;
+    let early = match gpus {
+        None => Some(compute::select(args.compute)?),
+        Some(_) => None,
+    };
+    if let Some(why) = note {
+        tracing::info!("{why}");
+    }
+    let compute = Rc::new(RefCell::new(early));
+    let (listener, addr) = listen(args.listen)?;
     let config = Config {
         memory_budget: args.memory_budget_mib.saturating_mul(1 << 20),
         ..Config::default()
     };
-    let n_gpus = gpus.as_ref().map_or(0, |g| g.device_count().unwrap_or(0));
     let mut worker = Worker::with_compute(
         tee_with_gpus(args, gpus),
         OsEntropy,
         MonotonicClock::start(),
         config,
-        compute,
+        gpu::LateCompute(compute.clone()),
     )?;
+    if compute.borrow().is_none() {
+        let opened = compute::select(args.compute)?;
+        *compute.borrow_mut() = Some(opened);
+    }
     tracing::info!(
         tee = ?args.tee,
-        compute = compute_name,
+        compute = pupa_runtime::Compute::name(&gpu::LateCompute(compute.clone())),
         gpus = n_gpus,
         "keys made, boot evidence ready"
     );

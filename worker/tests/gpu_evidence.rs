@@ -19,7 +19,7 @@ use pupa_protocol::evidence::{gpu_nonce, report_data, Evidence};
 use pupa_protocol::msg::{EvidenceRequest, Message};
 use pupa_runtime::{DevTee, Tee, TeeFailure};
 use pupa_worker::gpu::mock::{decode_hex, encode_hex, Call, MockNvml};
-use pupa_worker::gpu::{self, GpuChoice, GpuStartError, GpuTee};
+use pupa_worker::gpu::{self, GpuChoice, GpuStartError, GpuTee, Opened};
 
 const GPU: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../measurements/testdata/gpu/");
 const NOW: &str = "2024-03-01T00:00:00Z";
@@ -95,10 +95,14 @@ fn the_sample_through_the_worker_fails_only_the_gpu_nonce() {
     );
     assert_eq!(calls, want);
     assert_eq!(gpu_nonce(&this, 0), ev.expected_gpu_nonce(0));
+    // The GPUs were set ready before the compute backend opened and the worker came up.
+    let log = w.log();
+    let ready = log.find("GPUs attested, set ready for work").expect(&log);
+    let up = log.find("keys made").expect(&log);
+    assert!(ready < up, "{log}");
     assert!(
-        w.log().contains("GPUs attested, set ready for work"),
-        "{}",
-        w.log()
+        log[up..].lines().next().unwrap().contains("\"cpu\""),
+        "{log}"
     );
 
     // The library verifier: exactly the nonce line fails.
@@ -267,11 +271,14 @@ fn the_gpus_option() {
     );
     assert!("mock:".parse::<GpuChoice>().is_err());
     assert!("cuda".parse::<GpuChoice>().is_err());
-    assert!(gpu::open(&GpuChoice::None).unwrap().is_none());
+    assert!(matches!(gpu::open(&GpuChoice::None), Ok(Opened::NoGpus(_))));
     // Without the nvml feature (or without a driver) auto means no GPUs.
     #[cfg(not(feature = "nvml"))]
     {
-        assert!(gpu::open(&GpuChoice::Auto).unwrap().is_none());
+        assert!(matches!(
+            gpu::open(&GpuChoice::Auto),
+            Ok(Opened::NoGpus(m)) if m.contains("no NVML")
+        ));
         assert!(matches!(
             gpu::open(&GpuChoice::Nvml),
             Err(GpuStartError::Nvml(_))

@@ -16,11 +16,14 @@ pub mod mock;
 #[cfg(feature = "nvml")]
 pub mod nvml;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::str::FromStr;
 
 use pupa_protocol::evidence::{gpu_nonce, GpuEvidence, TeeEvidence, MAX_GPUS};
-use pupa_runtime::{Tee, TeeFailure};
+use pupa_protocol::job::{Job, JobShape};
+use pupa_runtime::{Compute, ComputeError, Tee, TeeFailure};
 
 /// The system's confidential-computing settings (`nvmlSystemGetConfComputeSettings`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,10 +122,18 @@ pub enum GpuStartError {
     NoGpu(&'static str),
 }
 
-/// Opens the GPUs `choice` names and checks the startup policy; `None` means no GPU evidence.
-pub fn open(choice: &GpuChoice) -> Result<Option<Box<dyn GpuAttestation>>, GpuStartError> {
+/// What [`open`] found.
+pub enum Opened {
+    /// GPUs that passed [`check_startup`], and how many.
+    Gpus(Box<dyn GpuAttestation>, u32),
+    /// No GPU evidence, and why (for the log).
+    NoGpus(String),
+}
+
+/// Opens the GPUs `choice` names and checks the startup policy.
+pub fn open(choice: &GpuChoice) -> Result<Opened, GpuStartError> {
     let (gpus, required): (Box<dyn GpuAttestation>, _) = match choice {
-        GpuChoice::None => return Ok(None),
+        GpuChoice::None => return Ok(Opened::NoGpus("--gpus none: no GPU evidence".into())),
         GpuChoice::Mock(dir) => (
             Box::new(mock::MockNvml::from_dir(dir).map_err(GpuStartError::Mock)?),
             "mock",
@@ -131,25 +142,51 @@ pub fn open(choice: &GpuChoice) -> Result<Option<Box<dyn GpuAttestation>>, GpuSt
         GpuChoice::Auto => match load_nvml() {
             Ok(g) => (g, ""),
             Err(e) => {
-                tracing::info!("--gpus auto: no NVML ({e}): no GPU evidence");
-                return Ok(None);
+                return Ok(Opened::NoGpus(format!(
+                    "--gpus auto: no NVML ({e}): no GPU evidence"
+                )))
             }
         },
     };
     let n = gpus.device_count().map_err(GpuStartError::Nvml)?;
     if n == 0 {
         if required.is_empty() {
-            tracing::info!("--gpus auto: NVML sees no GPU: no GPU evidence");
-            return Ok(None);
+            return Ok(Opened::NoGpus(
+                "--gpus auto: NVML sees no GPU: no GPU evidence".into(),
+            ));
         }
         return Err(GpuStartError::NoGpu(required));
     }
-    check_startup(&*gpus)?;
+    let n = check_startup(&*gpus)?;
     tracing::info!(
         gpus = n,
         "GPUs in CC mode, devtools off: GPU evidence with every report"
     );
-    Ok(Some(gpus))
+    Ok(Opened::Gpus(gpus, n))
+}
+
+/// The compute backend, opened after the worker's boot evidence when there are GPUs: on a
+/// GPU in CC mode CUDA accepts work only once the GPUs are set ready, which the boot
+/// evidence does ([`GpuTee`]). `run` fills it before serving.
+pub struct LateCompute<K>(pub Rc<RefCell<Option<K>>>);
+
+impl<K: Compute> Compute for LateCompute<K> {
+    fn name(&self) -> &'static str {
+        self.0.borrow().as_ref().map_or("unopened", K::name)
+    }
+
+    fn execute(
+        &mut self,
+        job: &mut Job,
+        shape: &JobShape,
+        expired: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, ComputeError> {
+        match self.0.borrow_mut().as_mut() {
+            Some(k) => k.execute(job, shape, expired),
+            // Not reached: `run` opens the backend before it serves.
+            None => Err(ComputeError::Inconsistent),
+        }
+    }
 }
 
 #[cfg(feature = "nvml")]
