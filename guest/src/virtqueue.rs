@@ -60,9 +60,9 @@ pub unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
         let v = unsafe { (src.add(at) as *const u64).read_volatile() };
         dst[at..at + 8].copy_from_slice(&v.to_ne_bytes());
     }
-    for i in head + 8 * words..n {
+    for (i, b) in dst.iter_mut().enumerate().skip(head + 8 * words) {
         // SAFETY: inside the readable range (the caller's contract).
-        dst[i] = unsafe { src.add(i).read_volatile() };
+        *b = unsafe { src.add(i).read_volatile() };
     }
 }
 
