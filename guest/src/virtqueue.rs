@@ -240,8 +240,15 @@ mod tests {
                 let mut back = std::vec![0xeeu8; 96];
                 // SAFETY: off + len <= 96: inside `back`.
                 unsafe { copy_to_shared(&out, back.as_mut_ptr().add(off)) };
-                assert_eq!(back[off..off + len], shared[off..off + len], "to: off {off}");
-                assert!(back[..off].iter().chain(&back[off + len..]).all(|&b| b == 0xee));
+                assert_eq!(
+                    back[off..off + len],
+                    shared[off..off + len],
+                    "to: off {off}"
+                );
+                assert!(back[..off]
+                    .iter()
+                    .chain(&back[off + len..])
+                    .all(|&b| b == 0xee));
             }
         }
     }

@@ -48,7 +48,10 @@ fn tdx_aps_park_on_measured_pages_in_tdvmcall_hlt() {
     // PML4[0] -> PDPT (P|RW|A); PDPT: four 1 GiB identity leaves (P|RW|A|D|PS); mailbox 0.
     assert_eq!(quad(&bytes, AP_PARK_BASE), AP_PARK_BASE + 0x1000 + 0x23);
     for i in 0..4u64 {
-        assert_eq!(quad(&bytes, AP_PARK_BASE + 0x1000 + 8 * i), (i << 30) | 0xE3);
+        assert_eq!(
+            quad(&bytes, AP_PARK_BASE + 0x1000 + 8 * i),
+            (i << 30) | 0xE3
+        );
     }
     for gpa in (AP_PARK_BASE + 0x2000..end).step_by(8) {
         assert_eq!(quad(&bytes, gpa), 0, "mailbox at {gpa:#x}");
