@@ -1,8 +1,9 @@
 //! Helpers for pupa's end-to-end tests: build the real image once per test process, boot it
 //! under QEMU (KVM when it actually works here, else TCG) and capture the serial console.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -301,4 +302,52 @@ pub fn static_worker() -> PathBuf {
         "building the static pupa-worker failed (toolchain {tc})"
     );
     target_dir.join("x86_64-unknown-linux-musl/release/pupa-worker")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `pupa-host run` over the production image as a child process, killed (and waited for) on
+/// drop.
+pub struct HostProcess {
+    pub child: Child,
+    /// The relay's listen address, from its one stdout line.
+    pub addr: String,
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pupa-host run` with the production image, journaling receipts to `journal`, and
+/// waits for its one stdout line ("pupa-host: listening on ADDR", once the guest serves).
+pub fn start_host(journal: &Path) -> HostProcess {
+    let mut child = Command::new(pupa_host_bin())
+        .args(["run", "--image"])
+        .arg(&image().image)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--forward-port", &free_port().to_string()])
+        .arg("--receipts-log")
+        .arg(journal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pupa-host");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("pupa-host stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("pupa-host: listening on ")
+        .unwrap_or_else(|| panic!("pupa-host did not start: {line:?}"))
+        .to_string();
+    HostProcess { child, addr }
 }

@@ -27,7 +27,7 @@ use pupa_host::receipts::toncenter::{ApiError, TonApi};
 use pupa_host::relay::journal::{read_all, Line, Record};
 use pupa_protocol::msg::ErrorCode;
 use pupa_protocol::ton::{to_boc, Domain, MsgAddressInt, Payout, Voucher, MAINNET_ID};
-use pupa_tests::{image, pupa_host_bin, workspace};
+use pupa_tests::{pupa_host_bin, start_host, workspace};
 
 /// The client's Ed25519 voucher/deposit key seed.
 const CLIENT_SEED: [u8; 32] = [0xC5; 32];
@@ -44,39 +44,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `pupa-host run` journaling receipts to `journal`; returns it and its listen address.
-fn start_host(journal: &Path) -> (Proc, String) {
-    let mut child = Command::new(pupa_host_bin())
-        .args(["run", "--image"])
-        .arg(&image().image)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--forward-port", &free_port().to_string()])
-        .arg("--receipts-log")
-        .arg(journal)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pupa-host");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let host = Proc(child);
-    let mut line = String::new();
-    out.read_line(&mut line).expect("pupa-host stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("pupa-host: listening on ")
-        .unwrap_or_else(|| panic!("pupa-host did not start: {line:?}"))
-        .to_string();
-    (host, addr)
 }
 
 fn contracts_dir() -> PathBuf {
@@ -243,7 +210,8 @@ fn the_worker_is_paid_exactly_the_cumulative_price_once() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let journal = dir.join("receipts.journal");
-    let (_host, addr) = start_host(&journal);
+    let host = start_host(&journal);
+    let addr = host.addr.clone();
     let mut c = Connection::connect(&addr, None, Duration::from_secs(60)).expect("connect");
     let policy = EvidencePolicy {
         allow_insecure_dev: true,
