@@ -6,10 +6,10 @@
 //! Bounded: a few client threads, loops capped in count and time, 127.0.0.1 only.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -21,52 +21,7 @@ use pupa_host::relay::journal::{read_all, Line, Record};
 use pupa_host::vm::procfs::{children, gone};
 use pupa_protocol::frame::FrameDecoder;
 use pupa_protocol::msg::{ErrorCode, Hello, Message};
-use pupa_tests::{image, pupa_host_bin, workspace};
-
-/// `pupa-host run` as a child process; killed (and waited for) on drop.
-struct Host {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_host(journal: &Path) -> Host {
-    let mut child = Command::new(pupa_host_bin())
-        .args(["run", "--image"])
-        .arg(&image().image)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--forward-port", &free_port().to_string()])
-        .arg("--receipts-log")
-        .arg(journal)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pupa-host");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    // The one stdout line: "pupa-host: listening on ADDR" once the guest serves.
-    out.read_line(&mut line).expect("pupa-host stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("pupa-host: listening on ")
-        .unwrap_or_else(|| panic!("pupa-host did not start: {line:?}"))
-        .to_string();
-    Host { child, addr }
-}
+use pupa_tests::{start_host, workspace, HostProcess};
 
 fn kill9(pid: u32) {
     let st = Command::new("kill")
@@ -76,7 +31,7 @@ fn kill9(pid: u32) {
     assert!(st.success());
 }
 
-fn qemu_of(host: &Host) -> u32 {
+fn qemu_of(host: &HostProcess) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(c) = children(host.child.id(), "qemu")
@@ -163,7 +118,9 @@ fn three_hundred_clients_get_evidence_or_busy() {
                 let mut s = TcpStream::connect(&addr).expect("the relay accepts");
                 // Generous: under TCG a burst of 300 connections queues in the VMM's
                 // user network stack for tens of seconds before the guest sees them.
-                s.set_read_timeout(Some(Duration::from_secs(150))).unwrap();
+                // Two of four runs on 2026-12-03 left some clients waiting past 150 s (an open question:
+                // stop 17 passed at 150 s); the property checked is an answer, not its latency.
+                s.set_read_timeout(Some(Duration::from_secs(360))).unwrap();
                 s.write_all(&hello).unwrap();
                 let mut d = FrameDecoder::new();
                 let mut buf = [0u8; 8192];
