@@ -163,6 +163,7 @@ fn boot(args: &DemoArgs) -> Result<(Guest, u16), String> {
         },
         debug_exit: false,
         fw_cfg: vec![],
+        payload: None,
     };
     let mut guest = Guest::start(&cfg).map_err(|e| e.to_string())?;
     guest

@@ -6,7 +6,7 @@
 //! hardware and a host kernel with the matching support, and were NOT executed here.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Which TEE the VM is launched as: the one kind the guest, the protocol and the verifier
@@ -39,6 +39,20 @@ pub enum Network {
     Tap { ifname: String },
 }
 
+/// A Linux kernel the firmware boots instead of its own runtime. QEMU hands the three to the
+/// firmware over fw_cfg (`-kernel`, `-initrd`, `-append`); under SNP it also puts their hashes
+/// into the launch measurement (`kernel-hashes=on`), under TDX the firmware measures them into
+/// the RTMRs itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxPayload {
+    /// The kernel (bzImage).
+    pub kernel: PathBuf,
+    /// The initramfs (newc cpio; its `/init` is pupa-worker).
+    pub initrd: PathBuf,
+    /// The kernel command line (`pupa.ip=`, `pupa.listen=`, `pupa.tee=`, ...).
+    pub append: String,
+}
+
 /// Everything a launch needs.
 #[derive(Clone, Debug)]
 pub struct LaunchConfig<'a> {
@@ -53,6 +67,8 @@ pub struct LaunchConfig<'a> {
     pub debug_exit: bool,
     /// Extra `-fw_cfg name=...,string=...` items (tests).
     pub fw_cfg: Vec<(String, String)>,
+    /// A Linux kernel for the firmware to boot; `None`: the firmware runs its own runtime.
+    pub payload: Option<LinuxPayload>,
 }
 
 /// A generated command line.
@@ -90,6 +106,36 @@ pub const CLOUD_HYPERVISOR_TDX_UNSUPPORTED: &str = "cloud-hypervisor's TDX suppo
     out-of-tree KVM TDX interface, not the one upstream Linux (>= 6.16) merged, so it runs on no \
     upstream TDX host; use the QEMU profile (QEMU >= 10.1). No MRTD is published for it";
 
+/// Guest memory for the Linux payload when none is asked for, in MiB.
+pub const LINUX_DEFAULT_MEMORY_MIB: u32 = 1024;
+/// Least guest memory the Linux payload boots with, in MiB (kernel, initramfs unpacked in
+/// RAM, the worker and one 64 MiB job frame).
+pub const LINUX_MIN_MEMORY_MIB: u32 = 512;
+
+/// Why cloud-hypervisor cannot boot a Linux payload through the pupa firmware.
+pub const CLOUD_HYPERVISOR_LINUX_PAYLOAD_UNSUPPORTED: &str = "cloud-hypervisor cannot hand a \
+    kernel to firmware: its --kernel/--initramfs/--cmdline replace the firmware, and its fw_cfg \
+    device is a build feature (`fw_cfg`) that release binaries do not enable; use --vmm qemu";
+
+/// Why `vmm` cannot boot a Linux payload through the firmware, or `None` if it can.
+pub fn unsupported_payload(vmm: Vmm) -> Option<&'static str> {
+    match vmm {
+        Vmm::Qemu => None,
+        Vmm::CloudHypervisor => Some(CLOUD_HYPERVISOR_LINUX_PAYLOAD_UNSUPPORTED),
+    }
+}
+
+/// Why `cfg` cannot be launched (a TEE, VMM or payload combination no profile offers), or
+/// `None` if it can. [`command`] builds a command line only for launches this accepts
+/// (`vm::Guest::start` refuses the others).
+pub fn unsupported_launch(cfg: &LaunchConfig) -> Option<&'static str> {
+    unsupported(cfg.tee, cfg.vmm).or_else(|| {
+        cfg.payload
+            .as_ref()
+            .and_then(|_| unsupported_payload(cfg.vmm))
+    })
+}
+
 /// Why the `tee` × `vmm` combination is not offered (no script, `pupa-host run` refuses it), or
 /// `None` if it is.
 pub fn unsupported(tee: TeeKind, vmm: Vmm) -> Option<&'static str> {
@@ -99,7 +145,9 @@ pub fn unsupported(tee: TeeKind, vmm: Vmm) -> Option<&'static str> {
     }
 }
 
-/// Build the command line for a profile.
+/// Build the command line for a profile (one that [`unsupported_launch`] accepts: for
+/// cloud-hypervisor the Linux payload is not on the command line, see
+/// [`CLOUD_HYPERVISOR_LINUX_PAYLOAD_UNSUPPORTED`]).
 pub fn command(cfg: &LaunchConfig) -> Launch {
     match cfg.vmm {
         Vmm::Qemu => qemu(cfg),
@@ -132,6 +180,14 @@ fn qemu(cfg: &LaunchConfig) -> Launch {
     for (name, value) in &cfg.fw_cfg {
         a.push("-fw_cfg".into());
         a.push(format!("name={name},string={value}"));
+    }
+    if let Some(p) = &cfg.payload {
+        a.push("-kernel".into());
+        a.push(p.kernel.display().to_string());
+        a.push("-initrd".into());
+        a.push(p.initrd.display().to_string());
+        a.push("-append".into());
+        a.push(p.append.clone());
     }
     Launch {
         program: "qemu-system-x86_64".into(),
@@ -178,7 +234,15 @@ fn qemu_machine(cfg: &LaunchConfig) -> Vec<String> {
                 "memory-backend-memfd,id=ram0,size={mem},share=true,prealloc=false"
             ));
             a.push("-object".into());
-            a.push(format!("sev-snp-guest,id=sev0,cbitpos={SNP_CBITPOS},reduced-phys-bits={SNP_REDUCED_PHYS_BITS}"));
+            // kernel-hashes=on (QEMU >= 9.1 on sev-snp-guest): QEMU writes the SHA-256 of the
+            // kernel, initrd and command line into the firmware's SEV hash table page, which
+            // the launch digest covers.
+            let hashes = if cfg.payload.is_some() {
+                ",kernel-hashes=on"
+            } else {
+                ""
+            };
+            a.push(format!("sev-snp-guest,id=sev0,cbitpos={SNP_CBITPOS},reduced-phys-bits={SNP_REDUCED_PHYS_BITS}{hashes}"));
             a.push("-m".into());
             a.push(mem.clone());
         }
@@ -308,6 +372,7 @@ pub fn kvm_works_or_stop(
         network: Network::None,
         debug_exit: true,
         fw_cfg: vec![],
+        payload: None,
     };
     let Ok(mut guest) = crate::vm::Guest::start_quiet(&cfg) else {
         return false;
@@ -335,7 +400,96 @@ mod tests {
             },
             debug_exit: false,
             fw_cfg: vec![],
+            payload: None,
         }
+    }
+
+    fn linux(tee: TeeKind, vmm: Vmm) -> LaunchConfig<'static> {
+        LaunchConfig {
+            payload: Some(LinuxPayload {
+                kernel: "vmlinuz".into(),
+                initrd: "initramfs.cpio".into(),
+                append: "console=ttyS0 pupa.ip=10.0.2.15/24 pupa.tee=snp".into(),
+            }),
+            memory_mib: 1024,
+            ..cfg(tee, vmm)
+        }
+    }
+
+    /// The value after `flag` in `l`'s arguments.
+    fn after<'l>(l: &'l Launch, flag: &str) -> Option<&'l str> {
+        let i = l.args.iter().position(|a| a == flag)?;
+        l.args.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn the_linux_payload_goes_to_the_firmware_over_fw_cfg() {
+        for tee in [TeeKind::Dev, TeeKind::Snp, TeeKind::Tdx] {
+            let l = command(&linux(tee, Vmm::Qemu));
+            assert_eq!(
+                after(&l, "-bios"),
+                Some("pupa.fd"),
+                "{tee}: still firmware boot"
+            );
+            assert_eq!(after(&l, "-kernel"), Some("vmlinuz"), "{tee}");
+            assert_eq!(after(&l, "-initrd"), Some("initramfs.cpio"), "{tee}");
+            assert_eq!(
+                after(&l, "-append"),
+                Some("console=ttyS0 pupa.ip=10.0.2.15/24 pupa.tee=snp"),
+                "{tee}: the command line is one argument"
+            );
+            assert!(l.args.iter().any(|a| a.contains("1024M")), "{tee}");
+        }
+        // Without a payload: none of the three.
+        let plain = command(&cfg(TeeKind::Dev, Vmm::Qemu));
+        for f in ["-kernel", "-initrd", "-append"] {
+            assert!(!plain.args.iter().any(|a| a == f), "{f}");
+        }
+    }
+
+    #[test]
+    fn snp_measures_the_payload_with_kernel_hashes_and_tdx_adds_nothing() {
+        let snp = command(&linux(TeeKind::Snp, Vmm::Qemu));
+        let obj = snp
+            .args
+            .iter()
+            .find(|a| a.starts_with("sev-snp-guest,"))
+            .expect("the sev-snp-guest object");
+        assert!(obj.ends_with(",kernel-hashes=on"), "{obj}");
+        let snp_unikernel = command(&cfg(TeeKind::Snp, Vmm::Qemu));
+        assert!(!snp_unikernel.args.join(" ").contains("kernel-hashes"));
+        let tdx = command(&linux(TeeKind::Tdx, Vmm::Qemu));
+        let tdx_unikernel = command(&cfg(TeeKind::Tdx, Vmm::Qemu));
+        assert!(!tdx.args.join(" ").contains("kernel-hashes"));
+        // TDX: exactly the unikernel's arguments (memory aside) plus the payload's six.
+        let strip = |l: &Launch| -> Vec<String> {
+            l.args
+                .iter()
+                .filter(|a| !a.contains("size=") && !a.ends_with('M'))
+                .cloned()
+                .collect()
+        };
+        let (with, without) = (strip(&tdx), strip(&tdx_unikernel));
+        assert_eq!(with.len(), without.len() + 6);
+        assert_eq!(with[..without.len()], without[..]);
+        assert_eq!(unsupported_launch(&linux(TeeKind::Tdx, Vmm::Qemu)), None);
+        assert_eq!(unsupported_launch(&linux(TeeKind::Snp, Vmm::Qemu)), None);
+    }
+
+    #[test]
+    fn cloud_hypervisor_refuses_the_linux_payload() {
+        for tee in [TeeKind::Dev, TeeKind::Snp] {
+            let why = unsupported_launch(&linux(tee, Vmm::CloudHypervisor))
+                .expect("refused with a reason");
+            assert!(
+                why.contains("fw_cfg") && why.contains("--vmm qemu"),
+                "{why}"
+            );
+            assert!(!why.contains('\n'), "one line: {why}");
+            // The unikernel is still offered.
+            assert_eq!(unsupported_launch(&cfg(tee, Vmm::CloudHypervisor)), None);
+        }
+        assert_eq!(unsupported_payload(Vmm::Qemu), None);
     }
 
     #[test]
@@ -373,6 +527,11 @@ mod tests {
 
 /// The launch scripts kept in `qemu/` (file name, contents), generated from [`command`] so that
 /// they cannot drift from what `pupa-host run` does. A test checks the committed copies.
+///
+/// The `*-linux.sh` variants boot the Linux payload through the firmware (`pupa-host run
+/// --payload linux`): their second argument is the payload directory `pupa-image build
+/// --payload linux` writes (`vmlinuz`, `initramfs.cpio`, `cmdline`); `KERNEL`, `INITRD` and
+/// `APPEND` in the environment override its files.
 pub fn scripts() -> Vec<(String, String)> {
     let image = Path::new("$IMAGE");
     let base = |tee, vmm| LaunchConfig {
@@ -388,6 +547,17 @@ pub fn scripts() -> Vec<(String, String)> {
         },
         debug_exit: false,
         fw_cfg: vec![],
+        payload: None,
+    };
+    let linux = |tee, accel| LaunchConfig {
+        accel,
+        memory_mib: LINUX_DEFAULT_MEMORY_MIB,
+        payload: Some(LinuxPayload {
+            kernel: "$KERNEL".into(),
+            initrd: "$INITRD".into(),
+            append: "$APPEND".into(),
+        }),
+        ..base(tee, Vmm::Qemu)
     };
     let mut plain_tcg = base(TeeKind::Dev, Vmm::Qemu);
     plain_tcg.accel = Accel::Tcg;
@@ -395,23 +565,39 @@ pub fn scripts() -> Vec<(String, String)> {
     ch.network = Network::Tap {
         ifname: "pupa0".into(),
     };
-    // No cloud-hypervisor TDX script: see [`unsupported`].
+    // No cloud-hypervisor TDX script: see [`unsupported`]; no cloud-hypervisor Linux script:
+    // see [`unsupported_payload`].
     let profiles = [
         ("qemu-plain-kvm.sh", base(TeeKind::Dev, Vmm::Qemu), "Plain VM under KVM (development). Executed on the development machine only where KVM works."),
         ("qemu-plain-tcg.sh", plain_tcg, "Plain VM under TCG (development; no KVM needed). Executed by the tests on the development machine."),
         ("qemu-snp.sh", base(TeeKind::Snp, Vmm::Qemu), "AMD SEV-SNP guest. NOT EXECUTED on the development machines: needs an SNP host (EPYC Milan or later, SNP-enabled firmware and kernel, QEMU >= 9.1)."),
         ("qemu-tdx.sh", base(TeeKind::Tdx, Vmm::Qemu), "Intel TDX guest. NOT EXECUTED on the development machines: needs a TDX host (TDX module, Linux >= 6.16 KVM with TDX, QEMU >= 10.1, a QGS for quotes)."),
         ("cloud-hypervisor.sh", ch, "Plain VM under cloud-hypervisor with a TAP device. NOT EXECUTED on the development machines (cloud-hypervisor is not installed there)."),
+        ("qemu-plain-kvm-linux.sh", linux(TeeKind::Dev, Accel::Kvm), "Plain VM under KVM booting the Linux payload (pupa-worker as /init) through the firmware (development). Executed on the development machine only where KVM works."),
+        ("qemu-plain-tcg-linux.sh", linux(TeeKind::Dev, Accel::Tcg), "Plain VM under TCG booting the Linux payload through the firmware (development; no KVM needed). The tests run the same command line through `pupa-host run --payload linux`."),
+        ("qemu-snp-linux.sh", linux(TeeKind::Snp, Accel::Kvm), "AMD SEV-SNP guest booting the Linux payload; kernel-hashes=on puts the kernel, initrd and command line into the launch digest (APPEND must say pupa.tee=snp). NOT EXECUTED on the development machines: needs an SNP host (QEMU >= 9.1)."),
+        ("qemu-tdx-linux.sh", linux(TeeKind::Tdx, Accel::Kvm), "Intel TDX guest booting the Linux payload; the firmware measures it into the RTMRs (APPEND must say pupa.tee=tdx). NOT EXECUTED on the development machines: needs a TDX host (QEMU >= 10.1)."),
     ];
     profiles
         .into_iter()
         .map(|(name, cfg, what)| {
             let l = command(&cfg);
-            let body = l.to_string().replace("'$IMAGE'", "\"$IMAGE\"").replace(" $IMAGE", " \"$IMAGE\"");
+            let mut body = l.to_string().replace("'$IMAGE'", "\"$IMAGE\"").replace(" $IMAGE", " \"$IMAGE\"");
+            let (usage, payload) = if cfg.payload.is_some() {
+                for v in ["KERNEL", "INITRD", "APPEND"] {
+                    body = body.replace(&format!(" ${v}"), &format!(" \"${v}\""));
+                }
+                (
+                    format!("{name} [IMAGE [PAYLOAD_DIR]]   (defaults target/pupa/pupa.fd, target/pupa/linux;\n#   KERNEL, INITRD, APPEND override PAYLOAD_DIR's vmlinuz, initramfs.cpio, cmdline)"),
+                    "PAYLOAD=\"${2:-target/pupa/linux}\"\nKERNEL=\"${KERNEL:-$PAYLOAD/vmlinuz}\"\nINITRD=\"${INITRD:-$PAYLOAD/initramfs.cpio}\"\nAPPEND=\"${APPEND:-$(cat \"$PAYLOAD/cmdline\")}\"\n",
+                )
+            } else {
+                (format!("{name} [IMAGE]   (default target/pupa/pupa.fd)"), "")
+            };
             (
                 name.to_string(),
                 format!(
-                    "#!/bin/sh\n# {what}\n# Generated by `pupa-host profiles --write qemu/` from host-loader/src/profile.rs; do not edit.\n# Usage: {name} [IMAGE]   (default target/pupa/pupa.fd)\nset -eu\nIMAGE=\"${{1:-target/pupa/pupa.fd}}\"\nexec {body}\n"
+                    "#!/bin/sh\n# {what}\n# Generated by `pupa-host profiles --write qemu/` from host-loader/src/profile.rs; do not edit.\n# Usage: {usage}\nset -eu\nIMAGE=\"${{1:-target/pupa/pupa.fd}}\"\n{payload}exec {body}\n"
                 ),
             )
         })

@@ -190,6 +190,120 @@ fn bad_flags_are_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A payload directory as `pupa-image build --payload linux` writes it (stand-in files: the
+/// checks refuse before anything would read them as a kernel).
+fn payload_dir(dir: &Path, cmdline: &str) -> PathBuf {
+    let p = dir.join("linux");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("vmlinuz"), b"not really a kernel").unwrap();
+    std::fs::write(p.join("initramfs.cpio"), b"070701").unwrap();
+    std::fs::write(p.join("cmdline"), format!("{cmdline}\n")).unwrap();
+    p
+}
+
+const CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
+                       pupa.listen=0.0.0.0:7000 pupa.tee=dev";
+
+/// `--payload linux` mistakes: each named before anything boots.
+#[test]
+fn linux_payload_mistakes_are_refused() {
+    let dir = common::temp_dir("linux-payload");
+    let p = image(&dir);
+    let pd = payload_dir(&dir, CMDLINE);
+    let img = ["--image", s(&p)];
+    let linux = ["--image", s(&p), "--payload", "linux"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        linux
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+    };
+    let kernel = pd.join("vmlinuz");
+    let initrd = pd.join("initramfs.cpio");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            img.iter()
+                .map(|a| a.to_string())
+                .chain(["--payload-dir".into(), s(&pd).into()])
+                .collect(),
+            "--payload-dir needs --payload linux",
+        ),
+        (
+            with(&[]),
+            "--payload linux: needs --kernel (or --payload-dir)",
+        ),
+        (
+            with(&["--kernel", s(&kernel)]),
+            "--payload linux: needs --initrd (or --payload-dir)",
+        ),
+        (
+            with(&["--kernel", s(&kernel), "--initrd", s(&initrd)]),
+            "--payload linux: needs --append (or --payload-dir)",
+        ),
+        (
+            with(&["--payload-dir", s(&pd), "--kernel", "/nonexistent/vmlinuz"]),
+            "--kernel /nonexistent/vmlinuz: cannot read it: No such file",
+        ),
+        (
+            with(&["--payload-dir", s(&pd), "--initrd", s(&dir)]),
+            "not a regular file",
+        ),
+        (
+            with(&["--payload-dir", s(&pd), "--tee", "snp"]),
+            "pupa.tee=dev, but --tee is snp",
+        ),
+        (
+            with(&[
+                "--payload-dir",
+                s(&pd),
+                "--append",
+                "console=ttyS0 pupa.ip=192.168.1.5/24 pupa.tee=dev",
+            ]),
+            "user networking forwards the guest port to 10.0.2.15",
+        ),
+        (
+            with(&[
+                "--payload-dir",
+                s(&pd),
+                "--append",
+                "console=ttyS0 pupa.tee=dev",
+            ]),
+            "no pupa.ip=",
+        ),
+        (
+            with(&["--payload-dir", s(&pd), "--guest-port", "7007"]),
+            "--guest-port is 7007",
+        ),
+        (
+            with(&["--payload-dir", s(&pd), "--memory-mib", "256"]),
+            "--memory-mib 256: the Linux payload needs at least 512 MiB",
+        ),
+        (
+            with(&["--payload-dir", s(&pd), "--vmm", "cloud-hypervisor"]),
+            "--payload linux: cloud-hypervisor cannot hand a kernel to firmware",
+        ),
+        (
+            vec![
+                "--guest-addr".into(),
+                "127.0.0.1:7000".into(),
+                "--payload".into(),
+                "linux".into(),
+                "--payload-dir".into(),
+                s(&pd).into(),
+            ],
+            "--payload linux: needs --image",
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = run_fails(&args);
+        assert!(e.contains(want), "{args:?}: want {want:?}, got {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// T8: cloud-hypervisor's TDX support runs on no upstream TDX host: refused before boot.
 #[test]
 fn cloud_hypervisor_tdx_is_refused() {

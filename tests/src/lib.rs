@@ -86,6 +86,7 @@ pub fn boot_with_nic() -> (Guest, u16) {
         },
         debug_exit: true,
         fw_cfg: vec![],
+        payload: None,
     };
     let mut guest = Guest::start(&cfg).unwrap_or_else(|e| panic!("start qemu: {e}"));
     guest
@@ -125,6 +126,7 @@ pub fn boot(image: &Path, accel: Accel, fw_cfg: &[(&str, &str)], timeout: Durati
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
+        payload: None,
     };
     let start = Instant::now();
     let mut guest = Guest::start(&cfg).unwrap_or_else(|e| panic!("{e}"));

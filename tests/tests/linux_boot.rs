@@ -148,6 +148,7 @@ fn boot(fw: &Path, kernel: &Path, initrd: &Path, accel: Accel) -> (String, Optio
         network: Network::None,
         debug_exit: true,
         fw_cfg: vec![],
+        payload: None,
     };
     let launch = profile::command(&cfg);
     let start = Instant::now();

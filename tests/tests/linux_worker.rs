@@ -105,6 +105,7 @@ fn start(kernel: &Path, initrd: &Path, cmdline: &str, port: u16) -> Guest {
         },
         debug_exit: true,
         fw_cfg: vec![],
+        payload: None,
     };
     let l = profile::command(&cfg);
     let mut cmd = Command::new(&l.program);

@@ -7,8 +7,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::supervise::{GuestBackend, StartError};
-use crate::profile::{self, Accel, LaunchConfig, Network, TeeKind, Vmm};
+use crate::profile::{self, Accel, LaunchConfig, LinuxPayload, Network, TeeKind, Vmm};
 use crate::vm;
+
+/// The unikernel's ready line.
+pub const UNIKERNEL_READY: &str = "pupa: ready";
+/// The start of pupa-worker's ready line (`pupa-worker: listening on ADDR`).
+pub const LINUX_READY: &str = "pupa-worker: listening on ";
 
 /// A guest VM launched from a profile (`profile::command`) and watched through `vm::Guest`.
 pub struct VmBackend {
@@ -26,8 +31,10 @@ pub struct VmBackend {
     pub network: Network,
     /// Where the job port is reached once the guest is up.
     pub guest_addr: SocketAddr,
-    /// How long to wait for `pupa: ready`.
+    /// How long to wait for the ready line ([`Self::ready_marker`]).
     pub ready_timeout: Duration,
+    /// A Linux kernel for the firmware to boot instead of its own runtime.
+    pub payload: Option<LinuxPayload>,
     accel: Option<Accel>,
     guest: Option<vm::Guest>,
     /// The console tail of the last guest, kept after it was stopped.
@@ -56,9 +63,20 @@ impl VmBackend {
             network,
             guest_addr,
             ready_timeout,
+            payload: None,
             accel: None,
             guest: None,
             last_tail: Vec::new(),
+        }
+    }
+
+    /// The console line that says the guest serves: the unikernel's `pupa: ready`, or
+    /// pupa-worker's `pupa-worker: listening on ADDR` under the Linux payload.
+    pub fn ready_marker(&self) -> &'static str {
+        if self.payload.is_some() {
+            LINUX_READY
+        } else {
+            UNIKERNEL_READY
         }
     }
 
@@ -100,13 +118,15 @@ impl GuestBackend for VmBackend {
             network: self.network.clone(),
             debug_exit: false,
             fw_cfg: vec![],
+            payload: self.payload.clone(),
         };
+        let marker = self.ready_marker();
         let mut g = vm::Guest::start(&cfg)?;
         let ready = g.wait_for_or_stop(
-            "pupa: ready",
+            marker.trim_end(),
             self.ready_timeout,
             Some(stop),
-            |l| l.contains("pupa: ready"),
+            |l| l.contains(marker),
             |_| {},
         );
         self.last_tail = g.console_tail();

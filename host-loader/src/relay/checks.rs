@@ -7,15 +7,21 @@
 //! - `--image`: a regular file that parses as an OVMF-format firmware (the GUID table footer at
 //!   end − 0x30, via `pupa_measurements::ovmf`), with the SEV or TDX metadata the chosen TEE
 //!   needs;
-//! - `--manifest`: the image's SHA-384 (and size) equal the manifest's `image` entry.
+//! - `--manifest`: the image's SHA-384 (and size) equal the manifest's `image` entry;
+//! - `--payload linux`: the kernel and initramfs are regular, non-empty files, and the command
+//!   line gives pupa-worker what it needs to be reached: `pupa.tee=` the `--tee`, a
+//!   `pupa.ip=` (user networking forwards to 10.0.2.15 only), `pupa.listen` on `--guest-port`.
 
 use std::path::{Path, PathBuf};
 
 use pupa_measurements::{Firmware, OvmfError};
 use sha2::{Digest, Sha384};
 
-use super::RunArgs;
-use crate::profile::TeeKind;
+use super::{Payload, RunArgs};
+use crate::profile::{LinuxPayload, TeeKind, LINUX_MIN_MEMORY_MIB};
+
+/// The guest address QEMU user networking forwards `hostfwd` ports to.
+pub const USER_NET_GUEST_IP: &str = "10.0.2.15";
 
 /// Least guest memory `run` accepts, in MiB.
 pub const MIN_MEMORY_MIB: u32 = 128;
@@ -81,6 +87,27 @@ pub enum CheckError {
         /// The TEE.
         tee: TeeKind,
     },
+    /// A Linux payload flag without `--payload linux`.
+    #[error("--{0} needs --payload linux")]
+    NeedsLinuxPayload(&'static str),
+    /// A Linux payload file is missing or unusable.
+    #[error("--{flag} {}: {why}", path.display())]
+    PayloadFile {
+        /// `kernel`, `initrd` or `payload-dir`.
+        flag: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The Linux payload's command line would not let the worker serve through this host.
+    #[error("--append {append:?}: {why}")]
+    Cmdline {
+        /// The command line.
+        append: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The manifest cannot be read or lacks the image hash.
     #[error("--manifest {}: {why}", path.display())]
     Manifest {
@@ -115,11 +142,19 @@ fn flag(flag: &'static str, value: impl ToString, why: impl Into<String>) -> Che
 
 /// Checks the numeric flags of `run`.
 pub fn check_flags(a: &RunArgs) -> Result<(), CheckError> {
-    if a.memory_mib < MIN_MEMORY_MIB || a.memory_mib > MAX_MEMORY_MIB {
+    let memory = a.memory();
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory) {
         return Err(flag(
             "memory-mib",
-            a.memory_mib,
+            memory,
             format!("the guest needs {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB} MiB"),
+        ));
+    }
+    if a.payload == Payload::Linux && memory < LINUX_MIN_MEMORY_MIB {
+        return Err(flag(
+            "memory-mib",
+            memory,
+            format!("the Linux payload needs at least {LINUX_MIN_MEMORY_MIB} MiB"),
         ));
     }
     if let Some(why) = crate::profile::unsupported(a.tee, a.vmm) {
@@ -131,7 +166,7 @@ pub fn check_flags(a: &RunArgs) -> Result<(), CheckError> {
         return Err(flag("vcpus", a.vcpus, format!("want 1..={MAX_VCPUS}")));
     }
     for (name, v) in [
-        ("ready-timeout-s", a.ready_timeout_s),
+        ("ready-timeout-s", a.ready_timeout_s()),
         ("health-timeout-s", a.health_timeout_s),
         ("health-failures", u64::from(a.health_failures)),
         ("max-connections", a.max_connections as u64),
@@ -145,6 +180,146 @@ pub fn check_flags(a: &RunArgs) -> Result<(), CheckError> {
             "forward-port",
             a.forward_port,
             "ports must be above 0",
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves and checks the Linux payload of `--payload linux` (`None` for the unikernel,
+/// which must not be given payload flags).
+pub fn check_payload(a: &RunArgs) -> Result<Option<LinuxPayload>, CheckError> {
+    if a.payload == Payload::Unikernel {
+        let given = [
+            ("payload-dir", a.payload_dir.is_some()),
+            ("kernel", a.kernel.is_some()),
+            ("initrd", a.initrd.is_some()),
+            ("append", a.append.is_some()),
+        ];
+        if let Some((name, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(CheckError::NeedsLinuxPayload(name));
+        }
+        return Ok(None);
+    }
+    if a.image.is_none() {
+        return Err(flag(
+            "payload",
+            "linux",
+            "needs --image (the firmware that boots the kernel)",
+        ));
+    }
+    if let Some(why) = crate::profile::unsupported_payload(a.vmm) {
+        return Err(flag("payload", "linux", why));
+    }
+    let from_dir = |name: &str| a.payload_dir.as_ref().map(|d| d.join(name));
+    let missing = |what: &'static str| {
+        flag(
+            "payload",
+            "linux",
+            format!("needs --{what} (or --payload-dir)"),
+        )
+    };
+    let kernel = a
+        .kernel
+        .clone()
+        .or_else(|| from_dir("vmlinuz"))
+        .ok_or_else(|| missing("kernel"))?;
+    let initrd = a
+        .initrd
+        .clone()
+        .or_else(|| from_dir("initramfs.cpio"))
+        .ok_or_else(|| missing("initrd"))?;
+    check_payload_file("kernel", &kernel)?;
+    check_payload_file("initrd", &initrd)?;
+    let append = match (&a.append, &a.payload_dir) {
+        (Some(s), _) => s.clone(),
+        (None, Some(dir)) => {
+            let path = dir.join("cmdline");
+            std::fs::read_to_string(&path)
+                .map_err(|e| CheckError::PayloadFile {
+                    flag: "payload-dir",
+                    path,
+                    why: format!("cannot read cmdline: {e}"),
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        }
+        (None, None) => return Err(missing("append")),
+    };
+    check_cmdline(&append, a.tee, a.tap.is_none(), a.guest_port).map_err(|why| {
+        CheckError::Cmdline {
+            append: append.clone(),
+            why,
+        }
+    })?;
+    Ok(Some(LinuxPayload {
+        kernel,
+        initrd,
+        append,
+    }))
+}
+
+fn check_payload_file(flag: &'static str, path: &Path) -> Result<(), CheckError> {
+    let bad = |why: String| CheckError::PayloadFile {
+        flag,
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(bad("is empty".into()));
+    }
+    std::fs::File::open(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    Ok(())
+}
+
+/// Checks that the kernel command line lets pupa-worker (as /init) serve where this host
+/// relays to: `pupa.tee=` names `tee`, `pupa.ip=` is there (under user networking: the
+/// address QEMU forwards to, [`USER_NET_GUEST_IP`]), `pupa.listen` (default port 7000) is on
+/// `guest_port`. The worker parses and checks the rest itself.
+pub fn check_cmdline(
+    append: &str,
+    tee: TeeKind,
+    user_net: bool,
+    guest_port: u16,
+) -> Result<(), String> {
+    if append.contains(['\n', '\r', '\0']) {
+        return Err("must be one line".into());
+    }
+    let arg = |key: &str| {
+        append
+            .split_ascii_whitespace()
+            .rev()
+            .find_map(|w| w.strip_prefix(key))
+    };
+    match arg("pupa.tee=") {
+        None => return Err(format!("no pupa.tee= (want pupa.tee={tee}, as --tee)")),
+        Some(t) if t.parse::<TeeKind>() != Ok(tee) => {
+            return Err(format!("pupa.tee={t}, but --tee is {tee}"))
+        }
+        Some(_) => {}
+    }
+    let ip = arg("pupa.ip=")
+        .ok_or("no pupa.ip=ADDRESS/PREFIX: the worker cannot configure its NIC and powers off")?;
+    let addr = ip.split('/').next().unwrap_or(ip);
+    if user_net && addr != USER_NET_GUEST_IP {
+        return Err(format!(
+            "pupa.ip={ip}: user networking forwards the guest port to {USER_NET_GUEST_IP} \
+             (use pupa.ip={USER_NET_GUEST_IP}/24 pupa.gw=10.0.2.2, or --tap)"
+        ));
+    }
+    let port = match arg("pupa.listen=") {
+        None => 7000,
+        Some(l) => l
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("pupa.listen={l}: not ADDRESS:PORT"))?,
+    };
+    if port != guest_port {
+        return Err(format!(
+            "the worker listens on port {port} (pupa.listen), but --guest-port is {guest_port}"
         ));
     }
     Ok(())
@@ -229,4 +404,65 @@ pub fn check_manifest(manifest: &Path, image: &Path, bytes: &[u8]) -> Result<(),
         return Err(mismatch("SHA-384", sha, want));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
+                        pupa.listen=0.0.0.0:7000 pupa.tee=dev";
+
+    #[test]
+    fn the_test_command_line_fits_user_networking() {
+        assert_eq!(check_cmdline(GOOD, TeeKind::Dev, true, 7000), Ok(()));
+        // pupa.listen defaults to port 7000
+        let no_listen = GOOD.replace(" pupa.listen=0.0.0.0:7000", "");
+        assert_eq!(check_cmdline(&no_listen, TeeKind::Dev, true, 7000), Ok(()));
+        // TAP: any address
+        let tap = GOOD.replace("10.0.2.15/24", "192.168.7.2/24");
+        assert_eq!(check_cmdline(&tap, TeeKind::Dev, false, 7000), Ok(()));
+    }
+
+    #[test]
+    fn command_lines_the_worker_cannot_serve_through_are_named() {
+        let cases = [
+            (
+                GOOD.replace(" pupa.tee=dev", ""),
+                TeeKind::Dev,
+                7000,
+                "no pupa.tee=",
+            ),
+            (
+                GOOD.to_string(),
+                TeeKind::Snp,
+                7000,
+                "pupa.tee=dev, but --tee is snp",
+            ),
+            (
+                GOOD.replace("pupa.ip=10.0.2.15/24 ", ""),
+                TeeKind::Dev,
+                7000,
+                "no pupa.ip=",
+            ),
+            (
+                GOOD.replace("10.0.2.15/24", "10.0.2.16/24"),
+                TeeKind::Dev,
+                7000,
+                "forwards the guest port to 10.0.2.15",
+            ),
+            (GOOD.to_string(), TeeKind::Dev, 7001, "--guest-port is 7001"),
+            (
+                GOOD.replace("0.0.0.0:7000", "0.0.0.0"),
+                TeeKind::Dev,
+                7000,
+                "not ADDRESS:PORT",
+            ),
+            (format!("{GOOD}\nx"), TeeKind::Dev, 7000, "one line"),
+        ];
+        for (line, tee, port, want) in cases {
+            let e = check_cmdline(&line, tee, true, port).expect_err(&line);
+            assert!(e.contains(want), "{line:?}: {e}");
+        }
+    }
 }

@@ -17,6 +17,13 @@
 //! guest's address on it. Clients connect to `--listen`; use `--tls-cert/--tls-key` whenever
 //! that is not a loopback address.
 //!
+//! Payloads: by default the firmware runs its own runtime (the unikernel) and is ready when it
+//! prints `pupa: ready`. With `--payload linux` it boots a Linux kernel (`--payload-dir`, or
+//! `--kernel/--initrd/--append`) whose `/init` is pupa-worker, ready when the worker prints
+//! `pupa-worker: listening on`; the command line must give the worker the address user
+//! networking forwards to (`pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2`) and `pupa.listen` on
+//! `--guest-port` ([`checks::check_payload`]).
+//!
 //! SIGINT, SIGTERM and SIGHUP stop `run` at any point, booting included; the VMM is also tied
 //! to this process (`vm::spawn`), so even a SIGKILL of `pupa-host` takes the VM with it.
 
@@ -37,7 +44,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::profile::{Network, TeeKind, Vmm};
+use crate::profile::{LinuxPayload, Network, TeeKind, Vmm};
 use pupa_measurements::tee_arg;
 
 pub use backend::{ExternalGuest, VmBackend};
@@ -62,6 +69,25 @@ pub struct RunArgs {
     /// running (started by another tool).
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// What the firmware boots: its own runtime (`unikernel`), or a Linux kernel whose /init
+    /// is pupa-worker (`linux`; give --payload-dir, or --kernel, --initrd and --append).
+    #[arg(long, value_enum, default_value = "unikernel")]
+    pub payload: Payload,
+    /// --payload linux: a directory with `vmlinuz`, `initramfs.cpio` and `cmdline` (what
+    /// `pupa-image build --payload linux` writes into target/pupa/linux/); --kernel, --initrd
+    /// and --append override its files.
+    #[arg(long)]
+    pub payload_dir: Option<PathBuf>,
+    /// --payload linux: the kernel (bzImage).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// --payload linux: the initramfs (its /init is pupa-worker).
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// --payload linux: the kernel command line, e.g. `console=ttyS0 panic=-1
+    /// pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 pupa.listen=0.0.0.0:7000 pupa.tee=dev`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub append: Option<String>,
     /// Client endpoint.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -84,15 +110,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub guest_addr: Option<SocketAddr>,
     /// Guest memory in MiB (at least 128: early memory, the shared window, the heap and one
-    /// 64 MiB job frame).
-    #[arg(long, default_value_t = 512)]
-    pub memory_mib: u32,
+    /// 64 MiB job frame; at least 512 for --payload linux). Default: 512, 1024 for --payload
+    /// linux.
+    #[arg(long, visible_alias = "memory")]
+    pub memory_mib: Option<u32>,
     /// Guest vCPUs (1..=512).
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
-    /// Seconds to wait for the guest to print `pupa: ready`.
-    #[arg(long, default_value_t = 120)]
-    pub ready_timeout_s: u64,
+    /// Seconds to wait for the guest to print `pupa: ready` (with --payload linux: for the
+    /// worker to print `pupa-worker: listening on`). Default: 120, 300 for --payload linux.
+    #[arg(long)]
+    pub ready_timeout_s: Option<u64>,
     /// Receipt journal (checked records, fsync'd before a receipt reaches its client; the
     /// input of `pupa-host receipts relay`).
     #[arg(long)]
@@ -112,6 +140,33 @@ pub struct RunArgs {
     /// Most client connections at once.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+}
+
+/// What the firmware boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// The firmware's own runtime.
+    Unikernel,
+    /// A Linux kernel and initramfs whose /init is pupa-worker.
+    Linux,
+}
+
+impl RunArgs {
+    /// Guest memory in MiB: `--memory-mib`, else the payload's default.
+    pub fn memory(&self) -> u32 {
+        self.memory_mib.unwrap_or(match self.payload {
+            Payload::Unikernel => 512,
+            Payload::Linux => crate::profile::LINUX_DEFAULT_MEMORY_MIB,
+        })
+    }
+
+    /// Seconds to wait for readiness: `--ready-timeout-s`, else the payload's default.
+    pub fn ready_timeout_s(&self) -> u64 {
+        self.ready_timeout_s.unwrap_or(match self.payload {
+            Payload::Unikernel => 120,
+            Payload::Linux => 300,
+        })
+    }
 }
 
 /// Why `pupa-host run` stopped.
@@ -155,7 +210,10 @@ pub fn run_command(args: RunArgs) -> Result<(), RunError> {
 }
 
 /// The guest backend `args` describe.
-fn backend_for(args: &RunArgs) -> Result<Box<dyn GuestBackend>, RunError> {
+fn backend_for(
+    args: &RunArgs,
+    payload: Option<LinuxPayload>,
+) -> Result<Box<dyn GuestBackend>, RunError> {
     let image = match (&args.image, args.guest_addr) {
         (None, Some(addr)) => return Ok(Box::new(ExternalGuest(addr))),
         (None, None) => {
@@ -189,23 +247,32 @@ fn backend_for(args: &RunArgs) -> Result<Box<dyn GuestBackend>, RunError> {
                 SocketAddr::from(([127, 0, 0, 1], args.forward_port)),
             ),
         };
-    Ok(Box::new(VmBackend::new(
+    let mut vm = VmBackend::new(
         image.clone(),
         args.tee,
         args.vmm,
-        args.memory_mib,
+        args.memory(),
         args.vcpus,
         network,
         guest_addr,
-        Duration::from_secs(args.ready_timeout_s),
-    )))
+        Duration::from_secs(args.ready_timeout_s()),
+    );
+    vm.payload = payload;
+    Ok(Box::new(vm))
 }
 
-/// Everything checked before boot: flags, image (and manifest), TLS files, the journal.
-fn preflight(
-    args: &RunArgs,
-) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<Journal>), RunError> {
+/// What [`preflight`] found good.
+struct Preflight {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    journal: Option<Journal>,
+    payload: Option<LinuxPayload>,
+}
+
+/// Everything checked before boot: flags, image (and manifest), the Linux payload, TLS files,
+/// the journal.
+fn preflight(args: &RunArgs) -> Result<Preflight, RunError> {
     checks::check_flags(args)?;
+    let payload = checks::check_payload(args)?;
     if let Some(image) = &args.image {
         let bytes = checks::check_image(image, args.tee)?;
         if let Some(m) = &args.manifest {
@@ -222,7 +289,11 @@ fn preflight(
         Some(p) => Some(Journal::open(p).map_err(|e| RunError::Journal(p.clone(), e))?),
         None => None,
     };
-    Ok((tls, journal))
+    Ok(Preflight {
+        tls,
+        journal,
+        payload,
+    })
 }
 
 /// `pupa-host run`: serves until a signal.
@@ -236,11 +307,15 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     ] {
         signal_hook::flag::register(sig, stop.clone()).map_err(RunError::Signal)?;
     }
-    let (tls, journal) = preflight(&args)?;
+    let Preflight {
+        tls,
+        journal,
+        payload,
+    } = preflight(&args)?;
     if tls.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "client endpoint is not loopback and has no TLS (--tls-cert/--tls-key)");
     }
-    let mut backend = backend_for(&args)?;
+    let mut backend = backend_for(&args, payload)?;
     let sup = Supervision {
         poll: Duration::from_millis(100),
         health: (args.health_period_s > 0 && args.image.is_some()).then(|| HealthConfig {
@@ -248,7 +323,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
             deadline: Duration::from_secs(args.health_timeout_s),
             failures: args.health_failures,
         }),
-        ready_timeout: Duration::from_secs(args.ready_timeout_s),
+        ready_timeout: Duration::from_secs(args.ready_timeout_s()),
     };
     let relay = Relay::new(
         RelayConfig {

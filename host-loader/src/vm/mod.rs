@@ -73,6 +73,8 @@ pub enum VmError {
         secs: u64,
         console: String,
     },
+    #[error("this launch is not offered: {0}")]
+    Unsupported(&'static str),
     #[error("stopped (signal) while waiting for {what}")]
     Stopped { what: String },
     #[error("host port {port} is already in use{}; stop it or choose another --forward-port", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
@@ -146,6 +148,9 @@ impl Guest {
     }
 
     fn spawn(cfg: &LaunchConfig, loud: bool) -> Result<Guest, VmError> {
+        if let Some(why) = profile::unsupported_launch(cfg) {
+            return Err(VmError::Unsupported(why));
+        }
         let l = profile::command(cfg);
         tracing::info!(program = %l.program, args = ?l.args, "starting guest");
         let mut cmd = Command::new(&l.program);
