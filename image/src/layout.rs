@@ -11,8 +11,8 @@
 //!   stacks, early heap) lies inside an SNP_SEC_MEM section AND a TDX TEMP_MEM section;
 //! - the image's bytes (every section's load address) lie inside the TDX BFV, which covers the
 //!   whole file, data offset 0, with MR.EXTEND (so MRTD covers all code);
-//! - the pages the VMM writes (SNP secrets and CPUID pages, the TD HOB) overlap no RAM section,
-//!   no early-memory section and each other;
+//! - the pages the VMM writes (SNP secrets, CPUID and kernel-hashes pages, the TD HOB) overlap no
+//!   RAM section, no early-memory section and each other;
 //! - the SEV-ES AP reset address lies in the image.
 
 use pupa_measurements::ovmf::{Firmware, SevSectionType, TdvfSectionType, FOUR_GIB};
@@ -105,7 +105,12 @@ pub fn check(sections: &[AllocSection], fw: &Firmware) -> Vec<String> {
         .collect();
     let vmm_written: Vec<(&str, Range)> = sev
         .iter()
-        .filter(|s| matches!(s.kind, SevSectionType::Secrets | SevSectionType::Cpuid))
+        .filter(|s| {
+            matches!(
+                s.kind,
+                SevSectionType::Secrets | SevSectionType::Cpuid | SevSectionType::KernelHashes
+            )
+        })
         .map(|s| (s.kind.name(), (s.gpa as u64, s.gpa as u64 + s.size as u64)))
         .chain(
             tdvf.iter()

@@ -1,5 +1,6 @@
 //! pupa's own image against `sev-snp-measure` (PyPI): the SNP launch digest for 26 launch
-//! configurations, and every entry of the manifest, recomputed.
+//! configurations, 16 more with measured direct boot (kernel hashes), and every entry of the
+//! manifest, recomputed.
 //!
 //! Installs sev-snp-measure 0.0.13 in a venv under the cargo target dir. If that fails the
 //! test FAILS, unless `PUPA_OFFLINE=1` (then the oracle part is skipped with a message).
@@ -7,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pupa_measurements::snp::{self, SnpConfig, VmmType};
+use pupa_measurements::snp::{self, KernelHashes, SnpConfig, VmmType};
 use pupa_measurements::{hexfmt, manifest, Firmware};
 use pupa_tests::image;
 
@@ -90,27 +91,7 @@ fn sev_snp_measure_agrees_on_pupa_image() {
     }
     assert!(configs.len() >= 24);
     for (vcpus, cpu, vmm, features) in configs {
-        let mut cmd = Command::new(&ssm);
-        cmd.args(["--mode", "snp", "--output-format", "hex", "--ovmf"])
-            .arg(path);
-        cmd.args([
-            "--vcpus",
-            &vcpus.to_string(),
-            "--vmm-type",
-            &vmm.to_string(),
-            "--guest-features",
-            &format!("{features:#x}"),
-        ]);
-        if let Some(t) = cpu {
-            cmd.args(["--vcpu-type", t]);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let theirs = theirs(&ssm, path, vcpus, cpu, vmm, features, None);
         let cfg = SnpConfig {
             vcpus,
             vcpu_sig: cpu.map(|t| u64::from(t.parse::<snp::CpuType>().unwrap().sig())),
@@ -122,4 +103,137 @@ fn sev_snp_measure_agrees_on_pupa_image() {
         let ours = hexfmt::encode(&snp::launch_digest(&fw, &cfg).unwrap());
         assert_eq!(ours, theirs, "{vcpus} vCPUs {cpu:?} {vmm} {features:#x}");
     }
+}
+
+/// Direct boot: `-kernel/-initrd/-append`.
+type Payload<'a> = (&'a Path, Option<&'a Path>, Option<&'a str>);
+
+/// sev-snp-measure's digest (hex) of one launch configuration.
+fn theirs(
+    ssm: &Path,
+    firmware: &Path,
+    vcpus: u32,
+    cpu: Option<&str>,
+    vmm: VmmType,
+    features: u64,
+    payload: Option<Payload<'_>>,
+) -> String {
+    let mut cmd = Command::new(ssm);
+    cmd.args(["--mode", "snp", "--output-format", "hex", "--ovmf"])
+        .arg(firmware);
+    cmd.args([
+        "--vcpus",
+        &vcpus.to_string(),
+        "--vmm-type",
+        &vmm.to_string(),
+        "--guest-features",
+        &format!("{features:#x}"),
+    ]);
+    if let Some(t) = cpu {
+        cmd.args(["--vcpu-type", t]);
+    }
+    if let Some((kernel, initrd, append)) = payload {
+        cmd.arg("--kernel").arg(kernel);
+        if let Some(i) = initrd {
+            cmd.arg("--initrd").arg(i);
+        }
+        if let Some(a) = append {
+            cmd.args(["--append", a]);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Measured direct boot (issue 14): with `kernel-hashes=on` QEMU writes the SHA-256 table of
+/// the kernel, initrd and command line into the firmware's SNP_KERNEL_HASHES page, measured
+/// as a NORMAL page. pupa-measure's digest must equal sev-snp-measure's `--kernel --initrd
+/// --append` for several vCPU types and counts, with and without an initrd and a command line.
+/// The blobs are opaque to both tools (hashed as files), so synthetic ones serve; a changed
+/// byte in any of them must change the digest.
+#[test]
+fn sev_snp_measure_agrees_with_kernel_hashes() {
+    let ssm = match sev_snp_measure() {
+        Ok(p) => p,
+        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
+            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
+            return;
+        }
+        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
+    };
+    let path = &image().image;
+    let fw = Firmware::parse(&std::fs::read(path).unwrap()).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-hashes-oracle");
+    std::fs::create_dir_all(&dir).unwrap();
+    let blob = |name: &str, len: usize, seed: u8| {
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        let p = dir.join(name);
+        std::fs::write(&p, &bytes).unwrap();
+        (p, bytes)
+    };
+    let (kernel, kernel_bytes) = blob("vmlinuz", 3 << 20, 1);
+    let (initrd, initrd_bytes) = blob("initrd", 1 << 20, 2);
+    let append = "console=ttyS0 pupa.ip=10.0.2.15/24 pupa.listen=0.0.0.0:7000";
+    let mut seen = std::collections::HashSet::new();
+    let cases: [(Option<&Path>, Option<&str>); 4] = [
+        (Some(&initrd), Some(append)),
+        (None, Some(append)),
+        (Some(&initrd), None),
+        (None, Some("")),
+    ];
+    for (t, n) in [
+        ("EPYC-v4", 1),
+        ("EPYC-Milan", 2),
+        ("EPYC-Genoa", 4),
+        ("EPYC-Turin", 3),
+    ] {
+        for (rd, cmdline) in cases {
+            let theirs = theirs(
+                &ssm,
+                path,
+                n,
+                Some(t),
+                VmmType::Qemu,
+                0x1,
+                Some((&kernel, rd, cmdline)),
+            );
+            let cfg = SnpConfig {
+                vcpus: n,
+                vcpu_sig: Some(u64::from(t.parse::<snp::CpuType>().unwrap().sig())),
+                vmm: VmmType::Qemu,
+                guest_features: 0x1,
+                kernel_hashes: Some(KernelHashes::new(
+                    &kernel_bytes,
+                    rd.map(|_| initrd_bytes.as_slice()),
+                    cmdline,
+                )),
+                ovmf_hash: None,
+            };
+            let ours = hexfmt::encode(&snp::launch_digest(&fw, &cfg).unwrap());
+            assert_eq!(
+                ours, theirs,
+                "{n} vCPUs {t} initrd {rd:?} append {cmdline:?}"
+            );
+            seen.insert(ours);
+        }
+    }
+    // every configuration measured differently (the payload is in the digest)
+    assert_eq!(seen.len(), 16);
+    let plain = SnpConfig {
+        vcpus: 1,
+        vcpu_sig: Some(u64::from("EPYC-v4".parse::<snp::CpuType>().unwrap().sig())),
+        vmm: VmmType::Qemu,
+        guest_features: 0x1,
+        kernel_hashes: None,
+        ovmf_hash: None,
+    };
+    let without = hexfmt::encode(&snp::launch_digest(&fw, &plain).unwrap());
+    assert!(!seen.contains(&without), "no kernel measures like a kernel");
 }

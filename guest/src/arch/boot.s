@@ -79,6 +79,11 @@
      * are the linker script's __td_hob_start / __td_hob_size (guest/linker.ld). */
     .set SNP_SECRETS_GPA,  0xA000
     .set SNP_CPUID_GPA,    0xB000
+    /* The SEV hashes table page (SEV metadata section type 0x10): with kernel-hashes=on QEMU
+     * writes the SHA-256 table of -kernel/-initrd/-append here and the PSP measures it as a
+     * NORMAL page; without it the page is measured as a ZERO page. */
+    .set SNP_KERNEL_HASHES_GPA, 0xC000
+    .set SNP_KERNEL_HASHES_SIZE, 0x1000
 
     .pushsection .boot, "ax"
 boot_page:
@@ -478,7 +483,8 @@ idt_empty_ptr:
 /* ---------------------------------------------------------------- SEV metadata */
 /* OVMF's SEV metadata ("ASEV" header: signature, length, version 1, item count; then items
  * (u32 gpa, u32 size, u32 type)); consumed by QEMU/KVM at SNP launch and by sev-snp-measure.
- * Types: 1 SNP_SEC_MEM (pre-validated zero pages), 2 SECRETS, 3 CPUID. The layout is
+ * Types: 1 SNP_SEC_MEM (pre-validated zero pages), 2 SECRETS, 3 CPUID, 0x10 SNP_KERNEL_HASHES
+ * (the page QEMU's kernel-hashes table goes in, as OVMF's AmdSev build declares it). The layout is
  * pupa_spec::snp::metadata (SevMetadataHeader, SevMetadataSection), which pupa-measurements
  * parses images with. */
     .balign 16
@@ -491,6 +497,7 @@ sev_metadata_items:
     .long __early_ram_start, __early_ram_size, 1
     .long SNP_SECRETS_GPA, 0x1000, 2
     .long SNP_CPUID_GPA, 0x1000, 3
+    .long SNP_KERNEL_HASHES_GPA, SNP_KERNEL_HASHES_SIZE, 0x10
 sev_metadata_end:
 
 /* ---------------------------------------------------------------- TDX metadata */
@@ -524,7 +531,7 @@ tdvf_descriptor_end:
 /* Walked backwards from the footer: each entry is data ‖ u16 length (data + 18) ‖ GUID. The
  * footer GUID ends at 4 GiB - 0x20, the table length is the u16 before it. GUIDs are stored in
  * their little-endian (mixed-endian) binary form. */
-    .set GUID_TABLE_LEN, 3 * 22 + 18
+    .set GUID_TABLE_LEN, 3 * 22 + 26 + 18
     .org 0xFE0 - GUID_TABLE_LEN, 0
 guid_table:
     /* SEV metadata offset, counted from the end of the image */
@@ -539,6 +546,14 @@ guid_table:
     .long 0x00f771de
     .word 0x1a7e, 0x4fcb
     .byte 0x89, 0x0e, 0x68, 0xc7, 0x7e, 0x2f, 0xb4, 0x4e
+    /* SEV hashes table area (u32 base, u32 size): where QEMU writes the kernel-hashes table
+     * (SEV_HASH_TABLE_RV_GUID 7255371f-3a3b-4b04-927b-1da6efa8d454; QEMU target/i386/sev.c
+     * sev_add_kernel_loader_hashes). The page is the SNP_KERNEL_HASHES section above. */
+    .long SNP_KERNEL_HASHES_GPA, SNP_KERNEL_HASHES_SIZE
+    .word 26
+    .long 0x7255371f
+    .word 0x3a3b, 0x4b04
+    .byte 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4, 0x54
     /* TDX metadata offset, counted from the end of the image, to the "TDVF" descriptor */
     .long boot_page_end - tdvf_descriptor
     .word 22

@@ -77,6 +77,13 @@ pub struct E820Entry {
     pub typ: u32,
 }
 
+impl E820Entry {
+    /// The first address after the entry.
+    pub fn end(&self) -> u64 {
+        self.addr + self.size
+    }
+}
+
 /// E820 types Linux knows (`arch/x86/include/asm/e820/types.h`).
 pub const E820_TYPE_RAM: u32 = 1;
 pub const E820_TYPE_RESERVED: u32 = 2;
@@ -148,4 +155,57 @@ const _: () = {
     assert!(offset_of!(BootParams, edd_mbr_sig_buffer) == 0x290);
     assert!(offset_of!(BootParams, e820_table) == 0x2D0);
     assert!(offset_of!(BootParams, eddbuf) == 0xD00);
+};
+
+/// `struct setup_data` without its payload (bootparam.h): a node of the singly linked list
+/// that starts at `hdr.setup_data` (physical addresses; `next` 0 ends the list).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, packed)]
+pub struct SetupDataHeader {
+    pub next: u64,
+    pub typ: u32,
+    /// Bytes of payload after this header.
+    pub len: u32,
+}
+
+/// `SETUP_CC_BLOB`: the node carries the 32-bit address of a confidential-computing blob.
+pub const SETUP_CC_BLOB: u32 = 7;
+
+/// `struct cc_setup_data` (Linux `arch/x86/include/asm/sev.h`): how a loader without UEFI
+/// tells an SEV-SNP kernel where its CPUID and secrets pages are
+/// (`arch/x86/boot/compressed/sev.c`, `find_cc_blob_setup_data`).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, packed)]
+pub struct CcSetupData {
+    pub header: SetupDataHeader,
+    pub cc_blob_address: u32,
+}
+
+/// `CC_BLOB_SEV_HDR_MAGIC` ("AMDE").
+pub const CC_BLOB_SEV_HDR_MAGIC: u32 = 0x4544_4d41;
+
+/// `struct cc_blob_sev_info` (Linux `arch/x86/include/asm/sev.h`, the same layout as edk2's
+/// `CONFIDENTIAL_COMPUTING_SNP_BLOB_LOCATION`). Linux checks the magic and that the CPUID
+/// page is at least 4 KiB (`snp_setup_cpuid_table`'s caller terminates otherwise).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, packed)]
+pub struct CcBlobSevInfo {
+    pub magic: u32,
+    pub version: u16,
+    pub reserved: u16,
+    pub secrets_phys: u64,
+    pub secrets_len: u32,
+    pub rsvd1: u32,
+    pub cpuid_phys: u64,
+    pub cpuid_len: u32,
+    pub rsvd2: u32,
+}
+
+const _: () = {
+    assert!(size_of::<SetupDataHeader>() == 16);
+    assert!(size_of::<CcSetupData>() == 20);
+    assert!(offset_of!(CcSetupData, cc_blob_address) == 16);
+    assert!(size_of::<CcBlobSevInfo>() == 40);
+    assert!(offset_of!(CcBlobSevInfo, secrets_phys) == 8);
+    assert!(offset_of!(CcBlobSevInfo, cpuid_phys) == 24);
 };

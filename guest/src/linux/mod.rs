@@ -173,29 +173,40 @@ pub fn cmdline_bytes(raw: &[u8], max: u32) -> Result<Vec<u8>, LinuxError> {
 }
 
 /// Linux's E820 table from the firmware's memory map: RAM inside `reserved` (the firmware's
-/// own memory, still in use at the hand-over) and inside [`LEGACY_HOLE`] becomes
-/// `E820_TYPE_RESERVED`, everything else keeps its kind. `map` must be sorted and disjoint
-/// (as `memmap::parse_e820` returns it).
-pub fn e820_table(map: &[Region], reserved: &[(u64, u64)]) -> Result<Vec<E820Entry>, LinuxError> {
+/// own memory still in use at the hand-over, TEE pages) and inside [`LEGACY_HOLE`] becomes
+/// `E820_TYPE_RESERVED`, and so does RAM outside `usable` when that is given (SEV-SNP: memory
+/// the firmware has not validated, which Linux booted without UEFI would otherwise use as if
+/// it were, and fault). Everything else keeps its kind. `map` must be sorted and disjoint (as
+/// `memmap::parse_e820` returns it); `usable` need not be sorted.
+pub fn e820_table(
+    map: &[Region],
+    reserved: &[(u64, u64)],
+    usable: Option<&[(u64, u64)]>,
+) -> Result<Vec<E820Entry>, LinuxError> {
     let mut cuts: Vec<(u64, u64)> = reserved.iter().copied().chain([LEGACY_HOLE]).collect();
     cuts.sort_unstable();
+    let mut usable: Option<Vec<(u64, u64)>> = usable.map(<[_]>::to_vec);
+    if let Some(u) = usable.as_mut() {
+        u.sort_unstable();
+    }
     let mut out: Vec<E820Entry> = Vec::new();
     for r in map {
         match r.kind {
             RegionKind::Unaccepted => return Err(LinuxError::Unaccepted),
             RegionKind::Reserved => push(&mut out, r.start, r.end(), E820_TYPE_RESERVED),
             RegionKind::Ram => {
+                let whole = [(r.start, r.end())];
                 let mut at = r.start;
-                for &(cs, ce) in &cuts {
-                    let (s, e) = (cs.max(at), ce.min(r.end()));
+                for &(us, ue) in usable.as_deref().unwrap_or(&whole) {
+                    let (s, e) = (us.max(r.start), ue.min(r.end()));
                     if s >= e {
                         continue;
                     }
-                    push(&mut out, at, s, E820_TYPE_RAM);
-                    push(&mut out, s, e, E820_TYPE_RESERVED);
+                    push(&mut out, at, s, E820_TYPE_RESERVED);
+                    ram_with_cuts(&mut out, s, e, &cuts);
                     at = e;
                 }
-                push(&mut out, at, r.end(), E820_TYPE_RAM);
+                push(&mut out, at, r.end(), E820_TYPE_RESERVED);
             }
         }
     }
@@ -203,6 +214,21 @@ pub fn e820_table(map: &[Region], reserved: &[(u64, u64)]) -> Result<Vec<E820Ent
         return Err(LinuxError::TooManyE820);
     }
     Ok(out)
+}
+
+/// Appends RAM [start, end) with every range of `cuts` (sorted) inside it reserved.
+fn ram_with_cuts(out: &mut Vec<E820Entry>, start: u64, end: u64, cuts: &[(u64, u64)]) {
+    let mut at = start;
+    for &(cs, ce) in cuts {
+        let (s, e) = (cs.max(at), ce.min(end));
+        if s >= e {
+            continue;
+        }
+        push(out, at, s, E820_TYPE_RAM);
+        push(out, s, e, E820_TYPE_RESERVED);
+        at = e;
+    }
+    push(out, at, end, E820_TYPE_RAM);
 }
 
 /// Appends [start, end) of type `typ`, merging with the previous entry when they touch.
@@ -233,6 +259,8 @@ pub struct Placement {
     pub initrd: (u64, u64),
     /// The NUL-terminated command line.
     pub cmdline: u64,
+    /// The first `setup_data` node (0: none; QEMU's own list is never passed on).
+    pub setup_data: u64,
 }
 
 fn lo32(what: &'static str, a: u64) -> Result<u32, LinuxError> {
@@ -240,8 +268,8 @@ fn lo32(what: &'static str, a: u64) -> Result<u32, LinuxError> {
 }
 
 /// Builds the zero page: the image's setup header copied as boot.rst asks (0x1F1 to its end),
-/// then the loader's fields (loader type, command line, initrd, no setup_data) and the E820
-/// table.
+/// then the loader's fields (loader type, command line, initrd, the firmware's setup_data
+/// list) and the E820 table.
 pub fn boot_params(
     setup: &[u8],
     layout: &KernelLayout,
@@ -267,8 +295,9 @@ pub fn boot_params(
     bp.hdr.cmd_line_ptr = lo32("command line", at.cmdline)?;
     bp.hdr.ramdisk_image = lo32("initrd", rd_start)?;
     bp.hdr.ramdisk_size = lo32("initrd size", rd_len)?;
-    // QEMU's setup_data list points into where *it* would have loaded the kernel.
-    bp.hdr.setup_data = 0;
+    // QEMU's setup_data list points into where *it* would have loaded the kernel: only the
+    // firmware's own list goes on.
+    bp.hdr.setup_data = at.setup_data;
     for (slot, e) in bp.e820_table.iter_mut().zip(e820) {
         *slot = *e;
     }
@@ -296,4 +325,58 @@ impl PartDigests {
             sha384: b.finalize().into(),
         }
     }
+}
+
+/// The three parts of a payload, digested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadDigests {
+    /// The setup item then the kernel item (under SEV QEMU leaves the setup header as in the
+    /// file, so this is the bzImage file's digest; on a plain VM QEMU has patched it).
+    pub kernel: PartDigests,
+    /// The initrd item (the empty string's digests without one).
+    pub initrd: PartDigests,
+    /// The command-line item as QEMU gives it: the string with its NUL.
+    pub cmdline: PartDigests,
+}
+
+impl PayloadDigests {
+    /// The SHA-256s, as the SEV hashes table lists them.
+    pub fn sev_hashes(&self) -> sev_hashes::Hashes {
+        sev_hashes::Hashes {
+            kernel: self.kernel.sha256,
+            initrd: self.initrd.sha256,
+            cmdline: self.cmdline.sha256,
+        }
+    }
+}
+
+/// The SEV-SNP confidential-computing blob for a kernel booted without UEFI, and the
+/// setup_data node that points to it (at `blob_addr`, which must be below 4 GiB: the node
+/// holds a 32-bit address). Linux `arch/x86/boot/compressed/sev.c` (`find_cc_blob`,
+/// `snp_init`) terminates the guest without it.
+pub fn snp_cc_blob(
+    secrets: u64,
+    cpuid: u64,
+    blob_addr: u64,
+) -> Result<(CcBlobSevInfo, CcSetupData), LinuxError> {
+    let blob = CcBlobSevInfo {
+        magic: CC_BLOB_SEV_HDR_MAGIC,
+        version: 1,
+        reserved: 0,
+        secrets_phys: secrets,
+        secrets_len: 4096,
+        rsvd1: 0,
+        cpuid_phys: cpuid,
+        cpuid_len: 4096,
+        rsvd2: 0,
+    };
+    let node = CcSetupData {
+        header: SetupDataHeader {
+            next: 0,
+            typ: SETUP_CC_BLOB,
+            len: core::mem::size_of::<u32>() as u32,
+        },
+        cc_blob_address: lo32("CC blob", blob_addr)?,
+    };
+    Ok((blob, node))
 }

@@ -114,7 +114,7 @@ fn e820_reserves_the_firmware_and_the_legacy_hole() {
             kind: RegionKind::Reserved,
         },
     ];
-    let t = e820_table(&map, &[(0x10_0000, 0x50_0000)]).unwrap();
+    let t = e820_table(&map, &[(0x10_0000, 0x50_0000)], None).unwrap();
     let got: Vec<(u64, u64, u32)> = t.iter().map(|e| (e.addr, e.size, e.typ)).collect();
     assert_eq!(
         got,
@@ -134,7 +134,7 @@ fn e820_refuses_unaccepted_and_overlong_maps() {
         len: 0x1000,
         kind: RegionKind::Unaccepted,
     }];
-    assert_eq!(e820_table(&un, &[]), Err(LinuxError::Unaccepted));
+    assert_eq!(e820_table(&un, &[], None), Err(LinuxError::Unaccepted));
     let many: Vec<Region> = (0..200)
         .map(|i| Region {
             start: 0x1_0000_0000 + i * 0x2000,
@@ -142,7 +142,7 @@ fn e820_refuses_unaccepted_and_overlong_maps() {
             kind: RegionKind::Ram,
         })
         .collect();
-    assert_eq!(e820_table(&many, &[]), Err(LinuxError::TooManyE820));
+    assert_eq!(e820_table(&many, &[], None), Err(LinuxError::TooManyE820));
 }
 
 #[test]
@@ -153,8 +153,9 @@ fn zero_page_has_header_loader_fields_and_e820() {
         kernel: 0x200_0000,
         initrd: (0x800_0000, 0x1234),
         cmdline: 0x9000,
+        setup_data: 0,
     };
-    let e820 = e820_table(&[ram(0, 0x1000_0000)], &[]).unwrap();
+    let e820 = e820_table(&[ram(0, 0x1000_0000)], &[], None).unwrap();
     let bp = boot_params(&s, &l, &at, &e820).unwrap();
     let b = bp.as_bytes();
     // the header came over byte for byte, then the loader's fields
@@ -189,6 +190,7 @@ fn zero_page_refuses_unaddressable_pieces() {
         kernel: 0x200_0000,
         initrd: (0x8000_0000, 0x10),
         cmdline: 0x9000,
+        setup_data: 0,
     };
     assert_eq!(
         boot_params(&s, &l, &at, &[]).err(),
@@ -198,6 +200,7 @@ fn zero_page_refuses_unaddressable_pieces() {
         kernel: 0x1_0000_0000,
         initrd: (0, 0),
         cmdline: 0x9000,
+        setup_data: 0,
     };
     assert_eq!(
         boot_params(&s, &l, &at, &[]).err(),
@@ -211,4 +214,75 @@ fn digests_cover_the_concatenation() {
     assert_eq!(d, PartDigests::of(&[b"abc"]));
     // SHA-256("abc"), FIPS 180-2 appendix B.1
     assert_eq!(d.sha256[..4], [0xba, 0x78, 0x16, 0xbf]);
+}
+
+#[test]
+fn e820_under_snp_offers_only_validated_ram() {
+    // QEMU's map: low RAM, RAM from 1 MiB to 3 GiB, RAM above 4 GiB
+    let map = [
+        ram(0, 0x9_FC00),
+        ram(0x10_0000, 0xBFF0_0000),
+        ram(0x1_0000_0000, 0x4000_0000),
+    ];
+    // validated: low RAM around the SNP pages, the heap's ranges around early RAM and the
+    // shared window (unsorted, as a platform may hand them over)
+    let usable = [
+        (0xA0_0000, 0xC000_0000),
+        (0x0, 0xA000),
+        (0xD000, 0x9_F000),
+        (0x50_0000, 0x60_0000),
+    ];
+    let t = e820_table(&map, &[(0x10_0000, 0x50_0000)], Some(&usable)).unwrap();
+    let got: Vec<(u64, u64, u32)> = t.iter().map(|e| (e.addr, e.end(), e.typ)).collect();
+    let (r, x) = (E820_TYPE_RAM, E820_TYPE_RESERVED);
+    assert_eq!(
+        got,
+        [
+            (0, 0xA000, r),
+            (0xA000, 0xD000, x), // secrets, CPUID, kernel hashes
+            (0xD000, 0x9_F000, r),
+            (0x9_F000, 0x9_FC00, x),   // the unvalidated tail of low RAM
+            (0x10_0000, 0x50_0000, x), // early RAM (the firmware's, in use)
+            (0x50_0000, 0x60_0000, r),
+            (0x60_0000, 0xA0_0000, x), // the shared window
+            (0xA0_0000, 0xC000_0000, r),
+            (0x1_0000_0000, 0x1_4000_0000, x), // not validated above 4 GiB
+        ]
+    );
+    // None: everything RAM stays RAM (the plain VM)
+    let all = e820_table(&map, &[], None).unwrap();
+    assert!(all
+        .iter()
+        .any(|e| e.addr == 0x1_0000_0000 && e.typ == E820_TYPE_RAM));
+}
+
+#[test]
+fn snp_cc_blob_and_its_setup_data_node() {
+    let (blob, node) = snp_cc_blob(0xA000, 0xB000, 0x7FF0_0000).unwrap();
+    let b = blob.as_bytes();
+    assert_eq!(&b[0..4], b"AMDE", "CC_BLOB_SEV_HDR_MAGIC as Linux reads it");
+    assert_eq!(&b[8..16], &0xA000u64.to_le_bytes());
+    assert_eq!(&b[16..20], &4096u32.to_le_bytes());
+    assert_eq!(&b[24..32], &0xB000u64.to_le_bytes());
+    assert_eq!(&b[32..36], &4096u32.to_le_bytes());
+    let n = node.as_bytes();
+    assert_eq!(&n[0..8], &[0; 8], "the last node");
+    assert_eq!(&n[8..12], &SETUP_CC_BLOB.to_le_bytes());
+    assert_eq!(&n[12..16], &4u32.to_le_bytes());
+    assert_eq!(&n[16..20], &0x7FF0_0000u32.to_le_bytes());
+    assert_eq!(
+        snp_cc_blob(0xA000, 0xB000, 0x1_0000_0000).err(),
+        Some(LinuxError::Address("CC blob", 0x1_0000_0000))
+    );
+    // the zero page carries the list head
+    let s = setup();
+    let l = parse_setup(&s, 0x100_0000).unwrap();
+    let at = Placement {
+        kernel: 0x200_0000,
+        initrd: (0, 0),
+        cmdline: 0x9000,
+        setup_data: 0x7FF0_1000,
+    };
+    let bp = boot_params(&s, &l, &at, &[]).unwrap();
+    assert_eq!(&bp.as_bytes()[0x250..0x258], &0x7FF0_1000u64.to_le_bytes());
 }

@@ -2,20 +2,20 @@
 //! `-append`), load it, build its zero page and hand over (the decisions are in the library,
 //! `pupa_guest::linux`; the jump is `arch::linux::enter_linux64`).
 //!
-//! Only on a plain VM for now: under SEV-SNP the kernel, initrd and command line would have to
-//! be checked against QEMU's SEV hashes table, under TDX measured into the RTMRs, before
-//! hand-over; until that exists a payload there stops the boot rather than run unmeasured.
+//! What differs per TEE is [`Platform::linux_handover`]: a plain VM only logs the digests;
+//! SEV-SNP checks the payload against QEMU's launch-measured SEV hashes table, validates low
+//! RAM and passes the CC blob (`snp_linux.rs`); TDX refuses for now (its RTMR measurement is
+//! not wired), rather than run an unmeasured kernel.
 
 use alloc::vec::Vec;
 
 use pupa_guest::banner::Hex;
-use pupa_guest::linux::{self, LinuxError, PartDigests, Placement};
+use pupa_guest::linux::{self, LinuxError, PartDigests, PayloadDigests, Placement};
 use pupa_guest::memmap::Region;
-use pupa_guest::tee::TeeKind;
 use zerocopy::IntoBytes;
 
 use super::fw_cfg::{self, key};
-use super::{layout, Platform};
+use super::{layout, BootError, Platform, Ram};
 use crate::println;
 
 /// Largest kernel or initrd item read (fw_cfg sizes are the host's word).
@@ -30,8 +30,8 @@ pub enum LinuxBootError {
     Kernel(#[from] LinuxError),
     #[error("fw_cfg item {key:#x} of {size} bytes exceeds the limit of {max}")]
     ItemTooLarge { key: u16, size: u32, max: u32 },
-    #[error("no Linux payload support under {0:?} yet (its measurement would be missing)")]
-    Unsupported(TeeKind),
+    #[error("{0}")]
+    Platform(#[from] BootError),
 }
 
 /// Whether QEMU was given `-kernel` (fw_cfg present and a non-zero kernel size).
@@ -66,12 +66,13 @@ fn leak_aligned(size: usize, align: usize) -> &'static mut [u8] {
 }
 
 /// Boots the fw_cfg kernel if there is one (never returns then); returns without one.
-pub fn boot_if_present(platform: &dyn Platform, map: &[Region]) -> Result<(), LinuxBootError> {
+pub fn boot_if_present(
+    platform: &dyn Platform,
+    map: &[Region],
+    ram: &Ram,
+) -> Result<(), LinuxBootError> {
     if !kernel_present() {
         return Ok(());
-    }
-    if platform.kind() != TeeKind::Dev {
-        return Err(LinuxBootError::Unsupported(platform.kind()));
     }
     let setup = read_item(key::SETUP_SIZE, key::SETUP_DATA, MAX_SMALL_ITEM)?;
     let kernel_len = item_len(key::KERNEL_SIZE, MAX_ITEM)?;
@@ -84,17 +85,24 @@ pub fn boot_if_present(platform: &dyn Platform, map: &[Region]) -> Result<(), Li
     let raw_cmdline = read_item(key::CMDLINE_SIZE, key::CMDLINE_DATA, MAX_SMALL_ITEM)?;
     let cmdline = linux::cmdline_bytes(&raw_cmdline, kl.cmdline_max)?.leak();
 
-    print_digests("kernel", &PartDigests::of(&[&setup, &kernel[..kernel_len]]));
-    print_digests("initrd", &PartDigests::of(&[initrd]));
-    print_digests("cmdline", &PartDigests::of(&[&raw_cmdline]));
+    let digests = PayloadDigests {
+        kernel: PartDigests::of(&[&setup, &kernel[..kernel_len]]),
+        initrd: PartDigests::of(&[initrd]),
+        cmdline: PartDigests::of(&[&raw_cmdline]),
+    };
+    print_digests("kernel", &digests.kernel);
+    print_digests("initrd", &digests.initrd);
+    print_digests("cmdline", &digests.cmdline);
     let shown = core::str::from_utf8(&cmdline[..cmdline.len() - 1]).unwrap_or("(not UTF-8)");
     println!("pupa: linux cmdline \"{shown}\"");
 
-    let e820 = linux::e820_table(map, &[layout::early_ram()])?;
+    let handover = platform.linux_handover(map, ram, &digests)?;
+    let e820 = linux::e820_table(map, &[layout::early_ram()], handover.usable.as_deref())?;
     let at = Placement {
         kernel: kernel.as_ptr() as u64,
         initrd: (initrd.as_ptr() as u64, initrd_len as u64),
         cmdline: cmdline.as_ptr() as u64,
+        setup_data: handover.setup_data,
     };
     let bp = alloc::boxed::Box::leak(alloc::boxed::Box::new(linux::boot_params(
         &setup, &kl, &at, &e820,

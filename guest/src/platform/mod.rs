@@ -12,12 +12,14 @@
 //!    idle loop), [`Platform::port_read`]/[`Platform::port_write`] (every driver's port I/O,
 //!    through `arch::io`) and [`Platform::mmio`] (device registers, through `arch::mmio`).
 //!
-//! The application processors (SMP) and the hand-over to a Linux payload will be hooks here
-//! too, one implementation per TEE.
+//! With a Linux payload (QEMU `-kernel`), step 3 is replaced by [`Platform::linux_handover`]
+//! (`linux_boot.rs`) and the kernel is entered. The application processors (SMP) will be hooks
+//! here too, one implementation per TEE.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use pupa_guest::linux::PayloadDigests;
 use pupa_guest::memmap::Region;
 use pupa_guest::tee::{SevWithoutSnp, TeeKind};
 use spin::Once;
@@ -36,6 +38,7 @@ pub mod pit;
 pub mod plain;
 pub mod serial;
 pub mod snp;
+pub mod snp_linux;
 pub mod tdx;
 pub mod virtio_net;
 pub mod virtio_pci;
@@ -63,6 +66,9 @@ pub enum BootError {
     /// The evidence backend could not be set up.
     #[error("evidence backend: {0}")]
     Evidence(alloc::string::String),
+    /// The Linux payload cannot be handed over under this TEE.
+    #[error("{0}")]
+    Linux(alloc::string::String),
 }
 
 /// What the boot stub (`arch/boot.s`) hands to `rust_main`.
@@ -78,6 +84,15 @@ pub struct Ram {
     pub ranges: Vec<(u64, u64)>,
     /// Bytes the TEE validated/accepted for them (0 on a plain VM).
     pub accepted_bytes: u64,
+}
+
+/// What a TEE adds to the hand-over to a Linux payload ([`Platform::linux_handover`]).
+pub struct Handover {
+    /// The RAM Linux may use: `None` is all RAM of the memory map (plain VM); otherwise RAM
+    /// outside these ranges is reported reserved (SNP: what the firmware has not validated).
+    pub usable: Option<Vec<(u64, u64)>>,
+    /// The first `setup_data` node for the zero page (0: none).
+    pub setup_data: u64,
 }
 
 /// What the evidence backend records about the boot (TDX measures it into RTMR[2]).
@@ -145,6 +160,18 @@ pub trait Platform: Sync {
         dma: &mut dyn DmaPool,
         facts: &BootFacts,
     ) -> Result<Box<dyn pupa_runtime::Tee>, BootError>;
+
+    /// Runs once, instead of `dma_pool` and `evidence`, when a Linux payload read from fw_cfg
+    /// is about to be entered (`linux_boot.rs`, after the boot report and the payload's
+    /// digests): checks or measures the payload as this TEE requires and prepares what the
+    /// kernel needs. A payload that fails the check never runs: the hook terminates the VM or
+    /// returns an error.
+    fn linux_handover(
+        &self,
+        map: &[Region],
+        ram: &Ram,
+        payload: &PayloadDigests,
+    ) -> Result<Handover, BootError>;
 
     /// One line for the console: what the evidence is.
     fn evidence_description(&self) -> &'static str;

@@ -11,10 +11,11 @@ use pupa_guest::tee::TeeKind;
 use pupa_runtime::DevTee;
 
 use super::virtio_net::{DmaPool, PlainDma};
-use super::{fw_cfg, BootArgs, BootError, BootFacts, Interrupts, Platform, Ram, Width};
+use super::{fw_cfg, BootArgs, BootError, BootFacts, Handover, Interrupts, Platform, Ram, Width};
 use crate::arch::cpu::halt_with_interrupts;
 use crate::arch::io::{raw_in, raw_out};
 use crate::arch::mmio::raw_access;
+use pupa_guest::linux::PayloadDigests;
 
 /// The memory map from QEMU's fw_cfg file `etc/e820` (plain VMs and SEV-SNP).
 pub fn e820_map() -> Result<(Vec<Region>, &'static str), BootError> {
@@ -53,6 +54,19 @@ impl Platform for Plain {
 
     fn dma_pool(&self) -> Result<Box<dyn DmaPool>, BootError> {
         Ok(Box::new(PlainDma))
+    }
+
+    /// Nothing to check or measure: the digests are in the boot log, and all RAM is Linux's.
+    fn linux_handover(
+        &self,
+        _map: &[Region],
+        _ram: &Ram,
+        _payload: &PayloadDigests,
+    ) -> Result<Handover, BootError> {
+        Ok(Handover {
+            usable: None,
+            setup_data: 0,
+        })
     }
 
     fn evidence(

@@ -43,6 +43,9 @@ use crate::arch::snp::{cr4, ghcb_msr_write, msr_protocol, pvalidate, vmgexit, xc
 pub const SECRETS_GPA: u64 = 0xA000;
 /// The SNP CPUID page (SEV metadata section type 3, `arch/boot.s`).
 pub const CPUID_GPA: u64 = 0xB000;
+/// The SEV hashes table page (SEV metadata section type 0x10 and the SEV hash table GUID
+/// entry, `arch/boot.s`): QEMU's kernel-hashes table for a Linux payload.
+pub const KERNEL_HASHES_GPA: u64 = 0xC000;
 /// [start, end) of the shared window: the two 2 MiB pages above the 2 MiB page that holds the
 /// end of early RAM (0x100000..0x500000). Requires at least 10 MiB of guest RAM (E820 is
 /// checked by `check_window`, once fw_cfg can be read).
@@ -417,6 +420,15 @@ impl super::Platform for Snp {
         let tee = tee(facts.tsc)
             .map_err(|e| super::BootError::Evidence(format!("SNP secrets page: {e}")))?;
         Ok(Box::new(tee))
+    }
+
+    fn linux_handover(
+        &self,
+        map: &[Region],
+        ram: &super::Ram,
+        payload: &pupa_guest::linux::PayloadDigests,
+    ) -> Result<super::Handover, super::BootError> {
+        super::snp_linux::handover(map, ram, payload)
     }
 
     fn evidence_description(&self) -> &'static str {

@@ -388,6 +388,20 @@ impl super::Platform for Tdx {
         Ok(Box::new(TdxTee::with_event_log(ops, log)))
     }
 
+    /// Not yet: the payload's RTMR measurement (`pupa_guest::linux::tdx_measure`), the CCEL
+    /// table and accepting all memory before the hand-over are not wired, and an unmeasured
+    /// kernel must not run in a TD.
+    fn linux_handover(
+        &self,
+        _map: &[Region],
+        _ram: &super::Ram,
+        _payload: &pupa_guest::linux::PayloadDigests,
+    ) -> Result<super::Handover, super::BootError> {
+        Err(super::BootError::Linux(String::from(
+            "no Linux payload under TDX yet: its RTMR measurement is not wired",
+        )))
+    }
+
     fn evidence_description(&self) -> &'static str {
         "tdx (quote via TDG.VP.VMCALL<GetQuote>, RTMR event log)"
     }

@@ -63,6 +63,9 @@ pub mod term {
     pub const GHCB_REGISTER: u8 = 3;
     /// Set 1: a page-state change or PVALIDATE failed.
     pub const PAGE_STATE: u8 = 4;
+    /// Set 1: the Linux payload differs from the launch-measured SEV hashes table, or the
+    /// table is missing.
+    pub const KERNEL_HASHES: u8 = 5;
 }
 
 /// Why an MSR-protocol response is unacceptable.
