@@ -5,11 +5,20 @@
 //! the finished image with the independent parser of `pupa-measurements`, checks that every
 //! byte of early memory the boot path touches is declared there (`layout`), and writes
 //! `pupa.fd` and `manifest.json`.
+//!
+//! `payload` (`pupa-image build --payload linux --no-gpu`) writes the Linux payload beside it:
+//! the pinned Debian kernel (`deb`), an initramfs (`initramfs`) with a reproducibly built
+//! static pupa-worker (`worker`) and the kernel modules it needs (`modules`), the command line,
+//! and their hashes and SNP launch digests in `manifest.json`.
 
 pub mod build;
+pub mod deb;
 pub mod elf;
 pub mod initramfs;
 pub mod layout;
+pub mod modules;
+pub mod payload;
+pub mod worker;
 
 /// ROM size of the image: a multiple of 64 KiB (QEMU's `-bios` requirement).
 pub const ROM_SIZE: u64 = 0x80000;

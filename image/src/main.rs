@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use pupa_image::build::{self, BuildOptions};
 use pupa_image::initramfs;
+use pupa_image::payload::{self, PayloadOptions};
 use pupa_measurements::hexfmt::encode as hex;
 use pupa_measurements::ovmf::Firmware;
 use sha2::{Digest, Sha256};
@@ -43,6 +44,20 @@ enum Cmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// What the firmware boots: the built-in unikernel runtime, or Linux with pupa-worker
+        /// as /init (writes DIR/linux/{vmlinuz,initramfs.cpio,cmdline} and the manifest's
+        /// "payload"; needs apt-get, dpkg-deb, xz and Rust 1.95.0 with the musl target).
+        #[arg(long, value_enum, default_value_t = PayloadKind::Unikernel)]
+        payload: PayloadKind,
+        /// The Linux payload without GPU support (required: the GPU payload is not built yet).
+        #[arg(long)]
+        no_gpu: bool,
+        /// Where the kernel .deb is downloaded and unpacked [default: <src>/target/linux-deb].
+        #[arg(long)]
+        deb_cache: Option<PathBuf>,
+        /// The Linux payload's kernel command line [default: payload::DEFAULT_CMDLINE].
+        #[arg(long)]
+        cmdline: Option<String>,
     },
     /// Write a deterministic initramfs (newc cpio, uncompressed): /init, /dev/console and the
     /// modules, listed in lib/modules/pupa.order in the order given (the load order).
@@ -66,6 +81,15 @@ enum Cmd {
     },
 }
 
+/// `--payload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PayloadKind {
+    /// The runtime inside the firmware (no payload files).
+    Unikernel,
+    /// Linux with pupa-worker as PID 1.
+    Linux,
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,29 +109,48 @@ fn run(cli: Cli) -> Result<(), String> {
             features,
             no_measurements,
             json,
+            payload,
+            no_gpu,
+            deb_cache,
+            cmdline,
         } => {
+            match payload {
+                PayloadKind::Linux if !no_gpu => return Err(payload::GPU_NOT_BUILT.into()),
+                PayloadKind::Unikernel if no_gpu || deb_cache.is_some() || cmdline.is_some() => {
+                    return Err(
+                        "--no-gpu, --deb-cache and --cmdline apply to --payload linux".into(),
+                    )
+                }
+                _ => {}
+            }
             let src = src.unwrap_or_else(build::default_src);
             let out = out.unwrap_or_else(|| src.join("target/pupa"));
             let opts = BuildOptions {
-                src,
-                out,
-                target_dir,
+                src: src.clone(),
+                out: out.clone(),
+                target_dir: target_dir.clone(),
                 features,
                 skip_measurements: no_measurements,
                 cargo_home: None,
             };
             let r = build::build(&opts).map_err(|e| e.to_string())?;
-            if json {
-                let v = serde_json::json!({
-                    "image": r.image, "manifest": r.manifest, "sha384": r.sha384, "size": r.size,
-                });
-                println!("{v}");
+            let linux = if payload == PayloadKind::Linux {
+                let mut p = PayloadOptions::new(&src, &out);
+                p.skip_measurements = no_measurements;
+                if let Some(t) = &target_dir {
+                    p.worker_target_dir = t.join("musl");
+                }
+                if let Some(d) = deb_cache {
+                    p.deb_cache = d;
+                }
+                if let Some(c) = cmdline {
+                    p.cmdline = c;
+                }
+                Some(payload::build(&p).map_err(|e| e.to_string())?)
             } else {
-                println!("image     {}", r.image.display());
-                println!("manifest  {}", r.manifest.display());
-                println!("size      {} bytes ({} KiB)", r.size, r.size / 1024);
-                println!("sha384    {}", r.sha384);
-            }
+                None
+            };
+            print_build(&r, linux.as_ref(), json);
             Ok(())
         }
         Cmd::Initramfs { init, module, out } => write_initramfs(&init, &module, &out),
@@ -121,6 +164,45 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, json: bool) {
+    if json {
+        let mut v = serde_json::json!({
+            "image": r.image, "manifest": r.manifest, "sha384": r.sha384, "size": r.size,
+        });
+        if let Some(l) = linux {
+            v["linux"] = serde_json::json!({
+                "kernel": l.kernel, "initrd": l.initrd, "cmdline": l.cmdline,
+                "kernel_size": l.kernel_size, "initrd_size": l.initrd_size,
+                "modules": l.modules.load.len(), "worker_size": l.worker_size,
+                "worker_build_seconds": l.worker_build_time.as_secs_f64(),
+                "snp_missing": l.snp_note,
+            });
+        }
+        println!("{v}");
+        return;
+    }
+    println!("image     {}", r.image.display());
+    println!("manifest  {}", r.manifest.display());
+    println!("size      {} bytes ({} KiB)", r.size, r.size / 1024);
+    println!("sha384    {}", r.sha384);
+    let Some(l) = linux else { return };
+    let names: Vec<&str> = l.modules.load.iter().map(|m| m.file_name()).collect();
+    println!("kernel    {} ({} bytes)", l.kernel.display(), l.kernel_size);
+    println!(
+        "initramfs {} ({} bytes, {} modules: {}; static pupa-worker {} bytes, cargo {:.1} s)",
+        l.initrd.display(),
+        l.initrd_size,
+        names.len(),
+        names.join(" "),
+        l.worker_size,
+        l.worker_build_time.as_secs_f64()
+    );
+    println!("cmdline   {}", l.cmdline.display());
+    if let Some(n) = &l.snp_note {
+        println!("warning   no SNP launch digests with kernel hashes: {n}");
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use pupa_host::profile::{self, Accel, LaunchConfig, Network, TeeKind, Vmm};
 use pupa_host::vm::Guest;
 use pupa_image::build::{self, BuildOptions, BuildOutput};
+use pupa_image::deb::{self, LinuxLock, Unpacked};
+use pupa_image::payload::{self, PayloadOptions, PayloadOutput};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -204,106 +206,46 @@ pub fn pupa_host_bin() -> PathBuf {
     .clone()
 }
 
-/// `image/linux.lock`: the pinned Debian kernel package (`key = value` lines).
-pub fn linux_lock() -> std::collections::HashMap<String, String> {
-    let text = std::fs::read_to_string(workspace().join("image/linux.lock")).expect("linux.lock");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && l.contains('='))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+/// `image/linux.lock`: the pinned Debian kernel package.
+pub fn linux_lock() -> LinuxLock {
+    LinuxLock::read(&workspace()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The pinned kernel package, SHA-256-checked and unpacked by `pupa_image::deb` in the cache
+/// `pupa-image build --payload linux` uses (target/linux-deb).
+pub fn pinned_linux_package() -> Unpacked {
+    deb::fetch(&linux_lock(), &workspace().join("target/linux-deb"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The pinned kernel package unpacked under `cache` (`dpkg-deb -x`): its `.deb` from `cache`,
-/// from tests/tests/linux_boot.rs's cache, or `apt-get download`, its SHA-256 checked against
-/// image/linux.lock first. Returns the unpacked root (`boot/vmlinuz-…`, `lib/modules/…`).
-pub fn pinned_linux_package(cache: &Path) -> PathBuf {
-    use pupa_measurements::hexfmt::encode as hex;
-    use sha2::{Digest, Sha256};
-    let lock = linux_lock();
-    std::fs::create_dir_all(cache).expect("cache dir");
-    let shared = workspace().join("target/linux-boot").join(&lock["deb"]);
-    let mut deb = cache.join(&lock["deb"]);
-    if !deb.exists() && shared.exists() {
-        deb = shared;
-    } else if !deb.exists() {
-        let spec = format!("{}={}", lock["package"], lock["version"]);
-        run_ok(
-            Command::new("apt-get")
-                .current_dir(cache)
-                .args(["download", &spec]),
+/// The Linux payload of the production image ([`image`]), built once per test process by
+/// `pupa_image::payload` (what `pupa-image build --payload linux --no-gpu` runs) into
+/// target/pupa-test-linux beside a copy of the image and its manifest: the pinned kernel, the
+/// initramfs with the static pupa-worker and the modules, the default command line.
+pub fn linux_payload() -> &'static PayloadOutput {
+    static P: OnceLock<PayloadOutput> = OnceLock::new();
+    P.get_or_init(|| {
+        let ws = workspace();
+        let img = image();
+        let out = ws.join("target/pupa-test-linux");
+        std::fs::create_dir_all(&out).expect("payload dir");
+        std::fs::copy(&img.image, out.join("pupa.fd")).expect("copy pupa.fd");
+        std::fs::copy(&img.manifest, out.join("manifest.json")).expect("copy manifest.json");
+        let p = payload::build(&PayloadOptions::new(&ws, &out))
+            .unwrap_or_else(|e| panic!("the Linux payload: {e}"));
+        println!(
+            "pupa-tests: Linux payload: initramfs {} bytes, {} modules, static pupa-worker {} \
+             bytes (cargo {:.1} s){}",
+            p.initrd_size,
+            p.modules.load.len(),
+            p.worker_size,
+            p.worker_build_time.as_secs_f64(),
+            p.snp_note
+                .as_ref()
+                .map_or(String::new(), |n| format!("; no SNP digests: {n}"))
         );
-    }
-    let got = hex(&Sha256::digest(std::fs::read(&deb).expect("read the .deb")));
-    assert_eq!(
-        got,
-        lock["sha256"],
-        "{} does not match image/linux.lock",
-        deb.display()
-    );
-    let root = cache.join("deb");
-    if !root.join(&lock["vmlinuz"]).exists() {
-        run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
-    }
-    root
-}
-
-/// The Rust toolchain with the x86_64-unknown-linux-musl standard library (the pinned nightly
-/// has none): `PUPA_MUSL_TOOLCHAIN`, else 1.95.0 (tests/bootstrap.sh installs it).
-pub const MUSL_TOOLCHAIN: &str = "1.95.0";
-
-/// A static `pupa-worker` (x86_64-unknown-linux-musl, release, default CPU features), built
-/// into target/musl with [`MUSL_TOOLCHAIN`].
-pub fn static_worker() -> PathBuf {
-    let ws = workspace();
-    let tc = std::env::var("PUPA_MUSL_TOOLCHAIN").unwrap_or_else(|_| MUSL_TOOLCHAIN.into());
-    let target_dir = ws.join("target/musl");
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(&ws)
-        .arg(format!("+{tc}"))
-        .args([
-            "build",
-            "--locked",
-            "--release",
-            "-p",
-            "pupa-worker",
-            "--bin",
-            "pupa-worker",
-        ])
-        .args(["--target", "x86_64-unknown-linux-musl", "--target-dir"])
-        .arg(&target_dir);
-    for v in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC",
-    ] {
-        cmd.env_remove(v);
-    }
-    for v in [
-        "RUSTC_WRAPPER",
-        "CARGO_BUILD_RUSTC_WRAPPER",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO",
-    ] {
-        cmd.env_remove(v);
-    }
-    let st = cmd.status().expect("run cargo");
-    assert!(
-        st.success(),
-        "building the static pupa-worker failed (toolchain {tc})"
-    );
-    target_dir.join("x86_64-unknown-linux-musl/release/pupa-worker")
+        p
+    })
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; another process could take it first).
@@ -320,6 +262,9 @@ pub struct HostProcess {
     pub child: Child,
     /// The relay's listen address, from its one stdout line.
     pub addr: String,
+    /// From spawning `pupa-host` to its stdout line: the guest booted, printed its ready line
+    /// and answered a health probe (`Hello` → `Evidence`) through the forward.
+    pub ready: Duration,
 }
 
 impl Drop for HostProcess {
@@ -332,6 +277,28 @@ impl Drop for HostProcess {
 /// Starts `pupa-host run` with the production image, journaling receipts to `journal`, and
 /// waits for its one stdout line ("pupa-host: listening on ADDR", once the guest serves).
 pub fn start_host(journal: &Path) -> HostProcess {
+    start_host_with(journal, &[], None)
+}
+
+/// [`start_host`] with `extra` arguments after the defaults (e.g. `--payload linux
+/// --payload-dir DIR`), and its stderr (the log, with the guest's console lines under target
+/// `guest`) appended to `log` instead of discarded.
+pub fn start_host_with(
+    journal: &Path,
+    extra: &[std::ffi::OsString],
+    log: Option<&Path>,
+) -> HostProcess {
+    let stderr = match log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        ),
+        None => Stdio::null(),
+    };
+    let t0 = Instant::now();
     let mut child = Command::new(pupa_host_bin())
         .args(["run", "--image"])
         .arg(&image().image)
@@ -339,17 +306,31 @@ pub fn start_host(journal: &Path) -> HostProcess {
         .args(["--forward-port", &free_port().to_string()])
         .arg("--receipts-log")
         .arg(journal)
+        .args(extra)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn pupa-host");
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("pupa-host stdout");
+    let ready = t0.elapsed();
     let addr = line
         .trim()
         .strip_prefix("pupa-host: listening on ")
-        .unwrap_or_else(|| panic!("pupa-host did not start: {line:?}"))
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = log
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|l| {
+                    let lines: Vec<&str> = l.lines().collect();
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                })
+                .unwrap_or_default();
+            panic!("pupa-host did not start: {line:?}\n{why}")
+        })
         .to_string();
-    HostProcess { child, addr }
+    HostProcess { child, addr, ready }
 }

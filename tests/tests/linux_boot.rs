@@ -1,4 +1,4 @@
-//! Direct Linux boot: the production image, given a pinned Debian kernel (image/linux.lock)
+//! Direct Linux boot: the production image, given the pinned Debian kernel (image/linux.lock)
 //! and a tiny initramfs through QEMU's `-kernel/-initrd/-append`, loads the kernel, builds its
 //! zero page and enters startup_64; the initramfs's /init (tests/linux/init.c, built here)
 //! prints a marker and /proc/cmdline and exits QEMU through isa-debug-exit.
@@ -8,8 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pupa_host::profile::{self, Accel, LaunchConfig, Network, TeeKind, Vmm};
+use pupa_image::initramfs::{Initramfs, Kind};
 use pupa_measurements::hexfmt::encode as hex;
-use pupa_tests::{accel, image, workspace};
+use pupa_tests::{accel, image, linux_lock, pinned_linux_package, workspace};
 use sha2::{Digest, Sha256, Sha384};
 
 /// What /init writes to isa-debug-exit: QEMU exits with (0x31 << 1) | 1.
@@ -23,17 +24,6 @@ fn cache() -> PathBuf {
     d
 }
 
-fn lock() -> std::collections::HashMap<String, String> {
-    let text = std::fs::read_to_string(workspace().join("image/linux.lock")).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && l.contains('='))
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap();
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect()
-}
-
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -44,67 +34,14 @@ fn run(cmd: &mut Command) {
     );
 }
 
-/// The pinned kernel's bzImage: the .deb from the cache or `apt-get download`, its SHA-256
-/// checked against the lock file, unpacked with dpkg-deb.
+/// The pinned kernel's bzImage (`pupa_image::deb`: the .deb SHA-256-checked against
+/// image/linux.lock, unpacked with dpkg-deb).
 fn kernel() -> PathBuf {
-    let lock = lock();
-    let dir = cache();
-    let deb = dir.join(&lock["deb"]);
-    if !deb.exists() {
-        let spec = format!("{}={}", lock["package"], lock["version"]);
-        run(Command::new("apt-get")
-            .current_dir(&dir)
-            .args(["download", &spec]));
-    }
-    let got = hex(&Sha256::digest(std::fs::read(&deb).unwrap()));
-    assert_eq!(
-        got,
-        lock["sha256"],
-        "{} does not match image/linux.lock",
-        deb.display()
-    );
-    let root = dir.join("deb");
-    let vmlinuz = root.join(&lock["vmlinuz"]);
-    if !vmlinuz.exists() {
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
-    }
-    vmlinuz
+    pinned_linux_package().root.join(linux_lock().vmlinuz)
 }
 
-/// Appends one newc entry (kernel `Documentation/driver-api/early-userspace/buffer-format.rst`).
-fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        rdev.0,
-        rdev.1,
-        name.len() as u32 + 1,
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08X}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
-/// The initramfs: /dev/console (so that /init has a console), /proc, and /init compiled
-/// from tests/linux/init.c (static, no libc).
+/// The initramfs (`pupa_image::initramfs`): /dev/console (so that /init has a console),
+/// /proc, and /init compiled from tests/linux/init.c (static, no libc).
 fn initramfs() -> PathBuf {
     let dir = cache();
     let init = dir.join("init");
@@ -119,21 +56,13 @@ fn initramfs() -> PathBuf {
         ])
         .arg(&init)
         .arg(workspace().join("tests/linux/init.c")));
-    let mut c = Vec::new();
-    cpio_entry(&mut c, 1, "dev", 0o040755, (0, 0), &[]);
-    cpio_entry(&mut c, 2, "dev/console", 0o020600, (5, 1), &[]);
-    cpio_entry(&mut c, 3, "proc", 0o040755, (0, 0), &[]);
-    cpio_entry(
-        &mut c,
-        4,
-        "init",
-        0o100755,
-        (0, 0),
-        &std::fs::read(&init).unwrap(),
-    );
-    cpio_entry(&mut c, 0, "TRAILER!!!", 0, (0, 0), &[]);
+    let mut a = Initramfs::new();
+    a.add("dev/console", 0o600, Kind::CharDev(5, 1)).unwrap();
+    a.add("proc", 0o755, Kind::Dir).unwrap();
+    a.add("init", 0o755, Kind::File(std::fs::read(&init).unwrap()))
+        .unwrap();
     let path = dir.join("initramfs.cpio");
-    std::fs::write(&path, c).unwrap();
+    std::fs::write(&path, a.to_bytes()).unwrap();
     path
 }
 

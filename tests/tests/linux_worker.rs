@@ -1,7 +1,8 @@
 //! The Linux payload end to end: the production firmware (pupa_tests::image()) boots the
 //! pinned Debian kernel (image/linux.lock) through QEMU's `-kernel/-initrd/-append` with a
 //! deterministic initramfs (`pupa_image::initramfs`) whose `/init` is a static pupa-worker
-//! (x86_64-unknown-linux-musl) and whose modules are virtio-net's, from the same `.deb`.
+//! (x86_64-unknown-linux-musl) and whose modules (virtio-net, configfs, configfs-tsm, sev-guest,
+//! tdx-guest and their dependencies) come from the same `.deb`: `pupa_image::payload`.
 //! pupa-worker, as PID 1, mounts, loads the modules, configures the NIC from the command line
 //! and serves; the host client fetches the dev evidence through user networking's port
 //! forward and runs a sealed matmul job with a receipt. A command line without an address
@@ -9,77 +10,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pupa_host::client::{fetch_and_verify, jobspec::JobSpec, run_job, Connection, EvidencePolicy};
 use pupa_host::profile::{self, LaunchConfig, Network, TeeKind, Vmm};
 use pupa_host::vm::Guest;
-use pupa_image::initramfs;
-use pupa_tests::{accel, image, linux_lock, pinned_linux_package, static_worker, workspace};
+use pupa_tests::{accel, image, linux_payload};
 
 const CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
                        pupa.listen=0.0.0.0:7000 pupa.tee=dev";
 /// Kernel boot under TCG takes tens of seconds; this bounds the whole boot.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// virtio-net and what it depends on (`depends=` of each module's modinfo), in load order,
-/// relative to lib/modules/VERSION/kernel; configfs for configfs-tsm.
-const MODULES: &[&str] = &[
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_pci_legacy_dev.ko",
-    "drivers/virtio/virtio_pci_modern_dev.ko",
-    "drivers/virtio/virtio_pci.ko",
-    "net/core/failover.ko",
-    "drivers/net/net_failover.ko",
-    "drivers/net/virtio_net.ko",
-    "fs/configfs/configfs.ko",
-];
+/// Modules whose load the test checks (the payload's list is computed by
+/// `pupa_image::modules` from the kernel's dependency data; the package ships them xz-compressed).
+const MODULES: &[&str] = &["kernel/drivers/net/virtio_net.ko.xz"];
 
-fn cache() -> PathBuf {
-    workspace().join("target/linux-worker")
-}
-
-/// The kernel and the initramfs, made once per test process.
+/// The kernel and the initramfs (`pupa_tests::linux_payload`: pupa-image's Linux payload,
+/// built once per test process).
 fn payload() -> (PathBuf, PathBuf) {
-    static PAYLOAD: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    PAYLOAD.get_or_init(make_payload).clone()
-}
-
-/// The kernel and the initramfs (built twice: the two must be identical).
-fn make_payload() -> (PathBuf, PathBuf) {
-    let lock = linux_lock();
-    let root = pinned_linux_package(&cache());
-    let version = lock["vmlinuz"].trim_start_matches("boot/vmlinuz-");
-    let moddir = root.join("lib/modules").join(version);
-    let builtin = std::fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
-    let mut modules = Vec::new();
-    for m in MODULES {
-        let rel = format!("kernel/{m}");
-        if builtin.lines().any(|l| l == rel) {
-            continue; // built into this kernel: nothing to load
-        }
-        let name = Path::new(m)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        modules.push((name, std::fs::read(moddir.join(&rel)).unwrap()));
-    }
-    let init = std::fs::read(static_worker()).unwrap();
-    let a = initramfs::payload(&init, &modules).unwrap();
-    let b = initramfs::payload(&init, &modules).unwrap();
-    assert!(a == b, "two initramfs builds differ");
-    println!(
-        "linux_worker: initramfs {} bytes ({} modules, /init {} bytes)",
-        a.len(),
-        modules.len(),
-        init.len()
-    );
-    let path = cache().join("initramfs.cpio");
-    std::fs::write(&path, a).unwrap();
-    (root.join(&lock["vmlinuz"]), path)
+    let p = linux_payload();
+    (p.kernel.clone(), p.initrd.clone())
 }
 
 fn free_port() -> u16 {

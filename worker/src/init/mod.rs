@@ -76,7 +76,10 @@ fn setup() -> Result<(), String> {
 }
 
 /// Loads each module named in `list` (absent list: none). A module already present
-/// (EEXIST: built in or loaded) is not an error.
+/// (EEXIST: built in or loaded) is not an error; nor is one whose hardware is absent (ENODEV,
+/// e.g. sev-guest outside an SNP guest, tdx-guest outside a TD): it is reported and skipped,
+/// and evidence that needs it fails later with its own message. A name ending in `.xz`, `.zst`
+/// or `.gz` is handed to the kernel compressed (`MODULE_INIT_COMPRESSED_FILE`).
 fn load_modules(list: &Path) -> Result<(), String> {
     let text = match std::fs::read_to_string(list) {
         Ok(t) => t,
@@ -87,9 +90,17 @@ fn load_modules(list: &Path) -> Result<(), String> {
     for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = dir.join(name);
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        match sys::finit_module(&file) {
+        let flags = if [".xz", ".zst", ".gz"].iter().any(|s| name.ends_with(s)) {
+            sys::MODULE_INIT_COMPRESSED_FILE
+        } else {
+            0
+        };
+        match sys::finit_module(&file, flags) {
             Ok(()) => say(&format!("loaded {name}")),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                say(&format!("skipped {name}: no such device on this machine"))
+            }
             Err(e) => return Err(format!("finit_module {}: {e}", path.display())),
         }
     }

@@ -28,8 +28,12 @@ pub fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
     check(rc.into())
 }
 
-/// Loads the kernel module in `file` (finit_module, no parameters, no flags).
-pub fn finit_module(file: &File) -> io::Result<()> {
+/// `finit_module` flag: the file is compressed (xz, zstd or gzip, whichever the kernel was
+/// built to decompress: `CONFIG_MODULE_DECOMPRESS`, Linux >= 6.1); the kernel decompresses it.
+pub const MODULE_INIT_COMPRESSED_FILE: libc::c_int = 4;
+
+/// Loads the kernel module in `file` (finit_module, no parameters, `flags`).
+pub fn finit_module(file: &File, flags: libc::c_int) -> io::Result<()> {
     let params = c"";
     // SAFETY: finit_module(fd, const char *params, int flags): `file` is an open descriptor
     // for the duration of the call and `params` a static NUL-terminated string.
@@ -38,7 +42,7 @@ pub fn finit_module(file: &File) -> io::Result<()> {
             libc::SYS_finit_module,
             file.as_raw_fd(),
             params.as_ptr(),
-            0 as libc::c_int,
+            flags,
         )
     };
     check(rc)
