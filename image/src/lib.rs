@@ -20,5 +20,7 @@ pub mod modules;
 pub mod payload;
 pub mod worker;
 
-/// ROM size of the image: a multiple of 64 KiB (QEMU's `-bios` requirement).
-pub const ROM_SIZE: u64 = 0x80000;
+/// ROM size of the image: a multiple of 64 KiB (QEMU's `-bios` requirement). 576 KiB since the
+/// firmware loads Linux payloads too (boot protocol, SNP hand-over, QEMU's ACPI table loader);
+/// it was 512 KiB with the built-in runtime alone.
+pub const ROM_SIZE: u64 = 0x90000;

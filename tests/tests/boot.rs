@@ -41,7 +41,8 @@ fn banner_reports_the_image_and_ends_in_ready() {
     assert_eq!(manifest["image"]["sha384"], file_hash);
     assert!(
         b.serial.contains(&format!(
-            "pupa: image sha384 {file_hash} (512 KiB, read back from ROM)"
+            "pupa: image sha384 {file_hash} ({} KiB, read back from ROM)",
+            pupa_image::ROM_SIZE / 1024
         )),
         "{}",
         b.serial

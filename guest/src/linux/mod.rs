@@ -7,6 +7,7 @@
 //! [`LinuxError`], never a panic. The firmware side (`platform/linux_boot.rs`) reads the items,
 //! places them and jumps.
 
+pub mod acpi;
 pub mod bootparam;
 pub mod sev_hashes;
 pub mod tdx_measure;
@@ -261,6 +262,8 @@ pub struct Placement {
     pub cmdline: u64,
     /// The first `setup_data` node (0: none; QEMU's own list is never passed on).
     pub setup_data: u64,
+    /// The ACPI RSDP (0: none), for `boot_params.acpi_rsdp_addr`.
+    pub acpi_rsdp: u64,
 }
 
 fn lo32(what: &'static str, a: u64) -> Result<u32, LinuxError> {
@@ -298,6 +301,7 @@ pub fn boot_params(
     // QEMU's setup_data list points into where *it* would have loaded the kernel: only the
     // firmware's own list goes on.
     bp.hdr.setup_data = at.setup_data;
+    bp.acpi_rsdp_addr = at.acpi_rsdp;
     for (slot, e) in bp.e820_table.iter_mut().zip(e820) {
         *slot = *e;
     }

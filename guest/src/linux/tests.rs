@@ -154,6 +154,7 @@ fn zero_page_has_header_loader_fields_and_e820() {
         initrd: (0x800_0000, 0x1234),
         cmdline: 0x9000,
         setup_data: 0,
+        acpi_rsdp: 0,
     };
     let e820 = e820_table(&[ram(0, 0x1000_0000)], &[], None).unwrap();
     let bp = boot_params(&s, &l, &at, &e820).unwrap();
@@ -191,6 +192,7 @@ fn zero_page_refuses_unaddressable_pieces() {
         initrd: (0x8000_0000, 0x10),
         cmdline: 0x9000,
         setup_data: 0,
+        acpi_rsdp: 0,
     };
     assert_eq!(
         boot_params(&s, &l, &at, &[]).err(),
@@ -201,6 +203,7 @@ fn zero_page_refuses_unaddressable_pieces() {
         initrd: (0, 0),
         cmdline: 0x9000,
         setup_data: 0,
+        acpi_rsdp: 0,
     };
     assert_eq!(
         boot_params(&s, &l, &at, &[]).err(),
@@ -282,7 +285,9 @@ fn snp_cc_blob_and_its_setup_data_node() {
         initrd: (0, 0),
         cmdline: 0x9000,
         setup_data: 0x7FF0_1000,
+        acpi_rsdp: 0x7FF0_2000,
     };
     let bp = boot_params(&s, &l, &at, &[]).unwrap();
     assert_eq!(&bp.as_bytes()[0x250..0x258], &0x7FF0_1000u64.to_le_bytes());
+    assert_eq!(&bp.as_bytes()[0x70..0x78], &0x7FF0_2000u64.to_le_bytes());
 }

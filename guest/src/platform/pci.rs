@@ -129,3 +129,33 @@ impl Msix {
 pub fn mmio_window_start() -> u64 {
     MMIO_WINDOW.0
 }
+
+/// The ICH9 LPC bridge of QEMU's q35 machine (00:1f.0, 8086:2918), whose ACPI power-management
+/// I/O block the firmware places (Intel ICH9 datasheet §13.8.1: PMBASE at config offset 0x40,
+/// ACPI_CNTL at 0x44 with ACPI_EN in bit 7), as SeaBIOS and OVMF do. QEMU builds the FADT from
+/// this register when the firmware first reads its ACPI tables, so it must be set before then.
+const ICH9_LPC: (u8, u16, u16) = (0x1f, 0x8086, 0x2918);
+const ICH9_LPC_PMBASE: u8 = 0x40;
+const ICH9_LPC_ACPI_CNTL: u8 = 0x44;
+const ICH9_LPC_ACPI_EN: u32 = 1 << 7;
+/// Where the PM block goes (QEMU's and SeaBIOS's `PORT_ACPI_PM_BASE`).
+pub const ACPI_PM_BASE: u16 = 0x600;
+
+/// Places and enables the q35 ACPI PM I/O block; returns false when there is no ICH9 LPC
+/// bridge (another machine type: its FADT is left as QEMU builds it).
+pub fn enable_acpi_pm() -> bool {
+    let (dev, vendor, device) = ICH9_LPC;
+    let id = pci_config_read(0, dev, 0, 0);
+    if id != u32::from(vendor) | u32::from(device) << 16 {
+        return false;
+    }
+    let cntl = pci_config_read(0, dev, 0, ICH9_LPC_ACPI_CNTL);
+    // SAFETY: PMBASE and ACPI_CNTL of the ICH9 LPC bridge only place and enable the ACPI PM
+    // I/O block at a fixed port range no other device of the machine uses; bit 0 of PMBASE
+    // is the read-only I/O-space indicator.
+    unsafe {
+        pci_config_write(0, dev, 0, ICH9_LPC_PMBASE, u32::from(ACPI_PM_BASE) | 1);
+        pci_config_write(0, dev, 0, ICH9_LPC_ACPI_CNTL, cntl | ICH9_LPC_ACPI_EN);
+    }
+    true
+}
