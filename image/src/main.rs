@@ -25,40 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Build the guest and write DIR/pupa.fd and DIR/manifest.json.
-    Build {
-        /// Output directory [default: <src>/target/pupa].
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The pupa source tree [default: the one this tool was built from].
-        #[arg(long)]
-        src: Option<PathBuf>,
-        /// Cargo target directory for the guest [default: <src>/target].
-        #[arg(long)]
-        target_dir: Option<PathBuf>,
-        /// Extra guest features (test builds: fault-test).
-        #[arg(long, value_delimiter = ',')]
-        features: Vec<String>,
-        /// Do not compute the expected measurements.
-        #[arg(long)]
-        no_measurements: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-        /// What the firmware boots: the built-in unikernel runtime, or Linux with pupa-worker
-        /// as /init (writes DIR/linux/{vmlinuz,initramfs.cpio,cmdline} and the manifest's
-        /// "payload"; needs apt-get, dpkg-deb, xz and Rust 1.95.0 with the musl target).
-        #[arg(long, value_enum, default_value_t = PayloadKind::Unikernel)]
-        payload: PayloadKind,
-        /// The Linux payload without GPU support (required: the GPU payload is not built yet).
-        #[arg(long)]
-        no_gpu: bool,
-        /// Where the kernel .deb is downloaded and unpacked [default: <src>/target/linux-deb].
-        #[arg(long)]
-        deb_cache: Option<PathBuf>,
-        /// The Linux payload's kernel command line [default: payload::DEFAULT_CMDLINE].
-        #[arg(long)]
-        cmdline: Option<String>,
-    },
+    Build(BuildArgs),
     /// Write a deterministic initramfs (newc cpio, uncompressed): /init, /dev/console and the
     /// modules, listed in lib/modules/pupa.order in the order given (the load order).
     Initramfs {
@@ -79,6 +46,43 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `pupa-image build`.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Output directory [default: <src>/target/pupa].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The pupa source tree [default: the one this tool was built from].
+    #[arg(long)]
+    src: Option<PathBuf>,
+    /// Cargo target directory for the guest [default: <src>/target].
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+    /// Extra guest features (test builds: fault-test).
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// Do not compute the expected measurements.
+    #[arg(long)]
+    no_measurements: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// What the firmware boots: the built-in unikernel runtime, or Linux with pupa-worker
+    /// as /init (writes DIR/linux/{vmlinuz,initramfs.cpio,cmdline} and the manifest's
+    /// "payload"; needs apt-get, dpkg-deb, xz and Rust 1.95.0 with the musl target).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Unikernel)]
+    payload: PayloadKind,
+    /// The Linux payload without GPU support (required: the GPU payload is not built yet).
+    #[arg(long)]
+    no_gpu: bool,
+    /// Where the kernel .deb is downloaded and unpacked [default: <src>/target/linux-deb].
+    #[arg(long)]
+    deb_cache: Option<PathBuf>,
+    /// The Linux payload's kernel command line [default: payload::DEFAULT_CMDLINE].
+    #[arg(long)]
+    cmdline: Option<String>,
 }
 
 /// `--payload`.
@@ -102,57 +106,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Build {
-            out,
-            src,
-            target_dir,
-            features,
-            no_measurements,
-            json,
-            payload,
-            no_gpu,
-            deb_cache,
-            cmdline,
-        } => {
-            match payload {
-                PayloadKind::Linux if !no_gpu => return Err(payload::GPU_NOT_BUILT.into()),
-                PayloadKind::Unikernel if no_gpu || deb_cache.is_some() || cmdline.is_some() => {
-                    return Err(
-                        "--no-gpu, --deb-cache and --cmdline apply to --payload linux".into(),
-                    )
-                }
-                _ => {}
-            }
-            let src = src.unwrap_or_else(build::default_src);
-            let out = out.unwrap_or_else(|| src.join("target/pupa"));
-            let opts = BuildOptions {
-                src: src.clone(),
-                out: out.clone(),
-                target_dir: target_dir.clone(),
-                features,
-                skip_measurements: no_measurements,
-                cargo_home: None,
-            };
-            let r = build::build(&opts).map_err(|e| e.to_string())?;
-            let linux = if payload == PayloadKind::Linux {
-                let mut p = PayloadOptions::new(&src, &out);
-                p.skip_measurements = no_measurements;
-                if let Some(t) = &target_dir {
-                    p.worker_target_dir = t.join("musl");
-                }
-                if let Some(d) = deb_cache {
-                    p.deb_cache = d;
-                }
-                if let Some(c) = cmdline {
-                    p.cmdline = c;
-                }
-                Some(payload::build(&p).map_err(|e| e.to_string())?)
-            } else {
-                None
-            };
-            print_build(&r, linux.as_ref(), json);
-            Ok(())
-        }
+        Cmd::Build(args) => build_cmd(args),
         Cmd::Initramfs { init, module, out } => write_initramfs(&init, &module, &out),
         Cmd::Inspect { file, json } => {
             let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -165,6 +119,45 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn build_cmd(a: BuildArgs) -> Result<(), String> {
+    match a.payload {
+        PayloadKind::Linux if !a.no_gpu => return Err(payload::GPU_NOT_BUILT.into()),
+        PayloadKind::Unikernel if a.no_gpu || a.deb_cache.is_some() || a.cmdline.is_some() => {
+            return Err("--no-gpu, --deb-cache and --cmdline apply to --payload linux".into())
+        }
+        _ => {}
+    }
+    let src = a.src.unwrap_or_else(build::default_src);
+    let out = a.out.unwrap_or_else(|| src.join("target/pupa"));
+    let opts = BuildOptions {
+        src: src.clone(),
+        out: out.clone(),
+        target_dir: a.target_dir.clone(),
+        features: a.features,
+        skip_measurements: a.no_measurements,
+        cargo_home: None,
+    };
+    let r = build::build(&opts).map_err(|e| e.to_string())?;
+    let linux = if a.payload == PayloadKind::Linux {
+        let mut p = PayloadOptions::new(&src, &out);
+        p.skip_measurements = a.no_measurements;
+        if let Some(t) = &a.target_dir {
+            p.worker_target_dir = t.join("musl");
+        }
+        if let Some(d) = a.deb_cache {
+            p.deb_cache = d;
+        }
+        if let Some(c) = a.cmdline {
+            p.cmdline = c;
+        }
+        Some(payload::build(&p).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    print_build(&r, linux.as_ref(), a.json);
+    Ok(())
 }
 
 fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, json: bool) {
