@@ -187,6 +187,11 @@ fn bad_flags_are_refused() {
         let e = run_fails(&["--image", s(&p), flag, value]);
         assert!(e.contains(want), "{flag} {value}: {e}");
     }
+    let e = run_fails(&["--image", s(&p), "--tee", "snp", "--accel", "tcg"]);
+    assert!(
+        e.contains("--accel tcg: --tee snp runs under KVM only"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -35,7 +35,9 @@ pub struct VmBackend {
     pub ready_timeout: Duration,
     /// A Linux kernel for the firmware to boot instead of its own runtime.
     pub payload: Option<LinuxPayload>,
-    accel: Option<Accel>,
+    /// The accelerator; `None`: KVM if a probe boot of the image works under it, else TCG
+    /// (decided at the first start). TEE launches always use KVM.
+    pub accel: Option<Accel>,
     guest: Option<vm::Guest>,
     /// The console tail of the last guest, kept after it was stopped.
     last_tail: Vec<String>,
@@ -121,6 +123,7 @@ impl GuestBackend for VmBackend {
             payload: self.payload.clone(),
         };
         let marker = self.ready_marker();
+        let t = std::time::Instant::now();
         let mut g = vm::Guest::start(&cfg)?;
         let ready = g.wait_for_or_stop(
             marker.trim_end(),
@@ -132,7 +135,14 @@ impl GuestBackend for VmBackend {
         self.last_tail = g.console_tail();
         self.guest = Some(g);
         match ready {
-            Ok(_) => Ok(self.guest_addr),
+            Ok(_) => {
+                tracing::info!(
+                    ms = t.elapsed().as_millis() as u64,
+                    ?accel,
+                    "guest printed its ready line"
+                );
+                Ok(self.guest_addr)
+            }
             Err(vm::VmError::Stopped { .. }) => Err(StartError::Stopped),
             Err(e) => Err(e.into()),
         }

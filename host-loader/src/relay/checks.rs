@@ -162,6 +162,13 @@ pub fn check_flags(a: &RunArgs) -> Result<(), CheckError> {
             .map_or_else(|| format!("{:?}", a.vmm), |v| v.get_name().to_string());
         return Err(flag("vmm", vmm, why));
     }
+    if a.tee != TeeKind::Dev && a.accel == Some(crate::profile::Accel::Tcg) {
+        return Err(flag(
+            "accel",
+            "tcg",
+            format!("--tee {} runs under KVM only", a.tee),
+        ));
+    }
     if a.vcpus == 0 || a.vcpus > MAX_VCPUS {
         return Err(flag("vcpus", a.vcpus, format!("want 1..={MAX_VCPUS}")));
     }

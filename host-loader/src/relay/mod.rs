@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// linux.
     #[arg(long, visible_alias = "memory")]
     pub memory_mib: Option<u32>,
+    /// How QEMU runs a plain (`--tee dev`) guest: `kvm` or `tcg`. Default: KVM if a probe boot
+    /// of the image works under it (up to 20 s), else TCG. TEE guests always use KVM.
+    #[arg(long, value_enum)]
+    pub accel: Option<crate::profile::Accel>,
     /// Guest vCPUs (1..=512).
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
@@ -205,6 +209,8 @@ pub fn run_command(args: RunArgs) -> Result<(), RunError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // colour codes only for a terminal, not in a log file
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     run(args)
 }
@@ -258,6 +264,7 @@ fn backend_for(
         Duration::from_secs(args.ready_timeout_s()),
     );
     vm.payload = payload;
+    vm.accel = args.accel;
     Ok(Box::new(vm))
 }
 
