@@ -16,6 +16,16 @@ pub const TOOLCHAIN: &str = "1.95.0";
 /// A static Linux executable without a C library dependency.
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
+/// Environment variables removed from the worker build, by prefix.
+const CLEARED_PREFIXES: [&str; 6] = [
+    "CARGO_PROFILE_",
+    "CARGO_BUILD_",
+    "CARGO_TARGET_",
+    "CARGO_UNSTABLE_",
+    "CARGO_ENCODED_",
+    "CARGO_INCREMENTAL",
+];
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -137,24 +147,29 @@ pub fn build(opts: &WorkerOptions) -> Result<Worker, WorkerError> {
         .arg(format!("+{TOOLCHAIN}"))
         .args(["build", "--locked", "--release", "-p", "pupa-worker"])
         .args(["--bin", "pupa-worker", "--target", TARGET, "--target-dir"])
-        .arg(&opts.target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&maps));
+        .arg(&opts.target_dir);
     for v in [
         "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS",
         "RUSTC",
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_RUSTC_WRAPPER",
+        "RUSTDOCFLAGS",
         "RUSTUP_TOOLCHAIN",
         "CARGO",
-        "CARGO_TARGET_DIR",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-        "CARGO_PROFILE_RELEASE_STRIP",
     ] {
         cmd.env_remove(v);
     }
+    // Profile, build, target and unstable settings of the caller's environment (an outer
+    // `cargo test` sets some) would change the binary: only the source and Cargo.lock decide.
+    for (k, _) in std::env::vars_os() {
+        if CLEARED_PREFIXES
+            .iter()
+            .any(|p| k.to_string_lossy().starts_with(p))
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags(&maps));
     if let Some(h) = &opts.cargo_home {
         cmd.env("CARGO_HOME", h);
     }
