@@ -209,6 +209,27 @@ fn payload_dir(dir: &Path, cmdline: &str) -> PathBuf {
 const CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
                        pupa.listen=0.0.0.0:7000 pupa.tee=dev";
 
+/// SNP's kernel-hashes=on needs the image's SEV hash table: an image without one is refused.
+#[test]
+fn an_snp_linux_launch_of_an_image_without_a_sev_hash_table_is_refused() {
+    let dir = common::temp_dir("snp-linux");
+    let p = image(&dir);
+    let pd = payload_dir(&dir, &CMDLINE.replace("pupa.tee=dev", "pupa.tee=snp"));
+    let e = run_fails(&[
+        "--image",
+        s(&p),
+        "--tee",
+        "snp",
+        "--payload",
+        "linux",
+        "--payload-dir",
+        s(&pd),
+    ]);
+    // The minimal image has no SEV metadata at all: that is named first.
+    assert!(e.contains("has no SEV metadata"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `--payload linux` mistakes: each named before anything boots.
 #[test]
 fn linux_payload_mistakes_are_refused() {

@@ -108,6 +108,12 @@ pub enum CheckError {
         /// What is wrong.
         why: String,
     },
+    /// SNP with a Linux payload: the image declares no SEV hash table.
+    #[error("--image {}: declares no SEV hash table (SEV_HASH_TABLE_RV), which QEMU's kernel-hashes=on needs for --payload linux under --tee snp", path.display())]
+    NoSevHashTable {
+        /// The path.
+        path: PathBuf,
+    },
     /// The manifest cannot be read or lacks the image hash.
     #[error("--manifest {}: {why}", path.display())]
     Manifest {
@@ -376,6 +382,25 @@ pub fn check_image(path: &Path, tee: TeeKind) -> Result<Vec<u8>, CheckError> {
     Ok(bytes)
 }
 
+/// Checks that the image (`bytes`, already through [`check_image`]) can boot a Linux payload
+/// under `tee`: under SNP, QEMU's `kernel-hashes=on` needs the SEV hash table the firmware
+/// declares (`SEV_HASH_TABLE_RV` in the GUID table), or QEMU refuses to start.
+pub fn check_image_for_payload(path: &Path, bytes: &[u8], tee: TeeKind) -> Result<(), CheckError> {
+    if tee != TeeKind::Snp {
+        return Ok(());
+    }
+    let fw = Firmware::parse(bytes).map_err(|err| CheckError::NotFirmware {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    if fw.sev_hash_table().is_none() {
+        return Err(CheckError::NoSevHashTable {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks `image` (its bytes) against the `image` entry of `manifest.json`.
 pub fn check_manifest(manifest: &Path, image: &Path, bytes: &[u8]) -> Result<(), CheckError> {
     let bad = |why: String| CheckError::Manifest {
@@ -419,6 +444,28 @@ mod tests {
 
     const GOOD: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
                         pupa.listen=0.0.0.0:7000 pupa.tee=dev";
+
+    /// An OVMF-format image with an empty GUID table (no SEV hash table).
+    fn bare_image() -> Vec<u8> {
+        let n = 64 * 1024;
+        let mut b = vec![0u8; n];
+        b[n - 0x32..n - 0x30].copy_from_slice(&18u16.to_le_bytes());
+        b[n - 0x30..n - 0x20].copy_from_slice(&pupa_measurements::guid::OVMF_TABLE_FOOTER.0);
+        b
+    }
+
+    #[test]
+    fn snp_with_a_payload_needs_the_sev_hash_table() {
+        let p = Path::new("pupa.fd");
+        let b = bare_image();
+        let e = check_image_for_payload(p, &b, TeeKind::Snp).unwrap_err();
+        assert!(matches!(e, CheckError::NoSevHashTable { .. }), "{e}");
+        assert!(e.to_string().contains("kernel-hashes=on"), "{e}");
+        // TDX and plain: nothing asked of the image for the payload.
+        for tee in [TeeKind::Dev, TeeKind::Tdx] {
+            assert!(check_image_for_payload(p, &b, tee).is_ok(), "{tee}");
+        }
+    }
 
     #[test]
     fn the_test_command_line_fits_user_networking() {

@@ -282,6 +282,9 @@ fn preflight(args: &RunArgs) -> Result<Preflight, RunError> {
     let payload = checks::check_payload(args)?;
     if let Some(image) = &args.image {
         let bytes = checks::check_image(image, args.tee)?;
+        if payload.is_some() {
+            checks::check_image_for_payload(image, &bytes, args.tee)?;
+        }
         if let Some(m) = &args.manifest {
             checks::check_manifest(m, image, &bytes)?;
         }
