@@ -93,6 +93,8 @@ pub enum AcpiError {
     File(String, String),
     #[error("no {RSDP_FILE} among the loaded files")]
     NoRsdp,
+    #[error("the RSDP's RSDT/XSDT are malformed or outside the loaded files")]
+    Root,
 }
 
 /// One loaded file: its bytes (patched in place by [`Tables::link`]) and where it goes,
@@ -260,7 +262,132 @@ impl Tables {
     pub fn rsdp_offset(&self) -> usize {
         self.blob(RSDP_FILE).map_or(0, |i| self.blobs[i].offset)
     }
+
+    /// The bytes of the linked region (placed at `base`) from address `addr` to the end of
+    /// the file holding it.
+    fn at(&self, base: u64, addr: u64) -> Option<&[u8]> {
+        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
+        let b = self
+            .blobs
+            .iter()
+            .find(|b| b.offset <= off && off < b.offset + b.bytes.len())?;
+        Some(&b.bytes[off - b.offset..])
+    }
+
+    /// Adds the table at `table` to the root tables: returns a copy of the RSDT (and, for an
+    /// ACPI 2.0+ RSDP with an XSDT, of the XSDT) with one more entry, length and checksum
+    /// fixed, for the caller to place at `rsdt_at` (and `xsdt_at`), and points the RSDP (in
+    /// its blob: copy it into place again) at them, its checksums fixed (ACPI 6.5 §5.2.5.3,
+    /// §5.2.7, §5.2.8). Call after [`Tables::link`] with the same `base`.
+    pub fn add_root_entry(
+        &mut self,
+        base: u64,
+        table: u64,
+        rsdt_at: u32,
+        xsdt_at: u64,
+    ) -> Result<RootTables, AcpiError> {
+        let r = self.blob(RSDP_FILE).ok_or(AcpiError::NoRsdp)?;
+        let rsdp = &self.blobs[r].bytes;
+        let revision = *rsdp.get(15).ok_or(AcpiError::Root)?;
+        let rsdt_addr = rd32(rsdp, 16)?;
+        let xsdt_addr = match revision {
+            0 => 0,
+            _ => u64::from(rd32(rsdp, 24)?) | u64::from(rd32(rsdp, 28)?) << 32,
+        };
+        let entry = u32::try_from(table).map_err(|_| AcpiError::Root)?;
+        let rsdt = self.extended_sdt(base, u64::from(rsdt_addr), &entry.to_le_bytes())?;
+        let xsdt = match xsdt_addr {
+            0 => None,
+            a => Some(self.extended_sdt(base, a, &table.to_le_bytes())?),
+        };
+        let rsdp = &mut self.blobs[r].bytes;
+        rsdp[16..20].copy_from_slice(&rsdt_at.to_le_bytes());
+        checksum(rsdp, 8, 20).ok_or(AcpiError::Root)?;
+        if revision != 0 {
+            if xsdt.is_some() {
+                rsdp.get_mut(24..32)
+                    .ok_or(AcpiError::Root)?
+                    .copy_from_slice(&xsdt_at.to_le_bytes());
+            }
+            let len = rd32(rsdp, 20)? as usize;
+            checksum(rsdp, 32, len).ok_or(AcpiError::Root)?;
+        }
+        Ok(RootTables { rsdt, xsdt })
+    }
+
+    /// A copy of the RSDT/XSDT at `addr` with `entry` appended.
+    fn extended_sdt(&self, base: u64, addr: u64, entry: &[u8]) -> Result<Vec<u8>, AcpiError> {
+        let bytes = self.at(base, addr).ok_or(AcpiError::Root)?;
+        let len = bytes
+            .get(4..8)
+            .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as usize)
+            .ok_or(AcpiError::Root)?;
+        if len < SDT_HEADER_LEN
+            || len > bytes.len()
+            || !(len - SDT_HEADER_LEN).is_multiple_of(entry.len())
+        {
+            return Err(AcpiError::Root);
+        }
+        let mut sdt = Vec::with_capacity(len + entry.len());
+        sdt.extend_from_slice(&bytes[..len]);
+        sdt.extend_from_slice(entry);
+        let new_len = sdt.len() as u32;
+        sdt[4..8].copy_from_slice(&new_len.to_le_bytes());
+        checksum(&mut sdt, 9, new_len as usize).ok_or(AcpiError::Root)?;
+        Ok(sdt)
+    }
 }
+
+/// The little-endian u32 at `o`.
+fn rd32(b: &[u8], o: usize) -> Result<u32, AcpiError> {
+    let v = b.get(o..o + 4).ok_or(AcpiError::Root)?;
+    Ok(u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+}
+
+/// Bytes of a system description table's header (ACPI 6.5 §5.2.6).
+pub const SDT_HEADER_LEN: usize = 36;
+
+/// Sets `b[at]` so that `b[..len]` sums to zero; `None` when out of bounds.
+fn checksum(b: &mut [u8], at: usize, len: usize) -> Option<()> {
+    if at >= len || len > b.len() {
+        return None;
+    }
+    b[at] = 0;
+    let sum = b[..len].iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    b[at] = 0u8.wrapping_sub(sum);
+    Some(())
+}
+
+/// The root tables [`Tables::add_root_entry`] made.
+pub struct RootTables {
+    pub rsdt: Vec<u8>,
+    pub xsdt: Option<Vec<u8>>,
+}
+
+/// `CC_TYPE` of the CCEL table for Intel TDX.
+pub const CCEL_CC_TYPE_TDX: u8 = 2;
+
+/// The CC Event Log table (ACPI 6.5 §5.2.34, "CCEL"): where a TD's TCG event log of its RTMR
+/// measurements lies (Linux exposes the area as `/sys/firmware/acpi/tables/data/CCEL`).
+pub fn ccel_table(lasa: u64, laml: u64) -> [u8; CCEL_LEN] {
+    let mut t = [0u8; CCEL_LEN];
+    t[0..4].copy_from_slice(b"CCEL");
+    t[4..8].copy_from_slice(&(CCEL_LEN as u32).to_le_bytes());
+    t[8] = 1; // revision
+    t[10..16].copy_from_slice(b"PUPA  ");
+    t[16..24].copy_from_slice(b"PUPAFW  ");
+    t[24..28].copy_from_slice(&1u32.to_le_bytes());
+    t[28..32].copy_from_slice(b"PUPA");
+    t[32..36].copy_from_slice(&1u32.to_le_bytes());
+    t[36] = CCEL_CC_TYPE_TDX;
+    t[40..48].copy_from_slice(&laml.to_le_bytes());
+    t[48..56].copy_from_slice(&lasa.to_le_bytes());
+    let _ = checksum(&mut t, 9, CCEL_LEN);
+    t
+}
+
+/// Bytes of the CCEL table.
+pub const CCEL_LEN: usize = 56;
 
 #[cfg(test)]
 #[path = "acpi_tests.rs"]

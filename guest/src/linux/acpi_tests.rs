@@ -172,3 +172,84 @@ fn file_count_and_size_are_bounded() {
     let two = [allocate("etc/a", 16, 1), allocate("etc/b", 16, 1)].concat();
     assert_eq!(Tables::load(&two, big).err(), Some(AcpiError::TooMuch));
 }
+
+/// etc/acpi/tables with an RSDT at 0x40 (2 entries) and an XSDT at 0x80 (2 entries), as
+/// offsets the loader turns into addresses.
+fn tables_with_roots() -> Vec<u8> {
+    let mut t = vec![0u8; 0x200];
+    for (at, sig, entry) in [(0x40usize, b"RSDT", 4usize), (0x80, b"XSDT", 8)] {
+        t[at..at + 4].copy_from_slice(sig);
+        let len = (SDT_HEADER_LEN + 2 * entry) as u32;
+        t[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+        t[at + 9] = 0x5A;
+    }
+    t
+}
+
+#[test]
+fn a_table_joins_the_rsdt_and_xsdt_and_every_checksum_holds() {
+    let files = |n: &str| match n {
+        "etc/acpi/rsdp" => Ok(rsdp(0x40, 0x80)),
+        "etc/acpi/tables" => Ok(tables_with_roots()),
+        _ => Err("file not found"),
+    };
+    let mut t = Tables::load(&qemu_like_script(), files).unwrap();
+    let base = 0x7000_0000;
+    t.link(base).unwrap();
+    let roots = t
+        .add_root_entry(base, 0x7100_0000, 0x7200_0000, 0x7200_1000)
+        .unwrap();
+    let sum = |b: &[u8]| b.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    let rsdt = roots.rsdt;
+    assert_eq!(rsdt.len(), SDT_HEADER_LEN + 12);
+    assert_eq!(&rsdt[4..8], &(48u32).to_le_bytes());
+    assert_eq!(&rsdt[44..48], &0x7100_0000u32.to_le_bytes());
+    assert_eq!(sum(&rsdt), 0);
+    let xsdt = roots.xsdt.unwrap();
+    assert_eq!(xsdt.len(), SDT_HEADER_LEN + 24);
+    assert_eq!(&xsdt[52..60], &0x7100_0000u64.to_le_bytes());
+    assert_eq!(sum(&xsdt), 0);
+    let r = &t.blobs[1].bytes;
+    assert_eq!(&r[16..20], &0x7200_0000u32.to_le_bytes());
+    assert_eq!(&r[24..32], &0x7200_1000u64.to_le_bytes());
+    assert_eq!((sum(&r[..20]), sum(&r[..36])), (0, 0));
+
+    let ccel = ccel_table(0x7300_0000, 0x1_0000);
+    assert_eq!(&ccel[..4], b"CCEL");
+    assert_eq!(sum(&ccel), 0);
+    assert_eq!(ccel[36], CCEL_CC_TYPE_TDX);
+    assert_eq!(&ccel[40..48], &0x1_0000u64.to_le_bytes());
+    assert_eq!(&ccel[48..56], &0x7300_0000u64.to_le_bytes());
+}
+
+#[test]
+fn root_tables_outside_the_files_are_refused() {
+    // the RSDP's RSDT offset points past etc/acpi/tables
+    let files = |n: &str| match n {
+        "etc/acpi/rsdp" => Ok(rsdp(0x1000, 0x80)),
+        "etc/acpi/tables" => Ok(tables_with_roots()),
+        _ => Err("file not found"),
+    };
+    let mut t = Tables::load(&qemu_like_script(), files).unwrap();
+    t.link(0x7000_0000).unwrap();
+    assert_eq!(
+        t.add_root_entry(0x7000_0000, 1, 2, 3).err(),
+        Some(AcpiError::Root)
+    );
+    // an RSDT whose length runs past its file
+    let long = |n: &str| match n {
+        "etc/acpi/rsdp" => Ok(rsdp(0x1F0, 0x80)),
+        "etc/acpi/tables" => {
+            let mut t = tables_with_roots();
+            t[0x1F4..0x1F8].copy_from_slice(&0x40u32.to_le_bytes());
+            Ok(t)
+        }
+        _ => Err("file not found"),
+    };
+    let mut t = Tables::load(&qemu_like_script(), long).unwrap();
+    t.link(0x7000_0000).unwrap();
+    assert_eq!(
+        t.add_root_entry(0x7000_0000, 1, 2, 3).err(),
+        Some(AcpiError::Root)
+    );
+}

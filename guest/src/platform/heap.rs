@@ -85,6 +85,14 @@ pub fn grow_lazily(pending: LazyAccept, grow: GrowFn) {
     talc.oom_handler.grow = Some(grow);
 }
 
+/// Takes the pending RAM away from the heap (which stops growing): for a hand-over that
+/// accepts it all itself.
+pub fn take_pending() -> LazyAccept {
+    let mut talc = ALLOCATOR.lock();
+    talc.oom_handler.grow = None;
+    core::mem::take(&mut talc.oom_handler.pending)
+}
+
 /// Bytes the heap can still grow by (RAM not accepted yet); 0 without lazy growth. The heap's
 /// size for budgeting is what it holds plus this.
 pub fn pending_bytes() -> u64 {

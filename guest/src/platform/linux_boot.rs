@@ -10,11 +10,12 @@
 use alloc::vec::Vec;
 
 use pupa_guest::banner::Hex;
-use pupa_guest::linux::{self, acpi, LinuxError, PartDigests, PayloadDigests, Placement};
+use pupa_guest::linux::{self, LinuxError, PartDigests, PayloadDigests, Placement};
 use pupa_guest::memmap::Region;
 use zerocopy::IntoBytes;
 
 use super::fw_cfg::{self, key};
+use super::linux_acpi::LinuxAcpi;
 use super::{layout, BootError, Platform, Ram};
 use crate::println;
 
@@ -96,16 +97,18 @@ pub fn boot_if_present(
     let shown = core::str::from_utf8(&cmdline[..cmdline.len() - 1]).unwrap_or("(not UTF-8)");
     println!("pupa: linux cmdline \"{shown}\"");
 
-    let handover = platform.linux_handover(map, ram, &digests)?;
-    let (acpi_region, acpi_rsdp) = install_acpi().unwrap_or(((0, 0), 0));
-    let reserved = [layout::early_ram(), acpi_region];
+    let mut acpi = LinuxAcpi::install();
+    let handover = platform.linux_handover(map, ram, &digests, acpi.as_mut())?;
+    let mut reserved = alloc::vec![layout::early_ram()];
+    reserved.extend(acpi.iter().flat_map(|a| a.reserved.iter().copied()));
+    let map = handover.map.as_deref().unwrap_or(map);
     let e820 = linux::e820_table(map, &reserved, handover.usable.as_deref())?;
     let at = Placement {
         kernel: kernel.as_ptr() as u64,
         initrd: (initrd.as_ptr() as u64, initrd_len as u64),
         cmdline: cmdline.as_ptr() as u64,
         setup_data: handover.setup_data,
-        acpi_rsdp,
+        acpi_rsdp: acpi.as_ref().map_or(0, |a| a.rsdp),
     };
     let bp = alloc::boxed::Box::leak(alloc::boxed::Box::new(linux::boot_params(
         &setup, &kl, &at, &e820,
@@ -124,48 +127,6 @@ pub fn boot_if_present(
     // init_size bytes leaked for it; the zero page, command line and initrd are leaked heap
     // memory below 4 GiB, identity-mapped by the boot stub; nothing of pupa runs afterwards.
     unsafe { crate::arch::linux::enter_linux64(entry, bp_addr) }
-}
-
-/// Installs QEMU's ACPI tables (fw_cfg `etc/table-loader`, `pupa_guest::linux::acpi`) in one
-/// leaked region: returns its page-aligned [start, end), which Linux's E820 table reserves,
-/// and the RSDP's address. Without them (no loader, or a malformed one: host input) Linux
-/// boots without ACPI, as it can on one vCPU, and the reason is logged.
-fn install_acpi() -> Option<((u64, u64), u64)> {
-    if !super::pci::enable_acpi_pm() {
-        println!("pupa: linux: no ICH9 LPC bridge: the ACPI PM block stays where QEMU put it");
-    }
-    let loader = match fw_cfg::read_file("etc/table-loader") {
-        Ok(l) => l,
-        Err(e) => {
-            println!("pupa: linux: no ACPI tables (etc/table-loader: {e})");
-            return None;
-        }
-    };
-    let mut tables = match acpi::Tables::load(&loader, fw_cfg::read_file) {
-        Ok(t) => t,
-        Err(e) => {
-            println!("pupa: linux: no ACPI tables ({e})");
-            return None;
-        }
-    };
-    let len = tables.len.next_multiple_of(4096);
-    let region = leak_aligned(len, 4096);
-    let base = region.as_ptr() as u64;
-    if let Err(e) = tables.link(base) {
-        println!("pupa: linux: no ACPI tables ({e})");
-        return None;
-    }
-    for b in &tables.blobs {
-        region[b.offset..b.offset + b.bytes.len()].copy_from_slice(&b.bytes);
-    }
-    let rsdp = base + tables.rsdp_offset() as u64;
-    println!(
-        "pupa: linux ACPI tables: {} files, {} bytes at {base:#x}, RSDP at {rsdp:#x} ({} commands skipped)",
-        tables.blobs.len(),
-        tables.len,
-        tables.skipped
-    );
-    Some(((base, base + len as u64), rsdp))
 }
 
 fn print_digests(what: &str, d: &PartDigests) {

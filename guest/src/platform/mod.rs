@@ -31,6 +31,7 @@ pub mod fw_cfg;
 pub mod heap;
 pub mod idle;
 pub mod layout;
+pub mod linux_acpi;
 pub mod linux_boot;
 pub mod net;
 pub mod pci;
@@ -40,6 +41,7 @@ pub mod serial;
 pub mod snp;
 pub mod snp_linux;
 pub mod tdx;
+pub mod tdx_linux;
 pub mod virtio_net;
 pub mod virtio_pci;
 
@@ -88,6 +90,9 @@ pub struct Ram {
 
 /// What a TEE adds to the hand-over to a Linux payload ([`Platform::linux_handover`]).
 pub struct Handover {
+    /// The memory map as Linux gets it, when the hook changed it (TDX: every unaccepted range
+    /// accepted and relabelled RAM); `None`: the map as read.
+    pub map: Option<Vec<Region>>,
     /// The RAM Linux may use: `None` is all RAM of the memory map (plain VM); otherwise RAM
     /// outside these ranges is reported reserved (SNP: what the firmware has not validated).
     pub usable: Option<Vec<(u64, u64)>>,
@@ -164,13 +169,15 @@ pub trait Platform: Sync {
     /// Runs once, instead of `dma_pool` and `evidence`, when a Linux payload read from fw_cfg
     /// is about to be entered (`linux_boot.rs`, after the boot report and the payload's
     /// digests): checks or measures the payload as this TEE requires and prepares what the
-    /// kernel needs. A payload that fails the check never runs: the hook terminates the VM or
-    /// returns an error.
+    /// kernel needs (`acpi`: QEMU's ACPI tables, installed, to which a TEE may add its own).
+    /// A payload that fails the check never runs: the hook terminates the VM or returns an
+    /// error.
     fn linux_handover(
         &self,
         map: &[Region],
         ram: &Ram,
         payload: &PayloadDigests,
+        acpi: Option<&mut linux_acpi::LinuxAcpi>,
     ) -> Result<Handover, BootError>;
 
     /// One line for the console: what the evidence is.

@@ -62,8 +62,10 @@ impl Platform for Plain {
         _map: &[Region],
         _ram: &Ram,
         _payload: &PayloadDigests,
+        _acpi: Option<&mut super::linux_acpi::LinuxAcpi>,
     ) -> Result<Handover, BootError> {
         Ok(Handover {
+            map: None,
             usable: None,
             setup_data: 0,
         })

@@ -427,6 +427,7 @@ impl super::Platform for Snp {
         map: &[Region],
         ram: &super::Ram,
         payload: &pupa_guest::linux::PayloadDigests,
+        _acpi: Option<&mut super::linux_acpi::LinuxAcpi>,
     ) -> Result<super::Handover, super::BootError> {
         super::snp_linux::handover(map, ram, payload)
     }

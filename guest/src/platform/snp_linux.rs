@@ -73,6 +73,7 @@ pub fn handover(
         .map_err(|e| BootError::Linux(format!("{e}")))?;
     *cc = CcBlob { node, blob };
     Ok(Handover {
+        map: None,
         usable: Some(usable),
         setup_data: core::ptr::from_ref(&cc.node) as u64,
     })

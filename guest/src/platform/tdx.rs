@@ -108,7 +108,7 @@ pub fn accept_ram(
 }
 
 /// TDG.MEM.PAGE.ACCEPT of one page, for `pupa_guest::tdx::accept`.
-fn page_accept(gpa: u64, size: PageSize) -> u64 {
+pub(super) fn page_accept(gpa: u64, size: PageSize) -> u64 {
     // SAFETY: `lazy` passes only ranges the TD HOB lists as unaccepted, outside every TDVF
     // section (so nothing of the running firmware), each once: pending pages nothing uses yet
     // (one the TDX module calls already accepted is left alone and stops the VM).
@@ -300,11 +300,14 @@ pub fn read_td_hob(log: &mut EventLog) -> Result<Vec<Region>, TdHobError> {
 /// Measures `cfg` into RTMR[2] and logs it in `log` (call once at boot, after [`accept_ram`],
 /// before serving). The log bytes (`log.bytes()`) must reach verifiers with the evidence.
 pub fn measure_boot_config(log: &mut EventLog, cfg: &BootConfig) -> Result<[u8; 48], RtmrError> {
-    log.measure_boot_config(cfg, &mut |index, digest| {
-        let mut data = Box::new(ExtendIn([0; 64]));
-        data.0[..48].copy_from_slice(digest);
-        tdcall::rtmr_extend(&data, index)
-    })
+    log.measure_boot_config(cfg, &mut rtmr_extend)
+}
+
+/// TDG.MR.RTMR.EXTEND of RTMR[`index`] with `digest`; returns RAX (for `EventLog::measure`).
+pub(super) fn rtmr_extend(index: u8, digest: &[u8; 48]) -> u64 {
+    let mut data = Box::new(ExtendIn([0; 64]));
+    data.0[..48].copy_from_slice(digest);
+    tdcall::rtmr_extend(&data, index)
 }
 
 /// Size of the TDX shared window: the GetQuote buffer and the virtio rings and buffers.
@@ -388,18 +391,14 @@ impl super::Platform for Tdx {
         Ok(Box::new(TdxTee::with_event_log(ops, log)))
     }
 
-    /// Not yet: the payload's RTMR measurement (`pupa_guest::linux::tdx_measure`), the CCEL
-    /// table and accepting all memory before the hand-over are not wired, and an unmeasured
-    /// kernel must not run in a TD.
     fn linux_handover(
         &self,
-        _map: &[Region],
+        map: &[Region],
         _ram: &super::Ram,
-        _payload: &pupa_guest::linux::PayloadDigests,
+        payload: &pupa_guest::linux::PayloadDigests,
+        acpi: Option<&mut super::linux_acpi::LinuxAcpi>,
     ) -> Result<super::Handover, super::BootError> {
-        Err(super::BootError::Linux(String::from(
-            "no Linux payload under TDX yet: its RTMR measurement is not wired",
-        )))
+        super::tdx_linux::handover(map, payload, acpi)
     }
 
     fn evidence_description(&self) -> &'static str {
