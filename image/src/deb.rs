@@ -38,7 +38,7 @@ pub enum DebError {
     #[error("{LOCK_FILE}: {0}")]
     Lock(String),
     #[error(
-        "{tool} not found ({err}): the Linux payload's kernel is a Debian package; {why} \
+        "could not run {tool} ({err}): the Linux payload's kernel is a Debian package; {why} \
          (Debian/Ubuntu hosts have it; package {pkg})"
     )]
     MissingTool {

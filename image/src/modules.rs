@@ -59,7 +59,7 @@ pub enum ModuleError {
     #[error("{path}: {why}")]
     Modinfo { path: PathBuf, why: String },
     #[error(
-        "{tool} not found ({err}): needed to read the compressed module {path} (install {pkg})"
+        "could not run {tool} ({err}): needed to read the compressed module {path} (install {pkg})"
     )]
     MissingTool {
         tool: &'static str,
@@ -296,6 +296,50 @@ kernel/drivers/unrelated.ko.xz: kernel/fs/configfs/configfs.ko.xz
 
     fn names(s: &ModuleSet) -> Vec<&str> {
         s.load.iter().map(Module::file_name).collect()
+    }
+
+    /// A minimal ELF64 relocatable file with one `.modinfo` section holding `modinfo`.
+    fn elf_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
+        let shstrtab = b"\0.modinfo\0.shstrtab\0";
+        let (info_at, str_at) = (64, 64 + modinfo.len());
+        let shoff = (str_at + shstrtab.len()).next_multiple_of(8);
+        let mut e = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        e.extend_from_slice(&1u16.to_le_bytes()); // ET_REL
+        e.extend_from_slice(&62u16.to_le_bytes()); // x86-64
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&[0; 16]); // entry, phoff
+        e.extend_from_slice(&(shoff as u64).to_le_bytes());
+        e.extend_from_slice(&0u32.to_le_bytes());
+        for v in [64u16, 0, 0, 64, 3, 2] {
+            e.extend_from_slice(&v.to_le_bytes());
+        }
+        e.extend_from_slice(modinfo);
+        e.extend_from_slice(shstrtab);
+        e.resize(shoff, 0);
+        e.extend_from_slice(&[0; 64]);
+        for (name, ty, at, len) in [
+            (1u32, 1u32, info_at, modinfo.len()),
+            (10, 3, str_at, shstrtab.len()),
+        ] {
+            e.extend_from_slice(&name.to_le_bytes());
+            e.extend_from_slice(&ty.to_le_bytes());
+            e.extend_from_slice(&[0; 16]); // flags, addr
+            e.extend_from_slice(&(at as u64).to_le_bytes());
+            e.extend_from_slice(&(len as u64).to_le_bytes());
+            e.extend_from_slice(&[0; 8]); // link, info
+            e.extend_from_slice(&1u64.to_le_bytes());
+            e.extend_from_slice(&0u64.to_le_bytes());
+        }
+        e
+    }
+
+    #[test]
+    fn depends_from_modinfo() {
+        let elf = elf_with_modinfo(b"license=GPL\0depends=tsm,configfs,sev-x\0name=sev_guest\0");
+        assert_eq!(modinfo_depends(&elf).unwrap(), ["tsm", "configfs", "sev_x"]);
+        let none = elf_with_modinfo(b"license=GPL\0depends=\0name=configfs\0");
+        assert!(modinfo_depends(&none).unwrap().is_empty());
+        assert!(modinfo_depends(b"not an elf").is_err());
     }
 
     #[test]
