@@ -42,8 +42,8 @@ pub enum Network {
 /// A Linux kernel the firmware boots instead of its own runtime. QEMU hands the three to the
 /// firmware over fw_cfg (`-kernel`, `-initrd`, `-append`); under SNP it also puts their hashes
 /// into the launch measurement (`kernel-hashes=on`, checked by the firmware against the SEV hash
-/// table); under TDX QEMU adds nothing: the firmware is to measure them into the RTMRs itself
-/// (not wired yet: the firmware refuses the Linux handover under TDX).
+/// table); under TDX QEMU adds nothing: the firmware measures them into the RTMRs itself
+/// (kernel RTMR[1], initrd and command line RTMR[2]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinuxPayload {
     /// The kernel (bzImage).
@@ -577,7 +577,7 @@ pub fn scripts() -> Vec<(String, String)> {
         ("qemu-plain-kvm-linux.sh", linux(TeeKind::Dev, Accel::Kvm), "Plain VM under KVM booting the Linux payload (pupa-worker as /init) through the firmware (development). Executed on the development machine only where KVM works."),
         ("qemu-plain-tcg-linux.sh", linux(TeeKind::Dev, Accel::Tcg), "Plain VM under TCG booting the Linux payload through the firmware (development; no KVM needed). The tests run the same command line through `pupa-host run --payload linux`."),
         ("qemu-snp-linux.sh", linux(TeeKind::Snp, Accel::Kvm), "AMD SEV-SNP guest booting the Linux payload; kernel-hashes=on puts the kernel, initrd and command line into the launch digest (APPEND must say pupa.tee=snp). NOT EXECUTED on the development machines: needs an SNP host (QEMU >= 9.1)."),
-        ("qemu-tdx-linux.sh", linux(TeeKind::Tdx, Accel::Kvm), "Intel TDX guest booting the Linux payload: no QEMU property, the firmware is to measure the payload into the RTMRs (APPEND must say pupa.tee=tdx). NOT WORKING YET: that measurement is not wired, and the firmware refuses the Linux handover under TDX. NOT EXECUTED on the development machines: needs a TDX host (QEMU >= 10.1)."),
+        ("qemu-tdx-linux.sh", linux(TeeKind::Tdx, Accel::Kvm), "Intel TDX guest booting the Linux payload: no QEMU property, the firmware measures the payload into the RTMRs (kernel RTMR[1], initrd and command line RTMR[2]; APPEND must say pupa.tee=tdx). NOT EXECUTED on the development machines: needs a TDX host (QEMU >= 10.1)."),
     ];
     profiles
         .into_iter()
