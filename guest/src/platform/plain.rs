@@ -64,6 +64,8 @@ impl Platform for Plain {
         _payload: &PayloadDigests,
         _acpi: Option<&mut super::linux_acpi::LinuxAcpi>,
     ) -> Result<Handover, BootError> {
+        #[cfg(feature = "fault-test")]
+        test_ccel(_acpi)?;
         Ok(Handover {
             map: None,
             usable: None,
@@ -110,4 +112,26 @@ impl Platform for Plain {
         // SAFETY: forwarded from the caller; device windows are mapped UC (pci.rs).
         unsafe { raw_access(addr, size, write, value) }
     }
+}
+
+/// Test builds only: with the fw_cfg file `opt/pupa/linux-ccel`, publish a CCEL table over a
+/// small event log as the TDX hand-over does (`tdx_linux.rs`), so that a plain-VM test can show
+/// Linux finding the table through the extended root tables.
+#[cfg(feature = "fault-test")]
+fn test_ccel(acpi: Option<&mut super::linux_acpi::LinuxAcpi>) -> Result<(), BootError> {
+    let (Ok(_), Some(acpi)) = (fw_cfg::read_file("opt/pupa/linux-ccel"), acpi) else {
+        return Ok(());
+    };
+    let log = pupa_guest::tdx::rtmr::EventLog::new();
+    let area = acpi.reserve(log.bytes().len());
+    area.fill(0xFF);
+    area[..log.bytes().len()].copy_from_slice(log.bytes());
+    let table = super::linux_acpi::ccel_table(area.as_ptr() as u64, area.len() as u64);
+    acpi.add_table(&table)
+        .map_err(|e| BootError::Linux(format!("CCEL: {e}")))?;
+    crate::println!(
+        "pupa: fault-test: CCEL table added ({} log bytes)",
+        log.bytes().len()
+    );
+    Ok(())
 }

@@ -109,9 +109,10 @@ pub fn accept_ram(
 
 /// TDG.MEM.PAGE.ACCEPT of one page, for `pupa_guest::tdx::accept`.
 pub(super) fn page_accept(gpa: u64, size: PageSize) -> u64 {
-    // SAFETY: `lazy` passes only ranges the TD HOB lists as unaccepted, outside every TDVF
-    // section (so nothing of the running firmware), each once: pending pages nothing uses yet
-    // (one the TDX module calls already accepted is left alone and stops the VM).
+    // SAFETY: `lazy` and the Linux hand-over (`tdx_linux.rs`, after taking the heap's pending
+    // list) pass only ranges the TD HOB lists as unaccepted, outside every TDVF section (so
+    // nothing of the running firmware), each once: pages nothing uses yet (one the TDX module
+    // calls already accepted is left alone and stops the VM).
     unsafe { tdcall::page_accept(gpa, size) }
 }
 
