@@ -12,6 +12,7 @@
 pub mod eventlog;
 pub mod guid;
 pub mod hexfmt;
+pub mod linux;
 pub mod manifest;
 pub mod ovmf;
 pub mod snp;

@@ -3,7 +3,8 @@
 //! ```text
 //! pupa-measure FIRMWARE --tee snp --vcpus N (--vcpu-type T | --vcpu-sig S) [--vmm-type QEMU|ec2|gce]
 //!              [--guest-features 0x1] [--kernel K [--initrd I] [--append A]] [--dump-vmsa DIR] [--json]
-//! pupa-measure FIRMWARE --tee tdx [--order single|twopass] [--event-log CCEL] [--json]
+//! pupa-measure FIRMWARE --tee tdx [--order single|twopass] [--event-log CCEL]
+//!              [--kernel K [--initrd I] [--append A]] [--json]
 //! pupa-measure check MANIFEST FIRMWARE [--json]
 //! pupa-measure bench FIRMWARE [--runs N] [--json]
 //! pupa-measure verify --tee snp|tdx|dev ... (see `verify::cli`)
@@ -18,7 +19,7 @@ use pupa_measurements::hexfmt;
 use pupa_measurements::snp::{self, CpuType, KernelHashes, SnpConfig, VmmType};
 use pupa_measurements::tdx::{self, Order};
 use pupa_measurements::tee_arg::{self, TeeKind};
-use pupa_measurements::{eventlog, manifest, Firmware};
+use pupa_measurements::{eventlog, linux, manifest, Firmware};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -100,13 +101,14 @@ struct MeasureArgs {
     /// SNP: SEV_FEATURES of the VMSAs, hex (0x1 = SNP only).
     #[arg(long, default_value = "0x1", value_parser = parse_u64)]
     guest_features: u64,
-    /// SNP: kernel for measured direct boot (firmware must have a SNP_KERNEL_HASHES section).
+    /// The Linux payload's kernel (bzImage). SNP: measured direct boot (the firmware must have
+    /// a SNP_KERNEL_HASHES section); TDX: the payload's RTMR[1] and RTMR[2] are printed too.
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// SNP: initrd (with --kernel).
+    /// The payload's initrd (with --kernel).
     #[arg(long, requires = "kernel")]
     initrd: Option<PathBuf>,
-    /// SNP: kernel command line (with --kernel).
+    /// The payload's kernel command line (with --kernel).
     #[arg(long, requires = "kernel")]
     append: Option<String>,
     /// SNP: precomputed digest of the firmware pages (sev-snp-measure's --snp-ovmf-hash).
@@ -274,7 +276,16 @@ fn run_measure(a: &MeasureArgs) -> Result<ExitCode, String> {
                 ("order".into(), order.to_string()),
             ]);
             rows.push(("MRTD".into(), hexfmt::encode(&mrtd)));
-            let obj = json!({"tee": tee.name(), "order": order, "mrtd": hexfmt::encode(&mrtd)});
+            let mut obj = json!({"tee": tee.name(), "order": order, "mrtd": hexfmt::encode(&mrtd)});
+            if let Some(k) = &a.kernel {
+                let kernel = read(k, "kernel")?;
+                let initrd = a.initrd.as_deref().map(|p| read(p, "initrd")).transpose()?;
+                let p = linux::tdx_payload_rtmrs(&kernel, initrd.as_deref(), a.append.as_deref());
+                let (r1, r2) = (hexfmt::encode(&p.rtmr1), hexfmt::encode(&p.rtmr2));
+                rows.push(("payload RTMR1".into(), r1.clone()));
+                rows.push(("payload RTMR2".into(), r2.clone()));
+                obj["payload_rtmrs"] = json!({"rtmr1": r1, "rtmr2": r2});
+            }
             (mrtd, obj)
         }
         TeeKind::Dev => {

@@ -292,8 +292,13 @@ pub fn boot_params(
     }
     let mut bp = BootParams::new_zeroed();
     bp.as_mut_bytes()[SETUP_HEADER_OFFSET..end].copy_from_slice(&setup[SETUP_HEADER_OFFSET..end]);
+    // Whatever the host's loader wrote into these is dropped: every byte of the header Linux
+    // gets is either measured (`loader_neutral_setup`) or pupa's own.
+    for &(s, e) in &LOADER_FIELDS {
+        bp.as_mut_bytes()[s..e.min(end)].fill(0);
+    }
     bp.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
-    bp.hdr.loadflags |= LOADED_HIGH;
+    bp.hdr.loadflags = LOADED_HIGH;
     bp.hdr.code32_start = lo32("kernel", at.kernel)?;
     bp.hdr.cmd_line_ptr = lo32("command line", at.cmdline)?;
     bp.hdr.ramdisk_image = lo32("initrd", rd_start)?;
@@ -307,6 +312,35 @@ pub fn boot_params(
     }
     bp.e820_entries = e820.len() as u8;
     Ok(bp)
+}
+
+/// The setup-header fields a boot loader writes (Linux `Documentation/arch/x86/boot.rst`,
+/// "Details of header fields": vid_mode; type_of_loader, loadflags, setup_move_size,
+/// code32_start, ramdisk_image, ramdisk_size; heap_end_ptr, ext_loader_ver, ext_loader_type,
+/// cmd_line_ptr; hardware_subarch, hardware_subarch_data; setup_data), as [start, end) offsets
+/// in the bzImage. QEMU patches them in the setup item it serves, except under SEV (QEMU
+/// `hw/i386/x86-common.c`, `x86_load_linux`), so their values depend on the VMM, not on the
+/// kernel. pupa zeroes them before measuring the kernel under TDX and writes its own values
+/// into the zero page.
+pub const LOADER_FIELDS: [(usize, usize); 5] = [
+    (0x1FA, 0x1FC),
+    (0x210, 0x220),
+    (0x224, 0x22C),
+    (0x23C, 0x248),
+    (0x250, 0x258),
+];
+
+/// The setup item with [`LOADER_FIELDS`] zeroed: what the TDX measurement of the kernel
+/// covers (with the kernel item after it), so that a verifier gets the same digest from the
+/// bzImage file by zeroing the same bytes.
+pub fn loader_neutral_setup(setup: &[u8]) -> Vec<u8> {
+    let mut s = setup.to_vec();
+    for &(a, b) in &LOADER_FIELDS {
+        if let Some(f) = s.get_mut(a..b) {
+            f.fill(0);
+        }
+    }
+    s
 }
 
 /// SHA-256 and SHA-384 of one part of the payload.
@@ -337,6 +371,9 @@ pub struct PayloadDigests {
     /// The setup item then the kernel item (under SEV QEMU leaves the setup header as in the
     /// file, so this is the bzImage file's digest; on a plain VM QEMU has patched it).
     pub kernel: PartDigests,
+    /// The same with [`LOADER_FIELDS`] zeroed ([`loader_neutral_setup`]): the bzImage file's
+    /// digest after zeroing those bytes, whatever the VMM patched (the TDX measurement).
+    pub kernel_neutral: PartDigests,
     /// The initrd item (the empty string's digests without one).
     pub initrd: PartDigests,
     /// The command-line item as QEMU gives it: the string with its NUL.

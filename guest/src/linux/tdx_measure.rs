@@ -11,8 +11,8 @@
 //! compares the SHA-384 inside with the payload's (the manifest's). The tag differs from the
 //! boot configuration's "PUPA", so the verifier's search for that record is unaffected.
 //!
-//! The firmware does not call this yet: a TDX Linux payload also needs all memory accepted
-//! before hand-over and the log published (CCEL); until then a payload under TDX is refused.
+//! The firmware's TDX hand-over (`platform/tdx_linux.rs`) calls it before accepting all
+//! memory and publishing the log in a CCEL table.
 
 use alloc::vec::Vec;
 
@@ -28,8 +28,8 @@ pub const KERNEL_LABEL: &[u8] = b"pupa/linux/kernel/v1\0";
 pub const INITRD_LABEL: &[u8] = b"pupa/linux/initrd/v1\0";
 pub const CMDLINE_LABEL: &[u8] = b"pupa/linux/cmdline/v1\0";
 
-/// The SHA-384 of each part (as `PartDigests` computes them: kernel = setup ‖ kernel items,
-/// the command line with its NUL).
+/// The SHA-384 of each part (as `PartDigests` computes them: kernel = the setup item with
+/// `LOADER_FIELDS` zeroed ‖ the kernel item, the command line with its NUL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PayloadSha384 {
     pub kernel: [u8; 48],

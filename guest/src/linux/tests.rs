@@ -291,3 +291,44 @@ fn snp_cc_blob_and_its_setup_data_node() {
     assert_eq!(&bp.as_bytes()[0x250..0x258], &0x7FF0_1000u64.to_le_bytes());
     assert_eq!(&bp.as_bytes()[0x70..0x78], &0x7FF0_2000u64.to_le_bytes());
 }
+
+#[test]
+fn loader_fields_are_neither_measured_nor_passed_on() {
+    let clean = setup();
+    let mut patched = clean.clone();
+    // what QEMU's x86_load_linux writes on a plain VM or under TDX
+    patched[0x1FA..0x1FC].copy_from_slice(&0xFFFFu16.to_le_bytes()); // vid_mode
+    patched[0x210] = 0xB0; // type_of_loader: QEMU
+    patched[0x211] |= 0x80; // CAN_USE_HEAP
+    patched[0x218..0x21C].copy_from_slice(&0x7000_0000u32.to_le_bytes());
+    patched[0x224..0x226].copy_from_slice(&0xFE00u16.to_le_bytes());
+    patched[0x228..0x22C].copy_from_slice(&0x2_0000u32.to_le_bytes());
+    patched[0x250..0x258].copy_from_slice(&0x9_0000u64.to_le_bytes());
+    assert_ne!(patched, clean);
+    assert_eq!(
+        loader_neutral_setup(&patched),
+        loader_neutral_setup(&clean),
+        "the measurement does not depend on the loader"
+    );
+    // the fields outside LOADER_FIELDS still count
+    let mut other = clean.clone();
+    other[0x260] ^= 1; // init_size
+    assert_ne!(loader_neutral_setup(&other), loader_neutral_setup(&clean));
+    // and none of the host's values reaches the zero page
+    let l = parse_setup(&patched, 0x100_0000).unwrap();
+    let at = Placement {
+        kernel: 0x200_0000,
+        initrd: (0, 0),
+        cmdline: 0x9000,
+        setup_data: 0,
+        acpi_rsdp: 0,
+    };
+    let b = boot_params(&patched, &l, &at, &[]).unwrap();
+    let b = b.as_bytes();
+    assert_eq!(&b[0x1FA..0x1FC], &[0, 0]);
+    assert_eq!(b[0x210], LOADER_TYPE_UNDEFINED);
+    assert_eq!(b[0x211], LOADED_HIGH);
+    assert_eq!(&b[0x218..0x220], &[0; 8]);
+    assert_eq!(&b[0x224..0x228], &[0; 4]);
+    assert_eq!(&b[0x250..0x258], &[0; 8]);
+}

@@ -88,10 +88,15 @@ pub fn boot_if_present(
 
     let digests = PayloadDigests {
         kernel: PartDigests::of(&[&setup, &kernel[..kernel_len]]),
+        kernel_neutral: PartDigests::of(&[
+            &linux::loader_neutral_setup(&setup),
+            &kernel[..kernel_len],
+        ]),
         initrd: PartDigests::of(&[initrd]),
         cmdline: PartDigests::of(&[&raw_cmdline]),
     };
     print_digests("kernel", &digests.kernel);
+    print_digests("kernel (loader fields zeroed)", &digests.kernel_neutral);
     print_digests("initrd", &digests.initrd);
     print_digests("cmdline", &digests.cmdline);
     let shown = core::str::from_utf8(&cmdline[..cmdline.len() - 1]).unwrap_or("(not UTF-8)");

@@ -3,8 +3,9 @@
 //!
 //! 1. QEMU's ACPI tables (host input Linux will trust, AML included) are measured into
 //!    RTMR[0], each as a tagged event carrying its name's label and SHA-384, as TDVF measures
-//!    them; the kernel into RTMR[1]; the initrd and the command line into RTMR[2]
-//!    (`tdx_measure`). A quote from the worker then covers what Linux runs and is configured
+//!    them; the kernel into RTMR[1] (its setup header with the loader's fields zeroed: QEMU
+//!    patches them under TDX, `linux::LOADER_FIELDS`); the initrd and the command line into
+//!    RTMR[2] (`tdx_measure`). A quote from the worker then covers what Linux runs and is configured
 //!    by; a failed extension stops the boot.
 //! 2. Every unaccepted page is accepted (what the heap had not taken yet, low RAM, RAM above
 //!    4 GiB): Linux booted without UEFI cannot learn of unaccepted memory. The map Linux gets
@@ -46,7 +47,7 @@ pub fn handover(
         BootError::Linux("no ACPI tables: the TDX event log (CCEL) could not reach Linux".into())
     })?;
     let p = PayloadSha384 {
-        kernel: payload.kernel.sha384,
+        kernel: payload.kernel_neutral.sha384,
         initrd: payload.initrd.sha384,
         cmdline: payload.cmdline.sha384,
     };
