@@ -178,6 +178,9 @@ pub fn payload_object(f: &PayloadFacts<'_>) -> serde_json::Value {
         "the file's bytes and one NUL (size + 1 bytes): QEMU's -append as the SEV hashes table \
          and the firmware hash it"
             .into();
+    // what the firmware extends under TDX (the kernel with its boot-loader fields zeroed)
+    let tdx =
+        pupa_measurements::linux::tdx_payload_rtmrs(f.kernel, Some(f.initrd), Some(f.cmdline));
     let (snp, snp_missing) = match &f.snp {
         Ok(d) => (serde_json::to_value(d).unwrap_or_default(), None),
         Err(why) => (serde_json::json!([]), Some(why.clone())),
@@ -206,7 +209,11 @@ pub fn payload_object(f: &PayloadFacts<'_>) -> serde_json::Value {
             "name": m.name, "file": m.file_name(), "path": m.path,
         })).collect::<Vec<_>>(),
         "modules_builtin": f.modules.builtin,
-        "measurements": { "snp_with_kernel_hashes": snp, "snp_missing": snp_missing },
+        "measurements": {
+            "snp_with_kernel_hashes": snp,
+            "snp_missing": snp_missing,
+            "tdx": { "rtmr1": hexfmt::encode(&tdx.rtmr1), "rtmr2": hexfmt::encode(&tdx.rtmr2) },
+        },
     })
 }
 
@@ -394,6 +401,19 @@ mod tests {
             serde_json::json!([])
         );
         assert_eq!(v["measurements"]["snp_missing"], "no section");
+        let tdx = pupa_measurements::linux::tdx_payload_rtmrs(
+            b"kernel",
+            Some(b"initrd!"),
+            Some("console=ttyS0"),
+        );
+        assert_eq!(
+            v["measurements"]["tdx"]["rtmr1"],
+            hexfmt::encode(&tdx.rtmr1)
+        );
+        assert_eq!(
+            v["measurements"]["tdx"]["rtmr2"],
+            hexfmt::encode(&tdx.rtmr2)
+        );
         let m = SnpMeasurement {
             vcpus: 1,
             vcpu_type: Some("EPYC-v4".into()),
