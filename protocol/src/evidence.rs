@@ -92,8 +92,10 @@ pub enum TeeEvidence {
         /// The raw quote.
         #[serde(with = "serde_bytes")]
         quote: Vec<u8>,
-        /// The guest's RTMR event log (TCG2 crypto-agile, SHA-384; CCEL index = RTMR + 1): the
-        /// boot configuration measured into RTMR[2], to be replayed against the quote.
+        /// The guest's RTMR event log (TCG2 crypto-agile, SHA-384; CCEL index = RTMR + 1), to be
+        /// replayed against the quote: the built-in runtime's boot configuration in RTMR[2];
+        /// for the Linux payload, QEMU's ACPI tables in RTMR[0], the kernel in RTMR[1], the
+        /// initrd and command line in RTMR[2] (pupa-worker sends the firmware's CCEL log).
         event_log: Option<serde_bytes::ByteBuf>,
     },
 }

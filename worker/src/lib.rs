@@ -62,6 +62,10 @@ pub struct Args {
     /// The configfs-tsm report directory.
     #[arg(long, default_value = tsm::DEFAULT_TSM_PATH)]
     pub tsm_path: PathBuf,
+    /// TDX: the RTMR event log the firmware published (its CCEL ACPI table's log area), sent
+    /// with every quote so that a verifier can replay the RTMRs; missing: quotes go without.
+    #[arg(long, default_value = tsm::DEFAULT_CCEL_PATH)]
+    pub ccel: PathBuf,
     /// Where jobs run.
     #[arg(long, value_enum, default_value = "auto")]
     pub compute: ComputeChoice,
@@ -157,7 +161,19 @@ pub fn tee_of(args: &Args) -> Box<dyn Tee> {
             })
         }
         TeeChoice::Snp => Box::new(ConfigfsTsm::new(&args.tsm_path, TsmKind::Snp)),
-        TeeChoice::Tdx => Box::new(ConfigfsTsm::new(&args.tsm_path, TsmKind::Tdx)),
+        TeeChoice::Tdx => {
+            let tsm = ConfigfsTsm::new(&args.tsm_path, TsmKind::Tdx);
+            match tsm::read_event_log(&args.ccel) {
+                Ok(log) => {
+                    tracing::info!(path = %args.ccel.display(), bytes = log.len(), "TDX event log (CCEL) attached to quotes");
+                    Box::new(tsm.with_event_log(log))
+                }
+                Err(e) => {
+                    tracing::warn!(path = %args.ccel.display(), "no TDX event log: {e}; quotes go without it and verifiers cannot replay the RTMRs");
+                    Box::new(tsm)
+                }
+            }
+        }
     }
 }
 

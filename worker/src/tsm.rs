@@ -42,6 +42,10 @@ pub const SNP_REPORT_LEN: usize = 1184;
 const SNP_REPORT_DATA_AT: usize = 0x50;
 /// Most bytes read from `outblob` (a TDX quote with its PCK chain is a few KiB).
 pub const MAX_OUTBLOB: usize = 1 << 20;
+/// Where Linux exposes the log area of the firmware's CCEL ACPI table (TDX).
+pub const DEFAULT_CCEL_PATH: &str = "/sys/firmware/acpi/tables/data/CCEL";
+/// Largest event log read (pupa's firmware writes a few KiB).
+pub const MAX_EVENT_LOG: usize = 1 << 20;
 /// Most bytes read from `auxblob` (VCEK, ASK, ARK: a few KiB).
 pub const MAX_AUXBLOB: usize = 1 << 20;
 /// Most bytes read from `provider` and `generation`.
@@ -147,6 +151,9 @@ pub enum TsmError {
     /// `auxblob` is not a valid SNP certificate table.
     #[error("auxblob: {0}")]
     CertTable(#[from] CertTableError),
+    /// The TDX event log (CCEL) could not be read.
+    #[error("TDX event log: {0}")]
+    EventLog(String),
 }
 
 impl TsmError {
@@ -167,6 +174,7 @@ impl TsmError {
             TsmError::SnpReportSize { .. } => "configfs-tsm: SNP report of the wrong size",
             TsmError::TdxQuote(_) => "configfs-tsm: malformed TDX quote",
             TsmError::CertTable(_) => "configfs-tsm: malformed SNP certificate table",
+            TsmError::EventLog(_) => "TDX event log unreadable",
         }
     }
 }
@@ -181,6 +189,8 @@ pub struct ConfigfsTsm {
     /// tests) populates them asynchronously.
     attr_wait: Duration,
     reports: u64,
+    /// TDX: the firmware's RTMR event log, sent with every quote.
+    event_log: Option<Vec<u8>>,
 }
 
 impl ConfigfsTsm {
@@ -191,12 +201,19 @@ impl ConfigfsTsm {
             kind,
             attr_wait: Duration::from_secs(2),
             reports: 0,
+            event_log: None,
         }
     }
 
     /// Changes how long an instance's attributes are waited for.
     pub fn with_attr_wait(mut self, wait: Duration) -> Self {
         self.attr_wait = wait;
+        self
+    }
+
+    /// TDX: sends `log` (the firmware's RTMR event log, [`read_event_log`]) with every quote.
+    pub fn with_event_log(mut self, log: Vec<u8>) -> Self {
+        self.event_log = Some(log);
         self
     }
 
@@ -245,7 +262,7 @@ impl ConfigfsTsm {
         }
         let (evidence, got_rd) = match self.kind {
             TsmKind::Snp => snp_evidence(outblob, auxblob.as_deref())?,
-            TsmKind::Tdx => tdx_evidence(outblob)?,
+            TsmKind::Tdx => tdx_evidence(outblob, self.event_log.clone())?,
         };
         if &got_rd != report_data {
             tracing::warn!(
@@ -269,6 +286,17 @@ impl Tee for ConfigfsTsm {
 }
 
 /// A fresh instance name: process id, report counter and 64 random bits.
+/// Reads the firmware's event log (the CCEL table's log area, as Linux exposes it), at most
+/// [`MAX_EVENT_LOG`] bytes; the 0xFF filler after the last event is kept (verifiers stop there).
+pub fn read_event_log(path: &Path) -> Result<Vec<u8>, TsmError> {
+    let f = File::open(path).map_err(|e| TsmError::EventLog(format!("{}: {e}", path.display())))?;
+    let log = read_limited(f, "CCEL", MAX_EVENT_LOG)?;
+    if log.is_empty() {
+        return Err(TsmError::EventLog(format!("{}: empty", path.display())));
+    }
+    Ok(log)
+}
+
 fn entry_name(n: u64) -> String {
     let mut r = [0u8; 8];
     let salt = getrandom::fill(&mut r).map_or(0, |()| u64::from_le_bytes(r));
@@ -391,7 +419,10 @@ fn tdx_body(quote: &[u8]) -> Result<(usize, usize), TsmError> {
 
 /// The TDX quote, checked to be complete (header, body, signature data length and that much
 /// signature data, then at most zero padding); and the TD report's REPORTDATA.
-fn tdx_evidence(quote: Vec<u8>) -> Result<(TeeEvidence, [u8; 64]), TsmError> {
+fn tdx_evidence(
+    quote: Vec<u8>,
+    event_log: Option<Vec<u8>>,
+) -> Result<(TeeEvidence, [u8; 64]), TsmError> {
     if quote.is_empty() {
         return Err(TsmError::EmptyOutblob);
     }
@@ -425,7 +456,7 @@ fn tdx_evidence(quote: Vec<u8>) -> Result<(TeeEvidence, [u8; 64]), TsmError> {
     rd.copy_from_slice(&quote[at..at + 64]);
     let ev = TeeEvidence::Tdx {
         quote,
-        event_log: None,
+        event_log: event_log.map(Into::into),
     };
     Ok((ev, rd))
 }

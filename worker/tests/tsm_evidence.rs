@@ -186,6 +186,60 @@ fn tdx_sample_through_the_worker_fails_only_the_binding() {
     assert_only_binding_fails(&err);
 }
 
+/// The firmware's TDX event log, published in its CCEL table, travels with every quote
+/// (`--ccel FILE`; on a TD Linux exposes it at /sys/firmware/acpi/tables/data/CCEL, absent
+/// here, which the test above shows: no log, and the worker still serves).
+#[test]
+fn tdx_quotes_carry_the_ccel_event_log() {
+    let dir = temp_dir("tsm-tdx-ccel");
+    let tsm = dir.join("report");
+    std::fs::create_dir(&tsm).unwrap();
+    // a log as the firmware leaves it: events, then 0xFF filler to the end of the area
+    let mut log = pupa_guest_like_log();
+    log.resize(log.len() + 4096, 0xFF);
+    let ccel = dir.join("CCEL");
+    std::fs::write(&ccel, &log).unwrap();
+    let _mimic = Mimic::start(&tsm, tdx_scenario());
+    let ev = ConfigfsTsm::new(&tsm, TsmKind::Tdx)
+        .with_event_log(pupa_worker::tsm::read_event_log(&ccel).unwrap())
+        .report(&[7; 64])
+        .unwrap();
+    let TeeEvidence::Tdx { event_log, .. } = &ev else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        event_log.as_deref().map(|l| l.as_slice()),
+        Some(log.as_slice())
+    );
+
+    // unreadable, empty or oversized logs are errors, not silently empty evidence
+    let missing = pupa_worker::tsm::read_event_log(&dir.join("nothing")).unwrap_err();
+    assert!(matches!(missing, TsmError::EventLog(_)), "{missing}");
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    let empty = pupa_worker::tsm::read_event_log(&dir.join("empty")).unwrap_err();
+    assert!(empty.to_string().contains("empty"), "{empty}");
+    std::fs::write(
+        dir.join("huge"),
+        vec![0xFF; pupa_worker::tsm::MAX_EVENT_LOG + 1],
+    )
+    .unwrap();
+    let huge = pupa_worker::tsm::read_event_log(&dir.join("huge")).unwrap_err();
+    assert!(matches!(huge, TsmError::TooLarge { .. }), "{huge}");
+}
+
+/// The TCG2 log header event pupa's firmware starts its RTMR log with (EV_NO_ACTION,
+/// "Spec ID Event03"), enough for the worker, which does not parse the log.
+fn pupa_guest_like_log() -> Vec<u8> {
+    let mut l = Vec::new();
+    l.extend_from_slice(&0u32.to_le_bytes()); // PCR/CCEL index
+    l.extend_from_slice(&3u32.to_le_bytes()); // EV_NO_ACTION
+    l.extend_from_slice(&[0; 20]);
+    let spec = b"Spec ID Event03\0";
+    l.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+    l.extend_from_slice(spec);
+    l
+}
+
 /// One report from a mimic of `scenario` through the library.
 fn report(kind: TsmKind, scenario: Scenario, name: &str) -> Result<TeeEvidence, TsmError> {
     let dir = temp_dir(name).join("report");
