@@ -277,7 +277,17 @@ impl Drop for HostProcess {
 /// Starts `pupa-host run` with the production image, journaling receipts to `journal`, and
 /// waits for its one stdout line ("pupa-host: listening on ADDR", once the guest serves).
 pub fn start_host(journal: &Path) -> HostProcess {
-    start_host_with(journal, &[], None)
+    start_host_with(journal, &accel_args(), None)
+}
+
+/// `--accel` for `pupa-host run`: what [`accel`] found here, so that pupa-host does not probe
+/// KVM again on every start (a 20 s boot attempt where /dev/kvm opens but cannot run a guest).
+pub fn accel_args() -> Vec<std::ffi::OsString> {
+    let a = match accel() {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    vec!["--accel".into(), a.into()]
 }
 
 /// [`start_host`] with `extra` arguments after the defaults (e.g. `--payload linux

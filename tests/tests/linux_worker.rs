@@ -23,14 +23,14 @@ use pupa_host::client::{
     fetch_and_verify, jobspec::JobSpec, run_job, ClientError, Connection, EvidencePolicy,
     JobOutcome, VerifiedWorker,
 };
-use pupa_host::profile::{Accel, LaunchConfig, LinuxPayload, Network, TeeKind, Vmm};
+use pupa_host::profile::{LaunchConfig, LinuxPayload, Network, TeeKind, Vmm};
 use pupa_host::receipts::parse_hex;
 use pupa_host::relay::journal::{read_all, Line, Record};
 use pupa_host::vm::Guest;
 use pupa_protocol::msg::ErrorCode;
 use pupa_protocol::receipt::{Receipt, SignedReceipt};
 use pupa_tests::{accel, image, linux_payload};
-use pupa_tests::{pupa_host_bin, start_host_with};
+use pupa_tests::{accel_args, pupa_host_bin, start_host_with};
 
 const CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
                        pupa.listen=0.0.0.0:7000 pupa.tee=dev";
@@ -103,16 +103,6 @@ fn host_payload_args(kernel: &Path, initrd: &Path) -> Vec<OsString> {
         ]),
     }
     a
-}
-
-/// `--accel` for `pupa-host run`: what the tests found here (no second KVM probe boot inside
-/// the measured time).
-fn accel_args() -> Vec<OsString> {
-    let a = match accel() {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    };
-    vec!["--accel".into(), a.into()]
 }
 
 /// Seconds from spawning the VMM to the guest's ready line, as pupa-host logged them.
