@@ -51,6 +51,10 @@ impl Tsc {
     pub fn ticks_to_us(&self, ticks: u64) -> u64 {
         (ticks as u128 * 1_000_000 / self.hz.max(1) as u128) as u64
     }
+    /// TSC ticks in `us` microseconds (saturating).
+    pub fn us_to_ticks(&self, us: u64) -> u64 {
+        u64::try_from(us as u128 * self.hz as u128 / 1_000_000).unwrap_or(u64::MAX)
+    }
 }
 
 #[cfg(test)]

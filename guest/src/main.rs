@@ -123,6 +123,8 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     println!("pupa: evidence {}", platform.evidence_description());
     // Interrupts for the idle halt (local APIC, timer), before the NIC asks for its MSI-X.
     platform::idle::init(tsc, platform);
+    let (vcpus, online) = platform.start_aps(tsc);
+    println!("pupa: cpus {online} of {vcpus} online");
     serve(&mut *dma, &mut worker, limits, tsc, seed)
 }
 

@@ -1,5 +1,6 @@
-//! The boot CPU's local APIC, as thin wrappers: just what idling needs (enable it, mask the
-//! legacy LINT0 input, EOI, the timer), in x2APIC mode (MSRs) when CPUID offers it, else in
+//! The boot CPU's local APIC, as thin wrappers: what idling needs (enable it, mask the legacy
+//! LINT0 input, EOI, the timer) and the INIT / Start-Up IPIs that start the other processors
+//! (`arch::smp`), in x2APIC mode (MSRs) when CPUID offers it, else in
 //! xAPIC mode (MMIO at 0xFEE0_0000, through `arch::mmio`).
 //!
 //! Source: SDM Vol. 3A, the APIC chapter ("Advanced Programmable Interrupt Controller"): the
@@ -50,7 +51,19 @@ mod reg {
     pub const TIMER_CURRENT: u32 = 0x390;
     /// Timer Divide Configuration.
     pub const TIMER_DIVIDE: u32 = 0x3E0;
+    /// Interrupt Command Register, low and high halves (one 64-bit MSR in x2APIC mode).
+    pub const ICR_LOW: u32 = 0x300;
+    pub const ICR_HIGH: u32 = 0x310;
 }
+
+/// ICR bits (SDM Vol. 3A "Interrupt Command Register (ICR)"): delivery mode INIT (101b) and
+/// Start-Up (110b), Level = Assert, destination shorthand "All Excluding Self" (11b), and the
+/// xAPIC's Delivery Status (send pending).
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
+const ICR_SEND_PENDING: u32 = 1 << 12;
 
 /// SVR bit 8: APIC software enable.
 const SVR_APIC_ENABLE: u32 = 1 << 8;
@@ -107,7 +120,39 @@ fn read(r: u32) -> u32 {
     }
 }
 
-/// Writes one of the registers this module names (never the ICR: no IPIs are sent).
+/// Sends one IPI through the ICR (destination by shorthand only, so the high half is 0) and
+/// waits until the xAPIC has sent it (x2APIC writes are sent at once).
+fn send_ipi(low: u32) {
+    match MODE.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on; the callers send only INIT and Start-Up IPIs to the other
+        // processors, which is what starting them needs.
+        MODE_X2APIC => unsafe { wrmsr(X2APIC_MSR_BASE + (reg::ICR_LOW >> 4), low as u64) },
+        MODE_XAPIC => {
+            // SAFETY: as above, through the UC-mapped xAPIC page: high half first, the write
+            // of the low half sends.
+            unsafe {
+                super::mmio::write32(XAPIC_BASE + reg::ICR_HIGH as u64, 0);
+                super::mmio::write32(XAPIC_BASE + reg::ICR_LOW as u64, low);
+            }
+            while read(reg::ICR_LOW) & ICR_SEND_PENDING != 0 {
+                core::hint::spin_loop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// INIT to every processor but this one (they reset and wait for a Start-Up IPI).
+pub fn send_init_all_but_self() {
+    send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_INIT);
+}
+
+/// A Start-Up IPI to every processor but this one: they start in real mode at `vector << 12`.
+pub fn send_startup_all_but_self(vector: u8) {
+    send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_STARTUP | vector as u32);
+}
+
+/// Writes one of the registers this module names (the ICR only through [`send_ipi`]).
 fn write(r: u32, v: u32) {
     match MODE.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is on; the callers below write only EOI, SVR, LVT entries with

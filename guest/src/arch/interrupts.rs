@@ -125,6 +125,38 @@ pub fn init() {
     idt.load();
 }
 
+/// An application processor's descriptor tables: its own GDT and TSS (with its own #DF, NMI
+/// and #MC stacks, leaked from the heap) and the boot CPU's IDT. Call first on each AP, after
+/// [`init`] ran on the boot CPU.
+pub fn init_ap() {
+    let Some(idt) = IDT.get() else {
+        return; // unreachable: the BSP starts APs only after init()
+    };
+    let mut tss = TaskStateSegment::new();
+    for slot in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK] {
+        let stack = alloc::vec![0u8; IST_STACK_SIZE].leak();
+        let top = (stack.as_ptr() as u64 + IST_STACK_SIZE as u64) & !0xF;
+        tss.interrupt_stack_table[slot as usize] = VirtAddr::new(top);
+    }
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, leaked so that it lives forever; the
+    // TSS is this AP's alone.
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        load_tss(tss_sel);
+    }
+    idt.load();
+}
+
 /// Whether the IDT with the external-interrupt handlers is loaded (then setting IF is safe).
 pub fn external_vectors_ready() -> bool {
     IDT.is_completed()

@@ -25,6 +25,7 @@ pub mod linux;
 pub mod mmio;
 pub mod paging;
 pub mod pic;
+pub mod smp;
 pub mod snp;
 pub mod tdcall;
 pub mod trap;

@@ -84,6 +84,8 @@ pub fn read_file(name: &str) -> Result<Vec<u8>, FwCfgError> {
 /// The legacy items QEMU fills for `-kernel`/`-initrd`/`-append` (QEMU `include/standard-headers/
 /// linux/qemu_fw_cfg.h`; `hw/i386/x86.c::x86_load_linux`): sizes are little-endian u32.
 pub mod key {
+    /// `FW_CFG_NB_CPUS`: the boot vCPUs (`-smp`), u16.
+    pub const NB_CPUS: u16 = 0x05;
     pub const KERNEL_SIZE: u16 = 0x08;
     pub const INITRD_SIZE: u16 = 0x0B;
     pub const KERNEL_DATA: u16 = 0x11;

@@ -38,6 +38,7 @@ pub mod pci;
 pub mod pit;
 pub mod plain;
 pub mod serial;
+pub mod smp;
 pub mod snp;
 pub mod snp_linux;
 pub mod tdx;
@@ -179,6 +180,12 @@ pub trait Platform: Sync {
         payload: &PayloadDigests,
         acpi: Option<&mut linux_acpi::LinuxAcpi>,
     ) -> Result<Handover, BootError>;
+
+    /// Runs once, after `idle::init` (the boot CPU's local APIC is on): starts the other vCPUs,
+    /// which join the work pool (`smp::POOL`). Returns (vCPUs the VMM reports, vCPUs online
+    /// with the boot CPU). Plain: INIT-SIPI-SIPI; SNP and TDX: not yet, their APs stay
+    /// unstarted (SNP) or parked (TDX) and the guest runs on the boot CPU.
+    fn start_aps(&self, tsc: pupa_guest::clock::Tsc) -> (u32, u32);
 
     /// One line for the console: what the evidence is.
     fn evidence_description(&self) -> &'static str;

@@ -83,6 +83,10 @@ impl Platform for Plain {
         }))
     }
 
+    fn start_aps(&self, tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
+        super::smp::start_plain(tsc)
+    }
+
     fn evidence_description(&self) -> &'static str {
         "dev (INSECURE: software report, no TEE)"
     }

@@ -432,6 +432,10 @@ impl super::Platform for Snp {
         super::snp_linux::handover(map, ram, payload)
     }
 
+    fn start_aps(&self, _tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
+        (1, 1)
+    }
+
     fn evidence_description(&self) -> &'static str {
         "sev-snp (attestation report via SNP guest request, VMPCK0)"
     }

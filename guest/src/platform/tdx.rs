@@ -402,6 +402,10 @@ impl super::Platform for Tdx {
         super::tdx_linux::handover(map, payload, acpi)
     }
 
+    fn start_aps(&self, _tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
+        (1, 1)
+    }
+
     fn evidence_description(&self) -> &'static str {
         "tdx (quote via TDG.VP.VMCALL<GetQuote>, RTMR event log)"
     }

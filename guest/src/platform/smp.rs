@@ -1,0 +1,62 @@
+//! The other vCPUs: started at boot, they run the jobs' kernels with the boot CPU through the
+//! work pool [`POOL`] (`pupa_guest::pool`), while the boot CPU keeps the network and the
+//! sessions. Plain VMs start them with INIT-SIPI-SIPI (`arch::smp`); SNP and TDX do not yet.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use pupa_guest::clock::Tsc;
+
+use super::fw_cfg;
+use crate::arch::cpu::rdtsc;
+
+/// Bytes of each AP's stack (the boot stack's size).
+const AP_STACK: u64 = 128 << 10;
+/// The most vCPUs started.
+pub const MAX_CPUS: u32 = 64;
+/// How long the boot CPU waits for the APs to come online.
+const ONLINE_WAIT_US: u64 = 2_000_000;
+
+/// APs that reached Rust.
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+/// The vCPUs the VMM gave the guest: fw_cfg `FW_CFG_NB_CPUS` (key 0x05, QEMU's `-smp` boot
+/// CPUs), at least 1, at most [`MAX_CPUS`].
+fn vcpus() -> u32 {
+    match fw_cfg::item_u32(fw_cfg::key::NB_CPUS) {
+        Ok(n) => (n & 0xFFFF).clamp(1, MAX_CPUS),
+        Err(_) => 1,
+    }
+}
+
+extern "C" fn ap_entry(index: u64) -> ! {
+    crate::arch::interrupts::init_ap();
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    let _ = index;
+    crate::arch::cpu::halt_forever()
+}
+
+/// Starts the other vCPUs of a plain VM; returns (vCPUs the VMM reports, vCPUs online with
+/// the boot CPU). The local APIC must be on (`idle::init`).
+pub fn start_plain(tsc: Tsc) -> (u32, u32) {
+    let n = vcpus();
+    if n == 1 {
+        return (1, 1);
+    }
+    let stacks = alloc::vec![0u8; ((n - 1) as u64 * AP_STACK) as usize].leak();
+    let delay = |us: u64| {
+        let end = rdtsc().wrapping_add(tsc.us_to_ticks(us));
+        while (rdtsc().wrapping_sub(end) as i64) < 0 {
+            core::hint::spin_loop();
+        }
+    };
+    // SAFETY: plain VM (the caller is Plain's hook); 0x8000 is free RAM there; the stacks are
+    // leaked for the APs alone; ap_entry never returns; idle::init enabled the APIC.
+    unsafe {
+        crate::arch::smp::start_aps(ap_entry, stacks.as_ptr() as u64, AP_STACK, &delay);
+    }
+    let end = rdtsc().wrapping_add(tsc.us_to_ticks(ONLINE_WAIT_US));
+    while ONLINE.load(Ordering::Acquire) < n - 1 && (rdtsc().wrapping_sub(end) as i64) < 0 {
+        core::hint::spin_loop();
+    }
+    (n, 1 + ONLINE.load(Ordering::Acquire))
+}
