@@ -11,7 +11,7 @@ INITRD="${INITRD:-$PAYLOAD/initramfs.cpio}"
 APPEND="${APPEND:-$(cat "$PAYLOAD/cmdline")}"
 exec qemu-system-x86_64 \
     -machine q35 \
-    -accel tcg \
+    -accel tcg,thread=multi \
     -cpu max,vendor=GenuineIntel \
     -m 1024M \
     -smp 1 \

@@ -6,7 +6,7 @@ set -eu
 IMAGE="${1:-target/pupa/pupa.fd}"
 exec qemu-system-x86_64 \
     -machine q35 \
-    -accel tcg \
+    -accel tcg,thread=multi \
     -cpu max,vendor=GenuineIntel \
     -m 256M \
     -smp 1 \

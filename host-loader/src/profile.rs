@@ -207,10 +207,12 @@ fn qemu_machine(cfg: &LaunchConfig) -> Vec<String> {
             push("-machine");
             push("q35");
             push("-accel");
+            // TCG: one host thread per vCPU (multi-threaded TCG), so that the guest's vCPUs
+            // run in parallel as they would under KVM.
             push(if cfg.accel == Accel::Kvm {
                 "kvm"
             } else {
-                "tcg"
+                "tcg,thread=multi"
             });
             push("-cpu");
             // TCG: `max` has RDRAND and AVX2/AVX-512; the vendor makes guests trust RDRAND.
@@ -499,7 +501,7 @@ mod tests {
         let s = l.args.join(" ");
         assert!(s.contains("-bios pupa.fd"));
         assert!(s.contains("hostfwd=tcp:127.0.0.1:7000-:7000"));
-        assert!(s.contains("-accel tcg"));
+        assert!(s.contains("-accel tcg,thread=multi"));
         assert!(l.executed_here);
     }
 
