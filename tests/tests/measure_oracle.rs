@@ -237,3 +237,72 @@ fn sev_snp_measure_agrees_with_kernel_hashes() {
     let without = hexfmt::encode(&snp::launch_digest(&fw, &plain).unwrap());
     assert!(!seen.contains(&without), "no kernel measures like a kernel");
 }
+
+/// The manifest of `pupa-image build --payload linux --no-gpu`: every SNP digest it lists for
+/// the payload (kernel hashes on) equals sev-snp-measure's `--kernel --initrd --append` over
+/// the files the build wrote, and the payload's TDX RTMRs equal pupa-measure's from the same
+/// files (the CLI, as a verifier would run it).
+#[test]
+fn the_payload_manifest_agrees_with_sev_snp_measure_and_pupa_measure() {
+    let ssm = match sev_snp_measure() {
+        Ok(p) => p,
+        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
+            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
+            return;
+        }
+        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
+    };
+    let p = pupa_tests::linux_payload();
+    let fw = &image().image;
+    let append = std::fs::read_to_string(&p.cmdline).unwrap();
+    let list = p.manifest["measurements"]["snp_with_kernel_hashes"]
+        .as_array()
+        .expect("SNP digests with kernel hashes in the manifest");
+    assert!(list.len() >= 12, "{list:?}");
+    for m in list {
+        let vmm: VmmType = m["vmm_type"].as_str().unwrap().parse().unwrap();
+        let vcpus = m["vcpus"].as_u64().unwrap() as u32;
+        let theirs = theirs(
+            &ssm,
+            fw,
+            vcpus,
+            m["vcpu_type"].as_str(),
+            vmm,
+            m["guest_features"].as_u64().unwrap(),
+            Some((&p.kernel, Some(&p.initrd), Some(&append))),
+        );
+        assert_eq!(m["digest"].as_str().unwrap(), theirs, "{m}");
+    }
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "pupa-measurements",
+            "--bin",
+            "pupa-measure",
+            "--",
+        ])
+        .arg(fw)
+        .args(["--tee", "tdx", "--json", "--kernel"])
+        .arg(&p.kernel)
+        .arg("--initrd")
+        .arg(&p.initrd)
+        .args(["--append", &append])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["payload_rtmrs"], p.manifest["measurements"]["tdx"],
+        "pupa-measure --tee tdx --kernel/--initrd/--append vs the manifest"
+    );
+    println!(
+        "payload: {} SNP digests with kernel hashes equal sev-snp-measure's; TDX RTMR1/2 equal pupa-measure's",
+        list.len()
+    );
+}
