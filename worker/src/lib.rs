@@ -37,6 +37,10 @@ use tsm::{ConfigfsTsm, TsmKind};
 /// The TEE whose evidence the worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TeeChoice {
+    /// What the guest is: the configfs-tsm provider (`sev_guest`: snp, `tdx_guest`: tdx), or
+    /// `dev` when the kernel has no TSM (a plain VM). One command line for every platform; a
+    /// TEE guest whose driver failed to register falls to `dev` evidence, which clients refuse.
+    Auto,
     /// The insecure development report: no TEE, anyone can forge it.
     Dev,
     /// AMD SEV-SNP through configfs-tsm.
@@ -145,10 +149,34 @@ pub fn tee_with_gpus(args: &Args, gpus: Option<Box<dyn gpu::GpuAttestation>>) ->
     }
 }
 
+/// `--tee auto` made concrete (see [`TeeChoice::Auto`]); other choices are returned as given.
+pub fn resolve_tee(choice: TeeChoice, tsm_path: &std::path::Path) -> TeeChoice {
+    if choice != TeeChoice::Auto {
+        return choice;
+    }
+    match tsm::provider(tsm_path, std::time::Duration::from_secs(2)) {
+        Ok(Some(p)) if p == TsmKind::Snp.provider() => TeeChoice::Snp,
+        Ok(Some(p)) if p == TsmKind::Tdx.provider() => TeeChoice::Tdx,
+        Ok(Some(p)) => {
+            tracing::warn!(provider = %p, "--tee auto: unknown TSM provider; serving dev evidence");
+            TeeChoice::Dev
+        }
+        Ok(None) => {
+            tracing::info!(tsm = %tsm_path.display(), "--tee auto: no TSM: not a TEE guest; serving dev evidence");
+            TeeChoice::Dev
+        }
+        Err(e) => {
+            tracing::warn!("--tee auto: {e}; serving dev evidence");
+            TeeChoice::Dev
+        }
+    }
+}
+
 /// The CPU TEE backend `args` asks for.
 pub fn tee_of(args: &Args) -> Box<dyn Tee> {
-    match args.tee {
-        TeeChoice::Dev => {
+    // (resolve_tee never returns Auto)
+    match resolve_tee(args.tee, &args.tsm_path) {
+        TeeChoice::Dev | TeeChoice::Auto => {
             for line in [
                 "--tee dev: serving the INSECURE development report: no TEE, no confidentiality;",
                 "anyone can forge this evidence; clients refuse it unless --allow-insecure-dev.",
@@ -190,6 +218,10 @@ fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
 /// on ADDR` to stdout. With GPUs the compute backend opens after the boot evidence, which
 /// attests them and sets them ready (CUDA takes work on a CC GPU only then).
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
+    let args = &Args {
+        tee: resolve_tee(args.tee, &args.tsm_path),
+        ..args.clone()
+    };
     let (gpus, n_gpus, note) = match gpu::open(&args.gpus)? {
         gpu::Opened::Gpus(g, n) => (Some(g), n, None),
         gpu::Opened::NoGpus(why) => (None, 0, Some(why)),

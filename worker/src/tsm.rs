@@ -286,6 +286,31 @@ impl Tee for ConfigfsTsm {
 }
 
 /// A fresh instance name: process id, report counter and 64 random bits.
+/// The TSM provider this guest has (`sev_guest`, `tdx_guest`), read from a fresh report
+/// instance under `root` that is removed again; `None` when no TSM is registered (no
+/// configfs-tsm directory, or the kernel refuses the instance: no TEE guest driver).
+pub fn provider(root: &Path, wait: Duration) -> Result<Option<String>, TsmError> {
+    let entry = root.join(format!("pupa-detect-{}", std::process::id()));
+    match fs::create_dir(&entry) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(6) => {
+            return Ok(None); // ENOENT: no configfs-tsm; ENXIO: no provider registered
+        }
+        Err(source) => {
+            return Err(TsmError::Mkdir {
+                path: entry,
+                source,
+            })
+        }
+    }
+    let got = wait_for(&entry, "provider", wait)
+        .and_then(|()| read_bounded(&entry, "provider", MAX_SMALL));
+    if let Err(e) = fs::remove_dir(&entry) {
+        tracing::warn!(entry = %entry.display(), "cannot rmdir the report instance: {e}");
+    }
+    Ok(Some(String::from_utf8_lossy(&got?).trim().to_string()))
+}
+
 /// Reads the firmware's event log (the CCEL table's log area, as Linux exposes it), at most
 /// [`MAX_EVENT_LOG`] bytes; the 0xFF filler after the last event is kept (verifiers stop there).
 pub fn read_event_log(path: &Path) -> Result<Vec<u8>, TsmError> {

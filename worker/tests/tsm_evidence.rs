@@ -395,3 +395,24 @@ fn a_worker_on_the_wrong_tee_does_not_start() {
     );
     assert!(err.contains("wrong provider for --tee"), "{err}");
 }
+
+/// `--tee auto` (and `pupa.tee=auto` on the kernel command line) takes the configfs-tsm
+/// provider: SNP and TDX guests from their driver's name, a kernel without a TSM is a plain VM
+/// and serves dev evidence (which clients refuse unless told otherwise).
+#[test]
+fn tee_auto_follows_the_tsm_provider() {
+    use pupa_worker::{resolve_tee, TeeChoice};
+    for (name, scenario, want) in [
+        ("auto-snp", snp_scenario(), TeeChoice::Snp),
+        ("auto-tdx", tdx_scenario(), TeeChoice::Tdx),
+    ] {
+        let dir = temp_dir(name).join("report");
+        std::fs::create_dir(&dir).unwrap();
+        let _mimic = Mimic::start(&dir, scenario);
+        assert_eq!(resolve_tee(TeeChoice::Auto, &dir), want, "{name}");
+    }
+    let none = temp_dir("auto-none").join("no-such-report-dir");
+    assert_eq!(resolve_tee(TeeChoice::Auto, &none), TeeChoice::Dev);
+    // explicit choices are kept as given
+    assert_eq!(resolve_tee(TeeChoice::Snp, &none), TeeChoice::Snp);
+}

@@ -7,7 +7,7 @@
 //! | `pupa.gw=A.B.C.D` | default gateway (inside the `pupa.ip` subnet) | no default route |
 //! | `pupa.iface=NAME` | the NIC to configure | the first non-loopback interface |
 //! | `pupa.listen=ADDR:PORT` | where the worker serves | `0.0.0.0:7000` |
-//! | `pupa.tee=dev\|snp\|tdx` | evidence | none (required) |
+//! | `pupa.tee=auto\|dev\|snp\|tdx` | evidence (auto: the configfs-tsm provider, else dev) | none (required) |
 //! | `pupa.compute=auto\|cpu\|cuda` | where jobs run | `auto` |
 //!
 //! DHCP is not implemented: the address is static.
@@ -119,7 +119,7 @@ pub fn parse(cmdline: &str) -> Result<BootOptions, String> {
         gateway,
         iface,
         listen,
-        tee: tee.ok_or("no pupa.tee=dev|snp|tdx")?,
+        tee: tee.ok_or("no pupa.tee=auto|dev|snp|tdx")?,
         compute,
     })
 }

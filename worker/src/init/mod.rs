@@ -113,9 +113,9 @@ fn mount_configfs(tee: TeeChoice) -> Result<(), String> {
     let dir = "/sys/kernel/config";
     match sys::mount("configfs", dir, "configfs") {
         Ok(()) => Ok(()),
-        Err(e) if tee == TeeChoice::Dev => {
+        Err(e) if matches!(tee, TeeChoice::Dev | TeeChoice::Auto) => {
             say(&format!(
-                "no configfs on {dir} ({e}); not needed for pupa.tee=dev"
+                "no configfs on {dir} ({e}); not needed for pupa.tee=dev (auto: dev then)"
             ));
             Ok(())
         }
