@@ -289,7 +289,8 @@ fn check_payload_file(flag: &'static str, path: &Path) -> Result<(), CheckError>
 }
 
 /// Checks that the kernel command line lets pupa-worker (as /init) serve where this host
-/// relays to: `pupa.tee=` names `tee`, `pupa.ip=` is there (under user networking: the
+/// relays to: `pupa.tee=` names `tee` or is `auto` (the worker then takes what the guest
+/// kernel's configfs-tsm provider says), `pupa.ip=` is there (under user networking: the
 /// address QEMU forwards to, [`USER_NET_GUEST_IP`]), `pupa.listen` (default port 7000) is on
 /// `guest_port`. The worker parses and checks the rest itself.
 pub fn check_cmdline(
@@ -308,7 +309,12 @@ pub fn check_cmdline(
             .find_map(|w| w.strip_prefix(key))
     };
     match arg("pupa.tee=") {
-        None => return Err(format!("no pupa.tee= (want pupa.tee={tee}, as --tee)")),
+        None => {
+            return Err(format!(
+                "no pupa.tee= (want pupa.tee={tee}, as --tee, or auto)"
+            ))
+        }
+        Some("auto") => {}
         Some(t) if t.parse::<TeeKind>() != Ok(tee) => {
             return Err(format!("pupa.tee={t}, but --tee is {tee}"))
         }
@@ -476,6 +482,11 @@ mod tests {
         // TAP: any address
         let tap = GOOD.replace("10.0.2.15/24", "192.168.7.2/24");
         assert_eq!(check_cmdline(&tap, TeeKind::Dev, false, 7000), Ok(()));
+        // pupa.tee=auto serves under every --tee (the worker asks the guest kernel)
+        let auto = GOOD.replace("pupa.tee=dev", "pupa.tee=auto");
+        for tee in [TeeKind::Dev, TeeKind::Snp, TeeKind::Tdx] {
+            assert_eq!(check_cmdline(&auto, tee, true, 7000), Ok(()), "{tee}");
+        }
     }
 
     #[test]
