@@ -27,10 +27,13 @@ pub mod policy;
 pub mod policy_file;
 pub mod snp;
 pub mod tdx;
+pub mod tdx_linux;
 pub mod tdx_log;
 
 pub use evidence::Endorsements;
-pub use policy::{MeasurementPolicy, Policy, SnpMinTcb, TdxBootPolicy, TdxTcbStatus};
+pub use policy::{
+    LinuxPayloadTdx, MeasurementPolicy, Policy, SnpMinTcb, TdxBootPolicy, TdxTcbStatus,
+};
 pub use policy_file::{Pins, PolicyKnobs};
 
 pub use pupa_spec::tee::TeeKind;

@@ -18,12 +18,25 @@ pub enum MeasurementPolicy {
     Any,
     /// One of these 48-byte digests (SNP launch digest, TDX MRTD, or dev image SHA-384).
     OneOf(Vec<[u8; 48]>),
+    /// SNP, a manifest whose firmware also boots a Linux payload (`payload` in manifest.json):
+    /// the firmware's own launch digests (its built-in runtime, the unikernel) or those of the
+    /// payload under QEMU's `kernel-hashes=on` (`payload.measurements.snp_with_kernel_hashes`);
+    /// the verdict names which one matched.
+    WithLinuxPayload {
+        /// The unikernel's digests (`measurements.snp`).
+        unikernel: Vec<[u8; 48]>,
+        /// The Linux payload's digests with kernel hashes.
+        linux_kernel_hashes: Vec<[u8; 48]>,
+    },
 }
 
 impl MeasurementPolicy {
     /// The expected measurements for `tee` listed in a
     /// `manifest.json` written by `pupa-image build`: every SNP digest, every TDX MRTD, or the
-    /// image SHA-384 for dev evidence.
+    /// image SHA-384 for dev evidence. With a Linux payload (`payload`), SNP also accepts the
+    /// payload's launch digests with kernel hashes ([`Self::WithLinuxPayload`]); TDX's MRTD is
+    /// the firmware's whichever payload runs (the payload is in RTMR[1]/RTMR[2]:
+    /// [`TdxBootPolicy::linux`]).
     pub fn from_manifest(json: &str, tee: TeeKind) -> Result<Self, VerifyError> {
         let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
         let v: serde_json::Value =
@@ -50,14 +63,24 @@ impl MeasurementPolicy {
                     .ok_or_else(|| bad(format!("a measurements.{list} entry lacks \"{key}\"")))?
             }
         };
-        if strings.is_empty() {
+        let linux = match tee {
+            TeeKind::Snp => snp_kernel_hashes_digests(&v)?,
+            TeeKind::Tdx | TeeKind::Dev => Vec::new(),
+        };
+        if strings.is_empty() && linux.is_empty() {
             return Err(bad(format!("lists no {tee} measurement")));
         }
         let digests = strings
             .iter()
             .map(|s| hexfmt::decode_array::<48>(s).map_err(|e| bad(format!("{s:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::OneOf(digests))
+        if linux.is_empty() {
+            return Ok(Self::OneOf(digests));
+        }
+        Ok(Self::WithLinuxPayload {
+            unikernel: digests,
+            linux_kernel_hashes: linux,
+        })
     }
 
     /// Checks `got` against the policy.
@@ -74,8 +97,115 @@ impl MeasurementPolicy {
                 "{hex} is not one of the {} expected measurement(s)",
                 list.len()
             )),
+            Self::WithLinuxPayload {
+                unikernel,
+                linux_kernel_hashes,
+            } => {
+                if unikernel.contains(got) {
+                    Ok(format!("{hex} is expected (unikernel)"))
+                } else if linux_kernel_hashes.contains(got) {
+                    Ok(format!("{hex} is expected (Linux payload, kernel hashes)"))
+                } else {
+                    Err(format!(
+                        "{hex} is not one of the {} expected measurement(s): neither the \
+                         unikernel's ({}) nor the Linux payload's with kernel hashes ({})",
+                        unikernel.len() + linux_kernel_hashes.len(),
+                        unikernel.len(),
+                        linux_kernel_hashes.len()
+                    ))
+                }
+            }
         }
     }
+}
+
+/// Reads a manifest's `payload` object, if any; its `kind` must be `"linux"`.
+fn manifest_payload(v: &serde_json::Value) -> Result<Option<&serde_json::Value>, VerifyError> {
+    let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
+    let Some(p) = v.get("payload") else {
+        return Ok(None);
+    };
+    match p.get("kind").and_then(|k| k.as_str()) {
+        Some("linux") => Ok(Some(p)),
+        Some(other) => Err(bad(format!(
+            "payload.kind {other:?}: only \"linux\" is known"
+        ))),
+        None => Err(bad("payload has no \"kind\" string".into())),
+    }
+}
+
+/// The SNP launch digests of a manifest's Linux payload under `kernel-hashes=on`
+/// (`payload.measurements.snp_with_kernel_hashes[].digest`); none without a payload or list.
+fn snp_kernel_hashes_digests(v: &serde_json::Value) -> Result<Vec<[u8; 48]>, VerifyError> {
+    let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
+    let Some(p) = manifest_payload(v)? else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = p.pointer("/measurements/snp_with_kernel_hashes") else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| bad("payload.measurements.snp_with_kernel_hashes is not an array".into()))?;
+    list.iter()
+        .map(|e| {
+            let s = e.get("digest").and_then(|s| s.as_str()).ok_or_else(|| {
+                bad("a payload.measurements.snp_with_kernel_hashes entry lacks \"digest\"".into())
+            })?;
+            hexfmt::decode_array::<48>(s).map_err(|e| {
+                bad(format!(
+                    "payload.measurements.snp_with_kernel_hashes digest {s:?}: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// TDX: what a manifest's Linux payload leaves in the RTMRs, and the SHA-384s of the parts the
+/// firmware's events carry (see [`super::tdx_linux`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinuxPayloadTdx {
+    /// `payload.measurements.tdx.rtmr1`: the kernel's event.
+    pub rtmr1: [u8; 48],
+    /// `payload.measurements.tdx.rtmr2`: the initrd's, then the command line's event.
+    pub rtmr2: [u8; 48],
+    /// `payload.initrd.sha384` (of the file, as measured); `None` if the manifest has none.
+    pub initrd_sha384: Option<[u8; 48]>,
+    /// `payload.cmdline.sha384` (of the file's bytes and one NUL, as measured); `None` if the
+    /// manifest has none.
+    pub cmdline_sha384: Option<[u8; 48]>,
+}
+
+/// The TDX measurements of a manifest's Linux payload (`payload.measurements.tdx`); `None`
+/// without a payload, or for a payload whose manifest predates them.
+pub fn linux_payload_tdx_from_manifest(json: &str) -> Result<Option<LinuxPayloadTdx>, VerifyError> {
+    let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(p) = manifest_payload(&v)? else {
+        return Ok(None);
+    };
+    let Some(tdx) = p.pointer("/measurements/tdx") else {
+        return Ok(None);
+    };
+    let hex48 = |what: &str, s: Option<&serde_json::Value>| -> Result<[u8; 48], VerifyError> {
+        let s = s
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| bad(format!("payload.{what} is not a string")))?;
+        hexfmt::decode_array::<48>(s).map_err(|e| bad(format!("payload.{what} {s:?}: {e}")))
+    };
+    let part = |name: &str| -> Result<Option<[u8; 48]>, VerifyError> {
+        match p.get(name) {
+            None => Ok(None),
+            Some(o) => hex48(&format!("{name}.sha384"), o.get("sha384")).map(Some),
+        }
+    };
+    Ok(Some(LinuxPayloadTdx {
+        rtmr1: hex48("measurements.tdx.rtmr1", tdx.get("rtmr1"))?,
+        rtmr2: hex48("measurements.tdx.rtmr2", tdx.get("rtmr2"))?,
+        initrd_sha384: part("initrd")?,
+        cmdline_sha384: part("cmdline")?,
+    }))
 }
 
 /// The image SHA-384 (`image.sha384`) of a `manifest.json` written by `pupa-image build`;
@@ -104,6 +234,10 @@ pub struct TdxBootPolicy {
     pub vcpus: Option<u32>,
     /// The TD's RAM (accepted plus unaccepted, from the TD HOB) must be at least this, bytes.
     pub min_ram_bytes: Option<u64>,
+    /// The manifest's Linux payload: evidence whose RTMR[1]/RTMR[2] are these is accepted as
+    /// that payload (which writes no boot-configuration record); other evidence must show the
+    /// unikernel's record ([`super::tdx_log::check`]).
+    pub linux: Option<LinuxPayloadTdx>,
 }
 
 impl TdxBootPolicy {
@@ -112,12 +246,20 @@ impl TdxBootPolicy {
         image_sha384: None,
         vcpus: None,
         min_ram_bytes: None,
+        linux: None,
     };
 
     /// Whether evidence without an event log fails: the vCPU count or the RAM is required (the
     /// image is pinned by MRTD already, so the image hash alone does not require the log).
     pub fn requires_log(&self) -> bool {
         self.vcpus.is_some() || self.min_ram_bytes.is_some()
+    }
+
+    /// Whether the evidence must show which payload ran: the policy comes from a pupa manifest
+    /// (its image hash or its Linux payload), whose firmware can boot either its unikernel or a
+    /// Linux kernel, both under the same MRTD.
+    pub fn requires_payload(&self) -> bool {
+        self.image_sha384.is_some() || self.linux.is_some()
     }
 }
 

@@ -15,7 +15,11 @@
 //! report_data = "<128 hex>"         # or: hpke_pk, receipt_pk, nonce (64 hex each)
 //! ```
 //! A relative `expect` path is taken relative to the policy file's directory. With `expect`,
-//! TDX evidence must also record that manifest's `image.sha384` in its boot configuration.
+//! TDX evidence must also record that manifest's `image.sha384` in its boot configuration, or,
+//! when the manifest has a Linux payload (`payload.measurements.tdx`), carry that payload's
+//! RTMR[1]/RTMR[2] instead; SNP evidence may carry the payload's launch digests with kernel
+//! hashes (`payload.measurements.snp_with_kernel_hashes`). No other key is needed for the
+//! payload: the manifest says it all.
 
 use super::gpu::evidence::GpuPolicy;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,8 @@ use pupa_spec::tee::TeeKind;
 use serde::Deserialize;
 
 use super::policy::{
-    image_sha384_from_manifest, MeasurementPolicy, Policy, SnpMinTcb, TdxBootPolicy, TdxTcbStatus,
+    image_sha384_from_manifest, linux_payload_tdx_from_manifest, MeasurementPolicy, Policy,
+    SnpMinTcb, TdxBootPolicy, TdxTcbStatus,
 };
 use super::VerifyError;
 use crate::hexfmt;
@@ -346,15 +351,18 @@ impl PolicyKnobs {
     }
 
     /// TDX: the boot-configuration requirements (`tdx_vcpus`, `tdx_min_ram_mib`, and the image
-    /// hash of the `expect` manifest).
+    /// hash and Linux payload RTMRs of the `expect` manifest).
     pub fn tdx_boot_policy(&self) -> Result<TdxBootPolicy, VerifyError> {
-        let image_sha384 = match &self.expect {
+        let (image_sha384, linux) = match &self.expect {
             Some(m) => {
                 let text = std::fs::read_to_string(m)
                     .map_err(|e| bad(format!("cannot read manifest {}: {e}", m.display())))?;
-                image_sha384_from_manifest(&text)?
+                (
+                    image_sha384_from_manifest(&text)?,
+                    linux_payload_tdx_from_manifest(&text)?,
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let min_ram_bytes = self
             .tdx_min_ram_mib
@@ -367,6 +375,7 @@ impl PolicyKnobs {
             image_sha384,
             vcpus: self.tdx_vcpus,
             min_ram_bytes,
+            linux,
         })
     }
 

@@ -13,12 +13,21 @@
 //!    layout shared with the guest (`pupa_spec::tdx::boot_config`), and apply the policy
 //!    ([`TdxBootPolicy`]): the image hash (the manifest's), the vCPU count, the RAM; the record's
 //!    TD attributes must equal the quote's.
+//!
+//! The same firmware, under the same MRTD, boots either its built-in runtime (the unikernel,
+//! which writes that record) or a Linux kernel (which it measures into RTMR[1]/RTMR[2] and
+//! writes no record: [`super::tdx_linux`]). So when the policy comes from a pupa manifest
+//! ([`TdxBootPolicy::requires_payload`]), the evidence must show which one ran: the quote's
+//! RTMR[1]/RTMR[2] are the manifest's Linux payload's, or the log holds the unikernel's valid
+//! record. A log with Linux payload events ("PLNX") is never the unikernel's, whatever record it
+//! also holds (Linux can extend RTMR[2] after the firmware).
 
 use pupa_spec::tdx::boot_config::{
     tee_code, BootConfigEvent, BootConfigRecord, BOOT_CONFIG_RTMR, EV_EVENT_TAG,
 };
 
 use super::policy::TdxBootPolicy;
+use super::tdx_linux::{self, CHECK_PAYLOAD};
 use super::{tdx, Verdict};
 use crate::eventlog::{self, EventLog};
 use crate::hexfmt;
@@ -87,6 +96,13 @@ pub fn boot_config(log: &EventLog) -> Result<BootConfigRecord, String> {
     if found.next().is_some() {
         return Err("the log holds more than one boot-configuration event".into());
     }
+    if tdx_linux::is_linux_boot(log) {
+        return Err(
+            "the log records a Linux payload (\"PLNX\" events): its firmware wrote no \
+             boot-configuration record, so this one is not the unikernel's"
+                .into(),
+        );
+    }
     let rec = BootConfigEvent::decode(&ev.data)
         .map_err(|e| format!("event at offset {:#x}: {e}", ev.offset))?
         .record;
@@ -152,11 +168,23 @@ pub fn check_boot_config(
     ))
 }
 
-/// Adds the [`CHECK_LOG`] and [`CHECK_BOOT_CONFIG`] checks for TDX evidence whose quote is
-/// `quote` and whose event log is `log`. Without a log, nothing is added unless the policy needs
-/// the boot configuration ([`TdxBootPolicy::requires_log`]): then the log check fails.
+/// Adds the [`CHECK_LOG`], [`CHECK_BOOT_CONFIG`] and (for a manifest with a Linux payload)
+/// [`CHECK_PAYLOAD`] and per-part checks for TDX evidence whose quote is `quote` and whose event
+/// log is `log`:
+/// - the quote's RTMR[1]/RTMR[2] are the manifest's Linux payload's ([`TdxBootPolicy::linux`]):
+///   [`CHECK_PAYLOAD`] passes; a log must replay ([`CHECK_LOG`]) and its part events are shown
+///   ([`tdx_linux::check_parts`]); a vCPU/RAM requirement fails ([`CHECK_BOOT_CONFIG`]): that
+///   boot writes no record;
+/// - a log that replays and records another Linux payload: [`CHECK_PAYLOAD`] fails, and the part
+///   lines say which part differs;
+/// - otherwise the unikernel: the log's boot-configuration record ([`CHECK_BOOT_CONFIG`]).
+///   Without a log nothing is added unless the policy needs the record
+///   ([`TdxBootPolicy::requires_log`]) or comes from a manifest
+///   ([`TdxBootPolicy::requires_payload`]): then the evidence fails, in one line that, with a
+///   Linux payload in the manifest, gives both reasons (not the payload's RTMRs, no valid
+///   record).
 pub fn check(v: &mut Verdict, quote: &[u8], log: Option<&[u8]>, policy: &TdxBootPolicy) {
-    let Some(log) = log else {
+    if log.is_none() && !policy.requires_payload() {
         if policy.requires_log() {
             v.check(
                 CHECK_LOG,
@@ -166,19 +194,114 @@ pub fn check(v: &mut Verdict, quote: &[u8], log: Option<&[u8]>, policy: &TdxBoot
             );
         }
         return;
-    };
+    }
     let td = match QuotedTd::from_quote(quote) {
         Ok(td) => td,
         Err(e) => return v.check(CHECK_LOG, false, e),
     };
-    match replay_log(&td, log) {
-        Err(e) => v.check(CHECK_LOG, false, e),
-        Ok((parsed, detail)) => {
-            v.check(CHECK_LOG, true, detail);
-            v.check_result(
+    if let Some(p) = policy
+        .linux
+        .as_ref()
+        .filter(|p| tdx_linux::rtmrs_match(&td, p))
+    {
+        v.check(
+            CHECK_PAYLOAD,
+            true,
+            format!(
+                "Linux payload: {} (payload.measurements.tdx); this boot writes no \
+                 boot-configuration record",
+                tdx_linux::describe_rtmrs(&td, p)
+            ),
+        );
+        if let Some(log) = log {
+            match replay_log(&td, log) {
+                Err(e) => v.check(CHECK_LOG, false, e),
+                Ok((parsed, detail)) => {
+                    v.check(CHECK_LOG, true, detail);
+                    tdx_linux::check_parts(v, &parsed, &td, p);
+                }
+            }
+        }
+        if policy.requires_log() {
+            v.check(
                 CHECK_BOOT_CONFIG,
-                boot_config(&parsed).and_then(|rec| check_boot_config(&rec, &td, policy)),
+                false,
+                "the policy requires the boot configuration (vCPUs, RAM: tdx_vcpus, \
+                 tdx_min_ram_mib), which the Linux payload's boot does not record (the firmware \
+                 hands over to Linux without it): drop these requirements to accept the payload",
             );
         }
+        return;
+    }
+    // Not the manifest's Linux payload (or none in the manifest): the unikernel's record, from
+    // the log, or why there is none.
+    let parsed = match log {
+        None => {
+            if policy.requires_log() {
+                v.check(
+                    CHECK_LOG,
+                    false,
+                    "absent: the policy requires the boot configuration (vCPUs, RAM), which only \
+                     the event log records",
+                );
+            }
+            Err(
+                "no event log came with the quote to show the unikernel's boot-configuration \
+                 record (the manifest's firmware boots the unikernel or a Linux kernel under the \
+                 same MRTD; only the record or the payload's RTMRs tell which)"
+                    .to_string(),
+            )
+        }
+        Some(log) => match replay_log(&td, log) {
+            Err(e) => {
+                v.check(CHECK_LOG, false, e.clone());
+                Err(format!("the event log does not replay: {e}"))
+            }
+            Ok((parsed, detail)) => {
+                v.check(CHECK_LOG, true, detail);
+                Ok(parsed)
+            }
+        },
+    };
+    if let (Ok(parsed), Some(p)) = (&parsed, &policy.linux) {
+        if tdx_linux::is_linux_boot(parsed) {
+            v.check(
+                CHECK_PAYLOAD,
+                false,
+                format!(
+                    "a Linux payload, but not the manifest's: {}",
+                    tdx_linux::describe_rtmrs(&td, p)
+                ),
+            );
+            tdx_linux::check_parts(v, parsed, &td, p);
+            return;
+        }
+    }
+    let unikernel = parsed.as_ref().map_err(Clone::clone).and_then(|parsed| {
+        boot_config(parsed).and_then(|rec| check_boot_config(&rec, &td, policy))
+    });
+    match (&policy.linux, unikernel) {
+        // A log that does not replay has failed already, on its own line.
+        (None, Err(_)) if log.is_some() && parsed.is_err() => {}
+        (None, r) => v.check_result(CHECK_BOOT_CONFIG, r),
+        (Some(p), Ok(detail)) => {
+            v.check(CHECK_BOOT_CONFIG, true, detail);
+            v.check(
+                CHECK_PAYLOAD,
+                true,
+                format!(
+                    "the unikernel: its boot-configuration record is in the log; {}",
+                    tdx_linux::describe_rtmrs(&td, p)
+                ),
+            );
+        }
+        (Some(p), Err(why)) => v.check(
+            CHECK_PAYLOAD,
+            false,
+            format!(
+                "neither payload: {} are not the Linux payload's, and not the unikernel: {why}",
+                tdx_linux::describe_rtmrs(&td, p)
+            ),
+        ),
     }
 }
