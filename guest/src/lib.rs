@@ -16,6 +16,7 @@ pub mod entropy;
 pub mod idle;
 pub mod linux;
 pub mod memmap;
+pub mod pool;
 pub mod snp;
 pub mod tdx;
 pub mod tee;
