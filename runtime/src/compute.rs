@@ -1,5 +1,7 @@
-//! Running a validated job: the [`Compute`] trait a platform implements, and [`CpuKernels`],
-//! the one on pupa's CPU kernels (`pupa_kernels`), which [`execute_until`] runs.
+//! Running a validated job: the [`Compute`] trait a platform implements, [`CpuKernels`], the
+//! one on pupa's CPU kernels (`pupa_kernels`) on the calling thread, which [`execute_until`]
+//! runs, and [`PooledKernels`], the same kernels split over a [`Workers`] pool (the firmware's
+//! vCPUs), which [`execute_on`] runs: bit for bit the same results.
 //!
 //! Nothing here may abort the guest on a job's account: every allocation whose size comes from
 //! the job is fallible ([`ComputeError::OutOfMemory`]), the kernels' scratch too, and the
@@ -9,7 +11,7 @@
 use alloc::vec::Vec;
 
 use half::{bf16, f16};
-use pupa_kernels::{detect, AttnShape, Element, KernelError, MatRef};
+use pupa_kernels::{detect, AttnShape, Element, KernelError, MatRef, Workers};
 use pupa_protocol::job::{DType, Job, JobShape, Layout, Op};
 
 /// Why a validated job could not run.
@@ -48,7 +50,8 @@ impl From<KernelError> for ComputeError {
 ///
 /// An implementation must compute exactly what the CPU reference kernels compute (to their
 /// error bounds), consume the job's tensor bytes, allocate only fallibly, and call `expired`
-/// often enough that a job stops soon after its deadline.
+/// often enough that a job stops soon after its deadline. `expired` is `Sync`: it may be called
+/// from every thread the job runs on.
 pub trait Compute {
     /// A short name for logs and the banner ("cpu", "cuda").
     fn name(&self) -> &'static str;
@@ -60,7 +63,7 @@ pub trait Compute {
         &mut self,
         job: &mut Job,
         shape: &JobShape,
-        expired: &dyn Fn() -> bool,
+        expired: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f32>, ComputeError>;
 }
 
@@ -76,10 +79,45 @@ impl Compute for CpuKernels {
         &mut self,
         job: &mut Job,
         shape: &JobShape,
-        expired: &dyn Fn() -> bool,
+        expired: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f32>, ComputeError> {
         execute_until(job, shape, expired)
     }
+}
+
+/// pupa's CPU kernels split over the threads of a [`Workers`] pool (the firmware's vCPUs,
+/// `pupa_guest::pool`), on the best ISA of this CPU: the same results as [`CpuKernels`], bit
+/// for bit (`pupa_kernels::matmul_split_until`, `attention_split_until`).
+#[derive(Clone, Copy)]
+pub struct PooledKernels(pub &'static dyn Workers);
+
+impl core::fmt::Debug for PooledKernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("PooledKernels")
+            .field(&self.0.threads())
+            .finish()
+    }
+}
+
+impl Compute for PooledKernels {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn execute(
+        &mut self,
+        job: &mut Job,
+        shape: &JobShape,
+        expired: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<f32>, ComputeError> {
+        execute_on(self.0, job, shape, expired)
+    }
+}
+
+/// Where [`run`] runs the kernels: on the caller, or split over a pool.
+#[derive(Clone, Copy)]
+enum On<'a> {
+    Caller(&'a dyn Fn() -> bool),
+    Pool(&'a dyn Workers, &'a (dyn Fn() -> bool + Sync)),
 }
 
 /// An empty vector with room for `n` elements, or `OutOfMemory`.
@@ -110,7 +148,7 @@ fn run<T: Element>(
     job: &Job,
     shape: &JobShape,
     tensors: &[Vec<T>],
-    expired: &dyn Fn() -> bool,
+    on: On<'_>,
 ) -> Result<Vec<f32>, ComputeError> {
     let n_out = usize::try_from(shape.out_elems).map_err(|_| ComputeError::Inconsistent)?;
     let mut out = try_with_capacity(n_out)?;
@@ -128,11 +166,33 @@ fn run<T: Element>(
         ) => {
             let (m, n, k) = (m as usize, n as usize, k as usize);
             let (a, b) = (view(a, m, k, a_layout)?, view(b, k, n, b_layout)?);
-            pupa_kernels::matmul_until(detect(), a, b, &mut out, n, expired)?;
+            match on {
+                On::Caller(expired) => {
+                    pupa_kernels::matmul_until(detect(), a, b, &mut out, n, expired)?
+                }
+                On::Pool(w, expired) => {
+                    pupa_kernels::matmul_split_until(w, detect(), a, b, &mut out, n, expired)?
+                }
+            }
         }
         (op @ Op::Attention { .. }, [q, k, v]) => {
             let sh = attn_shape(&op).ok_or(ComputeError::Inconsistent)?;
-            pupa_kernels::attention_until(detect(), q, k, v, &mut out, sh, None, expired)?;
+            match on {
+                On::Caller(expired) => {
+                    pupa_kernels::attention_until(detect(), q, k, v, &mut out, sh, None, expired)?
+                }
+                On::Pool(w, expired) => pupa_kernels::attention_split_until(
+                    w,
+                    detect(),
+                    q,
+                    k,
+                    v,
+                    &mut out,
+                    sh,
+                    None,
+                    expired,
+                )?,
+            }
         }
         _ => return Err(ComputeError::Inconsistent),
     }
@@ -200,18 +260,33 @@ pub fn execute_until(
     shape: &JobShape,
     expired: &dyn Fn() -> bool,
 ) -> Result<Vec<f32>, ComputeError> {
+    run_job(job, shape, On::Caller(expired))
+}
+
+/// [`execute_until`] with the kernels split over `workers`' threads (each of which may call
+/// `expired`): the same results, bit for bit.
+pub fn execute_on(
+    workers: &dyn Workers,
+    job: &mut Job,
+    shape: &JobShape,
+    expired: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<f32>, ComputeError> {
+    run_job(job, shape, On::Pool(workers, expired))
+}
+
+fn run_job(job: &mut Job, shape: &JobShape, on: On<'_>) -> Result<Vec<f32>, ComputeError> {
     match job.dtype {
         DType::F32 => {
             let t = take_all(job, f32::from_le_bytes)?;
-            run(job, shape, &t, expired)
+            run(job, shape, &t, on)
         }
         DType::F16 => {
             let t = take_all(job, |x| f16::from_bits(u16::from_le_bytes(x)))?;
-            run(job, shape, &t, expired)
+            run(job, shape, &t, on)
         }
         DType::Bf16 => {
             let t = take_all(job, |x| bf16::from_bits(u16::from_le_bytes(x)))?;
-            run(job, shape, &t, expired)
+            run(job, shape, &t, on)
         }
     }
 }

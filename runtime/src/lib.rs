@@ -29,7 +29,7 @@
 //! absolute (see [`Session`]).
 //!
 //! Compute is the fourth trait, [`Compute`]: [`CpuKernels`] (pupa's CPU kernels) everywhere,
-//! and on Linux with a GPU the CUDA kernels (`pupa-worker --compute cuda`).
+//! [`PooledKernels`] (the same, split over the firmware's vCPUs), and on Linux with a GPU the CUDA kernels (`pupa-worker --compute cuda`).
 //!
 //! Known limits: jobs run synchronously, so a long job delays the other connections' replies
 //! (never their correctness), up to `Config::job_timeout_ns`.
@@ -49,8 +49,12 @@ mod worker;
 pub use billing::{price, Billing, Charge, Claim, VoucherError, MAX_VOUCHER_LEDGERS};
 pub use budget::{Budget, Reservation};
 pub use clients::{ClientTable, Ledger, ReplayError};
-pub use compute::{attn_shape, execute, execute_until, Compute, ComputeError, CpuKernels};
+pub use compute::{
+    attn_shape, execute, execute_on, execute_until, Compute, ComputeError, CpuKernels,
+    PooledKernels,
+};
 pub use dev::DevTee;
+pub use pupa_kernels::{Serial, Workers};
 pub use session::Session;
 pub use worker::{Config, Worker, WorkerError};
 
@@ -69,8 +73,8 @@ pub trait Entropy {
 #[error("entropy source failed: {0}")]
 pub struct EntropyFailure(pub &'static str);
 
-/// A monotonic clock.
-pub trait Clock {
+/// A monotonic clock. `Sync`: a job's deadline reads it from every thread the job runs on.
+pub trait Clock: Sync {
     /// Nanoseconds since an arbitrary fixed point; never decreases.
     fn now_ns(&self) -> u64;
 }

@@ -26,7 +26,7 @@ impl Compute for Recording {
         &mut self,
         job: &mut Job,
         shape: &JobShape,
-        expired: &dyn Fn() -> bool,
+        expired: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f32>, ComputeError> {
         self.jobs.set(self.jobs.get() + 1);
         match &self.fail {

@@ -217,12 +217,11 @@ fn non_canonical_encodings_are_refused() {
 
 /// A clock that advances one second each time it is read: a job that polls its deadline
 /// once per outer block runs out of time after a few blocks, deterministically.
-struct Ticking(std::cell::Cell<u64>);
+struct Ticking(std::sync::atomic::AtomicU64);
 impl pupa_runtime::Clock for Ticking {
     fn now_ns(&self) -> u64 {
-        let t = self.0.get() + 1_000_000_000;
-        self.0.set(t);
-        t
+        let tick = 1_000_000_000;
+        self.0.fetch_add(tick, std::sync::atomic::Ordering::Relaxed) + tick
     }
 }
 
@@ -238,7 +237,7 @@ fn a_job_past_its_compute_deadline_is_stopped_and_not_billed() {
             ctr: 0,
             fail_after: None,
         },
-        Ticking(std::cell::Cell::new(0)),
+        Ticking(std::sync::atomic::AtomicU64::new(0)),
         Config {
             job_timeout_ns: 5_000_000_000,
             ..Config::default()

@@ -50,7 +50,7 @@ impl Compute for WorkerCompute {
         &mut self,
         job: &mut Job,
         shape: &JobShape,
-        expired: &dyn Fn() -> bool,
+        expired: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f32>, ComputeError> {
         match self {
             WorkerCompute::Cpu(c) => c.execute(job, shape, expired),

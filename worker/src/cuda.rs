@@ -89,7 +89,7 @@ impl Compute for CudaCompute {
         &mut self,
         job: &mut Job,
         shape: &JobShape,
-        expired: &dyn Fn() -> bool,
+        expired: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f32>, ComputeError> {
         if expired() {
             return Err(ComputeError::Deadline);

@@ -2,8 +2,8 @@
 //! entropy, manual clock) and a client that speaks the wire protocol.
 #![allow(dead_code)]
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pupa_protocol::evidence::{verify_dev, Evidence};
 use pupa_protocol::frame::FrameDecoder;
@@ -45,17 +45,17 @@ impl Entropy for TestEntropy {
 
 /// A clock the test moves by hand.
 #[derive(Clone, Default)]
-pub struct TestClock(pub Rc<Cell<u64>>);
+pub struct TestClock(pub Arc<AtomicU64>);
 
 impl Clock for TestClock {
     fn now_ns(&self) -> u64 {
-        self.0.get()
+        self.0.load(Ordering::Relaxed)
     }
 }
 
 impl TestClock {
     pub fn advance_s(&self, s: u64) {
-        self.0.set(self.0.get() + s * 1_000_000_000);
+        self.0.fetch_add(s * 1_000_000_000, Ordering::Relaxed);
     }
 }
 

@@ -179,7 +179,7 @@ impl<K: Compute> Compute for LateCompute<K> {
         &mut self,
         job: &mut Job,
         shape: &JobShape,
-        expired: &dyn Fn() -> bool,
+        expired: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f32>, ComputeError> {
         match self.0.borrow_mut().as_mut() {
             Some(k) => k.execute(job, shape, expired),
