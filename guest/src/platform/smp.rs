@@ -2,9 +2,8 @@
 //! work pool [`POOL`] (`pupa_guest::pool`), while the boot CPU keeps the network and the
 //! sessions. Plain VMs start them with INIT-SIPI-SIPI (`arch::smp`); SNP and TDX do not yet.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use pupa_guest::clock::Tsc;
+use pupa_guest::pool::{self, Pool};
 
 use super::fw_cfg;
 use crate::arch::cpu::rdtsc;
@@ -16,8 +15,8 @@ pub const MAX_CPUS: u32 = 64;
 /// How long the boot CPU waits for the APs to come online.
 const ONLINE_WAIT_US: u64 = 2_000_000;
 
-/// APs that reached Rust.
-static ONLINE: AtomicU32 = AtomicU32::new(0);
+/// The vCPUs' work pool: the boot CPU broadcasts the kernels' split, the APs serve it.
+pub static POOL: Pool = Pool::new();
 
 /// The vCPUs the VMM gave the guest: fw_cfg `FW_CFG_NB_CPUS` (key 0x05, QEMU's `-smp` boot
 /// CPUs), at least 1, at most [`MAX_CPUS`].
@@ -30,15 +29,14 @@ fn vcpus() -> u32 {
 
 extern "C" fn ap_entry(index: u64) -> ! {
     crate::arch::interrupts::init_ap();
-    ONLINE.fetch_add(1, Ordering::AcqRel);
-    let _ = index;
-    crate::arch::cpu::halt_forever()
+    pool::ap_main(&POOL, index as usize)
 }
 
 /// Starts the other vCPUs of a plain VM; returns (vCPUs the VMM reports, vCPUs online with
 /// the boot CPU). The local APIC must be on (`idle::init`).
 pub fn start_plain(tsc: Tsc) -> (u32, u32) {
     let n = vcpus();
+    POOL.set_expected(n as usize);
     if n == 1 {
         return (1, 1);
     }
@@ -55,8 +53,9 @@ pub fn start_plain(tsc: Tsc) -> (u32, u32) {
         crate::arch::smp::start_aps(ap_entry, stacks.as_ptr() as u64, AP_STACK, &delay);
     }
     let end = rdtsc().wrapping_add(tsc.us_to_ticks(ONLINE_WAIT_US));
-    while ONLINE.load(Ordering::Acquire) < n - 1 && (rdtsc().wrapping_sub(end) as i64) < 0 {
+    let online = || POOL.online() as u32;
+    while online() < n - 1 && (rdtsc().wrapping_sub(end) as i64) < 0 {
         core::hint::spin_loop();
     }
-    (n, 1 + ONLINE.load(Ordering::Acquire))
+    (n, 1 + online())
 }
