@@ -172,6 +172,12 @@ fn manifest(
             hex(&sha384(bytes))
         )
     };
+    // the file's bytes and one NUL, as pupa-image hashes it
+    let cmdline = format!(
+        r#"{{"file": "linux/cmdline", "size": {}, "sha384": "{}"}}"#,
+        p.cmdline.len(),
+        hex(&sha384(&p.cmdline_nul()))
+    );
     format!(
         r#"{{"format": "pupa-manifest/v1",
   "image": {{"file": "pupa.fd", "sha384": "{image}", "size": 589824}},
@@ -184,12 +190,7 @@ fn manifest(
         mrtd = hex(&QUOTE[MRTD..MRTD + 48]),
         kernel = part("linux/vmlinuz", &p.kernel),
         initrd = part("linux/initramfs.cpio", &p.initrd),
-        // the file's bytes and one NUL, as pupa-image hashes it
-        cmdline = format!(
-            r#"{{"file": "linux/cmdline", "size": {}, "sha384": "{}"}}"#,
-            p.cmdline.len(),
-            hex(&sha384(&p.cmdline_nul()))
-        ),
+        cmdline = cmdline,
         psnp = entries(payload_snp),
         r1 = hex(&r1),
         r2 = hex(&r2),

@@ -208,9 +208,10 @@ pub fn check(v: &mut Verdict, quote: &[u8], log: Option<&[u8]>, policy: &TdxBoot
             CHECK_PAYLOAD,
             true,
             format!(
-                "Linux payload: {} (payload.measurements.tdx); this boot writes no \
-                 boot-configuration record",
-                tdx_linux::describe_rtmrs(&td, p)
+                "Linux payload: RTMR[1] {} and RTMR[2] {} are the manifest's \
+                 (payload.measurements.tdx); this boot writes no boot-configuration record",
+                hexfmt::encode(&p.rtmr1),
+                hexfmt::encode(&p.rtmr2)
             ),
         );
         if let Some(log) = log {
