@@ -54,10 +54,11 @@ pub enum DebError {
         offered: String,
     },
     #[error(
-        "{path}: SHA-256 {got} does not match {LOCK_FILE} ({want}); not using it \
+        "{path}: SHA-256 {got} does not match {lock} ({want}); not using it \
          (delete it to download again)"
     )]
     Mismatch {
+        lock: &'static str,
         path: PathBuf,
         got: String,
         want: String,
@@ -121,6 +122,52 @@ impl LinuxLock {
     }
 }
 
+/// One pinned package of another lock (`image/nvidia.lock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// Debian package name.
+    pub package: String,
+    /// Debian package version.
+    pub version: String,
+    /// The `.deb` file name `apt-get download` writes.
+    pub deb: String,
+    /// SHA-256 of the `.deb`, lowercase hex.
+    pub sha256: String,
+}
+
+impl Pin {
+    /// Why the pin is malformed, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("sha256 is not 64 hex digits".into());
+        }
+        if self.deb.contains('/') || !self.deb.ends_with(".deb") {
+            return Err("deb must be a file name ending in .deb".into());
+        }
+        Ok(())
+    }
+}
+
+/// The pinned `.deb` in `cache` (downloaded if absent), its SHA-256 checked against the pin
+/// before anything reads it.
+pub fn fetch_checked(pin: &Pin, cache: &Path) -> Result<PathBuf, DebError> {
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    let deb = cache.join(&pin.deb);
+    if !deb.is_file() {
+        download(&pin.package, &pin.version, cache)?;
+    }
+    let got = sha256_hex(&std::fs::read(&deb).map_err(io(&deb))?);
+    if got != pin.sha256 {
+        return Err(DebError::Mismatch {
+            lock: crate::nvidia::LOCK_FILE,
+            path: deb,
+            got,
+            want: pin.sha256.clone(),
+        });
+    }
+    Ok(deb)
+}
+
 /// The package, checked and unpacked.
 #[derive(Debug, Clone)]
 pub struct Unpacked {
@@ -173,8 +220,8 @@ fn offered(package: &str) -> String {
 }
 
 /// `apt-get download PACKAGE=VERSION` into `cache`.
-fn download(lock: &LinuxLock, cache: &Path) -> Result<(), DebError> {
-    let spec = format!("{}={}", lock.package, lock.version);
+fn download(package: &str, version: &str, cache: &Path) -> Result<(), DebError> {
+    let spec = format!("{package}={version}");
     let out = Command::new("apt-get")
         .current_dir(cache)
         .args(["download", &spec])
@@ -190,7 +237,7 @@ fn download(lock: &LinuxLock, cache: &Path) -> Result<(), DebError> {
             stderr: String::from_utf8_lossy(&out.stderr)
                 .trim()
                 .replace('\n', "; "),
-            offered: offered(&lock.package),
+            offered: offered(package),
         });
     }
     Ok(())
@@ -208,11 +255,12 @@ pub fn fetch(lock: &LinuxLock, cache: &Path) -> Result<Unpacked, DebError> {
     std::fs::create_dir_all(cache).map_err(io(cache))?;
     let deb = cache.join(&lock.deb);
     if !deb.is_file() {
-        download(lock, cache)?;
+        download(&lock.package, &lock.version, cache)?;
     }
     let got = sha256_hex(&std::fs::read(&deb).map_err(io(&deb))?);
     if got != lock.sha256 {
         return Err(DebError::Mismatch {
+            lock: LOCK_FILE,
             path: deb,
             got,
             want: lock.sha256.clone(),

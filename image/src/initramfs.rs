@@ -159,7 +159,24 @@ fn pad4(out: &mut Vec<u8>) {
 /// `/proc`, `/sys`, `/dev`, `/init` (mode 0755), each module as `lib/modules/NAME` (0644) and
 /// [`MODULE_LIST`] naming them in the order given (the load order).
 pub fn payload(init: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>, Error> {
+    payload_with_firmware(init, modules, &[])
+}
+
+/// [`payload`] with firmware files: `(path relative to the root, bytes)`, e.g.
+/// `lib/firmware/nvidia/535.261.03/gsp_ga10x.bin` (the kernel's firmware loader looks under
+/// `/lib/firmware` directly). Without firmware the bytes are those of [`payload`].
+pub fn payload_with_firmware(
+    init: &[u8],
+    modules: &[(String, Vec<u8>)],
+    firmware: &[(String, Vec<u8>)],
+) -> Result<Vec<u8>, Error> {
     let mut a = Initramfs::new();
+    for (path, bytes) in firmware {
+        if !path.starts_with("lib/firmware/") {
+            return Err(Error::BadPath(path.clone()));
+        }
+        a.add(path, 0o644, Kind::File(bytes.clone()))?;
+    }
     a.add("dev", 0o755, Kind::Dir)?;
     a.add("dev/console", 0o600, Kind::CharDev(5, 1))?;
     a.add("proc", 0o755, Kind::Dir)?;
@@ -304,5 +321,35 @@ mod tests {
         assert!(a.add("f/g", 0o644, Kind::File(vec![])).is_err());
         assert!(payload(b"", &[("a/b.ko".into(), vec![])]).is_err());
         assert!(payload(b"", &[("a.ko".into(), vec![]), ("a.ko".into(), vec![])]).is_err());
+    }
+
+    #[test]
+    fn firmware_files() {
+        let modules = vec![
+            ("virtio.ko".to_string(), b"mod-a".to_vec()),
+            ("failover.ko".to_string(), b"mod-b!".to_vec()),
+        ];
+        // no firmware: the bytes of `payload`
+        assert_eq!(
+            payload_with_firmware(b"\x7fELF-init", &modules, &[]).unwrap(),
+            sample()
+        );
+        let fw = vec![(
+            "lib/firmware/nvidia/535.261.03/gsp_ga10x.bin".to_string(),
+            b"gsp".to_vec(),
+        )];
+        let with = payload_with_firmware(b"\x7fELF-init", &modules, &fw).unwrap();
+        assert!(with.len() > sample().len());
+        let names = String::from_utf8_lossy(&with).into_owned();
+        for p in [
+            "lib/firmware\0",
+            "lib/firmware/nvidia/535.261.03\0",
+            "lib/firmware/nvidia/535.261.03/gsp_ga10x.bin\0",
+            "lib/modules/pupa.order\0",
+        ] {
+            assert!(names.contains(p), "{p}");
+        }
+        let bad = vec![("etc/gsp.bin".to_string(), vec![])];
+        assert!(payload_with_firmware(b"", &[], &bad).is_err());
     }
 }

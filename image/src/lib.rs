@@ -17,6 +17,7 @@ pub mod elf;
 pub mod initramfs;
 pub mod layout;
 pub mod modules;
+pub mod nvidia;
 pub mod payload;
 pub mod worker;
 

@@ -74,7 +74,8 @@ struct BuildArgs {
     /// "payload"; needs apt-get, dpkg-deb, xz and Rust 1.95.0 with the musl target).
     #[arg(long, value_enum, default_value_t = PayloadKind::Unikernel)]
     payload: PayloadKind,
-    /// The Linux payload without GPU support (required: the GPU payload is not built yet).
+    /// The Linux payload without the GPU part (NVIDIA's 535 open kernel modules, built against
+    /// the pinned kernel, and their GSP firmware: image/nvidia.lock).
     #[arg(long)]
     no_gpu: bool,
     /// Where the kernel .deb is downloaded and unpacked [default: <src>/target/linux-deb].
@@ -123,7 +124,6 @@ fn run(cli: Cli) -> Result<(), String> {
 
 fn build_cmd(a: BuildArgs) -> Result<(), String> {
     match a.payload {
-        PayloadKind::Linux if !a.no_gpu => return Err(payload::GPU_NOT_BUILT.into()),
         PayloadKind::Unikernel if a.no_gpu || a.deb_cache.is_some() || a.cmdline.is_some() => {
             return Err("--no-gpu, --deb-cache and --cmdline apply to --payload linux".into())
         }
@@ -143,6 +143,7 @@ fn build_cmd(a: BuildArgs) -> Result<(), String> {
     let linux = if a.payload == PayloadKind::Linux {
         let mut p = PayloadOptions::new(&src, &out);
         p.skip_measurements = a.no_measurements;
+        p.gpu = !a.no_gpu;
         if let Some(t) = &a.target_dir {
             p.worker_target_dir = t.join("musl");
         }
@@ -173,6 +174,14 @@ fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, j
                 "worker_build_seconds": l.worker_build_time.as_secs_f64(),
                 "snp_missing": l.snp_note,
             });
+            if let Some(g) = &l.gpu {
+                v["linux"]["gpu"] = serde_json::json!({
+                    "driver_version": g.driver_version,
+                    "modules": g.modules, "firmware": g.firmware,
+                    "initrd_size_without_gpu": g.initrd_size_without_gpu,
+                    "build_seconds": g.build_time.as_secs_f64(), "cached": g.cached,
+                });
+            }
         }
         println!("{v}");
         return;
@@ -193,6 +202,33 @@ fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, j
         l.worker_size,
         l.worker_build_time.as_secs_f64()
     );
+    if let Some(g) = &l.gpu {
+        let mods: Vec<String> = g
+            .modules
+            .iter()
+            .map(|(f, xz, ko)| format!("{f} {xz} bytes ({ko} stripped)"))
+            .collect();
+        let fw: Vec<String> = g
+            .firmware
+            .iter()
+            .map(|(p, n)| format!("{p} {n} bytes"))
+            .collect();
+        let how = if g.cached {
+            "from the cache".to_string()
+        } else {
+            format!("built in {:.1} s", g.build_time.as_secs_f64())
+        };
+        println!(
+            "gpu       NVIDIA {} open modules ({how}): {}; firmware {}",
+            g.driver_version,
+            mods.join(", "),
+            fw.join(", ")
+        );
+        println!(
+            "initramfs {} bytes with the GPU part, {} bytes without",
+            l.initrd_size, g.initrd_size_without_gpu
+        );
+    }
     println!("cmdline   {}", l.cmdline.display());
     if let Some(n) = &l.snp_note {
         println!("warning   no SNP launch digests with kernel hashes: {n}");

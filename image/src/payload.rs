@@ -7,8 +7,10 @@
 //! the package, each part's size, SHA-256 and SHA-384, the modules, and the SNP launch digests
 //! with the kernel hashes for the profiles the firmware's own digests cover.
 //!
-//! The GPU payload (NVIDIA's open kernel modules and GSP firmware) is not built by this
-//! version: [`GPU_NOT_BUILT`].
+//! Without `--no-gpu` ([`PayloadOptions::gpu`]) the initramfs also holds NVIDIA's open kernel
+//! modules of the 535 branch, built against the pinned kernel, after the others in
+//! `pupa.order`, and their GSP firmware under `lib/firmware/nvidia/VERSION/` ([`nvidia`]); the
+//! manifest's payload then has `"gpu": true` and an `"nvidia"` object.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +26,7 @@ use sha2::{Digest, Sha256, Sha384};
 use crate::deb::{self, DebError, LinuxLock};
 use crate::initramfs;
 use crate::modules::{self, ModuleError, ModuleSet};
+use crate::nvidia::{self, NvidiaError};
 use crate::worker::{self, WorkerError, WorkerOptions};
 
 /// The default kernel command line. pupa-worker's init reads the `pupa.*` words
@@ -31,10 +34,6 @@ use crate::worker::{self, WorkerError, WorkerOptions};
 /// (pass `--cmdline` with `pupa.tee=snp` or `tdx` for a confidential VM).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
                                    pupa.listen=0.0.0.0:7000 pupa.tee=dev";
-
-/// Why `--no-gpu` is required.
-pub const GPU_NOT_BUILT: &str = "--payload linux needs --no-gpu: the NVIDIA modules (535 open \
-    kernel modules + GSP firmware from Debian non-free) are not built by this version";
 
 /// The files, relative to the output directory.
 pub const KERNEL_FILE: &str = "linux/vmlinuz";
@@ -58,6 +57,8 @@ pub struct PayloadOptions {
     pub cmdline: String,
     /// Do not compute the SNP launch digests.
     pub skip_measurements: bool,
+    /// Add the NVIDIA modules and GSP firmware (`pupa-image build` without `--no-gpu`).
+    pub gpu: bool,
 }
 
 impl PayloadOptions {
@@ -71,6 +72,7 @@ impl PayloadOptions {
             cargo_home: None,
             cmdline: DEFAULT_CMDLINE.to_string(),
             skip_measurements: false,
+            gpu: false,
         }
     }
 }
@@ -90,6 +92,23 @@ pub struct PayloadOutput {
     pub snp_note: Option<String>,
     /// The manifest's `"payload"` object.
     pub manifest: serde_json::Value,
+    /// The GPU part, when built.
+    pub gpu: Option<GpuSummary>,
+}
+
+/// What the GPU part added.
+#[derive(Debug, Clone)]
+pub struct GpuSummary {
+    /// `(file, compressed size, stripped .ko size)` in load order.
+    pub modules: Vec<(String, usize, usize)>,
+    /// `(path, size)`.
+    pub firmware: Vec<(String, usize)>,
+    /// The initramfs without the NVIDIA modules and firmware.
+    pub initrd_size_without_gpu: usize,
+    /// The module build's time (zero: taken from the cache).
+    pub build_time: Duration,
+    pub cached: bool,
+    pub driver_version: String,
 }
 
 /// Why the payload cannot be built.
@@ -99,6 +118,8 @@ pub enum PayloadError {
     Deb(#[from] DebError),
     #[error("kernel modules: {0}")]
     Modules(#[from] ModuleError),
+    #[error(transparent)]
+    Nvidia(#[from] NvidiaError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
     #[error("initramfs: {0}")]
@@ -271,7 +292,22 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         cargo_home: opts.cargo_home.clone(),
     })?;
     let init = std::fs::read(&w.path).map_err(io(&w.path))?;
-    let initrd = initramfs::payload(&init, &files)?;
+    let (initrd, gpu) = if opts.gpu {
+        let base = set
+            .load
+            .iter()
+            .map(|m| m.name.clone())
+            .chain(set.builtin.iter().cloned())
+            .collect();
+        let g = nvidia::build(&opts.src, &opts.deb_cache, &lock, &base)?;
+        let without = initramfs::payload(&init, &files)?.len();
+        let mut all = files.clone();
+        all.extend(g.modules.iter().map(|m| (m.file.clone(), m.xz.clone())));
+        let initrd = initramfs::payload_with_firmware(&init, &all, &g.firmware)?;
+        (initrd, Some((g, without)))
+    } else {
+        (initramfs::payload(&init, &files)?, None)
+    };
     let fw_path = opts.out.join("pupa.fd");
     let snp = if opts.skip_measurements {
         Err("not computed (--no-measurements)".to_string())
@@ -284,7 +320,7 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
             r => Ok(r.map_err(PayloadError::Snp)?),
         }
     };
-    let payload = payload_object(&PayloadFacts {
+    let mut payload = payload_object(&PayloadFacts {
         lock: &lock,
         config: &config,
         kernel: &kernel,
@@ -293,6 +329,26 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         worker: &init,
         modules: &set,
         snp: snp.clone(),
+    });
+    if let Some((g, without)) = &gpu {
+        payload["gpu"] = true.into();
+        payload["nvidia"] = nvidia::manifest(g, *without);
+    }
+    let gpu = gpu.map(|(g, without)| GpuSummary {
+        modules: g
+            .modules
+            .iter()
+            .map(|m| (m.file.clone(), m.xz.len(), m.ko_size))
+            .collect(),
+        firmware: g
+            .firmware
+            .iter()
+            .map(|(p, b)| (p.clone(), b.len()))
+            .collect(),
+        initrd_size_without_gpu: without,
+        build_time: g.build_time,
+        cached: g.cached,
+        driver_version: g.lock.upstream(&g.lock.source).to_string(),
     });
     let dir = opts.out.join("linux");
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -311,6 +367,7 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         modules: set,
         snp_note: snp.err(),
         manifest: payload,
+        gpu,
     };
     add_to_manifest(&opts.out.join("manifest.json"), &out.manifest)?;
     Ok(out)
