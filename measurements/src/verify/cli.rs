@@ -91,7 +91,7 @@ pub struct VerifyArgs {
     /// Accept debug-enabled guests (`--allow-debug=false` overrides a policy file).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allow_debug: Option<bool>,
-    /// TDX: the vCPU count the boot configuration (RTMR[2] event log) must record.
+    /// TDX: the vCPU count the boot configuration (RTMR\[2\] event log) must record.
     #[arg(long)]
     pub tdx_vcpus: Option<u32>,
     /// TDX: the least RAM, in MiB, the boot configuration must record.

@@ -16,6 +16,10 @@
 //! - Dev: `pupa_protocol::evidence::verify_dev`.
 //! - [`evidence`]: one `pupa_protocol::evidence::Evidence` message for any TEE, dispatched to
 //!   the verifiers above with the REPORT_DATA binding of its keys and nonce.
+//! - [`tdx_log`], [`tdx_linux`]: TDX's RTMR event log, and which payload the evidence shows when
+//!   the policy comes from a manifest: the unikernel (its boot-configuration record) or the
+//!   manifest's Linux payload (its RTMR\[1\]/RTMR\[2\]); SNP's Linux payload is a launch digest
+//!   with kernel hashes ([`MeasurementPolicy::WithLinuxPayload`]).
 //! - [`policy_file`]: the policy as a TOML file (`toml`, serde `deny_unknown_fields`) merged
 //!   with command-line flags.
 

@@ -35,7 +35,7 @@ impl MeasurementPolicy {
     /// `manifest.json` written by `pupa-image build`: every SNP digest, every TDX MRTD, or the
     /// image SHA-384 for dev evidence. With a Linux payload (`payload`), SNP also accepts the
     /// payload's launch digests with kernel hashes ([`Self::WithLinuxPayload`]); TDX's MRTD is
-    /// the firmware's whichever payload runs (the payload is in RTMR[1]/RTMR[2]:
+    /// the firmware's whichever payload runs (the payload is in RTMR\[1\]/RTMR\[2\]:
     /// [`TdxBootPolicy::linux`]).
     pub fn from_manifest(json: &str, tee: TeeKind) -> Result<Self, VerifyError> {
         let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
@@ -223,7 +223,7 @@ pub fn image_sha384_from_manifest(json: &str) -> Result<Option<[u8; 48]>, Verify
     }
 }
 
-/// TDX: what the guest's boot-configuration record (RTMR[2], read from the event log that comes
+/// TDX: what the guest's boot-configuration record (RTMR\[2\], read from the event log that comes
 /// with the evidence) must say. Unset fields are not checked; the record is always decoded and
 /// shown when a log is present.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -234,7 +234,7 @@ pub struct TdxBootPolicy {
     pub vcpus: Option<u32>,
     /// The TD's RAM (accepted plus unaccepted, from the TD HOB) must be at least this, bytes.
     pub min_ram_bytes: Option<u64>,
-    /// The manifest's Linux payload: evidence whose RTMR[1]/RTMR[2] are these is accepted as
+    /// The manifest's Linux payload: evidence whose RTMR\[1\]/RTMR\[2\] are these is accepted as
     /// that payload (which writes no boot-configuration record); other evidence must show the
     /// unikernel's record ([`super::tdx_log::check`]).
     pub linux: Option<LinuxPayloadTdx>,
@@ -375,7 +375,7 @@ pub struct Policy {
     pub allow_migration_agent: bool,
     /// TDX: the worst acceptable TCB status.
     pub tdx_min_status: TdxTcbStatus,
-    /// TDX: the boot configuration the RTMR[2] event log must record.
+    /// TDX: the boot configuration the RTMR\[2\] event log must record.
     pub tdx_boot: TdxBootPolicy,
     /// Accept insecure development evidence (with a warning).
     pub allow_insecure_dev: bool,

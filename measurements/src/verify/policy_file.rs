@@ -17,7 +17,7 @@
 //! A relative `expect` path is taken relative to the policy file's directory. With `expect`,
 //! TDX evidence must also record that manifest's `image.sha384` in its boot configuration, or,
 //! when the manifest has a Linux payload (`payload.measurements.tdx`), carry that payload's
-//! RTMR[1]/RTMR[2] instead; SNP evidence may carry the payload's launch digests with kernel
+//! RTMR\[1\]/RTMR\[2\] instead; SNP evidence may carry the payload's launch digests with kernel
 //! hashes (`payload.measurements.snp_with_kernel_hashes`). No other key is needed for the
 //! payload: the manifest says it all.
 

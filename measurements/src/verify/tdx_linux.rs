@@ -1,21 +1,21 @@
 //! TDX evidence of pupa's Linux payload: what the firmware measured before it entered Linux.
 //!
 //! The firmware (`guest/src/platform/tdx_linux.rs`, `guest/src/linux/tdx_measure.rs`) extends
-//! RTMR[1] with the kernel and RTMR[2] with the initrd, then the command line, each one
+//! RTMR\[1\] with the kernel and RTMR\[2\] with the initrd, then the command line, each one
 //! EV_EVENT_TAG event whose data is `"PLNX" ‖ u32 size ‖ label ‖ SHA-384(part)`; it writes no
 //! boot-configuration record ("PUPA") on this path. The manifest (`pupa-image build --payload
-//! linux`) states the RTMR[1]/RTMR[2] this leaves (`payload.measurements.tdx`, recomputed from
+//! linux`) states the RTMR\[1\]/RTMR\[2\] this leaves (`payload.measurements.tdx`, recomputed from
 //! the files by `crate::linux::tdx_payload_rtmrs`) and the SHA-384 of each file.
 //!
 //! What is decided here (the callers are in [`super::tdx_log::check`]):
-//! - the quote's RTMR[1] and RTMR[2] equal the manifest's: the evidence is the Linux payload;
+//! - the quote's RTMR\[1\] and RTMR\[2\] equal the manifest's: the evidence is the Linux payload;
 //! - with an event log (authenticated by its replay against the quote), each part's event is
 //!   read and shown on its own line: the initrd's and the command line's SHA-384 must equal the
 //!   manifest's `payload.initrd.sha384` and `payload.cmdline.sha384` (the command line hashed
 //!   with its NUL, as both sides do). The kernel's event carries the SHA-384 of the bzImage with
 //!   the boot loader's setup-header fields zeroed (QEMU patches them), while the manifest's
 //!   `payload.kernel.sha384` is of the file as built: the two differ by design, so the kernel is
-//!   judged by RTMR[1] alone (its single event's digest is then fixed by the replay) and the line
+//!   judged by RTMR\[1\] alone (its single event's digest is then fixed by the replay) and the line
 //!   says so.
 
 use pupa_spec::tdx::boot_config::EV_EVENT_TAG;
@@ -28,11 +28,11 @@ use crate::hexfmt;
 
 /// The taggedEventID of the payload's events, "PLNX".
 pub const PAYLOAD_TAG: &[u8; 4] = b"PLNX";
-/// The kernel event's label (RTMR[1]).
+/// The kernel event's label (RTMR\[1\]).
 pub const KERNEL_LABEL: &[u8] = b"pupa/linux/kernel/v1\0";
-/// The initrd event's label (RTMR[2]).
+/// The initrd event's label (RTMR\[2\]).
 pub const INITRD_LABEL: &[u8] = b"pupa/linux/initrd/v1\0";
-/// The command line event's label (RTMR[2]).
+/// The command line event's label (RTMR\[2\]).
 pub const CMDLINE_LABEL: &[u8] = b"pupa/linux/cmdline/v1\0";
 
 /// Verdict check name: which payload the evidence shows.
@@ -101,12 +101,12 @@ pub fn payload_events(log: &EventLog) -> Result<Vec<PayloadEvent>, String> {
         .collect()
 }
 
-/// Whether the quote's RTMR[1] and RTMR[2] are the payload's.
+/// Whether the quote's RTMR\[1\] and RTMR\[2\] are the payload's.
 pub fn rtmrs_match(td: &QuotedTd, p: &LinuxPayloadTdx) -> bool {
     td.rtmrs[1] == p.rtmr1 && td.rtmrs[2] == p.rtmr2
 }
 
-/// "RTMR[1] X and RTMR[2] Y (the manifest's payload: A and B)".
+/// "RTMR\[1\] X and RTMR\[2\] Y (the manifest's payload: A and B)".
 pub fn describe_rtmrs(td: &QuotedTd, p: &LinuxPayloadTdx) -> String {
     format!(
         "RTMR[1] {} and RTMR[2] {} (the manifest's Linux payload: {} and {})",

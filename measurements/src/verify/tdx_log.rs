@@ -1,6 +1,6 @@
 //! The RTMR event log that comes with pupa's TDX evidence, and the boot configuration in it.
 //!
-//! The guest (`pupa_guest::tdx::rtmr`) measures one boot-configuration record into RTMR[2]
+//! The guest (`pupa_guest::tdx::rtmr`) measures one boot-configuration record into RTMR\[2\]
 //! and serves its event log beside the quote. The quote authenticates the RTMRs only; the log is
 //! carried by the host. So, in order:
 //!
@@ -9,18 +9,18 @@
 //!    digest is the hash of the logged data, so this authenticates the data the verifier reads
 //!    next (a log whose data was altered but whose digests were kept replays correctly);
 //! 3. replay the digests and compare all four RTMRs with the quote's;
-//! 4. decode the one boot-configuration event (RTMR[2], EV_EVENT_TAG, tag "PUPA") with the
+//! 4. decode the one boot-configuration event (RTMR\[2\], EV_EVENT_TAG, tag "PUPA") with the
 //!    layout shared with the guest (`pupa_spec::tdx::boot_config`), and apply the policy
 //!    ([`TdxBootPolicy`]): the image hash (the manifest's), the vCPU count, the RAM; the record's
 //!    TD attributes must equal the quote's.
 //!
 //! The same firmware, under the same MRTD, boots either its built-in runtime (the unikernel,
-//! which writes that record) or a Linux kernel (which it measures into RTMR[1]/RTMR[2] and
+//! which writes that record) or a Linux kernel (which it measures into RTMR\[1\]/RTMR\[2\] and
 //! writes no record: [`super::tdx_linux`]). So when the policy comes from a pupa manifest
 //! ([`TdxBootPolicy::requires_payload`]), the evidence must show which one ran: the quote's
-//! RTMR[1]/RTMR[2] are the manifest's Linux payload's, or the log holds the unikernel's valid
+//! RTMR\[1\]/RTMR\[2\] are the manifest's Linux payload's, or the log holds the unikernel's valid
 //! record. A log with Linux payload events ("PLNX") is never the unikernel's, whatever record it
-//! also holds (Linux can extend RTMR[2] after the firmware).
+//! also holds (Linux can extend RTMR\[2\] after the firmware).
 
 use pupa_spec::tdx::boot_config::{
     tee_code, BootConfigEvent, BootConfigRecord, BOOT_CONFIG_RTMR, EV_EVENT_TAG,
@@ -40,7 +40,7 @@ pub const CHECK_BOOT_CONFIG: &str = "boot configuration";
 /// The TD report fields the log is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotedTd {
-    /// RTMR[0..4].
+    /// RTMR\[0..4\].
     pub rtmrs: [[u8; 48]; 4],
     /// TD ATTRIBUTES.
     pub td_attributes: u64,
@@ -171,7 +171,7 @@ pub fn check_boot_config(
 /// Adds the [`CHECK_LOG`], [`CHECK_BOOT_CONFIG`] and (for a manifest with a Linux payload)
 /// [`CHECK_PAYLOAD`] and per-part checks for TDX evidence whose quote is `quote` and whose event
 /// log is `log`:
-/// - the quote's RTMR[1]/RTMR[2] are the manifest's Linux payload's ([`TdxBootPolicy::linux`]):
+/// - the quote's RTMR\[1\]/RTMR\[2\] are the manifest's Linux payload's ([`TdxBootPolicy::linux`]):
 ///   [`CHECK_PAYLOAD`] passes; a log must replay ([`CHECK_LOG`]) and its part events are shown
 ///   ([`tdx_linux::check_parts`]); a vCPU/RAM requirement fails ([`CHECK_BOOT_CONFIG`]): that
 ///   boot writes no record;
