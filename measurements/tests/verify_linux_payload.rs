@@ -551,6 +551,14 @@ fn record_extended_after_a_linux_boot_is_not_the_unikernels() {
     let v = verify_tdx(&tdx_evidence(quote_with(&rtmrs), Some(log)), &k);
     assert_eq!(failed_beyond_signature(&v), [CHECK_BOOT_CONFIG], "{v:#?}");
     assert!(detail(&v, CHECK_BOOT_CONFIG).contains("records a Linux payload"));
+    // Nor is the manifest's own payload, when the manifest lacks its TDX measurements.
+    let (log, rtmrs) = linux_boot(&p);
+    let v = verify_tdx(&tdx_evidence(quote_with(&rtmrs), Some(log)), &k);
+    assert_eq!(failed_beyond_signature(&v), [CHECK_BOOT_CONFIG], "{v:#?}");
+    assert!(
+        detail(&v, CHECK_BOOT_CONFIG).contains("payload.measurements.tdx"),
+        "{v:#?}"
+    );
 }
 
 #[test]

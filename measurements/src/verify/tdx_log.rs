@@ -85,6 +85,14 @@ pub fn replay_log(td: &QuotedTd, log: &[u8]) -> Result<(EventLog, String), Strin
 
 /// Finds and decodes the one boot-configuration event of an (authenticated) log.
 pub fn boot_config(log: &EventLog) -> Result<BootConfigRecord, String> {
+    if tdx_linux::is_linux_boot(log) {
+        return Err(
+            "the log records a Linux payload (\"PLNX\" events), whose boot writes no \
+             boot-configuration record: not the unikernel's boot (only a manifest's \
+             payload.measurements.tdx accepts a Linux payload)"
+                .into(),
+        );
+    }
     let mut found = log.events.iter().filter(|e| {
         e.mr_index == u32::from(BOOT_CONFIG_RTMR) + 1
             && e.event_type == EV_EVENT_TAG
@@ -96,13 +104,7 @@ pub fn boot_config(log: &EventLog) -> Result<BootConfigRecord, String> {
     if found.next().is_some() {
         return Err("the log holds more than one boot-configuration event".into());
     }
-    if tdx_linux::is_linux_boot(log) {
-        return Err(
-            "the log records a Linux payload (\"PLNX\" events): its firmware wrote no \
-             boot-configuration record, so this one is not the unikernel's"
-                .into(),
-        );
-    }
+
     let rec = BootConfigEvent::decode(&ev.data)
         .map_err(|e| format!("event at offset {:#x}: {e}", ev.offset))?
         .record;
