@@ -602,3 +602,32 @@ fn policy_file_expect_carries_the_payload() {
         MeasurementPolicy::WithLinuxPayload { .. }
     ));
 }
+
+/// `pupa-measure verify --expect manifest.json`: the measurement line names the payload.
+#[test]
+fn cli_names_the_payload_in_the_measurement_line() {
+    let sample: [u8; 48] = hexfmt::decode_array(SNP_MEASUREMENT).unwrap();
+    let dir = tmpdir("cli");
+    let m = dir.join("manifest.json");
+    std::fs::write(&m, manifest(&[OTHER], &[sample], &payload(), None)).unwrap();
+    let td = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/evidence/");
+    let (code, out, err) = verdict::cli(&[
+        "--tee",
+        "snp",
+        "--report",
+        &format!("{td}report_milan.hex"),
+        "--vcek",
+        &format!("{td}vcek_milan.der"),
+        "--now",
+        NOW,
+        "--expect",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "{SNP_MEASUREMENT} is expected (Linux payload, kernel hashes)"
+        )),
+        "{out}"
+    );
+}
