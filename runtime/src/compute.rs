@@ -113,11 +113,75 @@ impl Compute for PooledKernels {
     }
 }
 
-/// Where [`run`] runs the kernels: on the caller, or split over a pool.
+/// Where [`run`] runs the kernels: on the caller ([`OnCaller`]), or split over a pool
+/// ([`OnPool`]). A type parameter, not a value, so that a firmware that only runs one of them
+/// links only its drivers (they are large: one copy per dtype and ISA).
+trait Drive: Copy {
+    fn matmul<T: Element>(
+        self,
+        a: MatRef<'_, T>,
+        b: MatRef<'_, T>,
+        c: &mut [f32],
+        ldc: usize,
+    ) -> Result<(), KernelError>;
+    fn attention<T: Element>(
+        self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [f32],
+        sh: AttnShape,
+    ) -> Result<(), KernelError>;
+}
+
 #[derive(Clone, Copy)]
-enum On<'a> {
-    Caller(&'a dyn Fn() -> bool),
-    Pool(&'a dyn Workers, &'a (dyn Fn() -> bool + Sync)),
+struct OnCaller<'a>(&'a dyn Fn() -> bool);
+
+impl Drive for OnCaller<'_> {
+    fn matmul<T: Element>(
+        self,
+        a: MatRef<'_, T>,
+        b: MatRef<'_, T>,
+        c: &mut [f32],
+        ldc: usize,
+    ) -> Result<(), KernelError> {
+        pupa_kernels::matmul_until(detect(), a, b, c, ldc, self.0)
+    }
+    fn attention<T: Element>(
+        self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [f32],
+        sh: AttnShape,
+    ) -> Result<(), KernelError> {
+        pupa_kernels::attention_until(detect(), q, k, v, out, sh, None, self.0)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OnPool<'a>(&'a dyn Workers, &'a (dyn Fn() -> bool + Sync));
+
+impl Drive for OnPool<'_> {
+    fn matmul<T: Element>(
+        self,
+        a: MatRef<'_, T>,
+        b: MatRef<'_, T>,
+        c: &mut [f32],
+        ldc: usize,
+    ) -> Result<(), KernelError> {
+        pupa_kernels::matmul_split_until(self.0, detect(), a, b, c, ldc, self.1)
+    }
+    fn attention<T: Element>(
+        self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [f32],
+        sh: AttnShape,
+    ) -> Result<(), KernelError> {
+        pupa_kernels::attention_split_until(self.0, detect(), q, k, v, out, sh, None, self.1)
+    }
 }
 
 /// An empty vector with room for `n` elements, or `OutOfMemory`.
@@ -144,11 +208,11 @@ fn decode<T, const N: usize>(
     Ok(v)
 }
 
-fn run<T: Element>(
+fn run<T: Element, D: Drive>(
     job: &Job,
     shape: &JobShape,
     tensors: &[Vec<T>],
-    on: On<'_>,
+    on: D,
 ) -> Result<Vec<f32>, ComputeError> {
     let n_out = usize::try_from(shape.out_elems).map_err(|_| ComputeError::Inconsistent)?;
     let mut out = try_with_capacity(n_out)?;
@@ -166,33 +230,11 @@ fn run<T: Element>(
         ) => {
             let (m, n, k) = (m as usize, n as usize, k as usize);
             let (a, b) = (view(a, m, k, a_layout)?, view(b, k, n, b_layout)?);
-            match on {
-                On::Caller(expired) => {
-                    pupa_kernels::matmul_until(detect(), a, b, &mut out, n, expired)?
-                }
-                On::Pool(w, expired) => {
-                    pupa_kernels::matmul_split_until(w, detect(), a, b, &mut out, n, expired)?
-                }
-            }
+            on.matmul(a, b, &mut out, n)?;
         }
         (op @ Op::Attention { .. }, [q, k, v]) => {
             let sh = attn_shape(&op).ok_or(ComputeError::Inconsistent)?;
-            match on {
-                On::Caller(expired) => {
-                    pupa_kernels::attention_until(detect(), q, k, v, &mut out, sh, None, expired)?
-                }
-                On::Pool(w, expired) => pupa_kernels::attention_split_until(
-                    w,
-                    detect(),
-                    q,
-                    k,
-                    v,
-                    &mut out,
-                    sh,
-                    None,
-                    expired,
-                )?,
-            }
+            on.attention(q, k, v, &mut out, sh)?;
         }
         _ => return Err(ComputeError::Inconsistent),
     }
@@ -260,7 +302,7 @@ pub fn execute_until(
     shape: &JobShape,
     expired: &dyn Fn() -> bool,
 ) -> Result<Vec<f32>, ComputeError> {
-    run_job(job, shape, On::Caller(expired))
+    run_job(job, shape, OnCaller(expired))
 }
 
 /// [`execute_until`] with the kernels split over `workers`' threads (each of which may call
@@ -271,10 +313,10 @@ pub fn execute_on(
     shape: &JobShape,
     expired: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<f32>, ComputeError> {
-    run_job(job, shape, On::Pool(workers, expired))
+    run_job(job, shape, OnPool(workers, expired))
 }
 
-fn run_job(job: &mut Job, shape: &JobShape, on: On<'_>) -> Result<Vec<f32>, ComputeError> {
+fn run_job<D: Drive>(job: &mut Job, shape: &JobShape, on: D) -> Result<Vec<f32>, ComputeError> {
     match job.dtype {
         DType::F32 => {
             let t = take_all(job, f32::from_le_bytes)?;
