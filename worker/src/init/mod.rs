@@ -78,7 +78,9 @@ fn setup() -> Result<(), String> {
 /// Loads each module named in `list` (absent list: none). A module already present
 /// (EEXIST: built in or loaded) is not an error; nor is one whose hardware is absent (ENODEV,
 /// e.g. sev-guest outside an SNP guest, tdx-guest outside a TD): it is reported and skipped,
-/// and evidence that needs it fails later with its own message. A name ending in `.xz`, `.zst`
+/// and evidence that needs it fails later with its own message. A module that then fails with
+/// ENOENT (unknown symbols) after such a skip is skipped too: it needs the skipped one
+/// (nvidia-uvm after nvidia on a machine without an NVIDIA GPU). A name ending in `.xz`, `.zst`
 /// or `.gz` is handed to the kernel compressed (`MODULE_INIT_COMPRESSED_FILE`).
 fn load_modules(list: &Path) -> Result<(), String> {
     let text = match std::fs::read_to_string(list) {
@@ -87,6 +89,7 @@ fn load_modules(list: &Path) -> Result<(), String> {
         Err(e) => return Err(format!("{}: {e}", list.display())),
     };
     let dir = list.parent().unwrap_or(Path::new("/"));
+    let mut skipped: Vec<&str> = Vec::new();
     for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = dir.join(name);
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -99,7 +102,15 @@ fn load_modules(list: &Path) -> Result<(), String> {
             Ok(()) => say(&format!("loaded {name}")),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                say(&format!("skipped {name}: no such device on this machine"))
+                say(&format!("skipped {name}: no such device on this machine"));
+                skipped.push(name);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !skipped.is_empty() => {
+                say(&format!(
+                    "skipped {name}: {e} (unknown symbols: it needs a skipped module: {})",
+                    skipped.join(", ")
+                ));
+                skipped.push(name);
             }
             Err(e) => return Err(format!("finit_module {}: {e}", path.display())),
         }
