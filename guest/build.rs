@@ -11,7 +11,7 @@ fn main() {
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let out = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     // ROM size: a multiple of 64 KiB (QEMU's -bios requirement); chosen by `pupa-image build`.
-    let rom = env::var("PUPA_ROM_SIZE").unwrap_or_else(|_| "0x90000".into());
+    let rom = env::var("PUPA_ROM_SIZE").unwrap_or_else(|_| "0xA0000".into());
     let script = fs::read_to_string(format!("{dir}/linker.ld"))
         .expect("guest/linker.ld is readable")
         .replace("@ROM_SIZE@", &rom);

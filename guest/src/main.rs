@@ -16,7 +16,7 @@ use pupa_guest::entropy::{Entropy, EntropyError};
 use pupa_guest::memmap::{self, RegionKind};
 use pupa_guest::tee;
 use pupa_guest::{exit_code, VERSION};
-use pupa_runtime::{Config, Worker};
+use pupa_runtime::{Config, PooledKernels, Worker};
 use sha2::{Digest, Sha384};
 
 use alloc::vec::Vec;
@@ -113,7 +113,9 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
         memory_budget: limits.memory_budget,
         ..Config::default()
     };
-    let mut worker = Worker::new(evidence, entropy, TscClock(tsc), config)
+    // The jobs' kernels run on every vCPU of the pool (the APs join it in start_aps below).
+    let kernels = PooledKernels(&platform::smp::POOL);
+    let mut worker = Worker::with_compute(evidence, entropy, TscClock(tsc), config, kernels)
         .unwrap_or_else(|e| boot_failure(format_args!("worker: {e}")));
     println!("pupa: hpke key {} (x25519)", Hex(&worker.hpke_public_key()));
     println!(
@@ -151,7 +153,7 @@ fn claim_ram(platform: &dyn Platform) -> (Vec<Region>, &'static str, Ram, u64) {
 /// Finds the NIC and serves on it forever (powers off if there is none).
 fn serve<T: pupa_runtime::Tee>(
     dma: &mut dyn DmaPool,
-    worker: &mut Worker<T, GuestEntropy, TscClock>,
+    worker: &mut Worker<T, GuestEntropy, TscClock, PooledKernels>,
     limits: net::Limits,
     tsc: Tsc,
     seed: u64,

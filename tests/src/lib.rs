@@ -71,6 +71,11 @@ pub fn accel() -> Accel {
 /// guest's job port. Returns once the guest printed `pupa: ready` (its console echoed as
 /// `guest | …`), with the forwarded port.
 pub fn boot_with_nic() -> (Guest, u16) {
+    boot_with_nic_vcpus(1)
+}
+
+/// [`boot_with_nic`] with `vcpus` vCPUs (multi-threaded TCG where KVM does not work).
+pub fn boot_with_nic_vcpus(vcpus: u32) -> (Guest, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -80,7 +85,7 @@ pub fn boot_with_nic() -> (Guest, u16) {
         vmm: Vmm::Qemu,
         image: &image().image,
         memory_mib: 512,
-        vcpus: 1,
+        vcpus,
         accel: accel(),
         network: Network::UserForward {
             host_port: port,

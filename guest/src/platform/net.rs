@@ -19,7 +19,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use pupa_runtime::{Clock, Entropy, Session, Tee, Worker};
+use pupa_runtime::{Clock, Compute, Entropy, Session, Tee, Worker};
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
@@ -84,9 +84,9 @@ struct Conn {
 
 /// Serve forever. `now_us` is the monotonic clock in microseconds; `seed` seeds smoltcp's
 /// initial sequence numbers and ports.
-pub fn serve<T: Tee, E: Entropy, C: Clock>(
+pub fn serve<T: Tee, E: Entropy, C: Clock, K: Compute>(
     mut nic: VirtioNet,
-    worker: &mut Worker<T, E, C>,
+    worker: &mut Worker<T, E, C, K>,
     limits: Limits,
     now_us: impl Fn() -> u64,
     seed: u64,
@@ -185,10 +185,10 @@ fn is_new_connection(s: &tcp::Socket) -> bool {
 /// Gives every newly seen connection a session: a serving slot (closing the longest-idle
 /// connection if that is what frees one), or a `Busy` answer. Returns the connections now
 /// holding a serving slot.
-fn admit<T: Tee, E: Entropy, C: Clock>(
+fn admit<T: Tee, E: Entropy, C: Clock, K: Compute>(
     conns: &mut [Conn],
     sockets: &mut SocketSet,
-    worker: &Worker<T, E, C>,
+    worker: &Worker<T, E, C, K>,
     slots: usize,
     now_ns: u64,
 ) -> usize {
@@ -224,9 +224,9 @@ fn admit<T: Tee, E: Entropy, C: Clock>(
 
 /// Closes the serving connection that has been idle longest, if one has been idle for at
 /// least [`EVICT_IDLE_NS`]. Its slot counts as free at once: it has nothing in flight.
-fn evict_idle<T: Tee, E: Entropy, C: Clock>(
+fn evict_idle<T: Tee, E: Entropy, C: Clock, K: Compute>(
     conns: &mut [Conn],
-    worker: &Worker<T, E, C>,
+    worker: &Worker<T, E, C, K>,
     now_ns: u64,
 ) -> bool {
     let victim = conns
@@ -249,10 +249,10 @@ fn evict_idle<T: Tee, E: Entropy, C: Clock>(
 
 /// One connection's step: input, EOF, deadlines, output, close. Returns whether any byte
 /// or state moved.
-fn drive<T: Tee, E: Entropy, C: Clock>(
+fn drive<T: Tee, E: Entropy, C: Clock, K: Compute>(
     c: &mut Conn,
     s: &mut tcp::Socket,
-    worker: &mut Worker<T, E, C>,
+    worker: &mut Worker<T, E, C, K>,
     now_ns: u64,
 ) -> bool {
     let mut moved = false;
@@ -314,9 +314,9 @@ fn drive<T: Tee, E: Entropy, C: Clock>(
 
 /// The earliest time (ns, worker clock) at which a session or a lingering socket needs
 /// attention, if any.
-fn next_deadline_ns<T: Tee, E: Entropy, C: Clock>(
+fn next_deadline_ns<T: Tee, E: Entropy, C: Clock, K: Compute>(
     conns: &[Conn],
-    worker: &Worker<T, E, C>,
+    worker: &Worker<T, E, C, K>,
 ) -> Option<u64> {
     conns
         .iter()
