@@ -89,7 +89,7 @@ fn load_modules(list: &Path) -> Result<(), String> {
         Err(e) => return Err(format!("{}: {e}", list.display())),
     };
     let dir = list.parent().unwrap_or(Path::new("/"));
-    let mut skipped: Vec<&str> = Vec::new();
+    let mut skipped = false;
     for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = dir.join(name);
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -103,14 +103,12 @@ fn load_modules(list: &Path) -> Result<(), String> {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
                 say(&format!("skipped {name}: no such device on this machine"));
-                skipped.push(name);
+                skipped = true;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !skipped.is_empty() => {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && skipped => {
                 say(&format!(
-                    "skipped {name}: {e} (unknown symbols: it needs a skipped module: {})",
-                    skipped.join(", ")
+                    "skipped {name}: {e} (unknown symbols: a module it needs was skipped)"
                 ));
-                skipped.push(name);
             }
             Err(e) => return Err(format!("finit_module {}: {e}", path.display())),
         }
