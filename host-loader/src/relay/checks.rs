@@ -320,10 +320,14 @@ pub fn check_cmdline(
         }
         Some(_) => {}
     }
-    let ip = arg("pupa.ip=")
-        .ok_or("no pupa.ip=ADDRESS/PREFIX: the worker cannot configure its NIC and powers off")?;
+    let ip = arg("pupa.ip=").ok_or(
+        "no pupa.ip=ADDRESS/PREFIX or pupa.ip=dhcp: the worker cannot configure its NIC and \
+         powers off",
+    )?;
     let addr = ip.split('/').next().unwrap_or(ip);
-    if user_net && addr != USER_NET_GUEST_IP {
+    // dhcp: user networking's DHCP server leases USER_NET_GUEST_IP to the first client, and the
+    // worker is the only one
+    if user_net && addr != USER_NET_GUEST_IP && ip != "dhcp" {
         return Err(format!(
             "pupa.ip={ip}: user networking forwards the guest port to {USER_NET_GUEST_IP} \
              (use pupa.ip={USER_NET_GUEST_IP}/24 pupa.gw=10.0.2.2, or --tap)"
@@ -482,6 +486,11 @@ mod tests {
         // TAP: any address
         let tap = GOOD.replace("10.0.2.15/24", "192.168.7.2/24");
         assert_eq!(check_cmdline(&tap, TeeKind::Dev, false, 7000), Ok(()));
+        // DHCP: user networking leases 10.0.2.15 first; on a TAP, whatever the host's server says
+        let dhcp = GOOD.replace("pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2", "pupa.ip=dhcp");
+        assert_ne!(dhcp, GOOD);
+        assert_eq!(check_cmdline(&dhcp, TeeKind::Dev, true, 7000), Ok(()));
+        assert_eq!(check_cmdline(&dhcp, TeeKind::Dev, false, 7000), Ok(()));
         // pupa.tee=auto serves under every --tee (the worker asks the guest kernel)
         let auto = GOOD.replace("pupa.tee=dev", "pupa.tee=auto");
         for tee in [TeeKind::Dev, TeeKind::Snp, TeeKind::Tdx] {

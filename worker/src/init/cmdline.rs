@@ -4,13 +4,15 @@
 //! | word | meaning | default |
 //! |---|---|---|
 //! | `pupa.ip=A.B.C.D/N` | static IPv4 address and prefix of the NIC | none (no address: fatal) |
-//! | `pupa.gw=A.B.C.D` | default gateway (inside the `pupa.ip` subnet) | no default route |
+//! | `pupa.ip=dhcp` | address, prefix and default route by DHCP ([`super::dhcp`]; no renewal) | |
+//! | `pupa.gw=A.B.C.D` | default gateway (inside the `pupa.ip` subnet; not with `dhcp`) | no default route |
 //! | `pupa.iface=NAME` | the NIC to configure | the first non-loopback interface |
 //! | `pupa.listen=ADDR:PORT` | where the worker serves | `0.0.0.0:7000` |
 //! | `pupa.tee=auto\|dev\|snp\|tdx` | evidence (auto: the configfs-tsm provider, else dev) | none (required) |
 //! | `pupa.compute=auto\|cpu\|cuda` | where jobs run | `auto` |
 //!
-//! DHCP is not implemented: the address is static.
+//! With `pupa.ip=dhcp` the lease is taken once at boot and never renewed: the worker VM lives
+//! far shorter than a lease. No DHCP answer in about 22 s (4 tries): fatal, power off.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -60,11 +62,20 @@ impl Cidr {
     }
 }
 
+/// How the NIC gets its address (`pupa.ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpConfig {
+    /// `pupa.ip=A.B.C.D/N`.
+    Static(Cidr),
+    /// `pupa.ip=dhcp`.
+    Dhcp,
+}
+
 /// What PID 1 was told on the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootOptions {
     /// `pupa.ip`.
-    pub ip: Cidr,
+    pub ip: IpConfig,
     /// `pupa.gw`.
     pub gateway: Option<Ipv4Addr>,
     /// `pupa.iface`.
@@ -94,7 +105,11 @@ pub fn parse(cmdline: &str) -> Result<BootOptions, String> {
             .split_once('=')
             .ok_or_else(|| format!("{word}: expected pupa.KEY=VALUE"))?;
         match k {
-            "ip" => ip = Some(Cidr::parse(v).map_err(|e| format!("pupa.ip: {e}"))?),
+            "ip" if v == "dhcp" => ip = Some(IpConfig::Dhcp),
+            "ip" => {
+                let c = Cidr::parse(v).map_err(|e| format!("pupa.ip: {e} (or pupa.ip=dhcp)"))?;
+                ip = Some(IpConfig::Static(c))
+            }
             "gw" => gateway = Some(v.parse().map_err(|e| format!("pupa.gw={v}: {e}"))?),
             "iface" if !v.is_empty() && v.len() < 16 => iface = Some(v.to_string()),
             "iface" => return Err(format!("pupa.iface={v}: 1 to 15 bytes")),
@@ -104,15 +119,21 @@ pub fn parse(cmdline: &str) -> Result<BootOptions, String> {
             _ => return Err(format!("{word}: unknown pupa option")),
         }
     }
-    let ip = ip.ok_or("no pupa.ip=ADDRESS/PREFIX (DHCP is not supported)")?;
-    if let Some(gw) = gateway {
-        if !ip.contains(gw) {
+    let ip = ip.ok_or("no pupa.ip=ADDRESS/PREFIX or pupa.ip=dhcp")?;
+    match (ip, gateway) {
+        (IpConfig::Static(c), Some(gw)) if !c.contains(gw) => {
             return Err(format!(
                 "pupa.gw={gw} is outside {}/{}",
-                ip.network(),
-                ip.prefix
+                c.network(),
+                c.prefix
             ));
         }
+        (IpConfig::Dhcp, Some(gw)) => {
+            return Err(format!(
+                "pupa.gw={gw} with pupa.ip=dhcp: the router comes from DHCP"
+            ));
+        }
+        _ => {}
     }
     Ok(BootOptions {
         ip,
@@ -134,8 +155,11 @@ mod tests {
     #[test]
     fn parses_the_test_command_line() {
         let o = parse(LINE).unwrap();
-        assert_eq!(o.ip.addr, Ipv4Addr::new(10, 0, 2, 15));
-        assert_eq!(o.ip.prefix, 24);
+        let want = Cidr {
+            addr: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+        };
+        assert_eq!(o.ip, IpConfig::Static(want));
         assert_eq!(o.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(o.iface, None);
         assert_eq!(o.listen, "0.0.0.0:7000".parse().unwrap());
@@ -152,6 +176,18 @@ mod tests {
         assert_eq!(o.compute, ComputeChoice::Cpu);
         assert_eq!(o.gateway, None);
         assert_eq!(o.listen.port(), 7000);
+    }
+
+    #[test]
+    fn dhcp() {
+        let o = parse("console=ttyS0 pupa.ip=dhcp pupa.tee=auto pupa.iface=eth0").unwrap();
+        assert_eq!(o.ip, IpConfig::Dhcp);
+        assert_eq!(o.gateway, None);
+        assert_eq!(o.iface.as_deref(), Some("eth0"));
+        let e = parse("pupa.ip=dhcp pupa.gw=10.0.2.2 pupa.tee=dev").unwrap_err();
+        assert!(e.contains("comes from DHCP"), "{e}");
+        assert!(parse("pupa.ip=DHCP pupa.tee=dev").is_err());
+        assert!(parse("pupa.ip= pupa.tee=dev").is_err());
     }
 
     #[test]

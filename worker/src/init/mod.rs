@@ -1,24 +1,27 @@
 //! `pupa-worker` as the only process of a Linux VM (PID 1, `/init` of the initramfs that
 //! `pupa-image initramfs` writes): mounts proc, sysfs, devtmpfs and configfs, loads the
 //! modules the initramfs lists in `/lib/modules/pupa.order` (in that order, finit_module),
-//! configures the NIC from the kernel command line ([`cmdline`]: static IPv4 address, default
-//! route; no DHCP), then serves like `pupa-worker --listen … --tee …`.
+//! configures the NIC from the kernel command line ([`cmdline`]: static IPv4 address and default
+//! route, or both by DHCP ([`dhcp`], one lease at boot, never renewed)), then serves like
+//! `pupa-worker --listen … --tee …`.
 //!
 //! PID 1 must never exit (the kernel panics): any fatal error prints one line
 //! (`pupa-init: fatal: …`) to the console and powers the machine off. SIGCHLD is ignored, so
 //! a child (there are none) could not linger as a zombie.
 
 pub mod cmdline;
+pub mod dhcp;
 mod sys;
 
 use std::fs::File;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use cmdline::BootOptions;
+use cmdline::{BootOptions, Cidr, IpConfig};
 use pupa_worker::{Args, TeeChoice};
 
 /// The module list of the initramfs: one file name per line, relative to its directory.
@@ -55,12 +58,12 @@ pub fn main() -> ! {
     if let Err(e) = mount_configfs(opts.tee) {
         fatal(&e);
     }
-    let iface = network(&opts).unwrap_or_else(|e| fatal(&e));
+    let (iface, ip, gateway) = network(&opts).unwrap_or_else(|e| fatal(&e));
     say(&format!(
         "{iface} {}/{} gw {}, set up in {:?}",
-        opts.ip.addr,
-        opts.ip.prefix,
-        opts.gateway.map_or("none".into(), |g| g.to_string()),
+        ip.addr,
+        ip.prefix,
+        gateway.map_or("none".into(), |g| g.to_string()),
         start.elapsed()
     ));
     serve(&opts)
@@ -149,8 +152,9 @@ fn find_iface(opts: &BootOptions) -> Option<String> {
     names.into_iter().next()
 }
 
-/// Brings lo and the NIC up with the static address and default route; returns its name.
-fn network(opts: &BootOptions) -> Result<String, String> {
+/// Brings lo and the NIC up with the static address and default route, or those of a DHCP
+/// lease; returns the NIC's name, address and gateway.
+fn network(opts: &BootOptions) -> Result<(String, Cidr, Option<Ipv4Addr>), String> {
     let deadline = Instant::now() + NIC_WAIT;
     let iface = loop {
         if let Some(i) = find_iface(opts) {
@@ -163,14 +167,41 @@ fn network(opts: &BootOptions) -> Result<String, String> {
     };
     let ctl = sys::NetCtl::open().map_err(|e| format!("socket: {e}"))?;
     ctl.up("lo").map_err(|e| format!("lo up: {e}"))?;
-    ctl.set_ipv4(&iface, opts.ip.addr, opts.ip.netmask())
+    let (ip, gateway) = match opts.ip {
+        IpConfig::Static(ip) => (ip, opts.gateway),
+        IpConfig::Dhcp => {
+            ctl.up(&iface).map_err(|e| format!("{iface} up: {e}"))?;
+            let mac = ctl
+                .hwaddr(&iface)
+                .map_err(|e| format!("dhcp: {iface}: MAC address: {e}"))?;
+            let sock = sys::dhcp_socket(&iface)
+                .map_err(|e| format!("dhcp: {iface}: socket on port 68: {e}"))?;
+            let lease = dhcp::obtain(&sock, &iface, &mac)?;
+            say(&format!(
+                "dhcp: {iface} leased {}/{} router {} from {} (lease {}; not renewed)",
+                lease.addr,
+                lease.prefix,
+                lease.router.map_or("none".into(), |g| g.to_string()),
+                lease.server,
+                lease
+                    .lease_secs
+                    .map_or("unlimited".into(), |s| format!("{s} s"))
+            ));
+            let ip = Cidr {
+                addr: lease.addr,
+                prefix: lease.prefix,
+            };
+            (ip, lease.router)
+        }
+    };
+    ctl.set_ipv4(&iface, ip.addr, ip.netmask())
         .map_err(|e| format!("{iface}: address: {e}"))?;
     ctl.up(&iface).map_err(|e| format!("{iface} up: {e}"))?;
-    if let Some(gw) = opts.gateway {
+    if let Some(gw) = gateway {
         ctl.default_route(gw)
             .map_err(|e| format!("default route via {gw}: {e}"))?;
     }
-    Ok(iface)
+    Ok((iface, ip, gateway))
 }
 
 /// Serves as `pupa-worker --listen … --tee … --compute …` would; powers off when it ends.

@@ -1,11 +1,12 @@
 //! Thin wrappers over the Linux system calls PID 1 needs: mount, finit_module, the classic
-//! network ioctls (SIOCSIFADDR, SIOCSIFNETMASK, SIOCGIFFLAGS/SIOCSIFFLAGS, SIOCADDRT), reboot
-//! and the SIGCHLD disposition. Every `unsafe` block of the init code is here.
+//! network ioctls (SIOCSIFADDR, SIOCSIFNETMASK, SIOCGIFFLAGS/SIOCSIFFLAGS, SIOCADDRT,
+//! SIOCGIFHWADDR), the DHCP client's socket options, reboot and the SIGCHLD disposition. Every
+//! `unsafe` block of the init code is here.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 fn cstr(s: &str) -> io::Result<CString> {
@@ -156,6 +157,23 @@ impl NetCtl {
         self.ioctl(libc::SIOCSIFFLAGS, &mut r)
     }
 
+    /// SIOCGIFHWADDR: the Ethernet MAC address of `iface`.
+    pub fn hwaddr(&self, iface: &str) -> io::Result<[u8; 6]> {
+        let mut r = IfReq::new(iface)?;
+        self.ioctl(libc::SIOCGIFHWADDR, &mut r)?;
+        // a struct sockaddr: sa_family (native u16), then sa_data with the address
+        let family = u16::from_ne_bytes([r.data[0], r.data[1]]);
+        if family != libc::ARPHRD_ETHER {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("hardware type {family}, not Ethernet"),
+            ));
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&r.data[2..8]);
+        Ok(mac)
+    }
+
     /// Adds the default route through `gateway` (SIOCADDRT, RTF_UP | RTF_GATEWAY).
     pub fn default_route(&self, gateway: Ipv4Addr) -> io::Result<()> {
         // SAFETY: rtentry is a plain C struct; all-zero is its "unset" value (null rt_dev).
@@ -166,4 +184,46 @@ impl NetCtl {
         rt.rt_flags = (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort;
         self.ioctl(libc::SIOCADDRT, &mut rt)
     }
+}
+
+fn setsockopt(fd: &OwnedFd, name: libc::c_int, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `value` is a readable buffer of the length passed; the descriptor is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    check(rc.into())
+}
+
+/// The DHCP client's socket: UDP, SO_BROADCAST, SO_BINDTODEVICE `iface` (so that broadcasts
+/// leave through it before it has an address), bound to 0.0.0.0:68.
+pub fn dhcp_socket(iface: &str) -> io::Result<UdpSocket> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt(&fd, libc::SO_BROADCAST, &1i32.to_ne_bytes())?;
+    let name = IfReq::new(iface)?.name;
+    setsockopt(&fd, libc::SO_BINDTODEVICE, &name[..iface.len()])?;
+    let mut addr = sockaddr(Ipv4Addr::UNSPECIFIED);
+    addr.sa_data[..2].copy_from_slice(&68u16.to_be_bytes().map(|b| b as libc::c_char));
+    // SAFETY: `addr` is a 16-byte struct sockaddr (a sockaddr_in for 0.0.0.0:68) valid for
+    // the call; the descriptor is open.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    check(rc.into())?;
+    Ok(UdpSocket::from(fd))
 }
