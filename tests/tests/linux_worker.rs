@@ -6,7 +6,8 @@
 //! pupa-worker, as PID 1, mounts, loads the modules, configures the NIC from the command line
 //! and serves; the host client fetches the dev evidence through user networking's port
 //! forward and runs a sealed matmul job with a receipt. A command line without an address
-//! makes PID 1 print one fatal line and power the VM off.
+//! makes PID 1 print one fatal line and power the VM off. With `pupa.ip=dhcp` PID 1 takes
+//! user networking's lease (10.0.2.15/24, router 10.0.2.2) and serves through the same forward.
 //!
 //! The main test boots it the way an operator does, `pupa-host run --payload linux` (ready on
 //! the worker's `pupa-worker: listening on` line), right after the unikernel image through
@@ -335,4 +336,40 @@ fn a_fatal_error_in_pid_1_powers_the_vm_off() {
         guest.stop();
     }
     println!("linux_worker: fatal error to power-off {:?}", t0.elapsed());
+}
+
+#[test]
+fn pid_1_takes_its_address_by_dhcp() {
+    let (kernel, initrd) = payload();
+    // user networking's DHCP server leases 10.0.2.15/24, router 10.0.2.2, to the first client
+    let cmdline = "console=ttyS0 panic=-1 pupa.ip=dhcp pupa.listen=0.0.0.0:7000 pupa.tee=dev";
+    let port = free_port();
+    let t0 = Instant::now();
+    let mut guest = start(&kernel, &initrd, cmdline, port);
+    guest
+        .wait_for(
+            "pupa-worker: listening on",
+            READY_TIMEOUT,
+            |l| l.contains("pupa-worker: listening on") || l.contains("pupa-init: fatal"),
+            |l| println!("guest | {l}"),
+        )
+        .unwrap_or_else(|e| panic!("the worker did not come up by DHCP: {e}"));
+    let console = guest.console.join("\n");
+    assert!(
+        console.contains("pupa-init: dhcp: eth0 leased 10.0.2.15/24 router 10.0.2.2 from 10.0.2.2"),
+        "no lease line"
+    );
+    assert!(console.contains("pupa-init: eth0 10.0.2.15/24 gw 10.0.2.2"));
+    assert!(console.contains("pupa-worker: listening on 0.0.0.0:7000"));
+    // the forward reaches the worker at its leased address
+    let mut c = Connection::connect(&format!("127.0.0.1:{port}"), None, Duration::from_secs(60))
+        .expect("connect");
+    let w = fetch_and_verify(&mut c, &EvidencePolicy::insecure_dev()).expect("dev evidence");
+    assert_eq!(w.tee, "insecure-dev");
+    drop(c);
+    guest.stop();
+    println!(
+        "linux_worker: DHCP boot to verified evidence {:?}",
+        t0.elapsed()
+    );
 }
