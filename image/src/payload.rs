@@ -30,10 +30,11 @@ use crate::nvidia::{self, NvidiaError};
 use crate::worker::{self, WorkerError, WorkerOptions};
 
 /// The default kernel command line. pupa-worker's init reads the `pupa.*` words
-/// (worker/src/init/cmdline.rs); it has no `pupa.tee=auto`, so the default names `dev`
-/// (pass `--cmdline` with `pupa.tee=snp` or `tdx` for a confidential VM).
+/// (worker/src/init/cmdline.rs); `pupa.tee=auto` takes the guest kernel's configfs-tsm provider
+/// (SNP, TDX) and serves the insecure dev report only where there is none (a plain VM), so the
+/// one measured payload serves every platform.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
-                                   pupa.listen=0.0.0.0:7000 pupa.tee=dev";
+                                   pupa.listen=0.0.0.0:7000 pupa.tee=auto";
 
 /// The files, relative to the output directory.
 pub const KERNEL_FILE: &str = "linux/vmlinuz";
