@@ -44,6 +44,19 @@ fn sev_snp_measure() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// sev-snp-measure, or `None` (with a message) when it cannot be installed and `PUPA_OFFLINE=1`
+/// says that is expected; any other installation failure fails the test.
+fn oracle() -> Option<PathBuf> {
+    match sev_snp_measure() {
+        Ok(p) => Some(p),
+        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
+            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
+            None
+        }
+        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
+    }
+}
+
 #[test]
 fn manifest_measurements_recompute() {
     let img = image();
@@ -57,14 +70,7 @@ fn manifest_measurements_recompute() {
 
 #[test]
 fn sev_snp_measure_agrees_on_pupa_image() {
-    let ssm = match sev_snp_measure() {
-        Ok(p) => p,
-        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
-            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
-            return;
-        }
-        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
-    };
+    let Some(ssm) = oracle() else { return };
     let path = &image().image;
     let fw = Firmware::parse(&std::fs::read(path).unwrap()).unwrap();
     // (vcpus, sev-snp-measure --vcpu-type or None, vmm, guest features)
@@ -158,14 +164,7 @@ fn theirs(
 /// byte in any of them must change the digest.
 #[test]
 fn sev_snp_measure_agrees_with_kernel_hashes() {
-    let ssm = match sev_snp_measure() {
-        Ok(p) => p,
-        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
-            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
-            return;
-        }
-        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
-    };
+    let Some(ssm) = oracle() else { return };
     let path = &image().image;
     let fw = Firmware::parse(&std::fs::read(path).unwrap()).unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-hashes-oracle");
@@ -244,14 +243,7 @@ fn sev_snp_measure_agrees_with_kernel_hashes() {
 /// files (the CLI, as a verifier would run it).
 #[test]
 fn the_payload_manifest_agrees_with_sev_snp_measure_and_pupa_measure() {
-    let ssm = match sev_snp_measure() {
-        Ok(p) => p,
-        Err(e) if std::env::var("PUPA_OFFLINE").is_ok_and(|v| v == "1") => {
-            eprintln!("PUPA_OFFLINE=1: skipping the sev-snp-measure oracle ({e})");
-            return;
-        }
-        Err(e) => panic!("cannot install sev-snp-measure (set PUPA_OFFLINE=1 to skip): {e}"),
-    };
+    let Some(ssm) = oracle() else { return };
     let p = pupa_tests::linux_payload();
     let fw = &image().image;
     let append = std::fs::read_to_string(&p.cmdline).unwrap();
