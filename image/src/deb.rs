@@ -76,22 +76,37 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DebError + '_ {
     }
 }
 
+/// The `key = value` lines of a lock file (`image/linux.lock`, `image/nvidia.lock`); blank
+/// lines and `#` comments are skipped.
+pub struct LockEntries<'a>(BTreeMap<&'a str, &'a str>);
+
+impl<'a> LockEntries<'a> {
+    pub fn parse(text: &'a str) -> Self {
+        LockEntries(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect(),
+        )
+    }
+
+    /// The non-empty value of `key`, or the line that says it is missing.
+    pub fn get(&self, key: &str) -> Result<String, String> {
+        self.0
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_string())
+            .ok_or_else(|| format!("no `{key} = …` line"))
+    }
+}
+
 impl LinuxLock {
     /// Parses the lock file's text.
     pub fn parse(text: &str) -> Result<LinuxLock, DebError> {
-        let map: BTreeMap<&str, &str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
-        let get = |k: &str| {
-            map.get(k)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.to_string())
-                .ok_or_else(|| DebError::Lock(format!("no `{k} = …` line")))
-        };
+        let entries = LockEntries::parse(text);
+        let get = |k: &str| entries.get(k).map_err(DebError::Lock);
         let lock = LinuxLock {
             package: get("package")?,
             version: get("version")?,

@@ -124,19 +124,8 @@ impl NvidiaLock {
     /// Parses the lock's text: `key = value` lines, `ROLE.package|version|deb|sha256` for the
     /// roles `source`, `firmware`, `headers`, `headers_common`, `kbuild`.
     pub fn parse(text: &str) -> Result<NvidiaLock, NvidiaError> {
-        let map: BTreeMap<&str, &str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
-        let get = |k: &str| {
-            map.get(k)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.to_string())
-                .ok_or_else(|| NvidiaError::Lock(format!("no `{k} = …` line")))
-        };
+        let entries = deb::LockEntries::parse(text);
+        let get = |k: &str| entries.get(k).map_err(NvidiaError::Lock);
         let pin = |role: &str| -> Result<Pin, NvidiaError> {
             let p = Pin {
                 package: get(&format!("{role}.package"))?,
