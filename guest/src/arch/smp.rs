@@ -5,8 +5,11 @@
 //! Initialization Sequence": INIT, 10 ms, SIPI, 200 µs, SIPI). Under SNP and TDX APs start
 //! differently (SNP AP creation with guest-built VMSAs; the TDX AP mailbox): not here.
 
-use core::arch::asm;
 use core::mem::size_of;
+
+use x86_64::registers::control::{Cr0, Cr3, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::registers::xcontrol::XCr0;
 
 use super::apic;
 
@@ -42,27 +45,13 @@ pub struct ApData {
 
 const _: () = assert!(size_of::<ApData>() == 56);
 
-fn read_cr(n: u8) -> u64 {
-    let v: u64;
-    // SAFETY: reading CR0/CR3/CR4 has no side effects.
-    unsafe {
-        match n {
-            0 => asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)),
-            3 => asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)),
-            _ => asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)),
-        }
-    }
-    v
-}
-
+/// XCR0, or 0 when CR4.OSXSAVE is clear (XGETBV would #UD; the APs then skip XSETBV).
 fn xcr0() -> u64 {
-    if read_cr(4) & (1 << 18) == 0 {
-        return 0; // no OSXSAVE: XGETBV would #UD
+    if Cr4::read().contains(Cr4Flags::OSXSAVE) {
+        XCr0::read_raw()
+    } else {
+        0
     }
-    let (lo, hi): (u32, u32);
-    // SAFETY: CR4.OSXSAVE is set, so XGETBV(0) is defined; it has no side effects.
-    unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-    (hi as u64) << 32 | lo as u64
 }
 
 /// Copies the trampoline to [`AP_TRAMPOLINE`] with this CPU's state, `entry` (called with the
@@ -92,11 +81,14 @@ pub unsafe fn start_aps(
         assert!(len <= 4096, "the AP trampoline must fit one page");
         core::ptr::copy_nonoverlapping(start as *const u8, AP_TRAMPOLINE as *mut u8, len);
         let d = (AP_TRAMPOLINE as usize + (data - start)) as *mut ApData;
-        let efer = super::cpu::rdmsr(0xC000_0080) & !(1 << 10); // without LMA
+        // LMA is set by the CPU when paging turns on; the trampoline writes EFER before that
+        let efer = Efer::read_raw() & !EferFlags::LONG_MODE_ACTIVE.bits();
+        let (pml4, cr3_flags) = Cr3::read_raw();
+        let cr3 = pml4.start_address().as_u64() | u64::from(cr3_flags);
         d.write_volatile(ApData {
-            cr3: read_cr(3) as u32,
-            cr4: read_cr(4) as u32,
-            cr0: read_cr(0) as u32,
+            cr3: cr3 as u32,
+            cr4: Cr4::read_raw() as u32,
+            cr0: Cr0::read_raw() as u32,
             efer: efer as u32,
             xcr0: xcr0(),
             entry: entry as usize as u64,
