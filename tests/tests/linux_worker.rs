@@ -31,7 +31,7 @@ use pupa_host::vm::Guest;
 use pupa_protocol::msg::ErrorCode;
 use pupa_protocol::receipt::{Receipt, SignedReceipt};
 use pupa_tests::{accel, image, linux_payload};
-use pupa_tests::{accel_args, pupa_host_bin, start_host_with};
+use pupa_tests::{accel_args, free_port, pupa_host_bin, start_host_with};
 
 const CMDLINE: &str = "console=ttyS0 panic=-1 pupa.ip=10.0.2.15/24 pupa.gw=10.0.2.2 \
                        pupa.listen=0.0.0.0:7000 pupa.tee=dev";
@@ -47,13 +47,6 @@ const MODULES: &[&str] = &["kernel/drivers/net/virtio_net.ko.xz"];
 fn payload() -> (PathBuf, PathBuf) {
     let p = linux_payload();
     (p.kernel.clone(), p.initrd.clone())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Starts the production firmware with the kernel, initrd and `cmdline` (the profile's Linux

@@ -41,21 +41,21 @@ pub fn start_plain(tsc: Tsc) -> (u32, u32) {
         return (1, 1);
     }
     let stacks = alloc::vec![0u8; ((n - 1) as u64 * AP_STACK) as usize].leak();
-    let delay = |us: u64| {
-        let end = rdtsc().wrapping_add(tsc.us_to_ticks(us));
-        while (rdtsc().wrapping_sub(end) as i64) < 0 {
-            core::hint::spin_loop();
-        }
-    };
+    let delay = |us: u64| spin_until(tsc, us, || false);
     // SAFETY: plain VM (the caller is Plain's hook); 0x8000 is free RAM there; the stacks are
     // leaked for the APs alone; ap_entry never returns; idle::init enabled the APIC.
     unsafe {
         crate::arch::smp::start_aps(ap_entry, stacks.as_ptr() as u64, AP_STACK, &delay);
     }
-    let end = rdtsc().wrapping_add(tsc.us_to_ticks(ONLINE_WAIT_US));
     let online = || POOL.online() as u32;
-    while online() < n - 1 && (rdtsc().wrapping_sub(end) as i64) < 0 {
+    spin_until(tsc, ONLINE_WAIT_US, || online() == n - 1);
+    (n, 1 + online())
+}
+
+/// Spins until `done()` or until `us` microseconds have passed on the TSC.
+fn spin_until(tsc: Tsc, us: u64, done: impl Fn() -> bool) {
+    let end = rdtsc().wrapping_add(tsc.us_to_ticks(us));
+    while !done() && (rdtsc().wrapping_sub(end) as i64) < 0 {
         core::hint::spin_loop();
     }
-    (n, 1 + online())
 }
