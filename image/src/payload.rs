@@ -16,11 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pupa_measurements::hexfmt;
-use pupa_measurements::manifest::{
-    SnpMeasurement, DEFAULT_CPUS, DEFAULT_GUEST_FEATURES, DEFAULT_VCPUS,
-};
+use pupa_measurements::manifest::SnpMeasurement;
 use pupa_measurements::ovmf::Firmware;
-use pupa_measurements::snp::{self, KernelHashes, SnpConfig, SnpError, VmmType};
+use pupa_measurements::snp::{KernelHashes, SnpError};
 use sha2::{Digest, Sha256, Sha384};
 
 use crate::deb::{self, DebError, LinuxLock};
@@ -157,25 +155,7 @@ fn part(file: &str, size: usize, hashed: &[u8]) -> serde_json::Value {
 /// The SNP launch digests of `fw` with the kernel hashes, for the firmware manifest's
 /// profiles (the CPU types × vCPU counts of `pupa_measurements::manifest`, QEMU, features 0x1).
 pub fn snp_digests(fw: &Firmware, hashes: &KernelHashes) -> Result<Vec<SnpMeasurement>, SnpError> {
-    let mut out = Vec::new();
-    for cpu in DEFAULT_CPUS {
-        for vcpus in DEFAULT_VCPUS {
-            let cfg = SnpConfig {
-                guest_features: DEFAULT_GUEST_FEATURES,
-                kernel_hashes: Some(hashes.clone()),
-                ..SnpConfig::new(vcpus, cpu)
-            };
-            out.push(SnpMeasurement {
-                vcpus,
-                vcpu_type: Some(cpu.to_string()),
-                vcpu_sig: u64::from(cpu.sig()),
-                vmm_type: VmmType::Qemu,
-                guest_features: DEFAULT_GUEST_FEATURES,
-                digest: hexfmt::encode(&snp::launch_digest(fw, &cfg)?),
-            });
-        }
-    }
-    Ok(out)
+    pupa_measurements::manifest::snp_profiles(fw, Some(hashes))
 }
 
 /// The inputs of the manifest's `"payload"` object.
@@ -392,6 +372,7 @@ fn add_to_manifest(path: &Path, payload: &serde_json::Value) -> Result<(), Paylo
 mod tests {
     use super::*;
     use crate::modules::Module;
+    use pupa_measurements::snp::VmmType;
 
     fn facts_json(snp: Result<Vec<SnpMeasurement>, String>) -> serde_json::Value {
         let lock = LinuxLock::parse(

@@ -82,6 +82,34 @@ pub enum ManifestError {
     Format(String),
 }
 
+/// The SNP launch digests of the default profiles (1/2/4/8 vCPUs × EPYC-v4/Milan/Genoa on
+/// QEMU, guest features 0x1), with `kernel_hashes` for a measured direct boot (the Linux
+/// payload's manifest) or without.
+pub fn snp_profiles(
+    fw: &Firmware,
+    kernel_hashes: Option<&snp::KernelHashes>,
+) -> Result<Vec<SnpMeasurement>, snp::SnpError> {
+    let mut out = Vec::new();
+    for cpu in DEFAULT_CPUS {
+        for vcpus in DEFAULT_VCPUS {
+            let cfg = SnpConfig {
+                guest_features: DEFAULT_GUEST_FEATURES,
+                kernel_hashes: kernel_hashes.cloned(),
+                ..SnpConfig::new(vcpus, cpu)
+            };
+            out.push(SnpMeasurement {
+                vcpus,
+                vcpu_type: Some(cpu.to_string()),
+                vcpu_sig: u64::from(cpu.sig()),
+                vmm_type: VmmType::Qemu,
+                guest_features: DEFAULT_GUEST_FEATURES,
+                digest: hexfmt::encode(&snp::launch_digest(fw, &cfg)?),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Computes the default launch profiles: SNP 1/2/4/8 vCPUs × EPYC-v4/Milan/Genoa on QEMU with
 /// guest features 0x1 (when the image has SEV metadata), and TDX MRTD in the
 /// [`PUBLISHED_TDX_ORDERS`] (when it has TDVF metadata).
@@ -91,22 +119,7 @@ pub fn expected_measurements(fw: &Firmware) -> Result<ExpectedMeasurements, Mani
         tdx: Vec::new(),
     };
     if fw.sev_sections().is_some() {
-        for cpu in DEFAULT_CPUS {
-            for vcpus in DEFAULT_VCPUS {
-                let cfg = SnpConfig {
-                    guest_features: DEFAULT_GUEST_FEATURES,
-                    ..SnpConfig::new(vcpus, cpu)
-                };
-                out.snp.push(SnpMeasurement {
-                    vcpus,
-                    vcpu_type: Some(cpu.to_string()),
-                    vcpu_sig: u64::from(cpu.sig()),
-                    vmm_type: VmmType::Qemu,
-                    guest_features: DEFAULT_GUEST_FEATURES,
-                    digest: hexfmt::encode(&snp::launch_digest(fw, &cfg)?),
-                });
-            }
-        }
+        out.snp = snp_profiles(fw, None)?;
     }
     if fw.tdvf_sections().is_some() {
         for order in PUBLISHED_TDX_ORDERS {
