@@ -170,6 +170,11 @@ pub fn check_boot_config(
     ))
 }
 
+/// The log line when the policy needs the boot configuration and no log came.
+const LOG_ABSENT: &str =
+    "absent: the policy requires the boot configuration (vCPUs, RAM), which only the event log \
+     records";
+
 /// Adds the [`CHECK_LOG`], [`CHECK_BOOT_CONFIG`] and (for a manifest with a Linux payload)
 /// [`CHECK_PAYLOAD`] and per-part checks for TDX evidence whose quote is `quote` and whose event
 /// log is `log`:
@@ -188,12 +193,7 @@ pub fn check_boot_config(
 pub fn check(v: &mut Verdict, quote: &[u8], log: Option<&[u8]>, policy: &TdxBootPolicy) {
     if log.is_none() && !policy.requires_payload() {
         if policy.requires_log() {
-            v.check(
-                CHECK_LOG,
-                false,
-                "absent: the policy requires the boot configuration (vCPUs, RAM), which only \
-                 the event log records",
-            );
+            v.check(CHECK_LOG, false, LOG_ABSENT);
         }
         return;
     }
@@ -241,12 +241,7 @@ pub fn check(v: &mut Verdict, quote: &[u8], log: Option<&[u8]>, policy: &TdxBoot
     let parsed = match log {
         None => {
             if policy.requires_log() {
-                v.check(
-                    CHECK_LOG,
-                    false,
-                    "absent: the policy requires the boot configuration (vCPUs, RAM), which only \
-                     the event log records",
-                );
+                v.check(CHECK_LOG, false, LOG_ABSENT);
             }
             Err(
                 "no event log came with the quote to show the unikernel's boot-configuration \
