@@ -43,6 +43,13 @@ fn build_copy(src: &Path, cargo_home: PathBuf, i: usize) -> (PathBuf, String) {
         l.initrd_size,
         l.modules.load.len()
     );
+    // only `out` is compared: drop the copy's build trees and crate cache now, so that the
+    // disk holds one copy's builds at a time (each is a full guest and musl target dir)
+    for d in [src.join("target"), p.cargo_home.clone().unwrap_or_default()] {
+        if let Err(e) = std::fs::remove_dir_all(&d) {
+            println!("build {i}: cannot remove {}: {e}", d.display());
+        }
+    }
     (out, r.sha384)
 }
 
