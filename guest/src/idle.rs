@@ -15,6 +15,9 @@
 pub const VECTOR_TIMER: u8 = 0x40;
 /// Vector of the virtio-net MSI-X message (both queues share it).
 pub const VECTOR_NET: u8 = 0x41;
+/// Vector of the wake-up IPI between vCPUs (work for the APs, a finished job for the boot
+/// CPU): its handler only acknowledges it, the woken loop looks for work.
+pub const VECTOR_WAKE: u8 = 0x42;
 /// The spurious-interrupt vector programmed in the APIC's SVR (its low four bits must be ones
 /// on older APICs; 0xFF satisfies every generation).
 pub const VECTOR_SPURIOUS: u8 = 0xFF;

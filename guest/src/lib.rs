@@ -14,6 +14,7 @@ pub mod banner;
 pub mod clock;
 pub mod entropy;
 pub mod idle;
+pub mod job_queue;
 pub mod linux;
 pub mod memmap;
 pub mod pool;

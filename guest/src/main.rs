@@ -16,7 +16,7 @@ use pupa_guest::entropy::{Entropy, EntropyError};
 use pupa_guest::memmap::{self, RegionKind};
 use pupa_guest::tee;
 use pupa_guest::{exit_code, VERSION};
-use pupa_runtime::{Config, PooledKernels, Worker};
+use pupa_runtime::{Config, PooledKernels, Serial, Worker};
 use sha2::{Digest, Sha384};
 
 use alloc::vec::Vec;
@@ -113,8 +113,9 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
         memory_budget: limits.memory_budget,
         ..Config::default()
     };
-    // The jobs' kernels run on every vCPU of the pool (the APs join it in start_aps below).
-    let kernels = PooledKernels(&platform::smp::POOL);
+    // Jobs run here on the boot CPU (the same split drivers as on the pool, on one thread),
+    // or, once the APs are online, on the APs if they are long (see platform::smp).
+    let kernels = PooledKernels(&Serial);
     let mut worker = Worker::with_compute(evidence, entropy, TscClock(tsc), config, kernels)
         .unwrap_or_else(|e| boot_failure(format_args!("worker: {e}")));
     println!("pupa: hpke key {} (x25519)", Hex(&worker.hpke_public_key()));
@@ -127,6 +128,9 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     platform::idle::init(tsc, platform);
     let (vcpus, online) = platform.start_aps(tsc);
     println!("pupa: cpus {online} of {vcpus} online");
+    if online > 1 {
+        worker.defer_jobs_above(platform::smp::INLINE_MAX_UNITS);
+    }
     serve(&mut *dma, &mut worker, limits, tsc, seed)
 }
 
@@ -173,7 +177,7 @@ fn serve<T: pupa_runtime::Tee>(
                 limits.memory_budget >> 20
             );
             println!("pupa: ready");
-            net::serve(nic, worker, limits, move || tsc.ticks_to_us(rdtsc()), seed)
+            net::serve(nic, worker, limits, tsc, seed)
         }
         Err(NetError::NoDevice) => {
             println!("pupa: no network device: nothing to serve");
@@ -201,8 +205,9 @@ impl pupa_runtime::Entropy for GuestEntropy {
     }
 }
 
-/// The runtime's clock: the calibrated TSC.
-struct TscClock(Tsc);
+/// The runtime's clock: the calibrated TSC (the same on every vCPU).
+#[derive(Clone, Copy)]
+pub(crate) struct TscClock(pub(crate) Tsc);
 
 impl pupa_runtime::Clock for TscClock {
     fn now_ns(&self) -> u64 {

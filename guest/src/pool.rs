@@ -1,20 +1,30 @@
-//! The vCPU pool: the application processors (APs) serve the kernels' parallel split
-//! ([`pupa_kernels::Workers`]) for the bootstrap processor (BSP).
+//! The vCPU pool: the kernels' parallel split ([`pupa_kernels::Workers`]) on every vCPU.
 //!
-//! Each AP, once it runs 64-bit Rust on its own stack, calls [`ap_main`] and never returns: it
-//! registers (taking the next free *slot*, 1, 2, ... in the order APs arrive, so the slots in use
-//! are always `1..=online` whatever order the APs start in), then spins on the pool's sequence
-//! word waiting for work. [`Pool::broadcast`] publishes a closure, bumps the generation, runs
-//! `f(0)` itself and waits until every AP included in that generation has acknowledged it.
+//! Any vCPU may broadcast (in the firmware an application processor, AP, running a job; the
+//! boot CPU keeps the network). A broadcast publishes its closure and `threads()` call
+//! indices; every vCPU that has nothing better to do *claims* indices (one CAS on the
+//! [`Pool::claim`] word) and runs `f(index)`; the broadcaster claims too, so a broadcast
+//! never waits for a vCPU that is busy or asleep, only for calls already running. One
+//! broadcast is in flight at a time: a second broadcaster helps the first until it is over,
+//! then publishes its own.
 //!
-//! No allocation anywhere: a `Pool` is a handful of atomics and one cell, usable as
-//! `static POOL: Pool = Pool::new();`.
+//! The *helper* ([`Pool::help`], the boot CPU between two rounds of its network loop) joins in
+//! time slices: when its slice is over, [`Workers::should_leave`] tells the kernels' split to
+//! return between two tasks, and its index is *parked*; whoever claims next (an AP, the
+//! broadcaster, or the helper's next slice) calls `f(index)` again, which resumes the shared
+//! task queue. So the boot CPU adds its cycles to a long job yet answers the network within a
+//! slice and one task.
 //!
-//! Panics: the firmware is `panic = "abort"`, so a panic in `f` anywhere stops the machine. In
-//! a host (test) build, a panic in `f(0)` on the broadcasting thread still waits for the other
-//! threads before it unwinds out of `broadcast` (they borrow the caller's closure); a panic in
-//! `f` on a thread serving as an AP ends that thread without acknowledging, so that
-//! `broadcast` never returns (a hung test, never a result computed with work missing).
+//! Idle APs sleep: [`ap_main`] halts when there is nothing to claim and no job to run, and
+//! every broadcast and every queued job wakes the others (the pool's `wake` hook: an IPI to
+//! all but self in the firmware). The check-then-halt race is closed by the caller's halt
+//! (interrupts are off until `sti; hlt`, so an IPI sent in between ends the halt at once).
+//!
+//! No allocation: a `Pool` is a handful of atomics and one cell.
+//!
+//! Panics: the firmware is `panic = "abort"`. In a host (test) build a panic in a call of `f`
+//! ends that thread without counting the call as done, so `broadcast` never returns (a hung
+//! test, never a result computed with work missing).
 
 use core::cell::UnsafeCell;
 use core::hint::spin_loop;
@@ -25,217 +35,285 @@ use pupa_kernels::Workers;
 /// The closure of the broadcast in flight, its lifetime erased (see [`Pool::broadcast`]).
 type Job = &'static (dyn Fn(usize) + Sync + 'static);
 
-/// Bits of [`Pool::seq`] that hold the number of threads of the generation.
-const THREADS_BITS: u32 = 16;
-const THREADS_MASK: u64 = (1 << THREADS_BITS) - 1;
-/// At most this many APs serve (more wait forever, never included in a broadcast).
-pub const MAX_APS: usize = (THREADS_MASK - 1) as usize;
+/// [`Pool::claim`]: `generation << 32 | threads << 16 | next`.
+const FIELD_BITS: u32 = 16;
+const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
+const GEN_SHIFT: u32 = 2 * FIELD_BITS;
+/// At most this many vCPUs take part (the index fields are 16 bits wide).
+pub const MAX_THREADS: usize = FIELD_MASK as usize;
+/// [`Pool::parked`] and [`Pool::helper`] when empty.
+const NONE: u64 = 0;
 
-/// A pool of vCPUs: the BSP (thread 0) and the APs that have called [`ap_main`].
+fn generation(claim: u64) -> u64 {
+    claim >> GEN_SHIFT
+}
+
+/// `generation << 32 | index + 1` (never [`NONE`]): a call index tagged with its broadcast.
+fn tagged(generation: u64, index: usize) -> u64 {
+    generation << GEN_SHIFT | (index as u64 + 1)
+}
+
+/// A pool of vCPUs: the APs that have called [`ap_main`] (counted by [`Pool::online`]), the
+/// boot CPU as broadcaster (one vCPU) or helper, and any thread that calls `broadcast`.
 pub struct Pool {
-    /// APs registered (each serves slot 1..=online).
+    /// APs registered with [`ap_main`].
     online: AtomicUsize,
     /// vCPUs the platform started (or tried to), for the banner; 0 = not set.
     expected: AtomicUsize,
-    /// Held by the broadcast in flight (a try-lock: a second broadcast runs serially).
+    /// Held by the broadcast in flight.
     busy: AtomicBool,
-    /// `generation << 16 | threads`: one word, so that an AP reads a generation and how many
-    /// threads it includes at once, and an AP not included never touches `job`.
-    seq: AtomicU64,
-    /// Acknowledgements of the current generation by the APs it includes.
+    /// `generation << 32 | threads << 16 | next`: the broadcast in flight and its next
+    /// unclaimed index (`next == threads`: all claimed). One word, so that a claim (a CAS)
+    /// cannot take an index of a newer broadcast than the one it read.
+    claim: AtomicU64,
+    /// Calls of the current broadcast that have returned for good (not parked).
     done: AtomicUsize,
-    /// The closure of the current generation: written only by the holder of `busy` while no
-    /// AP may read it (before publishing a generation, after all its APs acknowledged), read
-    /// only by the APs a published generation includes, before they acknowledge it.
+    /// A call the helper left early ([`tagged`]), to be called again; [`NONE`] if none.
+    parked: AtomicU64,
+    /// The call the helper is running ([`tagged`]), [`NONE`] if none.
+    helper: AtomicU64,
+    /// When the helper's slice ends (`now()` units).
+    helper_until: AtomicU64,
+    /// Set when [`Workers::should_leave`] told the helper's call to leave.
+    helper_left: AtomicBool,
+    /// The closure of the current broadcast: written only by the holder of `busy` while no
+    /// call may read it (before publishing a generation, after its last call returned), read
+    /// only by vCPUs holding a claimed or parked index of the published generation.
     job: UnsafeCell<Option<Job>>,
+    /// Wakes the sleeping vCPUs (an IPI to all but self).
+    wake: fn(),
+    /// A monotonic clock for the helper's slices (the TSC in the firmware).
+    now: fn() -> u64,
 }
 
-// SAFETY: every field but `job` is atomic; `job` is accessed only under the generation
-// protocol described at the field (writes by the `busy` holder strictly outside the window
-// between publishing a generation and the last acknowledgement of it, reads by included APs
-// strictly inside it), with the happens-before edges given by `seq` (Release store, Acquire
-// load) and `done` (AcqRel increments, Acquire load).
+// SAFETY: every field but `job` is atomic or immutable; `job` is accessed only under the
+// protocol described at the field: the holder of `busy` writes it before the Release store
+// of `claim` that publishes a generation and after observing (Acquire) `done == threads`; a
+// reader holds an index of that generation (a successful AcqRel CAS on `claim` or `parked`),
+// so the broadcast cannot reach `done == threads` before its call returns and counts itself
+// (AcqRel) in `done`.
 unsafe impl Sync for Pool {}
 
-impl Default for Pool {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Pool {
-    /// An empty pool: only the caller (thread 0) until APs call [`ap_main`].
-    pub const fn new() -> Self {
+    /// An empty pool: `wake` wakes sleeping vCPUs, `now` is a monotonic clock for the
+    /// helper's slices.
+    pub const fn new(wake: fn(), now: fn() -> u64) -> Self {
         Pool {
             online: AtomicUsize::new(0),
             expected: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
-            seq: AtomicU64::new(0),
+            claim: AtomicU64::new(0),
             done: AtomicUsize::new(0),
+            parked: AtomicU64::new(NONE),
+            helper: AtomicU64::new(NONE),
+            helper_until: AtomicU64::new(0),
+            helper_left: AtomicBool::new(false),
             job: UnsafeCell::new(None),
+            wake,
+            now,
         }
     }
 
-    /// APs online (serving broadcasts).
+    /// APs online (registered with [`ap_main`]).
     pub fn online(&self) -> usize {
         self.online.load(Ordering::Acquire)
     }
 
-    /// Records how many vCPUs the platform has (BSP included), for [`Pool::expected`].
+    /// Records how many vCPUs the platform has (boot CPU included), for [`Pool::expected`].
     pub fn set_expected(&self, vcpus: usize) {
         self.expected.store(vcpus, Ordering::Relaxed);
     }
 
-    /// The vCPUs recorded by [`Pool::set_expected`] (0 if never set): the banner prints
-    /// "`threads()` of `expected()` vCPUs online".
+    /// The vCPUs recorded by [`Pool::set_expected`] (0 if never set).
     pub fn expected(&self) -> usize {
         self.expected.load(Ordering::Relaxed)
     }
 
-    /// Registers the calling AP: returns its handle, whose slot is the next free one (1, 2, ...).
-    /// The caller must then call [`Ap::poll`] until the end of time (or of the test): once
-    /// registered, it is counted by [`Workers::threads`] and every broadcast that includes it
-    /// waits for it.
-    pub fn register(&self) -> Ap<'_> {
-        // Read the generation *before* becoming visible: a broadcast that counts this AP
-        // (reads `online` after the increment) publishes its generation after that read, so
-        // this AP sees it as new; one that does not count it publishes a `threads` this AP's
-        // slot is outside of. SeqCst here and in `broadcast` (the `online` load and the `seq`
-        // store) orders the four accesses in one total order, which is this argument.
-        let seen = self.seq.load(Ordering::SeqCst) >> THREADS_BITS;
-        let slot = self.online.fetch_add(1, Ordering::SeqCst) + 1;
-        Ap {
-            pool: self,
-            slot,
-            seen,
+    /// Counts the calling AP in (see [`ap_main`]).
+    pub fn register(&self) {
+        self.online.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Wakes the sleeping vCPUs (the `wake` hook).
+    pub fn wake(&self) {
+        (self.wake)()
+    }
+
+    /// Runs one call of the broadcast in flight, if one is left to start (a parked call
+    /// first). Returns whether it ran one. For idle vCPUs.
+    pub fn work(&self) -> bool {
+        match self.take() {
+            Some((generation, index)) => {
+                self.run(generation, index, false);
+                true
+            }
+            None => false,
         }
     }
 
-    /// Runs `f(0..threads)` one after another on the caller (the pool is busy).
-    fn serial(&self, f: &(dyn Fn(usize) + Sync)) {
-        for i in 0..self.threads() {
-            f(i);
-        }
-    }
-}
-
-/// One AP's side of the pool (from [`Pool::register`]).
-pub struct Ap<'a> {
-    pool: &'a Pool,
-    slot: usize,
-    /// The last generation this AP has handled (run, or skipped as not included).
-    seen: u64,
-}
-
-impl Ap<'_> {
-    /// This AP's thread index in the broadcasts that include it.
-    pub fn slot(&self) -> usize {
-        self.slot
+    /// Whether a broadcast has a call left to start (what [`Pool::work`] would run).
+    pub fn has_work(&self) -> bool {
+        let c = self.claim.load(Ordering::Acquire);
+        let parked = self.parked.load(Ordering::Acquire);
+        (parked != NONE && generation(parked) == generation(c)) || Self::unclaimed(c).is_some()
     }
 
-    /// Handles the newest generation if it is new to this AP: runs `f(slot)` and acknowledges
-    /// it if the generation includes this AP. Returns whether it ran `f`.
-    pub fn poll(&mut self) -> bool {
-        let seq = self.pool.seq.load(Ordering::Acquire);
-        let (generation, threads) = (seq >> THREADS_BITS, (seq & THREADS_MASK) as usize);
-        if generation == self.seen {
-            return false;
+    /// The helper (the boot CPU between two network rounds) runs calls of the broadcast in
+    /// flight until `now() >= until`, leaving its call between two tasks when the slice is
+    /// over (the call is parked for anyone to resume). Returns whether it ran anything.
+    pub fn help(&self, until: u64) -> bool {
+        let mut ran = false;
+        while (self.now)() < until {
+            let Some((generation, index)) = self.take() else {
+                break;
+            };
+            self.helper_until.store(until, Ordering::Relaxed);
+            self.helper_left.store(false, Ordering::Relaxed);
+            self.helper
+                .store(tagged(generation, index), Ordering::Relaxed);
+            self.run(generation, index, true);
+            ran = true;
         }
-        self.seen = generation;
-        if self.slot >= threads {
-            // Registered after this generation was published: not ours, and its `job` may be
-            // replaced at any time (its broadcast does not wait for us), so do not read it.
-            return false;
+        ran
+    }
+
+    /// The next index of `claim`'s broadcast, if any is unclaimed.
+    fn unclaimed(claim: u64) -> Option<usize> {
+        let threads = (claim >> FIELD_BITS) & FIELD_MASK;
+        let next = claim & FIELD_MASK;
+        (generation(claim) != 0 && next < threads).then_some(next as usize)
+    }
+
+    /// Takes a call to run: the parked one, else the next unclaimed index.
+    fn take(&self) -> Option<(u64, usize)> {
+        let parked = self.parked.load(Ordering::Acquire);
+        if parked != NONE
+            && self
+                .parked
+                .compare_exchange(parked, NONE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let index = ((parked & 0xFFFF_FFFF) - 1) as usize;
+            return Some((generation(parked), index));
         }
-        // SAFETY: this generation includes our slot, so its broadcast does not return, nor
-        // touch `job`, until we acknowledge below; `job` was written before the Release store
-        // of `seq` that our Acquire load read.
-        let f = unsafe { *self.pool.job.get() };
+        let mut c = self.claim.load(Ordering::Acquire);
+        while let Some(next) = Self::unclaimed(c) {
+            match self
+                .claim
+                .compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some((generation(c), next)),
+                Err(now) => c = now,
+            }
+        }
+        None
+    }
+
+    /// Runs call `index` of broadcast `generation`, which the caller took: counts it done,
+    /// or parks it if the helper left it early.
+    fn run(&self, generation: u64, index: usize, as_helper: bool) {
+        // SAFETY: the caller holds `index` of `generation` (a claim or an unparked call), so
+        // that broadcast does not return, nor touch `job`, before this call counts itself
+        // below; `job` was written before the Release publication our Acquire read saw.
+        let f = unsafe { *self.job.get() };
         if let Some(f) = f {
-            f(self.slot);
+            f(index);
         }
-        // Release: our calls of `f` happen-before the broadcast's Acquire load of `done`.
-        self.pool.done.fetch_add(1, Ordering::AcqRel);
-        true
+        if as_helper {
+            self.helper.store(NONE, Ordering::Relaxed);
+            if self.helper_left.load(Ordering::Relaxed) {
+                // Release: the call's writes happen-before whoever resumes it.
+                self.parked
+                    .store(tagged(generation, index), Ordering::Release);
+                return;
+            }
+        }
+        // Release: the call's writes happen-before the broadcaster's Acquire load of `done`.
+        self.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// The AP's entry into the pool, for ever: registers, then serves every broadcast that
-/// includes it. `index` is the vCPU's number (1.. for the APs; the BSP is 0), for the
-/// platform's bookkeeping; the thread index the AP serves is its arrival order
-/// ([`Ap::slot`]), so that the pool's threads are always `0..=online()`.
-pub fn ap_main(pool: &'static Pool, index: usize) -> ! {
-    let _ = index;
-    let mut ap = pool.register();
+/// The AP's life in the pool, for ever: counted in, it runs calls of broadcasts, else jobs
+/// (`run_job`, returning whether it ran one), else sleeps in `halt` until woken (which must
+/// return after any interrupt, including one that arrived since the last check).
+pub fn ap_main(pool: &'static Pool, run_job: &dyn Fn() -> bool, halt: &dyn Fn()) -> ! {
+    pool.register();
     loop {
-        if !ap.poll() {
-            spin_loop();
+        if !pool.work() && !run_job() {
+            halt();
         }
-    }
-}
-
-/// Releases the pool once the broadcast is over: waits for the APs it included (also when
-/// `f(0)` unwinds, in a host build: they still borrow the caller's closure), forgets the
-/// closure and frees `busy`.
-struct InFlight<'a> {
-    pool: &'a Pool,
-    aps: usize,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        // Acquire: every included AP's calls of `f` happen-before this returns.
-        while self.pool.done.load(Ordering::Acquire) < self.aps {
-            spin_loop();
-        }
-        // SAFETY: we hold `busy` and every AP included in the generation has acknowledged, so
-        // none reads `job` any more (the others never read it for this generation).
-        unsafe { *self.pool.job.get() = None };
-        self.pool.busy.store(false, Ordering::Release);
     }
 }
 
 impl Workers for Pool {
     fn threads(&self) -> usize {
-        1 + self.online().min(MAX_APS)
+        // The broadcaster is an AP (or the only vCPU), the helper the boot CPU: one call per
+        // vCPU.
+        (1 + self.online()).min(MAX_THREADS)
     }
 
     fn broadcast(&self, f: &(dyn Fn(usize) + Sync)) {
-        if self
+        // One broadcast at a time; until ours can start, help the one in flight.
+        while self
             .busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            // Another broadcast is in flight (nested in its `f`, or from an AP): run here.
-            return self.serial(f);
+            if !self.work() {
+                spin_loop();
+            }
         }
-        let aps = self.online.load(Ordering::SeqCst).min(MAX_APS);
-        if aps == 0 {
-            f(0);
-            self.busy.store(false, Ordering::Release);
-            return;
-        }
+        let threads = self.threads();
         // SAFETY: only the lifetime is erased (same type otherwise). The erased reference is
-        // read only by the APs this generation includes, and only before they acknowledge it;
-        // `InFlight`'s drop (on return, or on unwinding out of `f(0)`) waits for all of those
-        // acknowledgements and then clears `job`, so the closure outlives every use of it,
-        // and `broadcast` does not return (so `f`'s borrow does not end) before then.
+        // read only by holders of an index of the generation published below, all of which
+        // return and count themselves in `done` before the wait below ends; `job` is then
+        // cleared, so the closure outlives every use, and `broadcast` does not return (so
+        // `f`'s borrow does not end) before then.
         let job: Job = unsafe {
             core::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
         };
-        // SAFETY: we hold `busy`, and the previous generation's included APs have all
-        // acknowledged (its broadcast waited for them), so no AP reads `job` now.
+        // SAFETY: we hold `busy`, and the previous generation's calls have all returned (its
+        // broadcast waited for them), so no vCPU reads `job` now.
         unsafe { *self.job.get() = Some(job) };
         self.done.store(0, Ordering::Relaxed);
-        let generation = (self.seq.load(Ordering::Relaxed) >> THREADS_BITS) + 1;
-        // Release (SeqCst): `job`, `done` and everything the caller wrote happen-before the
-        // APs' calls of `f`. See `register` for why SeqCst.
-        self.seq.store(
-            generation << THREADS_BITS | (aps as u64 + 1),
-            Ordering::SeqCst,
+        let generation = (generation(self.claim.load(Ordering::Relaxed)) + 1) & 0xFFFF_FFFF;
+        let generation = generation.max(1); // 0 means "no broadcast yet"
+                                            // Release: `job`, `done` and everything the caller wrote happen-before the calls.
+        self.claim.store(
+            generation << GEN_SHIFT | (threads as u64) << FIELD_BITS,
+            Ordering::Release,
         );
-        let _in_flight = InFlight { pool: self, aps };
-        f(0);
+        if threads > 1 {
+            self.wake();
+        }
+        // Run calls until none is left to start, then wait for the others' (a parked call is
+        // resumed here too: the helper may be busy with the network for a while).
+        loop {
+            if self.done.load(Ordering::Acquire) >= threads {
+                break;
+            }
+            if !self.work() {
+                spin_loop();
+            }
+        }
+        // SAFETY: we hold `busy` and every call of this generation has returned for good, so
+        // no vCPU reads `job` any more (a late claimer finds every index taken).
+        unsafe { *self.job.get() = None };
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn should_leave(&self, thread: usize) -> bool {
+        let h = self.helper.load(Ordering::Relaxed);
+        if h == NONE || ((h & 0xFFFF_FFFF) - 1) as usize != thread {
+            return false;
+        }
+        // Only the helper runs this index of the broadcast in flight (indices are claimed
+        // once; a parked one only after the helper's call returned), so the caller is it.
+        if (self.now)() < self.helper_until.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.helper_left.store(true, Ordering::Relaxed);
+        true
     }
 }
 

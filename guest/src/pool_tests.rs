@@ -1,16 +1,29 @@
-//! Host tests of the vCPU pool: std threads play the APs (registering and polling as
-//! `ap_main` does, but with a stop flag so that the test ends).
+//! Host tests of the vCPU pool: std threads play the APs (working and "halting" as `ap_main`
+//! does, but with a stop flag so that the test ends) and the boot CPU's helper.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::thread::{self, ThreadId};
+use std::time::Instant;
 
 use pupa_kernels::{
     attention_split_until, attention_until, detect, matmul_split_until, matmul_until, AttnShape,
     MatRef, Workers,
 };
 
-use super::{Ap, Pool};
+use super::Pool;
+
+fn no_wake() {}
+
+/// Nanoseconds since the first call (the helper's slices).
+fn now_ns() -> u64 {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    T0.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn pool() -> Pool {
+    Pool::new(no_wake, now_ns)
+}
 
 /// Runs `body` with `aps` threads serving `pool` as APs (all online before `body` starts).
 fn with_aps(pool: &Pool, aps: usize, body: impl FnOnce()) {
@@ -18,9 +31,9 @@ fn with_aps(pool: &Pool, aps: usize, body: impl FnOnce()) {
     thread::scope(|s| {
         for _ in 0..aps {
             s.spawn(|| {
-                let mut ap = pool.register();
+                pool.register();
                 while !stop.load(Ordering::Acquire) {
-                    if !ap.poll() {
+                    if !pool.work() {
                         thread::yield_now();
                     }
                 }
@@ -36,16 +49,20 @@ fn with_aps(pool: &Pool, aps: usize, body: impl FnOnce()) {
 
 #[test]
 fn without_aps_the_caller_is_the_only_thread() {
-    let pool = Pool::new();
+    let pool = pool();
     assert_eq!(pool.threads(), 1);
     let calls = Mutex::new(Vec::new());
     pool.broadcast(&|i| calls.lock().unwrap().push(i));
     assert_eq!(*calls.lock().unwrap(), [0]);
+    assert!(
+        !pool.has_work() && !pool.work(),
+        "nothing left after the broadcast"
+    );
 }
 
 #[test]
 fn every_index_runs_exactly_once_per_broadcast_and_its_writes_are_visible() {
-    let pool = Pool::new();
+    let pool = pool();
     pool.set_expected(4);
     with_aps(&pool, 3, || {
         assert_eq!((pool.threads(), pool.online(), pool.expected()), (4, 3, 4));
@@ -66,90 +83,110 @@ fn every_index_runs_exactly_once_per_broadcast_and_its_writes_are_visible() {
 }
 
 #[test]
-fn the_calls_run_on_the_aps_threads() {
-    let pool = Pool::new();
+fn the_calls_spread_over_the_aps_threads() {
+    let pool = pool();
     with_aps(&pool, 2, || {
+        // Each call waits (bounded) until three distinct threads have started one: the APs
+        // claim what the caller has not, so the calls overlap.
         let ids: Mutex<Vec<(usize, ThreadId)>> = Mutex::new(Vec::new());
-        pool.broadcast(&|i| ids.lock().unwrap().push((i, thread::current().id())));
+        let started = AtomicUsize::new(0);
+        pool.broadcast(&|i| {
+            ids.lock().unwrap().push((i, thread::current().id()));
+            started.fetch_add(1, Ordering::AcqRel);
+            let t0 = Instant::now();
+            while started.load(Ordering::Acquire) < 3 && t0.elapsed().as_secs() < 5 {
+                thread::yield_now();
+            }
+        });
         let mut ids = ids.into_inner().unwrap();
         ids.sort_by_key(|&(i, _)| i);
         assert_eq!(ids.iter().map(|&(i, _)| i).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(ids[0].1, thread::current().id(), "f(0) runs on the caller");
-        assert_ne!(ids[1].1, ids[0].1);
-        assert_ne!(ids[2].1, ids[0].1);
-        assert_ne!(ids[1].1, ids[2].1);
-    });
-}
-
-#[test]
-fn a_nested_broadcast_runs_serially_on_its_caller() {
-    let pool = Pool::new();
-    with_aps(&pool, 2, || {
-        let inner: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
-        let same_thread = AtomicBool::new(true);
-        pool.broadcast(&|_| {
-            let me = thread::current().id();
-            pool.broadcast(&|j| {
-                inner[j].fetch_add(1, Ordering::Relaxed);
-                if thread::current().id() != me {
-                    same_thread.store(false, Ordering::Relaxed);
-                }
-            });
-        });
-        // Each of the 3 outer calls ran the inner closure for 0..3 on its own thread.
-        for c in &inner {
-            assert_eq!(c.load(Ordering::Relaxed), 3);
-        }
-        assert!(same_thread.load(Ordering::Relaxed));
-        // The pool is free again afterwards: a plain broadcast still reaches every thread.
-        let ids = Mutex::new(Vec::new());
-        pool.broadcast(&|i| ids.lock().unwrap().push((i, thread::current().id())));
-        let ids = ids.into_inner().unwrap();
-        assert_eq!(ids.len(), 3);
-        let mut threads: Vec<_> = ids.iter().map(|&(_, t)| t).collect();
-        threads.sort_by_key(|t| format!("{t:?}"));
+        let mut threads: Vec<_> = ids.iter().map(|&(_, t)| format!("{t:?}")).collect();
+        threads.sort();
         threads.dedup();
-        assert_eq!(threads.len(), 3, "the calls ran in parallel again");
+        assert_eq!(threads.len(), 3, "three calls on three threads");
     });
 }
 
 #[test]
-fn an_ap_registering_during_a_broadcast_joins_the_next_one() {
-    let pool = Pool::new();
-    with_aps(&pool, 1, || {
-        let late: Mutex<Option<Ap<'_>>> = Mutex::new(None);
-        let calls = Mutex::new(Vec::new());
-        pool.broadcast(&|i| {
-            calls.lock().unwrap().push(i);
-            if i == 0 {
-                let mut ap = pool.register();
-                assert_eq!(ap.slot(), 2);
-                assert!(!ap.poll(), "the generation in flight does not include it");
-                *late.lock().unwrap() = Some(ap);
+fn two_broadcasters_take_turns_and_both_complete() {
+    let pool = pool();
+    with_aps(&pool, 2, || {
+        let sums: Vec<AtomicUsize> = (0..2).map(|_| AtomicUsize::new(0)).collect();
+        thread::scope(|s| {
+            for (b, sum) in sums.iter().enumerate() {
+                let pool = &pool;
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        pool.broadcast(&|i| {
+                            sum.fetch_add(i + 1 + b * 100, Ordering::Relaxed);
+                        });
+                    }
+                });
             }
         });
-        let mut calls = calls.into_inner().unwrap();
-        calls.sort();
-        assert_eq!(calls, [0, 1]);
-        assert_eq!(pool.threads(), 3);
-        let mut ap = late.into_inner().unwrap().unwrap();
-        let stop = AtomicBool::new(false);
-        let calls = Mutex::new(Vec::new());
+        // threads() = 3: each broadcast adds (1 + 2 + 3) + 3·100·b.
+        assert_eq!(sums[0].load(Ordering::Relaxed), 200 * 6);
+        assert_eq!(sums[1].load(Ordering::Relaxed), 200 * (6 + 300));
+    });
+}
+
+#[test]
+fn the_helper_leaves_in_slices_and_its_parked_call_is_resumed() {
+    // One AP broadcasts a queue of 400 tasks (and is the only AP: threads() = 2, one call
+    // for it, one for the helper); the "boot CPU" helps in 200 µs slices. Every task runs
+    // exactly once, the helper leaves between tasks (its call is parked and called again),
+    // and its slices end on time.
+    let pool = pool();
+    pool.register();
+    {
+        let next = AtomicUsize::new(0);
+        let runs: Vec<AtomicUsize> = (0..400).map(|_| AtomicUsize::new(0)).collect();
+        let helper_calls = AtomicUsize::new(0);
+        let done = AtomicBool::new(false);
+        let helper = thread::current().id();
         thread::scope(|s| {
             s.spawn(|| {
-                while !stop.load(Ordering::Acquire) {
-                    if !ap.poll() {
-                        thread::yield_now();
+                // the broadcaster (as an AP running a job would)
+                pool.broadcast(&|thread| {
+                    if thread::current().id() == helper {
+                        helper_calls.fetch_add(1, Ordering::Relaxed);
                     }
-                }
+                    loop {
+                        let t = next.fetch_add(1, Ordering::Relaxed);
+                        if t >= runs.len() {
+                            return;
+                        }
+                        runs[t].fetch_add(1, Ordering::Relaxed);
+                        let t0 = Instant::now();
+                        while t0.elapsed().as_micros() < 50 {
+                            std::hint::spin_loop();
+                        }
+                        if pool.should_leave(thread) {
+                            return;
+                        }
+                    }
+                });
+                done.store(true, Ordering::Release);
             });
-            pool.broadcast(&|i| calls.lock().unwrap().push(i));
-            stop.store(true, Ordering::Release);
+            let mut slices = 0;
+            while !done.load(Ordering::Acquire) {
+                let until = now_ns() + 200_000;
+                if pool.help(until) {
+                    slices += 1;
+                    // a slice ends within one task (50 µs) of its end, plus scheduling noise
+                    assert!(now_ns() < until + 50_000_000, "slice overran by far");
+                }
+                thread::yield_now();
+            }
+            assert!(slices >= 1, "the helper took part");
         });
-        let mut calls = calls.into_inner().unwrap();
-        calls.sort();
-        assert_eq!(calls, [0, 1, 2]);
-    });
+        for (t, r) in runs.iter().enumerate() {
+            assert_eq!(r.load(Ordering::Relaxed), 1, "task {t} ran once");
+        }
+        assert!(helper_calls.load(Ordering::Relaxed) >= 1);
+        assert!(!pool.has_work());
+    }
 }
 
 /// Deterministic inputs in [-1, 1).
@@ -171,7 +208,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn the_split_kernels_over_the_pool_equal_the_serial_ones_bit_for_bit() {
-    let pool = Pool::new();
+    let pool = pool();
     let isa = detect();
     let never = || false;
     with_aps(&pool, 3, || {

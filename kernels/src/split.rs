@@ -31,6 +31,16 @@ pub trait Workers: Sync {
     /// happen-before the return). `f` must not wait for another call of `f`: an implementation
     /// may run the calls one after another (it does when it is already busy).
     fn broadcast(&self, f: &(dyn Fn(usize) + Sync));
+    /// Whether the call `f(thread)` in flight should stop taking work and return early. The
+    /// split asks between tasks (never inside one), so a call that returns early leaves only
+    /// whole tasks behind, in the shared queue, for the other calls. A pool that answers
+    /// true for a thread must call `f(thread)` again (on any thread) before `broadcast`
+    /// returns: the guest's pool lets its network CPU help a job in time slices this way.
+    /// Default: never.
+    fn should_leave(&self, thread: usize) -> bool {
+        let _ = thread;
+        false
+    }
 }
 
 /// One thread: the split runs serially on the caller.
@@ -128,7 +138,7 @@ fn for_each_task<S>(
 ) -> Result<(), KernelError> {
     let next = AtomicUsize::new(0);
     let err = FirstError::new();
-    w.broadcast(&|_| {
+    w.broadcast(&|thread| {
         let mut i = next.fetch_add(1, Ordering::Relaxed);
         if i >= n || err.is_set() {
             return;
@@ -140,6 +150,9 @@ fn for_each_task<S>(
         while i < n && !err.is_set() {
             if let Err(e) = task(&mut s, i) {
                 return err.set(e);
+            }
+            if w.should_leave(thread) {
+                return; // the queue keeps the rest; a later call of f(thread) resumes it
             }
             i = next.fetch_add(1, Ordering::Relaxed);
         }

@@ -31,8 +31,12 @@
 //! Compute is the fourth trait, [`Compute`]: [`CpuKernels`] (pupa's CPU kernels) everywhere,
 //! [`PooledKernels`] (the same, split over the firmware's vCPUs), and on Linux with a GPU the CUDA kernels (`pupa-worker --compute cuda`).
 //!
-//! Known limits: jobs run synchronously, so a long job delays the other connections' replies
-//! (never their correctness), up to `Config::job_timeout_ns`.
+//! Jobs run in `handle_frame` on the calling thread, unless the platform has somewhere else
+//! to run them ([`Worker::defer_jobs_above`]): then a long job comes back from the session
+//! admitted ([`Session::take_job`]), runs anywhere ([`AdmittedJob::execute`], the firmware's
+//! APs) and returns ([`Session::complete_job`]) while the other connections are served. With
+//! nowhere else to run, a long job delays the other connections' replies (never their
+//! correctness), up to `Config::job_timeout_ns`.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -56,7 +60,7 @@ pub use compute::{
 pub use dev::DevTee;
 pub use pupa_kernels::{Serial, Workers};
 pub use session::Session;
-pub use worker::{Config, Worker, WorkerError};
+pub use worker::{AdmittedJob, Config, Worker, WorkerError};
 
 use alloc::vec::Vec;
 

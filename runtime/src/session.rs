@@ -29,7 +29,7 @@ use pupa_protocol::frame::{FeedError, FrameDecoder, FrameError};
 use pupa_protocol::msg::ErrorCode;
 
 use super::budget::Reservation;
-use super::worker::{push_error, Worker};
+use super::worker::{push_error, AdmittedJob, Worker};
 use super::{Clock, Compute, Entropy, Tee};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,20 @@ pub struct Session {
     /// `poll`; None while something is in flight).
     idle_since: Option<u64>,
     max_backlog: usize,
+    /// A job [`Worker::handle_frame`] handed back to run elsewhere: the session reads no
+    /// further frame until its replies are in (replies stay in request order).
+    job: JobState,
+}
+
+// Held in place (about 700 bytes per session) rather than boxed: no allocation per job.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum JobState {
+    None,
+    /// Admitted, waiting for the platform to take it ([`Session::take_job`]).
+    Admitted(AdmittedJob),
+    /// Taken by the platform; back with [`Session::complete_job`].
+    Running,
 }
 
 /// Nanoseconds to move `len` bytes at `rate` bytes per second.
@@ -79,6 +93,7 @@ impl Session {
             send_deadline: None,
             idle_since: Some(worker.now_ns()),
             max_backlog: worker.config().max_output_backlog,
+            job: JobState::None,
         }
     }
 
@@ -95,7 +110,40 @@ impl Session {
 
     /// Whether the session takes input now.
     pub fn wants_read(&self) -> bool {
-        self.state == State::Open && !self.backlogged()
+        self.state == State::Open && !self.backlogged() && !self.has_job()
+    }
+
+    /// Whether a job of this session is admitted or running elsewhere.
+    pub fn has_job(&self) -> bool {
+        !matches!(self.job, JobState::None)
+    }
+
+    /// The admitted job waiting to run, if any (the platform runs it with
+    /// [`AdmittedJob::execute`] and returns it with [`Session::complete_job`]).
+    pub fn take_job(&mut self) -> Option<AdmittedJob> {
+        match core::mem::replace(&mut self.job, JobState::Running) {
+            JobState::Admitted(a) => Some(a),
+            other => {
+                self.job = other;
+                None
+            }
+        }
+    }
+
+    /// Hands back a job [`Session::take_job`] gave out, after it ran: its replies are queued
+    /// (dropped if the session was closed meanwhile) and the session reads again.
+    pub fn complete_job<T: Tee, E: Entropy, C: Clock, K: Compute>(
+        &mut self,
+        worker: &mut Worker<T, E, C, K>,
+        job: AdmittedJob,
+    ) {
+        self.job = JobState::None;
+        if self.state == State::Closed {
+            return; // the connection is gone; nothing was acknowledged
+        }
+        self.compact_out();
+        worker.complete_job(job, &mut self.out);
+        self.after_output(worker);
     }
 
     fn backlogged(&self) -> bool {
@@ -103,7 +151,10 @@ impl Session {
     }
 
     fn is_idle(&self) -> bool {
-        self.state == State::Open && self.decoder.buffered() == 0 && self.pending().is_empty()
+        self.state == State::Open
+            && self.decoder.buffered() == 0
+            && self.pending().is_empty()
+            && !self.has_job()
     }
 
     /// Feeds received bytes and answers every complete frame. Returns how many bytes were
@@ -151,7 +202,9 @@ impl Session {
             Ok(Some(frame)) => {
                 self.frame_deadline = None;
                 self.compact_out();
-                worker.handle_frame(frame, &mut self.out);
+                if let Some(job) = worker.handle_frame(frame, &mut self.out) {
+                    self.job = JobState::Admitted(job);
+                }
                 self.in_mem.set(self.decoder.capacity());
                 self.after_output(worker);
                 true
@@ -363,6 +416,10 @@ impl Session {
     /// Whether the connection should be closed now (closing and everything sent). After this
     /// returns true the session is finished.
     pub fn should_close(&mut self) -> bool {
+        if self.has_job() {
+            // Its job still holds this session (and its slot) until it comes back.
+            return false;
+        }
         if self.state == State::Closing && self.pending().is_empty() {
             self.state = State::Closed;
         }

@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use ed25519_dalek::SigningKey;
 use pupa_protocol::evidence::{report_data, Evidence};
 use pupa_protocol::frame::Frame;
-use pupa_protocol::job::{Job, JobResult};
+use pupa_protocol::job::{Job, JobResult, JobShape};
 use pupa_protocol::msg::{
     ErrorCode, ErrorReply, Message, OpenError, ReceiptReply, SealedJob, SealedResult,
 };
@@ -28,8 +28,8 @@ use pupa_protocol::receipt::{job_hash, Receipt, SignedReceipt};
 use pupa_protocol::seal::KeyPair;
 use pupa_protocol::serde_bytes::ByteBuf;
 
-use super::billing::Billing;
-use super::budget::Budget;
+use super::billing::{Billing, Charge};
+use super::budget::{Budget, Reservation};
 use super::clients::ClientTable;
 use super::compute::{Compute, ComputeError, CpuKernels};
 use super::{Clock, Entropy, EntropyFailure, Tee, TeeFailure};
@@ -113,6 +113,51 @@ pub struct Worker<T: Tee, E: Entropy, C: Clock, K: Compute = CpuKernels> {
     budget: Budget,
     billing: Billing,
     jobs_run: u64,
+    /// Jobs of more units than this are handed back to the platform (see
+    /// [`Worker::defer_jobs_above`]); `None`: every job runs in `handle_frame`.
+    defer_above: Option<u64>,
+}
+
+/// A sealed job that passed every check its kernels do not do: opened, replay-checked,
+/// validated, its working memory reserved, its voucher checked. The platform runs the kernels
+/// where it likes ([`AdmittedJob::execute`], e.g. on another vCPU while its network goes on)
+/// and hands the job back to [`Worker::complete_job`] for the sealed result and receipts.
+pub struct AdmittedJob {
+    job: Job,
+    shape: JobShape,
+    enc: [u8; 32],
+    hash: [u8; 32],
+    charge: Option<Charge>,
+    deadline_ns: u64,
+    /// The job's working memory, held until the job is dropped.
+    _exec: Reservation,
+    /// What the kernels returned (None: not run yet).
+    outcome: Option<Result<Vec<f32>, ComputeError>>,
+}
+
+impl core::fmt::Debug for AdmittedJob {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AdmittedJob")
+            .field("job_id", &self.job.job_id)
+            .field("units", &self.shape.units)
+            .field("ran", &self.outcome.is_some())
+            .finish()
+    }
+}
+
+impl AdmittedJob {
+    /// The job's billed units (its size, by the cost model).
+    pub fn units(&self) -> u64 {
+        self.shape.units
+    }
+
+    /// Runs the kernels on `compute` until `clock` passes the job's deadline; the outcome is
+    /// kept for [`Worker::complete_job`].
+    pub fn execute<K: Compute>(&mut self, compute: &mut K, clock: &dyn Clock) {
+        let deadline = self.deadline_ns;
+        let expired = || clock.now_ns() > deadline;
+        self.outcome = Some(compute.execute(&mut self.job, &self.shape, &expired));
+    }
 }
 
 impl<T: Tee, E: Entropy, C: Clock> Worker<T, E, C> {
@@ -156,6 +201,7 @@ impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
             budget: Budget::new(config.memory_budget),
             billing: Billing::new(config.max_vouchers),
             jobs_run: 0,
+            defer_above: None,
         })
     }
 
@@ -203,8 +249,18 @@ impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
         self.jobs_run
     }
 
-    /// Appends the reply frames for one complete frame to `out`.
-    pub fn handle_frame(&mut self, frame: Frame, out: &mut Vec<u8>) {
+    /// From now on, a job of more than `units` (`JobShape::units`) is not run by
+    /// [`Worker::handle_frame`] but returned to the caller, admitted, to be run elsewhere and
+    /// completed with [`Worker::complete_job`]. The firmware does this when it has APs: they
+    /// run the long jobs while the boot CPU keeps serving; small ones still run at once.
+    pub fn defer_jobs_above(&mut self, units: u64) {
+        self.defer_above = Some(units);
+    }
+
+    /// Appends the reply frames for one complete frame to `out`; or returns the frame's job,
+    /// admitted, when it is to run elsewhere ([`Worker::defer_jobs_above`]): its replies
+    /// come from [`Worker::complete_job`].
+    pub fn handle_frame(&mut self, frame: Frame, out: &mut Vec<u8>) -> Option<AdmittedJob> {
         let msg = Message::from_frame(&frame);
         drop(frame); // a job's bytes now live in the decoded message only
         match msg {
@@ -217,7 +273,7 @@ impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
                 },
                 Err(e) => push_error(out, ErrorCode::Internal, None, &format!("{e}")),
             },
-            Ok(Message::SealedJob(sj)) => self.handle_job(sj, out),
+            Ok(Message::SealedJob(sj)) => return self.handle_job(sj, out),
             Ok(m) => push_error(
                 out,
                 ErrorCode::UnexpectedMessage,
@@ -225,17 +281,41 @@ impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
                 &format!("the guest does not accept {:?} frames", m.kind()),
             ),
         }
+        None
     }
 
-    fn handle_job(&mut self, sj: SealedJob, out: &mut Vec<u8>) {
+    fn handle_job(&mut self, sj: SealedJob, out: &mut Vec<u8>) -> Option<AdmittedJob> {
         let enc = sj.enc;
         let hash = job_hash(&enc, &sj.ciphertext);
         let job = match self.open_job(sj) {
             Ok(j) => j,
-            Err((code, id, detail)) => return push_error(out, code, id, &detail),
+            Err((code, id, detail)) => {
+                push_error(out, code, id, &detail);
+                return None;
+            }
         };
         let id = Some(job.job_id);
-        match self.run_job(job, &enc, &hash) {
+        let mut admitted = match self.admit_job(job, enc, hash) {
+            Ok(a) => a,
+            Err((code, detail)) => {
+                push_error(out, code, id, &detail);
+                return None;
+            }
+        };
+        if self.defer_above.is_some_and(|u| admitted.units() > u) {
+            return Some(admitted);
+        }
+        admitted.execute(&mut self.compute, &self.clock);
+        self.complete_job(admitted, out);
+        None
+    }
+
+    /// Appends the replies of a job [`Worker::handle_frame`] returned, once
+    /// [`AdmittedJob::execute`] ran it (not run: `Internal`): the sealed result and the
+    /// receipts, or the kernels' error.
+    pub fn complete_job(&mut self, admitted: AdmittedJob, out: &mut Vec<u8>) {
+        let id = Some(admitted.job.job_id);
+        match self.finish_job(admitted) {
             Ok(frames) => out.extend_from_slice(&frames),
             Err((code, detail)) => push_error(out, code, id, &detail),
         }
@@ -281,13 +361,13 @@ impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
         })
     }
 
-    /// Validation, memory, voucher, kernels, sealing and receipts: the reply frames.
-    fn run_job(
+    /// Validation, memory, voucher: the job ready for its kernels.
+    fn admit_job(
         &mut self,
-        mut job: Job,
-        enc: &[u8; 32],
-        hash: &[u8; 32],
-    ) -> Result<Vec<u8>, (ErrorCode, String)> {
+        job: Job,
+        enc: [u8; 32],
+        hash: [u8; 32],
+    ) -> Result<AdmittedJob, (ErrorCode, String)> {
         let shape = job
             .validate()
             .map_err(|e| (ErrorCode::InvalidJob, format!("{e}")))?;
@@ -313,11 +393,36 @@ impl<T: Tee, E: Entropy, C: Clock, K: Compute> Worker<T, E, C, K> {
                 cfg.require_voucher,
             )
             .map_err(|e| (ErrorCode::VoucherRefused, format!("{e}")))?;
-        let deadline = self.now_ns().saturating_add(cfg.job_timeout_ns);
-        let clock = &self.clock;
-        let values = self
-            .compute
-            .execute(&mut job, &shape, &|| clock.now_ns() > deadline)
+        Ok(AdmittedJob {
+            job,
+            shape,
+            enc,
+            hash,
+            charge,
+            deadline_ns: self.now_ns().saturating_add(cfg.job_timeout_ns),
+            _exec,
+            outcome: None,
+        })
+    }
+
+    /// Sealing and receipts of a job whose kernels ran: the reply frames.
+    fn finish_job(&mut self, a: AdmittedJob) -> Result<Vec<u8>, (ErrorCode, String)> {
+        let AdmittedJob {
+            job,
+            shape,
+            enc,
+            hash,
+            charge,
+            _exec,
+            outcome,
+            ..
+        } = a;
+        let (enc, hash) = (&enc, &hash);
+        let values = outcome
+            .ok_or((
+                ErrorCode::Internal,
+                String::from("the job's kernels never ran"),
+            ))?
             .map_err(|e| (compute_error_code(&e), format!("{e}")))?;
         let data = le_bytes(&values)?;
         drop(values);

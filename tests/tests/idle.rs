@@ -10,9 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pupa_host::client::jobspec::JobSpec;
 use pupa_host::client::{self, Connection, EvidencePolicy};
 use pupa_host::vm::procfs;
-use pupa_tests::{accel, boot_with_nic};
+use pupa_tests::{accel, boot_with_nic_vcpus};
 
 /// How long QEMU's CPU time is sampled.
 const SAMPLE: Duration = Duration::from_secs(10);
@@ -36,13 +37,33 @@ fn clock_ticks_per_s() -> u64 {
 
 #[test]
 fn an_idle_guest_halts_and_still_answers() {
+    idle_then_answer(1, None);
+}
+
+/// With two vCPUs the AP halts too (issue 15: it spun on the pool's word before), and wakes
+/// for a job large enough to be handed to it.
+#[test]
+fn an_idle_guest_with_two_vcpus_halts_on_both_and_the_ap_wakes_for_work() {
+    idle_then_answer(
+        2,
+        Some(r#"{"op":"matmul","m":256,"n":256,"k":256,"dtype":"f32","seed":9}"#),
+    );
+}
+
+/// Boots with `vcpus`, samples QEMU's CPU time while the guest idles, then fetches the
+/// evidence and runs `job` (checked against the reference) on the woken guest.
+fn idle_then_answer(vcpus: u32, job: Option<&str>) {
     assert!(Path::new("/proc/self/stat").exists(), "needs Linux /proc");
-    let (mut guest, port) = boot_with_nic();
+    let (mut guest, port) = boot_with_nic_vcpus(vcpus);
     let console = guest.console.join("\n");
     assert!(console.contains("pupa: idle halt ("), "{console}");
     assert!(
         console.contains("pupa: nic interrupts msi-x"),
         "the NIC must interrupt (else idle halts are capped at 1 ms): {console}"
+    );
+    assert!(
+        console.contains(&format!("pupa: cpus {vcpus} of {vcpus} online")),
+        "{console}"
     );
 
     let pid = guest.pid();
@@ -54,7 +75,8 @@ fn an_idle_guest_halts_and_still_answers() {
     let hz = clock_ticks_per_s();
     let share = (t1 - t0) as f64 / hz as f64 / wall.as_secs_f64();
     println!(
-        "idle guest ({:?}): QEMU used {} CPU ticks ({hz} Hz) over {:.1} s = {:.1} % of a core",
+        "idle guest, {vcpus} vCPU(s) ({:?}): QEMU used {} CPU ticks ({hz} Hz) over {:.1} s = \
+         {:.1} % of a core",
         accel(),
         t1 - t0,
         wall.as_secs_f64(),
@@ -67,15 +89,24 @@ fn an_idle_guest_halts_and_still_answers() {
         MAX_IDLE_SHARE * 100.0
     );
 
-    // A halted guest wakes up for traffic: Hello → Evidence.
+    // A halted guest wakes up for traffic: Hello → Evidence, then the job.
     let addr = format!("127.0.0.1:{port}");
     let t = Instant::now();
-    let mut conn = Connection::connect(&addr, None, Duration::from_secs(60)).expect("connect");
+    let mut conn = Connection::connect(&addr, None, Duration::from_secs(120)).expect("connect");
     let policy = EvidencePolicy {
         allow_insecure_dev: true,
         ..Default::default()
     };
-    client::fetch_and_verify(&mut conn, &policy).expect("evidence after idling");
+    let worker = client::fetch_and_verify(&mut conn, &policy).expect("evidence after idling");
     println!("connect + Hello → Evidence after idling: {:?}", t.elapsed());
+    if let Some(text) = job {
+        let spec = JobSpec::from_json(text).unwrap();
+        let t = Instant::now();
+        let out = client::run_job(&mut conn, &worker, spec.build().unwrap().job)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let check = spec.check(&out.result).unwrap();
+        assert!(check.passed, "{text}: {check:?}");
+        println!("{text} after idling: {:?}", t.elapsed());
+    }
     guest.stop();
 }

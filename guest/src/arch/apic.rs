@@ -59,6 +59,7 @@ mod reg {
 /// ICR bits (SDM Vol. 3A "Interrupt Command Register (ICR)"): delivery mode INIT (101b) and
 /// Start-Up (110b), Level = Assert, destination shorthand "All Excluding Self" (11b), and the
 /// xAPIC's Delivery Status (send pending).
+const ICR_FIXED: u32 = 0b000 << 8;
 const ICR_INIT: u32 = 0b101 << 8;
 const ICR_STARTUP: u32 = 0b110 << 8;
 const ICR_ASSERT: u32 = 1 << 14;
@@ -125,7 +126,8 @@ fn read(r: u32) -> u32 {
 fn send_ipi(low: u32) {
     match MODE.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is on; the callers send only INIT and Start-Up IPIs to the other
-        // processors, which is what starting them needs.
+        // processors, which is what starting them needs, and fixed IPIs with a vector whose
+        // handler only acknowledges it (VECTOR_WAKE).
         MODE_X2APIC => unsafe { wrmsr(X2APIC_MSR_BASE + (reg::ICR_LOW >> 4), low as u64) },
         MODE_XAPIC => {
             // SAFETY: as above, through the UC-mapped xAPIC page: high half first, the write
@@ -152,6 +154,21 @@ pub fn send_startup_all_but_self(vector: u8) {
     send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_STARTUP | vector as u32);
 }
 
+/// A fixed interrupt with `vector` to every processor but this one (SDM Vol. 3A §11.6.1,
+/// "Interrupt Command Register": delivery mode Fixed, shorthand All Excluding Self).
+pub fn send_fixed_all_but_self(vector: u8) {
+    send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_FIXED | vector as u32);
+}
+
+/// The mode [`enable`] set on the boot CPU (the APs enable theirs the same way), if any.
+pub fn mode() -> Option<Mode> {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_XAPIC => Some(Mode::XApic),
+        MODE_X2APIC => Some(Mode::X2Apic),
+        _ => None,
+    }
+}
+
 /// Writes one of the registers this module names (the ICR only through [`send_ipi`]).
 fn write(r: u32, v: u32) {
     match MODE.load(Ordering::Relaxed) {
@@ -166,9 +183,29 @@ fn write(r: u32, v: u32) {
 
 /// Switches the APIC on in `mode` (x2APIC only if CPUID.1:ECX[21] said so), with `spurious`
 /// as the spurious-interrupt vector and LINT0 masked (the 8259's ExtINT path, which QEMU
-/// leaves open on the boot CPU). Returns the local APIC ID.
+/// leaves open on the boot CPU). Returns the local APIC ID. The boot CPU's call.
 pub fn enable(mode: Mode, spurious: u8) -> u32 {
-    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (the caller checked CPUID);
+    if mode == Mode::XApic {
+        super::paging::map_uncached(XAPIC_BASE, XAPIC_BASE + 0x1000);
+    }
+    MODE.store(
+        match mode {
+            Mode::XApic => MODE_XAPIC,
+            Mode::X2Apic => MODE_X2APIC,
+        },
+        Ordering::Relaxed,
+    );
+    enable_this_cpu(spurious)
+}
+
+/// Switches this CPU's APIC on in the mode [`enable`] chose on the boot CPU (whose page
+/// tables already map the xAPIC page): for the APs. Returns the local APIC ID (0 if the
+/// boot CPU has no APIC on).
+pub fn enable_this_cpu(spurious: u8) -> u32 {
+    let Some(mode) = mode() else {
+        return 0;
+    };
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (the boot CPU checked CPUID);
     // the writes keep the base address and only move disabled → xAPIC → x2APIC, the legal
     // transitions ("x2APIC State Transitions"). Under TDX, EN and EXTD are already set and
     // nothing is written.
@@ -182,16 +219,6 @@ pub fn enable(mode: Mode, spurious: u8) -> u32 {
             wrmsr(IA32_APIC_BASE, base | APIC_BASE_EXTD);
         }
     }
-    if mode == Mode::XApic {
-        super::paging::map_uncached(XAPIC_BASE, XAPIC_BASE + 0x1000);
-    }
-    MODE.store(
-        match mode {
-            Mode::XApic => MODE_XAPIC,
-            Mode::X2Apic => MODE_X2APIC,
-        },
-        Ordering::Relaxed,
-    );
     write(reg::LVT_LINT0, LVT_MASKED);
     write(reg::LVT_TIMER, LVT_MASKED);
     write(reg::SVR, SVR_APIC_ENABLE | spurious as u32);

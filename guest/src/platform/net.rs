@@ -1,5 +1,7 @@
 //! The guest's network service: smoltcp TCP over virtio-net, one runtime [`Session`] per
-//! connection, all polled from one loop.
+//! connection, all polled from one loop on the boot CPU. Long jobs go to the APs
+//! (`platform::smp`) and come back to their sessions here; with nothing else to do the loop
+//! helps their kernels in short slices instead of halting.
 //!
 //! Address: 10.0.2.15/24, gateway 10.0.2.2 (QEMU user networking, whose `hostfwd` carries the
 //! host's 127.0.0.1 port to the guest's [`PORT`]); with a TAP device the operator's network
@@ -25,7 +27,11 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+use pupa_guest::clock::Tsc;
+
+use super::smp;
 use super::virtio_net::VirtioNet;
+use crate::arch::cpu::rdtsc;
 
 /// The service port.
 pub const PORT: u16 = 7000;
@@ -35,6 +41,8 @@ pub const BUSY_SOCKETS: usize = 16;
 pub const EVICT_IDLE_NS: u64 = 1_000_000_000;
 /// After its session ended, a socket has this long to finish closing before it is aborted.
 pub const LINGER_NS: u64 = 5_000_000_000;
+/// A session idle this long does not keep the boot CPU from helping the APs' jobs.
+const QUIET_NS: u64 = 1_000_000_000;
 /// The budget's high-water mark is reported on the console each time it grows this much.
 const HIGH_WATER_STEP: usize = 16 << 20;
 /// smoltcp resets a connection whose peer acknowledges nothing for this long.
@@ -88,9 +96,10 @@ pub fn serve<T: Tee, E: Entropy, C: Clock, K: Compute>(
     mut nic: VirtioNet,
     worker: &mut Worker<T, E, C, K>,
     limits: Limits,
-    now_us: impl Fn() -> u64,
+    tsc: Tsc,
     seed: u64,
 ) -> ! {
+    let now_us = || tsc.ticks_to_us(rdtsc());
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac())));
     config.random_seed = seed;
     let now = || Instant::from_micros(now_us() as i64);
@@ -144,6 +153,7 @@ pub fn serve<T: Tee, E: Entropy, C: Clock, K: Compute>(
         for c in conns.iter_mut() {
             moved |= drive(c, sockets.get_mut::<tcp::Socket>(c.handle), worker, now_ns);
         }
+        moved |= exchange_jobs(&mut conns, worker);
         let hw = worker.budget().high_water();
         if hw >= reported_high_water + HIGH_WATER_STEP {
             // For operators and the attack tests: how close the budget came to its limit.
@@ -161,7 +171,7 @@ pub fn serve<T: Tee, E: Entropy, C: Clock, K: Compute>(
         // Idle means idle (platform/idle.rs): after a round that moved nothing, halt until the
         // NIC interrupts or the next deadline (smoltcp's timers, the sessions'), at most
         // IDLE_MAX_US from now.
-        if !(changed || moved) {
+        if !(changed || moved) && !(network_quiet(&conns, now_ns) && smp::help(tsc)) {
             /// The longest idle halt (a safety net: every deadline above is also exact).
             const IDLE_MAX_US: u64 = 100_000;
             let t = now();
@@ -176,6 +186,54 @@ pub fn serve<T: Tee, E: Entropy, C: Clock, K: Compute>(
             super::idle::halt_until(Some(t_us + wait_us));
         }
     }
+}
+
+/// Whether the boot CPU may lend itself to the jobs' kernels: every session is waiting for
+/// its job or has been idle for [`QUIET_NS`]. A helping slice ends only between two kernel
+/// tasks (tens of ms for a large attention tile under emulation), which is too coarse for a
+/// client in the middle of a conversation; so while one is active the boot CPU stays on the
+/// network and leaves the jobs to the APs.
+fn network_quiet(conns: &[Conn], now_ns: u64) -> bool {
+    conns.iter().all(|c| match &c.session {
+        None => true,
+        Some(s) => {
+            s.has_job()
+                || s.idle_since_ns()
+                    .is_some_and(|t| now_ns.saturating_sub(t) >= QUIET_NS)
+        }
+    })
+}
+
+/// Hands the sessions' admitted jobs to the APs (while they have room) and gives the
+/// finished ones back to their sessions. Returns whether a job moved.
+fn exchange_jobs<T: Tee, E: Entropy, C: Clock, K: Compute>(
+    conns: &mut [Conn],
+    worker: &mut Worker<T, E, C, K>,
+) -> bool {
+    let mut moved = false;
+    for (i, c) in conns.iter_mut().enumerate() {
+        if !smp::can_submit() {
+            break;
+        }
+        let Some(sess) = c.session.as_mut() else {
+            continue;
+        };
+        if let Some(job) = sess.take_job() {
+            if let Some(job) = smp::submit(i, job) {
+                // Not reached (room was checked); answered `Internal`, never lost silently.
+                sess.complete_job(worker, job);
+            }
+            moved = true;
+        }
+    }
+    while let Some((i, job)) = smp::take_done() {
+        // A session with a job is never closed (Session::should_close), so it is still there.
+        if let Some(sess) = conns.get_mut(i).and_then(|c| c.session.as_mut()) {
+            sess.complete_job(worker, job);
+        }
+        moved = true;
+    }
+    moved
 }
 
 fn is_new_connection(s: &tcp::Socket) -> bool {

@@ -1,11 +1,18 @@
-//! The other vCPUs: started at boot, they run the jobs' kernels with the boot CPU through the
-//! work pool [`POOL`] (`pupa_guest::pool`), while the boot CPU keeps the network and the
-//! sessions. Plain VMs start them with INIT-SIPI-SIPI (`arch::smp`); SNP and TDX do not yet.
+//! The other vCPUs: started at boot, they run the long jobs ([`JOBS`]) and the kernels' split
+//! ([`POOL`], `pupa_guest::pool`) while the boot CPU keeps the network and the sessions,
+//! helping the kernels in time slices when it has nothing else to do. Small jobs (at most
+//! [`INLINE_MAX_UNITS`]) run on the boot CPU at once: handing them over would cost more than
+//! they do. Idle APs halt until a wake-up IPI. Plain VMs start the APs with INIT-SIPI-SIPI
+//! (`arch::smp`); SNP and TDX do not yet.
 
 use pupa_guest::clock::Tsc;
+use pupa_guest::idle::{VECTOR_SPURIOUS, VECTOR_WAKE};
+use pupa_guest::job_queue::JobQueue;
 use pupa_guest::pool::{self, Pool};
+use pupa_runtime::{AdmittedJob, PooledKernels};
 
 use super::fw_cfg;
+use crate::arch::apic;
 use crate::arch::cpu::rdtsc;
 
 /// Bytes of each AP's stack (the boot stack's size).
@@ -15,8 +22,64 @@ pub const MAX_CPUS: u32 = 64;
 /// How long the boot CPU waits for the APs to come online.
 const ONLINE_WAIT_US: u64 = 2_000_000;
 
-/// The vCPUs' work pool: the boot CPU broadcasts the kernels' split, the APs serve it.
-pub static POOL: Pool = Pool::new();
+/// Jobs of at most this many units (`JobShape::units`, about their flops) run on the boot
+/// CPU at once; larger ones go to the APs. 2^22 units take about a millisecond on a server
+/// core (and some hundreds of ms under QEMU's emulation).
+pub const INLINE_MAX_UNITS: u64 = 1 << 22;
+/// Jobs handed to the APs at once (more wait in their sessions).
+pub const MAX_AP_JOBS: usize = 16;
+/// The boot CPU helps the kernels in slices of this long between two network rounds.
+pub const HELP_SLICE_US: u64 = 2_000;
+
+/// The vCPUs' work pool: an AP running a job broadcasts the kernels' split, every idle vCPU
+/// serves it.
+pub static POOL: Pool = Pool::new(wake_others, rdtsc);
+
+/// A job on its way through the APs, with the index of its session's connection.
+struct ApJob {
+    conn: usize,
+    job: AdmittedJob,
+}
+
+/// The jobs handed to the APs.
+static JOBS: JobQueue<ApJob, MAX_AP_JOBS> = JobQueue::new(run_ap_job, wake_others);
+/// The TSC the jobs' deadlines are read on (set before the APs start).
+static TSC: spin::Once<Tsc> = spin::Once::new();
+
+fn run_ap_job(j: &mut ApJob) {
+    if let Some(&tsc) = TSC.get() {
+        j.job
+            .execute(&mut PooledKernels(&POOL), &crate::TscClock(tsc));
+    }
+}
+
+/// Whether [`submit`] has room for a job now (the boot CPU is the only submitter).
+pub fn can_submit() -> bool {
+    JOBS.has_free()
+}
+
+/// Hands connection `conn`'s admitted job to the APs; gives it back if there is no room.
+pub fn submit(conn: usize, job: AdmittedJob) -> Option<AdmittedJob> {
+    JOBS.submit(ApJob { conn, job }).err().map(|j| j.job)
+}
+
+/// A job the APs finished, with its connection index.
+pub fn take_done() -> Option<(usize, AdmittedJob)> {
+    JOBS.take_done().map(|(_, j)| (j.conn, j.job))
+}
+
+/// The boot CPU, with nothing else to do, helps the jobs' kernels for one slice. Returns
+/// whether there was anything to help with.
+pub fn help(tsc: Tsc) -> bool {
+    POOL.has_work() && POOL.help(rdtsc().wrapping_add(tsc.us_to_ticks(HELP_SLICE_US)))
+}
+
+/// Wakes every other vCPU: an IPI to all but self (nothing before the APs are online).
+fn wake_others() {
+    if POOL.online() > 0 {
+        apic::send_fixed_all_but_self(VECTOR_WAKE);
+    }
+}
 
 /// The vCPUs the VMM gave the guest: fw_cfg `FW_CFG_NB_CPUS` (key 0x05, QEMU's `-smp` boot
 /// CPUs), at least 1, at most [`MAX_CPUS`].
@@ -27,9 +90,13 @@ fn vcpus() -> u32 {
     }
 }
 
-extern "C" fn ap_entry(index: u64) -> ! {
+extern "C" fn ap_entry(_index: u64) -> ! {
     crate::arch::interrupts::init_ap();
-    pool::ap_main(&POOL, index as usize)
+    apic::enable_this_cpu(VECTOR_SPURIOUS);
+    let platform = super::current();
+    // Interrupts stay masked but inside the platform's halt, which returns after any
+    // interrupt, including one that arrived before it (see `pool`).
+    pool::ap_main(&POOL, &|| JOBS.run_one(), &|| platform.halt())
 }
 
 /// Starts the other vCPUs of a plain VM; returns (vCPUs the VMM reports, vCPUs online with
@@ -37,6 +104,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
 pub fn start_plain(tsc: Tsc) -> (u32, u32) {
     let n = vcpus();
     POOL.set_expected(n as usize);
+    TSC.call_once(|| tsc);
     if n == 1 {
         return (1, 1);
     }
