@@ -85,7 +85,7 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     fault_test();
 
     // A Linux payload from fw_cfg (-kernel) takes over here; without one, the runtime runs.
-    platform::linux_boot::boot_if_present(platform, &map, &ram)
+    platform::linux_boot::boot_if_present(platform, &map, &ram, &image_sha384)
         .unwrap_or_else(|e| boot_failure(format_args!("linux: {e}")));
 
     // The runtime: keys, evidence, sessions, over the TEE the guest runs in.

@@ -19,6 +19,7 @@ use pupa_measurements::hexfmt;
 use pupa_measurements::manifest::SnpMeasurement;
 use pupa_measurements::ovmf::Firmware;
 use pupa_measurements::snp::{KernelHashes, SnpError};
+use pupa_protocol::boot_digests::BootDigests;
 use sha2::{Digest, Sha256, Sha384};
 
 use crate::deb::{self, DebError, LinuxLock};
@@ -169,6 +170,27 @@ pub struct PayloadFacts<'a> {
     pub modules: &'a ModuleSet,
     /// `Ok(digests)`, or why there are none.
     pub snp: Result<Vec<SnpMeasurement>, String>,
+    /// SHA-384 of `pupa.fd` (for the dev measurement), if it was read.
+    pub firmware_sha384: Option<[u8; 48]>,
+}
+
+/// The `image_sha384` pupa-worker's dev evidence names when pupa's firmware (`firmware`)
+/// booted this payload: what the firmware hands it in its boot-digests setup_data node
+/// (`pupa_protocol::boot_digests`), hashed.
+pub fn dev_measurement(
+    firmware: &[u8; 48],
+    kernel: &[u8],
+    initrd: &[u8],
+    cmdline: &str,
+) -> [u8; 48] {
+    BootDigests {
+        magic: BootDigests::MAGIC,
+        firmware: *firmware,
+        kernel: pupa_measurements::linux::kernel_sha384(kernel),
+        initrd: Sha384::digest(initrd).into(),
+        cmdline: Sha384::digest([cmdline.as_bytes(), b"\0"].concat()).into(),
+    }
+    .dev_measurement()
 }
 
 /// The manifest's `"payload"` object.
@@ -214,6 +236,7 @@ pub fn payload_object(f: &PayloadFacts<'_>) -> serde_json::Value {
         "measurements": {
             "snp_with_kernel_hashes": snp,
             "snp_missing": snp_missing,
+            "dev": f.firmware_sha384.map(|fw| hexfmt::encode(&dev_measurement(&fw, f.kernel, f.initrd, f.cmdline))),
             "tdx": { "rtmr1": hexfmt::encode(&tdx.rtmr1), "rtmr2": hexfmt::encode(&tdx.rtmr2) },
         },
     })
@@ -290,6 +313,9 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         (initramfs::payload(&init, &files)?, None)
     };
     let fw_path = opts.out.join("pupa.fd");
+    let firmware_sha384 = std::fs::read(&fw_path)
+        .ok()
+        .map(|b| Sha384::digest(&b).into());
     let snp = if opts.skip_measurements {
         Err("not computed (--no-measurements)".to_string())
     } else {
@@ -310,6 +336,7 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         worker: &init,
         modules: &set,
         snp: snp.clone(),
+        firmware_sha384,
     });
     if let Some((g, without)) = &gpu {
         payload["gpu"] = true.into();
@@ -398,6 +425,7 @@ mod tests {
             worker: b"worker",
             modules: &set,
             snp,
+            firmware_sha384: Some([9; 48]),
         })
     }
 
@@ -413,6 +441,15 @@ mod tests {
         assert_eq!(
             v["kernel"]["sha256"],
             hexfmt::encode(&Sha256::digest(b"kernel"))
+        );
+        assert_eq!(
+            v["measurements"]["dev"],
+            hexfmt::encode(&dev_measurement(
+                &[9; 48],
+                b"kernel",
+                b"initrd!",
+                "console=ttyS0"
+            ))
         );
         assert_eq!(v["initrd"]["file"], INITRD_FILE);
         assert_eq!(

@@ -290,6 +290,7 @@ fn manifest_payload_is_read_for_each_tee_and_malformed_payloads_are_policy_error
         MeasurementPolicy::WithLinuxPayload {
             unikernel: vec![OTHER],
             linux_kernel_hashes: vec![IMAGE],
+            how: "kernel hashes",
         }
     );
     // TDX: the MRTD is the firmware's whatever the payload; dev: the image hash.
@@ -302,6 +303,29 @@ fn manifest_payload_is_read_for_each_tee_and_malformed_payloads_are_policy_error
         MeasurementPolicy::from_manifest(&json, TeeKind::Dev).unwrap(),
         MeasurementPolicy::OneOf(vec![IMAGE])
     );
+    // Dev with the payload's dev measurement (pupa-worker booted by pupa's firmware): either.
+    let mut with_dev: serde_json::Value = serde_json::from_str(&json).unwrap();
+    with_dev["payload"]["measurements"]["dev"] = hex(&OTHER).into();
+    let dev = MeasurementPolicy::from_manifest(&with_dev.to_string(), TeeKind::Dev).unwrap();
+    assert_eq!(
+        dev,
+        MeasurementPolicy::WithLinuxPayload {
+            unikernel: vec![IMAGE],
+            linux_kernel_hashes: vec![OTHER],
+            how: "boot digests",
+        }
+    );
+    assert!(dev
+        .check(&OTHER)
+        .unwrap()
+        .ends_with("(Linux payload, boot digests)"));
+    assert!(dev.check(&IMAGE).unwrap().ends_with("(unikernel)"));
+    assert!(dev
+        .check(&[0; 48])
+        .unwrap_err()
+        .contains("nor the Linux payload's with boot digests (1)"));
+    with_dev["payload"]["measurements"]["dev"] = 7.into();
+    assert!(MeasurementPolicy::from_manifest(&with_dev.to_string(), TeeKind::Dev).is_err());
     let tdx = policy::linux_payload_tdx_from_manifest(&json)
         .unwrap()
         .unwrap();

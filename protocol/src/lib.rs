@@ -20,6 +20,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
 
+pub mod boot_digests;
 pub mod canonical;
 pub mod evidence;
 pub mod frame;

@@ -99,6 +99,30 @@ fn host_payload_args(kernel: &Path, initrd: &Path) -> Vec<OsString> {
     a
 }
 
+/// The dev evidence names what the firmware booted (its boot-digests setup_data node, read by
+/// pupa-worker): the firmware image's and the payload's SHA-384s as computed here from the
+/// files (`pupa_image::payload::dev_measurement`, the manifest's `payload.measurements.dev`),
+/// with the command line the firmware reports it was given.
+fn check_dev_measurement(w: &VerifiedWorker, console: &str, kernel: &Path, initrd: &Path) {
+    let cmdline = console
+        .lines()
+        .find_map(|l| l.split_once("pupa: linux cmdline \"")?.1.strip_suffix('"'))
+        .expect("the firmware prints the command line");
+    let fw: [u8; 48] = pupa_measurements::hexfmt::decode_array(&image().sha384).unwrap();
+    let want = pupa_image::payload::dev_measurement(
+        &fw,
+        &std::fs::read(kernel).unwrap(),
+        &std::fs::read(initrd).unwrap(),
+        cmdline,
+    );
+    assert_eq!(
+        w.image_sha384,
+        Some(want),
+        "the dev evidence does not name this firmware and payload"
+    );
+    println!("linux_worker: dev evidence names the firmware and the payload (boot digests)");
+}
+
 /// Seconds from spawning the VMM to the guest's ready line, as pupa-host logged them.
 fn vm_ready_s(log: &str) -> f64 {
     log.lines()
@@ -248,6 +272,7 @@ fn pupa_host_runs_the_linux_payload_and_relays_sealed_jobs() {
     let mut c = Connection::connect(&host.addr, None, Duration::from_secs(120)).expect("connect");
     let w = fetch_and_verify(&mut c, &EvidencePolicy::insecure_dev()).expect("dev evidence");
     assert_eq!(w.tee, "insecure-dev");
+    check_dev_measurement(&w, &console, &kernel, &initrd);
     let matmul = r#"{"op":"matmul","m":64,"n":64,"k":64,"dtype":"f32","seed":14}"#;
     let mut outcomes = vec![
         job(&mut c, &w, matmul),

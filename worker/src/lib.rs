@@ -10,6 +10,7 @@
 //!
 //! Keys exist only in this process's memory; nothing is written to disk.
 
+pub mod boot_digests;
 pub mod certtable;
 pub mod compute;
 #[cfg(feature = "cuda")]
@@ -70,6 +71,10 @@ pub struct Args {
     /// with every quote so that a verifier can replay the RTMRs; missing: quotes go without.
     #[arg(long, default_value = tsm::DEFAULT_CCEL_PATH)]
     pub ccel: PathBuf,
+    /// Dev evidence: where Linux lists the boot parameters' setup_data, in which pupa's
+    /// firmware leaves the digests of what it booted.
+    #[arg(long, default_value = boot_digests::DEFAULT_BOOT_PARAMS)]
+    pub boot_params: PathBuf,
     /// Where jobs run.
     #[arg(long, value_enum, default_value = "auto")]
     pub compute: ComputeChoice,
@@ -127,6 +132,24 @@ impl StartError {
 }
 
 /// SHA-384 of this executable, the dev report's "image" (the firmware hashes its ROM).
+/// The dev evidence's `image_sha384`: the firmware and payload pupa's firmware booted (its
+/// boot-digests node), else this binary's SHA-384.
+fn dev_measurement(boot_params: &std::path::Path) -> [u8; 48] {
+    match boot_digests::read(boot_params) {
+        Ok(Some(d)) => {
+            tracing::info!(
+                "dev evidence names pupa's firmware and the Linux payload it booted (boot digests from setup_data)"
+            );
+            d.dev_measurement()
+        }
+        Ok(None) => own_sha384(),
+        Err(e) => {
+            tracing::warn!("{e}: dev evidence names this binary instead");
+            own_sha384()
+        }
+    }
+}
+
 fn own_sha384() -> [u8; 48] {
     use sha2::{Digest, Sha384};
     match std::fs::read("/proc/self/exe") {
@@ -185,7 +208,7 @@ pub fn tee_of(args: &Args) -> Box<dyn Tee> {
                 tracing::warn!("{line}");
             }
             Box::new(DevTee {
-                image_sha384: own_sha384(),
+                image_sha384: dev_measurement(&args.boot_params),
             })
         }
         TeeChoice::Snp => Box::new(ConfigfsTsm::new(&args.tsm_path, TsmKind::Snp)),

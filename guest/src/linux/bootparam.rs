@@ -168,6 +168,17 @@ pub struct SetupDataHeader {
     pub len: u32,
 }
 
+/// pupa's boot-digests node (`pupa_protocol::boot_digests`): `struct setup_data` with type
+/// `SETUP_PUPA_BOOT_DIGESTS` and the digests' bytes.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, packed)]
+pub struct BootDigestsSetupData {
+    pub header: SetupDataHeader,
+    pub data: [u8; pupa_protocol::boot_digests::BootDigests::LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<BootDigestsSetupData>() == 16 + 200);
+
 /// `SETUP_CC_BLOB`: the node carries the 32-bit address of a confidential-computing blob.
 pub const SETUP_CC_BLOB: u32 = 7;
 

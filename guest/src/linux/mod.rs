@@ -20,6 +20,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::memmap::{Region, RegionKind};
 use bootparam::*;
+use pupa_protocol::boot_digests::{BootDigests, SETUP_PUPA_BOOT_DIGESTS};
 
 /// The largest `init_size` (memory the kernel needs from its load address) pupa accepts.
 pub const MAX_INIT_SIZE: u64 = 1 << 30;
@@ -388,6 +389,31 @@ impl PayloadDigests {
             initrd: self.initrd.sha256,
             cmdline: self.cmdline.sha256,
         }
+    }
+}
+
+/// The `setup_data` node that tells the payload what the firmware loaded (see
+/// `pupa_protocol::boot_digests`): the firmware image's SHA-384 and the payload's (the kernel
+/// loader-neutral, the command line with its NUL); `next` continues the list.
+pub fn boot_digests_node(
+    firmware_sha384: &[u8; 48],
+    payload: &PayloadDigests,
+    next: u64,
+) -> BootDigestsSetupData {
+    let d = BootDigests {
+        magic: BootDigests::MAGIC,
+        firmware: *firmware_sha384,
+        kernel: payload.kernel_neutral.sha384,
+        initrd: payload.initrd.sha384,
+        cmdline: payload.cmdline.sha384,
+    };
+    BootDigestsSetupData {
+        header: SetupDataHeader {
+            next,
+            typ: SETUP_PUPA_BOOT_DIGESTS,
+            len: BootDigests::LEN as u32,
+        },
+        data: d.to_bytes(),
     }
 }
 

@@ -332,3 +332,27 @@ fn loader_fields_are_neither_measured_nor_passed_on() {
     assert_eq!(&b[0x224..0x228], &[0; 4]);
     assert_eq!(&b[0x250..0x258], &[0; 8]);
 }
+
+#[test]
+fn the_boot_digests_node_carries_the_loader_neutral_kernel_and_chains_on() {
+    let p = PayloadDigests {
+        kernel: PartDigests::of(&[b"patched"]),
+        kernel_neutral: PartDigests::of(&[b"neutral"]),
+        initrd: PartDigests::of(&[b"initrd"]),
+        cmdline: PartDigests::of(&[b"console=ttyS0\0"]),
+    };
+    let node = boot_digests_node(&[7; 48], &p, 0x1234_5000);
+    let b = node.as_bytes();
+    assert_eq!(b.len(), 16 + 200);
+    assert_eq!(u64::from_le_bytes(b[0..8].try_into().unwrap()), 0x1234_5000);
+    assert_eq!(&b[8..12], b"pupa", "type");
+    assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 200);
+    let d = BootDigests::from_bytes(&b[16..]).expect("a version-1 payload");
+    assert_eq!(d.firmware, [7; 48]);
+    assert_eq!(
+        d.kernel, p.kernel_neutral.sha384,
+        "the loader-neutral kernel"
+    );
+    assert_eq!(d.initrd, p.initrd.sha384);
+    assert_eq!(d.cmdline, p.cmdline.sha384);
+}

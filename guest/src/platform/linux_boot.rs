@@ -71,6 +71,7 @@ pub fn boot_if_present(
     platform: &dyn Platform,
     map: &[Region],
     ram: &Ram,
+    image_sha384: &[u8; 48],
 ) -> Result<(), LinuxBootError> {
     if !kernel_present() {
         return Ok(());
@@ -112,7 +113,15 @@ pub fn boot_if_present(
         kernel: kernel.as_ptr() as u64,
         initrd: (initrd.as_ptr() as u64, initrd_len as u64),
         cmdline: cmdline.as_ptr() as u64,
-        setup_data: handover.setup_data,
+        // What the firmware loaded, first in the list (for pupa-worker's dev evidence; Linux
+        // reserves setup_data nodes, so the leaked heap node stays intact).
+        setup_data: alloc::boxed::Box::leak(alloc::boxed::Box::new(linux::boot_digests_node(
+            image_sha384,
+            &digests,
+            handover.setup_data,
+        )))
+        .as_bytes()
+        .as_ptr() as u64,
         acpi_rsdp: acpi.as_ref().map_or(0, |a| a.rsdp),
     };
     let bp = alloc::boxed::Box::leak(alloc::boxed::Box::new(linux::boot_params(

@@ -22,11 +22,16 @@ pub enum MeasurementPolicy {
     /// the firmware's own launch digests (its built-in runtime, the unikernel) or those of the
     /// payload under QEMU's `kernel-hashes=on` (`payload.measurements.snp_with_kernel_hashes`);
     /// the verdict names which one matched.
+    /// Dev evidence likewise: the firmware image's SHA-384 (the unikernel) or pupa-worker's
+    /// dev measurement of the firmware and payload it was booted with
+    /// (`payload.measurements.dev`, `pupa_protocol::boot_digests`).
     WithLinuxPayload {
-        /// The unikernel's digests (`measurements.snp`).
+        /// The unikernel's digests (`measurements.snp`; `image.sha384` for dev).
         unikernel: Vec<[u8; 48]>,
-        /// The Linux payload's digests with kernel hashes.
+        /// The Linux payload's digests: with kernel hashes (SNP), the dev measurement (dev).
         linux_kernel_hashes: Vec<[u8; 48]>,
+        /// How the payload is covered, for the verdict: "kernel hashes", "boot digests".
+        how: &'static str,
     },
 }
 
@@ -63,9 +68,10 @@ impl MeasurementPolicy {
                     .ok_or_else(|| bad(format!("a measurements.{list} entry lacks \"{key}\"")))?
             }
         };
-        let linux = match tee {
-            TeeKind::Snp => snp_kernel_hashes_digests(&v)?,
-            TeeKind::Tdx | TeeKind::Dev => Vec::new(),
+        let (linux, how) = match tee {
+            TeeKind::Snp => (snp_kernel_hashes_digests(&v)?, "kernel hashes"),
+            TeeKind::Dev => (dev_linux_digest(&v)?, "boot digests"),
+            TeeKind::Tdx => (Vec::new(), ""),
         };
         if strings.is_empty() && linux.is_empty() {
             return Err(bad(format!("lists no {tee} measurement")));
@@ -80,6 +86,7 @@ impl MeasurementPolicy {
         Ok(Self::WithLinuxPayload {
             unikernel: digests,
             linux_kernel_hashes: linux,
+            how,
         })
     }
 
@@ -100,15 +107,16 @@ impl MeasurementPolicy {
             Self::WithLinuxPayload {
                 unikernel,
                 linux_kernel_hashes,
+                how,
             } => {
                 if unikernel.contains(got) {
                     Ok(format!("{hex} is expected (unikernel)"))
                 } else if linux_kernel_hashes.contains(got) {
-                    Ok(format!("{hex} is expected (Linux payload, kernel hashes)"))
+                    Ok(format!("{hex} is expected (Linux payload, {how})"))
                 } else {
                     Err(format!(
                         "{hex} is not one of the {} expected measurement(s): neither the \
-                         unikernel's ({}) nor the Linux payload's with kernel hashes ({})",
+                         unikernel's ({}) nor the Linux payload's with {how} ({})",
                         unikernel.len() + linux_kernel_hashes.len(),
                         unikernel.len(),
                         linux_kernel_hashes.len()
@@ -131,6 +139,22 @@ fn manifest_payload(v: &serde_json::Value) -> Result<Option<&serde_json::Value>,
             "payload.kind {other:?}: only \"linux\" is known"
         ))),
         None => Err(bad("payload has no \"kind\" string".into())),
+    }
+}
+
+/// The dev measurement of pupa's firmware booting the manifest's Linux payload
+/// (`payload.measurements.dev`); none without a payload or that field.
+fn dev_linux_digest(v: &serde_json::Value) -> Result<Vec<[u8; 48]>, VerifyError> {
+    let bad = |m: String| VerifyError::Policy(format!("manifest: {m}"));
+    let Some(p) = manifest_payload(v)? else {
+        return Ok(Vec::new());
+    };
+    match p.pointer("/measurements/dev") {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::String(s)) => hexfmt::decode_array::<48>(s)
+            .map(|d| vec![d])
+            .map_err(|e| bad(format!("payload.measurements.dev {s:?}: {e}"))),
+        Some(_) => Err(bad("payload.measurements.dev is not a string".into())),
     }
 }
 
