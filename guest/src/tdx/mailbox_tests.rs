@@ -237,3 +237,11 @@ fn an_absent_id_times_out_and_the_next_ap_still_wakes() {
     got.sort();
     assert_eq!(got, [(1, 0x9000), (3, 0x9000)]);
 }
+
+#[test]
+fn ap_ids_skip_the_boot_cpu() {
+    let ids = |own, n| ap_apic_ids(own, n).collect::<Vec<u32>>();
+    assert_eq!(ids(0, 3), [1, 2, 3]);
+    assert_eq!(ids(2, 3), [0, 1, 3]);
+    assert_eq!(ids(0, 0), [] as [u32; 0]);
+}

@@ -1,0 +1,68 @@
+//! The TDX application processors' way into Rust: the mailbox they park on (`__ap_mailbox`
+//! in `boot.s`, the ACPI Multiprocessor Wakeup mailbox `pupa_guest::tdx::mailbox`) and the
+//! wakeup vector (`tdx_ap.s`) that gives each woken AP the boot CPU's control registers and
+//! XCR0, a stack, and calls the Rust entry, as the plain VMs' trampoline does (`arch::smp`).
+
+use core::mem::{offset_of, size_of};
+
+use pupa_guest::tdx::mailbox::WakeupMailbox;
+
+use super::smp::ApData;
+
+core::arch::global_asm!(include_str!("tdx_ap.s"), options(att_syntax));
+
+/// The wakeup vector's data block (`tdx_ap_data` in tdx_ap.s).
+#[repr(C)]
+pub struct TdxApData {
+    /// The boot CPU's state, the entry, the stacks, the next index (EFER is not used).
+    pub ap: ApData,
+    /// The highest index an AP may take (the number of stacks); a later arrival parks.
+    pub last_index: u32,
+    pub _pad: u32,
+}
+
+const _: () = {
+    assert!(size_of::<TdxApData>() == 64);
+    assert!(offset_of!(TdxApData, last_index) == 56);
+    assert!(offset_of!(ApData, next) == 48);
+};
+
+extern "C" {
+    static mut tdx_ap_data: TdxApData;
+    static tdx_ap_wakeup: u8;
+    /// The parked APs' mailbox: the last of the AP pages at AP_PARK_BASE (guest/linker.ld).
+    static __ap_mailbox: WakeupMailbox;
+}
+
+/// The AP mailbox. Only under TDX: there the page is private TD memory (BFV); on other VMs
+/// it is ROM, and writing it would fault.
+pub fn mailbox() -> &'static WakeupMailbox {
+    // SAFETY: the linker script places `__ap_mailbox` 4 KiB aligned in the image, 4 KiB long
+    // (its assertion); the type's fields are atomics (or never written), so shared references
+    // from any CPU are sound. Under TDX the page is identity-mapped writable RAM.
+    unsafe { &__ap_mailbox }
+}
+
+/// Fills the wakeup vector's data with this CPU's state, `entry` and `count` stacks of
+/// `stack_size` bytes at `stacks`, and returns the vector's address (for `WakeupVector`).
+///
+/// # Safety
+/// TDX only; call before any AP is woken with the vector and not while one runs it. The
+/// stacks must be `count * stack_size` bytes nothing else uses; `entry` must never return.
+pub unsafe fn prepare(
+    entry: extern "C" fn(u64) -> !,
+    stacks: u64,
+    stack_size: u64,
+    count: u32,
+) -> u64 {
+    let data = TdxApData {
+        ap: ApData::this_cpu(entry, stacks, stack_size),
+        last_index: count,
+        _pad: 0,
+    };
+    // SAFETY: `tdx_ap_data` is 64 writable bytes in .data that only tdx_ap.s reads, and no
+    // AP runs it yet (the caller's guarantee); the waker's Release store of the mailbox
+    // command orders this write before any AP's reads.
+    unsafe { (&raw mut tdx_ap_data).write_volatile(data) };
+    &raw const tdx_ap_wakeup as u64
+}
