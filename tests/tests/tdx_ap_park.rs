@@ -4,7 +4,7 @@
 //! the pages are where the linker script says, inside the MRTD-measured BFV and outside every
 //! section the VMM may preset (TEMP_MEM, TD_HOB), their contents are the identity map with
 //! Accessed/Dirty preset and an empty mailbox, and the boot page holds the TDVMCALL<HLT>
-//! sequence (instead of the former endless PAUSE loop).
+//! sequence (instead of the former endless PAUSE loop) and the ACPI wakeup mailbox protocol.
 
 use pupa_measurements::ovmf::TdvfSectionType;
 use pupa_measurements::Firmware;
@@ -60,9 +60,29 @@ fn tdx_aps_park_on_measured_pages_in_tdvmcall_hlt() {
     // The boot page: `mov ecx, 0xFC00` (expose R10-R15), `mov r11d, 12` (Instruction.HLT),
     // then TDCALL (66 0F 01 CC).
     let boot = &bytes[bytes.len() - 4096..];
-    let find = |needle: &[u8]| boot.windows(needle.len()).position(|w| w == needle);
-    let expose = find(&[0xB9, 0x00, 0xFC, 0x00, 0x00]).expect("no mov ecx, 0xFC00");
-    let hlt = find(&[0x41, 0xBB, 0x0C, 0x00, 0x00, 0x00]).expect("no mov r11d, 12");
-    let tdcall = find(&[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL in the boot page");
+    let find_from = |from: usize, needle: &[u8]| {
+        boot[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| from + p)
+    };
+    let expose = find_from(0, &[0xB9, 0x00, 0xFC, 0x00, 0x00]).expect("no mov ecx, 0xFC00");
+    let hlt = find_from(0, &[0x41, 0xBB, 0x0C, 0x00, 0x00, 0x00]).expect("no mov r11d, 12");
+    let tdcall = find_from(hlt, &[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL after the HLT");
     assert!(expose < hlt && hlt < tdcall, "{expose} {hlt} {tdcall}");
+
+    // The ACPI wakeup mailbox loop (pupa_guest::tdx::mailbox::ap_poll): first the own x2APIC
+    // ID from the VMM, TDG.VP.VMCALL<Instruction.RDMSR> (`mov r11d, 31; mov r12d, 0x802;
+    // tdcall`: a plain RDMSR would raise #VE without an IDT), then the acknowledgement, a
+    // 16-bit store of NOOP to Command (`mov word [rbx], 0`), before the halt.
+    let rdmsr = find_from(0, &[0x41, 0xBB, 0x1F, 0x00, 0x00, 0x00]).expect("no mov r11d, 31");
+    let msr = find_from(rdmsr, &[0x41, 0xBC, 0x02, 0x08, 0x00, 0x00]).expect("no r12d 0x802");
+    let rdmsr_call = find_from(msr, &[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL after it");
+    let ack = find_from(0, &[0x66, 0xC7, 0x03, 0x00, 0x00]).expect("no 16-bit ack of Command");
+    assert!(rdmsr_call < ack && ack < hlt, "{rdmsr_call} {ack} {hlt}");
+    // No plain RDMSR (0F 32) in the park loop, from the TDVMCALL to the halt.
+    assert!(
+        !boot[rdmsr..hlt].windows(2).any(|w| w == [0x0F, 0x32]),
+        "a RDMSR in the AP park loop"
+    );
 }

@@ -55,6 +55,7 @@
     .set MB_PARK_SPIN,         2048        /* u32 in ReservedForFirmware: FirmwareArea::park_spin */
     .set MB_COMMAND_NOOP,      0
     .set MB_COMMAND_WAKEUP,    1
+    .set MB_APIC_ID_NONE,      0xFFFFFFFF  /* no x2APIC ID known: matches no request */
     .set MSR_X2APIC_ID,        0x802       /* x2APIC ID register (SDM Vol. 3A §11.12.1) */
     /* Entry bits of the APs' page tables: P | RW | A, and for the 1 GiB leaves also D | PS. */
     .set AP_PTE_TABLE,         0x23
@@ -62,6 +63,7 @@
     /* TDG.VP.VMCALL (GHCI 1.5 §2.4.1, §3.8): RCX bitmap exposing R10-R15; Instruction.HLT. */
     .set TDVMCALL_EXPOSE_R10_R15, 0xFC00
     .set TDVMCALL_HLT,         12
+    .set TDVMCALL_RDMSR,       31          /* Instruction.RDMSR (GHCI 1.5 §3.10) */
     /* Boot-mode word handed to Rust in EDI. */
     .set BOOT_MODE_RESET16, 0
     .set BOOT_MODE_TDX32,   1
@@ -318,11 +320,14 @@ long64:
  * ApicId is this AP's x2APIC ID and Command is WAKEUP; then read WakeupVector, acknowledge by
  * writing Command = NOOP (the waker waits for it to read 0) and jump to the vector with
  * RDI = the mailbox, RSI = the vCPU index (no stack, the empty IDT, RFLAGS.IF = 0). ApicId is
- * read before Command (mailbox.rs says why). The own x2APIC ID comes from the x2APIC ID MSR:
- * the TDX module runs every TD vCPU in x2APIC mode with APIC-register virtualization and
- * sets the virtual APIC's ID at TDH.VP.INIT, so the read is served from the virtual-APIC page
- * without a #VE (which here, without an IDT, would shut the TD down); the VMM cannot change
- * it afterwards (CPUID leaf 0xB via TDVMCALL would be the VMM's word instead).
+ * read before Command (mailbox.rs says why). The ID is the x2APIC ID, not the vCPU index:
+ * Linux writes the MADT's APIC IDs, and the two differ when the VMM sets the topology (KVM
+ * passes QEMU's APIC ID to TDH.VP.INIT). A RDMSR of the x2APIC ID MSR is not virtualised by
+ * the TDX module: it raises #VE (which here, without an IDT, would shut the TD down) and the
+ * VMM answers it. So the AP asks the VMM directly, TDG.VP.VMCALL<Instruction.RDMSR>(0x802),
+ * as a #VE handler would (Linux reads its APIC IDs the same way); a failed call leaves
+ * MB_APIC_ID_NONE, and the AP is never woken. A VMM that lies can keep APs parked or give two
+ * the same ID (both then take one request): arch/tdx_ap.s bounds the arrivals to the stacks.
  *
  * Between passes the AP sleeps in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8); the
  * firmware's waker sends an IPI after the command. Once ReservedForFirmware's park_spin word
@@ -338,10 +343,17 @@ long64:
     .code64
 ap_park64:
     movl %esi, %esi                       /* vCPU index; the upper half is undefined */
-    movl $MSR_X2APIC_ID, %ecx
-    rdmsr
-    movl %eax, %ebp                       /* EBP = this AP's x2APIC ID */
-    movl $__ap_mailbox, %ebx
+    xorl %eax, %eax                       /* TDCALL leaf 0: TDG.VP.VMCALL */
+    movl $TDVMCALL_EXPOSE_R10_R15, %ecx
+    xorl %r10d, %r10d                     /* a GHCI-defined call */
+    movl $TDVMCALL_RDMSR, %r11d           /* Instruction.RDMSR */
+    movl $MSR_X2APIC_ID, %r12d
+    .byte 0x66, 0x0f, 0x01, 0xcc          /* tdcall: R11 = the MSR's value */
+    movl $MB_APIC_ID_NONE, %ebp
+    orq %r10, %rax                        /* TDCALL status | VMCALL status */
+    jnz 0f
+    movl %r11d, %ebp                      /* EBP = this AP's x2APIC ID */
+0:  movl $__ap_mailbox, %ebx
 1:  cmpl %ebp, MB_APIC_ID(%rbx)           /* ap_poll 1: ApicId == own ID? */
     jne 3f
     cmpw $MB_COMMAND_WAKEUP, MB_COMMAND(%rbx)   /* ap_poll 2: Command == WAKEUP? */

@@ -37,10 +37,22 @@ extern "C" {
 /// The AP mailbox. Only under TDX: there the page is private TD memory (BFV); on other VMs
 /// it is ROM, and writing it would fault.
 pub fn mailbox() -> &'static WakeupMailbox {
+    // The mailbox is at 0xFFFFE000, out of reach of the code's 32-bit relocations (the code
+    // runs in early RAM): its address is loaded as a 64-bit immediate.
+    let addr: u64;
+    // SAFETY: only the symbol's address is loaded, into a register; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "movabs {0}, offset {1}",
+            out(reg) addr,
+            sym __ap_mailbox,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
     // SAFETY: the linker script places `__ap_mailbox` 4 KiB aligned in the image, 4 KiB long
     // (its assertion); the type's fields are atomics (or never written), so shared references
     // from any CPU are sound. Under TDX the page is identity-mapped writable RAM.
-    unsafe { &__ap_mailbox }
+    unsafe { &*(addr as *const WakeupMailbox) }
 }
 
 /// Fills the wakeup vector's data with this CPU's state, `entry` and `count` stacks of

@@ -136,7 +136,9 @@ pub enum Poll {
     Wait { halt: bool },
 }
 
-/// One pass of a parked AP whose x2APIC ID is `own_apic_id` (ACPI 6.4 §5.2.12.19): if
+/// One pass of a parked AP whose x2APIC ID is `own_apic_id` (under TDX the VMM's answer to
+/// TDG.VP.VMCALL<Instruction.RDMSR> of MSR 0x802; `u32::MAX` if it gave none, which no
+/// request names) (ACPI 6.4 §5.2.12.19): if
 /// `ApicId` is its own and `Command` is WAKEUP, reads `WakeupVector`, acknowledges with
 /// `Command = NOOP` and returns the vector; otherwise leaves the mailbox untouched.
 pub fn ap_poll(mailbox: &WakeupMailbox, own_apic_id: u32) -> Poll {
@@ -215,7 +217,8 @@ pub fn wake(
 /// CPU's (`own`). Nothing in the TD tells one vCPU another's x2APIC ID except the VMM's MADT;
 /// the TDX module sets it to the vCPU index unless the VMM configured the topology, and KVM
 /// passes QEMU's APIC IDs, which for a plain `-smp N` are 0..N as well. An ID that belongs
-/// to no vCPU times out in [`wake`] and is reported; its vCPU stays parked.
+/// to no vCPU times out in [`wake`] and is reported; its vCPU stays parked. (Every x2APIC
+/// ID, the APs' own included, is the VMM's word: a lying VMM can leave APs parked, no more.)
 pub fn ap_apic_ids(own: u32, count: u32) -> impl Iterator<Item = u32> {
     (0..=u32::MAX)
         .filter(move |&id| id != own)
