@@ -6,6 +6,7 @@
 //! Accessed/Dirty preset and an empty mailbox, and the boot page holds the TDVMCALL<HLT>
 //! sequence (instead of the former endless PAUSE loop) and the ACPI wakeup mailbox protocol.
 
+use pupa_guest::tdx::mailbox::{offsets, COMMAND_NOOP, COMMAND_WAKEUP};
 use pupa_measurements::ovmf::TdvfSectionType;
 use pupa_measurements::Firmware;
 use pupa_tests::image;
@@ -80,6 +81,33 @@ fn tdx_aps_park_on_measured_pages_in_tdvmcall_hlt() {
     let rdmsr_call = find_from(msr, &[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL after it");
     let ack = find_from(0, &[0x66, 0xC7, 0x03, 0x00, 0x00]).expect("no 16-bit ack of Command");
     assert!(rdmsr_call < ack && ack < hlt, "{rdmsr_call} {ack} {hlt}");
+    // The loop's operands are the mailbox layout of pupa_guest::tdx::mailbox (RBX = the
+    // mailbox, EBP = the own ID), in ap_poll's order: `cmp [rbx+ApicId], ebp`,
+    // `cmp word [rbx+Command], WAKEUP`, `mov rax, [rbx+WakeupVector]`, the ack, then the
+    // park_spin test `cmp dword [rbx+park_spin], 0` before the halt.
+    let disp8 = |off: usize| u8::try_from(off).unwrap();
+    let apic_id = find_from(0, &[0x39, 0x6B, disp8(offsets::APIC_ID)]).expect("ApicId");
+    assert_eq!(
+        offsets::COMMAND,
+        0,
+        "the encodings below address Command as [rbx]"
+    );
+    let command = find_from(apic_id, &[0x66, 0x83, 0x3B, COMMAND_WAKEUP as u8]).expect("WAKEUP");
+    let vector = find_from(command, &[0x48, 0x8B, 0x43, disp8(offsets::WAKEUP_VECTOR)])
+        .expect("WakeupVector");
+    let mut spin = vec![0x83, 0xBB];
+    spin.extend_from_slice(&u32::try_from(offsets::PARK_SPIN).unwrap().to_le_bytes());
+    spin.push(0);
+    let park_spin = find_from(ack, &spin).expect("park_spin");
+    assert!(
+        rdmsr_call < apic_id && apic_id < command && command < vector && vector < ack,
+        "{rdmsr_call} {apic_id} {command} {vector} {ack}"
+    );
+    assert!(
+        ack < park_spin && park_spin < hlt,
+        "{ack} {park_spin} {hlt}"
+    );
+    assert_eq!(COMMAND_NOOP, 0, "the ack stores 0");
     // No plain RDMSR (0F 32) in the park loop, from the TDVMCALL to the halt.
     assert!(
         !boot[rdmsr..hlt].windows(2).any(|w| w == [0x0F, 0x32]),
