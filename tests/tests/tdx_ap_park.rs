@@ -81,6 +81,13 @@ fn tdx_aps_park_on_measured_pages_in_tdvmcall_hlt() {
     let rdmsr_call = find_from(msr, &[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL after it");
     let ack = find_from(0, &[0x66, 0xC7, 0x03, 0x00, 0x00]).expect("no 16-bit ack of Command");
     assert!(rdmsr_call < ack && ack < hlt, "{rdmsr_call} {ack} {hlt}");
+    // Then SVR = APIC enable | 0xFF through TDG.VP.VMCALL<Instruction.WRMSR> (`mov r11d, 32;
+    // mov r12d, 0x80F; mov r13d, 0x1FF; tdcall`), so that the waker's IPI is accepted.
+    let wrmsr = find_from(rdmsr_call, &[0x41, 0xBB, 0x20, 0x00, 0x00, 0x00]).expect("r11d 32");
+    let svr = find_from(wrmsr, &[0x41, 0xBC, 0x0F, 0x08, 0x00, 0x00]).expect("r12d 0x80F");
+    let on = find_from(svr, &[0x41, 0xBD, 0xFF, 0x01, 0x00, 0x00]).expect("r13d 0x1FF");
+    let wrmsr_call = find_from(on, &[0x66, 0x0F, 0x01, 0xCC]).expect("no TDCALL after it");
+    assert!(wrmsr_call < ack, "{wrmsr_call} {ack}");
     // The loop's operands are the mailbox layout of pupa_guest::tdx::mailbox (RBX = the
     // mailbox, EBP = the own ID), in ap_poll's order: `cmp [rbx+ApicId], ebp`,
     // `cmp word [rbx+Command], WAKEUP`, `mov rax, [rbx+WakeupVector]`, the ack, then the
@@ -100,8 +107,8 @@ fn tdx_aps_park_on_measured_pages_in_tdvmcall_hlt() {
     spin.push(0);
     let park_spin = find_from(ack, &spin).expect("park_spin");
     assert!(
-        rdmsr_call < apic_id && apic_id < command && command < vector && vector < ack,
-        "{rdmsr_call} {apic_id} {command} {vector} {ack}"
+        wrmsr_call < apic_id && apic_id < command && command < vector && vector < ack,
+        "{wrmsr_call} {apic_id} {command} {vector} {ack}"
     );
     assert!(
         ack < park_spin && park_spin < hlt,

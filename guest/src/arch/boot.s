@@ -57,6 +57,8 @@
     .set MB_COMMAND_WAKEUP,    1
     .set MB_APIC_ID_NONE,      0xFFFFFFFF  /* no x2APIC ID known: matches no request */
     .set MSR_X2APIC_ID,        0x802       /* x2APIC ID register (SDM Vol. 3A §11.12.1) */
+    .set MSR_X2APIC_SVR,       0x80F       /* spurious-interrupt vector register */
+    .set APIC_SVR_ON_FF,       0x1FF       /* APIC software enable | spurious vector 0xFF */
     /* Entry bits of the APs' page tables: P | RW | A, and for the 1 GiB leaves also D | PS. */
     .set AP_PTE_TABLE,         0x23
     .set AP_PTE_1G_LEAF,       0xE3
@@ -64,6 +66,7 @@
     .set TDVMCALL_EXPOSE_R10_R15, 0xFC00
     .set TDVMCALL_HLT,         12
     .set TDVMCALL_RDMSR,       31          /* Instruction.RDMSR (GHCI 1.5 §3.10) */
+    .set TDVMCALL_WRMSR,       32          /* Instruction.WRMSR (GHCI 1.5 §3.11) */
     /* Boot-mode word handed to Rust in EDI. */
     .set BOOT_MODE_RESET16, 0
     .set BOOT_MODE_TDX32,   1
@@ -330,7 +333,12 @@ long64:
  * the same ID (both then take one request): arch/tdx_ap.s bounds the arrivals to the stacks.
  *
  * Between passes the AP sleeps in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8); the
- * firmware's waker sends an IPI after the command. Once ReservedForFirmware's park_spin word
+ * firmware's waker sends an IPI after the command. For that IPI to be accepted the AP's
+ * local APIC must be software-enabled in the VMM's emulation (KVM drops fixed interrupts to
+ * an APIC whose SVR still has its reset value, and SVR writes are the VMM's to emulate under
+ * TDX): so the AP first writes SVR = enable | vector 0xFF, by TDG.VP.VMCALL<Instruction.WRMSR>
+ * as a #VE handler would (the LVT entries stay masked from reset, so only IPIs arrive; a
+ * failure means only that no IPI ends the halt, and the waker reports the AP). Once ReservedForFirmware's park_spin word
  * is non-zero it spins with PAUSE instead: Linux's waker sends no IPI (to be set before the
  * mailbox is offered to an OS). R12 (GHCI "interrupt blocked") is 0 although IF is 0: with 1,
  * KVM never ends the halt for an interrupt (tdx_protected_apic_has_interrupt), and the
@@ -353,7 +361,14 @@ ap_park64:
     orq %r10, %rax                        /* TDCALL status | VMCALL status */
     jnz 0f
     movl %r11d, %ebp                      /* EBP = this AP's x2APIC ID */
-0:  movl $__ap_mailbox, %ebx
+0:  xorl %eax, %eax                       /* TDG.VP.VMCALL */
+    movl $TDVMCALL_EXPOSE_R10_R15, %ecx
+    xorl %r10d, %r10d
+    movl $TDVMCALL_WRMSR, %r11d           /* Instruction.WRMSR: SVR, see above */
+    movl $MSR_X2APIC_SVR, %r12d
+    movl $APIC_SVR_ON_FF, %r13d
+    .byte 0x66, 0x0f, 0x01, 0xcc          /* tdcall; the result does not matter */
+    movl $__ap_mailbox, %ebx
 1:  cmpl %ebp, MB_APIC_ID(%rbx)           /* ap_poll 1: ApicId == own ID? */
     jne 3f
     cmpw $MB_COMMAND_WAKEUP, MB_COMMAND(%rbx)   /* ap_poll 2: Command == WAKEUP? */
