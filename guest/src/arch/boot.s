@@ -318,30 +318,18 @@ long64:
     jmp 6b
 
 /* TDX APs in long mode (from ap_park32): wait on the ACPI Multiprocessor Wakeup mailbox
- * (ACPI 6.4 §5.2.12.19) as pupa_guest::tdx::mailbox::ap_poll does, step for step, and as
- * Linux's acpi_wakeup_cpu (arch/x86/kernel/acpi/madt_wakeup.c) drives it: act only when
- * ApicId is this AP's x2APIC ID and Command is WAKEUP; then read WakeupVector, acknowledge by
- * writing Command = NOOP (the waker waits for it to read 0) and jump to the vector with
- * RDI = the mailbox, RSI = the vCPU index (no stack, the empty IDT, RFLAGS.IF = 0). ApicId is
- * read before Command (mailbox.rs says why). The ID is the x2APIC ID, not the vCPU index:
- * Linux writes the MADT's APIC IDs, and the two differ when the VMM sets the topology (KVM
- * passes QEMU's APIC ID to TDH.VP.INIT). A RDMSR of the x2APIC ID MSR is not virtualised by
- * the TDX module: it raises #VE (which here, without an IDT, would shut the TD down) and the
- * VMM answers it. So the AP asks the VMM directly, TDG.VP.VMCALL<Instruction.RDMSR>(0x802),
- * as a #VE handler would (Linux reads its APIC IDs the same way); a failed call leaves
- * MB_APIC_ID_NONE, and the AP is never woken. A VMM that lies can keep APs parked or give two
- * the same ID (both then take one request): arch/tdx_ap.s bounds the arrivals to the stacks.
+ * (ACPI 6.4 §5.2.12.19) as pupa_guest::tdx::mailbox::ap_poll does, step for step (marked
+ * below), and as Linux's acpi_wakeup_cpu (madt_wakeup.c) drives it: only when ApicId is this
+ * AP's x2APIC ID and then Command is WAKEUP, read WakeupVector, acknowledge with Command = NOOP
+ * and jump there with RDI = the mailbox, RSI = the vCPU index (no stack, the empty IDT,
+ * IF = 0). First, by TDG.VP.VMCALL because the RDMSR/WRMSR would raise #VE (fatal without an
+ * IDT): the own x2APIC ID (MSR 0x802; MB_APIC_ID_NONE if the call fails), and SVR = enable |
+ * 0xFF so that the VMM accepts the waker's IPI (arch/tdx_ap.rs says why both).
  *
- * Between passes the AP sleeps in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8); the
- * firmware's waker sends an IPI after the command. For that IPI to be accepted the AP's
- * local APIC must be software-enabled in the VMM's emulation (KVM drops fixed interrupts to
- * an APIC whose SVR still has its reset value, and SVR writes are the VMM's to emulate under
- * TDX): so the AP first writes SVR = enable | vector 0xFF, by TDG.VP.VMCALL<Instruction.WRMSR>
- * as a #VE handler would (the LVT entries stay masked from reset, so only IPIs arrive; a
- * failure means only that no IPI ends the halt, and the waker reports the AP). Once ReservedForFirmware's park_spin word
- * is non-zero it spins with PAUSE instead: Linux's waker sends no IPI (to be set before the
- * mailbox is offered to an OS). R12 (GHCI "interrupt blocked") is 0 although IF is 0: with 1,
- * KVM never ends the halt for an interrupt (tdx_protected_apic_has_interrupt), and the
+ * Between passes the AP sleeps in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8), ended by
+ * the waker's IPI; once ReservedForFirmware's park_spin word is non-zero it spins on PAUSE
+ * instead (Linux's waker sends no IPI). R12 (GHCI "interrupt blocked") is 0 although IF is 0:
+ * with 1, KVM never ends the halt for an interrupt (tdx_protected_apic_has_interrupt), and the
  * waker's IPI must end it; the interrupt then stays pending (IF = 0) for the woken code to
  * take once it has an IDT. A wake without a command for this AP (a stray interrupt, another
  * AP's request) only repeats the loop, which then exits to the VMM at once on every pass

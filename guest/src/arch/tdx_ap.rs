@@ -2,6 +2,19 @@
 //! in `boot.s`, the ACPI Multiprocessor Wakeup mailbox `pupa_guest::tdx::mailbox`) and the
 //! wakeup vector (`tdx_ap.s`) that gives each woken AP the boot CPU's control registers and
 //! XCR0, a stack, and calls the Rust entry, as the plain VMs' trampoline does (`arch::smp`).
+//!
+//! What the park loop (`boot.s` `ap_park64`) asks the VMM for, and why:
+//! - its x2APIC ID, the mailbox's key: not the vCPU index (TDG.VP.INFO), because Linux writes
+//!   the MADT's APIC IDs and the two differ when the VMM sets the topology (KVM passes QEMU's
+//!   APIC ID to TDH.VP.INIT). The TDX module does not virtualise reads of the x2APIC ID MSR
+//!   (0x802): a RDMSR raises #VE and the VMM answers, so the AP, which has no IDT, asks by
+//!   TDG.VP.VMCALL<Instruction.RDMSR> directly (what a #VE handler, Linux's included, does).
+//!   A VMM that lies can keep APs parked or give two the same ID (both then take one
+//!   request): the wakeup vector parks arrivals beyond the stacks it has.
+//! - SVR = APIC software enable | vector 0xFF, by TDG.VP.VMCALL<Instruction.WRMSR>: under TDX
+//!   the VMM emulates SVR writes, and KVM drops fixed interrupts to an APIC whose SVR still has
+//!   its reset value, so without it the waker's IPI would not end the AP's halt. The LVT
+//!   entries stay masked from reset; a failure only means that the waker reports the AP.
 
 use core::mem::{offset_of, size_of};
 
