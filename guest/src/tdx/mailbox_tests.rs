@@ -245,3 +245,72 @@ fn ap_ids_skip_the_boot_cpu() {
     assert_eq!(ids(2, 3), [0, 1, 3]);
     assert_eq!(ids(0, 0), [] as [u32; 0]);
 }
+
+/// The interrupt line of the halting APs below: `kicks` counts IPIs, `halts` the APs' entries
+/// into the halt (so a test can wait until an AP sleeps).
+#[derive(Default)]
+struct Line {
+    kicks: AtomicUsize,
+    halts: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// A parked AP that halts as `ap_park64` does: on `Poll::Wait { halt: true }` it sleeps until
+/// kicked (the IPI); on `halt: false` it spins. Returns the vector it was woken with.
+fn halting_ap(mb: &WakeupMailbox, id: u32, line: &Line) -> Option<u64> {
+    let mut seen = line.kicks.load(Ordering::Acquire);
+    while !line.stop.load(Ordering::Relaxed) {
+        match ap_poll(mb, id) {
+            Poll::Wake(v) => return Some(v),
+            Poll::Wait { halt: false } => thread::yield_now(),
+            Poll::Wait { halt: true } => {
+                // TDG.VP.VMCALL<HLT>: returns once an interrupt is pending (a kick since the
+                // last look; one that came before the halt ends it at once).
+                line.halts.fetch_add(1, Ordering::Release);
+                while line.kicks.load(Ordering::Acquire) == seen
+                    && !line.stop.load(Ordering::Relaxed)
+                {
+                    thread::yield_now();
+                }
+                seen = line.kicks.load(Ordering::Acquire);
+            }
+        }
+    }
+    None
+}
+
+/// Waits until the halting APs have entered the halt `n` times in all.
+fn until_halted(line: &Line, n: usize) {
+    while line.halts.load(Ordering::Acquire) < n {
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn a_halted_ap_needs_the_kick_and_park_spin_serves_a_waker_without_one() {
+    let mb = WakeupMailbox::new();
+    let line = Line::default();
+    let kick = |_| {
+        line.kicks.fetch_add(1, Ordering::Release);
+    };
+    thread::scope(|s| {
+        let ap = s.spawn(|| halting_ap(&mb, 1, &line));
+        until_halted(&line, 1);
+        // A waker without IPI (Linux's) does not reach a halted AP.
+        let r = wake(&mb, 1, 0x7000, |_| {}, wait_ms(50));
+        assert_eq!(r, Err(WakeError::Timeout { apic_id: 1 }));
+        // The firmware's waker kicks: woken.
+        assert_eq!(wake(&mb, 1, 0x8000, kick, wait_ms(10_000)), Ok(()));
+        assert_eq!(ap.join().unwrap(), Some(0x8000));
+    });
+    // With park_spin set, Linux's waker (no IPI) wakes a parked AP: after one kick that ends
+    // the halt it was in (the firmware's job when it sets park_spin), it only spins.
+    thread::scope(|s| {
+        let ap = s.spawn(|| halting_ap(&mb, 2, &line));
+        until_halted(&line, 2);
+        mb.firmware.park_spin.store(1, Ordering::Relaxed);
+        kick(2);
+        assert_eq!(wake(&mb, 2, 0x9000, |_| {}, wait_ms(10_000)), Ok(()));
+        assert_eq!(ap.join().unwrap(), Some(0x9000));
+    });
+}
