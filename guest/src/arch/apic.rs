@@ -121,19 +121,25 @@ fn read(r: u32) -> u32 {
     }
 }
 
-/// Sends one IPI through the ICR (destination by shorthand only, so the high half is 0) and
-/// waits until the xAPIC has sent it (x2APIC writes are sent at once).
-fn send_ipi(low: u32) {
+/// Sends one IPI through the ICR to `dest` (an APIC ID; ignored with a shorthand) and waits
+/// until the xAPIC has sent it (x2APIC writes are sent at once). The destination is the
+/// ICR's bits 63:32 in x2APIC mode, 63:56 in xAPIC mode.
+fn send_ipi(dest: u32, low: u32) {
     match MODE.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is on; the callers send only INIT and Start-Up IPIs to the other
         // processors, which is what starting them needs, and fixed IPIs with a vector whose
         // handler only acknowledges it (VECTOR_WAKE).
-        MODE_X2APIC => unsafe { wrmsr(X2APIC_MSR_BASE + (reg::ICR_LOW >> 4), low as u64) },
+        MODE_X2APIC => unsafe {
+            wrmsr(
+                X2APIC_MSR_BASE + (reg::ICR_LOW >> 4),
+                u64::from(dest) << 32 | u64::from(low),
+            )
+        },
         MODE_XAPIC => {
             // SAFETY: as above, through the UC-mapped xAPIC page: high half first, the write
             // of the low half sends.
             unsafe {
-                super::mmio::write32(XAPIC_BASE + reg::ICR_HIGH as u64, 0);
+                super::mmio::write32(XAPIC_BASE + reg::ICR_HIGH as u64, dest << 24);
                 super::mmio::write32(XAPIC_BASE + reg::ICR_LOW as u64, low);
             }
             while read(reg::ICR_LOW) & ICR_SEND_PENDING != 0 {
@@ -146,18 +152,35 @@ fn send_ipi(low: u32) {
 
 /// INIT to every processor but this one (they reset and wait for a Start-Up IPI).
 pub fn send_init_all_but_self() {
-    send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_INIT);
+    send_ipi(0, ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_INIT);
 }
 
 /// A Start-Up IPI to every processor but this one: they start in real mode at `vector << 12`.
 pub fn send_startup_all_but_self(vector: u8) {
-    send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_STARTUP | vector as u32);
+    send_ipi(
+        0,
+        ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_STARTUP | vector as u32,
+    );
+}
+
+/// A fixed interrupt with `vector` to the processor with APIC ID `dest` (physical
+/// destination mode): ends a TDX AP's TDG.VP.VMCALL<Instruction.HLT> (`platform::tdx_smp`).
+pub fn send_fixed(dest: u32, vector: u8) {
+    send_ipi(dest, ICR_ASSERT | vector as u32);
+}
+
+/// This processor's local APIC ID (x2APIC: all 32 bits), 0 before [`enable`].
+pub fn id() -> u32 {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_X2APIC => read(reg::ID),
+        _ => read(reg::ID) >> 24,
+    }
 }
 
 /// A fixed interrupt with `vector` to every processor but this one (SDM Vol. 3A §11.6.1,
 /// "Interrupt Command Register": delivery mode Fixed, shorthand All Excluding Self).
 pub fn send_fixed_all_but_self(vector: u8) {
-    send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_FIXED | vector as u32);
+    send_ipi(0, ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_FIXED | vector as u32);
 }
 
 /// The mode [`enable`] set on the boot CPU (the APs enable theirs the same way), if any.

@@ -46,14 +46,27 @@
     .set SEL_CODE32,      0x08
     .set SEL_DATA,        0x10
     .set SEL_CODE64,      0x18
-    /* TDX AP mailbox (at __ap_mailbox; guest/linker.ld AP_PARK_BASE documents the pages). */
-    .set AP_MAILBOX_WAKEUP,    0           /* u64: 0, or where the parked APs jump */
+    /* TDX AP mailbox (at __ap_mailbox; guest/linker.ld AP_PARK_BASE documents the pages): the
+     * ACPI 6.4 §5.2.12.19 Multiprocessor Wakeup mailbox, pupa_guest::tdx::mailbox (offsets
+     * asserted there). */
+    .set MB_COMMAND,           0           /* u16 Command */
+    .set MB_APIC_ID,           4           /* u32 ApicId */
+    .set MB_WAKEUP_VECTOR,     8           /* u64 WakeupVector */
+    .set MB_PARK_SPIN,         2048        /* u32 in ReservedForFirmware: FirmwareArea::park_spin */
+    .set MB_COMMAND_NOOP,      0
+    .set MB_COMMAND_WAKEUP,    1
+    .set MB_APIC_ID_NONE,      0xFFFFFFFF  /* no x2APIC ID known: matches no request */
+    .set MSR_X2APIC_ID,        0x802       /* x2APIC ID register (SDM Vol. 3A §11.12.1) */
+    .set MSR_X2APIC_SVR,       0x80F       /* spurious-interrupt vector register */
+    .set APIC_SVR_ON_FF,       0x1FF       /* APIC software enable | spurious vector 0xFF */
     /* Entry bits of the APs' page tables: P | RW | A, and for the 1 GiB leaves also D | PS. */
     .set AP_PTE_TABLE,         0x23
     .set AP_PTE_1G_LEAF,       0xE3
     /* TDG.VP.VMCALL (GHCI 1.5 §2.4.1, §3.8): RCX bitmap exposing R10-R15; Instruction.HLT. */
     .set TDVMCALL_EXPOSE_R10_R15, 0xFC00
     .set TDVMCALL_HLT,         12
+    .set TDVMCALL_RDMSR,       31          /* Instruction.RDMSR (GHCI 1.5 §3.10) */
+    .set TDVMCALL_WRMSR,       32          /* Instruction.WRMSR (GHCI 1.5 §3.11) */
     /* Boot-mode word handed to Rust in EDI. */
     .set BOOT_MODE_RESET16, 0
     .set BOOT_MODE_TDX32,   1
@@ -112,14 +125,14 @@ tdx32:
     movl $BOOT_MODE_TDX32, %ebp
     ljmpl $SEL_CODE32, $protected32
 
-/* TDX application processors (ESI = vCPU index, 1..NUM_VCPUS-1): pupa runs its work on vCPU 0;
- * the others park in long mode, halted in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8), until
- * woken through the AP mailbox (guest/linker.ld AP_PARK_BASE). A plain HLT would raise #VE,
- * which needs an IDT the APs do not have, and TDG.VP.VMCALL takes its sub-function and
+/* TDX application processors (ESI = vCPU index, 1..NUM_VCPUS-1): vCPU 0 boots pupa; the others
+ * park in long mode, halted in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8), until woken
+ * through the AP mailbox (guest/linker.ld AP_PARK_BASE; ap_park64 below). A plain HLT would
+ * raise #VE, which needs an IDT the APs do not have, and TDG.VP.VMCALL takes its sub-function and
  * arguments in R10-R15, which 32-bit code cannot load: so the APs enter long mode first, on
  * page tables of their own that are part of the measured image (ap_pml4: identity 0..4 GiB in
  * 1 GiB pages), independent of vCPU 0's. They read only those pages and the mailbox, and write
- * no memory at all (Accessed/Dirty are preset in their entries). */
+ * nothing but the mailbox's acknowledgement (Accessed/Dirty are preset in their entries). */
 ap_park32:
     lgdtl gdt_ptr
     lidtl idt_empty_ptr                   /* an event from here on shuts the TD down */
@@ -304,36 +317,68 @@ long64:
 6:  hlt
     jmp 6b
 
-/* TDX APs in long mode (from ap_park32): sleep in TDG.VP.VMCALL<Instruction.HLT> until the
- * mailbox's wakeup_vector is non-zero, and jump there with RSI = the vCPU index and RDI = the
- * mailbox (no stack, the empty IDT, RFLAGS.IF = 0). R12 (GHCI "interrupt blocked")
- * is 0 although IF is 0: with 1, KVM never ends the halt for an interrupt
- * (tdx_protected_apic_has_interrupt), and the waker's IPI must end it; the interrupt then stays
- * pending (IF = 0) for the woken code to take once it has an IDT. A wake without a vector (a
- * stray interrupt) only repeats the loop, which then exits to the VMM at once on every pass
- * until the vector is written: CPU time the VMM spends, no guest state changes. A failed
- * TDCALL is retried the same way. TDG.VP.VMCALL exposes R10-R15 only; RBX and RSI are kept by
- * the TDX module. */
+/* TDX APs in long mode (from ap_park32): wait on the ACPI Multiprocessor Wakeup mailbox
+ * (ACPI 6.4 §5.2.12.19) as pupa_guest::tdx::mailbox::ap_poll does, step for step (marked
+ * below), and as Linux's acpi_wakeup_cpu (madt_wakeup.c) drives it: only when ApicId is this
+ * AP's x2APIC ID and then Command is WAKEUP, read WakeupVector, acknowledge with Command = NOOP
+ * and jump there with RDI = the mailbox, RSI = the vCPU index (no stack, the empty IDT,
+ * IF = 0). First, by TDG.VP.VMCALL because the RDMSR/WRMSR would raise #VE (fatal without an
+ * IDT): the own x2APIC ID (MSR 0x802; MB_APIC_ID_NONE if the call fails), and SVR = enable |
+ * 0xFF so that the VMM accepts the waker's IPI (arch/tdx_ap.rs says why both).
+ *
+ * Between passes the AP sleeps in TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5 §3.8), ended by
+ * the waker's IPI; once ReservedForFirmware's park_spin word is non-zero it spins on PAUSE
+ * instead (Linux's waker sends no IPI). R12 (GHCI "interrupt blocked") is 0 although IF is 0:
+ * with 1, KVM never ends the halt for an interrupt (tdx_protected_apic_has_interrupt), and the
+ * waker's IPI must end it; the interrupt then stays pending (IF = 0) for the woken code to
+ * take once it has an IDT. A wake without a command for this AP (a stray interrupt, another
+ * AP's request) only repeats the loop, which then exits to the VMM at once on every pass
+ * while the interrupt is pending: CPU time the VMM spends, no guest state changes. A failed
+ * TDCALL is retried the same way. TDG.VP.VMCALL exposes R10-R15 only; RBX, RBP and RSI are
+ * kept by the TDX module. The only memory written is the acknowledgement. */
     .code64
 ap_park64:
     movl %esi, %esi                       /* vCPU index; the upper half is undefined */
+    xorl %eax, %eax                       /* TDCALL leaf 0: TDG.VP.VMCALL */
+    movl $TDVMCALL_EXPOSE_R10_R15, %ecx
+    xorl %r10d, %r10d                     /* a GHCI-defined call */
+    movl $TDVMCALL_RDMSR, %r11d           /* Instruction.RDMSR */
+    movl $MSR_X2APIC_ID, %r12d
+    .byte 0x66, 0x0f, 0x01, 0xcc          /* tdcall: R11 = the MSR's value */
+    movl $MB_APIC_ID_NONE, %ebp
+    orq %r10, %rax                        /* TDCALL status | VMCALL status */
+    jnz 0f
+    movl %r11d, %ebp                      /* EBP = this AP's x2APIC ID */
+0:  xorl %eax, %eax                       /* TDG.VP.VMCALL */
+    movl $TDVMCALL_EXPOSE_R10_R15, %ecx
+    xorl %r10d, %r10d
+    movl $TDVMCALL_WRMSR, %r11d           /* Instruction.WRMSR: SVR, see above */
+    movl $MSR_X2APIC_SVR, %r12d
+    movl $APIC_SVR_ON_FF, %r13d
+    .byte 0x66, 0x0f, 0x01, 0xcc          /* tdcall; the result does not matter */
     movl $__ap_mailbox, %ebx
-1:  movq AP_MAILBOX_WAKEUP(%rbx), %rax
-    testq %rax, %rax
-    jnz 2f
+1:  cmpl %ebp, MB_APIC_ID(%rbx)           /* ap_poll 1: ApicId == own ID? */
+    jne 3f
+    cmpw $MB_COMMAND_WAKEUP, MB_COMMAND(%rbx)   /* ap_poll 2: Command == WAKEUP? */
+    jne 3f
+    movq MB_WAKEUP_VECTOR(%rbx), %rax     /* ap_poll 3: the vector, before the ack */
+    movw $MB_COMMAND_NOOP, MB_COMMAND(%rbx)     /* ap_poll 4: acknowledge */
+    movq %rbx, %rdi
+    jmpq *%rax
+3:  cmpl $0, MB_PARK_SPIN(%rbx)           /* Poll::Wait: halt, or spin */
+    jne 4f
     xorl %eax, %eax                       /* TDCALL leaf 0: TDG.VP.VMCALL */
     movl $TDVMCALL_EXPOSE_R10_R15, %ecx
     xorl %r10d, %r10d                     /* a GHCI-defined call */
     movl $TDVMCALL_HLT, %r11d             /* Instruction.HLT */
     xorl %r12d, %r12d                     /* interrupt blocked flag, see above */
     .byte 0x66, 0x0f, 0x01, 0xcc          /* tdcall */
-    pause
+4:  pause
     jmp 1b
-2:  movq %rbx, %rdi
-    jmpq *%rax
 
 /* The TDX APs' page tables and mailbox: three pages at AP_PARK_BASE (guest/linker.ld), part of
- * the image, so their contents are measured into MRTD with the rest of the BFV. */
+ * the image, so their contents (all-zero mailbox included) are measured into MRTD with the
+ * rest of the BFV. */
     .pushsection .ap_park, "aw"
     .balign 4096
 ap_pml4:
@@ -346,9 +391,8 @@ ap_pdpt:
     .quad 0xC0000000 + AP_PTE_1G_LEAF
     .fill 508, 8, 0
     .globl __ap_mailbox
-__ap_mailbox:
-    .quad 0                               /* AP_MAILBOX_WAKEUP */
-    .fill 511, 8, 0
+__ap_mailbox:                             /* Command NOOP, ApicId 0, no vector, park_spin 0 */
+    .fill 512, 8, 0
     .popsection
 
 /* ---------------------------------------------------------------- SEV-ES/SNP AP entry */

@@ -28,4 +28,5 @@ pub mod pic;
 pub mod smp;
 pub mod snp;
 pub mod tdcall;
+pub mod tdx_ap;
 pub mod trap;

@@ -45,6 +45,30 @@ pub struct ApData {
 
 const _: () = assert!(size_of::<ApData>() == 56);
 
+impl ApData {
+    /// This CPU's CR3, CR4, CR0, EFER (LMA clear) and XCR0, with `entry`, the stacks and the
+    /// first index (1): what an AP needs to run like this CPU. Also the TDX APs' entry
+    /// (`arch::tdx_ap`).
+    pub fn this_cpu(entry: extern "C" fn(u64) -> !, stacks: u64, stack_size: u64) -> Self {
+        // LMA is set by the CPU when paging turns on; the trampoline writes EFER before that
+        let efer = Efer::read_raw() & !EferFlags::LONG_MODE_ACTIVE.bits();
+        let (pml4, cr3_flags) = Cr3::read_raw();
+        let cr3 = pml4.start_address().as_u64() | u64::from(cr3_flags);
+        ApData {
+            cr3: cr3 as u32,
+            cr4: Cr4::read_raw() as u32,
+            cr0: Cr0::read_raw() as u32,
+            efer: efer as u32,
+            xcr0: xcr0(),
+            entry: entry as usize as u64,
+            stacks,
+            stack_size,
+            next: 1,
+            _pad: 0,
+        }
+    }
+}
+
 /// XCR0, or 0 when CR4.OSXSAVE is clear (XGETBV would #UD; the APs then skip XSETBV).
 fn xcr0() -> u64 {
     if Cr4::read().contains(Cr4Flags::OSXSAVE) {
@@ -81,22 +105,7 @@ pub unsafe fn start_aps(
         assert!(len <= 4096, "the AP trampoline must fit one page");
         core::ptr::copy_nonoverlapping(start as *const u8, AP_TRAMPOLINE as *mut u8, len);
         let d = (AP_TRAMPOLINE as usize + (data - start)) as *mut ApData;
-        // LMA is set by the CPU when paging turns on; the trampoline writes EFER before that
-        let efer = Efer::read_raw() & !EferFlags::LONG_MODE_ACTIVE.bits();
-        let (pml4, cr3_flags) = Cr3::read_raw();
-        let cr3 = pml4.start_address().as_u64() | u64::from(cr3_flags);
-        d.write_volatile(ApData {
-            cr3: cr3 as u32,
-            cr4: Cr4::read_raw() as u32,
-            cr0: Cr0::read_raw() as u32,
-            efer: efer as u32,
-            xcr0: xcr0(),
-            entry: entry as usize as u64,
-            stacks,
-            stack_size,
-            next: 1,
-            _pad: 0,
-        });
+        d.write_volatile(ApData::this_cpu(entry, stacks, stack_size));
     }
     apic::send_init_all_but_self();
     delay_us(10_000);

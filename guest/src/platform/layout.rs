@@ -49,7 +49,9 @@ pub fn tdvf_sections() -> [(u64, u64); 3] {
 /// The firmware image as mapped at the top of 4 GiB.
 pub fn rom() -> &'static [u8] {
     // SAFETY: [__rom_start, 4 GiB) is the firmware ROM (or, under SNP/TDX, the measured private
-    // copy of it), identity-mapped and never written; __rom_size is an absolute symbol.
+    // copy of it), identity-mapped and not written while the slice is used (the boot hashes it
+    // once; only later does TDX's `tdx_smp` write the AP mailbox page in it); __rom_size is an
+    // absolute symbol.
     unsafe {
         // The ROM ends at 4 GiB. (Its start, 0xFFFxxxxx, is not reachable with the small code
         // model's sign-extended 32-bit absolute relocations, so it is computed from the size.)

@@ -43,6 +43,7 @@ pub mod snp;
 pub mod snp_linux;
 pub mod tdx;
 pub mod tdx_linux;
+pub mod tdx_smp;
 pub mod virtio_net;
 pub mod virtio_pci;
 
@@ -183,8 +184,8 @@ pub trait Platform: Sync {
 
     /// Runs once, after `idle::init` (the boot CPU's local APIC is on): starts the other vCPUs,
     /// which join the work pool (`smp::POOL`). Returns (vCPUs the VMM reports, vCPUs online
-    /// with the boot CPU). Plain: INIT-SIPI-SIPI; SNP and TDX: not yet, their APs stay
-    /// unstarted (SNP) or parked (TDX) and the guest runs on the boot CPU.
+    /// with the boot CPU). Plain: INIT-SIPI-SIPI; TDX: the ACPI wakeup mailbox the APs park
+    /// on (`tdx_smp`); SNP: not yet, its APs stay unstarted and the guest runs on the boot CPU.
     fn start_aps(&self, tsc: pupa_guest::clock::Tsc) -> (u32, u32);
 
     /// One line for the console: what the evidence is.

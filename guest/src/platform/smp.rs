@@ -3,7 +3,8 @@
 //! helping the kernels in time slices when it has nothing else to do. Small jobs (at most
 //! [`INLINE_MAX_UNITS`]) run on the boot CPU at once: handing them over would cost more than
 //! they do. Idle APs halt until a wake-up IPI. Plain VMs start the APs with INIT-SIPI-SIPI
-//! (`arch::smp`); SNP and TDX do not yet.
+//! (`arch::smp`), TDX through the ACPI wakeup mailbox (`tdx_smp`, with the stacks and
+//! [`ap_entry`] from here); SNP does not yet.
 
 use pupa_guest::clock::Tsc;
 use pupa_guest::idle::{VECTOR_SPURIOUS, VECTOR_WAKE};
@@ -16,11 +17,11 @@ use crate::arch::apic;
 use crate::arch::cpu::rdtsc;
 
 /// Bytes of each AP's stack (the boot stack's size).
-const AP_STACK: u64 = 128 << 10;
+pub(super) const AP_STACK: u64 = 128 << 10;
 /// The most vCPUs started.
 pub const MAX_CPUS: u32 = 64;
 /// How long the boot CPU waits for the APs to come online.
-const ONLINE_WAIT_US: u64 = 2_000_000;
+pub(super) const ONLINE_WAIT_US: u64 = 2_000_000;
 
 /// Jobs of at most this many units (`JobShape::units`, about their flops) run on the boot
 /// CPU at once; larger ones go to the APs. 2^22 units take about a millisecond on a server
@@ -90,7 +91,9 @@ fn vcpus() -> u32 {
     }
 }
 
-extern "C" fn ap_entry(_index: u64) -> ! {
+/// Where every AP enters Rust, on its own stack, `index` 1 first: its descriptor tables
+/// (the shared IDT, so #VE/#VC are handled on this CPU too), its local APIC, then the pool.
+pub(super) extern "C" fn ap_entry(_index: u64) -> ! {
     crate::arch::interrupts::init_ap();
     apic::enable_this_cpu(VECTOR_SPURIOUS);
     let platform = super::current();
@@ -103,25 +106,37 @@ extern "C" fn ap_entry(_index: u64) -> ! {
 /// the boot CPU). The local APIC must be on (`idle::init`).
 pub fn start_plain(tsc: Tsc) -> (u32, u32) {
     let n = vcpus();
-    POOL.set_expected(n as usize);
-    TSC.call_once(|| tsc);
+    prepare(tsc, n);
     if n == 1 {
         return (1, 1);
     }
-    let stacks = alloc::vec![0u8; ((n - 1) as u64 * AP_STACK) as usize].leak();
+    let stacks = ap_stacks(n - 1);
     let delay = |us: u64| spin_until(tsc, us, || false);
     // SAFETY: plain VM (the caller is Plain's hook); 0x8000 is free RAM there; the stacks are
     // leaked for the APs alone; ap_entry never returns; idle::init enabled the APIC.
     unsafe {
-        crate::arch::smp::start_aps(ap_entry, stacks.as_ptr() as u64, AP_STACK, &delay);
+        crate::arch::smp::start_aps(ap_entry, stacks, AP_STACK, &delay);
     }
     let online = || POOL.online() as u32;
     spin_until(tsc, ONLINE_WAIT_US, || online() == n - 1);
     (n, 1 + online())
 }
 
+/// Records the vCPU count (for the banner) and the TSC the APs read the jobs' deadlines on;
+/// before any AP starts, on every platform.
+pub(super) fn prepare(tsc: Tsc, vcpus: u32) {
+    POOL.set_expected(vcpus as usize);
+    TSC.call_once(|| tsc);
+}
+
+/// `count` stacks of [`AP_STACK`] bytes, leaked for the APs alone; returns their base.
+pub(super) fn ap_stacks(count: u32) -> u64 {
+    let stacks = alloc::vec![0u8; (u64::from(count) * AP_STACK) as usize].leak();
+    stacks.as_ptr() as u64
+}
+
 /// Spins until `done()` or until `us` microseconds have passed on the TSC.
-fn spin_until(tsc: Tsc, us: u64, done: impl Fn() -> bool) {
+pub(super) fn spin_until(tsc: Tsc, us: u64, done: impl Fn() -> bool) {
     let end = rdtsc().wrapping_add(tsc.us_to_ticks(us));
     while !done() && (rdtsc().wrapping_sub(end) as i64) < 0 {
         core::hint::spin_loop();

@@ -402,8 +402,9 @@ impl super::Platform for Tdx {
         super::tdx_linux::handover(map, payload, acpi)
     }
 
-    fn start_aps(&self, _tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
-        (1, 1)
+    fn start_aps(&self, tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
+        let vcpus = VP_INFO.get().map_or(1, |vp| vp.num_vcpus);
+        super::tdx_smp::start_aps(tsc, vcpus)
     }
 
     fn evidence_description(&self) -> &'static str {

@@ -8,7 +8,8 @@
 //! - [`backend`]: [`backend::TdxTee`], the `pupa_runtime::Tee` of a TD (TDREPORT → GetQuote);
 //! - [`report`]: the TDREPORT_STRUCT that TDG.MR.REPORT writes (TDX Module ABI spec,
 //!   "TDREPORT_STRUCT", 1024 bytes) and the shared bit that MapGPA uses;
-//! - [`quote`]: the shared buffer of TDG.VP.VMCALL<GetQuote> (GHCI spec 1.5, §3.3).
+//! - [`quote`]: the shared buffer of TDG.VP.VMCALL<GetQuote> (GHCI spec 1.5, §3.3);
+//! - [`mailbox`]: the ACPI Multiprocessor Wakeup mailbox the parked APs are started through.
 //!
 //! The instructions themselves are thin wrappers in the firmware (`arch/tdcall.rs`), glued
 //! to this logic by `platform/tdx.rs`.
@@ -16,6 +17,7 @@
 pub mod accept;
 pub mod backend;
 pub mod lazy;
+pub mod mailbox;
 pub mod quote;
 pub mod report;
 pub mod rtmr;
