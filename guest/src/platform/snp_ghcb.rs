@@ -44,14 +44,28 @@ pub fn set(index: usize, gpa: u64) -> bool {
     }
 }
 
+/// Why a vCPU could not register its GHCB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The boot CPU set no page for this index.
+    #[error("no GHCB page for vCPU {0}")]
+    NoPage(usize),
+    /// The hypervisor's answer.
+    #[error("GHCB registration: {0}")]
+    Msr(#[from] MsrProtocolError),
+}
+
 /// Registers slot `index`'s page as this vCPU's GHCB (MSR protocol 0x012/0x013). Issues only
 /// WRMSR/RDMSR of the GHCB MSR and VMGEXIT: safe before any #VC can be handled.
-pub fn register_self(index: usize) -> Result<(), MsrProtocolError> {
+pub fn register_self(index: usize) -> Result<(), RegisterError> {
     let gpa = SLOTS
         .get(index)
         .map_or(0, |s| s.gpa.load(Ordering::Acquire));
+    if gpa == 0 {
+        return Err(RegisterError::NoPage(index));
+    }
     let request = ghcb::register_ghcb_request(gpa)?;
-    ghcb::register_ghcb_response(msr_protocol(request), gpa)
+    Ok(ghcb::register_ghcb_response(msr_protocol(request), gpa)?)
 }
 
 /// This vCPU's slot, by the GPA in its GHCB MSR; None before it registered one.
