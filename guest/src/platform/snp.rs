@@ -8,7 +8,8 @@
 //!   (SEV metadata, `arch/boot.s`);
 //! - early RAM (`linker.ld`), pre-validated as SNP_SEC_MEM;
 //! - the shared window [`SHARED_WINDOW`] (2 MiB aligned, right above early RAM): the GHCB page,
-//!   the guest-request and response pages, then DMA bounce buffers for virtio. It is never
+//!   the guest-request and response pages, then DMA bounce buffers for virtio and the APs' GHCB
+//!   pages (`snp_ap`, `snp_ghcb`: one GHCB per vCPU, found by its GHCB MSR). It is never
 //!   validated: it is converted to shared with page-state changes and mapped without the C-bit;
 //! - all other RAM, accepted by [`accept_ram`] (page-state change to private, then PVALIDATE).
 //!
