@@ -6,6 +6,7 @@
 //!   secrets page.
 //!
 //! - [`ghcb`]: the GHCB MSR protocol and the GHCB page layout;
+//! - [`ghcb_slots`]: one GHCB page per vCPU, found by the vCPU's GHCB MSR;
 //! - [`cpuid`]: the SNP CPUID page and CPUID lookup;
 //! - [`vc`]: #VC decode/emulation (CPUID, IN/OUT, RDMSR/WRMSR) around the VMGEXIT;
 //! - [`psc`]: page-state change requests and the PVALIDATE plan;
@@ -19,6 +20,7 @@ pub mod ap;
 pub mod backend;
 pub mod cpuid;
 pub mod ghcb;
+pub mod ghcb_slots;
 pub mod guest_msg;
 pub mod messages;
 pub mod psc;
