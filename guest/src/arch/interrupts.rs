@@ -157,6 +157,43 @@ pub fn init_ap() {
     idt.load();
 }
 
+/// The boot CPU's descriptor tables as an AP that starts in long mode needs them in its VMSA
+/// (SNP AP creation, `platform/snp_ap.rs`), until [`init_ap`] loads its own GDT and TSS.
+pub struct BspTables {
+    /// GDT (base, limit).
+    pub gdt: (u64, u16),
+    /// IDT (base, limit).
+    pub idt: (u64, u16),
+    /// The 64-bit code and the data selector.
+    pub code: u16,
+    /// The data selector.
+    pub data: u16,
+    /// The TSS (selector, base, limit).
+    pub tss: (u16, u64, u32),
+}
+
+/// The tables [`init`] loaded on the boot CPU; None before it ran. Read from the statics, not
+/// with SGDT/SIDT (which a hypervisor may intercept, and #VC does not emulate them).
+pub fn bsp_tables() -> Option<BspTables> {
+    let (gdt, code, data, tss_sel) = GDT.get()?;
+    let idt = IDT.get()?;
+    let tss = TSS.get()?;
+    Some(BspTables {
+        gdt: (gdt.entries().as_ptr() as u64, gdt.limit()),
+        idt: (
+            idt as *const InterruptDescriptorTable as u64,
+            (size_of::<InterruptDescriptorTable>() - 1) as u16,
+        ),
+        code: code.0,
+        data: data.0,
+        tss: (
+            tss_sel.0,
+            tss as *const TaskStateSegment as u64,
+            (size_of::<TaskStateSegment>() - 1) as u32,
+        ),
+    })
+}
+
 /// Whether the IDT with the external-interrupt handlers is loaded (then setting IF is safe).
 pub fn external_vectors_ready() -> bool {
     IDT.is_completed()

@@ -121,3 +121,27 @@ pub fn xcr0() -> u64 {
     };
     u64::from(hi) << 32 | u64::from(lo)
 }
+
+/// RMPADJUST (bytes F3 0F 01 FE; AMD APM Vol. 3 "RMPADJUST"): RAX = the page's address, RCX =
+/// page size (0 = 4 KiB), RDX = the attributes (target VMPL in bits 7:0, its permissions in
+/// 15:8, the VMSA bit 16). Returns the return code in EAX (0 = success).
+///
+/// # Safety
+/// The page must be private, validated and the caller's alone. With the VMSA bit set it becomes
+/// a vCPU's register state: the caller must have written a complete VMSA into it first and
+/// must not write the page afterwards (nor free it while a vCPU may run from it).
+pub unsafe fn rmpadjust(addr: u64, size_2m: bool, attrs: u64) -> u32 {
+    let rc: u64;
+    // SAFETY: guaranteed by the caller; RMPADJUST only changes the RMP entry of that page for
+    // a less privileged VMPL (the CPU refuses targeting the caller's own VMPL).
+    unsafe {
+        asm!(
+            ".byte 0xf3, 0x0f, 0x01, 0xfe",
+            inout("rax") addr => rc,
+            in("rcx") u64::from(size_2m),
+            in("rdx") attrs,
+            options(nostack),
+        )
+    };
+    rc as u32
+}

@@ -40,6 +40,8 @@ pub mod plain;
 pub mod serial;
 pub mod smp;
 pub mod snp;
+pub mod snp_ap;
+pub mod snp_ghcb;
 pub mod snp_linux;
 pub mod tdx;
 pub mod tdx_linux;

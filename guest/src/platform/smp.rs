@@ -3,8 +3,8 @@
 //! helping the kernels in time slices when it has nothing else to do. Small jobs (at most
 //! [`INLINE_MAX_UNITS`]) run on the boot CPU at once: handing them over would cost more than
 //! they do. Idle APs halt until a wake-up IPI. Plain VMs start the APs with INIT-SIPI-SIPI
-//! (`arch::smp`), TDX through the ACPI wakeup mailbox (`tdx_smp`, with the stacks and
-//! [`ap_entry`] from here); SNP does not yet.
+//! (`arch::smp`), SNP with AP creation (`snp_ap`), TDX through the ACPI wakeup mailbox
+//! (`tdx_smp`); all of them with the stacks and [`ap_entry`] from here.
 
 use pupa_guest::clock::Tsc;
 use pupa_guest::idle::{VECTOR_SPURIOUS, VECTOR_WAKE};
@@ -105,20 +105,27 @@ pub(super) extern "C" fn ap_entry(_index: u64) -> ! {
 /// Starts the other vCPUs of a plain VM; returns (vCPUs the VMM reports, vCPUs online with
 /// the boot CPU). The local APIC must be on (`idle::init`).
 pub fn start_plain(tsc: Tsc) -> (u32, u32) {
+    start_with(tsc, |n, stacks| {
+        let delay = |us: u64| spin_until(tsc, us, || false);
+        // SAFETY: plain VM (the caller is Plain's hook); 0x8000 is free RAM there; the stacks
+        // are leaked for the APs alone; ap_entry never returns; idle::init enabled the APIC.
+        unsafe { crate::arch::smp::start_aps(ap_entry, stacks, AP_STACK, &delay) };
+        n - 1
+    })
+}
+
+/// Starts the APs with `start(vCPUs, stacks)`, which returns how many it started (AP i's stack
+/// is the [`AP_STACK`] bytes below `stacks + i * AP_STACK`), then waits for those to come
+/// online; returns (vCPUs the VMM reports, vCPUs online with the boot CPU).
+pub fn start_with(tsc: Tsc, start: impl FnOnce(u32, u64) -> u32) -> (u32, u32) {
     let n = vcpus();
     prepare(tsc, n);
     if n == 1 {
         return (1, 1);
     }
-    let stacks = ap_stacks(n - 1);
-    let delay = |us: u64| spin_until(tsc, us, || false);
-    // SAFETY: plain VM (the caller is Plain's hook); 0x8000 is free RAM there; the stacks are
-    // leaked for the APs alone; ap_entry never returns; idle::init enabled the APIC.
-    unsafe {
-        crate::arch::smp::start_aps(ap_entry, stacks, AP_STACK, &delay);
-    }
+    let started = start(n, ap_stacks(n - 1));
     let online = || POOL.online() as u32;
-    spin_until(tsc, ONLINE_WAIT_US, || online() == n - 1);
+    spin_until(tsc, ONLINE_WAIT_US, || online() >= started);
     (n, 1 + online())
 }
 

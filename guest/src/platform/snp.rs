@@ -8,7 +8,8 @@
 //!   (SEV metadata, `arch/boot.s`);
 //! - early RAM (`linker.ld`), pre-validated as SNP_SEC_MEM;
 //! - the shared window [`SHARED_WINDOW`] (2 MiB aligned, right above early RAM): the GHCB page,
-//!   the guest-request and response pages, then DMA bounce buffers for virtio. It is never
+//!   the guest-request and response pages, then DMA bounce buffers for virtio and the APs' GHCB
+//!   pages (`snp_ap`, `snp_ghcb`: one GHCB per vCPU, found by its GHCB MSR). It is never
 //!   validated: it is converted to shared with page-state changes and mapped without the C-bit;
 //! - all other RAM, accepted by [`accept_ram`] (page-state change to private, then PVALIDATE).
 //!
@@ -33,6 +34,7 @@ use pupa_guest::snp::vc::{self, VcAction};
 use pupa_guest::trap::TrapFrame;
 use spin::Once;
 
+use super::snp_ghcb;
 use super::virtio_net::DmaPool;
 use crate::arch::cpu::{halt_forever, halt_with_interrupts};
 use crate::arch::io::{raw_in, raw_out};
@@ -60,10 +62,10 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
 
 static CPUID: Once<CpuidTable> = Once::new();
-/// The GHCB is registered and the window shared.
+/// The boot CPU's GHCB is registered and the window shared.
 static READY: AtomicBool = AtomicBool::new(false);
-/// The GHCB is in use (a #VC arriving meanwhile cannot use it and terminates).
-static BUSY: AtomicBool = AtomicBool::new(false);
+/// The hypervisor's SNP feature bitmap (MSR protocol 0x080), recorded by [`init`].
+static HV_FEATURES: AtomicU64 = AtomicU64::new(0);
 static DMA_NEXT: AtomicU64 = AtomicU64::new(DMA_START);
 
 /// Why SNP setup failed. Before [`init`] has succeeded nothing can be printed (the serial port
@@ -125,29 +127,33 @@ fn cpuid_table() -> &'static CpuidTable {
 }
 
 fn page_at(gpa: u64) -> &'static mut [u8; 4096] {
-    // SAFETY: `gpa` is one of the GHCB/request/response pages of the shared window, mapped
-    // shared after `init`; access is serialised by BUSY. The hypervisor may write the page at
-    // any time: Ghcb accesses it volatile and everything read from it is validated.
+    // SAFETY: `gpa` is a GHCB page (the boot CPU's or an AP's, `snp_ghcb`) or the request or
+    // response page of the shared window, mapped shared after `init`; access is serialised by
+    // the GHCB slot's busy flag. The hypervisor may write the page at any time: Ghcb accesses
+    // it volatile and everything read from it is validated.
     unsafe { &mut *(gpa as *mut [u8; 4096]) }
 }
 
-/// VMGEXIT with the GHCB registered: the GHCB MSR must hold its GPA (GHCB spec §2.3.2).
-fn ghcb_exit(_: &mut Ghcb<'_>) {
-    ghcb_msr_write(GHCB_GPA);
-    vmgexit();
+/// VMGEXIT with the GHCB at `gpa` registered: the GHCB MSR must hold its GPA (GHCB spec
+/// §2.3.2), also after an MSR-protocol exchange changed it.
+pub(super) fn ghcb_exit(gpa: u64) -> impl FnMut(&mut Ghcb<'_>) {
+    move |_| {
+        ghcb_msr_write(gpa);
+        vmgexit();
+    }
 }
 
-/// Runs `f` with the GHCB, outside the #VC handler.
-fn with_ghcb<R>(f: impl FnOnce(&mut Ghcb<'_>) -> R) -> Result<R, SnpInitError> {
-    if !READY.load(Ordering::Acquire) {
-        return Err(SnpInitError::NotReady);
-    }
-    if BUSY.swap(true, Ordering::Acquire) {
-        return Err(SnpInitError::Busy);
-    }
-    let r = f(&mut Ghcb::new(page_at(GHCB_GPA)));
-    BUSY.store(false, Ordering::Release);
-    Ok(r)
+/// Runs `f` with this vCPU's GHCB and its GPA, outside the #VC handler.
+pub(super) fn with_ghcb<R>(f: impl FnOnce(&mut Ghcb<'_>, u64) -> R) -> Result<R, SnpInitError> {
+    let slot = snp_ghcb::current().ok_or(SnpInitError::NotReady)?;
+    let ghcb = slot.try_lock().ok_or(SnpInitError::Busy)?;
+    let gpa = ghcb.gpa();
+    Ok(f(&mut Ghcb::new(page_at(gpa)), gpa))
+}
+
+/// The hypervisor's SNP features (GHCB spec §2.3.1), 0 before [`init`].
+pub fn hv_features() -> u64 {
+    HV_FEATURES.load(Ordering::Acquire)
 }
 
 /// Sets up the GHCB. Call right after `arch::interrupts::init` under SNP, before any port I/O.
@@ -176,8 +182,9 @@ pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
     // The hypervisor must implement the SNP part of GHCB protocol version 2 (feature bit 0 of
     // the hypervisor feature response, GHCB spec §2.3.1), else set 0 code 2, as Linux
     // `sev_enable` after `get_hv_features`.
-    if ghcb::hv_features_response(msr_protocol(ghcb::hv_features_request())).is_err() {
-        crate::arch::snp::terminate(term::SET_GENERAL, term::SNP_UNSUPPORTED);
+    match ghcb::hv_features_response(msr_protocol(ghcb::hv_features_request())) {
+        Ok(features) => HV_FEATURES.store(features, Ordering::Release),
+        Err(_) => crate::arch::snp::terminate(term::SET_GENERAL, term::SNP_UNSUPPORTED),
     }
     ghcb::psc_response(msr_protocol(ghcb::psc_request(GHCB_GPA, PageOp::Shared)?))?;
     // SAFETY: the GHCB page was just converted to shared; the rest of the window is not
@@ -191,15 +198,16 @@ pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
         msr_protocol(ghcb::register_ghcb_request(GHCB_GPA)?),
         GHCB_GPA,
     )?;
+    snp_ghcb::set(0, GHCB_GPA);
     READY.store(true, Ordering::Release);
-    with_ghcb(|g| {
+    with_ghcb(|g, gpa| {
         psc::change_state(
             g,
-            GHCB_GPA + ghcb::offset::SHARED_BUFFER as u64,
+            gpa + ghcb::offset::SHARED_BUFFER as u64,
             GHCB_GPA + PAGE,
             SHARED_WINDOW.1,
             PageOp::Shared,
-            &mut ghcb_exit,
+            &mut ghcb_exit(gpa),
         )
     })??;
     page_at(REQ_GPA).fill(0);
@@ -211,11 +219,11 @@ pub fn init(c_bit_hi: u32) -> Result<(), SnpInitError> {
 /// [`init`] has routed MMIO here. Returns the value read (0 for writes); a failed access reads
 /// as all ones, as a missing device does. Called by drivers, never inside the #VC handler.
 pub fn mmio(addr: u64, size: u64, write: bool, value: u64) -> u64 {
-    let sb = GHCB_GPA + ghcb::offset::SHARED_BUFFER as u64;
     let size = size as usize;
-    with_ghcb(|g| {
+    with_ghcb(|g, gpa| {
+        let sb = gpa + ghcb::offset::SHARED_BUFFER as u64;
         ghcb::mmio_request(g, sb, addr, size, write.then_some(value));
-        ghcb_exit(g);
+        ghcb_exit(gpa)(g);
         if write {
             g.exit_result().map(|_| 0)
         } else {
@@ -237,8 +245,10 @@ pub fn accept_ram(ranges: &[(u64, u64)]) -> Result<u64, SnpInitError> {
         if s >= e {
             continue;
         }
-        let sb = GHCB_GPA + ghcb::offset::SHARED_BUFFER as u64;
-        with_ghcb(|g| psc::change_state(g, sb, s, e, PageOp::Private, &mut ghcb_exit))??;
+        with_ghcb(|g, gpa| {
+            let sb = gpa + ghcb::offset::SHARED_BUFFER as u64;
+            psc::change_state(g, sb, s, e, PageOp::Private, &mut ghcb_exit(gpa))
+        })??;
         psc::pvalidate_range(s, e, true, &mut |a, big, v| {
             // SAFETY: the page was just made private and holds nothing of ours yet.
             unsafe { pvalidate(a, big, v) }
@@ -275,14 +285,16 @@ pub fn handle_vc(frame: &mut TrapFrame) {
     match vc::prepare(frame, &insn, cpuid_table(), cpu_state) {
         Ok(VcAction::Done) => {}
         Ok(VcAction::Exit(req)) => {
-            if !READY.load(Ordering::Acquire) || BUSY.swap(true, Ordering::Acquire) {
-                terminate(term::VC_UNHANDLED);
-            }
-            let mut g = Ghcb::new(page_at(GHCB_GPA));
+            // This vCPU's GHCB (snp_ghcb): none registered yet, or in use by the exchange this
+            // #VC interrupted, terminates.
+            let Some(ghcb) = snp_ghcb::current().and_then(|s| s.try_lock()) else {
+                terminate(term::VC_UNHANDLED)
+            };
+            let mut g = Ghcb::new(page_at(ghcb.gpa()));
             req.write_to(&mut g);
-            ghcb_exit(&mut g);
+            ghcb_exit(ghcb.gpa())(&mut g);
             let r = vc::complete(frame, &g, &req);
-            BUSY.store(false, Ordering::Release);
+            drop(ghcb);
             if r.is_err() {
                 terminate(term::VC_HYPERVISOR);
             }
@@ -325,13 +337,14 @@ impl GuestRequest for SnpGuestRequest {
         req: &[u8; 4096],
         rsp: &mut [u8; 4096],
     ) -> Result<(), GuestRequestError> {
-        with_ghcb(|g| {
+        // The request and response pages are the boot CPU's: only it sends guest requests.
+        with_ghcb(|g, gpa| {
             page_at(REQ_GPA).copy_from_slice(req);
             g.reset();
             g.set(Field::SwExitCode, exit::SNP_GUEST_REQUEST);
             g.set(Field::SwExitInfo1, REQ_GPA);
             g.set(Field::SwExitInfo2, RSP_GPA);
-            ghcb_exit(g);
+            ghcb_exit(gpa)(g);
             g.exit_result()?;
             guest_request_status(g.exit_info2_raw())?;
             // One copy into private memory; the messenger authenticates what was copied.
@@ -432,8 +445,8 @@ impl super::Platform for Snp {
         super::snp_linux::handover(map, ram, payload)
     }
 
-    fn start_aps(&self, _tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
-        (1, 1)
+    fn start_aps(&self, tsc: pupa_guest::clock::Tsc) -> (u32, u32) {
+        super::snp_ap::start(tsc)
     }
 
     fn evidence_description(&self) -> &'static str {

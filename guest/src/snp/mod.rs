@@ -6,17 +6,21 @@
 //!   secrets page.
 //!
 //! - [`ghcb`]: the GHCB MSR protocol and the GHCB page layout;
+//! - [`ghcb_slots`]: one GHCB page per vCPU, found by the vCPU's GHCB MSR;
 //! - [`cpuid`]: the SNP CPUID page and CPUID lookup;
 //! - [`vc`]: #VC decode/emulation (CPUID, IN/OUT, RDMSR/WRMSR) around the VMGEXIT;
 //! - [`psc`]: page-state change requests and the PVALIDATE plan;
-//! - [`backend`]: [`backend::SnpTee`], the `pupa_runtime::Tee` over SNP guest requests.
+//! - [`backend`]: [`backend::SnpTee`], the `pupa_runtime::Tee` over SNP guest requests;
+//! - [`ap`]: application-processor creation with guest-built VMSAs (GHCB spec §4.1.9).
 //!
-//! The instructions themselves (VMGEXIT, PVALIDATE, the GHCB MSR) live in the firmware binary
+//! The instructions themselves (VMGEXIT, PVALIDATE, RMPADJUST, the GHCB MSR) live in the firmware binary
 //! (`arch/snp.rs`, `platform/snp.rs`), which drives these modules.
 
+pub mod ap;
 pub mod backend;
 pub mod cpuid;
 pub mod ghcb;
+pub mod ghcb_slots;
 pub mod guest_msg;
 pub mod messages;
 pub mod psc;
