@@ -87,8 +87,9 @@ impl<J, const N: usize> JobQueue<J, N> {
             .any(|s| s.state.load(Ordering::Acquire) == FREE)
     }
 
-    /// Jobs queued or running.
-    pub fn in_flight(&self) -> usize {
+    /// Jobs queued or running (for the tests: the firmware asks [`JobQueue::has_free`]).
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         let busy = |s: &&Slot<J>| matches!(s.state.load(Ordering::Relaxed), QUEUED | RUNNING);
         self.slots.iter().filter(busy).count()
     }

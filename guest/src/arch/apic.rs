@@ -184,7 +184,7 @@ pub fn send_fixed_all_but_self(vector: u8) {
 }
 
 /// The mode [`enable`] set on the boot CPU (the APs enable theirs the same way), if any.
-pub fn mode() -> Option<Mode> {
+fn mode() -> Option<Mode> {
     match MODE.load(Ordering::Relaxed) {
         MODE_XAPIC => Some(Mode::XApic),
         MODE_X2APIC => Some(Mode::X2Apic),
@@ -245,10 +245,7 @@ pub fn enable_this_cpu(spurious: u8) -> u32 {
     write(reg::LVT_LINT0, LVT_MASKED);
     write(reg::LVT_TIMER, LVT_MASKED);
     write(reg::SVR, SVR_APIC_ENABLE | spurious as u32);
-    match mode {
-        Mode::X2Apic => read(reg::ID),
-        Mode::XApic => read(reg::ID) >> 24,
-    }
+    id()
 }
 
 /// Signals the end of the interrupt being serviced. For interrupt handlers; a no-op before
