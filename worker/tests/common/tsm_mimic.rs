@@ -84,9 +84,7 @@ fn run(dir: &Path, sc: &Scenario, stop: &AtomicBool, inblobs: &Mutex<Vec<Vec<u8>
         for e in entries {
             if e.is_dir() && !seen.contains(&e) {
                 seen.push(e.clone());
-                if let Some(blob) = serve_instance(&e, sc, stop) {
-                    inblobs.lock().unwrap().push(blob);
-                }
+                serve_instance(&e, sc, stop, inblobs);
                 let _ = fs::remove_dir_all(&e);
                 served = true;
             }
@@ -104,8 +102,15 @@ fn mkfifo(p: &Path) {
     assert_eq!(rc, 0, "mkfifo {}", p.display());
 }
 
-/// Populates one instance and serves its reads; returns the inblob if one was written.
-fn serve_instance(e: &Path, sc: &Scenario, stop: &AtomicBool) -> Option<Vec<u8>> {
+/// Populates one instance and serves its reads. The inblob is recorded before `outblob` is
+/// served: once the requester has its report it may answer its client, whose test then reads
+/// the record (recording it after the last write raced with that).
+fn serve_instance(
+    e: &Path,
+    sc: &Scenario,
+    stop: &AtomicBool,
+    inblobs: &Mutex<Vec<Vec<u8>>>,
+) -> Option<()> {
     fs::write(e.join("provider"), format!("{}\n", sc.provider)).ok()?;
     if let Some(a) = &sc.auxblob {
         fs::write(e.join("auxblob"), a).ok()?;
@@ -122,13 +127,13 @@ fn serve_instance(e: &Path, sc: &Scenario, stop: &AtomicBool) -> Option<Vec<u8>>
         }
         thread::sleep(Duration::from_micros(200));
     };
+    inblobs.lock().unwrap().push(inblob);
     write_fifo(&e.join("outblob"), &sc.outblob, stop)?;
     write_fifo(
         &e.join("generation"),
         format!("{}\n", sc.writes_seen).as_bytes(),
         stop,
-    )?;
-    Some(inblob)
+    )
 }
 
 /// Writes `data` to the FIFO once a reader has opened it (within [`STEP_DEADLINE`]).
