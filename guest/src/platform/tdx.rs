@@ -24,7 +24,7 @@ use pupa_guest::clock::Tsc;
 use pupa_guest::memmap::Region;
 use pupa_guest::tdx::accept::{self, AcceptStats, MapGpaError};
 use pupa_guest::tdx::backend::{TdxOps, MAX_QUOTE_LEN};
-use pupa_guest::tdx::lazy::{self, BootAcceptError, LazyAccept, BOOT_ACCEPT};
+use pupa_guest::tdx::lazy::{self, BootAcceptError, BOOT_ACCEPT};
 use pupa_guest::tdx::report::TDREPORT_LEN;
 use pupa_guest::tdx::rtmr::{BootConfig, EventLog, RtmrError};
 use pupa_guest::tdx::tdcall::{vmcall, vmcall_result, PageSize, VmcallError, VpInfo, VpInfoError};
@@ -116,12 +116,13 @@ pub(super) fn page_accept(gpa: u64, size: PageSize) -> u64 {
     unsafe { tdcall::page_accept(gpa, size) }
 }
 
-/// The heap's grow function ([`heap::GrowFn`]): accepts the next chunk of unaccepted RAM. Runs
-/// inside the allocator; an acceptance failure (a lying HOB or a VMM that re-added a page)
-/// stops the VM here, since the allocation cannot be served with memory of unknown contents.
-fn grow_heap(pending: &mut LazyAccept, min: u64) -> Option<(u64, u64)> {
-    match pending.grow(min, &mut page_accept) {
-        Ok(chunk) => chunk,
+/// The heap's accept function ([`heap::AcceptFn`]): accepts a chunk of unaccepted RAM the heap
+/// took off its pending list. Runs inside an allocation with no lock held; an acceptance
+/// failure (a lying HOB or a VMM that re-added a page) stops the VM here, since the allocation
+/// cannot be served with memory of unknown contents.
+fn grow_heap(start: u64, end: u64) {
+    match accept::accept_range(start, end, &mut page_accept) {
+        Ok(_) => {}
         Err(e) => {
             super::serial::emergency_println(format_args!(
                 "pupa: FATAL: TDX memory acceptance (heap growth): {e}"

@@ -15,7 +15,8 @@
 //! 2 MiB accepts), removes it from the list *before* accepting it, accepts it, and only then
 //! returns it for the heap to claim. So no page is ever accepted twice (a failed chunk is not
 //! retried: the error is fatal) and the heap never sees a page that is not accepted. The
-//! firmware's talc OOM handler (`platform/heap.rs`) calls it.
+//! firmware's allocator (`platform/heap.rs`) does the same in two steps, [`LazyAccept::take`]
+//! under its list's lock and the acceptance with no lock held.
 
 use alloc::vec::Vec;
 
@@ -97,8 +98,9 @@ impl LazyAccept {
 
     /// Removes and returns the next chunk: from the lowest pending range, at least
     /// `max(min, LAZY_CHUNK)` bytes rounded up to end on a 2 MiB boundary, or the rest of that
-    /// range if it is shorter.
-    fn take(&mut self, min: u64) -> Option<(u64, u64)> {
+    /// range if it is shorter. The caller accepts it (see [`Self::grow`]); the firmware's heap
+    /// takes the chunk under its list's lock and accepts it after releasing that lock.
+    pub fn take(&mut self, min: u64) -> Option<(u64, u64)> {
         if self.len == 0 {
             return None;
         }

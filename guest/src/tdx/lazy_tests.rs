@@ -266,3 +266,26 @@ fn the_boot_accepts_only_its_chunk() {
         ))
     ));
 }
+
+/// The firmware's heap takes chunks under its list's lock and accepts them after releasing it:
+/// two vCPUs that take before either accepts get disjoint chunks, and accepting both (in either
+/// order) accepts every page of them once.
+#[test]
+fn interleaved_takes_are_disjoint_and_accept_once() {
+    let ranges = [(0x50_0000, 0x1000_0000)];
+    let mut lazy = LazyAccept::new(&ranges).unwrap();
+    let mut m = kvm_mock(&ranges);
+    let a = lazy.take(1).unwrap();
+    let b = lazy.take(64 * MIB).unwrap();
+    assert!(a.1 <= b.0, "{a:x?} {b:x?}");
+    for (s, e) in [b, a] {
+        accept_range(s, e, &mut |g, sz| m.accept(g, sz)).unwrap();
+    }
+    for p in (a.0..a.1).chain(b.0..b.1).step_by(4096) {
+        assert_eq!(m.accepted_count.get(&p), Some(&1), "page {p:#x}");
+    }
+    assert_eq!(
+        lazy.remaining(),
+        0x1000_0000 - 0x50_0000 - (a.1 - a.0) - (b.1 - b.0)
+    );
+}
