@@ -16,6 +16,7 @@ pub mod entropy;
 pub mod idle;
 pub mod job_queue;
 pub mod linux;
+pub mod madt;
 pub mod memmap;
 pub mod pool;
 pub mod snp;

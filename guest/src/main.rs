@@ -128,6 +128,9 @@ pub extern "C" fn rust_main(boot_mode: u32, sev_status: u32, c_bit_hi: u32) -> !
     platform::idle::init(tsc, platform);
     let (vcpus, online) = platform.start_aps(tsc);
     println!("pupa: cpus {online} of {vcpus} online");
+    if vcpus > 1 {
+        println!("{}", platform::smp::apic_id_line());
+    }
     if online > 1 {
         worker.defer_jobs_above(platform::smp::INLINE_MAX_UNITS);
     }

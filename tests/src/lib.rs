@@ -76,6 +76,12 @@ pub fn boot_with_nic() -> (Guest, u16) {
 
 /// [`boot_with_nic`] with `vcpus` vCPUs (multi-threaded TCG where KVM does not work).
 pub fn boot_with_nic_vcpus(vcpus: u32) -> (Guest, u16) {
+    boot_with_nic_smp(vcpus, &vcpus.to_string())
+}
+
+/// As [`boot_with_nic_vcpus`] with QEMU's `-smp` argument `smp` (a topology such as
+/// `6,sockets=2,cores=3`), which must give `vcpus` boot vCPUs.
+pub fn boot_with_nic_smp(vcpus: u32, smp: &str) -> (Guest, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -95,7 +101,12 @@ pub fn boot_with_nic_vcpus(vcpus: u32) -> (Guest, u16) {
         fw_cfg: vec![],
         payload: None,
     };
-    let mut guest = Guest::start(&cfg).unwrap_or_else(|e| panic!("start qemu: {e}"));
+    let mut launch = profile::command(&cfg);
+    let at = launch.args.iter().position(|a| a == "-smp").expect("-smp") + 1;
+    launch.args[at] = smp.to_string();
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.args);
+    let mut guest = Guest::spawn_command(cmd, true).unwrap_or_else(|e| panic!("start qemu: {e}"));
     guest
         .wait_for(
             "pupa: ready",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pupa_host::client::jobspec::JobSpec;
 use pupa_host::client::{self, Connection, EvidencePolicy};
-use pupa_tests::boot_with_nic_vcpus;
+use pupa_tests::{boot_with_nic_smp, boot_with_nic_vcpus};
 
 /// Boots with `n` vCPUs; checks the banner; runs `specs` on one connection, each checked
 /// against the reference; returns each job's round-trip time.
@@ -138,6 +138,34 @@ fn one_two_and_four_vcpus_boot_and_serve() {
     for n in [1, 2, 4] {
         serve_with(n, MIXED);
     }
+}
+
+/// QEMU numbers APIC IDs by topology: `-smp 6,sockets=2,cores=3` gives 0 1 2 4 5 6. Every AP
+/// comes online (plain VMs start them by broadcast), reads that ID from its own local APIC,
+/// and the MADT the firmware reads (by which SNP and TDX start their APs) lists the same; the
+/// guest serves a job split over all six.
+#[test]
+fn apic_ids_with_gaps_are_read_from_the_madt() {
+    let (mut guest, port) = boot_with_nic_smp(6, "6,sockets=2,cores=3");
+    let console = guest.console.join("\n");
+    assert!(console.contains("pupa: cpus 6 of 6 online"), "{console}");
+    let line = console
+        .lines()
+        .find_map(|l| l.strip_prefix("pupa: apic ids online "))
+        .unwrap_or_else(|| panic!("no APIC ID line:\n{console}"));
+    let (online, madt) = line.split_once(", madt ").expect(line);
+    let sorted = |s: &str| {
+        let mut v: Vec<u32> = s.split(' ').map(|x| x.parse().expect(s)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(online), [0, 1, 2, 4, 5, 6], "{line}");
+    assert_eq!(sorted(madt), [0, 1, 2, 4, 5, 6], "{line}");
+    Client::connect(port).run(
+        r#"{"op":"matmul","m":192,"n":192,"k":192,"dtype":"f32","seed":5}"#,
+        6,
+    );
+    guest.stop();
 }
 
 /// A benchmark (about 75 s under TCG here), so not part of the test command: run it with

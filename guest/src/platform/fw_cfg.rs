@@ -54,6 +54,30 @@ pub fn present() -> bool {
 
 /// Read a named file (e.g. `etc/e820`).
 pub fn read_file(name: &str) -> Result<Vec<u8>, FwCfgError> {
+    let (key, size) = find(name)?;
+    if size > MAX_FILE {
+        return Err(FwCfgError::TooLarge(size));
+    }
+    select(key);
+    let mut out = alloc::vec![0u8; size as usize];
+    read(&mut out);
+    Ok(out)
+}
+
+/// Selects a named file and gives `f` a reader of its bytes, in order, and its size: for a
+/// caller that needs only the start of a large file (`madt::find_table`). Reading past the
+/// end gives zeros (QEMU's data port does).
+pub fn stream_file<R>(
+    name: &str,
+    f: impl FnOnce(&mut dyn FnMut(&mut [u8]), usize) -> R,
+) -> Result<R, FwCfgError> {
+    let (key, size) = find(name)?;
+    select(key);
+    Ok(f(&mut |buf| read(buf), size as usize))
+}
+
+/// The selector key and size of a named file.
+fn find(name: &str) -> Result<(u16, u32), FwCfgError> {
     if !present() {
         return Err(FwCfgError::NotPresent);
     }
@@ -69,13 +93,7 @@ pub fn read_file(name: &str) -> Result<Vec<u8>, FwCfgError> {
         let fname = &e[8..];
         let len = fname.iter().position(|&c| c == 0).unwrap_or(fname.len());
         if &fname[..len] == name.as_bytes() {
-            if size > MAX_FILE {
-                return Err(FwCfgError::TooLarge(size));
-            }
-            select(key);
-            let mut out = alloc::vec![0u8; size as usize];
-            read(&mut out);
-            return Ok(out);
+            return Ok((key, size));
         }
     }
     Err(FwCfgError::NotFound)

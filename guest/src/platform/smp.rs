@@ -6,9 +6,15 @@
 //! (`arch::smp`), SNP with AP creation (`snp_ap`), TDX through the ACPI wakeup mailbox
 //! (`tdx_smp`); all of them with the stacks and [`ap_entry`] from here.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use pupa_guest::clock::Tsc;
 use pupa_guest::idle::{VECTOR_SPURIOUS, VECTOR_WAKE};
 use pupa_guest::job_queue::JobQueue;
+use pupa_guest::madt;
 use pupa_guest::pool::{self, Pool};
 use pupa_runtime::{AdmittedJob, PooledKernels};
 
@@ -91,11 +97,20 @@ fn vcpus() -> u32 {
     }
 }
 
+/// The APIC ID each AP read from its own local APIC when it came online, by index (1 first);
+/// [`NO_ID`] where none did.
+static ONLINE_IDS: [AtomicU32; MAX_CPUS as usize] =
+    [const { AtomicU32::new(NO_ID) }; MAX_CPUS as usize];
+const NO_ID: u32 = u32::MAX;
+
 /// Where every AP enters Rust, on its own stack, `index` 1 first: its descriptor tables
 /// (the shared IDT, so #VE/#VC are handled on this CPU too), its local APIC, then the pool.
-pub(super) extern "C" fn ap_entry(_index: u64) -> ! {
+pub(super) extern "C" fn ap_entry(index: u64) -> ! {
     crate::arch::interrupts::init_ap();
-    apic::enable_this_cpu(VECTOR_SPURIOUS);
+    let id = apic::enable_this_cpu(VECTOR_SPURIOUS);
+    if let Some(slot) = ONLINE_IDS.get(index as usize) {
+        slot.store(id, Ordering::Relaxed);
+    }
     let platform = super::current();
     // Interrupts stay masked but inside the platform's halt, which returns after any
     // interrupt, including one that arrived before it (see `pool`).
@@ -148,4 +163,55 @@ pub(super) fn spin_until(tsc: Tsc, us: u64, done: impl Fn() -> bool) {
     while !done() && (rdtsc().wrapping_sub(end) as i64) < 0 {
         core::hint::spin_loop();
     }
+}
+
+/// The APIC IDs of the VMM's enabled vCPUs other than the boot CPU, from the ACPI MADT in
+/// fw_cfg (`pupa_guest::madt`), at most `count`; `None` (and a line saying why) without one:
+/// the platforms that start APs by ID then assume QEMU's plain `-smp N` numbering, 1..N.
+pub(super) fn other_apic_ids(count: u32) -> Option<Vec<u32>> {
+    let found = fw_cfg::stream_file("etc/acpi/tables", |read, size| {
+        madt::find_table(&mut |b: &mut [u8]| read(b), size, madt::MADT_SIGNATURE)
+            .and_then(|t| madt::enabled_apic_ids(&t))
+    });
+    match found {
+        Ok(Ok(ids)) => {
+            let own = apic::id();
+            Some(
+                ids.into_iter()
+                    .filter(|&id| id != own)
+                    .take(count as usize)
+                    .collect(),
+            )
+        }
+        Ok(Err(e)) => {
+            crate::println!("pupa: smp: MADT: {e}; assuming APIC IDs 1..{count}");
+            None
+        }
+        Err(e) => {
+            crate::println!("pupa: smp: ACPI tables: {e}; assuming APIC IDs 1..{count}");
+            None
+        }
+    }
+}
+
+/// One banner line: the APIC IDs of the online vCPUs, as each read its own (the boot CPU
+/// first), and those the MADT lists.
+pub fn apic_id_line() -> String {
+    let mut line = alloc::format!("pupa: apic ids online {}", apic::id());
+    for id in ONLINE_IDS.iter().map(|s| s.load(Ordering::Relaxed)) {
+        if id != NO_ID {
+            let _ = write!(line, " {id}");
+        }
+    }
+    line.push_str(", madt");
+    match other_apic_ids(MAX_CPUS) {
+        Some(ids) => {
+            let _ = write!(line, " {}", apic::id());
+            for id in ids {
+                let _ = write!(line, " {id}");
+            }
+        }
+        None => line.push_str(" none"),
+    }
+    line
 }

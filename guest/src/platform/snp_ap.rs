@@ -13,6 +13,7 @@
 //! The launch measurement is unchanged: it holds one launch VMSA per vCPU (`sev-snp-measure
 //! --vcpus N`), and AP creation at run time replaces those VMSAs without being measured.
 
+use alloc::vec::Vec;
 use core::alloc::Layout;
 
 use pupa_guest::clock::Tsc;
@@ -66,6 +67,8 @@ fn bsp_state() -> Option<BspState> {
 /// The firmware's side of AP creation.
 struct Machine {
     stacks: u64,
+    /// The other vCPUs' APIC IDs from the MADT (`None`: QEMU's plain numbering, 1..n-1).
+    apic_ids: Option<Vec<u32>>,
 }
 
 impl ApMachine for Machine {
@@ -82,8 +85,12 @@ impl ApMachine for Machine {
             return None;
         }
         Some(ApStart {
-            // QEMU/KVM number the vCPUs' APIC IDs 0..n-1, the boot CPU 0.
-            apic_id: index,
+            // AP `index` is the MADT's `index`-th vCPU after the boot CPU; without a MADT,
+            // QEMU's plain `-smp N` numbering (0..n-1, the boot CPU 0).
+            apic_id: match &self.apic_ids {
+                Some(ids) => *ids.get(index as usize - 1)?,
+                None => index,
+            },
             rip: snp_ap_entry as *const () as u64,
             stack_top: self.stacks + u64::from(index) * AP_STACK,
             index: u64::from(index),
@@ -119,7 +126,11 @@ pub fn start(tsc: Tsc) -> (u32, u32) {
             crate::println!("pupa: snp: no descriptor tables yet, running on one vCPU");
             return 0;
         };
-        match ap::start_aps(&mut Machine { stacks }, hv_features(), &bsp, n) {
+        let apic_ids = smp::other_apic_ids(n - 1);
+        let n = apic_ids
+            .as_ref()
+            .map_or(n, |ids| n.min(ids.len() as u32 + 1));
+        match ap::start_aps(&mut Machine { stacks, apic_ids }, hv_features(), &bsp, n) {
             Ok(report) => {
                 for (apic_id, e) in &report.refused {
                     crate::println!("pupa: snp: AP {apic_id} not started: {e}");

@@ -249,7 +249,7 @@ pub struct ApReport {
     pub refused: Vec<(u32, ApError)>,
 }
 
-/// Creates the APs 1..`vcpus` (APIC IDs 1..n-1, QEMU's numbering) after checking that the
+/// Creates the APs 1..`vcpus` (each APIC ID as `ApMachine::prepare_ap` names it) after checking that the
 /// hypervisor offers AP creation; an AP that fails is recorded and the next one is tried.
 pub fn start_aps(
     m: &mut impl ApMachine,
