@@ -23,7 +23,7 @@ KERNELS = {
         "pupa_attention_fwd_d128_sm90a": {"reg_budget": 168, "hgmma": True, "dyn_smem": 164920},
     },
 }
-SERIALIZED = re.compile(r"C7511|C7515|wgmma.*serializ", re.IGNORECASE)
+SERIALIZED = re.compile(r"C7511|C7513|C7515|wgmma.*serializ", re.IGNORECASE)
 
 
 def run(cmd):
@@ -96,6 +96,36 @@ def nvrtc_ptx(lib, src_dir, src, options):
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
+def ctypes_lib(path):
+    import ctypes
+
+    return ctypes.CDLL(str(path))
+
+
+def cu12_path(lib12, args, src, stem, kernels, rows, failures):
+    """The cubins for NVIDIA's R535 driver (the Linux payload's, CUDA 12.2): PTX from CUDA 12's
+    NVRTC, assembled by CUDA 12's ptxas for sm_90a. The driver loads a cubin of any CUDA 12
+    release (CUDA minor version compatibility) but JIT-compiles PTX only up to ISA 8.2 (CUDA
+    12.2), whose ptxas serialises these kernels' wgmma (C7513/C7515): so the cubins come from
+    a later CUDA 12 (pinned in requirements-cu12.txt) and are gated like the others."""
+    ok, ptx = nvrtc_ptx(lib12, args.src, src, nvrtc_options(args.src))
+    if not ok:
+        failures.append(f"cu12 {src}: NVRTC failed:\n{ptx}")
+        return
+    # out/cu12/<stem>.cubin: the names `pupa_kernels::cuda::Cubins::read_dir` reads.
+    out12 = args.out / "cu12"
+    out12.mkdir(exist_ok=True)
+    ptx_file = out12 / (stem + ".ptx")
+    ptx_file.write_text(ptx)
+    cubin = out12 / (stem + ".cubin")
+    rc, log = run([str(args.cu12_ptxas), "-arch=sm_90a", "-O3", "-v", "-o", str(cubin), str(ptx_file)])
+    (out12 / (stem + ".ptxas.log")).write_text(log)
+    if rc != 0:
+        failures.append(f"cu12 {src}: ptxas failed (exit {rc}):\n{log}")
+    else:
+        gate("cu12", src, kernels, log, cubin, args.out, rows, failures)
+
+
 def nvrtc_options(src_dir):
     """The NVRTC options of kernels/src/cuda/source.rs, so both paths compile alike."""
     text = (src_dir.parent / "src" / "cuda" / "source.rs").read_text()
@@ -138,6 +168,8 @@ def main():
     ap.add_argument("--src", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--nvrtc", type=Path, help="libnvrtc.so to also gate the run-time (NVRTC) path")
+    ap.add_argument("--cu12-nvrtc", type=Path, help="CUDA 12 libnvrtc.so.12 for the R535 cubins")
+    ap.add_argument("--cu12-ptxas", type=Path, help="the ptxas of the same CUDA 12 release")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -148,6 +180,7 @@ def main():
 
     rows = []
     lib = None
+    lib12 = ctypes_lib(args.cu12_nvrtc) if args.cu12_nvrtc else None
     if args.nvrtc:
         import ctypes
 
@@ -163,6 +196,8 @@ def main():
             failures.append(f"nvcc {src}: compile failed (exit {rc}):\n{log}")
         else:
             gate("nvcc", src, kernels, log, cubin, args.out, rows, failures)
+        if lib12 is not None:
+            cu12_path(lib12, args, src, stem, kernels, rows, failures)
         if lib is None:
             continue
         # Run-time path: NVRTC -> PTX, then ptxas as the driver's JIT would assemble it.
@@ -190,8 +225,9 @@ def main():
         for f in failures:
             print(f"  - {f}", file=sys.stderr)
         return 1
-    paths = "nvcc and NVRTC" if lib else "nvcc"
-    print(f"\nCUDA gates passed ({paths}): {len(rows)} kernel builds for sm_90a, no spills, within register budgets, HGMMA present, no C7511/C7515.")
+    paths = "nvcc, NVRTC" if lib else "nvcc"
+    paths += " and CUDA 12 cubins" if lib12 else ""
+    print(f"\nCUDA gates passed ({paths}): {len(rows)} kernel builds for sm_90a, no spills, within register budgets, HGMMA present, no C7511/C7513/C7515.")
     return 0
 
 

@@ -29,7 +29,10 @@ if ! grep -q ", 9\.0," <<<"$gpus"; then
 fi
 mkdir -p "$OUT"
 
-echo "== 1. kernels vs the f64 reference (cuda_gpu, GPU required)"
+echo "== 0. compile gates; the CUDA 12 cubins for the R535 driver (target/cuda-gates/cu12)"
+bash kernels/cuda/check.sh | tee "$OUT/gates.txt"
+
+echo "== 1. kernels vs the f64 reference, the CUDA 12 cubins vs NVRTC (cuda_gpu, GPU required)"
 PUPA_REQUIRE_GPU=1 cargo test --locked --release -p pupa-kernels --features cuda --test cuda_gpu \
   -- --nocapture 2>&1 | tee "$OUT/cuda_gpu.log"
 

@@ -5,7 +5,7 @@
 
 use half::bf16;
 use pupa_kernels::cuda::model::attention::{attention_tiled, AttnShape as ModelShape};
-use pupa_kernels::cuda::{compile_all_ptx, CudaError, CudaKernels};
+use pupa_kernels::cuda::{compile_all_ptx, Cubins, CudaError, CudaKernels};
 use pupa_kernels::reference::{attention_f64, matmul_f64};
 use pupa_kernels::{rel_l2_error, AttnShape, MatRef};
 
@@ -69,6 +69,103 @@ fn nvrtc_compiles_every_kernel_for_sm_90a() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// A directory for one test's files.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("pupa-cubins-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn cubin_files_are_checked_before_the_driver_sees_them() {
+    let dir = temp_dir("check");
+    let bad = |e: CudaError, file: &str, why: &str| match e {
+        CudaError::BadCubin { path, why: w } => {
+            assert!(path.ends_with(file), "{path}");
+            assert!(w.contains(why), "{w}");
+        }
+        other => panic!("{other}"),
+    };
+    bad(
+        Cubins::read_dir(&dir).err().unwrap(),
+        Cubins::FILES[0],
+        "No such file",
+    );
+    std::fs::write(dir.join(Cubins::FILES[0]), b"\x7fELF\x02\x01\x01").unwrap();
+    std::fs::write(dir.join(Cubins::FILES[1]), b"// PTX, not a cubin").unwrap();
+    bad(
+        Cubins::read_dir(&dir).err().unwrap(),
+        Cubins::FILES[1],
+        "not an ELF file",
+    );
+    let f = std::fs::File::create(dir.join(Cubins::FILES[1])).unwrap();
+    f.set_len(17 << 20).unwrap();
+    bad(
+        Cubins::read_dir(&dir).err().unwrap(),
+        Cubins::FILES[1],
+        "bytes, more than",
+    );
+    std::fs::write(dir.join(Cubins::FILES[1]), b"\x7fELF\x02\x01\x01").unwrap();
+    let c = Cubins::read_dir(&dir).unwrap();
+    assert_eq!(c.gemm.len(), 7);
+    // Without a driver, the cubins are not even looked at: a clear error, no panic.
+    if std::env::var_os("PUPA_REQUIRE_GPU").is_none() {
+        if let Err(e) = CudaKernels::with_cubins(0, &c) {
+            eprintln!("with_cubins on this machine: {e}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The cubins `kernels/cuda/check.sh` builds for the R535 driver (CUDA 12.9 NVRTC and ptxas,
+/// in `$PUPA_CUDA_OUT/cu12`, default `target/cuda-gates/cu12`) compute what the NVRTC build
+/// computes. Needs the GPU and check.sh's output.
+#[test]
+fn cuda12_cubins_match_the_nvrtc_build() {
+    let dir = std::env::var_os("PUPA_CUDA_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cuda-gates")
+        })
+        .join("cu12");
+    let cubins = match Cubins::read_dir(&dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: {e} (run kernels/cuda/check.sh first)");
+            return;
+        }
+    };
+    let Some(nvrtc) = gpu() else { return };
+    let prebuilt = CudaKernels::with_cubins(0, &cubins).expect("the CUDA 12 cubins load");
+    let (m, n, k) = (256, 192, 128);
+    let mut rng = Rng(7);
+    let (a, b) = (rng.bf16_vec(m * k), rng.bf16_vec(n * k));
+    let want = nvrtc.gemm_host(&a, &b, m, n, k).unwrap();
+    let got = prebuilt.gemm_host(&a, &b, m, n, k).unwrap();
+    let want64: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
+    let err = rel_l2_error(&got, &want64);
+    assert!(err <= 1e-6, "CUDA 12 cubin vs NVRTC build: rel err {err:e}");
+    let shape = AttnShape {
+        seq_q: 256,
+        seq_k: 256,
+        heads: 2,
+        kv_heads: 1,
+        dim: 64,
+        causal: true,
+    };
+    let q = rng.bf16_vec(256 * 2 * 64);
+    let (kk, v) = (rng.bf16_vec(256 * 64), rng.bf16_vec(256 * 64));
+    let want = nvrtc.attention_host(&q, &kk, &v, &shape).unwrap();
+    let got = prebuilt.attention_host(&q, &kk, &v, &shape).unwrap();
+    let want64: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
+    let err = rel_l2_error(&got, &want64);
+    assert!(
+        err <= 1e-6,
+        "attention, CUDA 12 cubin vs NVRTC build: rel err {err:e}"
+    );
 }
 
 #[test]

@@ -61,24 +61,27 @@ impl Compute for WorkerCompute {
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda() -> Result<WorkerCompute, ComputeSetupError> {
-    crate::cuda::CudaCompute::open(0)
+fn open_cuda(cubins: Option<&std::path::Path>) -> Result<WorkerCompute, ComputeSetupError> {
+    crate::cuda::CudaCompute::open(0, cubins)
         .map(|c| WorkerCompute::Cuda(Box::new(c)))
         .map_err(|e| ComputeSetupError::Cuda(e.to_string()))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda() -> Result<WorkerCompute, ComputeSetupError> {
+fn open_cuda(_: Option<&std::path::Path>) -> Result<WorkerCompute, ComputeSetupError> {
     Err(ComputeSetupError::NotBuilt)
 }
 
-/// Opens the backend `choice` asks for. `auto` never fails: without CUDA it logs why and
-/// takes the CPU kernels.
-pub fn select(choice: ComputeChoice) -> Result<WorkerCompute, ComputeSetupError> {
+/// Opens the backend `choice` asks for (CUDA kernels from `cubins` when given, else compiled
+/// with NVRTC). `auto` never fails: without CUDA it logs why and takes the CPU kernels.
+pub fn select(
+    choice: ComputeChoice,
+    cubins: Option<&std::path::Path>,
+) -> Result<WorkerCompute, ComputeSetupError> {
     match choice {
         ComputeChoice::Cpu => Ok(WorkerCompute::Cpu(CpuKernels)),
-        ComputeChoice::Cuda => open_cuda(),
-        ComputeChoice::Auto => match open_cuda() {
+        ComputeChoice::Cuda => open_cuda(cubins),
+        ComputeChoice::Auto => match open_cuda(cubins) {
             Ok(c) => Ok(c),
             Err(e) => {
                 let why = match e {

@@ -10,7 +10,7 @@
 
 use half::bf16;
 use half::slice::HalfBitsSliceExt;
-use pupa_kernels::cuda::{CudaError, CudaKernels};
+use pupa_kernels::cuda::{Cubins, CudaError, CudaKernels};
 use pupa_protocol::job::{DType, Job, JobShape, Layout, Op};
 use pupa_runtime::{attn_shape, Compute, ComputeError, CpuKernels};
 
@@ -23,12 +23,17 @@ pub struct CudaCompute {
 }
 
 impl CudaCompute {
-    /// Opens GPU `ordinal` (probes libcuda and NVRTC, requires sm_90, compiles the kernels).
-    pub fn open(ordinal: usize) -> Result<Self, CudaError> {
-        let gpu = CudaKernels::new(ordinal)?;
+    /// Opens GPU `ordinal` (probes libcuda, requires sm_90) with the kernels from `cubins`
+    /// (built ahead of time), or compiled with NVRTC when `None`.
+    pub fn open(ordinal: usize, cubins: Option<&std::path::Path>) -> Result<Self, CudaError> {
+        let gpu = match cubins {
+            Some(dir) => CudaKernels::with_cubins(ordinal, &Cubins::read_dir(dir)?)?,
+            None => CudaKernels::new(ordinal)?,
+        };
         tracing::info!(
             device = %gpu.device_name().unwrap_or_default(),
-            "CUDA: pupa's Hopper kernels compiled; bf16 jobs run on the GPU"
+            kernels = %cubins.map_or("compiled with NVRTC".into(), |d| format!("cubins from {}", d.display())),
+            "CUDA: pupa's Hopper kernels loaded; bf16 jobs run on the GPU"
         );
         Ok(CudaCompute {
             gpu,

@@ -78,6 +78,11 @@ pub struct Args {
     /// Where jobs run.
     #[arg(long, value_enum, default_value = "auto")]
     pub compute: ComputeChoice,
+    /// CUDA: load the kernels built ahead of time from this directory
+    /// (`gemm_bf16_sm90a.cubin`, `attention_fwd_sm90a.cubin`, as `kernels/cuda/check.sh` builds
+    /// them for the R535 driver) instead of compiling them with NVRTC.
+    #[arg(long)]
+    pub cuda_cubins: Option<PathBuf>,
     /// GPU evidence: `auto` (NVML if it loads and sees GPUs), `none`, `nvml` (required) or
     /// `mock:DIR` (tests: serves DIR's sample, see `gpu::mock`).
     #[arg(long, default_value = "auto")]
@@ -253,7 +258,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
         return Err(StartError::CudaWithoutGpuEvidence);
     }
     let early = match gpus {
-        None => Some(compute::select(args.compute)?),
+        None => Some(compute::select(args.compute, args.cuda_cubins.as_deref())?),
         Some(_) => None,
     };
     if let Some(why) = note {
@@ -273,7 +278,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), StartError> {
         gpu::LateCompute(compute.clone()),
     )?;
     if compute.borrow().is_none() {
-        let opened = compute::select(args.compute)?;
+        let opened = compute::select(args.compute, args.cuda_cubins.as_deref())?;
         *compute.borrow_mut() = Some(opened);
     }
     tracing::info!(

@@ -9,6 +9,14 @@ pub enum CudaError {
     /// libnvrtc from CUDA 13.x could not be loaded (it compiles the kernels at run time).
     #[error("libnvrtc (CUDA 13.2 or newer) is not present: install the CUDA 13 runtime compiler or put it on LD_LIBRARY_PATH")]
     NoNvrtc,
+    /// A kernel file built ahead of time could not be used.
+    #[error("cubin {path}: {why}")]
+    BadCubin {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// The driver sees no device with this ordinal.
     #[error("no CUDA device with ordinal {ordinal} ({count} present)")]
     NoDevice {

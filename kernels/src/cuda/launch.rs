@@ -36,6 +36,60 @@ pub fn probe() -> Result<(), CudaError> {
     Ok(())
 }
 
+/// Checks that the driver library (libcuda) can be loaded: all [`CudaKernels::with_cubins`]
+/// needs.
+pub fn probe_driver() -> Result<(), CudaError> {
+    // SAFETY: only tries to dlopen the library under its usual names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(CudaError::NoDriver);
+    }
+    Ok(())
+}
+
+/// The kernels built ahead of time for sm_90a, as `kernels/cuda/check.sh` builds them for
+/// NVIDIA's R535 driver (`*.cu12.cubin` in its output): loaded with `cuModuleLoadData`, so
+/// neither NVRTC nor the driver's PTX JIT runs.
+pub struct Cubins {
+    /// `gemm_bf16_sm90a.cubin`.
+    pub gemm: Vec<u8>,
+    /// `attention_fwd_sm90a.cubin`.
+    pub attention: Vec<u8>,
+}
+
+/// The most bytes a cubin file may have (the kernels' are tens of KiB).
+const MAX_CUBIN: u64 = 16 << 20;
+
+impl Cubins {
+    /// The file names [`Cubins::read_dir`] reads.
+    pub const FILES: [&'static str; 2] = ["gemm_bf16_sm90a.cubin", "attention_fwd_sm90a.cubin"];
+
+    /// Reads both cubins from `dir`; each must be an ELF file of at most 16 MiB.
+    pub fn read_dir(dir: &std::path::Path) -> Result<Self, CudaError> {
+        let read = |name: &str| -> Result<Vec<u8>, CudaError> {
+            let path = dir.join(name);
+            let bad = |why: String| CudaError::BadCubin {
+                path: path.display().to_string(),
+                why,
+            };
+            let len = std::fs::metadata(&path)
+                .map_err(|e| bad(e.to_string()))?
+                .len();
+            if len > MAX_CUBIN {
+                return Err(bad(format!("{len} bytes, more than {MAX_CUBIN}")));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+            if !bytes.starts_with(b"\x7fELF") {
+                return Err(bad("not an ELF file".into()));
+            }
+            Ok(bytes)
+        };
+        Ok(Cubins {
+            gemm: read(Self::FILES[0])?,
+            attention: read(Self::FILES[1])?,
+        })
+    }
+}
+
 /// Compiles one source with NVRTC to PTX for sm_90a (needs only libnvrtc, no GPU).
 pub(crate) fn compile(kernel: &'static str, src: &str) -> Result<Ptx, CudaError> {
     // SAFETY: only tries to dlopen libnvrtc.
@@ -140,6 +194,18 @@ impl CudaKernels {
     /// compiles the kernels with NVRTC (a few seconds, once).
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
         probe()?;
+        Self::open(ordinal, None)
+    }
+
+    /// Opens device `ordinal` with kernels built ahead of time: probes libcuda only, requires
+    /// compute capability 9.0, loads the cubins (for a driver whose PTX JIT is older than
+    /// CUDA 13, and a guest without NVRTC).
+    pub fn with_cubins(ordinal: usize, cubins: &Cubins) -> Result<Self, CudaError> {
+        probe_driver()?;
+        Self::open(ordinal, Some(cubins))
+    }
+
+    fn open(ordinal: usize, cubins: Option<&Cubins>) -> Result<Self, CudaError> {
         let count = match CudaContext::device_count() {
             Ok(c) => c,
             // cuInit reports a driver without any device this way.
@@ -160,9 +226,14 @@ impl CudaKernels {
         }
         let load = |file: &'static str,
                     src: &str,
+                    cubin: Option<&Vec<u8>>,
                     funcs: &[(&str, u32)]|
          -> Result<Vec<CudaFunction>, CudaError> {
-            let module = ctx.load_module(compile(file, src)?)?;
+            let image = match cubin {
+                Some(c) => Ptx::from_binary(c.clone()),
+                None => compile(file, src)?,
+            };
+            let module = ctx.load_module(image)?;
             funcs
                 .iter()
                 .map(|&(name, smem)| {
@@ -178,11 +249,13 @@ impl CudaKernels {
         let mut g = load(
             "gemm_bf16_sm90a.cu",
             GEMM_CU,
+            cubins.map(|c| &c.gemm),
             &[("pupa_gemm_bf16_sm90a", gm::SMEM_BYTES)],
         )?;
         let mut a = load(
             "attention_fwd_sm90a.cu",
             ATTENTION_CU,
+            cubins.map(|c| &c.attention),
             &[
                 ("pupa_attention_fwd_d64_sm90a", am::smem_bytes(64)),
                 ("pupa_attention_fwd_d128_sm90a", am::smem_bytes(128)),

@@ -204,6 +204,9 @@ fn network(opts: &BootOptions) -> Result<(String, Cidr, Option<Ipv4Addr>), Strin
     Ok((iface, ip, gateway))
 }
 
+/// Where an initramfs keeps the CUDA kernels built ahead of time (`--cuda-cubins`).
+const CUDA_CUBINS: &str = "/lib/pupa/cuda";
+
 /// Serves as `pupa-worker --listen … --tee … --compute …` would; powers off when it ends.
 fn serve(opts: &BootOptions) -> ! {
     tracing_subscriber::fmt()
@@ -213,7 +216,7 @@ fn serve(opts: &BootOptions) -> ! {
         .init();
     // through the parser, so that options added to `Args` later keep their defaults
     let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
-    let argv = [
+    let mut argv = vec![
         "pupa-worker".to_string(),
         format!("--listen={}", opts.listen),
         format!(
@@ -225,6 +228,11 @@ fn serve(opts: &BootOptions) -> ! {
             name(opts.compute.to_possible_value()).unwrap_or_default()
         ),
     ];
+    // An initramfs that carries the kernels built ahead of time (for the R535 driver) gets
+    // them used; NVRTC is not in the payload.
+    if std::path::Path::new(CUDA_CUBINS).is_dir() {
+        argv.push(format!("--cuda-cubins={CUDA_CUBINS}"));
+    }
     let args = Args::try_parse_from(argv).unwrap_or_else(|e| fatal(&format!("arguments: {e}")));
     let stop = AtomicBool::new(false);
     match pupa_worker::run(&args, &stop) {
