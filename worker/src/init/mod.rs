@@ -3,7 +3,8 @@
 //! modules the initramfs lists in `/lib/modules/pupa.order` (in that order, finit_module),
 //! configures the NIC from the kernel command line ([`cmdline`]: static IPv4 address and default
 //! route, or both by DHCP ([`dhcp`], one lease at boot, never renewed)), then serves like
-//! `pupa-worker --listen … --tee …`.
+//! `pupa-worker --listen … --tee …`. With NVIDIA's driver loaded it creates the device nodes
+//! libcuda and NVML open ([`nvidia`]).
 //!
 //! PID 1 must never exit (the kernel panics): any fatal error prints one line
 //! (`pupa-init: fatal: …`) to the console and powers the machine off. SIGCHLD is ignored, so
@@ -11,6 +12,7 @@
 
 pub mod cmdline;
 pub mod dhcp;
+pub mod nvidia;
 mod sys;
 
 use std::fs::File;
@@ -75,7 +77,14 @@ fn setup() -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {dir}: {e}"))?;
         sys::mount(fstype, dir, fstype).map_err(|e| format!("mount {fstype} on {dir}: {e}"))?;
     }
-    load_modules(Path::new(MODULE_LIST))
+    load_modules(Path::new(MODULE_LIST))?;
+    match nvidia::create_nodes() {
+        Ok(0) => {}
+        Ok(n) => say(&format!("nvidia: device nodes for {n} GPU(s)")),
+        // libcuda and NVML then fail with their own message; the CPU kernels still serve
+        Err(e) => say(&format!("nvidia: device nodes: {e}")),
+    }
+    Ok(())
 }
 
 /// Loads each module named in `list` (absent list: none). A module already present

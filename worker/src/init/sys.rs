@@ -1,5 +1,5 @@
 //! Thin wrappers over the Linux system calls PID 1 needs: mount, finit_module, the classic
-//! network ioctls (SIOCSIFADDR, SIOCSIFNETMASK, SIOCGIFFLAGS/SIOCSIFFLAGS, SIOCADDRT,
+//! mknod, network ioctls (SIOCSIFADDR, SIOCSIFNETMASK, SIOCGIFFLAGS/SIOCSIFFLAGS, SIOCADDRT,
 //! SIOCGIFHWADDR), the DHCP client's socket options, reboot and the SIGCHLD disposition. Every
 //! `unsafe` block of the init code is here.
 
@@ -26,6 +26,15 @@ pub fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
     let (s, t, f) = (cstr(source)?, cstr(target)?, cstr(fstype)?);
     // SAFETY: three valid NUL-terminated strings that outlive the call; no data argument.
     let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
+    check(rc.into())
+}
+
+/// `mknod(path, S_IFCHR | mode, makedev(major, minor))`: a character device node.
+pub fn mknod_char(path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
+    let p = cstr(path)?;
+    let dev = libc::makedev(major, minor);
+    // SAFETY: a valid NUL-terminated path that outlives the call; mode and device are values.
+    let rc = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | mode as libc::mode_t, dev) };
     check(rc.into())
 }
 
