@@ -159,23 +159,34 @@ fn pad4(out: &mut Vec<u8>) {
 /// `/proc`, `/sys`, `/dev`, `/init` (mode 0755), each module as `lib/modules/NAME` (0644) and
 /// [`MODULE_LIST`] naming them in the order given (the load order).
 pub fn payload(init: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>, Error> {
-    payload_with_firmware(init, modules, &[])
+    payload_with_files(init, modules, &[])
 }
 
-/// [`payload`] with firmware files: `(path relative to the root, bytes)`, e.g.
-/// `lib/firmware/nvidia/535.261.03/gsp_ga10x.bin` (the kernel's firmware loader looks under
-/// `/lib/firmware` directly). Without firmware the bytes are those of [`payload`].
-pub fn payload_with_firmware(
+/// Where [`payload_with_files`] may put files: firmware (the kernel's loader looks under
+/// `/lib/firmware` directly), the glibc loader and libraries, pupa's CUDA kernels.
+pub const EXTRA_PREFIXES: [&str; 5] = [
+    "lib/firmware/",
+    "lib64/",
+    "lib/x86_64-linux-gnu/",
+    "usr/lib/x86_64-linux-gnu/",
+    "lib/pupa/",
+];
+
+/// [`payload`] with more files: `(path relative to the root, bytes)` under one of
+/// [`EXTRA_PREFIXES`], e.g. `lib/firmware/nvidia/535.261.03/gsp_ga10x.bin`. Without them the
+/// bytes are those of [`payload`]. Shared libraries and the loader get mode 0755.
+pub fn payload_with_files(
     init: &[u8],
     modules: &[(String, Vec<u8>)],
-    firmware: &[(String, Vec<u8>)],
+    files: &[(String, Vec<u8>)],
 ) -> Result<Vec<u8>, Error> {
     let mut a = Initramfs::new();
-    for (path, bytes) in firmware {
-        if !path.starts_with("lib/firmware/") {
+    for (path, bytes) in files {
+        if !EXTRA_PREFIXES.iter().any(|p| path.starts_with(p)) {
             return Err(Error::BadPath(path.clone()));
         }
-        a.add(path, 0o644, Kind::File(bytes.clone()))?;
+        let mode = if path.contains(".so") { 0o755 } else { 0o644 };
+        a.add(path, mode, Kind::File(bytes.clone()))?;
     }
     a.add("dev", 0o755, Kind::Dir)?;
     a.add("dev/console", 0o600, Kind::CharDev(5, 1))?;
@@ -331,14 +342,14 @@ mod tests {
         ];
         // no firmware: the bytes of `payload`
         assert_eq!(
-            payload_with_firmware(b"\x7fELF-init", &modules, &[]).unwrap(),
+            payload_with_files(b"\x7fELF-init", &modules, &[]).unwrap(),
             sample()
         );
         let fw = vec![(
             "lib/firmware/nvidia/535.261.03/gsp_ga10x.bin".to_string(),
             b"gsp".to_vec(),
         )];
-        let with = payload_with_firmware(b"\x7fELF-init", &modules, &fw).unwrap();
+        let with = payload_with_files(b"\x7fELF-init", &modules, &fw).unwrap();
         assert!(with.len() > sample().len());
         let names = String::from_utf8_lossy(&with).into_owned();
         for p in [
@@ -350,6 +361,6 @@ mod tests {
             assert!(names.contains(p), "{p}");
         }
         let bad = vec![("etc/gsp.bin".to_string(), vec![])];
-        assert!(payload_with_firmware(b"", &[], &bad).is_err());
+        assert!(payload_with_files(b"", &[], &bad).is_err());
     }
 }

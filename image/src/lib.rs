@@ -19,6 +19,7 @@ pub mod layout;
 pub mod modules;
 pub mod nvidia;
 pub mod payload;
+pub mod userspace;
 pub mod worker;
 
 /// ROM size of the image: a multiple of 64 KiB (QEMU's `-bios` requirement). 640 KiB since the

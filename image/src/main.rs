@@ -179,6 +179,7 @@ fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, j
                     "driver_version": g.driver_version,
                     "modules": g.modules, "firmware": g.firmware,
                     "initrd_size_without_gpu": g.initrd_size_without_gpu,
+                    "userspace_bytes": g.userspace_bytes,
                     "build_seconds": g.build_time.as_secs_f64(), "cached": g.cached,
                 });
             }
@@ -194,7 +195,7 @@ fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, j
     let names: Vec<&str> = l.modules.load.iter().map(|m| m.file_name()).collect();
     println!("kernel    {} ({} bytes)", l.kernel.display(), l.kernel_size);
     println!(
-        "initramfs {} ({} bytes, {} modules: {}; static pupa-worker {} bytes, cargo {:.1} s)",
+        "initramfs {} ({} bytes, {} modules: {}; pupa-worker {} bytes, cargo {:.1} s)",
         l.initrd.display(),
         l.initrd_size,
         names.len(),
@@ -225,8 +226,9 @@ fn print_build(r: &build::BuildOutput, linux: Option<&payload::PayloadOutput>, j
             fw.join(", ")
         );
         println!(
-            "initramfs {} bytes with the GPU part, {} bytes without",
-            l.initrd_size, g.initrd_size_without_gpu
+            "initramfs {} bytes with the GPU part ({} bytes of glibc, NVIDIA user space and \
+             cubins), {} bytes without",
+            l.initrd_size, g.userspace_bytes, g.initrd_size_without_gpu
         );
     }
     println!("cmdline   {}", l.cmdline.display());

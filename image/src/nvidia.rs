@@ -310,9 +310,13 @@ pub fn apply_patches(dir: &Path) -> Result<(), NvidiaError> {
 /// Makes sure apt knows the pinned packages: writes [`SOURCES_FILE`] and runs `apt-get
 /// update` when `apt-cache show PACKAGE=VERSION` does not find one.
 fn ensure_apt_source(lock: &NvidiaLock, cache: &Path) -> Result<(), NvidiaError> {
-    let missing = lock
-        .pins()
-        .into_iter()
+    ensure_apt_knows(&lock.pins(), cache)
+}
+
+/// [`ensure_apt_source`] for any pins not in `cache` yet (the GPU user space's too).
+pub(crate) fn ensure_apt_knows(pins: &[&Pin], cache: &Path) -> Result<(), NvidiaError> {
+    let missing = pins
+        .iter()
         .filter(|p| !cache.join(&p.deb).is_file())
         .any(|p| {
             !Command::new("apt-cache")

@@ -57,7 +57,8 @@ pub struct PayloadOptions {
     pub cmdline: String,
     /// Do not compute the SNP launch digests.
     pub skip_measurements: bool,
-    /// Add the NVIDIA modules and GSP firmware (`pupa-image build` without `--no-gpu`).
+    /// Add the NVIDIA modules, GSP firmware and the GPU user space, with the glibc worker
+    /// (`pupa-image build` without `--no-gpu`).
     pub gpu: bool,
 }
 
@@ -103,8 +104,11 @@ pub struct GpuSummary {
     pub modules: Vec<(String, usize, usize)>,
     /// `(path, size)`.
     pub firmware: Vec<(String, usize)>,
-    /// The initramfs without the NVIDIA modules and firmware.
+    /// The initramfs without the NVIDIA modules, firmware and user space (with the same
+    /// worker).
     pub initrd_size_without_gpu: usize,
+    /// Bytes of the user space's files (libraries, cubins).
+    pub userspace_bytes: usize,
     /// The module build's time (zero: taken from the cache).
     pub build_time: Duration,
     pub cached: bool,
@@ -122,6 +126,8 @@ pub enum PayloadError {
     Nvidia(#[from] NvidiaError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Userspace(#[from] crate::userspace::UserspaceError),
     #[error("initramfs: {0}")]
     Initramfs(#[from] initramfs::Error),
     #[error("kernel config {path}: {why}")]
@@ -294,6 +300,7 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         src: opts.src.clone(),
         target_dir: opts.worker_target_dir.clone(),
         cargo_home: opts.cargo_home.clone(),
+        gpu: opts.gpu,
     })?;
     let init = std::fs::read(&w.path).map_err(io(&w.path))?;
     let (initrd, gpu) = if opts.gpu {
@@ -304,11 +311,15 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
             .chain(set.builtin.iter().cloned())
             .collect();
         let g = nvidia::build(&opts.src, &opts.deb_cache, &lock, &base)?;
+        let driver = g.lock.upstream(&g.lock.source).to_string();
+        let u = crate::userspace::assemble(&opts.src, &opts.deb_cache, &driver)?;
         let without = initramfs::payload(&init, &files)?.len();
         let mut all = files.clone();
         all.extend(g.modules.iter().map(|m| (m.file.clone(), m.xz.clone())));
-        let initrd = initramfs::payload_with_firmware(&init, &all, &g.firmware)?;
-        (initrd, Some((g, without)))
+        let mut extra = g.firmware.clone();
+        extra.extend(u.files.iter().cloned());
+        let initrd = initramfs::payload_with_files(&init, &all, &extra)?;
+        (initrd, Some((g, u, without)))
     } else {
         (initramfs::payload(&init, &files)?, None)
     };
@@ -338,11 +349,15 @@ pub fn build(opts: &PayloadOptions) -> Result<PayloadOutput, PayloadError> {
         snp: snp.clone(),
         firmware_sha384,
     });
-    if let Some((g, without)) = &gpu {
+    if let Some((g, u, without)) = &gpu {
         payload["gpu"] = true.into();
         payload["nvidia"] = nvidia::manifest(g, *without);
+        payload["userspace"] = crate::userspace::manifest(u);
+        payload["worker"]["target"] = worker::GPU_TARGET.into();
+        payload["worker"]["features"] = worker::GPU_FEATURES.into();
     }
-    let gpu = gpu.map(|(g, without)| GpuSummary {
+    let gpu = gpu.map(|(g, u, without)| GpuSummary {
+        userspace_bytes: u.files.iter().map(|(_, b)| b.len()).sum(),
         modules: g
             .modules
             .iter()

@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 pub const TOOLCHAIN: &str = "1.95.0";
 /// A static Linux executable without a C library dependency.
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The GPU payload's worker: glibc, because NVIDIA's libcuda and NVML are glibc libraries it
+/// loads at run time (`--features cuda,nvml`); linked against the build machine's glibc (Debian
+/// bookworm's 2.36, the version `image/gpu-userspace.lock` ships) by its `cc`.
+pub const GPU_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The features of the GPU payload's worker.
+pub const GPU_FEATURES: &str = "cuda,nvml";
 
 /// Environment variables removed from the worker build, by prefix.
 const CLEARED_PREFIXES: [&str; 6] = [
@@ -35,6 +41,8 @@ pub struct WorkerOptions {
     pub target_dir: PathBuf,
     /// `CARGO_HOME` for the build (`None`: the caller's, else `~/.cargo`).
     pub cargo_home: Option<PathBuf>,
+    /// The GPU payload's worker ([`GPU_TARGET`], [`GPU_FEATURES`]) instead of the static one.
+    pub gpu: bool,
 }
 
 /// The built worker.
@@ -55,10 +63,10 @@ pub enum WorkerError {
     )]
     Toolchain(String),
     #[error(
-        "Rust {TOOLCHAIN} has no {TARGET} standard library: rustup target add --toolchain \
-         {TOOLCHAIN} {TARGET}"
+        "Rust {TOOLCHAIN} has no {0} standard library: rustup target add --toolchain \
+         {TOOLCHAIN} {0}"
     )]
-    NoTarget,
+    NoTarget(&'static str),
     #[error("could not run cargo: {0}")]
     Spawn(std::io::Error),
     #[error("building the static pupa-worker failed (cargo +{TOOLCHAIN}: {0})")]
@@ -134,11 +142,13 @@ fn rustflags(remaps: &[(PathBuf, &str)]) -> String {
     flags.join("\x1f")
 }
 
-/// Builds `pupa-worker` for [`TARGET`] with [`TOOLCHAIN`]; returns its path.
+/// Builds `pupa-worker` for [`TARGET`] (or the GPU payload's, [`GPU_TARGET`]) with
+/// [`TOOLCHAIN`]; returns its path.
 pub fn build(opts: &WorkerOptions) -> Result<Worker, WorkerError> {
+    let target = if opts.gpu { GPU_TARGET } else { TARGET };
     let sysroot = sysroot()?;
-    if !sysroot.join("lib/rustlib").join(TARGET).is_dir() {
-        return Err(WorkerError::NoTarget);
+    if !sysroot.join("lib/rustlib").join(target).is_dir() {
+        return Err(WorkerError::NoTarget(target));
     }
     let home = cargo_home(opts);
     let maps = remaps(&opts.src, &opts.target_dir, home.as_deref(), &sysroot);
@@ -146,8 +156,11 @@ pub fn build(opts: &WorkerOptions) -> Result<Worker, WorkerError> {
     cmd.current_dir(&opts.src)
         .arg(format!("+{TOOLCHAIN}"))
         .args(["build", "--locked", "--release", "-p", "pupa-worker"])
-        .args(["--bin", "pupa-worker", "--target", TARGET, "--target-dir"])
+        .args(["--bin", "pupa-worker", "--target", target, "--target-dir"])
         .arg(&opts.target_dir);
+    if opts.gpu {
+        cmd.args(["--features", GPU_FEATURES]);
+    }
     for v in [
         "RUSTFLAGS",
         "RUSTC",
@@ -179,7 +192,7 @@ pub fn build(opts: &WorkerOptions) -> Result<Worker, WorkerError> {
         return Err(WorkerError::Cargo(status));
     }
     let build_time = t0.elapsed();
-    let path = opts.target_dir.join(TARGET).join("release/pupa-worker");
+    let path = opts.target_dir.join(target).join("release/pupa-worker");
     let bytes = std::fs::read(&path).map_err(|err| WorkerError::Io {
         path: path.clone(),
         err,

@@ -1,0 +1,165 @@
+//! The GPU payload's user space (issue 14): the glibc pupa-worker (`--features cuda,nvml`)
+//! and the files `pupa_image::userspace` takes from the pinned Debian packages, staged as the
+//! GPU initramfs lays them out, checked on this machine (no GPU, no NVIDIA driver):
+//!
+//! - every shared library the worker, libcuda, NVML and NVIDIA's PKCS#11 module need resolves
+//!   inside the staged tree (the pinned loader's `--list` with only the tree's directories);
+//! - the worker, started by the pinned loader on the staged libraries, loads NVML and libcuda
+//!   from the tree, reports that there is no GPU (no driver), falls back to the CPU kernels,
+//!   and serves a sealed job with a verified receipt.
+//!
+//! The NVIDIA kernel modules are not built here (minutes, see docs/LINUX_PAYLOAD.md); what a
+//! GPU would add (device nodes, cuInit, the cubins' launch) was not executed.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pupa_host::client::jobspec::JobSpec;
+use pupa_host::client::{self, Connection, EvidencePolicy};
+use pupa_image::nvidia::NvidiaLock;
+use pupa_image::{userspace, worker};
+use pupa_tests::{free_port, workspace};
+
+/// Builds the glibc worker and the user space, stages them under `root`; returns the root.
+fn stage() -> PathBuf {
+    let ws = workspace();
+    let w = worker::build(&worker::WorkerOptions {
+        src: ws.clone(),
+        target_dir: ws.join("target/musl"),
+        cargo_home: None,
+        gpu: true,
+    })
+    .unwrap_or_else(|e| panic!("the glibc worker: {e}"));
+    let (lock, _) = NvidiaLock::read(&ws).unwrap();
+    let driver = lock.upstream(&lock.source).to_string();
+    let u = userspace::assemble(&ws, &ws.join("target/linux-deb"), &driver)
+        .unwrap_or_else(|e| panic!("the GPU user space: {e}"));
+    let root = ws.join("target/pupa-test-gpu-userspace");
+    let _ = std::fs::remove_dir_all(&root);
+    for (path, bytes) in &u.files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        // the initramfs's modes (pupa_image::initramfs::payload_with_files)
+        let mode = if path.contains(".so") { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::copy(&w.path, root.join("init")).unwrap();
+    println!(
+        "gpu user space: {} files, {} bytes; glibc pupa-worker {} bytes",
+        u.files.len(),
+        u.files.iter().map(|(_, b)| b.len()).sum::<usize>(),
+        std::fs::metadata(root.join("init")).unwrap().len()
+    );
+    root
+}
+
+fn library_path(root: &Path) -> String {
+    format!(
+        "{}:{}",
+        root.join("lib/x86_64-linux-gnu").display(),
+        root.join("usr/lib/x86_64-linux-gnu").display()
+    )
+}
+
+fn loader(root: &Path) -> Command {
+    let mut c = Command::new(root.join("lib64/ld-linux-x86-64.so.2"));
+    c.arg("--library-path").arg(library_path(root));
+    c
+}
+
+/// `(needed, resolved path)` of every dependency the pinned loader lists for `file`.
+fn resolved(root: &Path, file: &Path) -> Vec<(String, String)> {
+    let out = loader(root).arg("--list").arg(file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}: {text}", file.display());
+    text.lines()
+        .filter_map(|l| l.trim().split_once(" => "))
+        .map(|(n, rest)| {
+            let path = rest.split(" (").next().unwrap_or(rest).to_string();
+            (n.to_string(), path)
+        })
+        .collect()
+}
+
+#[test]
+fn the_gpu_user_space_is_complete_and_the_worker_serves_from_it() {
+    let root = stage();
+    let driver = {
+        let (lock, _) = NvidiaLock::read(&workspace()).unwrap();
+        lock.upstream(&lock.source).to_string()
+    };
+    let usr = root.join("usr/lib/x86_64-linux-gnu");
+    for file in [
+        root.join("init"),
+        usr.join("libcuda.so.1"),
+        usr.join("libnvidia-ml.so.1"),
+        usr.join(format!("libnvidia-pkcs11-openssl3.so.{driver}")),
+    ] {
+        let deps = resolved(&root, &file);
+        assert!(
+            !deps.is_empty(),
+            "{}: no dependencies listed",
+            file.display()
+        );
+        for (needed, path) in deps {
+            assert!(
+                path.starts_with(root.to_str().unwrap()),
+                "{}: {needed} resolves to {path}, outside the payload",
+                file.display()
+            );
+        }
+    }
+    let port = free_port();
+    let mut child = loader(&root)
+        .arg(root.join("init"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--tee", "dev"])
+        .args(["--compute", "auto", "--gpus", "auto", "--cuda-cubins"])
+        .arg(root.join("lib/pupa/cuda"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while !log.contains("keys made") {
+        match lines.next() {
+            Some(Ok(l)) => {
+                println!("worker | {l}");
+                log.push_str(&l);
+                log.push('\n');
+            }
+            _ => {
+                let _ = child.kill();
+                panic!("the worker stopped before serving:\n{log}");
+            }
+        }
+    }
+    std::thread::spawn(move || lines.for_each(|l| println!("worker | {}", l.unwrap_or_default())));
+    // NVML and libcuda were found in the tree and said there is no GPU; the CPU serves.
+    assert!(log.contains("--gpus auto"), "{log}");
+    assert!(!log.contains("without the nvml feature"), "{log}");
+    assert!(log.contains("--compute auto: no CUDA backend"), "{log}");
+    assert!(
+        !log.contains("libcuda) is not present"),
+        "libcuda not found:\n{log}"
+    );
+    let mut conn =
+        Connection::connect(&format!("127.0.0.1:{port}"), None, Duration::from_secs(30)).unwrap();
+    let policy = EvidencePolicy {
+        allow_insecure_dev: true,
+        ..Default::default()
+    };
+    let w = client::fetch_and_verify(&mut conn, &policy).expect("evidence");
+    let spec =
+        JobSpec::from_json(r#"{"op":"matmul","m":32,"n":48,"k":64,"dtype":"bf16","seed":3}"#)
+            .unwrap();
+    let built = spec.build().unwrap();
+    let out = client::run_job(&mut conn, &w, built.job).expect("job");
+    assert!(spec.check(&out.result).unwrap().passed);
+    let _ = child.kill();
+    let _ = child.wait();
+}
