@@ -24,6 +24,9 @@ use pupa_protocol::boot_digests::{BootDigests, SETUP_PUPA_BOOT_DIGESTS};
 
 /// The largest `init_size` (memory the kernel needs from its load address) pupa accepts.
 pub const MAX_INIT_SIZE: u64 = 1 << 30;
+/// Highest `pref_address` accepted (distribution kernels use 16 MiB; the firmware reserves
+/// that much below the kernel, see [`KernelLayout::block_len`]).
+pub const MAX_PREF_ADDRESS: u64 = 256 << 20;
 /// The legacy VGA/BIOS hole a PC has below 1 MiB: reported reserved to Linux (QEMU's
 /// `etc/e820` lists it as RAM and leaves it to the firmware, as SeaBIOS and OVMF do).
 pub const LEGACY_HOLE: (u64, u64) = (0xA_0000, 0x10_0000);
@@ -59,6 +62,9 @@ pub enum LinuxError {
     /// `kernel_alignment` is not a power of two in [4 KiB, 1 GiB].
     #[error("kernel_alignment {0:#x} unusable")]
     Alignment(u32),
+    /// `pref_address` is not aligned to `kernel_alignment` or above [`MAX_PREF_ADDRESS`].
+    #[error("pref_address {0:#x} unusable")]
+    PrefAddress(u64),
     /// `init_size` is below the kernel's size or above [`MAX_INIT_SIZE`].
     #[error("init_size {init_size:#x} unusable for a kernel of {kernel_len:#x} bytes")]
     InitSize { init_size: u32, kernel_len: usize },
@@ -90,6 +96,33 @@ pub struct KernelLayout {
     pub cmdline_max: u32,
     /// Highest address the initrd may end at (`initrd_addr_max`, inclusive), or `u64::MAX`.
     pub initrd_max: u64,
+    /// `pref_address`: a relocatable kernel loaded below it runs from it (below).
+    pub pref_address: u64,
+}
+
+impl KernelLayout {
+    /// Bytes of a block that always holds the kernel's runtime range, wherever the heap puts
+    /// the block: `pref_address + size + align` (see [`KernelLayout::runtime_start`]).
+    pub fn block_len(&self) -> u64 {
+        self.pref_address + self.size + self.align
+    }
+
+    /// Where the kernel is loaded in a block at `start` of [`KernelLayout::block_len`] bytes.
+    ///
+    /// Boot protocol (Documentation/arch/x86/boot.rst, `init_size`): a relocatable kernel's
+    /// runtime start is its load address aligned up to `kernel_alignment`, but not below
+    /// `pref_address` (the decompressor, `arch/x86/boot/compressed/head_64.S`, moves a kernel
+    /// loaded lower up to `LOAD_PHYSICAL_ADDR`), and it needs `init_size` bytes from there. So
+    /// the load address is that runtime start itself, and the whole range lies in the block:
+    /// either `start` is at least `pref_address` and the range starts within `align` of it, or
+    /// it is below and the range `[pref_address, pref_address + size)` ends before
+    /// `start + block_len`. `None` if the sum overflows.
+    pub fn runtime_start(&self, start: u64) -> Option<u64> {
+        let aligned = start.checked_next_multiple_of(self.align)?;
+        let at = aligned.max(self.pref_address);
+        let end = start.checked_add(self.block_len())?;
+        (at.checked_add(self.size)? <= end).then_some(at)
+    }
 }
 
 fn rd<T: FromBytes>(b: &[u8], off: usize) -> Option<T> {
@@ -147,6 +180,10 @@ pub fn parse_setup(setup: &[u8], kernel_len: usize) -> Result<KernelLayout, Linu
             kernel_len,
         });
     }
+    let pref_address = hdr.pref_address;
+    if !pref_address.is_multiple_of(align as u64) || pref_address > MAX_PREF_ADDRESS {
+        return Err(LinuxError::PrefAddress(pref_address));
+    }
     let initrd_max = if hdr.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
         u64::MAX
     } else {
@@ -158,6 +195,7 @@ pub fn parse_setup(setup: &[u8], kernel_len: usize) -> Result<KernelLayout, Linu
         size: init_size as u64,
         cmdline_max: hdr.cmdline_size,
         initrd_max,
+        pref_address,
     })
 }
 

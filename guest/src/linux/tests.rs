@@ -20,6 +20,7 @@ fn setup() -> Vec<u8> {
     s[0x238..0x23C].copy_from_slice(&2047u32.to_le_bytes());
     s[0x250..0x258].copy_from_slice(&0x1234_5678u64.to_le_bytes()); // QEMU's setup_data
     s[0x260..0x264].copy_from_slice(&0x300_0000u32.to_le_bytes());
+    s[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes()); // pref_address
     s
 }
 
@@ -33,9 +34,42 @@ fn a_good_header_parses() {
             align: 0x20_0000,
             size: 0x300_0000,
             cmdline_max: 2047,
-            initrd_max: u64::MAX
+            initrd_max: u64::MAX,
+            pref_address: 0x100_0000,
         }
     );
+}
+
+/// The runtime range [pref_address or aligned load address, + init_size) always lies inside
+/// the block the firmware allocates, wherever the heap puts it (a kernel loaded below
+/// pref_address decompresses at pref_address: with the range outside the block, the kernel
+/// overwrote the initrd that followed it, which QEMU showed with a 110 MB initramfs).
+#[test]
+fn the_kernel_runs_inside_its_block() {
+    let l = parse_setup(&setup(), 0x100_0000).unwrap();
+    assert_eq!(l.block_len(), 0x100_0000 + 0x300_0000 + 0x20_0000);
+    for start in [
+        0x10_0000u64,
+        0x60_0000,
+        0x60_1000,
+        0xFF_F000,
+        0x100_0000,
+        0x1234_5000,
+    ] {
+        let at = l.runtime_start(start).unwrap();
+        assert!(
+            at >= l.pref_address && at.is_multiple_of(l.align),
+            "{start:#x}: {at:#x}"
+        );
+        assert!(
+            at >= start && at + l.size <= start + l.block_len(),
+            "{start:#x}"
+        );
+    }
+    // loaded below pref_address: runs from pref_address, not from the load address
+    assert_eq!(l.runtime_start(0x60_0000), Some(0x100_0000));
+    assert_eq!(l.runtime_start(0x1234_5000), Some(0x1240_0000));
+    assert_eq!(l.runtime_start(u64::MAX - 0x1000), None);
 }
 
 /// A corruption of the setup item and the error it must give.
@@ -43,7 +77,7 @@ type Case = (fn(&mut Vec<u8>), LinuxError);
 
 #[test]
 fn bad_headers_are_typed_errors() {
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         (|s| s[0x202] = b'X', LinuxError::NotBzImage),
         (|s| s[0x1FE] = 0, LinuxError::NotBzImage),
         (|s| s[0x206] = 0x0B, LinuxError::ProtocolTooOld(0x020B)),
@@ -58,6 +92,7 @@ fn bad_headers_are_typed_errors() {
         (|s| s[0x236] = 0, LinuxError::No64BitEntry),
         (|s| s[0x234] = 0, LinuxError::NotRelocatable),
         (|s| s[0x230] = 3, LinuxError::Alignment(0x20_0003)),
+        (|s| s[0x258] = 1, LinuxError::PrefAddress(0x100_0001)),
         (
             |s| s[0x263] = 0,
             LinuxError::InitSize {

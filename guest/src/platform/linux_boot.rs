@@ -66,6 +66,19 @@ fn leak_aligned(size: usize, align: usize) -> &'static mut [u8] {
     &mut buf[off..off + size]
 }
 
+/// The kernel's buffer: its runtime range `[runtime start, + init_size)` inside a leaked heap
+/// block (`KernelLayout::runtime_start`), so that nothing the firmware hands Linux (initrd,
+/// boot parameters, tables) lies where the kernel decompresses itself.
+fn kernel_buffer(kl: &linux::KernelLayout) -> Result<&'static mut [u8], LinuxBootError> {
+    let block = leak_aligned(kl.block_len() as usize, 4096);
+    let start = block.as_ptr() as u64;
+    let at = kl
+        .runtime_start(start)
+        .ok_or(LinuxError::PrefAddress(kl.pref_address))?;
+    let off = (at - start) as usize;
+    Ok(&mut block[off..off + kl.size as usize])
+}
+
 /// Boots the fw_cfg kernel if there is one (never returns then); returns without one.
 pub fn boot_if_present(
     platform: &dyn Platform,
@@ -79,7 +92,7 @@ pub fn boot_if_present(
     let setup = read_item(key::SETUP_SIZE, key::SETUP_DATA, MAX_SMALL_ITEM)?;
     let kernel_len = item_len(key::KERNEL_SIZE, MAX_ITEM)?;
     let kl = linux::parse_setup(&setup, kernel_len)?;
-    let kernel = leak_aligned(kl.size as usize, kl.align as usize);
+    let kernel = kernel_buffer(&kl)?;
     fw_cfg::read_item_into(key::KERNEL_DATA, &mut kernel[..kernel_len]);
     let initrd_len = item_len(key::INITRD_SIZE, MAX_ITEM)?;
     let initrd = leak_aligned(initrd_len, 4096);
