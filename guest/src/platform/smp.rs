@@ -165,16 +165,25 @@ pub(super) fn spin_until(tsc: Tsc, us: u64, done: impl Fn() -> bool) {
     }
 }
 
-/// The APIC IDs of the VMM's enabled vCPUs other than the boot CPU, from the ACPI MADT in
-/// fw_cfg (`pupa_guest::madt`), at most `count`; `None` (and a line saying why) without one:
-/// the platforms that start APs by ID then assume QEMU's plain `-smp N` numbering, 1..N.
-pub(super) fn other_apic_ids(count: u32) -> Option<Vec<u32>> {
-    let found = fw_cfg::stream_file("etc/acpi/tables", |read, size| {
+/// The APIC IDs of the VMM's enabled vCPUs, from the ACPI MADT in fw_cfg
+/// (`pupa_guest::madt`), in the table's order; why not, without one.
+fn madt_apic_ids() -> Result<Vec<u32>, String> {
+    match fw_cfg::stream_file("etc/acpi/tables", |read, size| {
         madt::find_table(&mut |b: &mut [u8]| read(b), size, madt::MADT_SIGNATURE)
             .and_then(|t| madt::enabled_apic_ids(&t))
-    });
-    match found {
-        Ok(Ok(ids)) => {
+    }) {
+        Ok(Ok(ids)) => Ok(ids),
+        Ok(Err(e)) => Err(alloc::format!("MADT: {e}")),
+        Err(e) => Err(alloc::format!("ACPI tables: {e}")),
+    }
+}
+
+/// The APIC IDs of the other vCPUs (the MADT's, without the boot CPU's), at most `count`;
+/// `None` (and a line saying why) without a MADT: the platforms that start APs by ID then
+/// assume QEMU's plain `-smp N` numbering, 1..N.
+pub(super) fn other_apic_ids(count: u32) -> Option<Vec<u32>> {
+    match madt_apic_ids() {
+        Ok(ids) => {
             let own = apic::id();
             Some(
                 ids.into_iter()
@@ -183,12 +192,8 @@ pub(super) fn other_apic_ids(count: u32) -> Option<Vec<u32>> {
                     .collect(),
             )
         }
-        Ok(Err(e)) => {
-            crate::println!("pupa: smp: MADT: {e}; assuming APIC IDs 1..{count}");
-            None
-        }
-        Err(e) => {
-            crate::println!("pupa: smp: ACPI tables: {e}; assuming APIC IDs 1..{count}");
+        Err(why) => {
+            crate::println!("pupa: smp: {why}; assuming APIC IDs 1..{count}");
             None
         }
     }
@@ -203,15 +208,16 @@ pub fn apic_id_line() -> String {
             let _ = write!(line, " {id}");
         }
     }
-    line.push_str(", madt");
-    match other_apic_ids(MAX_CPUS) {
-        Some(ids) => {
-            let _ = write!(line, " {}", apic::id());
+    match madt_apic_ids() {
+        Ok(ids) => {
+            line.push_str(", madt");
             for id in ids {
                 let _ = write!(line, " {id}");
             }
         }
-        None => line.push_str(" none"),
+        Err(why) => {
+            let _ = write!(line, ", madt none ({why})");
+        }
     }
     line
 }
