@@ -363,8 +363,14 @@ pub fn attention_split_until<T: Element>(
             let (q, k, v, sh, o, stop) = (self.q, self.k, self.v, self.sh, self.o, &self.stop);
             let expired = || stop.expired();
             let init = || TileScratch::try_new::<K>(sh.dim);
-            for_each_task(self.w, sh.heads * nqb, &init, &|ws, item| {
-                let (head, qb) = (item / nqb, item % nqb);
+            let heads = sh.heads;
+            for_each_task(self.w, heads * nqb, &init, &|ws, item| {
+                // Query blocks last to first (every head's, then the previous block): under
+                // a causal mask a later block attends to more keys, and handing out the
+                // longest tiles first leaves the shortest for the end, so no thread finishes
+                // long after the others (longest-first scheduling). Each tile writes its own
+                // rows, so the order changes no result.
+                let (head, qb) = (item % heads, nqb - 1 - item / heads);
                 // SAFETY: validated by `prepare`; each (head, qb) tile writes only its own
                 // output rows and LSE entries, and the queue hands out each tile once; ISA
                 // checked.
