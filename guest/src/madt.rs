@@ -186,6 +186,18 @@ pub fn enabled_apic_ids(madt: &[u8]) -> Result<Vec<u32>, MadtError> {
     Ok(ids)
 }
 
+/// The APIC IDs of the other vCPUs when the VMM gives no MADT: QEMU's numbering for a plain
+/// `-smp N` (0..N, here without the boot CPU's `own`), the first `count`. The TDX module sets
+/// the x2APIC ID to the vCPU index unless the VMM configured a topology. An ID that belongs to
+/// no vCPU is reported by the platform's start-up (a TDX wakeup times out, an SNP AP creation
+/// is refused) and the guest carries on with the others.
+pub fn fallback_apic_ids(own: u32, count: u32) -> Vec<u32> {
+    (0..=u32::MAX)
+        .filter(|&id| id != own)
+        .take(count as usize)
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "madt_tests.rs"]
 mod tests;

@@ -158,3 +158,10 @@ fn malformed_tables_are_refused() {
     ));
     assert!(enabled_apic_ids(&m[..10]).is_err());
 }
+
+#[test]
+fn the_fallback_skips_the_boot_cpu() {
+    assert_eq!(fallback_apic_ids(0, 3), [1, 2, 3]);
+    assert_eq!(fallback_apic_ids(2, 3), [0, 1, 3]);
+    assert_eq!(fallback_apic_ids(0, 0), [] as [u32; 0]);
+}

@@ -172,6 +172,16 @@ pub const EXTRA_PREFIXES: [&str; 5] = [
     "lib/pupa/",
 ];
 
+/// The mode [`payload_with_files`] gives a file: 0755 for shared libraries and the loader
+/// (`*.so*`), 0644 otherwise.
+pub fn file_mode(path: &str) -> u32 {
+    if path.contains(".so") {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 /// [`payload`] with more files: `(path relative to the root, bytes)` under one of
 /// [`EXTRA_PREFIXES`], e.g. `lib/firmware/nvidia/535.261.03/gsp_ga10x.bin`. Without them the
 /// bytes are those of [`payload`]. Shared libraries and the loader get mode 0755.
@@ -185,8 +195,7 @@ pub fn payload_with_files(
         if !EXTRA_PREFIXES.iter().any(|p| path.starts_with(p)) {
             return Err(Error::BadPath(path.clone()));
         }
-        let mode = if path.contains(".so") { 0o755 } else { 0o644 };
-        a.add(path, mode, Kind::File(bytes.clone()))?;
+        a.add(path, file_mode(path), Kind::File(bytes.clone()))?;
     }
     a.add("dev", 0o755, Kind::Dir)?;
     a.add("dev/console", 0o600, Kind::CharDev(5, 1))?;

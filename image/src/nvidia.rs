@@ -341,7 +341,12 @@ pub(crate) fn ensure_apt_knows(pins: &[&Pin], cache: &Path) -> Result<(), Nvidia
 }
 
 /// Runs `cmd`, its output into `log`; an error quotes the log's last lines.
-fn run(cmd: &mut Command, tool: &str, pkg: &'static str, log: &Path) -> Result<(), NvidiaError> {
+pub(crate) fn run(
+    cmd: &mut Command,
+    tool: &str,
+    pkg: &'static str,
+    log: &Path,
+) -> Result<(), NvidiaError> {
     let out = cmd.output().map_err(|err| NvidiaError::MissingTool {
         tool: tool.into(),
         pkg,
@@ -362,7 +367,7 @@ fn run(cmd: &mut Command, tool: &str, pkg: &'static str, log: &Path) -> Result<(
     })
 }
 
-fn dpkg_x(deb: &Path, dir: &Path, log: &Path) -> Result<(), NvidiaError> {
+pub(crate) fn dpkg_x(deb: &Path, dir: &Path, log: &Path) -> Result<(), NvidiaError> {
     run(
         Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir),
         "dpkg-deb -x",

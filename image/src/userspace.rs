@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::deb::{self, DebError, LockEntries, Pin};
+use crate::nvidia;
 
 /// The lock, relative to the workspace root.
 pub const LOCK_FILE: &str = "image/gpu-userspace.lock";
@@ -116,11 +117,9 @@ pub enum UserspaceError {
     #[error("GPU user space package: {0}")]
     Deb(#[from] DebError),
     #[error("GPU user space: {0}")]
-    Apt(#[from] crate::nvidia::NvidiaError),
+    Tool(#[from] nvidia::NvidiaError),
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
-    #[error("{what} failed: {why}")]
-    Tool { what: String, why: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UserspaceError + '_ {
@@ -187,7 +186,7 @@ pub fn assemble(src: &Path, cache: &Path, driver: &str) -> Result<Userspace, Use
     let pins = parse_lock(&text)?;
     check_driver(&pins, driver)?;
     std::fs::create_dir_all(cache).map_err(io(cache))?;
-    crate::nvidia::ensure_apt_knows(&pins.iter().map(|(_, p)| p).collect::<Vec<_>>(), cache)?;
+    nvidia::ensure_apt_knows(&pins.iter().map(|(_, p)| p).collect::<Vec<_>>(), cache)?;
     let root = cache.join("gpu-userspace");
     let mut roots = Vec::new();
     for (role, pin) in &pins {
@@ -195,20 +194,19 @@ pub fn assemble(src: &Path, cache: &Path, driver: &str) -> Result<Userspace, Use
         let dir = root.join(&pin.sha256[..16]);
         if !dir.join(".unpacked").is_file() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            run(
-                Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir),
-                "dpkg-deb -x",
-            )?;
+            nvidia::dpkg_x(&deb, &dir, &root.join("dpkg-deb.log"))?;
             std::fs::write(dir.join(".unpacked"), b"").map_err(io(&dir))?;
         }
         roots.push((*role, dir));
     }
     let gates = cache.join("cuda-gates");
-    run(
+    nvidia::run(
         Command::new("bash")
             .arg(src.join("kernels/cuda/check.sh"))
             .env("PUPA_CUDA_OUT", &gates),
         "kernels/cuda/check.sh (the CUDA kernels as cubins)",
+        "python3-venv",
+        &cache.join("cuda-cubins.log"),
     )?;
     roots.push(("cubin", gates.join("cu12")));
     let mut files = Vec::new();
@@ -224,22 +222,6 @@ pub fn assemble(src: &Path, cache: &Path, driver: &str) -> Result<Userspace, Use
     }
     files.sort();
     Ok(Userspace { files, pins })
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<(), UserspaceError> {
-    let out = cmd.output().map_err(|e| UserspaceError::Tool {
-        what: what.into(),
-        why: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(6).collect();
-        return Err(UserspaceError::Tool {
-            what: what.into(),
-            why: tail.into_iter().rev().collect::<Vec<_>>().join("; "),
-        });
-    }
-    Ok(())
 }
 
 /// The manifest's `"userspace"` object: each package and each file with its SHA-256.

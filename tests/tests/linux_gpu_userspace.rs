@@ -22,11 +22,12 @@ use pupa_host::client::jobspec::JobSpec;
 use pupa_host::client::{self, Connection, EvidencePolicy};
 use pupa_image::nvidia::NvidiaLock;
 use pupa_image::payload::{self, PayloadOptions};
-use pupa_image::{userspace, worker};
+use pupa_image::{initramfs, userspace, worker};
 use pupa_tests::{accel_args, free_port, image, start_host_with, workspace};
 
-/// Builds the glibc worker and the user space, stages them under `root`; returns the root.
-fn stage() -> PathBuf {
+/// Builds the glibc worker and the user space, stages them under a root; returns the root and
+/// the NVIDIA driver version.
+fn stage() -> (PathBuf, String) {
     let ws = workspace();
     let w = worker::build(&worker::WorkerOptions {
         src: ws.clone(),
@@ -45,8 +46,7 @@ fn stage() -> PathBuf {
         let p = root.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, bytes).unwrap();
-        // the initramfs's modes (pupa_image::initramfs::payload_with_files)
-        let mode = if path.contains(".so") { 0o755 } else { 0o644 };
+        let mode = initramfs::file_mode(path);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     std::fs::copy(&w.path, root.join("init")).unwrap();
@@ -56,7 +56,7 @@ fn stage() -> PathBuf {
         u.files.iter().map(|(_, b)| b.len()).sum::<usize>(),
         std::fs::metadata(root.join("init")).unwrap().len()
     );
-    root
+    (root, driver)
 }
 
 fn library_path(root: &Path) -> String {
@@ -89,11 +89,7 @@ fn resolved(root: &Path, file: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn the_gpu_user_space_is_complete_and_the_worker_serves_from_it() {
-    let root = stage();
-    let driver = {
-        let (lock, _) = NvidiaLock::read(&workspace()).unwrap();
-        lock.upstream(&lock.source).to_string()
-    };
+    let (root, driver) = stage();
     let usr = root.join("usr/lib/x86_64-linux-gnu");
     for file in [
         root.join("init"),

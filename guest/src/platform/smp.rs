@@ -166,35 +166,36 @@ pub(super) fn spin_until(tsc: Tsc, us: u64, done: impl Fn() -> bool) {
 }
 
 /// The APIC IDs of the VMM's enabled vCPUs, from the ACPI MADT in fw_cfg
-/// (`pupa_guest::madt`), in the table's order; why not, without one.
-fn madt_apic_ids() -> Result<Vec<u32>, String> {
-    match fw_cfg::stream_file("etc/acpi/tables", |read, size| {
-        madt::find_table(&mut |b: &mut [u8]| read(b), size, madt::MADT_SIGNATURE)
-            .and_then(|t| madt::enabled_apic_ids(&t))
-    }) {
-        Ok(Ok(ids)) => Ok(ids),
-        Ok(Err(e)) => Err(alloc::format!("MADT: {e}")),
-        Err(e) => Err(alloc::format!("ACPI tables: {e}")),
-    }
+/// (`pupa_guest::madt`), in the table's order, or why there are none. Read once (each byte is
+/// a port read, an exit under SNP and TDX): for the APs' start-up and the banner.
+fn madt_apic_ids() -> &'static Result<Vec<u32>, String> {
+    static IDS: spin::Once<Result<Vec<u32>, String>> = spin::Once::new();
+    IDS.call_once(|| {
+        match fw_cfg::stream_file("etc/acpi/tables", |read, size| {
+            madt::find_table(&mut |b: &mut [u8]| read(b), size, madt::MADT_SIGNATURE)
+                .and_then(|t| madt::enabled_apic_ids(&t))
+        }) {
+            Ok(Ok(ids)) => Ok(ids),
+            Ok(Err(e)) => Err(alloc::format!("MADT: {e}")),
+            Err(e) => Err(alloc::format!("ACPI tables: {e}")),
+        }
+    })
 }
 
-/// The APIC IDs of the other vCPUs (the MADT's, without the boot CPU's), at most `count`;
-/// `None` (and a line saying why) without a MADT: the platforms that start APs by ID then
-/// assume QEMU's plain `-smp N` numbering, 1..N.
-pub(super) fn other_apic_ids(count: u32) -> Option<Vec<u32>> {
+/// The APIC IDs of the other vCPUs, at most `count`: the MADT's without the boot CPU's, or
+/// (with a line saying why) `madt::fallback_apic_ids`. SNP and TDX start their APs by them.
+pub(super) fn other_apic_ids(count: u32) -> Vec<u32> {
+    let own = apic::id();
     match madt_apic_ids() {
-        Ok(ids) => {
-            let own = apic::id();
-            Some(
-                ids.into_iter()
-                    .filter(|&id| id != own)
-                    .take(count as usize)
-                    .collect(),
-            )
-        }
+        Ok(ids) => ids
+            .iter()
+            .copied()
+            .filter(|&id| id != own)
+            .take(count as usize)
+            .collect(),
         Err(why) => {
-            crate::println!("pupa: smp: {why}; assuming APIC IDs 1..{count}");
-            None
+            crate::println!("pupa: smp: {why}; assuming QEMU's numbering");
+            madt::fallback_apic_ids(own, count)
         }
     }
 }

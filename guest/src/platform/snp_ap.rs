@@ -67,8 +67,8 @@ fn bsp_state() -> Option<BspState> {
 /// The firmware's side of AP creation.
 struct Machine {
     stacks: u64,
-    /// The other vCPUs' APIC IDs from the MADT (`None`: QEMU's plain numbering, 1..n-1).
-    apic_ids: Option<Vec<u32>>,
+    /// The other vCPUs' APIC IDs (`smp::other_apic_ids`), AP `index` at `index - 1`.
+    apic_ids: Vec<u32>,
 }
 
 impl ApMachine for Machine {
@@ -85,12 +85,7 @@ impl ApMachine for Machine {
             return None;
         }
         Some(ApStart {
-            // AP `index` is the MADT's `index`-th vCPU after the boot CPU; without a MADT,
-            // QEMU's plain `-smp N` numbering (0..n-1, the boot CPU 0).
-            apic_id: match &self.apic_ids {
-                Some(ids) => *ids.get(index as usize - 1)?,
-                None => index,
-            },
+            apic_id: *self.apic_ids.get(index as usize - 1)?,
             rip: snp_ap_entry as *const () as u64,
             stack_top: self.stacks + u64::from(index) * AP_STACK,
             index: u64::from(index),
@@ -127,9 +122,7 @@ pub fn start(tsc: Tsc) -> (u32, u32) {
             return 0;
         };
         let apic_ids = smp::other_apic_ids(n - 1);
-        let n = apic_ids
-            .as_ref()
-            .map_or(n, |ids| n.min(ids.len() as u32 + 1));
+        let n = apic_ids.len() as u32 + 1;
         match ap::start_aps(&mut Machine { stacks, apic_ids }, hv_features(), &bsp, n) {
             Ok(report) => {
                 for (apic_id, e) in &report.refused {

@@ -39,9 +39,7 @@ pub fn start_aps(tsc: Tsc, num_vcpus: u32) -> (u32, u32) {
     // leaked for the APs alone; ap_entry never returns.
     let vector = unsafe { tdx_ap::prepare(smp::ap_entry, stacks, AP_STACK, n - 1) };
     let mailbox = tdx_ap::mailbox();
-    let ids = smp::other_apic_ids(n - 1)
-        .unwrap_or_else(|| mailbox::ap_apic_ids(apic::id(), n - 1).collect());
-    for id in ids {
+    for id in smp::other_apic_ids(n - 1) {
         let kick = |id| apic::send_fixed(id, WAKE_VECTOR);
         let wait = |acked: &dyn Fn() -> bool| smp::spin_until(tsc, ACK_WAIT_US, acked);
         if let Err(e) = mailbox::wake(mailbox, id, vector, kick, wait) {

@@ -213,18 +213,6 @@ pub fn wake(
     }
 }
 
-/// The x2APIC IDs the firmware wakes its APs by: the first `count` IDs other than the boot
-/// CPU's (`own`). Nothing in the TD tells one vCPU another's x2APIC ID except the VMM's MADT;
-/// the TDX module sets it to the vCPU index unless the VMM configured the topology, and KVM
-/// passes QEMU's APIC IDs, which for a plain `-smp N` are 0..N as well. An ID that belongs
-/// to no vCPU times out in [`wake`] and is reported; its vCPU stays parked. (Every x2APIC
-/// ID, the APs' own included, is the VMM's word: a lying VMM can leave APs parked, no more.)
-pub fn ap_apic_ids(own: u32, count: u32) -> impl Iterator<Item = u32> {
-    (0..=u32::MAX)
-        .filter(move |&id| id != own)
-        .take(count as usize)
-}
-
 /// The MADT's Multiprocessor Wakeup Structure (ACPI 6.4 §5.2.12.19): type 0x10,
 /// length 16, mailbox version 0, the mailbox's physical address. Not in pupa's MADT yet (for
 /// a Linux payload with more than one vCPU; the page must then reach Linux as ACPI NVS, as

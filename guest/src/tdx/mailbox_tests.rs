@@ -238,14 +238,6 @@ fn an_absent_id_times_out_and_the_next_ap_still_wakes() {
     assert_eq!(got, [(1, 0x9000), (3, 0x9000)]);
 }
 
-#[test]
-fn ap_ids_skip_the_boot_cpu() {
-    let ids = |own, n| ap_apic_ids(own, n).collect::<Vec<u32>>();
-    assert_eq!(ids(0, 3), [1, 2, 3]);
-    assert_eq!(ids(2, 3), [0, 1, 3]);
-    assert_eq!(ids(0, 0), [] as [u32; 0]);
-}
-
 /// The interrupt line of the halting APs below: `kicks` counts IPIs, `halts` the APs' entries
 /// into the halt (so a test can wait until an AP sleeps).
 #[derive(Default)]

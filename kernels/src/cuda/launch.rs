@@ -25,11 +25,8 @@ const THREADS: u32 = 384;
 /// Checks that the driver library (libcuda) and NVRTC can be loaded. cudarc panics on first use
 /// of a missing library (`CudaContext::new` included), so this runs before anything else.
 pub fn probe() -> Result<(), CudaError> {
-    // SAFETY: both only try to dlopen the library under its usual names.
-    if !unsafe { sys::is_culib_present() } {
-        return Err(CudaError::NoDriver);
-    }
-    // SAFETY: as above.
+    probe_driver()?;
+    // SAFETY: only tries to dlopen the library under its usual names.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaError::NoNvrtc);
     }
